@@ -1,0 +1,275 @@
+"""Normalization layers for stacked members: every input is [members, batch, features].
+
+Each class is one row of the SCIENCE.md table. Statistics are per member (dim 1 is the
+batch), so members never see each other. `sg` in the docstrings is stop-gradient
+(`.detach()`). Every layer except `none` has an `affine` switch (gamma, beta after the
+normalization); the pre-affine output x_hat is exposed to `on_xhat` so the trainer can
+record the mean gradient sum_i dl/dx_hat_i that drives the bias (SCIENCE.md item 2).
+
+    >>> layer = make_norm("center_detached", members=4, features=32, affine=False)
+    >>> y = layer(torch.randn(4, 64, 32))
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class StackedNorm(nn.Module):
+    """Base: normalize(x) then optional gamma * x_hat + beta, per member."""
+
+    uses_batch_stats = False  # True: the layer's output depends on the rest of the batch
+
+    def __init__(self, members: int, features: int, affine: bool = True, eps: float = 1e-5,
+                 momentum: float = 0.1, **_):
+        super().__init__()
+        self.members, self.features, self.affine = members, features, affine
+        self.eps, self.momentum = eps, momentum
+        if affine:
+            self.gamma = nn.Parameter(torch.ones(members, 1, features))
+            self.beta = nn.Parameter(torch.zeros(members, 1, features))
+        self.on_xhat = None  # callable(x_hat) set by the trainer on steps it records
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_hat = self.normalize(x)
+        if self.on_xhat is not None and x_hat.requires_grad:
+            self.on_xhat(x_hat)
+        return self.gamma * x_hat + self.beta if self.affine else x_hat
+
+
+def _batch_stats(x: torch.Tensor, eps: float):
+    """Per-member mean and sigma = sqrt(biased var + eps) over the batch dim, [M, 1, F]."""
+    mu = x.mean(dim=1, keepdim=True)
+    var = x.var(dim=1, unbiased=False, keepdim=True)
+    return mu, torch.sqrt(var + eps)
+
+
+class _RunningStats(StackedNorm):
+    """Adds EMA buffers (torch's convention: running = (1-m)*running + m*batch, unbiased var).
+
+    Eval mode normalizes with them, as torch.nn.BatchNorm1d does. A layer whose
+    statistics are never estimated from a batch keeps them at mean 0, var 1.
+    """
+
+    def __init__(self, members, features, **kw):
+        super().__init__(members, features, **kw)
+        self.register_buffer("running_mean", torch.zeros(members, 1, features))
+        self.register_buffer("running_var", torch.ones(members, 1, features))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def _update_running(self, x: torch.Tensor, init_from_batch: bool = False):
+        mu = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, unbiased=x.shape[1] > 1, keepdim=True)
+        if init_from_batch and not bool(self.initialized):
+            self.running_mean.copy_(mu)
+            self.running_var.copy_(var)
+        else:
+            self.running_mean.lerp_(mu, self.momentum)
+            self.running_var.lerp_(var, self.momentum)
+        self.initialized.fill_(True)
+
+    def _eval(self, x):
+        return (x - self.running_mean) / torch.sqrt(self.running_var + self.eps)
+
+
+class Identity(StackedNorm):
+    """`none`: x_hat = x. No affine (a plain layer already has its bias)."""
+
+    def __init__(self, members, features, **kw):
+        kw["affine"] = False
+        super().__init__(members, features, **kw)
+
+    def normalize(self, x):
+        return x
+
+
+class BatchNorm(_RunningStats):
+    """`bn`: x_hat = (x - mu_B) / sigma_B, gradient through both statistics."""
+
+    uses_batch_stats = True
+
+    def normalize(self, x):
+        if not self.training:
+            return self._eval(x)
+        self._update_running(x)
+        mu, sigma = _batch_stats(x, self.eps)
+        return (x - mu) / sigma
+
+
+class Center(_RunningStats):
+    """`center`: x_hat = x - mu_B, gradient through mu_B (mean-only BN)."""
+
+    uses_batch_stats = True
+
+    def normalize(self, x):
+        if not self.training:
+            return x - self.running_mean
+        self._update_running(x)
+        return x - x.mean(dim=1, keepdim=True)
+
+
+class CenterDetached(_RunningStats):
+    """`center_detached`: x_hat = x - sg(mu_B) -- the paper's thought experiment."""
+
+    uses_batch_stats = True
+
+    def normalize(self, x):
+        if not self.training:
+            return x - self.running_mean
+        self._update_running(x)
+        return x - x.mean(dim=1, keepdim=True).detach()
+
+
+class StandardizeDetached(_RunningStats):
+    """`standardize_detached`: x_hat = (x - sg(mu_B)) / sg(sigma_B) -- "also scales"."""
+
+    uses_batch_stats = True
+
+    def normalize(self, x):
+        if not self.training:
+            return self._eval(x)
+        self._update_running(x)
+        mu, sigma = _batch_stats(x.detach(), self.eps)
+        return (x - mu) / sigma
+
+
+class PopulationDetached(StackedNorm):
+    """`population_detached`: mu, sigma over the WHOLE training set, detached.
+
+    The trainer calls `refresh` every K steps by running the full training set through
+    the network with `collect=True`; between refreshes the statistics are constants.
+    """
+
+    def __init__(self, members, features, **kw):
+        super().__init__(members, features, **kw)
+        self.register_buffer("pop_mean", torch.zeros(members, 1, features))
+        self.register_buffer("pop_sigma", torch.ones(members, 1, features))
+        self.collect = False
+
+    def normalize(self, x):
+        if self.collect:
+            with torch.no_grad():
+                mu, sigma = _batch_stats(x, self.eps)
+                self.pop_mean.copy_(mu)
+                self.pop_sigma.copy_(sigma)
+        return (x - self.pop_mean) / self.pop_sigma
+
+
+class RunningDetached(_RunningStats):
+    """`running_detached`: normalize with the EMA statistics during training, detached.
+
+    The EMA is updated with the current batch first (initialized from the first batch),
+    then used; Ioffe (2017) reports this blows up.
+    """
+
+    def normalize(self, x):
+        if self.training:
+            self._update_running(x, init_from_batch=True)
+        return self._eval(x)
+
+
+class Frozen(StackedNorm):
+    """`frozen`: mu, sigma of the first training batch, fixed forever (an affine map)."""
+
+    def __init__(self, members, features, **kw):
+        super().__init__(members, features, **kw)
+        self.register_buffer("frozen_mean", torch.zeros(members, 1, features))
+        self.register_buffer("frozen_sigma", torch.ones(members, 1, features))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def normalize(self, x):
+        if self.training and not bool(self.initialized):
+            with torch.no_grad():
+                mu, sigma = _batch_stats(x, self.eps)
+                self.frozen_mean.copy_(mu)
+                self.frozen_sigma.copy_(sigma)
+                self.initialized.fill_(True)
+        return (x - self.frozen_mean) / self.frozen_sigma
+
+
+class BatchRenorm(_RunningStats):
+    """`batch_renorm` (Ioffe 2017): ((x - mu_B)/sigma_B) * r + d with
+    r = sg(clip(sigma_B / sigma, 1/rmax, rmax)), d = sg(clip((mu_B - mu)/sigma, -dmax, dmax)),
+    mu, sigma the EMAs (initialized from the first batch, updated after use)."""
+
+    uses_batch_stats = True
+
+    def __init__(self, members, features, rmax: float = 3.0, dmax: float = 5.0, **kw):
+        super().__init__(members, features, **kw)
+        self.rmax, self.dmax = rmax, dmax
+
+    def normalize(self, x):
+        if not self.training:
+            return self._eval(x)
+        if not bool(self.initialized):
+            self._update_running(x, init_from_batch=True)
+        mu_b, sigma_b = _batch_stats(x, self.eps)
+        sigma = torch.sqrt(self.running_var + self.eps)
+        r = (sigma_b.detach() / sigma).clamp(1.0 / self.rmax, self.rmax)
+        d = ((mu_b.detach() - self.running_mean) / sigma).clamp(-self.dmax, self.dmax)
+        out = (x - mu_b) / sigma_b * r + d
+        self._update_running(x)
+        return out
+
+
+class LayerNorm(StackedNorm):
+    """`layernorm`: statistics per example over units, gradient through."""
+
+    def normalize(self, x):
+        mu = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, unbiased=False, keepdim=True)
+        return (x - mu) / torch.sqrt(var + self.eps)
+
+
+class GroupNorm(StackedNorm):
+    """`groupnorm`: as layernorm, per group of `groups` contiguous units."""
+
+    def __init__(self, members, features, groups: int = 4, **kw):
+        super().__init__(members, features, **kw)
+        if features % groups:
+            raise ValueError(f"groupnorm: width {features} is not divisible by groups={groups}")
+        self.groups = groups
+
+    def normalize(self, x):
+        m, b, f = x.shape
+        xg = x.reshape(m, b, self.groups, f // self.groups)
+        mu = xg.mean(dim=-1, keepdim=True)
+        var = xg.var(dim=-1, unbiased=False, keepdim=True)
+        return ((xg - mu) / torch.sqrt(var + self.eps)).reshape(m, b, f)
+
+
+class WeightNormMarker(Identity):
+    """`weightnorm`: no data statistics; the Linear layer reparametrizes w = g v/||v||.
+
+    The activation path is the identity; `reparametrize_weight` tells the model to build
+    its Linear with weight normalization. `affine` adds gamma, beta like the others.
+    """
+
+    reparametrize_weight = True
+
+    def __init__(self, members, features, affine: bool = False, **kw):
+        StackedNorm.__init__(self, members, features, affine=affine, **kw)
+
+
+NORMS: dict[str, type[StackedNorm]] = {
+    "none": Identity,
+    "bn": BatchNorm,
+    "center": Center,
+    "center_detached": CenterDetached,
+    "standardize_detached": StandardizeDetached,
+    "population_detached": PopulationDetached,
+    "running_detached": RunningDetached,
+    "frozen": Frozen,
+    "batch_renorm": BatchRenorm,
+    "layernorm": LayerNorm,
+    "groupnorm": GroupNorm,
+    "weightnorm": WeightNormMarker,
+}
+
+
+def make_norm(name: str, members: int, features: int, **kw) -> StackedNorm:
+    return NORMS[name](members, features, **kw)

@@ -1,0 +1,177 @@
+"""MLflow records of a cell: one parent run per cell, one child run per member.
+
+The store is `MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo>/mlflow.db`. Metrics go
+through `MlflowClient.log_batch` in chunks of 1000 (one SQLite transaction each, ~0.3 ms a
+value instead of ~7 ms per `log_metric`), flushed by a Lightning callback every
+`tracking.flush_every` steps. Runs always end FINISHED, FAILED or KILLED, never RUNNING.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from pipeline.config import REPO_ROOT, CellSettings, ConfigError
+
+BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch request
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def connect(uri: str | None = None):
+    """An MlflowClient for a store that answers, or a ConfigError naming the URI."""
+    uri = uri or tracking_uri()
+    if uri.startswith("http"):
+        # fail fast on an unreachable server instead of MLflow's minutes of retries
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "store not usable"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"MLFLOW_TRACKING_URI: tracking store {uri} is not reachable ({first[:160]})") from None
+    return client
+
+
+def experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # another cell created it a moment ago
+        return client.get_experiment_by_name(name).experiment_id
+
+
+class CellTracker:
+    """Parent + child runs of one cell, and the time spent in MLflow calls."""
+
+    def __init__(self, cell: CellSettings, members: list[tuple[float, int]], stage: str, uri: str | None = None):
+        self.cell, self.members, self.stage = cell, members, stage
+        self.uri = uri or tracking_uri()
+        self.seconds = 0.0
+        self.parent_id: str | None = None
+        self.child_ids: list[str] = []
+
+    def _timed(self, fn, *a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def start(self) -> None:
+        from mlflow.entities import Param
+
+        t0 = time.perf_counter()
+        self.client = connect(self.uri)
+        self.experiment_id = experiment_id(self.client, self.cell.tracking.experiment)
+        common = {"variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
+                  "norm": self.cell.variant.norm, "git_commit": git_commit(), "dvc_stage": self.stage,
+                  "cell": self.cell.name}
+        flat = self.cell.flat()
+        parent = self.client.create_run(self.experiment_id, run_name=self.cell.name,
+                                        tags={**common, "normlab.kind": "cell"})
+        self.parent_id = parent.info.run_id
+        cell_params = {k: v for k, v in flat.items() if k not in ("optim.lrs", "optim.seeds")}
+        cell_params.update({"optim.lrs": str(list(self.cell.optim.lrs)), "optim.seeds": str(list(self.cell.optim.seeds))})
+        self._log_params(self.parent_id, cell_params, Param)
+        for lr, seed in self.members:
+            tags = {**common, "normlab.kind": "member", "mlflow.parentRunId": self.parent_id,
+                    "seed": str(seed), "lr": str(lr), "diverged": "false"}
+            run = self.client.create_run(self.experiment_id, run_name=f"{self.cell.name} lr={lr} seed={seed}",
+                                         tags=tags)
+            self.child_ids.append(run.info.run_id)
+            params = {**{k: v for k, v in flat.items() if k not in ("optim.lrs", "optim.seeds")},
+                      "optim.lr": str(lr), "seed": str(seed)}
+            self._log_params(run.info.run_id, params, Param)
+        self.seconds += time.perf_counter() - t0
+
+    def _log_params(self, run_id, params: dict[str, str], Param) -> None:
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's limit of params per request
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_rows(self, member: int, rows: list[tuple[int, str, float]]) -> None:
+        """rows = (step, key, value); sent in chunks of 1000 per request."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, int(s)) for s, k, v in rows]
+        for i in range(0, len(metrics), BATCH_LIMIT):
+            self._timed(self.client.log_batch, self.child_ids[member], metrics=metrics[i:i + BATCH_LIMIT])
+
+    def finish(self, status: str, summary: dict | None = None, artifacts: list[Path] = ()) -> None:
+        """Tag divergence, attach artifacts, and close every run with `status`."""
+        if self.parent_id is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            if summary is not None:
+                for run_id, m in zip(self.child_ids, summary["members"]):
+                    self.client.set_tag(run_id, "diverged", str(m["diverged"]).lower())
+                    if m["diverged"]:
+                        self.client.set_tag(run_id, "diverged_step", str(m["diverged_step"]))
+                        self.client.log_metric(run_id, "diverged_step", m["diverged_step"])
+                n_div = sum(m["diverged"] for m in summary["members"])
+                self.client.set_tag(self.parent_id, "diverged_members", str(n_div))
+            for path in artifacts:
+                if Path(path).exists():
+                    self.client.log_artifact(self.parent_id, str(path))
+        finally:
+            for run_id in [*self.child_ids, self.parent_id]:
+                try:
+                    self.client.set_terminated(run_id, status=status)
+                except Exception:  # noqa: BLE001 - closing the others matters more
+                    pass
+            self.seconds += time.perf_counter() - t0
+
+
+class TrackingCallback(pl.Callback):
+    """Sends the module's new history to the member runs every `flush_every` steps.
+
+    A member's rows stop at the step it diverged (that step's value included).
+    """
+
+    def __init__(self, tracker: CellTracker):
+        self.tracker = tracker
+        self._loss_sent = 0  # steps of loss_hist already sent
+        self._rec_sent = 0   # entries of module.records already sent
+
+    def flush(self, module, upto: int) -> None:
+        losses = module.loss_hist[self._loss_sent:upto].cpu().numpy()
+        records = [(t, {k: v.detach().cpu().numpy() for k, v in d.items()})
+                   for t, d in module.records[self._rec_sent:]]
+        last = module.diverged_step.cpu().numpy()
+        for m in range(module.model.members):
+            stop = last[m] if last[m] >= 0 else None
+            rows = [(self._loss_sent + i, "loss", losses[i, m]) for i in range(len(losses))
+                    if stop is None or self._loss_sent + i <= stop]
+            rows += [(t, k, v[m]) for t, d in records if stop is None or t <= stop for k, v in d.items()]
+            if rows:
+                self.tracker.log_rows(m, rows)
+        self._loss_sent, self._rec_sent = upto, len(module.records)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (batch_idx + 1) % self.tracker.cell.tracking.flush_every == 0:
+            self.flush(pl_module, batch_idx + 1)
+
+    def on_train_end(self, trainer, pl_module):
+        pl_module.on_train_end()  # make sure the final state row exists before the last flush
+        self.flush(pl_module, pl_module.cell.train.steps)

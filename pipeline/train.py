@@ -1,0 +1,212 @@
+"""Train one grid cell: a variant on a data set, all its members (lr x seed) stacked.
+
+    python -m pipeline.train --variant center_detached --dataset synthetic --out runs/center_detached-synthetic
+
+Reads params.yaml, validates it (one error line and exit 2 on a bad setting, before any
+work), trains with Lightning on the best available accelerator, records every member in
+MLflow (parent run = cell, child run = member) and writes, atomically, into --out:
+  history.parquet  one row per (member, step): loss every step, norms/gradients every
+                   train.log_every steps, full-train and validation metrics every eval_every
+  summary.json     per member: lr, seed, diverged (and at which step), final numbers, run id
+  config.json      the cell's resolved settings
+`run_cell(cell, out)` is the same work as a plain function, for tests and other executors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+
+_T0 = time.perf_counter()  # start-up is measured from here (imports included)
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.config import CellSettings, ConfigError, cell_settings, die, load_params  # noqa: E402
+
+TRAIN_FILES = ("history.parquet", "summary.json", "config.json")
+
+
+def _quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning_fabric", "pytorch_lightning.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Total length of `DataLoader`.*")
+    warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+
+
+def history_frame(module, members: list[tuple[float, int]]) -> pd.DataFrame:
+    """Wide table, one row per (member, step); rows after a member's divergence dropped."""
+    losses = module.loss_hist.cpu().numpy()
+    steps, m = losses.shape
+    frame = pd.DataFrame({"member": np.repeat(np.arange(m), steps), "step": np.tile(np.arange(steps), m),
+                          "loss": losses.T.reshape(-1)})
+    long = [(j, t, k, float(v[j])) for t, d in module.records for k, v in
+            ((k, v.detach().cpu().numpy()) for k, v in d.items()) for j in range(m)]
+    if long:
+        rec = pd.DataFrame(long, columns=["member", "step", "key", "value"])
+        wide = rec.pivot_table(index=["member", "step"], columns="key", values="value", aggfunc="last",
+                               dropna=False).reset_index()
+        wide.columns.name = None
+        frame = frame.merge(wide, on=["member", "step"], how="outer")
+    frame.insert(1, "lr", [members[j][0] for j in frame["member"]])
+    frame.insert(2, "seed", [members[j][1] for j in frame["member"]])
+    div = module.diverged_step.cpu().numpy()
+    last = np.where(div >= 0, div, np.iinfo(np.int64).max)[frame["member"].to_numpy()]
+    return frame[frame["step"].to_numpy() <= last].sort_values(["member", "step"]).reset_index(drop=True)
+
+
+def _last(frame: pd.DataFrame, col: str) -> float:
+    if col not in frame:
+        return float("nan")
+    s = frame[col].dropna()
+    return float(s.iloc[-1]) if len(s) else float("nan")
+
+
+def summarize(cell: CellSettings, history: pd.DataFrame, module, members, run_ids, timing) -> dict:
+    div = module.diverged_step.cpu().numpy()
+    out = []
+    for j, (lr, seed) in enumerate(members):
+        h = history[history["member"] == j]
+        tail = h["loss"].tail(max(1, len(h) // 10))
+        row = {"member": j, "lr": lr, "seed": seed, "diverged": bool(div[j] >= 0),
+               "diverged_step": int(div[j]) if div[j] >= 0 else None,
+               "initial_loss": float(h["loss"].head(10).mean()), "final_loss": float(tail.mean()),
+               "run_id": run_ids[j] if run_ids else None}
+        for col in ("train_full_loss", "train_full_acc", "val_loss", "val_acc"):
+            row[col] = _last(h, col)
+        for col in sorted(c for c in h.columns if "/" in c and c.split("/")[0] in ("b_norm", "b_drift", "W_norm")):
+            row[col] = _last(h, col)
+        out.append(row)
+    return {"cell": cell.name, "variant": cell.variant_name, "dataset": cell.dataset_name,
+            "norm": cell.variant.norm, "steps": cell.train.steps, "members": out, "timing": timing}
+
+
+def write_outputs(out: Path, files: dict[str, object]) -> None:
+    """Write every file into a temp folder beside `out`, then swap it in whole."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, content in files.items():
+        if isinstance(content, pd.DataFrame):
+            content.to_parquet(tmp / name, index=False)
+        else:
+            (tmp / name).write_text(json.dumps(content, indent=2, default=_json_default, allow_nan=True))
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def run_cell(cell: CellSettings, out: str | Path, stage: str | None = None, track: bool | None = None,
+             progress: bool | None = None) -> dict:
+    """Train every member of `cell`, record it, write `out`; returns the summary."""
+    import pytorch_lightning as pl
+
+    from pipeline.data import StackedDataModule
+    from pipeline.model import StackedMLP
+    from pipeline.module import NormLabModule
+    from pipeline.tracking import CellTracker, TrackingCallback
+
+    _quiet_lightning()
+    track = cell.tracking.enabled if track is None else track
+    progress = sys.stderr.isatty() if progress is None else progress
+    members = cell.members()
+    stage = stage or f"train@{cell.name}"
+    tracker = CellTracker(cell, members, stage) if track else None
+    if tracker:
+        tracker.start()  # an unreachable store fails here, before any training
+    if cell.train.threads:
+        torch.set_num_threads(cell.train.threads)
+    status, summary, out = "FAILED", None, Path(out)
+    try:
+        t_setup = time.perf_counter()
+        pl.seed_everything(0, verbose=False)  # members draw from their own seeded generators
+        seeds = [s for _, s in members]
+        dm = StackedDataModule(cell.dataset, seeds, cell.optim.batch_size, cell.train.steps)
+        d_in, d_out = dm.dims
+        model = StackedMLP(d_in, d_out, seeds, cell.model, cell.variant)
+        module = NormLabModule(model, cell, [lr for lr, _ in members], input_mean=dm.input_mean,
+                               x_train=dm.x_train if model.uses_population() else None)
+        callbacks = [TrackingCallback(tracker)] if tracker else []
+        if progress:
+            from pytorch_lightning.callbacks import TQDMProgressBar
+            callbacks.append(TQDMProgressBar(refresh_rate=max(1, cell.train.steps // 200)))
+        trainer = pl.Trainer(accelerator=cell.train.accelerator, devices=1, max_steps=cell.train.steps,
+                             max_epochs=1, logger=False, enable_checkpointing=False,
+                             enable_model_summary=False, num_sanity_val_steps=0,
+                             val_check_interval=cell.train.eval_every, check_val_every_n_epoch=None,
+                             limit_val_batches=None, deterministic=True, callbacks=callbacks,
+                             enable_progress_bar=progress)
+        t_fit = time.perf_counter()
+        trainer.fit(module, datamodule=dm)
+        t_done = time.perf_counter()
+        history = history_frame(module, members)
+        timing = {"startup_s": t_fit - _T0, "setup_s": t_fit - t_setup, "fit_s": t_done - t_fit,
+                  "per_step_ms": 1e3 * (t_done - t_fit) / cell.train.steps,
+                  "tracking_s": tracker.seconds if tracker else 0.0, "members": len(members),
+                  "device": str(module.device)}
+        summary = summarize(cell, history, module, members, tracker.child_ids if tracker else None, timing)
+        if tracker:
+            summary["mlflow"] = {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
+                                 "parent_run_id": tracker.parent_id}
+        write_outputs(out, {"history.parquet": history, "summary.json": summary,
+                            "config.json": cell.model_dump(mode="json")})
+        status = "FINISHED"
+        return summary
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        if tracker:
+            tracker.finish(status, summary, [out / f for f in TRAIN_FILES] if status == "FINISHED" else [])
+            if summary is not None:
+                summary["timing"]["tracking_s"] = tracker.seconds
+                (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--variant", required=True, help="a name under `variants:` in params.yaml")
+    ap.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
+    ap.add_argument("--out", required=True, help="output folder (replaced whole)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--no-track", action="store_true", help="skip MLflow (outputs are still written)")
+    args = ap.parse_args(argv)
+    try:
+        cell = cell_settings(load_params(args.params), args.variant, args.dataset)
+        signal.signal(signal.SIGTERM, _sigterm)
+        # an unreachable tracking store raises ConfigError from the tracker's start, before work
+        summary = run_cell(cell, args.out, track=False if args.no_track else None)
+    except ConfigError as err:
+        die(str(err))
+    n_div = sum(m["diverged"] for m in summary["members"])
+    t = summary["timing"]
+    print(f"{cell.name}: {len(summary['members'])} members, {n_div} diverged, "
+          f"{t['per_step_ms']:.2f} ms/step, start-up {t['startup_s']:.1f} s, tracking {t['tracking_s']:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
