@@ -110,6 +110,7 @@ class TrainSettings(_Strict):
 class TrackingSettings(_Strict):
     enabled: bool = True
     experiment: str = "normlab"
+    log_every: int = Field(50, gt=0)                # steps between values sent to MLflow (full history: Parquet)
     flush_every: int = Field(500, gt=0)             # steps between MLflow log_batch flushes
 
 
@@ -135,6 +136,9 @@ class Params(_Strict):
         for i, v in enumerate(self.grid.variants):
             if v not in self.variants:
                 raise ValueError(f"grid.variants.{i}: unknown variant {v!r} (defined: {', '.join(self.variants)})")
+        if self.tracking.log_every % self.train.log_every:
+            raise ValueError(f"tracking.log_every: must be a multiple of train.log_every={self.train.log_every} "
+                             f"(got {self.tracking.log_every})")
         for i, d in enumerate(self.grid.datasets):
             if d not in self.datasets:
                 raise ValueError(f"grid.datasets.{i}: unknown dataset {d!r} (defined: {', '.join(self.datasets)})")

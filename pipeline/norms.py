@@ -40,10 +40,16 @@ class StackedNorm(nn.Module):
         return self.gamma * x_hat + self.beta if self.affine else x_hat
 
 
+def _moments(x: torch.Tensor, dim: int):
+    """Mean and biased variance over `dim` (two-pass; torch.var is ~6x slower on CPU here)."""
+    mu = x.mean(dim=dim, keepdim=True)
+    d = x - mu
+    return mu, (d * d).mean(dim=dim, keepdim=True)
+
+
 def _batch_stats(x: torch.Tensor, eps: float):
     """Per-member mean and sigma = sqrt(biased var + eps) over the batch dim, [M, 1, F]."""
-    mu = x.mean(dim=1, keepdim=True)
-    var = x.var(dim=1, unbiased=False, keepdim=True)
+    mu, var = _moments(x, 1)
     return mu, torch.sqrt(var + eps)
 
 
@@ -62,8 +68,9 @@ class _RunningStats(StackedNorm):
 
     @torch.no_grad()
     def _update_running(self, x: torch.Tensor, init_from_batch: bool = False):
-        mu = x.mean(dim=1, keepdim=True)
-        var = x.var(dim=1, unbiased=x.shape[1] > 1, keepdim=True)
+        mu, var = _moments(x, 1)
+        n = x.shape[1]
+        var = var * (n / (n - 1)) if n > 1 else var  # unbiased, as torch's running_var
         if init_from_batch and not bool(self.initialized):
             self.running_mean.copy_(mu)
             self.running_var.copy_(var)
@@ -220,8 +227,7 @@ class LayerNorm(StackedNorm):
     """`layernorm`: statistics per example over units, gradient through."""
 
     def normalize(self, x):
-        mu = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, unbiased=False, keepdim=True)
+        mu, var = _moments(x, -1)
         return (x - mu) / torch.sqrt(var + self.eps)
 
 
@@ -237,8 +243,7 @@ class GroupNorm(StackedNorm):
     def normalize(self, x):
         m, b, f = x.shape
         xg = x.reshape(m, b, self.groups, f // self.groups)
-        mu = xg.mean(dim=-1, keepdim=True)
-        var = xg.var(dim=-1, unbiased=False, keepdim=True)
+        mu, var = _moments(xg, -1)
         return ((xg - mu) / torch.sqrt(var + self.eps)).reshape(m, b, f)
 
 

@@ -53,8 +53,10 @@ def experiment_id(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    # the embedded store keeps artifacts beside mlflow.db, whatever the working directory
+    location = None if os.environ.get("MLFLOW_TRACKING_URI") else (REPO_ROOT / "mlruns").as_uri()
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=location)
     except Exception:  # another cell created it a moment ago
         return client.get_experiment_by_name(name).experiment_id
 
@@ -159,11 +161,16 @@ class TrackingCallback(pl.Callback):
         records = [(t, {k: v.detach().cpu().numpy() for k, v in d.items()})
                    for t, d in module.records[self._rec_sent:]]
         last = module.diverged_step.cpu().numpy()
+        every, final = self.tracker.cell.tracking.log_every, self.tracker.cell.train.steps
+
+        def sent(t, stop):  # decimated to tracking.log_every; the divergence step always goes
+            return (stop is None or t <= stop) and (t % every == 0 or t == final or t == stop)
+
         for m in range(module.model.members):
             stop = last[m] if last[m] >= 0 else None
             rows = [(self._loss_sent + i, "loss", losses[i, m]) for i in range(len(losses))
-                    if stop is None or self._loss_sent + i <= stop]
-            rows += [(t, k, v[m]) for t, d in records if stop is None or t <= stop for k, v in d.items()]
+                    if sent(self._loss_sent + i, stop)]
+            rows += [(t, k, v[m]) for t, d in records if sent(t, stop) for k, v in d.items()]
             if rows:
                 self.tracker.log_rows(m, rows)
         self._loss_sent, self._rec_sent = upto, len(module.records)
