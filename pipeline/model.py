@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ModelSettings, VariantSettings
-from pipeline.norms import make_norm
+from pipeline.norms import NORMS, make_norm
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity}
 
@@ -60,7 +60,7 @@ class StackedMLP(nn.Module):
         dims = [d_in] + [model.width] * model.depth + [d_out]
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         params = [[_init_member(g, a, b, model) for g in gens] for a, b in zip(dims[:-1], dims[1:])]
-        weight_norm = getattr(make_norm(variant.norm, 1, 1), "reparametrize_weight", False)
+        weight_norm = getattr(NORMS[variant.norm], "reparametrize_weight", False)
         norm_kw = dict(affine=variant.affine, groups=variant.groups, rmax=variant.rmax, dmax=variant.dmax)
 
         self.linears = nn.ModuleList()

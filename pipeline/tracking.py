@@ -49,12 +49,15 @@ def connect(uri: str | None = None):
     return client
 
 
-def experiment_id(client, name: str) -> str:
+def experiment_id(client, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    # the embedded store keeps artifacts beside mlflow.db, whatever the working directory
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else (REPO_ROOT / "mlruns").as_uri()
+    # a SQLite store keeps its artifacts beside the .db file, whatever the working directory;
+    # a server decides for itself
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:  # another cell created it a moment ago
@@ -70,6 +73,7 @@ class CellTracker:
         self.seconds = 0.0
         self.parent_id: str | None = None
         self.child_ids: list[str] = []
+        self._pending: list = []  # RunOperations of asynchronous log_batch calls
 
     def _timed(self, fn, *a, **kw):
         t0 = time.perf_counter()
@@ -83,7 +87,7 @@ class CellTracker:
 
         t0 = time.perf_counter()
         self.client = connect(self.uri)
-        self.experiment_id = experiment_id(self.client, self.cell.tracking.experiment)
+        self.experiment_id = experiment_id(self.client, self.cell.tracking.experiment, self.uri)
         common = {"variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
                   "norm": self.cell.variant.norm, "git_commit": git_commit(), "dvc_stage": self.stage,
                   "cell": self.cell.name}
@@ -117,7 +121,9 @@ class CellTracker:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, int(s)) for s, k, v in rows]
         for i in range(0, len(metrics), BATCH_LIMIT):
-            self._timed(self.client.log_batch, self.child_ids[member], metrics=metrics[i:i + BATCH_LIMIT])
+            # asynchronous: MLflow's writer thread overlaps the SQLite work with training
+            self._pending.append(self._timed(self.client.log_batch, self.child_ids[member],
+                                             metrics=metrics[i:i + BATCH_LIMIT], synchronous=False))
 
     def finish(self, status: str, summary: dict | None = None, artifacts: list[Path] = ()) -> None:
         """Tag divergence, attach artifacts, and close every run with `status`."""
@@ -125,6 +131,9 @@ class CellTracker:
             return
         t0 = time.perf_counter()
         try:
+            for op in self._pending:  # every metric is stored before a run is closed
+                op.wait()
+            self._pending.clear()
             if summary is not None:
                 for run_id, m in zip(self.child_ids, summary["members"]):
                     self.client.set_tag(run_id, "diverged", str(m["diverged"]).lower())
