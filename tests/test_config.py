@@ -1,0 +1,90 @@
+"""Bad settings: one clear line naming the key and what is allowed, exit 2, nothing written."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, cell_settings, load_params
+from tests.conftest import BASE, merge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path, over=None, raw=None) -> Path:
+    p = tmp_path / "params.yaml"
+    p.write_text(raw if raw is not None else yaml.safe_dump(merge(BASE, over or {}), sort_keys=False))
+    return p
+
+
+@pytest.mark.parametrize("over, expected", [
+    ({"model": {"widht": 8}}, "params.yaml: model.widht: unknown key (allowed: depth, width, activation"),
+    ({"bogus": 1}, "params.yaml: bogus: unknown key (allowed: grid, variants, datasets"),
+    ({"variants": {"bn": {"norm": "bn", "afine": True}}}, "params.yaml: variants.bn.afine: unknown key (allowed: norm, affine"),
+    ({"grid": {"variants": ["bnn"]}}, "params.yaml: grid.variants.0: unknown variant 'bnn' (defined: none, bn,"),
+    ({"grid": {"datasets": ["mnist"]}}, "params.yaml: grid.datasets.0: unknown dataset 'mnist' (defined: synthetic,"),
+    ({"variants": {"x": {"norm": "batchnorm"}}}, "params.yaml: variants.x.norm: Input should be 'none', 'bn', 'center'"),
+    ({"optim": {"lrs": [0.1, -0.5]}}, "params.yaml: optim.lrs.1: must be > 0 (got -0.5)"),
+    ({"optim": {"lrs": [0.1, 0]}}, "params.yaml: optim.lrs.1: must be > 0 (got 0"),
+    ({"model": {"width": "64"}}, "params.yaml: model.width: Input should be a valid integer (got '64')"),
+    ({"train": {"steps": 0}}, "params.yaml: train.steps: Input should be greater than 0 (got 0)"),
+    ({"model": {"activation": "swish"}}, "params.yaml: model.activation: Input should be 'relu', 'tanh', 'gelu' or 'identity'"),
+    ({"datasets": {"mine": {"kind": "csv"}}}, "params.yaml: datasets.mine.path: required when kind is csv"),
+])
+def test_bad_params_name_the_key_and_what_is_allowed(tmp_path, over, expected):
+    with pytest.raises(ConfigError) as err:
+        load_params(_write(tmp_path, over))
+    msg = str(err.value)
+    assert msg.startswith(expected), msg
+    assert "\n" not in msg
+
+
+def test_scientific_notation_is_a_float_as_in_dvc(tmp_path):
+    p = load_params(_write(tmp_path, raw=yaml.safe_dump(BASE) + "report: {redundant_tol: 1e-4}\n"))
+    assert p.report.redundant_tol == 1e-4
+
+
+def test_missing_data_file(tmp_path):
+    params = load_params(_write(tmp_path, {"datasets": {"mine": {"kind": "csv", "path": "nope/data.csv"}}}))
+    with pytest.raises(ConfigError, match=r"^datasets\.mine\.path: file not found: nope/data.csv$"):
+        cell_settings(params, "bn", "mine")
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def _cli(tmp_path, params: Path, *args, env=None):
+    out = tmp_path / "cell"
+    proc = subprocess.run([sys.executable, "-m", "pipeline.train", "--params", str(params), "--out", str(out), *args],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+    return proc, out
+
+
+def test_cli_bad_params_exit_2_one_line_nothing_written(tmp_path):
+    proc, out = _cli(tmp_path, _write(tmp_path, {"optim": {"lrs": [-1.0]}}), "--variant", "bn", "--dataset", "synthetic")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "normlab: params.yaml: optim.lrs.0: must be > 0 (got -1.0)"
+    assert not out.exists()
+
+
+def test_cli_unknown_variant(tmp_path):
+    proc, out = _cli(tmp_path, _write(tmp_path), "--variant", "bnx", "--dataset", "synthetic")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("normlab: --variant: unknown variant 'bnx' (defined: none, bn,")
+    assert not out.exists()
+
+
+def test_cli_unreachable_tracking_server_fails_before_work(tmp_path):
+    db = tmp_path / "kept.db"
+    proc, out = _cli(tmp_path, _write(tmp_path), "--variant", "bn", "--dataset", "synthetic",
+                     env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("normlab: MLFLOW_TRACKING_URI: tracking store http://127.0.0.1:9 is not reachable")
+    assert not out.exists() and not db.exists()

@@ -1,0 +1,87 @@
+"""A tiny cell end to end into a temporary SQLite MLflow store."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.module import NormLabModule
+from pipeline.train import run_cell
+from tests.conftest import make_cell
+
+CELL = dict(optim={"lrs": [0.05, 1e4], "seeds": [0]}, train={"steps": 20, "log_every": 1, "eval_every": 5},
+            tracking={"log_every": 2, "flush_every": 7})
+
+
+def _runs(uri):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("test")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("normlab.kind") == "cell"]
+    children = sorted((r for r in runs if r.data.tags.get("normlab.kind") == "member"),
+                      key=lambda r: float(r.data.tags["lr"]))
+    return client, parents, children
+
+
+def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri):
+    summary = run_cell(make_cell("none", **CELL), tmp_path / "cell", progress=False)
+    client, parents, children = _runs(mlflow_uri)
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert {r.info.status for r in parents + children} == {"FINISHED"}
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert parent.data.params["model.width"] == "8" and parent.data.params["optim.lrs"] == "[0.05, 10000.0]"
+    ok, bad = children
+    for c, lr in ((ok, "0.05"), (bad, "10000.0")):
+        assert c.data.params["optim.lr"] == lr and c.data.params["seed"] == "0"
+        assert c.data.params["model.depth"] == "2" and c.data.params["variant.norm"] == "none"
+        tags = c.data.tags
+        assert (tags["variant"], tags["dataset"], tags["seed"], tags["lr"]) == ("none", "synthetic", "0", lr)
+        assert tags["dvc_stage"] == "train@none-synthetic"
+        assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    # the healthy member: loss every tracking.log_every steps, norms, evaluations
+    loss = client.get_metric_history(ok.info.run_id, "loss")
+    assert [m.step for m in loss] == list(range(0, 20, 2))
+    assert len(client.get_metric_history(ok.info.run_id, "b_norm/l0")) == 11  # steps 0,2,..,18 and final 20
+    assert [m.step for m in client.get_metric_history(ok.info.run_id, "val_acc")] == [10, 20]
+    assert ok.data.tags["diverged"] == "false"
+    # the diverging member: recorded, tagged, its history stops at the divergence step
+    assert bad.data.tags["diverged"] == "true"
+    step = int(bad.data.tags["diverged_step"])
+    assert summary["members"][1]["diverged"] and summary["members"][1]["diverged_step"] == step
+    assert bad.data.metrics["diverged_step"] == step
+    assert max(m.step for m in client.get_metric_history(bad.info.run_id, "loss")) <= step
+    assert parent.data.tags["diverged_members"] == "1"
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"history.parquet", "summary.json", "config.json"} <= arts
+    on_disk = json.loads((tmp_path / "cell" / "summary.json").read_text())
+    assert on_disk["mlflow"]["parent_run_id"] == parent.info.run_id
+    assert [m["run_id"] for m in on_disk["members"]] == [ok.info.run_id, bad.info.run_id]
+
+
+def test_a_crash_marks_runs_failed_and_writes_nothing(tmp_path, mlflow_uri, monkeypatch):
+    original = NormLabModule.training_step
+
+    def crash(self, batch, batch_idx):
+        if batch_idx == 3:
+            raise RuntimeError("boom")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(NormLabModule, "training_step", crash)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_cell(make_cell("bn", **CELL), tmp_path / "cell", progress=False)
+    _, parents, children = _runs(mlflow_uri)
+    assert {r.info.status for r in parents + children} == {"FAILED"}
+    assert not (tmp_path / "cell").exists()
+
+
+def test_an_interrupt_marks_runs_killed(tmp_path, mlflow_uri, monkeypatch):
+    def interrupt(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(NormLabModule, "training_step", interrupt)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run_cell(make_cell("bn", **CELL), tmp_path / "cell", progress=False)
+    _, parents, children = _runs(mlflow_uri)
+    assert {r.info.status for r in parents + children} == {"KILLED"}
