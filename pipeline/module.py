@@ -6,6 +6,8 @@ moved to the CPU when the tracker flushes, so measuring costs no per-step sync.
 """
 from __future__ import annotations
 
+import copy
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -53,9 +55,9 @@ class NormLabModule(pl.LightningModule):
         return make_optimizer(o.name, params, self.lrs, momentum=o.momentum,
                               weight_decay=o.weight_decay, betas=o.betas)
 
-    def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def member_losses(self, x: torch.Tensor, y: torch.Tensor, model=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member mean cross-entropy and accuracy, [M] each."""
-        logits = self.model(x)
+        logits = (model or self.model)(x)
         m, b, c = logits.shape
         loss = F.cross_entropy(logits.reshape(m * b, c), y.reshape(m * b), reduction="none").view(m, b).mean(1)
         acc = (logits.argmax(-1) == y).float().mean(1)
@@ -84,10 +86,12 @@ class NormLabModule(pl.LightningModule):
         self._gsum.clear()
         opt.optimizer.alive = live
         opt.step()
-        params_ok = self._max_abs_param() < tr.diverge_param  # NaN and inf compare False
-        newly = self.alive & ~(live & params_ok)
+        ok = live
+        if record:  # parameters are checked at log steps; a NaN/inf one shows in the next loss anyway
+            ok = ok & (self._max_abs_param() < tr.diverge_param)  # NaN and inf compare False
+        newly = self.alive & ~ok
         self.diverged_step.copy_(torch.where(newly, t, self.diverged_step))
-        self.alive &= live & params_ok
+        self.alive &= ok
 
     def _max_abs_param(self) -> torch.Tensor:
         return torch.stack([p.detach().abs().flatten(1).amax(1) for p in self.model.parameters()]).amax(0)
@@ -131,7 +135,25 @@ class NormLabModule(pl.LightningModule):
         m = self.model.members
         loss, acc = self.member_losses(x.expand(m, -1, -1), y.expand(m, -1))
         name = ("train_full", "val")[dataloader_idx]
-        self.records.append((self.global_step, {f"{name}_loss": loss, f"{name}_acc": acc}))
+        rec = {f"{name}_loss": loss, f"{name}_acc": acc}
+        if name == "train_full" and any(self.has_bias):
+            rec["b_sensitivity"] = self._bias_sensitivity(x.expand(m, -1, -1), y.expand(m, -1))
+        self.records.append((self.global_step, rec))
+
+    @torch.no_grad()
+    def _bias_sensitivity(self, x, y) -> torch.Tensor:
+        """|loss(theta) - loss(theta with every hidden b reset to b_0)| on the full training
+        set, in training mode (the statistics the gradient step sees): claim 1 measured.
+        Done on copies, so no EMA or other state of the real model moves."""
+        losses = []
+        for reset in (False, True):
+            probe = copy.deepcopy(self.model).train()
+            for i, (lin, norm) in enumerate(probe.hidden):
+                norm.on_xhat = None
+                if reset and lin.bias is not None:
+                    lin.bias.copy_(getattr(self, f"b0_{i}"))
+            losses.append(self.member_losses(x, y, probe)[0])
+        return (losses[0] - losses[1]).abs()
 
     def on_train_end(self):
         """Norms of the final state theta_T (idempotent: the tracker may call it first)."""

@@ -12,6 +12,7 @@ record the mean gradient sum_i dl/dx_hat_i that drives the bias (SCIENCE.md item
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -47,6 +48,17 @@ def _moments(x: torch.Tensor, dim: int):
     return mu, (d * d).mean(dim=dim, keepdim=True)
 
 
+def _as_channels(x: torch.Tensor) -> torch.Tensor:
+    """[M, B, F] -> [B, M*F]: every (member, unit) becomes one channel of F.batch_norm."""
+    m, b, f = x.shape
+    return x.transpose(0, 1).reshape(b, m * f)
+
+
+def _from_channels(y: torch.Tensor, m: int) -> torch.Tensor:
+    b = y.shape[0]
+    return y.view(b, m, -1).transpose(0, 1)
+
+
 def _batch_stats(x: torch.Tensor, eps: float):
     """Per-member mean and sigma = sqrt(biased var + eps) over the batch dim, [M, 1, F]."""
     mu, var = _moments(x, 1)
@@ -68,15 +80,14 @@ class _RunningStats(StackedNorm):
 
     @torch.no_grad()
     def _update_running(self, x: torch.Tensor, init_from_batch: bool = False):
-        mu, var = _moments(x, 1)
-        n = x.shape[1]
-        var = var * (n / (n - 1)) if n > 1 else var  # unbiased, as torch's running_var
         if init_from_batch and not bool(self.initialized):
+            mu, var = _moments(x, 1)
+            n = x.shape[1]
             self.running_mean.copy_(mu)
-            self.running_var.copy_(var)
-        else:
-            self.running_mean.lerp_(mu, self.momentum)
-            self.running_var.lerp_(var, self.momentum)
+            self.running_var.copy_(var * (n / (n - 1)) if n > 1 else var)  # unbiased, as torch
+        else:  # torch's own fused kernel updates the EMA buffers in place (their flat views)
+            F.batch_norm(_as_channels(x), self.running_mean.view(-1), self.running_var.view(-1),
+                         training=True, momentum=self.momentum, eps=self.eps)
         self.initialized.fill_(True)
 
     def _eval(self, x):
@@ -102,9 +113,12 @@ class BatchNorm(_RunningStats):
     def normalize(self, x):
         if not self.training:
             return self._eval(x)
-        self._update_running(x)
-        mu, sigma = _batch_stats(x, self.eps)
-        return (x - mu) / sigma
+        # torch's fused batch norm, one channel per (member, unit): same math, far fewer ops;
+        # it also updates the EMA buffers in place
+        y = F.batch_norm(_as_channels(x), self.running_mean.view(-1), self.running_var.view(-1),
+                         training=True, momentum=self.momentum, eps=self.eps)
+        self.initialized.fill_(True)
+        return _from_channels(y, x.shape[0])
 
 
 class Center(_RunningStats):

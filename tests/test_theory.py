@@ -28,7 +28,7 @@ def test_bn_bias_gradient_is_zero_and_b_stays_at_init(tmp_path):
     gb = h[_layer_cols(h, "grad_b")].to_numpy()
     gw = h[_layer_cols(h, "grad_W")].to_numpy()
     assert np.nanmax(gb) < 1e-6 * np.nanmax(gw)      # dl/db = 0 to float precision
-    assert np.nanmax(h[_layer_cols(h, "b_drift")].to_numpy()) < 1e-7
+    assert np.nanmax(h[_layer_cols(h, "b_drift")].to_numpy()) < 1e-6  # float32 residue of a zero gradient
     assert np.nanmin(gw) > 0                          # ...while W does learn
 
 
