@@ -25,13 +25,10 @@ import time
 import warnings
 from pathlib import Path
 
-_T0 = time.perf_counter()  # start-up is measured from here (imports included)
+_T0 = time.time()  # start-up is measured from here (imports included), or from NORMLAB_T0
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from pipeline.config import CellSettings, ConfigError, cell_settings, die, load_params  # noqa: E402
+# only the standard library at import: `python -m pipeline.train` first tries the warm
+# server (pipeline/warm.py), and torch, pandas, Lightning are imported where they are used
 
 TRAIN_FILES = ("history.parquet", "summary.json", "config.json")
 
@@ -44,8 +41,11 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
 
 
-def history_frame(module, members: list[tuple[float, int]]) -> pd.DataFrame:
+def history_frame(module, members: list[tuple[float, int]]):
     """Wide table, one row per (member, step); rows after a member's divergence dropped."""
+    import numpy as np
+    import pandas as pd
+
     losses = module.loss_hist.cpu().numpy()
     steps, m = losses.shape
     frame = pd.DataFrame({"member": np.repeat(np.arange(m), steps), "step": np.tile(np.arange(steps), m),
@@ -65,14 +65,14 @@ def history_frame(module, members: list[tuple[float, int]]) -> pd.DataFrame:
     return frame[frame["step"].to_numpy() <= last].sort_values(["member", "step"]).reset_index(drop=True)
 
 
-def _last(frame: pd.DataFrame, col: str) -> float:
+def _last(frame, col: str) -> float:
     if col not in frame:
         return float("nan")
     s = frame[col].dropna()
     return float(s.iloc[-1]) if len(s) else float("nan")
 
 
-def summarize(cell: CellSettings, history: pd.DataFrame, module, members, run_ids, timing) -> dict:
+def summarize(cell, history, module, members, run_ids, timing, input_mean_norm: float) -> dict:
     div = module.diverged_step.cpu().numpy()
     out = []
     for j, (lr, seed) in enumerate(members):
@@ -88,11 +88,14 @@ def summarize(cell: CellSettings, history: pd.DataFrame, module, members, run_id
             row[col] = _last(h, col)
         out.append(row)
     return {"cell": cell.name, "variant": cell.variant_name, "dataset": cell.dataset_name,
-            "norm": cell.variant.norm, "steps": cell.train.steps, "members": out, "timing": timing}
+            "norm": cell.variant.norm, "steps": cell.train.steps, "input_mean_norm": input_mean_norm,
+            "members": out, "timing": timing}
 
 
 def write_outputs(out: Path, files: dict[str, object]) -> None:
     """Write every file into a temp folder beside `out`, then swap it in whole."""
+    import pandas as pd
+
     out = Path(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -110,15 +113,18 @@ def write_outputs(out: Path, files: dict[str, object]) -> None:
 
 
 def _json_default(o):
+    import numpy as np
+
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
     raise TypeError(type(o))
 
 
-def run_cell(cell: CellSettings, out: str | Path, stage: str | None = None, track: bool | None = None,
+def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None = None,
              progress: bool | None = None) -> dict:
-    """Train every member of `cell`, record it, write `out`; returns the summary."""
+    """Train every member of `cell` (a CellSettings), record it, write `out`; returns the summary."""
     import pytorch_lightning as pl
+    import torch
 
     from pipeline.data import StackedDataModule
     from pipeline.model import StackedMLP
@@ -155,15 +161,17 @@ def run_cell(cell: CellSettings, out: str | Path, stage: str | None = None, trac
                              val_check_interval=cell.train.eval_every, check_val_every_n_epoch=None,
                              limit_val_batches=None, deterministic=True, callbacks=callbacks,
                              enable_progress_bar=progress)
-        t_fit = time.perf_counter()
+        t_fit, t_fit_wall = time.perf_counter(), time.time()
         trainer.fit(module, datamodule=dm)
         t_done = time.perf_counter()
         history = history_frame(module, members)
-        timing = {"startup_s": t_fit - _T0, "setup_s": t_fit - t_setup, "fit_s": t_done - t_fit,
+        t_start = float(os.environ.get("NORMLAB_T0", _T0))
+        timing = {"startup_s": t_fit_wall - t_start, "setup_s": t_fit - t_setup, "fit_s": t_done - t_fit,
                   "per_step_ms": 1e3 * (t_done - t_fit) / cell.train.steps,
                   "tracking_s": tracker.seconds if tracker else 0.0, "members": len(members),
                   "device": str(module.device)}
-        summary = summarize(cell, history, module, members, tracker.child_ids if tracker else None, timing)
+        summary = summarize(cell, history, module, members, tracker.child_ids if tracker else None, timing,
+                            float(dm.input_mean.norm()))
         if tracker:
             summary["mlflow"] = {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
                                  "parent_run_id": tracker.parent_id}
@@ -187,6 +195,14 @@ def _sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from pipeline.warm import run_warm
+
+    code = run_warm("pipeline.train", argv)  # a forked child of the warm server, if one is up
+    if code is not None:
+        return code
+    from pipeline.config import ConfigError, cell_settings, die, load_params
+
     ap = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
     ap.add_argument("--variant", required=True, help="a name under `variants:` in params.yaml")
     ap.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
