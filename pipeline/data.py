@@ -26,7 +26,8 @@ def load_arrays(cfg: DatasetSettings) -> tuple[np.ndarray, np.ndarray]:
         mean = cfg.input_mean * direction / np.linalg.norm(direction)
         centres = rng.standard_normal((cfg.classes, cfg.dim)) * cfg.class_sep
         y = rng.integers(0, cfg.classes, cfg.samples)
-        x = mean + centres[y] + rng.standard_normal((cfg.samples, cfg.dim))
+        x = centres[y] + rng.standard_normal((cfg.samples, cfg.dim))
+        x = x - x.mean(0) + mean  # the sample mean is exactly m: input_mean 0 is a true control
     elif cfg.kind == "digits":
         from sklearn.datasets import load_digits  # ships with scikit-learn
 

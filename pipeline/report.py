@@ -41,6 +41,9 @@ def load_cells(params: Params, runs: Path) -> tuple[list[dict], dict[str, pd.Dat
             if not (cell / "summary.json").exists():
                 raise ConfigError(f"{cell}: missing (cell of the current grid not trained; run `dvc repro`)")
             s = json.loads((cell / "summary.json").read_text())
+            meta = runs / f"{v}-{d}.meta.json"  # MLflow ids and timings of the run that made it
+            if meta.exists():
+                s.update({k: val for k, val in json.loads(meta.read_text()).items() if k in ("mlflow", "timing")})
             summaries.append(s)
             histories[s["cell"]] = pd.read_parquet(cell / "history.parquet")
     return summaries, histories
@@ -59,9 +62,11 @@ def _fit(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def _member_row(s: dict, m: dict, h: pd.DataFrame) -> dict:
     """Everything the tables and verdicts need about one member, from its history."""
     logged = h.dropna(subset=["W_norm/l0"]) if "W_norm/l0" in h else h.iloc[:0]
+    logged = logged.reindex(columns=sorted(set(logged.columns) | {  # absent when frozen (the toy) or no b
+        "b_norm/l0", "b_drift/l0", "b_drift_pred/l0", "grad_b/l0", "grad_W/l0", "radial/l0"}))
     row = {k: s[k] for k in ("variant", "dataset", "norm", "cell")}
     row.update({k: m[k] for k in ("lr", "seed", "diverged", "diverged_step", "initial_loss", "final_loss",
-                                  "train_full_loss", "train_full_acc", "val_loss", "val_acc", "run_id")})
+                                  "train_full_loss", "train_full_acc", "val_loss", "val_acc")})
     row["input_mean"] = s.get("input_mean_norm", float("nan"))
     if "b_drift/l0" in logged and logged["b_drift/l0"].notna().any():
         t, y = logged["step"].to_numpy(float), logged["b_drift/l0"].to_numpy(float)
@@ -76,11 +81,10 @@ def _member_row(s: dict, m: dict, h: pd.DataFrame) -> dict:
         gb, gw = logged["grad_b/l0"].dropna(), logged["grad_W/l0"].dropna()
         row["grad_b_median"] = float(gb.median()) if len(gb) else float("nan")
         row["grad_b_rel"] = float((gb / gw.reindex(gb.index)).max()) if len(gb) and len(gw) else float("nan")
-    w = logged["W_norm/l0"].dropna() if "W_norm/l0" in logged else pd.Series(dtype=float)
+    w = logged["W_norm/l0"].dropna()
     row["w_growth"] = float(w.iloc[-1] / w.iloc[0] - 1) if len(w) > 1 else float("nan")
-    if "radial/l0" in logged:
-        cos = (logged["radial/l0"] / logged["grad_W/l0"]).abs().replace([np.inf], np.nan).dropna()
-        row["radial_share"] = float(cos.median()) if len(cos) else float("nan")
+    cos = (logged["radial/l0"] / logged["grad_W/l0"]).abs().replace([np.inf], np.nan).dropna()
+    row["radial_share"] = float(cos.median()) if len(cos) else float("nan")
     if "b_sensitivity" in h:
         ev = h.dropna(subset=["b_sensitivity", "train_full_loss"])
         row["b_sens_rel"] = float((ev["b_sensitivity"] / ev["train_full_loss"].abs()).iloc[-1]) if len(ev) else float("nan")
@@ -95,7 +99,8 @@ def member_table(summaries: list[dict], histories: dict[str, pd.DataFrame]) -> p
             rows.append(_member_row(s, m, h[h["member"] == m["member"]]))
     t = pd.DataFrame(rows)
     # bn vs bn_nobias, the same (dataset, lr, seed): max relative gap of the loss, step by step
-    t["loss_gap_nobias"] = np.nan
+    t["loss_gap_nobias"] = np.nan   # max |loss_bn - loss_bn_nobias| / initial loss, whole run
+    t["loss_gap_early"] = np.nan    # the same over the first 10% of steps
     for s in summaries:
         if s["variant"] != "bn":
             continue
@@ -110,9 +115,10 @@ def member_table(summaries: list[dict], histories: dict[str, pd.DataFrame]) -> p
             la = a[a["member"] == m["member"]].set_index("step")["loss"]
             lb = b[b["member"] == mb["member"]].set_index("step")["loss"]
             both = pd.concat([la, lb], axis=1, join="inner").dropna()
-            gap = ((both.iloc[:, 0] - both.iloc[:, 1]).abs() / both.iloc[:, 0].abs().clip(lower=1e-12)).max()
+            gap = (both.iloc[:, 0] - both.iloc[:, 1]).abs() / max(abs(both.iloc[0, 0]), 1e-12)
             sel = (t["cell"] == s["cell"]) & (t["lr"] == m["lr"]) & (t["seed"] == m["seed"])
-            t.loc[sel, "loss_gap_nobias"] = float(gap)
+            t.loc[sel, "loss_gap_nobias"] = float(gap.max())
+            t.loc[sel, "loss_gap_early"] = float(gap[gap.index <= max(1, s["steps"] // 10)].max())
     return t
 
 

@@ -7,6 +7,7 @@ value instead of ~7 ms per `log_metric`), flushed by a Lightning callback every
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -40,13 +41,31 @@ def connect(uri: str | None = None):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
     try:
-        client.search_experiments(max_results=1)
+        with _sqlite_init_lock(uri):  # cells started side by side must not migrate a new store twice
+            client = MlflowClient(uri)
+            client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means "store not usable"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"MLFLOW_TRACKING_URI: tracking store {uri} is not reachable ({first[:160]})") from None
     return client
+
+
+@contextlib.contextmanager
+def _sqlite_init_lock(uri: str):
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".init-lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def experiment_id(client, name: str, uri: str) -> str:

@@ -39,6 +39,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Total length of `DataLoader`.*")
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
 
 
 def history_frame(module, members: list[tuple[float, int]]):
@@ -72,7 +74,13 @@ def _last(frame, col: str) -> float:
     return float(s.iloc[-1]) if len(s) else float("nan")
 
 
-def summarize(cell, history, module, members, run_ids, timing, input_mean_norm: float) -> dict:
+def meta_path(out: Path) -> Path:
+    """Where a cell's run-specific facts go (timings, MLflow ids): beside its folder, outside
+    what DVC hashes (.dvcignore), so the cell's outputs are the same bits on every run."""
+    return out.parent / f"{out.name}.meta.json"
+
+
+def summarize(cell, history, module, members, input_mean_norm: float) -> dict:
     div = module.diverged_step.cpu().numpy()
     out = []
     for j, (lr, seed) in enumerate(members):
@@ -80,8 +88,7 @@ def summarize(cell, history, module, members, run_ids, timing, input_mean_norm: 
         tail = h["loss"].tail(max(1, len(h) // 10))
         row = {"member": j, "lr": lr, "seed": seed, "diverged": bool(div[j] >= 0),
                "diverged_step": int(div[j]) if div[j] >= 0 else None,
-               "initial_loss": float(h["loss"].head(10).mean()), "final_loss": float(tail.mean()),
-               "run_id": run_ids[j] if run_ids else None}
+               "initial_loss": float(h["loss"].head(10).mean()), "final_loss": float(tail.mean())}
         for col in ("train_full_loss", "train_full_acc", "val_loss", "val_acc"):
             row[col] = _last(h, col)
         for col in sorted(c for c in h.columns if "/" in c and c.split("/")[0] in ("b_norm", "b_drift", "W_norm")):
@@ -89,7 +96,7 @@ def summarize(cell, history, module, members, run_ids, timing, input_mean_norm: 
         out.append(row)
     return {"cell": cell.name, "variant": cell.variant_name, "dataset": cell.dataset_name,
             "norm": cell.variant.norm, "steps": cell.train.steps, "input_mean_norm": input_mean_norm,
-            "members": out, "timing": timing}
+            "members": out}
 
 
 def write_outputs(out: Path, files: dict[str, object]) -> None:
@@ -141,7 +148,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         tracker.start()  # an unreachable store fails here, before any training
     if cell.train.threads:
         torch.set_num_threads(cell.train.threads)
-    status, summary, out = "FAILED", None, Path(out)
+    status, summary, meta, out = "FAILED", None, {}, Path(out)
     try:
         t_setup = time.perf_counter()
         pl.seed_everything(0, verbose=False)  # members draw from their own seeded generators
@@ -170,24 +177,27 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
                   "per_step_ms": 1e3 * (t_done - t_fit) / cell.train.steps,
                   "tracking_s": tracker.seconds if tracker else 0.0, "members": len(members),
                   "device": str(module.device)}
-        summary = summarize(cell, history, module, members, tracker.child_ids if tracker else None, timing,
-                            float(dm.input_mean.norm()))
+        summary = summarize(cell, history, module, members, float(dm.input_mean.norm()))
+        meta = {"cell": cell.name, "timing": timing}
         if tracker:
-            summary["mlflow"] = {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
-                                 "parent_run_id": tracker.parent_id}
+            meta["mlflow"] = {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
+                              "parent_run_id": tracker.parent_id, "member_run_ids": tracker.child_ids}
         write_outputs(out, {"history.parquet": history, "summary.json": summary,
                             "config.json": cell.model_dump(mode="json")})
         status = "FINISHED"
-        return summary
+        return {**summary, **meta}
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
         raise
     finally:
         if tracker:
             tracker.finish(status, summary, [out / f for f in TRAIN_FILES] if status == "FINISHED" else [])
-            if summary is not None:
-                summary["timing"]["tracking_s"] = tracker.seconds
-                (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+            if meta:
+                meta["timing"]["tracking_s"] = tracker.seconds
+        if meta:
+            tmp = meta_path(out).with_suffix(".tmp")
+            tmp.write_text(json.dumps(meta, indent=2, default=_json_default))
+            tmp.replace(meta_path(out))
 
 
 def _sigterm(signum, frame):

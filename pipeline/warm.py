@@ -8,8 +8,8 @@ the cell exactly as the cold path would, writing straight to the caller's termin
 caller waits for the child's exit code and forwards SIGINT/SIGTERM to it, so DVC sees an
 ordinary process.
 
-The socket's name is derived from the checkout and a fingerprint of pipeline/*.py, so
-edited code never runs in an old server; an idle server exits after NORMLAB_WARM_IDLE
+The socket's name is derived from the checkout and a fingerprint of the training modules, so
+edited training code never runs in an old server; an idle server exits after NORMLAB_WARM_IDLE
 seconds (default 300). NORMLAB_WARM=0 turns all of it off.
 
     python -m pipeline.warm status     # is a server up for this checkout?
@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the modules a training child runs; editing any of them retires the server (report.py etc. do not)
+SERVED = ("config", "data", "model", "module", "norms", "optim", "tracking", "train", "warm")
 FD_MSG = 1 << 16
 IN_CHILD = False  # set in a forked child: it must not try to reach a server itself
 
@@ -39,7 +41,8 @@ def enabled() -> bool:
 
 def socket_path() -> str:
     h = hashlib.sha1(f"{sys.executable}\0{ROOT}".encode())
-    for f in sorted((ROOT / "pipeline").glob("*.py")):
+    for name in SERVED:
+        f = ROOT / "pipeline" / f"{name}.py"
         st = f.stat()
         h.update(f"{f.name}\0{st.st_mtime_ns}\0{st.st_size}\0".encode())
     return f"/tmp/normlab-{os.getuid()}-{h.hexdigest()[:20]}.sock"

@@ -55,9 +55,11 @@ def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri
     assert parent.data.tags["diverged_members"] == "1"
     arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"history.parquet", "summary.json", "config.json"} <= arts
-    on_disk = json.loads((tmp_path / "cell" / "summary.json").read_text())
-    assert on_disk["mlflow"]["parent_run_id"] == parent.info.run_id
-    assert [m["run_id"] for m in on_disk["members"]] == [ok.info.run_id, bad.info.run_id]
+    meta = json.loads((tmp_path / "cell.meta.json").read_text())  # run-specific facts, outside the cell's folder
+    assert meta["mlflow"]["parent_run_id"] == parent.info.run_id
+    assert meta["mlflow"]["member_run_ids"] == [ok.info.run_id, bad.info.run_id]
+    assert meta["timing"]["tracking_s"] > 0
+    assert "mlflow" not in json.loads((tmp_path / "cell" / "summary.json").read_text())
 
 
 def test_a_crash_marks_runs_failed_and_writes_nothing(tmp_path, mlflow_uri, monkeypatch):
