@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from pipeline.config import REPO_ROOT, DatasetSettings
 
@@ -102,7 +102,7 @@ class StackedDataModule(pl.LightningDataModule):
 
     def val_dataloader(self):
         """Two loaders of one full-set batch each: the whole train set, then validation."""
-        return [DataLoader(TensorDataset(x, y), batch_size=len(x)) for x, y in self.full_sets().values()]
+        return [DataLoader([(x, y)], batch_size=None) for x, y in self.full_sets().values()]
 
     def full_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Whole train and validation sets, for the interval evaluations."""

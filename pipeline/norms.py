@@ -90,6 +90,12 @@ class _RunningStats(StackedNorm):
                          training=True, momentum=self.momentum, eps=self.eps)
         self.initialized.fill_(True)
 
+    @torch.no_grad()
+    def _update_running_mean(self, mu: torch.Tensor) -> None:
+        """The centering variants only need the EMA of the mean (their eval subtracts it)."""
+        self.running_mean.lerp_(mu.detach(), self.momentum)
+        self.initialized.fill_(True)
+
     def _eval(self, x):
         return (x - self.running_mean) / torch.sqrt(self.running_var + self.eps)
 
@@ -129,8 +135,9 @@ class Center(_RunningStats):
     def normalize(self, x):
         if not self.training:
             return x - self.running_mean
-        self._update_running(x)
-        return x - x.mean(dim=1, keepdim=True)
+        mu = x.mean(dim=1, keepdim=True)
+        self._update_running_mean(mu)
+        return x - mu
 
 
 class CenterDetached(_RunningStats):
@@ -141,8 +148,9 @@ class CenterDetached(_RunningStats):
     def normalize(self, x):
         if not self.training:
             return x - self.running_mean
-        self._update_running(x)
-        return x - x.mean(dim=1, keepdim=True).detach()
+        mu = x.mean(dim=1, keepdim=True).detach()
+        self._update_running_mean(mu)
+        return x - mu
 
 
 class StandardizeDetached(_RunningStats):

@@ -94,9 +94,9 @@ def _member_row(s: dict, m: dict, h: pd.DataFrame) -> dict:
 def member_table(summaries: list[dict], histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for s in summaries:
-        h = histories[s["cell"]]
+        by_member = dict(tuple(histories[s["cell"]].groupby("member")))
         for m in s["members"]:
-            rows.append(_member_row(s, m, h[h["member"] == m["member"]]))
+            rows.append(_member_row(s, m, by_member[m["member"]]))
     t = pd.DataFrame(rows)
     # bn vs bn_nobias, the same (dataset, lr, seed): max relative gap of the loss, step by step
     t["loss_gap_nobias"] = np.nan   # max |loss_bn - loss_bn_nobias| / initial loss, whole run
@@ -217,35 +217,51 @@ def make_figures(params: Params, hist: pd.DataFrame, t: pd.DataFrame, figdir: Pa
     logged = logged[logged["lr"].isin(lrs)]
     variants = [v for v in params.grid.variants if v in set(logged["variant"])]
 
-    def save(g, name, title):
-        g.figure.suptitle(title, y=1.02)
-        path = figdir / f"{name}.png"
-        g.figure.savefig(path, dpi=90, bbox_inches="tight")
-        plt.close(g.figure)
+    def save(fig, name, title):
+        fig.suptitle(title, fontsize=10)
+        fig.savefig(figdir / f"{name}.png", dpi=90)
+        plt.close(fig)
         figs[name] = f"figures/{name}.png"
 
     for ds in params.grid.datasets:
         d = logged[logged["dataset"] == ds]
         if d.empty:
             continue
-        lines = dict(x="step", hue="variant", hue_order=variants, palette=pal, col="lr", kind="line",
-                     estimator="median", errorbar=("pi", 100), height=2.6, aspect=1.0, facet_kws={"sharey": True})
-        d = d.assign(**{"b_norm/l0": d["b_norm/l0"].clip(lower=1e-12)}) if "b_norm/l0" in d else d
+
+        def lines(y, ylabel, log=True, overlay=None):
+            # median and min-max band over seeds, aggregated once by pandas and drawn with plain
+            # matplotlib (seaborn's estimator and FacetGrid's repeated layout passes took ~100 s)
+            agg = (d.assign(_y=d[y].clip(lower=1e-12) if log else d[y])
+                   .groupby(["lr", "variant", "step"])["_y"].agg(["median", "min", "max"]))
+            lrs_here = sorted(d["lr"].unique())
+            fig, axes = plt.subplots(1, len(lrs_here), figsize=(2.7 * len(lrs_here) + 1.6, 2.9),
+                                     sharey=True, squeeze=False)
+            for ax, lr in zip(axes[0], lrs_here):
+                for v in variants:
+                    if (lr, v) in agg.index.droplevel("step"):
+                        a = agg.loc[(lr, v)]
+                        ax.plot(a.index, a["median"], color=pal[v], lw=1.2, label=v)
+                        ax.fill_between(a.index, a["min"], a["max"], color=pal[v], alpha=0.2, lw=0)
+                ax.set(title=f"lr = {lr:g}", xlabel="step", yscale="log" if log else "linear")
+            axes[0][0].set_ylabel(ylabel)
+            if overlay:
+                overlay(axes[0], lrs_here)
+            handles = [plt.Line2D([], [], color=pal[v], lw=2, label=v) for v in variants]
+            fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+            fig.subplots_adjust(left=0.06, right=0.86, bottom=0.16, top=0.80, wspace=0.06)
+            return fig
+
         if "b_norm/l0" in d:
-            g = sns.relplot(data=d, y="b_norm/l0", **lines)
-            g.set(yscale="log", ylabel="||b|| (layer 1), log", xlabel="step")
-            save(g, f"b_norm_{ds}", f"{ds}: bias norm of the first hidden layer per variant (median, band = all seeds)")
-        g = sns.relplot(data=d.assign(loss=d["loss"].clip(lower=1e-6)), y="loss", **lines)
-        g.set(yscale="log", ylabel="mini-batch loss (nats), log", xlabel="step")
-        save(g, f"loss_{ds}", f"{ds}: training loss per variant (median, band = all seeds)")
-        g = sns.relplot(data=d, y="grad_norm", **lines)
-        g.set(yscale="log", ylabel="||grad|| (all parameters), log", xlabel="step")
-        save(g, f"grad_norm_{ds}", f"{ds}: gradient norm per variant (median, band = all seeds)")
-        g = sns.relplot(data=d, y="W_norm/l0", **lines)
-        g.set(ylabel="||W|| (layer 1, Frobenius)", xlabel="step")
-        _overlay_scale_invariance(g, d, params.train.log_every)
-        save(g, f"weight_norm_{ds}", f"{ds}: weight norm; dashed black = bn's prediction "
-                                     f"sqrt(||W_0||^2 + sum_t lr^2 ||grad W_t||^2)")
+            save(lines("b_norm/l0", "||b|| (layer 1), log"), f"b_norm_{ds}",
+                 f"{ds}: bias norm of the first hidden layer per variant (median, band = all seeds)")
+        save(lines("loss", "mini-batch loss (nats), log"), f"loss_{ds}",
+             f"{ds}: training loss per variant (median, band = all seeds)")
+        save(lines("grad_norm", "||grad|| (all parameters), log"), f"grad_norm_{ds}",
+             f"{ds}: gradient norm per variant (median, band = all seeds)")
+        save(lines("W_norm/l0", "||W|| (layer 1, Frobenius)", log=False,
+                   overlay=lambda axes, lrs_: _overlay_scale_invariance(axes, lrs_, d, params.train.log_every)),
+             f"weight_norm_{ds}", f"{ds}: weight norm; dashed black = bn's prediction "
+                                  f"sqrt(||W_0||^2 + sum_t lr^2 ||grad W_t||^2)")
         heat = _heatmap(t[t["dataset"] == ds], variants, ds)
         path = figdir / f"heatmap_final_loss_{ds}.png"
         heat.savefig(path, dpi=90, bbox_inches="tight")
@@ -258,9 +274,9 @@ def make_figures(params: Params, hist: pd.DataFrame, t: pd.DataFrame, figdir: Pa
     return figs
 
 
-def _overlay_scale_invariance(g, d: pd.DataFrame, log_every: int) -> None:
+def _overlay_scale_invariance(axes, lrs, d: pd.DataFrame, log_every: int) -> None:
     """Arora et al.: ||W_T||^2 = ||W_0||^2 + sum_t lr^2 ||grad_t||^2 (gradients sampled every log_every)."""
-    for lr, ax in zip(g.col_names, g.axes.flat):
+    for lr, ax in zip(lrs, axes):
         bn = d[(d["variant"] == "bn") & (d["lr"] == lr)]
         if bn.empty:
             continue
