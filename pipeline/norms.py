@@ -19,8 +19,6 @@ from torch import nn
 class StackedNorm(nn.Module):
     """Base: normalize(x) then optional gamma * x_hat + beta, per member."""
 
-    uses_batch_stats = False  # True: the layer's output depends on the rest of the batch
-
     def __init__(self, members: int, features: int, affine: bool = True, eps: float = 1e-5,
                  momentum: float = 0.1, **_):
         super().__init__()
@@ -79,15 +77,17 @@ class _RunningStats(StackedNorm):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
-    def _update_running(self, x: torch.Tensor, init_from_batch: bool = False):
+    def _update_running(self, x: torch.Tensor, init_from_batch: bool = False, moments=None):
+        """EMA update from the batch x; `moments` = its (mean, biased var) if already computed."""
+        mu, var = moments if moments is not None else _moments(x.detach(), 1)
+        n = x.shape[1]
+        var = var * (n / (n - 1)) if n > 1 else var  # unbiased, as torch's running_var
         if init_from_batch and not bool(self.initialized):
-            mu, var = _moments(x, 1)
-            n = x.shape[1]
             self.running_mean.copy_(mu)
-            self.running_var.copy_(var * (n / (n - 1)) if n > 1 else var)  # unbiased, as torch
-        else:  # torch's own fused kernel updates the EMA buffers in place (their flat views)
-            F.batch_norm(_as_channels(x), self.running_mean.view(-1), self.running_var.view(-1),
-                         training=True, momentum=self.momentum, eps=self.eps)
+            self.running_var.copy_(var)
+        else:
+            self.running_mean.lerp_(mu, self.momentum)
+            self.running_var.lerp_(var, self.momentum)
         self.initialized.fill_(True)
 
     @torch.no_grad()
@@ -114,8 +114,6 @@ class Identity(StackedNorm):
 class BatchNorm(_RunningStats):
     """`bn`: x_hat = (x - mu_B) / sigma_B, gradient through both statistics."""
 
-    uses_batch_stats = True
-
     def normalize(self, x):
         if not self.training:
             return self._eval(x)
@@ -130,40 +128,31 @@ class BatchNorm(_RunningStats):
 class Center(_RunningStats):
     """`center`: x_hat = x - mu_B, gradient through mu_B (mean-only BN)."""
 
-    uses_batch_stats = True
+    detach_mean = False
 
     def normalize(self, x):
         if not self.training:
             return x - self.running_mean
         mu = x.mean(dim=1, keepdim=True)
         self._update_running_mean(mu)
-        return x - mu
+        return x - (mu.detach() if self.detach_mean else mu)
 
 
-class CenterDetached(_RunningStats):
+class CenterDetached(Center):
     """`center_detached`: x_hat = x - sg(mu_B) -- the paper's thought experiment."""
 
-    uses_batch_stats = True
-
-    def normalize(self, x):
-        if not self.training:
-            return x - self.running_mean
-        mu = x.mean(dim=1, keepdim=True).detach()
-        self._update_running_mean(mu)
-        return x - mu
+    detach_mean = True
 
 
 class StandardizeDetached(_RunningStats):
     """`standardize_detached`: x_hat = (x - sg(mu_B)) / sg(sigma_B) -- "also scales"."""
 
-    uses_batch_stats = True
-
     def normalize(self, x):
         if not self.training:
             return self._eval(x)
-        self._update_running(x)
-        mu, sigma = _batch_stats(x.detach(), self.eps)
-        return (x - mu) / sigma
+        mu, var = _moments(x.detach(), 1)
+        self._update_running(x, moments=(mu, var))
+        return (x - mu) / torch.sqrt(var + self.eps)
 
 
 class PopulationDetached(StackedNorm):
@@ -225,7 +214,6 @@ class BatchRenorm(_RunningStats):
     r = sg(clip(sigma_B / sigma, 1/rmax, rmax)), d = sg(clip((mu_B - mu)/sigma, -dmax, dmax)),
     mu, sigma the EMAs (initialized from the first batch, updated after use)."""
 
-    uses_batch_stats = True
 
     def __init__(self, members, features, rmax: float = 3.0, dmax: float = 5.0, **kw):
         super().__init__(members, features, **kw)
@@ -236,12 +224,13 @@ class BatchRenorm(_RunningStats):
             return self._eval(x)
         if not bool(self.initialized):
             self._update_running(x, init_from_batch=True)
-        mu_b, sigma_b = _batch_stats(x, self.eps)
+        mu_b, var_b = _moments(x, 1)
+        sigma_b = torch.sqrt(var_b + self.eps)
         sigma = torch.sqrt(self.running_var + self.eps)
         r = (sigma_b.detach() / sigma).clamp(1.0 / self.rmax, self.rmax)
         d = ((mu_b.detach() - self.running_mean) / sigma).clamp(-self.dmax, self.dmax)
         out = (x - mu_b) / sigma_b * r + d
-        self._update_running(x)
+        self._update_running(x, moments=(mu_b.detach(), var_b.detach()))
         return out
 
 
