@@ -19,8 +19,8 @@ The default cell is center_detached on synthetic, with params.yaml's settings (-
               and loss (no Lightning, no tracking, no measurements). ratio = normlab / bare, <= 1.3.
 2 stacking    fit seconds of the default cell (tracking off) against the sum of fit seconds of
               its members trained one at a time by normlab. ratio = alone / stacked, >= 4.
-3 naive grid  wall seconds of a grid subset (variants bn and none on digits x 2 lrs x 1 seed;
-              --quick: bn x 1 lr, 20 steps) run as one process per run of benchmarks/naive_run.py
+3 naive grid  wall seconds of a grid subset (one default cell's members: bn on digits x 5 lrs x
+              3 seeds = 15 runs, one repeat; --quick: bn x 1 lr x 1 seed, 20 steps) run as one process per run of benchmarks/naive_run.py
               (plain LightningModule + MLFlowLogger, five metrics every step), against normlab's
               `python -m pipeline.train` per cell (members stacked), both with the same steps and
               their own temporary SQLite store, start-up included; normlab cold (NORMLAB_WARM=0)
@@ -68,11 +68,11 @@ DEFAULT_CELL = ("center_detached", "synthetic")
 SECTIONS = ("overhead", "stacking", "naive_grid", "tracking", "startup", "dvc", "memory", "scaling")
 
 FULL = {"lrs": None, "seeds": None, "steps": None,  # None: as in params.yaml
-        "grid_variants": ("bn", "none"), "grid_lrs": 2, "grid_steps": None,
+        "grid_variants": ("bn",), "grid_lrs": 5, "grid_seeds": 3, "grid_steps": None, "grid_repeats": 1,
         "scaling_steps": 100, "scaling_members": (1, 4, 16, 64), "scaling_widths": (32, 128, 512),
         "scaling_width_members": 16, "bmm": (16, 512, 512)}
 QUICK = {"lrs": 2, "seeds": 2, "steps": 30,
-         "grid_variants": ("bn",), "grid_lrs": 1, "grid_steps": 20,
+         "grid_variants": ("bn",), "grid_lrs": 1, "grid_seeds": 1, "grid_steps": 20, "grid_repeats": 1,
          "scaling_steps": 20, "scaling_members": (1, 4), "scaling_widths": (32, 64),
          "scaling_width_members": 4, "bmm": (4, 256, 256)}
 
@@ -280,10 +280,11 @@ def tracking_share(runs: list[dict]) -> dict:
 
 def naive_grid(params, cfg: dict, repeats: int, env: dict, tmp: Path) -> dict:
     variants, dataset = cfg["grid_variants"], "digits"
-    lrs, seed = list(params.optim.lrs[:cfg["grid_lrs"]]), params.optim.seeds[0]
+    lrs, seeds = list(params.optim.lrs[:cfg["grid_lrs"]]), list(params.optim.seeds[:cfg["grid_seeds"]])
     steps = cfg["grid_steps"] or params.train.steps
+    repeats = min(repeats, cfg["grid_repeats"])  # the naive side is minutes per repeat
     tmp.mkdir(parents=True)
-    p = write_params(params, tmp / "grid_params.yaml", optim={"lrs": lrs, "seeds": [seed]}, train={"steps": steps})
+    p = write_params(params, tmp / "grid_params.yaml", optim={"lrs": lrs, "seeds": seeds}, train={"steps": steps})
     naive_env = {**env, "MLFLOW_TRACKING_URI": init_store(tmp / "naive_store")}
     normlab_env = {**env, "MLFLOW_TRACKING_URI": init_store(tmp / "normlab_store")}
     naive_cwd = tmp / "naive_cwd"  # MLflow and Lightning may write beside the cwd: not in the repo
@@ -291,14 +292,13 @@ def naive_grid(params, cfg: dict, repeats: int, env: dict, tmp: Path) -> dict:
     naive, cold, warm, rss = [], [], [], []
     for r in range(repeats):
         total = 0.0
-        for v in variants:
-            for lr in lrs:
-                res = run_proc([PY, str(ROOT / "benchmarks" / "naive_run.py"), "--lr", str(lr), "--seed", str(seed),
-                                "--steps", str(steps), "--width", str(params.model.width),
-                                "--depth", str(params.model.depth), "--norm", v, "--threads", str(params.train.threads),
-                                "--tracking-uri", naive_env["MLFLOW_TRACKING_URI"]], naive_env, cwd=naive_cwd)
-                total += res["wall_s"]
-                rss.append(res["maxrss_mib"])
+        for v, lr, seed in ((v, lr, seed) for v in variants for lr in lrs for seed in seeds):
+            res = run_proc([PY, str(ROOT / "benchmarks" / "naive_run.py"), "--lr", str(lr), "--seed", str(seed),
+                            "--steps", str(steps), "--width", str(params.model.width),
+                            "--depth", str(params.model.depth), "--norm", v, "--threads", str(params.train.threads),
+                            "--tracking-uri", naive_env["MLFLOW_TRACKING_URI"]], naive_env, cwd=naive_cwd)
+            total += res["wall_s"]
+            rss.append(res["maxrss_mib"])
         naive.append(total)
         cold.append(sum(cli_cell(v, dataset, p, tmp / f"cold{r}" / f"{v}-{dataset}", {**normlab_env, "NORMLAB_WARM": "0"})
                         ["wall_s"] for v in variants))
@@ -306,7 +306,8 @@ def naive_grid(params, cfg: dict, repeats: int, env: dict, tmp: Path) -> dict:
             warm.append(sum(cli_cell(v, dataset, p, tmp / f"warm{r}" / f"{v}-{dataset}", normlab_env)["wall_s"]
                             for v in variants))
     na, co = stats(naive), stats(cold)
-    out = {"runs": len(variants) * len(lrs), "variants": list(variants), "dataset": dataset, "lrs": lrs,
+    out = {"runs": len(variants) * len(lrs) * len(seeds), "variants": list(variants), "dataset": dataset,
+           "lrs": lrs, "seeds": seeds, "repeats": repeats,
            "steps": steps, "naive_wall_s": na, "normlab_cold_wall_s": co,
            "ratio_cold": na["median"] / co["median"], "naive_maxrss_mib": stats(rss)}
     if warm:

@@ -111,6 +111,7 @@ class TrackingSettings(_Strict):
     enabled: bool = True
     experiment: str = "normlab"
     log_every: int = Field(50, gt=0)                # steps between values sent to MLflow (full history: Parquet)
+    metrics: list[str] = ["*"]                      # names (glob patterns) sent to MLflow
     flush_every: int = Field(500, gt=0)             # steps between MLflow log_batch flushes
 
 

@@ -8,6 +8,7 @@ value instead of ~7 ms per `log_metric`), flushed by a Lightning callback every
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import subprocess
 import time
@@ -154,11 +155,16 @@ class CellTracker:
                 op.wait()
             self._pending.clear()
             if summary is not None:
-                for run_id, m in zip(self.child_ids, summary["members"]):
-                    self.client.set_tag(run_id, "diverged", str(m["diverged"]).lower())
+                from mlflow.entities import Metric, RunTag
+
+                now = int(time.time() * 1000)
+                for run_id, m in zip(self.child_ids, summary["members"]):  # one request per run
+                    tags = [RunTag("diverged", str(m["diverged"]).lower())]
+                    metrics = []
                     if m["diverged"]:
-                        self.client.set_tag(run_id, "diverged_step", str(m["diverged_step"]))
-                        self.client.log_metric(run_id, "diverged_step", m["diverged_step"])
+                        tags.append(RunTag("diverged_step", str(m["diverged_step"])))
+                        metrics.append(Metric("diverged_step", float(m["diverged_step"]), now, 0))
+                    self.client.log_batch(run_id, metrics=metrics, tags=tags)
                 n_div = sum(m["diverged"] for m in summary["members"])
                 self.client.set_tag(self.parent_id, "diverged_members", str(n_div))
             for path in artifacts:
@@ -183,6 +189,7 @@ class TrackingCallback(pl.Callback):
         self.tracker = tracker
         self._loss_sent = 0  # steps of loss_hist already sent
         self._rec_sent = 0   # entries of module.records already sent
+        self._keys: dict[str, bool] = {}  # metric name -> matches tracking.metrics
 
     def flush(self, module, upto: int) -> None:
         losses = module.loss_hist[self._loss_sent:upto].cpu().numpy()
@@ -190,6 +197,7 @@ class TrackingCallback(pl.Callback):
                    for t, d in module.records[self._rec_sent:]]
         last = module.diverged_step.cpu().numpy()
         every, final = self.tracker.cell.tracking.log_every, self.tracker.cell.train.steps
+        patterns = self.tracker.cell.tracking.metrics
 
         def sent(t, stop):  # decimated to tracking.log_every; the divergence step always goes
             return (stop is None or t <= stop) and (t % every == 0 or t == final or t == stop)
@@ -197,11 +205,17 @@ class TrackingCallback(pl.Callback):
         for m in range(module.model.members):
             stop = last[m] if last[m] >= 0 else None
             rows = [(self._loss_sent + i, "loss", losses[i, m]) for i in range(len(losses))
-                    if sent(self._loss_sent + i, stop)]
-            rows += [(t, k, v[m]) for t, d in records if sent(t, stop) for k, v in d.items()]
+                    if sent(self._loss_sent + i, stop)] if self._tracked("loss", patterns) else []
+            rows += [(t, k, v[m]) for t, d in records if sent(t, stop) for k, v in d.items()
+                     if self._tracked(k, patterns)]
             if rows:
                 self.tracker.log_rows(m, rows)
         self._loss_sent, self._rec_sent = upto, len(module.records)
+
+    def _tracked(self, key: str, patterns) -> bool:
+        if key not in self._keys:
+            self._keys[key] = any(fnmatch.fnmatchcase(key, p) for p in patterns)
+        return self._keys[key]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if (batch_idx + 1) % self.tracker.cell.tracking.flush_every == 0:

@@ -87,3 +87,13 @@ def test_an_interrupt_marks_runs_killed(tmp_path, mlflow_uri, monkeypatch):
         run_cell(make_cell("bn", **CELL), tmp_path / "cell", progress=False)
     _, parents, children = _runs(mlflow_uri)
     assert {r.info.status for r in parents + children} == {"KILLED"}
+
+
+def test_only_the_listed_metrics_go_to_mlflow(tmp_path, mlflow_uri):
+    cell = make_cell("bn", **{**CELL, "tracking": {**CELL["tracking"], "metrics": ["loss", "val_*"]}})
+    run_cell(cell, tmp_path / "cell", progress=False)
+    _, _, children = _runs(mlflow_uri)
+    assert set(children[0].data.metrics) == {"loss", "val_loss", "val_acc"}
+    # the Parquet history keeps everything
+    import pandas as pd
+    assert "b_norm/l0" in pd.read_parquet(tmp_path / "cell" / "history.parquet").columns
