@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 
@@ -35,6 +36,9 @@ BASE = {
     "train": {"steps": 20, "log_every": 1, "eval_every": 5, "threads": 1},
     "tracking": {"experiment": "test", "log_every": 1, "flush_every": 7},
 }
+
+# warm-start servers started by the tests' CLI calls go away soon after the suite ends
+os.environ.setdefault("NORMLAB_WARM_IDLE", "30")
 
 ALL_VARIANTS = [v for v in BASE["variants"] if v != "bias_only_toy"]
 
