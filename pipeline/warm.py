@@ -10,7 +10,8 @@ ordinary process.
 
 The socket's name is derived from the checkout and a fingerprint of the training modules, so
 edited training code never runs in an old server; an idle server exits after NORMLAB_WARM_IDLE
-seconds (default 300). NORMLAB_WARM=0 turns all of it off.
+seconds (default 300). NORMLAB_WARM=0 turns all of it off; NORMLAB_WARM_DEBUG=N makes a child
+dump its stack and exit if it runs longer than N seconds (for diagnosing a hang).
 
     python -m pipeline.warm status     # is a server up for this checkout?
     python -m pipeline.warm stop
