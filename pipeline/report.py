@@ -303,6 +303,7 @@ def _heatmap(t: pd.DataFrame, variants: list[str], ds: str):
                 cmap="viridis_r", ax=ax, cbar_kws={"label": "log10 final train loss (mean over seeds)"},
                 mask=shown.isna())
     ax.set_facecolor("#d62728")  # diverged cells show through in red
+    ax.grid(False)
     for i, v in enumerate(mean.index):
         for j, lr in enumerate(mean.columns):
             if div.loc[v, lr] > 0:
