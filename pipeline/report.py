@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import ConfigError, Params, die, load_params
-from pipeline.verdicts import HOLDS, NOT_SHOWN, all_verdicts
+from pipeline.verdicts import HOLDS, all_verdicts
 
 NONZERO_MEAN = 0.5  # a data set whose training-input mean has norm above this is "non-zero mean"
 
