@@ -199,8 +199,8 @@ class TrackingCallback(pl.Callback):
         every, final = self.tracker.cell.tracking.log_every, self.tracker.cell.train.steps
         patterns = self.tracker.cell.tracking.metrics
 
-        def sent(t, stop):  # decimated to tracking.log_every; the divergence step always goes
-            return (stop is None or t <= stop) and (t % every == 0 or t == final or t == stop)
+        def sent(t, stop):  # decimated to tracking.log_every; the last step and the divergence step always go
+            return (stop is None or t <= stop) and (t % every == 0 or t >= final - 1 or t == stop)
 
         for m in range(module.model.members):
             stop = last[m] if last[m] >= 0 else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -144,12 +143,12 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     members = cell.members()
     stage = stage or f"train@{cell.name}"
     tracker = CellTracker(cell, members, stage) if track else None
-    if tracker:
-        tracker.start()  # an unreachable store fails here, before any training
     if cell.train.threads:
         torch.set_num_threads(cell.train.threads)
     status, summary, meta, out = "FAILED", None, {}, Path(out)
     try:
+        if tracker:
+            tracker.start()  # an unreachable store fails here, before any training
         t_setup = time.perf_counter()
         pl.seed_everything(0, verbose=False)  # members draw from their own seeded generators
         seeds = [s for _, s in members]
@@ -194,7 +193,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
             tracker.finish(status, summary, [out / f for f in TRAIN_FILES] if status == "FINISHED" else [])
             if meta:
                 meta["timing"]["tracking_s"] = tracker.seconds
-        if meta:
+        if meta and status == "FINISHED":  # only beside outputs that were written
             tmp = meta_path(out).with_suffix(".tmp")
             tmp.write_text(json.dumps(meta, indent=2, default=_json_default))
             tmp.replace(meta_path(out))

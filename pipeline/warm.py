@@ -75,21 +75,26 @@ def run_warm(module: str, argv: list[str]) -> int | None:
         return None
     env = {**os.environ, "NORMLAB_T0": os.environ.get("NORMLAB_T0", str(_T_START))}
     req = json.dumps({"module": module, "argv": argv, "cwd": os.getcwd(), "env": env}).encode()
-    try:
-        socket.send_fds(conn, [len(req).to_bytes(8, "big") + req], [0, 1, 2])
-        pid = int.from_bytes(_recv_exactly(conn, 8), "big", signed=True)
-    except OSError:
-        conn.close()
-        return None
+    child = [0]
 
     def forward(signum, frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+        if child[0]:
+            try:
+                os.kill(child[0], signal.SIGINT if signum == signal.SIGHUP else signum)
+            except ProcessLookupError:
+                pass
+        else:  # no child yet: hanging up makes the server stop it as soon as it exists
+            conn.close()
+            raise KeyboardInterrupt
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
+    try:
+        socket.send_fds(conn, [len(req).to_bytes(8, "big") + req], [0, 1, 2])
+        child[0] = int.from_bytes(_recv_exactly(conn, 8), "big", signed=True)
+    except (OSError, ConnectionError):
+        conn.close()
+        return None
     try:
         return int.from_bytes(_recv_exactly(conn, 8), "big", signed=True)
     except ConnectionError:
@@ -166,6 +171,12 @@ def serve(path: str) -> None:
     idle = float(os.environ.get("NORMLAB_WARM_IDLE", "300"))
     srv.settimeout(idle)
     busy = [0]
+    active: set[socket.socket] = set()  # connections of running children
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while True:
             try:
@@ -174,31 +185,53 @@ def serve(path: str) -> None:
                 if busy[0]:
                     continue
                 break
+            fds: list[int] = []
             try:
                 head, fds, _, _ = socket.recv_fds(conn, FD_MSG, 3)
                 size = int.from_bytes(head[:8], "big")
                 req = json.loads(head[8:] + _recv_exactly(conn, size - len(head[8:])))
             except (OSError, ValueError):
+                for fd in fds:
+                    os.close(fd)
                 conn.close()
                 continue
             pid = os.fork()
-            if pid == 0:
-                srv.close()
-                conn.close()
+            if pid == 0:  # the child keeps only the caller's stdin/stdout/stderr
+                for sock in (srv, conn, *active):
+                    sock.close()
+                lock.close()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os._exit(_child(req, fds))
             for fd in fds:
                 os.close(fd)
             busy[0] += 1
+            active.add(conn)
             conn.sendall(pid.to_bytes(8, "big", signed=True))
-            threading.Thread(target=_reap, args=(pid, conn, busy), daemon=True).start()
+            threading.Thread(target=_reap, args=(pid, conn, busy, active), daemon=True).start()
     finally:
         srv.close()
         if os.path.exists(path):
             os.unlink(path)
 
 
-def _reap(pid: int, conn: socket.socket, busy: list[int]) -> None:
-    _, status = os.waitpid(pid, 0)
+def _reap(pid: int, conn: socket.socket, busy: list[int], active: set) -> None:
+    """Wait for the child; if its caller hangs up first (killed, terminal closed), stop it."""
+    told = False
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if not told:
+            try:
+                if conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    os.kill(pid, signal.SIGINT)  # the caller is gone: end the cell as Ctrl-C would
+                    told = True
+            except BlockingIOError:
+                pass
+            except OSError:
+                told = True
+        time.sleep(0.2)
+    active.discard(conn)
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code  # killed by signal N -> 128 + N, as a shell reports
     try:
@@ -221,9 +254,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     up = os.path.exists(path)
     if cmd == "stop" and up:
-        pid = int(Path(path + ".lock").read_text() or 0)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
+        import fcntl
+
+        with open(path + ".lock", "a+") as lock:
+            try:  # acquirable = no server holds it: the pid written there is stale
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+                print("no warm server was running; removed its stale socket")
+                return 0
+            except OSError:
+                lock.seek(0)
+                pid = int(lock.read() or 0)
+        os.kill(pid, signal.SIGTERM)
         print(f"stopped the warm server {pid}")
         return 0
     print(f"warm server {'up' if up else 'down'} at {path}")

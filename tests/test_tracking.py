@@ -42,8 +42,8 @@ def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri
         assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
     # the healthy member: loss every tracking.log_every steps, norms, evaluations
     loss = client.get_metric_history(ok.info.run_id, "loss")
-    assert [m.step for m in loss] == list(range(0, 20, 2))
-    assert len(client.get_metric_history(ok.info.run_id, "b_norm/l0")) == 11  # steps 0,2,..,18 and final 20
+    assert [m.step for m in loss] == list(range(0, 20, 2)) + [19]  # and the last step's loss
+    assert len(client.get_metric_history(ok.info.run_id, "b_norm/l0")) == 12  # steps 0,2,..,18, the last 19, final 20
     assert [m.step for m in client.get_metric_history(ok.info.run_id, "val_acc")] == [10, 20]
     assert ok.data.tags["diverged"] == "false"
     # the diverging member: recorded, tagged, its history stops at the divergence step

@@ -17,7 +17,7 @@ def member(variant, lr=0.1, seed=0, dataset="synthetic", **kw):
     row = dict(variant=variant, norm=NORM.get(variant, variant), dataset=dataset, lr=lr, seed=seed,
                diverged=False, diverged_step=np.nan, input_mean=3.0, b_drift_final=0.0, b_slope=np.nan,
                b_r2=np.nan, b_late_early=np.nan, b_slope_pred=np.nan, b_sens_rel=np.nan, grad_b_rel=np.nan,
-               loss_gap_nobias=np.nan)
+               loss_gap_nobias=np.nan, initial_loss=2.0, final_loss=0.5)
     row.update(kw)
     return row
 
