@@ -155,7 +155,7 @@ def largest_stable_lr(t: pd.DataFrame, ratio: float) -> pd.DataFrame:
     return table.reset_index()
 
 
-def _pm(mean, sd, n) -> str:
+def _pm(mean, sd) -> str:
     if not np.isfinite(mean):
         return "–"
     return f"{mean:.3g} ± {sd:.2g}" if np.isfinite(sd) else f"{mean:.3g}"
@@ -178,7 +178,7 @@ def pretty_dataset_table(agg: pd.DataFrame, dataset: str) -> str:
     out = pd.DataFrame({"variant": sub["variant"], "lr": sub["lr"], "n": sub["n"]})
     for col, head in SUMMARY_COLS.items():
         if f"{col}_mean" in sub:
-            out[head] = [_pm(m, s, n) for m, s, n in zip(sub[f"{col}_mean"], sub[f"{col}_sd"], sub["n"])]
+            out[head] = [_pm(m, s) for m, s in zip(sub[f"{col}_mean"], sub[f"{col}_sd"])]
     out["diverged"] = [f"{f:.0%}" for f in sub["frac_diverged"]]
     out["median div. step"] = [f"{x:.0f}" if np.isfinite(x) else "–" for x in sub["median_diverged_step"]]
     return _md_table(out)
@@ -343,7 +343,7 @@ def _toy_figure(toy: pd.DataFrame, figdir: Path) -> str:
 
 
 # -- the report ---------------------------------------------------------------------------
-def answer_text(verdicts, stable: pd.DataFrame, t: pd.DataFrame) -> str:
+def answer_text(verdicts) -> str:
     parts = []
     sens, drift, worse, blow, bn = verdicts
     if sens.status == HOLDS:
@@ -408,7 +408,7 @@ def write_report(params: Params, summaries, histories, out: Path) -> dict:
           "",
           "## The answer",
           "",
-          answer_text(verdicts, stable, t),
+          answer_text(verdicts),
           "",
           "## Verdicts",
           "",
