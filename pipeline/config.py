@@ -4,18 +4,22 @@ Every mistake becomes one line naming the key and what is allowed, before any wo
 
     $ python -m pipeline.train --variant bn --dataset digits --out runs/x
     normlab: params.yaml: optim.lrs.2: must be > 0 (got -0.1)
+    normlab: params.yaml: line 41, column 3: duplicate key optim.lrs (first at line 39, column 3); write each key once
+
+What needs the data set or the machine (a csv's contents, batch vs training split, a GPU) is
+checked by pipeline.data.preflight; the tracking URI's form by check_tracking_uri below.
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.norms import NORMS
+from pipeline.params_yaml import YamlError, error_line, read_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,8 +29,26 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    # strict: no "64" -> 64 coercion; forbid: a typo'd key is an error, not a silent default
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # strict: no "64" -> 64 coercion; forbid: a typo'd key is an error, not a silent default;
+    # no .inf/.nan in any number (a threshold that should be off is a large finite value)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+SEED_LIMIT = 2**32  # numpy's and torch's seeding both take [0, 2**32) without surprise
+
+
+def _unique(values: list, key: str) -> None:
+    """A repeated lr/seed/name would train (or name) the same thing twice under one label."""
+    first: dict = {}
+    for i, v in enumerate(values):
+        if v in first:
+            raise ValueError(f"{key}.{i}: {v!r} is listed twice (also at index {first[v]}); list each value once")
+        first[v] = i
+
+
+def _check_seed(seed: int, key: str) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{key}: must be an integer in [0, 2**32) (got {seed})")
 
 
 NormName = Literal[tuple(NORMS)]  # type: ignore[valid-type]
@@ -40,7 +62,9 @@ class VariantSettings(_Strict):
     groups: int = Field(4, gt=0)                    # groupnorm only
     rmax: float = Field(3.0, ge=1.0)                # batch_renorm only
     dmax: float = Field(5.0, ge=0.0)                # batch_renorm only
-    refresh_every: int = Field(10, gt=0)            # population_detached only: K
+    renorm_hold: int = Field(50, ge=0)              # batch_renorm: steps at rmax=1, dmax=0 (plain BN); sized for the 500-step grid
+    renorm_ramp: int = Field(200, ge=0)             # batch_renorm: then steps to relax linearly to rmax, dmax (500-step grid)
+    refresh_every: int = Field(10, gt=0)            # population_*: K, steps between full-train-set statistics
 
 
 class DatasetSettings(_Strict):
@@ -63,12 +87,19 @@ class DatasetSettings(_Strict):
     def _csv_needs_path(self):
         if self.kind == "csv" and not self.path:
             raise ValueError("path: required when kind is csv")
+        _check_seed(self.seed, "seed")
         return self
 
 
 class GridSettings(_Strict):
     variants: list[str] = Field(min_length=1)
     datasets: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _each_cell_once(self):
+        _unique(self.variants, "variants")
+        _unique(self.datasets, "datasets")
+        return self
 
 
 class ModelSettings(_Strict):
@@ -90,10 +121,14 @@ class OptimSettings(_Strict):
     batch_size: int = Field(64, gt=0)
 
     @model_validator(mode="after")
-    def _positive_lrs(self):
+    def _members(self):
         for i, lr in enumerate(self.lrs):
             if not lr > 0:
                 raise ValueError(f"lrs.{i}: must be > 0 (got {lr})")
+        for i, seed in enumerate(self.seeds):
+            _check_seed(seed, f"seeds.{i}")
+        _unique(self.lrs, "lrs")  # two members with one label: the report would average them as seeds
+        _unique(self.seeds, "seeds")
         return self
 
 
@@ -104,7 +139,8 @@ class TrainSettings(_Strict):
     diverge_loss: float = Field(1e3, gt=0.0)        # loss above this = diverged
     diverge_param: float = Field(1e6, gt=0.0)       # any |parameter| above this = diverged
     threads: int = Field(0, ge=0)                   # torch threads per process (0: torch default)
-    accelerator: str = "auto"
+    # one device per cell; whether a GPU is really there is checked by pipeline.data.preflight
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
 
 
 class TrackingSettings(_Strict):
@@ -114,11 +150,43 @@ class TrackingSettings(_Strict):
     metrics: list[str] = ["*"]                      # names (glob patterns) sent to MLflow
     flush_every: int = Field(500, gt=0)             # steps between MLflow log_batch flushes
 
+    @field_validator("experiment")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("must be a non-empty experiment name")
+        return name
+
 
 class ReportSettings(_Strict):
-    stable_loss_ratio: float = Field(1.0, gt=0.0)   # stable: not diverged and final loss <= ratio * initial
-    drift_r2: float = Field(0.9, ge=0.0, le=1.0)    # linear-growth verdict needs R^2 above this
-    redundant_tol: float = Field(1e-4, gt=0.0)      # "b stays at init": ||b_T - b_0|| / ||b_0|| below
+    """Every threshold of pipeline/outcomes.py and pipeline/claims.py: the same object feeds the
+    logic and the rule text the report prints, so the two cannot drift apart."""
+    # member status, against baselines fixed before training (pipeline/outcomes.py)
+    blowup_w_factor: float = Field(10.0, gt=1.0)    # blew_up: some layer's ||W_T|| / ||W_0|| above this
+    blowup_b_rms: float = Field(100.0, gt=0.0)      # blew_up: some layer's ||b_T - b_0|| / sqrt(width) above this
+    trained_loss_ratio: float = Field(0.75, gt=0.0, le=1.0)  # trained: final full-set train-mode loss <= this x min(init loss, ln C)
+    trained_acc_margin: float = Field(0.2, ge=0.0, lt=1.0)   # trained: final full-set train-mode accuracy >= 1/C + this
+    target_loss_frac: float = Field(0.5, gt=0.0, lt=1.0)     # steps to target: smoothed mini-batch loss below this x init loss
+    target_smooth: int = Field(10, gt=0)            # mini-batch losses in the trailing mean for the target
+    alpha_from: float = Field(0.5, ge=0.0, lt=1.0)  # growth exponent alpha fitted over steps t >= this x T
+    alpha_min_points: int = Field(5, ge=2)          # fewer logged points in that window: alpha is NaN
+    # verdicts (pipeline/claims.py)
+    alpha_unbounded: float = Field(0.5, gt=0.0)     # claim 2: alpha's CI above this (a random walk's 1/2) = unbounded growth
+    identity_rtol: float = Field(1e-5, gt=0.0)      # identity checks: relative tolerance, x (1 + rms b) for claim 1
+    trajectory_rtol: float = Field(1e-3, gt=0.0)    # claim 5: bn vs bn_nobias relative loss gap allowed ...
+    trajectory_frac: float = Field(0.1, gt=0.0, le=1.0)  # ... over this first fraction of the steps
+    min_members: int = Field(3, ge=2)               # fewer paired seeds than this in a comparison: not decided
+    ci_level: float = Field(0.95, gt=0.5, lt=1.0)   # level of every interval over seeds
+    bootstrap: int = Field(2000, ge=100)            # paired-bootstrap resamples (RNG seed 0: repeatable)
+    nonzero_mean: float = Field(0.5, ge=0.0)        # a data set whose ||E[u]|| is above this has non-zero input mean
+    twins: dict[str, list[str]] = Field(default_factory=lambda: {  # a detached variant -> its matched controls:
+        "center_detached": ["center"], "standardize_detached": ["standardize"],  # the same statistics with
+        "running_detached": ["standardize"], "running_center_detached": ["center"],  # the gradient through them
+        "population_center_detached": ["center"], "population_detached": ["frozen", "population_detached_k1"]})
+    blowup_deciders: list[str] = ["center_detached", "running_center_detached",  # claim 4 is decided by these
+                                  "population_center_detached"]  # centering variants' excess over their first twin
+    k_sweep: list[str] = ["population_detached_k1", "population_detached",  # claim 4: the refresh-interval sweep
+                          "population_detached_k100"]
     figure_lrs: list[float] | None = None           # lrs shown in faceted figures (None: all)
 
 
@@ -174,55 +242,18 @@ class CellSettings(_Strict):
         return out
 
 
-def _format(err: ValidationError, model: type[BaseModel], source: str) -> str:
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
-    if e["type"] == "extra_forbidden":
-        # walk to the model that owns the bad key to list what it allows
-        owner = model
-        for part in e["loc"][:-1]:
-            field = owner.model_fields.get(str(part)) if isinstance(owner, type) else None
-            ann = getattr(field, "annotation", None)
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                owner = ann
-            elif getattr(ann, "__args__", None) and isinstance(ann.__args__[-1], type) \
-                    and issubclass(ann.__args__[-1], BaseModel):
-                owner = ann.__args__[-1]  # dict[str, Model]: the next part is the name
-        allowed = ", ".join(owner.model_fields)
-        return f"{source}: {loc}: unknown key (allowed: {allowed})"
-    msg = e["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-        if ": " in msg and msg.split(":")[0].replace(".", "").replace("_", "").isalnum():
-            return f"{source}: {loc + '.' if loc else ''}{msg}"
-    got = e.get("input")
-    tail = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"{source}: {loc or '(top level)'}: {msg}{tail}"
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """PyYAML reads `1e6` as a string (YAML 1.1); DVC reads YAML 1.2, where it is a float."""
-
-
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?(?:[eE][-+]?\d+)$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"
-               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
-
-
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: file not found")
     try:
-        raw = yaml.load(path.read_text(), Loader=_Yaml12Loader) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raw = read_yaml(path) or {}  # YAML 1.2 as DVC reads it; a duplicate key is an error
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format(err, Params, path.name)) from None
+        raise ConfigError(error_line(err, Params, path.name)) from None
 
 
 def cell_settings(params: Params, variant: str, dataset: str) -> CellSettings:
@@ -239,6 +270,42 @@ def cell_settings(params: Params, variant: str, dataset: str) -> CellSettings:
     return CellSettings(variant_name=variant, dataset_name=dataset, variant=v, dataset=ds,
                         model=params.model, optim=params.optim, train=params.train,
                         tracking=params.tracking)
+
+
+TRACKING_URI_FORMS = ("sqlite:///path/to/mlflow.db, file:/abs/path/mlruns, http(s)://host[:port][/path], "
+                      "postgresql://user@host[:port]/db (or mysql://, mssql://), databricks[://profile]")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """A ConfigError naming MLFLOW_TRACKING_URI unless `uri` has a form MLflow stores take.
+
+    Only the form: whether the store answers is tracking.connect's job. MLflow reads a bare
+    path as a file store folder, so "http//x" would quietly become a folder: refused."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    dialect = scheme.split("+")[0]  # postgresql+psycopg2 -> postgresql
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if uri == "databricks" or scheme == "databricks":
+        return
+    if not uri.strip() or not scheme:
+        why = "is empty" if not uri.strip() else "has no scheme"
+    elif scheme == "sqlite":
+        ok = uri.startswith("sqlite:///") and uri[len("sqlite:///"):].strip("/")
+        why = None if ok else "a SQLite store is sqlite:/// followed by the database file's path"
+    elif scheme == "file":
+        ok = parts.path and parts.netloc in ("", "localhost")
+        why = None if ok else "a file store is file: followed by a local folder's path"
+    elif scheme in ("http", "https"):
+        why = None if parts.hostname and port_ok else f"an {scheme} server needs a host and an optional numeric port"
+    elif dialect in ("postgresql", "mysql", "mssql"):
+        why = None if parts.path.strip("/") and port_ok else f"a {dialect} store needs a database name"
+    else:
+        why = f"unknown scheme {parts.scheme!r}"
+    if why:
+        raise ConfigError(f"MLFLOW_TRACKING_URI: {why} (got {uri!r}); allowed: {TRACKING_URI_FORMS}")
 
 
 def die(msg: str) -> None:

@@ -2,9 +2,18 @@
 
 `synthetic`: Gaussian classes around a shared input mean m with ||m|| = input_mean
 (0 gives the zero-mean control, where the rank-1 gradient term of SCIENCE.md item 5
-vanishes). `digits`: scikit-learn's bundled 8x8 digits (no download). `csv`: a user's file.
+vanishes). `digits`: scikit-learn's bundled 8x8 digits (no download). `csv`: a user's file:
+a header line, numeric feature columns, one `target` column (any labels), no missing values;
+`path` is read relative to the working directory, else to the repository (a file anywhere,
+inside the repository's data/ or not, is accepted).
 Each member draws its own data order from its own seed, so a member sees the same
 batches whether it trains in a stack or alone.
+
+`preflight(cell)` checks, before any run is created, everything that needs the data or the
+machine: the file's contents, the batch against the training split, the accelerator:
+
+    from pipeline.data import preflight
+    preflight(cell)   # ConfigError: one line naming the key or file and what is allowed
 """
 from __future__ import annotations
 
@@ -15,11 +24,58 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from pipeline.config import REPO_ROOT, DatasetSettings
+from pipeline.config import REPO_ROOT, CellSettings, ConfigError, DatasetSettings
 
 
-def load_arrays(cfg: DatasetSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Features float32 [N, D] and integer labels [N] (before any split)."""
+def _read_csv(cfg: DatasetSettings, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """A user's csv as features float [N, D] and label codes [N]; every flaw is one ConfigError line."""
+    import pandas as pd
+
+    path = Path(cfg.path) if Path(cfg.path).exists() else REPO_ROOT / cfg.path
+    where = f"{key}.path: {cfg.path}"
+    if not path.exists():
+        raise ConfigError(f"{where}: file not found")
+    if path.is_dir():
+        raise ConfigError(f"{where}: is a folder; give a csv file")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{where}: is empty; needs a header line, then one row per example") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{where}: not a readable csv file ({first})") from None
+    if cfg.target not in frame:
+        raise ConfigError(f"{key}.target: no column {cfg.target!r} in {cfg.path} "
+                          f"(columns: {', '.join(map(str, frame.columns))})")
+    if len(frame) < 2:
+        raise ConfigError(f"{where}: has {len(frame)} data row{'s' * (len(frame) != 1)}; needs at least 2 "
+                          f"(one to train on, one to validate)")
+    features = [c for c in frame.columns if c != cfg.target]
+    if not features:
+        raise ConfigError(f"{where}: has no feature column besides the target {cfg.target!r}")
+    for col in features:
+        if not pd.api.types.is_numeric_dtype(frame[col]):
+            bad = pd.to_numeric(frame[col], errors="coerce").isna() & frame[col].notna()
+            row = int(np.argmax(bad.to_numpy())) if bad.any() else 0
+            raise ConfigError(f"{where}: column {col!r} is not numeric (line {row + 2}: {frame[col].iloc[row]!r}); "
+                              f"feature columns must be numbers")
+    for col in frame.columns:
+        bad = frame[col].isna().to_numpy()
+        if col != cfg.target:
+            bad = bad | ~np.isfinite(frame[col].to_numpy(dtype=np.float64))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ConfigError(f"{where}: column {col!r} has a missing or non-finite value (line {row + 2}); "
+                              f"every cell must be a finite number")
+    labels = frame.pop(cfg.target)
+    if labels.nunique() < 2:  # one class: nothing to classify, the loss is 0 from step 0
+        raise ConfigError(f"{where}: column {cfg.target!r} has a single class ({labels.iloc[0]!r}); needs at least 2")
+    return frame.to_numpy(dtype=np.float64), labels.astype("category").cat.codes.to_numpy()
+
+
+def load_arrays(cfg: DatasetSettings, key: str = "dataset") -> tuple[np.ndarray, np.ndarray]:
+    """Features float32 [N, D] and integer labels [N] (before any split); `key` names the
+    data set in error lines (e.g. "datasets.mine")."""
     rng = np.random.default_rng(cfg.seed)
     if cfg.kind == "synthetic":
         direction = rng.standard_normal(cfg.dim)
@@ -34,15 +90,42 @@ def load_arrays(cfg: DatasetSettings) -> tuple[np.ndarray, np.ndarray]:
         x, y = load_digits(return_X_y=True)
         x = x / 16.0  # pixel intensities in [0, 1]: a real set with non-zero input mean
     else:
-        import pandas as pd
-
-        path = Path(cfg.path) if Path(cfg.path).exists() else REPO_ROOT / cfg.path
-        frame = pd.read_csv(path)
-        if cfg.target not in frame:
-            raise ValueError(f"{cfg.path}: no column {cfg.target!r} (columns: {', '.join(frame.columns)})")
-        y = frame.pop(cfg.target).astype("category").cat.codes.to_numpy()
-        x = frame.to_numpy(dtype=np.float64)
+        x, y = _read_csv(cfg, key)
+    if len(np.unique(y)) < 2:
+        raise ConfigError(f"{key}: all {len(y)} examples drew one class; add samples or classes")
     return x.astype(np.float32), np.asarray(y, dtype=np.int64)
+
+
+def split(cfg: DatasetSettings, n: int, key: str = "dataset") -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) row indices, fixed by the data set's seed."""
+    order = np.random.default_rng(cfg.seed + 1).permutation(n)
+    n_val = max(1, int(round(cfg.val_fraction * n)))
+    if n - n_val < 1:
+        raise ConfigError(f"{key}.val_fraction: leaves no training example ({n} examples, "
+                          f"{n_val} for validation); lower it or add examples")
+    return order[n_val:], order[:n_val]
+
+
+def check_batch(batch_size: int, n_train: int, key: str = "dataset") -> None:
+    # refused, not clamped: config.json must record the batch that was really used
+    if batch_size > n_train:
+        raise ConfigError(f"optim.batch_size: must be at most the {n_train} examples of {key}'s "
+                          f"training split (got {batch_size})")
+
+
+def preflight(cell: CellSettings) -> None:
+    """Everything about `cell` that needs its data or this machine, checked before any run exists."""
+    key = f"datasets.{cell.dataset_name}"
+    x, _ = load_arrays(cell.dataset, key)
+    train, _ = split(cell.dataset, len(x), key)
+    check_batch(cell.optim.batch_size, len(train), key)
+    acc = cell.train.accelerator
+    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.accelerator: {acc} needs a CUDA GPU, and torch sees none on this machine "
+                          f"(torch {torch.__version__}); use auto or cpu")
+    if acc == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.accelerator: mps needs Apple's Metal GPU, and torch sees none on this machine; "
+                          "use auto or cpu")
 
 
 class StackedBatches(IterableDataset):
@@ -56,7 +139,8 @@ class StackedBatches(IterableDataset):
 
     def member_indices(self, seed: int) -> torch.Tensor:
         """[steps, batch] indices of one member; drops each epoch's incomplete last batch."""
-        n, b = len(self.x), min(self.batch_size, len(self.x))
+        n, b = len(self.x), self.batch_size
+        check_batch(b, n)  # never clamped silently (preflight names the data set first)
         per_epoch = n // b
         gen = torch.Generator().manual_seed(10_007 + int(seed))  # data order apart from init
         epochs = -(-self.steps // per_epoch)
@@ -70,18 +154,17 @@ class StackedBatches(IterableDataset):
 
 
 class StackedDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: DatasetSettings, seeds: list[int], batch_size: int, steps: int):
+    def __init__(self, cfg: DatasetSettings, seeds: list[int], batch_size: int, steps: int, key: str = "dataset"):
         super().__init__()
-        self.cfg, self.seeds, self.batch_size, self.steps = cfg, seeds, batch_size, steps
+        self.cfg, self.seeds, self.batch_size, self.steps, self.key = cfg, seeds, batch_size, steps, key
         self._ready = False
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
             return
-        x, y = load_arrays(self.cfg)
-        order = np.random.default_rng(self.cfg.seed + 1).permutation(len(x))  # split fixed by seed
-        n_val = max(1, int(round(self.cfg.val_fraction * len(x))))
-        val, train = order[:n_val], order[n_val:]
+        x, y = load_arrays(self.cfg, self.key)  # the loader preflight checked
+        train, val = split(self.cfg, len(x), self.key)
+        check_batch(self.batch_size, len(train), self.key)
         if self.cfg.kind != "synthetic" and self.cfg.standardize:
             mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
             x = (x - mu) / sd

@@ -61,7 +61,8 @@ class StackedMLP(nn.Module):
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         params = [[_init_member(g, a, b, model) for g in gens] for a, b in zip(dims[:-1], dims[1:])]
         weight_norm = getattr(NORMS[variant.norm], "reparametrize_weight", False)
-        norm_kw = dict(affine=variant.affine, groups=variant.groups, rmax=variant.rmax, dmax=variant.dmax)
+        norm_kw = dict(affine=variant.affine, groups=variant.groups, rmax=variant.rmax, dmax=variant.dmax,
+                       renorm_hold=variant.renorm_hold, renorm_ramp=variant.renorm_ramp)
 
         self.linears = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -90,9 +91,14 @@ class StackedMLP(nn.Module):
             x = self.act(norm(lin(x)))
         return self.linears[-1](x)
 
+    def set_step(self, t: int) -> None:
+        """Tell every hidden norm the training step about to run (batch_renorm's schedule)."""
+        for norm in self.norms:
+            norm.set_step(t)
+
     @torch.no_grad()
     def refresh_population(self, x_full: torch.Tensor) -> None:
-        """Recompute population_detached statistics on the full training set [M, N, d]."""
+        """Recompute the population_* statistics on the full training set [M, N, d]."""
         for norm in self.norms:
             norm.collect = True
         was_training = self.training

@@ -19,7 +19,8 @@ from pipeline.optim import make_optimizer
 
 class NormLabModule(pl.LightningModule):
     def __init__(self, model: StackedMLP, cell: CellSettings, lrs: list[float],
-                 input_mean: torch.Tensor | None = None, x_train: torch.Tensor | None = None):
+                 input_mean: torch.Tensor | None = None, x_train: torch.Tensor | None = None,
+                 eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None):
         super().__init__()
         self.automatic_optimization = False  # the step needs the alive mask and pre-step grads
         self.model, self.cell = model, cell
@@ -31,10 +32,15 @@ class NormLabModule(pl.LightningModule):
         mean = input_mean if input_mean is not None else torch.zeros(model.linears[0].weight.shape[1])
         self.register_buffer("mean_dir", mean / mean.norm().clamp_min(1e-12))
         self.register_buffer("x_train", x_train if x_train is not None else torch.zeros(0))
+        self.eval_sets = eval_sets or {}  # "train_full", "val" -> (x, y): the interval evaluations
         self.has_bias = [lin.bias is not None for lin, _ in model.hidden]
         for i, (lin, norm) in enumerate(model.hidden):
             b0 = lin.bias.detach().clone() if lin.bias is not None else torch.zeros(m, 1, norm.features)
             self.register_buffer(f"b0_{i}", b0)
+            # sum_t G_t and sum_t ||G_t|| with G_t = dl/db_t: b's drive and how persistent it is;
+            # drift_pred = lr * sum_t G_t is SGD's own update rule (an identity check, not a prediction)
+            self.register_buffer(f"gsum_cum_{i}", torch.zeros(m, 1, norm.features))
+            self.register_buffer(f"gabs_cum_{i}", torch.zeros(m))
             self.register_buffer(f"drift_pred_{i}", torch.zeros(m, 1, norm.features))
             norm.on_xhat = self._make_xhat_hook(i)
         self.records: list[tuple[int, dict[str, torch.Tensor]]] = []  # (step, name -> [M])
@@ -68,8 +74,11 @@ class NormLabModule(pl.LightningModule):
         t = batch_idx
         tr = self.cell.train
         opt = self.optimizers()
+        self.model.set_step(t)
         if self.model.uses_population() and t % self.cell.variant.refresh_every == 0:
             self.model.refresh_population(self.x_train.expand(self.model.members, -1, -1))
+        if t % tr.eval_every == 0:  # the state theta_t, before update t (t = 0: the initialization)
+            self._evaluate(t)
         record = t % tr.log_every == 0
         loss, _ = self.member_losses(x, y)
         self.loss_hist[t] = loss.detach()
@@ -79,10 +88,12 @@ class NormLabModule(pl.LightningModule):
         self.manual_backward(torch.where(live, loss, torch.zeros_like(loss)).sum())
         if record:
             self.records.append((t, self._measure(with_grads=True)))
-        for i in range(len(self.has_bias)):  # predicted displacement of b: eta * sum_t G_t
-            if i in self._gsum:
-                getattr(self, f"drift_pred_{i}").add_(torch.where(
-                    live.view(-1, 1, 1), self.lrs.view(-1, 1, 1) * self._gsum[i], 0.0))
+        for i, (lin, _) in enumerate(self.model.hidden):
+            if lin.bias is not None and lin.bias.grad is not None:
+                g = torch.where(live.view(-1, 1, 1), lin.bias.grad, 0.0)
+                getattr(self, f"gsum_cum_{i}").add_(g)
+                getattr(self, f"gabs_cum_{i}").add_(g.flatten(1).norm(dim=1))
+                getattr(self, f"drift_pred_{i}").add_(self.lrs.view(-1, 1, 1) * g)
         self._gsum.clear()
         opt.optimizer.alive = live
         opt.step()
@@ -108,6 +119,8 @@ class NormLabModule(pl.LightningModule):
                 out[f"b_norm/l{i}"] = lin.bias.flatten(1).norm(dim=1)
                 out[f"b_drift/l{i}"] = (lin.bias - getattr(self, f"b0_{i}")).flatten(1).norm(dim=1)
                 out[f"b_drift_pred/l{i}"] = getattr(self, f"drift_pred_{i}").flatten(1).norm(dim=1)
+                out[f"gsum_cum/l{i}"] = getattr(self, f"gsum_cum_{i}").flatten(1).norm(dim=1)
+                out[f"gabs_cum/l{i}"] = getattr(self, f"gabs_cum_{i}").clone()
             if norm.affine:
                 out[f"gamma_norm/l{i}"] = norm.gamma.flatten(1).norm(dim=1)
                 out[f"beta_norm/l{i}"] = norm.beta.flatten(1).norm(dim=1)
@@ -129,34 +142,41 @@ class NormLabModule(pl.LightningModule):
             out["grad_norm"] = sq.sqrt()
         return out
 
-    # -- interval evaluation through Lightning's validation loop ---------------------------
-    def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        x, y = batch
-        m = self.model.members
-        loss, acc = self.member_losses(x.expand(m, -1, -1), y.expand(m, -1))
-        name = ("train_full", "val")[dataloader_idx]
-        rec = {f"{name}_loss": loss, f"{name}_acc": acc}
-        if name == "train_full" and any(self.has_bias):
-            rec["b_sensitivity"] = self._bias_sensitivity(x.expand(m, -1, -1), y.expand(m, -1))
-        self.records.append((self.global_step, rec))
-
+    # -- interval evaluations on the full sets, on copies (no EMA or other state moves) ------
     @torch.no_grad()
-    def _bias_sensitivity(self, x, y) -> torch.Tensor:
-        """|loss(theta) - loss(theta with every hidden b reset to b_0)| on the full training
-        set, in training mode (the statistics the gradient step sees): claim 1 measured.
-        Done on copies, so no EMA or other state of the real model moves."""
-        losses = []
-        for reset in (False, True):
-            probe = copy.deepcopy(self.model).train()
-            for i, (lin, norm) in enumerate(probe.hidden):
-                norm.on_xhat = None
-                if reset and lin.bias is not None:
+    def _evaluate(self, step: int) -> None:
+        """Full training set in training mode (batch statistics over the whole set: the
+        normalization the gradient step sees) and in inference mode (running or population
+        statistics, torch's eval()); validation set in inference mode. Every name says its mode."""
+        if not self.eval_sets:
+            return
+        m = self.model.members
+        rec: dict[str, torch.Tensor] = {}
+        x, y = (t.to(self.device) for t in self.eval_sets["train_full"])
+        x, y = x.expand(m, -1, -1), y.expand(m, -1)
+        probe = self._probe()
+        rec["full_loss_train"], rec["full_acc_train"] = self.member_losses(x, y, probe)
+        if any(self.has_bias):  # claim 1's identity check: the same loss with every b reset to b_0
+            for i, (lin, _) in enumerate(probe.hidden):
+                if lin.bias is not None:
                     lin.bias.copy_(getattr(self, f"b0_{i}"))
-            losses.append(self.member_losses(x, y, probe)[0])
-        return (losses[0] - losses[1]).abs()
+            rec["b_sensitivity"] = (rec["full_loss_train"] - self.member_losses(x, y, probe)[0]).abs()
+        inference = copy.deepcopy(self.model).eval()
+        rec["full_loss_eval"], rec["full_acc_eval"] = self.member_losses(x, y, inference)
+        xv, yv = (t.to(self.device) for t in self.eval_sets["val"])
+        rec["val_loss_eval"], rec["val_acc_eval"] = self.member_losses(xv.expand(m, -1, -1), yv.expand(m, -1), inference)
+        self.records.append((step, rec))
+
+    def _probe(self):
+        """A training-mode copy of the model, without the gradient hooks."""
+        probe = copy.deepcopy(self.model).train()
+        for _, norm in probe.hidden:
+            norm.on_xhat = None
+        return probe
 
     def on_train_end(self):
         """Norms of the final state theta_T (idempotent: the tracker may call it first)."""
         if not self._final_recorded:
             self.records.append((self.cell.train.steps, self._measure(with_grads=False)))
+            self._evaluate(self.cell.train.steps)
             self._final_recorded = True

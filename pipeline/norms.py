@@ -32,6 +32,9 @@ class StackedNorm(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def set_step(self, t: int) -> None:
+        """The training step about to run; only layers with a schedule (batch_renorm) use it."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_hat = self.normalize(x)
         if self.on_xhat is not None and x_hat.requires_grad:
@@ -162,6 +165,8 @@ class PopulationDetached(StackedNorm):
     the network with `collect=True`; between refreshes the statistics are constants.
     """
 
+    scale = True  # False: subtract the mean only
+
     def __init__(self, members, features, **kw):
         super().__init__(members, features, **kw)
         self.register_buffer("pop_mean", torch.zeros(members, 1, features))
@@ -174,7 +179,14 @@ class PopulationDetached(StackedNorm):
                 mu, sigma = _batch_stats(x, self.eps)
                 self.pop_mean.copy_(mu)
                 self.pop_sigma.copy_(sigma)
-        return (x - self.pop_mean) / self.pop_sigma
+        return (x - self.pop_mean) / self.pop_sigma if self.scale else x - self.pop_mean
+
+
+class PopulationCenterDetached(PopulationDetached):
+    """`population_center_detached`: x_hat = x - sg(mu), mu over the whole training set
+    every K steps; centering alone carries SCIENCE.md item 5's rank-1 term."""
+
+    scale = False
 
 
 class RunningDetached(_RunningStats):
@@ -184,10 +196,18 @@ class RunningDetached(_RunningStats):
     then used; Ioffe (2017) reports this blows up.
     """
 
+    scale = True  # False: subtract the mean only
+
     def normalize(self, x):
         if self.training:
             self._update_running(x, init_from_batch=True)
-        return self._eval(x)
+        return self._eval(x) if self.scale else x - self.running_mean
+
+
+class RunningCenterDetached(RunningDetached):
+    """`running_center_detached`: x_hat = x - sg(mu_EMA), the EMA mean used in training."""
+
+    scale = False
 
 
 class Frozen(StackedNorm):
@@ -211,13 +231,28 @@ class Frozen(StackedNorm):
 
 class BatchRenorm(_RunningStats):
     """`batch_renorm` (Ioffe 2017): ((x - mu_B)/sigma_B) * r + d with
-    r = sg(clip(sigma_B / sigma, 1/rmax, rmax)), d = sg(clip((mu_B - mu)/sigma, -dmax, dmax)),
-    mu, sigma the EMAs (initialized from the first batch, updated after use)."""
+    r = sg(clip(sigma_B / sigma, 1/rmax_t, rmax_t)), d = sg(clip((mu_B - mu)/sigma, -dmax_t, dmax_t)),
+    mu, sigma the EMAs (initialized from the first batch, updated after use).
 
+    Ioffe's schedule: rmax_t = 1, dmax_t = 0 (plain BN, while the EMAs settle) for the
+    first `hold` steps, then both move linearly to `rmax`, `dmax` over `ramp` steps.
+    hold = ramp = 0 uses the limits from step 0. The trainer calls `set_step(t)`.
+    """
 
-    def __init__(self, members, features, rmax: float = 3.0, dmax: float = 5.0, **kw):
+    def __init__(self, members, features, rmax: float = 3.0, dmax: float = 5.0,
+                 renorm_hold: int = 0, renorm_ramp: int = 0, **kw):
         super().__init__(members, features, **kw)
         self.rmax, self.dmax = rmax, dmax
+        self.hold, self.ramp, self.step = renorm_hold, renorm_ramp, 0
+
+    def set_step(self, t: int) -> None:
+        self.step = t
+
+    def limits(self) -> tuple[float, float]:
+        """(rmax_t, dmax_t) at the current step."""
+        t = self.step - self.hold
+        frac = 0.0 if t < 0 else 1.0 if t >= self.ramp else t / self.ramp
+        return 1.0 + (self.rmax - 1.0) * frac, self.dmax * frac
 
     def normalize(self, x):
         if not self.training:
@@ -227,8 +262,9 @@ class BatchRenorm(_RunningStats):
         mu_b, var_b = _moments(x, 1)
         sigma_b = torch.sqrt(var_b + self.eps)
         sigma = torch.sqrt(self.running_var + self.eps)
-        r = (sigma_b.detach() / sigma).clamp(1.0 / self.rmax, self.rmax)
-        d = ((mu_b.detach() - self.running_mean) / sigma).clamp(-self.dmax, self.dmax)
+        rmax, dmax = self.limits()
+        r = (sigma_b.detach() / sigma).clamp(1.0 / rmax, rmax)
+        d = ((mu_b.detach() - self.running_mean) / sigma).clamp(-dmax, dmax)
         out = (x - mu_b) / sigma_b * r + d
         self._update_running(x, moments=(mu_b.detach(), var_b.detach()))
         return out
@@ -278,7 +314,9 @@ NORMS: dict[str, type[StackedNorm]] = {
     "center_detached": CenterDetached,
     "standardize_detached": StandardizeDetached,
     "population_detached": PopulationDetached,
+    "population_center_detached": PopulationCenterDetached,
     "running_detached": RunningDetached,
+    "running_center_detached": RunningCenterDetached,
     "frozen": Frozen,
     "batch_renorm": BatchRenorm,
     "layernorm": LayerNorm,

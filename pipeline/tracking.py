@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
-import subprocess
+import signal
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -21,16 +23,75 @@ from pipeline.config import REPO_ROOT, CellSettings, ConfigError
 BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch request
 
 
+def workspace_root(root: Path = REPO_ROOT) -> Path:
+    """The user's checkout. `dvc exp run --temp` / `--queue` run stages in a throw-away copy under
+    <workspace>/.dvc/tmp/exps/: records made there must land in the workspace's store, not the copy's."""
+    parts = root.parts
+    for i in range(len(parts) - 3):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace_root() / 'mlflow.db'}"
 
 
-def git_commit() -> str:
+def _proc_start(pid: int) -> str | None:
+    """Start time of a process (clock ticks since boot, /proc), to tell a live pid from a reused one."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_proc_start(os.getpid()) or '?'}"
+
+
+def _process_gone(tag: str) -> bool:
+    """True only when the tagged process ran on this host and is not running any more."""
+    try:
+        host, pid, start = tag.rsplit(":", 2)
+        pid = int(pid)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or start == "?":
+        return False
+    return _proc_start(pid) != start
+
+
+def close_orphans(client, experiment_ids: list[str], cell: str | None = None) -> list[str]:
+    """End KILLED every normlab run left RUNNING by a process of this host that is gone (SIGKILL,
+    power loss): it can never close them itself. Runs of other hosts or live processes are left."""
+    query = "attributes.status = 'RUNNING' and tags.`normlab.kind` != ''"
+    if cell:
+        query += f" and tags.cell = '{cell}'"
+    closed = []
+    for run in client.search_runs(experiment_ids, query, max_results=5000):
+        if _process_gone(run.data.tags.get("normlab.proc", "")):
+            client.set_tag(run.info.run_id, "normlab.closed_by", "orphan sweep: its process is gone")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM while runs are being closed; they are delivered right after.
+    (Python runs signal handlers in the main thread, so a recording handler is enough.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 def connect(uri: str | None = None):
@@ -42,6 +103,8 @@ def connect(uri: str | None = None):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     from mlflow.tracking import MlflowClient
 
+    from pipeline.config import check_tracking_uri
+    check_tracking_uri(uri)
     try:
         with _sqlite_init_lock(uri):  # cells started side by side must not migrate a new store twice
             client = MlflowClient(uri)
@@ -104,13 +167,20 @@ class CellTracker:
 
     def start(self) -> None:
         from mlflow.entities import Param
+        from mlflow.tracking.context.registry import resolve_tags
+
+        from pipeline.records import config_hash
 
         t0 = time.perf_counter()
         self.client = connect(self.uri)
         self.experiment_id = experiment_id(self.client, self.cell.tracking.experiment, self.uri)
-        common = {"variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
-                  "norm": self.cell.variant.norm, "git_commit": git_commit(), "dvc_stage": self.stage,
-                  "cell": self.cell.name}
+        close_orphans(self.client, [self.experiment_id], self.cell.name)  # runs of a killed earlier try
+        # MLflow's own context tags (source, git commit, user), then the cell's
+        common = {**resolve_tags(), "variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
+                  "norm": self.cell.variant.norm, "dvc_stage": self.stage, "cell": self.cell.name,
+                  "normlab.proc": process_tag(), "normlab.config_hash": config_hash(self.cell)}
+        if os.environ.get("DVC_EXP_NAME"):
+            common["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         flat = self.cell.flat()
         parent = self.client.create_run(self.experiment_id, run_name=self.cell.name,
                                         tags={**common, "normlab.kind": "cell"})
@@ -145,12 +215,20 @@ class CellTracker:
             self._pending.append(self._timed(self.client.log_batch, self.child_ids[member],
                                              metrics=metrics[i:i + BATCH_LIMIT], synchronous=False))
 
-    def finish(self, status: str, summary: dict | None = None, artifacts: list[Path] = ()) -> None:
-        """Tag divergence, attach artifacts, and close every run with `status`."""
+    def finish(self, status: str, summary: dict | None = None, artifacts: list[Path] = (),
+               outputs_hash: str | None = None) -> None:
+        """Tag divergence, attach artifacts, and close every run with `status`; Ctrl-C or SIGTERM
+        arriving meanwhile waits until every run is closed."""
         if self.parent_id is None:
             return
+        with signals_deferred():
+            self._finish(status, summary, artifacts, outputs_hash)
+
+    def _finish(self, status, summary, artifacts, outputs_hash) -> None:
         t0 = time.perf_counter()
         try:
+            if outputs_hash:  # the report finds the run behind a cell's outputs by this
+                self.client.set_tag(self.parent_id, "normlab.outputs_hash", outputs_hash)
             for op in self._pending:  # every metric is stored before a run is closed
                 op.wait()
             self._pending.clear()

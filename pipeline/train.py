@@ -14,10 +14,8 @@ MLflow (parent run = cell, child run = member) and writes, atomically, into --ou
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -29,9 +27,6 @@ _T0 = time.time()  # start-up is measured from here (imports included), or from 
 # only the standard library at import: `python -m pipeline.train` first tries the warm
 # server (pipeline/warm.py), and torch, pandas, Lightning are imported where they are used
 
-TRAIN_FILES = ("history.parquet", "summary.json", "config.json")
-
-
 def _quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning_fabric", "pytorch_lightning.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -40,6 +35,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
     warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
+    warnings.filterwarnings("ignore", message=".*`val_dataloader` but have no `validation_step`.*")
 
 
 def history_frame(module, members: list[tuple[float, int]]):
@@ -73,13 +69,24 @@ def _last(frame, col: str) -> float:
     return float(s.iloc[-1]) if len(s) else float("nan")
 
 
-def meta_path(out: Path) -> Path:
-    """Where a cell's run-specific facts go (timings, MLflow ids): beside its folder, outside
-    what DVC hashes (.dvcignore), so the cell's outputs are the same bits on every run."""
-    return out.parent / f"{out.name}.meta.json"
+def _first(frame, col: str) -> float:
+    if col not in frame:
+        return float("nan")
+    s = frame[col].dropna()
+    return float(s.iloc[0]) if len(s) else float("nan")
 
 
-def summarize(cell, history, module, members, input_mean_norm: float) -> dict:
+PER_LAYER_FINAL = ("W_norm", "b_norm", "b_drift")  # their last value per member goes in the summary
+PER_LAYER_INIT = ("W_norm", "b_norm")              # ... and their value at init, as "<name>0/l<i>"
+EVALS = ("full_loss_train", "full_acc_train", "full_loss_eval", "full_acc_eval", "val_loss_eval", "val_acc_eval")
+
+
+def summarize(cell, history, module, members, input_mean_norm: float, classes: int) -> dict:
+    """The cell's summary.json (schema: pipeline.records.CellSummary)."""
+    import math
+
+    from pipeline.records import config_hash
+
     div = module.diverged_step.cpu().numpy()
     out = []
     for j, (lr, seed) in enumerate(members):
@@ -87,43 +94,25 @@ def summarize(cell, history, module, members, input_mean_norm: float) -> dict:
         tail = h["loss"].tail(max(1, len(h) // 10))
         row = {"member": j, "lr": lr, "seed": seed, "diverged": bool(div[j] >= 0),
                "diverged_step": int(div[j]) if div[j] >= 0 else None,
-               "initial_loss": float(h["loss"].head(10).mean()), "final_loss": float(tail.mean())}
-        for col in ("train_full_loss", "train_full_acc", "val_loss", "val_acc"):
-            row[col] = _last(h, col)
-        for col in sorted(c for c in h.columns if "/" in c and c.split("/")[0] in ("b_norm", "b_drift", "W_norm")):
-            row[col] = _last(h, col)
+               "initial_loss": float(h["loss"].head(10).mean()), "final_loss": float(tail.mean()),
+               "init_full_loss_train": _first(h, "full_loss_train"), "init_full_acc_train": _first(h, "full_acc_train")}
+        for col in EVALS:  # the final state's; NaN for a member that diverged before it
+            row[col] = _last(h, col) if not row["diverged"] else float("nan")
+        for col in sorted(c for c in h.columns if "/" in c):
+            name = col.split("/")[0]
+            if name in PER_LAYER_FINAL:
+                row[col] = _last(h, col)
+            if name in PER_LAYER_INIT:
+                row[col.replace("/", "0/", 1)] = _first(h, col)
+            if name == "gsum_cum":  # ||sum_t G_t|| / sum_t ||G_t||: 1 = a persistent drive of b
+                layer = col.split("/")[1]
+                total = _last(h, f"gabs_cum/{layer}")
+                row[f"gsum_persist/{layer}"] = _last(h, col) / total if total > 0 else float("nan")
         out.append(row)
     return {"cell": cell.name, "variant": cell.variant_name, "dataset": cell.dataset_name,
             "norm": cell.variant.norm, "steps": cell.train.steps, "input_mean_norm": input_mean_norm,
+            "classes": classes, "chance_loss": math.log(classes), "config_hash": config_hash(cell),
             "members": out}
-
-
-def write_outputs(out: Path, files: dict[str, object]) -> None:
-    """Write every file into a temp folder beside `out`, then swap it in whole."""
-    import pandas as pd
-
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, content in files.items():
-        if isinstance(content, pd.DataFrame):
-            content.to_parquet(tmp / name, index=False)
-        else:
-            (tmp / name).write_text(json.dumps(content, indent=2, default=_json_default, allow_nan=True))
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    raise TypeError(type(o))
 
 
 def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None = None,
@@ -138,14 +127,19 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     from pipeline.tracking import CellTracker, TrackingCallback
 
     _quiet_lightning()
+    from pipeline import records
+    from pipeline.data import preflight
+
     track = cell.tracking.enabled if track is None else track
     progress = sys.stderr.isatty() if progress is None else progress
     members = cell.members()
     stage = stage or f"train@{cell.name}"
+    out = records.check_out(out)  # before any work: never replace what normlab did not write
+    preflight(cell)  # the data set loads and fits the settings, before any run is recorded
     tracker = CellTracker(cell, members, stage) if track else None
     if cell.train.threads:
         torch.set_num_threads(cell.train.threads)
-    status, summary, meta, out = "FAILED", None, {}, Path(out)
+    status, summary, meta, written = "FAILED", None, {}, None
     try:
         if tracker:
             tracker.start()  # an unreachable store fails here, before any training
@@ -156,7 +150,8 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         d_in, d_out = dm.dims
         model = StackedMLP(d_in, d_out, seeds, cell.model, cell.variant)
         module = NormLabModule(model, cell, [lr for lr, _ in members], input_mean=dm.input_mean,
-                               x_train=dm.x_train if model.uses_population() else None)
+                               x_train=dm.x_train if model.uses_population() else None,
+                               eval_sets=dm.full_sets())
         callbacks = [TrackingCallback(tracker)] if tracker else []
         if progress:
             from pytorch_lightning.callbacks import TQDMProgressBar
@@ -164,11 +159,16 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         trainer = pl.Trainer(accelerator=cell.train.accelerator, devices=1, max_steps=cell.train.steps,
                              max_epochs=1, logger=False, enable_checkpointing=False,
                              enable_model_summary=False, num_sanity_val_steps=0,
-                             val_check_interval=cell.train.eval_every, check_val_every_n_epoch=None,
-                             limit_val_batches=None, deterministic=True, callbacks=callbacks,
+                             limit_val_batches=0,  # the module evaluates the full sets itself, on copies
+                             deterministic=True, callbacks=callbacks,
                              enable_progress_bar=progress)
         t_fit, t_fit_wall = time.perf_counter(), time.time()
-        trainer.fit(module, datamodule=dm)
+        try:
+            trainer.fit(module, datamodule=dm)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning turns Ctrl-C / SIGTERM into exit(1): keep it an interrupt
+                raise KeyboardInterrupt from None
+            raise
         t_done = time.perf_counter()
         history = history_frame(module, members)
         t_start = float(os.environ.get("NORMLAB_T0", _T0))
@@ -176,13 +176,13 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
                   "per_step_ms": 1e3 * (t_done - t_fit) / cell.train.steps,
                   "tracking_s": tracker.seconds if tracker else 0.0, "members": len(members),
                   "device": str(module.device)}
-        summary = summarize(cell, history, module, members, float(dm.input_mean.norm()))
+        summary = summarize(cell, history, module, members, float(dm.input_mean.norm()), dm.num_classes)
         meta = {"cell": cell.name, "timing": timing}
         if tracker:
             meta["mlflow"] = {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
                               "parent_run_id": tracker.parent_id, "member_run_ids": tracker.child_ids}
-        write_outputs(out, {"history.parquet": history, "summary.json": summary,
-                            "config.json": cell.model_dump(mode="json")})
+        records.write_cell(out, history, summary, records.cell_config(cell))
+        written = records.outputs_hash(out)
         status = "FINISHED"
         return {**summary, **meta}
     except (KeyboardInterrupt, SystemExit):
@@ -190,13 +190,12 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         raise
     finally:
         if tracker:
-            tracker.finish(status, summary, [out / f for f in TRAIN_FILES] if status == "FINISHED" else [])
+            tracker.finish(status, summary, [out / f for f in records.FILES] if written else [], written)
             if meta:
                 meta["timing"]["tracking_s"] = tracker.seconds
-        if meta and status == "FINISHED":  # only beside outputs that were written
-            tmp = meta_path(out).with_suffix(".tmp")
-            tmp.write_text(json.dumps(meta, indent=2, default=_json_default))
-            tmp.replace(meta_path(out))
+        if meta and written:  # only beside outputs that were written
+            meta["outputs_hash"] = written
+            records.write_meta(out, meta)
 
 
 def _sigterm(signum, frame):
@@ -215,17 +214,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
     ap.add_argument("--variant", required=True, help="a name under `variants:` in params.yaml")
     ap.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
-    ap.add_argument("--out", required=True, help="output folder (replaced whole)")
+    ap.add_argument("--out", required=True, help="output folder: new, or a normlab cell folder (replaced whole)")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--no-track", action="store_true", help="skip MLflow (outputs are still written)")
     args = ap.parse_args(argv)
+    from pipeline.records import RecordError
+
     try:
         cell = cell_settings(load_params(args.params), args.variant, args.dataset)
         signal.signal(signal.SIGTERM, _sigterm)
         # an unreachable tracking store raises ConfigError from the tracker's start, before work
         summary = run_cell(cell, args.out, track=False if args.no_track else None)
-    except ConfigError as err:
+    except (ConfigError, RecordError) as err:
         die(str(err))
+    except KeyboardInterrupt:
+        print(f"normlab: interrupted: {args.variant}-{args.dataset} not written, its MLflow runs ended KILLED",
+              file=sys.stderr)
+        return 130
     n_div = sum(m["diverged"] for m in summary["members"])
     t = summary["timing"]
     print(f"{cell.name}: {len(summary['members'])} members, {n_div} diverged, "

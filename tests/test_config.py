@@ -44,8 +44,41 @@ def test_bad_params_name_the_key_and_what_is_allowed(tmp_path, over, expected):
 
 
 def test_scientific_notation_is_a_float_as_in_dvc(tmp_path):
-    p = load_params(_write(tmp_path, raw=yaml.safe_dump(BASE) + "report: {redundant_tol: 1e-4}\n"))
-    assert p.report.redundant_tol == 1e-4
+    text = yaml.safe_dump(BASE, sort_keys=False).replace("  batch_size: 16\n", "  batch_size: 16\n  weight_decay: 1e-4\n")
+    assert load_params(_write(tmp_path, raw=text)).optim.weight_decay == 1e-4
+
+
+def test_anchors_aliases_and_merge_keys_are_not_duplicates(tmp_path):
+    """One mapping written once and reused is not a key written twice."""
+    text = yaml.safe_dump(BASE, sort_keys=False).replace(
+        "\nvariants:\n", "\nvariants:\n  base: &plain {norm: none, affine: false}\n  again: *plain\n"
+                         "  merged: {<<: *plain, bias: false}\n")
+    p = load_params(_write(tmp_path, raw=text))
+    assert p.variants["again"] == p.variants["base"] and p.variants["merged"].bias is False
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("grid: {variants: [bn]}\ngrid: {variants: [none]}\n",
+     "params.yaml: line 2, column 1: duplicate key grid (first at line 1, column 1); write each key once"),
+    ("variants:\n  bn: {norm: bn, norm: none}\n",
+     "params.yaml: line 2, column 18: duplicate key variants.bn.norm (first at line 2, column 8); write each key once"),
+    ("optim:\n  lrs: [0.1\n", "params.yaml: line 3, column 1: expected ',' or ']', but got '<stream end>'"),
+    ("optim:\n  lrs: [1]\n  seeds [0]\n  batch_size: 4\n", "params.yaml: line 4, column 3: could not find expected ':'"),
+    ("optim:\n  lrs 0.1\n  seeds: [0]\n", "params.yaml: line 3, column 8: mapping values are not allowed here"),
+    ("a: 1\n\tb: 2\n", "params.yaml: line 2, column 1: found character '\\t' that cannot start any token"),
+])
+def test_yaml_errors_name_line_and_column(tmp_path, raw, expected):
+    with pytest.raises(ConfigError) as err:
+        load_params(_write(tmp_path, raw=raw))
+    assert str(err.value) == expected
+
+
+def test_params_not_text_or_a_folder(tmp_path):
+    (tmp_path / "params.yaml").write_bytes(b"\xff\xfe\x00 binary")
+    with pytest.raises(ConfigError, match=r"^params\.yaml: not a text file \(not UTF-8\)$"):
+        load_params(tmp_path / "params.yaml")
+    with pytest.raises(ConfigError, match="is a folder, not a params file$"):
+        load_params(tmp_path)
 
 
 def test_missing_data_file(tmp_path):

@@ -36,6 +36,7 @@ def _params(over: dict) -> dict:
 
 def _make_repo(d: Path) -> Path:
     shutil.copytree(ROOT / "pipeline", d / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "data", d / "data")
     shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
     shutil.copy(ROOT / ".dvcignore", d / ".dvcignore")
     (d / "params.yaml").write_text(yaml.safe_dump(_params(TINY), sort_keys=False))

@@ -31,7 +31,8 @@ def _layer(name, affine=True, **kw):
 
 def test_registry_covers_science_table():
     expected = {"none", "bn", "center", "center_detached", "standardize_detached", "population_detached",
-                "running_detached", "frozen", "batch_renorm", "layernorm", "groupnorm", "weightnorm"}
+                "population_center_detached", "running_detached", "running_center_detached", "frozen",
+                "batch_renorm", "layernorm", "groupnorm", "weightnorm"}
     assert set(NORMS) == expected
 
 
@@ -76,6 +77,19 @@ def test_groupnorm_matches_torch():
         torch.testing.assert_close(layer(x)[m], ref)
 
 
+# batch_renorm's schedule in these tests; RENORM_STEP is mid-ramp: rmax_t = 2, dmax_t = 2.5
+RENORM = dict(rmax=3.0, dmax=5.0, renorm_hold=4, renorm_ramp=8)
+RENORM_STEP = 8
+
+
+def _renorm_limits(t, rmax, dmax, renorm_hold, renorm_ramp):
+    """Ioffe (2017): (1, 0) until the hold ends, then linear to (rmax, dmax) over the ramp."""
+    if t < renorm_hold:
+        return 1.0, 0.0
+    frac = 1.0 if t >= renorm_hold + renorm_ramp else (t - renorm_hold) / renorm_ramp
+    return 1.0 + (rmax - 1.0) * frac, dmax * frac
+
+
 def _stats(x):
     mu = x.mean(1, keepdim=True)
     return mu, torch.sqrt(((x - mu) ** 2).mean(1, keepdim=True) + EPS)
@@ -94,8 +108,8 @@ def _seen(name, layer0, x0):
         return lambda x: (x - _stats(x)[0]) / _stats(x)[1]
     if name == "center":
         return lambda x: x - x.mean(1, keepdim=True)
-    if name == "center_detached":
-        return lambda x: x - mu0
+    if name in ("center_detached", "population_center_detached", "running_center_detached"):
+        return lambda x: x - mu0  # the batch / the full set / the EMA initialized from it is x0
     if name == "standardize_detached":
         return lambda x: (x - mu0) / s0
     if name in ("frozen", "population_detached"):
@@ -106,8 +120,9 @@ def _seen(name, layer0, x0):
     if name == "batch_renorm":
         rm, rv = layer0.running_mean, layer0.running_var
         sigma = torch.sqrt(rv + EPS)
-        r0 = (s0 / sigma).clamp(1 / layer0.rmax, layer0.rmax)
-        d0 = ((mu0 - rm) / sigma).clamp(-layer0.dmax, layer0.dmax)
+        rmax, dmax = _renorm_limits(RENORM_STEP, **RENORM)
+        r0 = (s0 / sigma).clamp(1 / rmax, rmax)
+        d0 = ((mu0 - rm) / sigma).clamp(-dmax, dmax)
         return lambda x: (x - _stats(x)[0]) / _stats(x)[1] * r0 + d0
     if name == "layernorm":
         def ln(x):
@@ -124,12 +139,13 @@ def _seen(name, layer0, x0):
 
 
 def _prepared(name, x0):
-    layer = _layer(name, affine=False)
-    if name == "batch_renorm":  # EMA state that makes r and d non-trivial (and unclipped)
+    layer = _layer(name, affine=False, **(RENORM if name == "batch_renorm" else {}))
+    if name == "batch_renorm":  # mid-ramp, and EMA state that makes r and d non-trivial (and unclipped)
+        layer.set_step(RENORM_STEP)
         layer.running_mean.copy_(x0.mean(1, keepdim=True) + 0.3)
         layer.running_var.copy_(((x0 - x0.mean(1, keepdim=True)) ** 2).mean(1, keepdim=True) * 1.5)
         layer.initialized.fill_(True)
-    if name == "population_detached":
+    if name in ("population_detached", "population_center_detached"):
         layer.collect = True  # the refresh pass computes the full-set statistics from x0
         layer(x0)
         layer.collect = False
@@ -170,12 +186,14 @@ def test_gradcheck_when_statistics_are_in_the_graph(name):
     assert torch.autograd.gradcheck(lambda x: copy.deepcopy(layer)(x), (x,))
 
 
-@pytest.mark.parametrize("name", ["center_detached", "standardize_detached", "running_detached"])
+@pytest.mark.parametrize("name", ["center_detached", "standardize_detached", "running_detached",
+                                  "running_center_detached", "population_detached", "population_center_detached"])
 def test_detached_statistics_hide_the_dependence_from_autograd(name):
     """The naive gradcheck must FAIL for a detached variant: the numerical gradient sees
     that the statistics move with x, autograd does not. (Guards against a detach that
-    silently does nothing.)"""
+    silently does nothing.) The population layers estimate theirs in the refresh pass."""
     layer = _layer(name, affine=False)
+    layer.collect = name.startswith("population")
     x = _x(5, shift=1.0).requires_grad_(True)
     assert not torch.autograd.gradcheck(lambda x: copy.deepcopy(layer)(x), (x,), raise_exception=False)
 
@@ -199,3 +217,63 @@ def test_weightnorm_is_scale_invariant_in_v():
         lin.weight.mul_(7.0)
     torch.testing.assert_close(lin(x), y1)
     torch.testing.assert_close(lin.effective_weight(), lin.g * v / v.norm(dim=1, keepdim=True))
+
+
+@pytest.mark.parametrize("hold,ramp", [(4, 8), (5, 0), (0, 0)])
+def test_batch_renorm_schedule_matches_its_closed_form(hold, ramp):
+    """r and d in the forward are clipped at rmax_t, dmax_t of Ioffe's schedule: before the
+    hold ends, mid-ramp, at its end and after. The EMA state is far from the batch's, so
+    both clips are active and the output shows the limits themselves."""
+    x = _x(9, shift=1.0)
+    mu_b, s_b = _stats(x)
+    settings = dict(rmax=3.0, dmax=5.0, renorm_hold=hold, renorm_ramp=ramp)
+    for t in sorted({0, max(hold - 1, 0), hold, hold + ramp // 4, hold + ramp // 2, hold + ramp, hold + ramp + 50}):
+        layer = _layer("batch_renorm", affine=False, **settings)
+        layer.running_mean.copy_(mu_b - 1000.0)  # d = 100 / sigma_B > dmax before clipping
+        layer.running_var.copy_(s_b ** 2 * 100)  # r = 0.1 < 1/rmax before clipping
+        layer.initialized.fill_(True)
+        layer.set_step(t)
+        rmax, dmax = _renorm_limits(t, **settings)
+        assert layer.limits() == pytest.approx((rmax, dmax))
+        torch.testing.assert_close(layer(x), (x - mu_b) / s_b / rmax + dmax)
+
+
+def test_batch_renorm_at_step_0_is_plain_bn_forward_and_gradient():
+    """With the schedule at step 0, r = 1 and d = 0: batch_renorm IS bn (values, input
+    gradient, gamma and beta gradients), whatever its EMA holds. Past the ramp the same
+    layer differs, so the comparison can fail."""
+    x = _x(10, shift=2.0)
+    w = torch.randn(M, B, FEAT, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    out = {}
+    for name, step in (("bn", 0), ("batch_renorm", 0), ("batch_renorm", 10 ** 6)):
+        torch.manual_seed(0)
+        layer = _layer(name, **(dict(renorm_hold=50, renorm_ramp=200) if name == "batch_renorm" else {}))
+        if name == "batch_renorm":
+            layer.running_mean.copy_(x.mean(1, keepdim=True) + 0.7)
+            layer.running_var.copy_(x.var(1, keepdim=True) * 2.0)
+            layer.initialized.fill_(True)
+            layer.set_step(step)
+        xi = x.clone().requires_grad_(True)
+        y = layer(xi)
+        (y * w).sum().backward()
+        out[name, step] = (y.detach(), xi.grad, layer.gamma.grad, layer.beta.grad)
+    for a, b in zip(out["bn", 0], out["batch_renorm", 0]):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(out["bn", 0][0], out["batch_renorm", 10 ** 6][0])
+
+
+def test_model_set_step_reaches_every_hidden_norm():
+    """StackedMLP.set_step forwards t to each hidden layer (with the variant's hold and
+    ramp from the settings); layers without a schedule accept it and ignore it."""
+    from pipeline.model import StackedMLP
+    from tests.conftest import make_cell
+
+    for variant in ("batch_renorm_ramp", "center_detached"):
+        cell = make_cell(variant)
+        model = StackedMLP(6, 3, [0, 1], cell.model, cell.variant)
+        model.set_step(7)
+        if variant == "batch_renorm_ramp":
+            v = cell.variant
+            expected = _renorm_limits(7, v.rmax, v.dmax, v.renorm_hold, v.renorm_ramp)
+            assert 1.0 < expected[0] < v.rmax  # mid-ramp: not a default value
+            assert [n.limits() for n in model.norms] == [pytest.approx(expected)] * len(model.norms)

@@ -1,0 +1,243 @@
+"""The one owner of a cell's records: folder layout, names, schemas, atomic writes and reads.
+
+A cell is one (variant, data set) of the grid; its outputs live in `runs/<variant>-<dataset>/`:
+  history.parquet  one row per (member, step)
+  summary.json     per member: lr, seed, outcome numbers (schema: CellSummary below)
+  config.json      the cell's resolved settings (what changes its outputs; tracking excluded)
+  .normlab-cell    marker: this folder was written by normlab, so normlab may replace it
+Run-specific facts (timings, MLflow run ids) go beside the folder in `<cell>.meta.json`,
+outside what DVC hashes (.dvcignore), so the folder is the same bits on every run.
+
+Training, tracking, the report and the benchmark read and write cells only through here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+MARKER = ".normlab-cell"
+FILES = ("history.parquet", "summary.json", "config.json")  # what a cell folder holds (and DVC hashes)
+
+
+class RecordError(ValueError):
+    """A missing, corrupt or foreign record: the message is the one line shown to the user."""
+
+
+class MemberSummary(BaseModel):
+    # per-layer numbers ("W_norm/l0", "b_drift/l1", ...) are extra keys, one per hidden layer
+    model_config = ConfigDict(extra="allow")
+    member: int
+    lr: float
+    seed: int
+    diverged: bool
+    diverged_step: int | None
+    initial_loss: float
+    final_loss: float
+
+
+class CellSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    cell: str
+    variant: str
+    dataset: str
+    norm: str
+    steps: int
+    config_hash: str
+    members: list[MemberSummary]
+
+
+class CellMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    cell: str
+    timing: dict[str, Any]
+    mlflow: dict[str, Any] | None = None
+
+
+@dataclass
+class CellRecord:
+    folder: Path
+    summary: dict
+    history: Any  # pandas.DataFrame
+    config: dict
+
+
+def cell_name(variant: str, dataset: str) -> str:
+    return f"{variant}-{dataset}"
+
+
+def meta_path(folder: Path) -> Path:
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}.meta.json"
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def cell_config(cell) -> dict:
+    """What of a CellSettings changes the cell's outputs: everything but the tracking settings."""
+    return cell.model_dump(mode="json", exclude={"tracking"})
+
+
+def config_hash(cell_or_config) -> str:
+    cfg = cell_or_config if isinstance(cell_or_config, dict) else cell_config(cell_or_config)
+    return hashlib.sha256(_canonical(cfg)).hexdigest()[:16]
+
+
+def outputs_hash(folder: Path) -> str:
+    """A digest of what the cell folder holds: it names the run that produced these exact bytes."""
+    h = hashlib.sha256()
+    for name in FILES:
+        h.update(name.encode() + b"\0" + (Path(folder) / name).read_bytes())
+    return h.hexdigest()[:20]
+
+
+# -- writing -----------------------------------------------------------------------------
+def is_cell_folder(path: Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def check_out(out: str | Path) -> Path:
+    """Refuse an output path normlab did not create, before any work: it must be absent, or a
+    folder carrying the cell marker; its parent must be writable."""
+    out = Path(out)
+    resolved = out.resolve()
+    if out.is_symlink():
+        raise RecordError(f"--out {out}: is a symbolic link; give a new folder or a normlab cell folder")
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents or resolved == Path("/"):
+        raise RecordError(f"--out {out}: is the working directory or one above it; give a new folder")
+    if out.exists():
+        if not out.is_dir():
+            raise RecordError(f"--out {out}: is an existing file; give a new folder or a normlab cell folder")
+        if not is_cell_folder(out):
+            raise RecordError(f"--out {out}: is an existing folder that normlab did not create (no {MARKER} "
+                              "marker); refusing to replace it: give a new folder")
+    parent = resolved.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{out.name}.probe-"):
+            pass
+    except OSError as exc:
+        raise RecordError(f"--out {out}: cannot write in {parent} ({exc.strerror or exc})") from None
+    return out
+
+
+def _json_default(o):
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    raise TypeError(type(o))
+
+
+def _private_tmpdir(out: Path) -> Path:
+    """A temp folder beside `out`, with the permissions a plain mkdir would give (mkdtemp: 0700)."""
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace `out` by the finished folder `tmp` (rename), then drop the old one."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def write_cell(out: str | Path, history, summary: dict, config: dict) -> None:
+    """Write the three files and the marker into a temp folder beside `out`, then swap it in whole.
+    `out` was checked by check_out(): absent or a normlab cell folder."""
+    out = Path(out)
+    CellSummary.model_validate(summary)
+    tmp = _private_tmpdir(out)
+    try:
+        history.to_parquet(tmp / "history.parquet", index=False)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default, allow_nan=True))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        (tmp / MARKER).write_text(json.dumps({"written_by": "normlab", "cell": summary["cell"]}) + "\n")
+        if out.exists() and not is_cell_folder(out):  # re-checked: it may have appeared since
+            raise RecordError(f"--out {out}: appeared during training and is not a normlab cell folder")
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    CellMeta.model_validate(meta)
+    path = meta_path(folder)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(meta, indent=2, default=_json_default))
+    tmp.replace(path)
+
+
+def write_tree_atomically(out: Path, build: Callable[[Path], None]) -> None:
+    """Build a folder's entries in a temp folder beside `out`; only if `build` succeeds, replace
+    each entry it made (and only those) in `out`. Other entries of `out` are left alone."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = _private_tmpdir(out)
+    try:
+        build(tmp)
+        for entry in sorted(tmp.iterdir()):
+            target = out / entry.name
+            if target.is_dir() and not target.is_symlink():
+                _swap_in(entry, target)
+            else:
+                entry.replace(target)  # a file: rename over it atomically
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- reading -----------------------------------------------------------------------------
+def read_summary(folder: Path) -> dict:
+    path = Path(folder) / "summary.json"
+    try:
+        raw = json.loads(path.read_text())
+        CellSummary.model_validate(raw)
+        return raw
+    except FileNotFoundError:
+        raise RecordError(f"{path}: missing (re-run the cell: dvc repro train@{Path(folder).name})") from None
+    except (ValueError, ValidationError) as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise RecordError(f"{path}: corrupt ({first}); re-run the cell: dvc repro -f train@{Path(folder).name}") from None
+
+
+def read_cell(folder: str | Path) -> CellRecord:
+    import pandas as pd
+
+    folder = Path(folder)
+    summary = read_summary(folder)
+    path = folder / "history.parquet"
+    try:
+        history = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise RecordError(f"{path}: missing (re-run the cell: dvc repro train@{folder.name})") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise RecordError(f"{path}: corrupt ({first}); re-run the cell: dvc repro -f train@{folder.name}") from None
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RecordError(f"{folder / 'config.json'}: missing or corrupt ({exc})") from None
+    return CellRecord(folder, summary, history, config)
+
+
+def read_meta(folder: Path) -> dict | None:
+    path = meta_path(folder)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+

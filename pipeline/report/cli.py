@@ -1,0 +1,120 @@
+"""The report's steps, in order, each announced on stderr in one line.
+
+    python -m pipeline.report --runs runs --out reports [--params params.yaml] [--no-track]
+
+Exit 2 with one line (before anything is written) on bad params, a corrupt or missing record
+file, an unusable --out or an unreachable MLflow store. Everything is built in a temporary
+folder beside --out and swapped in only when complete (records.write_tree_atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipeline import records
+from pipeline.config import ConfigError, Params, die, load_params
+from pipeline.report import figures, render, tables
+from pipeline.report.load import Grid, load_grid
+
+OWNED = ("report.md", "report.html", "metrics.json", "figures", "tables", "plots")  # all this report writes
+
+
+def step(msg: str) -> None:
+    print(f"report: {msg}", file=sys.stderr, flush=True)
+
+
+def evaluate(params: Params, grid: Grid):
+    """Member table, largest trained lr, every claim's verdict and the answer paragraph."""
+    from pipeline import claims, outcomes
+
+    members = outcomes.member_table(grid.summaries, grid.by_cell, params.report, grid.configs)
+    largest = outcomes.largest_trained_lr(members)
+    verdicts = [c.evaluate(members, grid.histories, params.report) for c in claims.REGISTRY]
+    return members, largest, verdicts, claims.answer_text(verdicts)
+
+
+def _main_dataset(params: Params, grid: Grid) -> str:
+    """The data set dvc plots shows: the first one of the grid that has cells."""
+    return next(d for d in params.grid.datasets if d in grid.datasets)
+
+
+def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, verdicts, answer,
+          cell_runs) -> dict:
+    written = tables.write_tables(tmp / "tables", members, largest, verdicts)
+    metrics = tables.metrics(verdicts, members, largest, len(grid.excluded))
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    tables.write_dvc_plots(grid.histories, tmp / "plots", _main_dataset(params, grid))
+
+    names = [*figures.ALWAYS, *(v.figure for v in verdicts if v.figure)]
+    step(f"figures ({len(dict.fromkeys(names))} kinds)")
+    logged = grid.histories
+    if "W_norm/l0" in logged:
+        logged = logged[logged["W_norm/l0"].notna()]  # the rows every train.log_every steps
+    drawn, unknown = figures.draw(names, figures.FigureData(params, logged, members, largest, tmp / "figures", verdicts))
+    for name in unknown:
+        step(f"figure {name!r} declared by a claim has no drawer in pipeline/report/figures.py; the report says so")
+
+    step("rendering report.md, report.html")
+    ctx = render.ReportContext(params, out, grid.summaries, grid.excluded, verdicts, answer, written, drawn,
+                               unknown, cell_runs)
+    text = render.markdown(ctx)
+    (tmp / "report.md").write_text(text)
+    (tmp / "report.html").write_text(render.to_html(text, tmp))
+    return metrics
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is an existing file; give a folder (the report writes "
+                          f"{', '.join(OWNED)} in it and leaves anything else there alone)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default="runs", help="folder holding the cells' records")
+    ap.add_argument("--out", default="reports", help="report folder (only the report's own entries are replaced)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--no-track", action="store_true", help="do not log the report to MLflow")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    store = None
+    try:
+        params = load_params(args.params)
+        _check_out(out)
+        n = len(params.grid.variants) * len(params.grid.datasets)
+        step(f"loading {n} cells from {args.runs}/")
+        grid = load_grid(params, Path(args.runs))
+        for name, why in grid.excluded:
+            step(f"excluded {name}: {why}")
+        track = params.tracking.enabled and not args.no_track
+        if track:
+            from pipeline.report.mlflow_run import open_store
+
+            store = open_store(params)  # an unreachable store is reported before any work
+    except (ConfigError, records.RecordError) as err:
+        die(str(err))
+    cell_runs = None
+    if store:
+        from pipeline.report.mlflow_run import find_cell_runs
+
+        cell_runs = find_cell_runs(*store, {c.summary["cell"]: c.folder for c in grid.cells})
+    step(f"tables ({len(grid.cells)} cells)")
+    members, largest, verdicts, answer = evaluate(params, grid)
+    result = {}
+    records.write_tree_atomically(out, lambda tmp: result.update(
+        metrics=build(tmp, params, grid, out, members, largest, verdicts, answer, cell_runs)))
+    rid = None
+    if store:
+        from pipeline.report.mlflow_run import log_report_run
+
+        step("MLflow: logging the report run")
+        rid = log_report_run(*store, params, out, verdicts, result["metrics"], cell_runs, grid.excluded)
+        for name, run in cell_runs.items():
+            if run is None:
+                step(f"{name}: no MLflow run found with its outputs hash")
+    for v in verdicts:
+        print(f"{v.key}: {v.status:>24}  {v.title}")
+    print(f"wrote {out}/report.md, report.html" + (f"; MLflow run {rid}" if rid else ""))
+    return 0

@@ -1,0 +1,136 @@
+"""The report's figures, each drawn by name from pandas aggregates (matplotlib, seaborn styling).
+
+    from pipeline.report.figures import FigureData, draw
+    drawn, unknown = draw(["b_norm", "b_drift_per_layer"], data)   # PNGs in data.figdir
+
+FIGURES maps a name to its drawer; a claim names its figure from this list. A drawer returns
+one Drawn per file (per data set where the figure is per data set). A name with no drawer is
+returned in `unknown` and the report says so. Every loss axis names its mode: training mode
+(batch statistics) or inference mode (running / population statistics, torch eval()).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.report import claim_figures as cf
+from pipeline.report.plotting import Drawn, FigureData, palette, plt_, save, variants_in
+
+
+def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: str, log=True, overlay=None):
+    """Per data set: one panel per lr, median over seeds (line) and min-max (band) per variant."""
+    plt, pal, drawn = plt_(), palette(data.params), []
+    lrs = data.params.report.figure_lrs or sorted(data.hist["lr"].unique())
+    for ds in data.params.grid.datasets:
+        d = data.hist[(data.hist["dataset"] == ds) & data.hist["lr"].isin(lrs)]
+        if y not in d or d[y].isna().all():
+            continue
+        vals = d[y].clip(lower=1e-12) if log else d[y]
+        agg = d.assign(_y=vals).groupby(["lr", "variant", "step"])["_y"].agg(["median", "min", "max"]).dropna()
+        lrs_here = sorted(agg.index.get_level_values("lr").unique())
+        fig, axes = plt.subplots(1, len(lrs_here), figsize=(2.6 * len(lrs_here) + 1.6, 2.8), sharey=True,
+                                 squeeze=False)
+        variants = variants_in(data, d)
+        for ax, lr in zip(axes[0], lrs_here):
+            for v in variants:
+                if (lr, v) in agg.index.droplevel("step"):
+                    a = agg.loc[(lr, v)]
+                    ax.plot(a.index, a["median"], color=pal[v], lw=1.1)
+                    ax.fill_between(a.index, a["min"], a["max"], color=pal[v], alpha=0.18, lw=0)
+            ax.set(title=f"lr = {lr:g}", xlabel="step", yscale="log" if log else "linear")
+            if overlay:
+                overlay(ax, d, lr)
+        axes[0][0].set_ylabel(ylabel)
+        handles = [plt.Line2D([], [], color=pal[v], lw=2, label=v) for v in variants]
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+        fig.suptitle(f"{ds}: {caption}", fontsize=9, y=1.04)
+        drawn.append(save(fig, data, f"{figure}_{ds}", figure, f"{ds}: {caption}"))
+    return drawn
+
+
+def fig_b_norm(data: FigureData) -> list[Drawn]:
+    return _per_lr_lines(data, "b_norm/l0", "||b|| (hidden layer 1), log", "b_norm",
+                         "||b|| of the first hidden layer per variant (log scale; median, band = all seeds)")
+
+
+def fig_loss(data: FigureData) -> list[Drawn]:
+    return _per_lr_lines(data, "loss", "mini-batch loss, training mode (nats)", "loss",
+                         "mini-batch loss in training mode (batch statistics), per variant (median, band = seeds)")
+
+
+def _bn_prediction(ax, d: pd.DataFrame, lr: float, log_every: int) -> None:
+    """Arora et al. 2019: ||W_T||^2 = ||W_0||^2 + sum_t lr^2 ||grad W_t||^2 (gradient sampled every log_every)."""
+    bn = d[(d["variant"] == "bn") & (d["lr"] == lr)]
+    if bn.empty or "grad_W/l0" not in bn:
+        return
+    preds = []
+    for _, m in bn.groupby(["cell", "member"]):
+        m = m.sort_values("step")
+        g2 = (lr * m["grad_W/l0"].fillna(0)) ** 2 * log_every
+        pred = np.sqrt(m["W_norm/l0"].iloc[0] ** 2 + g2.cumsum().shift(fill_value=0))
+        preds.append(pd.Series(pred.to_numpy(), index=m["step"].to_numpy()))
+    ax.plot(*zip(*pd.concat(preds, axis=1).median(axis=1).items()), "k--", lw=1)
+
+
+def fig_weight_norm(data: FigureData) -> list[Drawn]:
+    every = data.params.train.log_every
+    return _per_lr_lines(data, "W_norm/l0", "||W|| (hidden layer 1, Frobenius)", "weight_norm",
+                         "||W|| per variant; dashed black = bn's scale-invariance prediction "
+                         "sqrt(||W_0||^2 + sum_t lr^2 ||grad W_t||^2)", log=False,
+                         overlay=lambda ax, d, lr: _bn_prediction(ax, d, lr, every))
+
+
+def fig_member_status(data: FigureData) -> list[Drawn]:
+    """Per data set: variant x lr, colour = share of seeds that trained, text = outcome counts;
+    a black frame marks each variant's largest trained lr."""
+    plt = plt_()
+    import seaborn as sns
+
+    m, datasets = data.members, [d for d in data.params.grid.datasets if d in set(data.members["dataset"])]
+    variants = variants_in(data, m)
+    lrs = sorted(m["lr"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(1.0 * len(lrs) * len(datasets) + 3, 0.32 * len(variants) + 1.4),
+                             sharey=True, squeeze=False)
+    short = {"trained": "T", "failed": "F", "blew_up": "B", "diverged": "D", "n/a": "n/a"}
+    for ax, ds in zip(axes[0], datasets):
+        d = m[m["dataset"] == ds]
+        frac = d.assign(ok=d["status"] == "trained").pivot_table(index="variant", columns="lr", values="ok",
+                                                                 aggfunc="mean").reindex(index=variants, columns=lrs)
+        text = d.groupby(["variant", "lr"])["status"].agg(
+            lambda s: " ".join(f"{n}{short.get(k, k)}" if k != "n/a" else "n/a" for k, n in s.value_counts().items()))
+        annot = pd.DataFrame("", index=variants, columns=lrs)
+        for (v, lr), t in text.items():
+            annot.loc[v, lr] = t
+        sns.heatmap(frac.astype(float), annot=annot, fmt="", cmap="RdYlGn", vmin=0, vmax=1, ax=ax, cbar=ax is axes[0][-1],
+                    cbar_kws={"label": "share of seeds trained"}, annot_kws={"fontsize": 6}, linewidths=0.5)
+        for r in data.largest[data.largest["dataset"] == ds].itertuples():
+            lr = getattr(r, "largest_trained_lr", np.nan)
+            if r.variant in variants and pd.notna(lr) and lr in lrs:
+                ax.add_patch(plt.Rectangle((lrs.index(lr), variants.index(r.variant)), 1, 1, fill=False, lw=1.8))
+        ax.set(title=ds, xlabel="learning rate", ylabel="variant" if ax is axes[0][0] else "")
+    fig.suptitle("Member outcomes: T trained, F failed to train (at chance), B parameters blew up, D diverged, "
+                 "n/a loss cannot move; frame = largest trained lr", fontsize=8, y=1.04)
+    return [save(fig, data, "member_status", "member_status",
+                  "Outcome of every member per variant x lr (counts over seeds); the frame marks each variant's "
+                  "largest trained lr.")]
+
+
+FIGURES = {"b_norm": fig_b_norm, "loss": fig_loss, "weight_norm": fig_weight_norm,
+           "member_status": fig_member_status, "b_drift_per_layer": cf.fig_b_drift_per_layer,
+           "train_eval_gap": cf.fig_train_eval_gap, "toy_drift": cf.fig_toy_drift,
+           "scaling_excess": cf.endpoints_figure("scaling_excess"),
+           "blowup_excess": cf.endpoints_figure("blowup_excess"), "bn_vs_nobias": cf.fig_bn_vs_nobias}
+# drawn whatever the claims name (the claims' own figures are added to these)
+ALWAYS = ("member_status", "b_norm", "loss", "weight_norm", "b_drift_per_layer", "train_eval_gap", "toy_drift")
+
+
+def draw(names, data: FigureData) -> tuple[list[Drawn], list[str]]:
+    """Draw each named figure once; names without a drawer come back in the second list."""
+    data.figdir.mkdir(parents=True, exist_ok=True)
+    drawn, unknown = [], []
+    for name in dict.fromkeys(names):
+        if name in FIGURES:
+            drawn += FIGURES[name](data)
+        else:
+            unknown.append(name)
+    return drawn, unknown

@@ -1,0 +1,79 @@
+"""The report as an MLflow run, and the cell runs found by the content of the cells it read.
+
+    from pipeline.report.mlflow_run import open_store, find_cell_runs, log_report_run
+
+A cell's parent run carries the tag `normlab.outputs_hash` = records.outputs_hash(folder) (a
+hash of the cell's output files, set by pipeline.tracking). The report looks up, for each
+cell it read, the latest FINISHED parent run with that tag: the run that produced exactly
+these bytes, wherever DVC restored them from. No side file is trusted.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pipeline import records
+
+HASH_TAG = "normlab.outputs_hash"
+
+
+def open_store(params):
+    """(client, experiment id) of the configured store; a ConfigError if it does not answer."""
+    from pipeline.tracking import connect, experiment_id, tracking_uri
+
+    uri = tracking_uri()
+    client = connect(uri)
+    return client, experiment_id(client, params.tracking.experiment, uri)
+
+
+def find_cell_runs(client, exp_id: str, folders: dict[str, Path]) -> dict[str, str | None]:
+    """cell name -> id of the latest FINISHED parent run tagged with the cell's outputs hash, or None."""
+    found = {}
+    for name, folder in folders.items():
+        digest = records.outputs_hash(folder)  # hex digits only: safe inside the filter string
+        runs = client.search_runs([exp_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                  filter_string=f"tags.`{HASH_TAG}` = '{digest}' and tags.`normlab.kind` = 'cell' "
+                                                f"and attributes.status = 'FINISHED'")
+        found[name] = runs[0].info.run_id if runs else None
+    return found
+
+
+def _flat(prefix: str, d: dict) -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}/{k}" if prefix else k
+        out.update(_flat(key, v) if isinstance(v, dict) else {key: float(v)})
+    return out
+
+
+def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: dict,
+                   cell_runs: dict[str, str | None], excluded: list[tuple[str, str]]) -> str:
+    """One FINISHED run named `report`: tags verdict.<key> = status, cell_runs; metrics.json as
+    metrics; report.md/html, metrics.json, figures/ and tables/ as artifacts."""
+    from mlflow.entities import Metric, RunTag
+
+    from pipeline.tracking import git_commit
+
+    run = client.create_run(exp_id, run_name="report", tags={
+        "normlab.kind": "report", "git_commit": git_commit(), "dvc_stage": "report",
+        "cell_runs": ",".join(r for r in cell_runs.values() if r),
+        "cells_without_run": ",".join(c for c, r in cell_runs.items() if r is None),
+        "cells_excluded": ",".join(c for c, _ in excluded),
+        "grid.variants": ",".join(params.grid.variants), "grid.datasets": ",".join(params.grid.datasets)})
+    rid = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        tags = [RunTag(f"verdict.{v.key}", v.status) for v in verdicts]
+        values = [Metric(k, v, now, 0) for k, v in _flat("", metrics).items()]
+        client.log_batch(rid, tags=tags)
+        for i in range(0, len(values), 1000):  # MLflow's limit per request
+            client.log_batch(rid, metrics=values[i:i + 1000])
+        for name in ("report.md", "report.html", "metrics.json"):
+            client.log_artifact(rid, str(out / name))
+        client.log_artifacts(rid, str(out / "figures"), "figures")
+        client.log_artifacts(rid, str(out / "tables"), "tables")
+        client.set_terminated(rid, "FINISHED")
+    except BaseException:
+        client.set_terminated(rid, "FAILED")
+        raise
+    return rid

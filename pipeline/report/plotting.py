@@ -1,0 +1,87 @@
+"""Shared pieces of the report's figures: the data they draw from, the saved-figure record,
+matplotlib set-up, the variant palette (one colour per variant everywhere) and small helpers.
+
+    from pipeline.report.plotting import FigureData, Drawn, palette
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import Params
+
+DPI = 80
+
+
+@dataclass
+class FigureData:
+    params: Params
+    hist: pd.DataFrame      # the logged rows (every train.log_every steps) of every included cell
+    members: pd.DataFrame   # pipeline.outcomes.member_table
+    largest: pd.DataFrame   # pipeline.outcomes.largest_trained_lr
+    figdir: Path
+    verdicts: list = field(default_factory=list)  # pipeline.claims Verdicts (endpoint figures)
+
+
+@dataclass
+class Drawn:
+    key: str       # file stem, e.g. b_norm_synthetic
+    figure: str    # the registry name, e.g. b_norm
+    path: str      # relative to the report folder
+    caption: str
+
+
+def twins(params: Params) -> dict[str, list[str]]:
+    """Detached variant -> its matched controls (params' report.twins, shared with pipeline.claims)."""
+    return {k: list(v) for k, v in params.report.twins.items()}
+
+
+def layers(frame: pd.DataFrame, quantity: str) -> list[str]:
+    found = {m.group(1) for c in frame.columns if (m := re.fullmatch(rf"{re.escape(quantity)}/(l\d+)", c))}
+    return sorted(found, key=lambda s: int(s[1:]))
+
+
+def plt_():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    return plt
+
+
+def palette(params: Params) -> dict[str, tuple]:
+    import seaborn as sns
+
+    colours = sns.color_palette("tab10") + sns.color_palette("Dark2") + sns.color_palette("Set1")
+    return {n: colours[i % len(colours)] for i, n in enumerate(params.variants)}  # fixed across grids
+
+
+def plain_ticks(ax, xs=None) -> None:
+    """Numbers as 0.3, not 3x10^-1 (log and symlog axes), x ticks at the grid's lrs."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fmt = FuncFormatter(lambda y, _: f"{y:g}")
+    ax.yaxis.set_major_formatter(fmt)
+    if xs is not None:
+        ax.set_xticks(list(xs))
+        ax.xaxis.set_major_formatter(fmt)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def save(fig, data: FigureData, key: str, figure: str, caption: str) -> Drawn:
+    fig.savefig(data.figdir / f"{key}.png", dpi=DPI, bbox_inches="tight")
+    plt_().close(fig)
+    return Drawn(key, figure, f"figures/{key}.png", caption)
+
+
+def variants_in(data: FigureData, frame: pd.DataFrame) -> list[str]:
+    present = set(frame["variant"])
+    return [v for v in data.params.grid.variants if v in present]
+
+

@@ -1,0 +1,188 @@
+"""The report as Markdown (renders on GitHub) and as one self-contained HTML page.
+
+    from pipeline.report.render import markdown, to_html
+    text = markdown(ctx); html = to_html(text, out_folder)
+
+Every claim of the registry is rendered the same way: statement, kind (an identity is shown
+as a check of the implementation, never as evidence), status, the rule declared before the
+data, controls, endpoints with 95% CIs over seeds, evidence, answer, figure and table.
+"""
+from __future__ import annotations
+
+import base64
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import REPO_ROOT, Params
+
+MODES = ("Every loss says its mode: **training mode** = the normalization uses the mini-batch's statistics "
+         "(as in a training step); **inference mode** = it uses its running / population statistics "
+         "(torch `eval()`), as at prediction time.")
+KIND_TEXT = {"identity": "identity: a check of the implementation (true by construction), not evidence",
+             "measurement": "measurement"}
+STATUS_TEXT = {"trained": "trained", "failed": "failed to train (at or near chance)",
+               "blew_up": "parameters blew up (||W|| or ||b|| past the declared factor, no NaN needed)",
+               "diverged": "diverged (non-finite or huge loss)", "n/a": "n/a (the loss cannot move by construction)"}
+
+
+@dataclass
+class ReportContext:
+    params: Params
+    out: Path
+    cells: list[dict]                       # the included cells' summaries
+    excluded: list[tuple[str, str]]
+    verdicts: list
+    answer: str
+    tables: dict[str, pd.DataFrame]
+    figures: list                           # figures.Drawn
+    unknown_figures: list[str]
+    cell_runs: dict[str, str | None] | None = None  # cell -> MLflow run id (None: no run); None: not tracked
+    notes: list[str] = field(default_factory=list)
+
+
+def cell_text(x) -> str:
+    if isinstance(x, float):
+        x = _num(x)
+    return str(x).replace("|", "\\|").replace("\n", " ")  # a pipe would split the cell
+
+
+def _num(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def md_table(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(map(cell_text, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell_text(r[c]) for c in cols) + " |" for _, r in frame.iterrows()]
+    return "\n".join(lines)
+
+
+def _science_link(out: Path) -> str:
+    """docs/science.md by a path relative to the report, only when the report is inside the repo."""
+    doc, out = REPO_ROOT / "docs" / "science.md", Path(out).resolve()
+    if REPO_ROOT in out.parents or out == REPO_ROOT:
+        return f"[docs/science.md]({Path(os.path.relpath(doc, out)).as_posix()})"
+    return "`docs/science.md` (in the repository)"
+
+
+def _endpoints(v) -> str:
+    if not v.endpoints:
+        return "_No endpoint could be computed (too few surviving members)._"
+    def finite(x) -> bool:
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
+    rows = [{"endpoint": e.name, "effect": f"{_num(e.effect)} {e.unit}".strip() if finite(e.effect) else "–",
+             "95% CI (over seeds)": f"[{_num(e.lo)}, {_num(e.hi)}]" if finite(e.lo) or finite(e.hi) else "–",
+             "n": e.n, "detail": e.detail}
+            for e in v.endpoints]
+    return md_table(pd.DataFrame(rows))
+
+
+def _figure_links(ctx: ReportContext, name: str | None) -> list[str]:
+    if not name:
+        return []
+    hits = [f for f in ctx.figures if f.figure == name]
+    if name in ctx.unknown_figures:
+        return [f"_Figure `{name}` is declared by this claim but not drawn by the report "
+                f"(pipeline/report/figures.py has no drawer of that name)._"]
+    if not hits:
+        return [f"_Figure `{name}`: nothing to draw for the cells in this grid._"]
+    return [f"![{f.key}]({f.path})" for f in hits]
+
+
+def _verdict_section(ctx: ReportContext, i: int, v) -> list[str]:
+    md = [f"### {i}. {v.title}", "", f"> {v.statement}", "",
+          f"- **Kind:** {KIND_TEXT.get(v.kind, v.kind)}",
+          f"- **Status:** **{v.status}**",
+          f"- **Rule (declared before the data):** {v.rule}",
+          f"- **Controls:** {v.controls or '–'}", "", _endpoints(v), "",
+          f"**Evidence.** {v.evidence}", "", f"**Answer.** {v.answer}", ""]
+    if v.table is not None:
+        md += [f"Table: [tables/{v.key}.csv](tables/{v.key}.csv).", ""]
+    md += [*_figure_links(ctx, v.figure), ""]
+    return md
+
+
+def _largest_lr(ctx: ReportContext) -> str:
+    t = ctx.tables["largest_trained_lr"]
+    if t.empty or "largest_trained_lr" not in t:
+        return "_none_"
+    piv = t.pivot(index="variant", columns="dataset", values="largest_trained_lr")
+    piv = piv.reindex(index=[v for v in ctx.params.grid.variants if v in piv.index],
+                      columns=[d for d in ctx.params.grid.datasets if d in piv.columns])
+    return md_table(piv.map(lambda x: f"{x:g}" if isinstance(x, float) and math.isfinite(x) else "none")
+                    .reset_index())
+
+
+def markdown(ctx: ReportContext) -> str:
+    p = ctx.params
+    n_members = len(p.optim.lrs) * len(p.optim.seeds)
+    md = ["# normlab report: what happens when normalization statistics leave the gradient step", "",
+          f"{len(ctx.cells)} cells of {len(p.grid.variants) * len(p.grid.datasets)} "
+          f"({len(p.grid.variants)} variants x {len(p.grid.datasets)} data sets; {len(ctx.excluded)} excluded), "
+          f"{n_members} members each (lrs {', '.join(f'{x:g}' for x in p.optim.lrs)} x {len(p.optim.seeds)} seeds), "
+          f"{p.train.steps} {p.optim.name.upper()} steps, batch {p.optim.batch_size}, "
+          f"MLP {p.model.depth}x{p.model.width} {p.model.activation}.", "", MODES, "",
+          f"The variants, what each claim predicts, the endpoints and rules: {_science_link(ctx.out)}.", "",
+          "## The answer", "", ctx.answer, "", "## Verdicts", "",
+          "| # | claim | kind | status | figure |", "|---|---|---|---|---|"]
+    for i, v in enumerate(ctx.verdicts, 1):
+        kind = "identity check (not evidence)" if v.kind == "identity" else v.kind
+        md.append(f"| {i} | {cell_text(v.title)} | {kind} | **{v.status}** | {cell_text(v.figure or '–')} |")
+    md.append("")
+    for i, v in enumerate(ctx.verdicts, 1):
+        md += _verdict_section(ctx, i, v)
+    md += ["## Member outcomes", "",
+           "Each member (lr x seed) is judged against a baseline fixed before it trains (its full-train-set "
+           "loss in training mode at initialization, and chance: ln C, accuracy 1/C), never its own early "
+           "mini-batches. Outcomes: " + "; ".join(f"`{k}` = {t}" for k, t in STATUS_TEXT.items()) + ". "
+           "Counts per variant x data set x lr: [tables/status.csv](tables/status.csv); every member: "
+           "[tables/members.csv](tables/members.csv).", "",
+           "Largest trained learning rate per variant and data set (`pipeline.outcomes.largest_trained_lr`; "
+           "`none` = no lr of the grid trained; [tables/largest_trained_lr.csv](tables/largest_trained_lr.csv)):", "",
+           _largest_lr(ctx), ""]
+    md += ["## Figures", ""]
+    for f in ctx.figures:
+        md += [f"### {f.key.replace('_', ' ')}", "", f.caption, "", f"![{f.key}]({f.path})", ""]
+    md += ["## Cells excluded", ""]
+    if ctx.excluded:
+        md += ["These cells of the current grid are NOT in any number above:", ""]
+        md += [f"- `{name}`: {why}" for name, why in ctx.excluded]
+    else:
+        md.append("None: every cell of the grid was made by the current params.")
+    md.append("")
+    if ctx.cell_runs is not None:
+        md += ["## MLflow runs of the cells", "",
+               "Found by content: the parent run tagged with the hash of the cell's output files.", "",
+               md_table(pd.DataFrame([{"cell": c, "run": r or "no MLflow run found"}
+                                      for c, r in ctx.cell_runs.items()])), ""]
+    md += [*ctx.notes, "## Reproduce", "",
+           "`make repro` (or `dvc repro`) regenerates this report from `params.yaml`; the report alone: "
+           "`python -m pipeline.report --runs runs --out reports`. CSVs: [tables/](tables/)."]
+    return "\n".join(md) + "\n"
+
+
+def to_html(markdown_text: str, base: Path) -> str:
+    """Markdown -> one HTML page, figures inlined as data URIs (opens with no server)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)
+
+    def inline(m):
+        data = base64.b64encode((Path(base) / m.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="(figures/[^"]+\.png)"', inline, body)
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
+             "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+             "th{background:#f3f3f3}img{max-width:100%}code{background:#f6f6f6;padding:1px 3px}"
+             "blockquote{color:#444;border-left:3px solid #ccc;margin-left:0;padding-left:1em}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>normlab report</title>"
+            f"<style>{style}</style></head><body>{body}</body></html>\n")

@@ -1,0 +1,278 @@
+"""The report package: checked inputs, atomic output, every registry verdict rendered, numeric metrics.
+
+    .venv/bin/python -m pytest -q tests/test_report.py
+
+A tiny real grid (5 cells, 20 steps, trained once per module with pipeline.train.run_cell)
+is copied into each test that changes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import records
+from pipeline.config import cell_settings, load_params
+from pipeline.report import cli, figures
+from pipeline.report.load import load_grid
+from pipeline.report.render import cell_text
+from tests.conftest import BASE, merge
+
+VARIANTS = ["center_detached", "center", "bn", "bn_nobias", "bias_only_toy"]
+TINY = {"grid": {"variants": VARIANTS, "datasets": ["synthetic"]},
+        "train": {"steps": 20, "log_every": 1, "eval_every": 5, "threads": 1},
+        "tracking": {"enabled": False, "experiment": "test", "log_every": 1, "flush_every": 7}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    from pipeline.train import run_cell
+
+    root = tmp_path_factory.mktemp("grid")
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(BASE, TINY), sort_keys=False))
+    params = load_params(root / "params.yaml")
+    for v in VARIANTS:
+        run_cell(cell_settings(params, v, "synthetic"), root / "runs" / f"{v}-synthetic", track=False, progress=False)
+    return root
+
+
+@pytest.fixture
+def grid(trained, tmp_path) -> Path:
+    """A private copy of the trained grid (runs/, params.yaml) to change."""
+    shutil.copytree(trained / "runs", tmp_path / "runs")
+    shutil.copy(trained / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def report(root: Path, *extra: str) -> int:
+    return cli.main(["--runs", str(root / "runs"), "--out", str(root / "reports"),
+                     "--params", str(root / "params.yaml"), *extra])
+
+
+@pytest.fixture(scope="module")
+def built(trained, tmp_path_factory) -> Path:
+    """One good report of the trained grid, for the tests that only read it."""
+    root = tmp_path_factory.mktemp("built")
+    shutil.copytree(trained / "runs", root / "runs")
+    shutil.copy(trained / "params.yaml", root / "params.yaml")
+    assert report(root) == 0
+    return root
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def verdicts_of(root: Path):
+    params = load_params(root / "params.yaml")
+    grid = load_grid(params, root / "runs")
+    return cli.evaluate(params, grid)
+
+
+# -- content -------------------------------------------------------------------------------------
+def test_report_md_has_every_registry_verdict_with_rule_endpoints_and_status(built):
+    from pipeline import claims
+
+    md = (built / "reports" / "report.md").read_text()
+    _, _, verdicts, answer = verdicts_of(built)
+    assert len(verdicts) == len(claims.REGISTRY) and len({v.key for v in verdicts}) == len(verdicts)
+    sections = re.split(r"^### \d+\. ", md, flags=re.M)[1:]  # one numbered section per verdict
+    assert len(sections) == len(verdicts)
+    for i, v in enumerate(verdicts):
+        sec = sections[i]
+        assert sec.startswith(v.title)
+        assert v.rule in sec and f"**Status:** **{v.status}**" in sec and v.statement in sec
+        for e in v.endpoints:  # each endpoint is a row: name, effect, CI, n, detail
+            name, detail = cell_text(e.name), cell_text(e.detail)  # a | in a cell is escaped
+            row = next(line for line in sec.splitlines() if line.startswith(f"| {name} |") and detail in line)
+            assert f"| {e.n} |" in row
+        if v.kind == "identity":  # an identity is never shown as evidence
+            assert "check of the implementation" in sec and "not evidence" in sec
+    assert answer in md
+    assert re.search(r"^\| \d+ \| .* \| \*\*(holds|does not hold|mixed|not shown at this scale|check passed|"
+                     r"check failed)\*\* \|", md, flags=re.M)
+
+
+def test_tables_hold_the_cells_numbers(built):
+    tab = built / "reports" / "tables"
+    members, largest, verdicts, _ = verdicts_of(built)
+    got = pd.read_csv(tab / "members.csv")
+    assert len(got) == len(VARIANTS) * 4 and set(got["variant"]) == set(VARIANTS)
+    for v in verdicts:
+        assert (tab / f"{v.key}.csv").exists() == (v.table is not None)
+    status = pd.read_csv(tab / "status.csv")
+    # counts per variant x data set x lr: equal to the member table's, every member counted once
+    want = members.groupby(["variant", "dataset", "lr"]).size()
+    assert status.set_index(["variant", "dataset", "lr"])["members"].sort_index().tolist() == want.sort_index().tolist()
+    for s in ("trained", "failed", "blew_up", "diverged", "n/a"):
+        assert status[s].sum() == (members["status"] == s).sum()
+    assert set(pd.read_csv(tab / "largest_trained_lr.csv")["variant"]) == set(largest["variant"])
+    for name in ("b_norm", "loss"):  # dvc.yaml's plots: one CSV per variant with a step and the series
+        for v in ("center_detached", "center"):
+            csv = pd.read_csv(built / "reports" / "plots" / name / f"{v}.csv")
+            assert {"step", name} <= set(csv.columns) and csv[name].notna().all()
+
+
+def test_metrics_json_is_numbers_only(built):
+    metrics = json.loads((built / "reports" / "metrics.json").read_text())
+    _, largest, verdicts, _ = verdicts_of(built)
+
+    def leaves(d, path=""):
+        for k, v in d.items():
+            yield from leaves(v, f"{path}/{k}") if isinstance(v, dict) else [(f"{path}/{k}", v)]
+
+    for path, value in leaves(metrics):
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), (path, value)
+        assert math.isfinite(value), path
+    for v in verdicts:
+        entry = metrics["claims"][v.key]
+        assert ("status" in entry) == (v.status != "not shown at this scale")
+        assert entry["shown"] == (0.0 if v.status == "not shown at this scale" else 1.0)
+    ds = metrics["datasets"]["synthetic"]
+    for r in largest.itertuples():  # an lr only where one trained: never 0.0 for "none"
+        key = f"largest_trained_lr/{r.variant}"
+        if pd.notna(r.largest_trained_lr):
+            assert ds[key] == r.largest_trained_lr
+        else:
+            assert key not in ds
+
+
+def test_html_is_self_contained_and_links_stay_inside(built):
+    out = built / "reports"
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="figures/' not in html
+    md = (out / "report.md").read_text()
+    for target in re.findall(r"\]\(([^)]+)\)", md):
+        assert not re.match(r"[a-z]+:", target) and not target.startswith("/"), target
+        assert (out / target).resolve().is_relative_to(out.resolve()), target  # outside the repo: no docs link
+        assert (out / target).exists(), target
+    assert "training mode" in md and "inference mode" in md
+
+
+# -- checked inputs --------------------------------------------------------------------------------
+def test_cell_from_other_params_is_excluded_and_named(grid, capsys):
+    p = yaml.safe_load((grid / "params.yaml").read_text())
+    p["variants"]["center"]["affine"] = True  # center-synthetic was trained without: its hash differs now
+    (grid / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    shutil.rmtree(grid / "runs" / "bias_only_toy-synthetic")  # a grid cell never trained
+    assert report(grid) == 0
+    err = capsys.readouterr().err
+    assert "excluded center-synthetic" in err and "trained under other params" in err
+    assert "excluded bias_only_toy-synthetic" in err and "missing" in err
+    md = (grid / "reports" / "report.md").read_text()
+    excluded = md.split("## Cells excluded")[1].split("\n## ")[0]
+    assert "`center-synthetic`: " in excluded and "trained under other params" in excluded
+    assert "`bias_only_toy-synthetic`: " in excluded
+    assert set(pd.read_csv(grid / "reports" / "tables" / "members.csv")["variant"]) == {"center_detached"}
+    assert json.loads((grid / "reports" / "metrics.json").read_text())["cells_excluded"] == 2
+
+
+@pytest.mark.parametrize("name, garbage", [("summary.json", b'{"cell": "center-synth'),
+                                           ("history.parquet", b"PAR1 not a parquet file"),
+                                           ("summary.json", b'{"cell": "x"}')])
+def test_corrupt_record_is_one_line_exit_2_and_previous_report_untouched(grid, capsys, name, garbage):
+    assert report(grid) == 0
+    before = snapshot(grid / "reports")
+    (grid / "runs" / "center-synthetic" / name).write_bytes(garbage)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        report(grid)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("report: loading")  # the step line, then the error
+    assert err[1].startswith("normlab: ") and f"center-synthetic/{name}" in err[1]
+    assert snapshot(grid / "reports") == before
+
+
+def test_failing_report_leaves_the_previous_one_and_foreign_entries_as_they_were(grid, monkeypatch):
+    (grid / "reports" / "long").mkdir(parents=True)  # another report's folder, and a user's file
+    (grid / "reports" / "long" / "report.md").write_text("the long study")
+    (grid / "reports" / "notes.txt").write_text("mine")
+    assert report(grid) == 0
+    before = snapshot(grid / "reports")
+    assert {"report.md", "metrics.json", "long/report.md", "notes.txt"} <= set(before)
+    assert any(k.startswith("figures/") for k in before) and any(k.startswith("plots/") for k in before)
+
+    def broken(data):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setitem(figures.FIGURES, "loss", broken)  # fails after tables and metrics are written
+    with pytest.raises(RuntimeError, match="figure failed"):
+        report(grid)
+    assert snapshot(grid / "reports") == before
+    assert [p.name for p in grid.iterdir() if p.name.startswith(".reports")] == []  # no temp folder left
+    monkeypatch.undo()
+    (grid / "reports" / "figures" / "stale.png").write_bytes(b"old")
+    assert report(grid) == 0  # a good report replaces only its own entries
+    after = snapshot(grid / "reports")
+    assert after["long/report.md"] == b"the long study" and after["notes.txt"] == b"mine"
+    assert "figures/stale.png" not in after
+
+
+def test_a_figure_no_drawer_knows_is_said_not_crashed(grid, monkeypatch):
+    real = cli.evaluate
+
+    def with_unknown_figure(params, g):
+        members, largest, verdicts, answer = real(params, g)
+        return members, largest, [dataclasses.replace(verdicts[0], figure="no_such_figure"), *verdicts[1:]], answer
+
+    monkeypatch.setattr(cli, "evaluate", with_unknown_figure)
+    assert report(grid) == 0
+    md = (grid / "reports" / "report.md").read_text()
+    assert "Figure `no_such_figure` is declared by this claim but not drawn by the report" in md
+
+
+def test_every_figure_a_claim_declares_is_drawn(built):
+    _, _, verdicts, _ = verdicts_of(built)
+    for v in verdicts:
+        if v.figure:
+            assert v.figure in figures.FIGURES, v.figure
+    names = {p.stem for p in (built / "reports" / "figures").glob("*.png")}
+    assert {"member_status", "b_drift_per_layer", "train_eval_gap", "b_norm_synthetic", "loss_synthetic"} <= names
+
+
+# -- MLflow: cell runs found by content -------------------------------------------------------------
+def test_report_run_finds_cell_runs_by_outputs_hash(grid, mlflow_uri, capsys):
+    from mlflow.tracking import MlflowClient
+
+    p = yaml.safe_load((grid / "params.yaml").read_text())
+    p["tracking"]["enabled"] = True
+    (grid / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    client = MlflowClient(mlflow_uri)
+    exp = client.create_experiment("test")
+
+    def parent(cell: str, digest: str, status: str) -> str:
+        run = client.create_run(exp, run_name=cell, tags={"normlab.kind": "cell", "normlab.outputs_hash": digest})
+        client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    digest = records.outputs_hash(grid / "runs" / "center-synthetic")
+    parent("center-synthetic", digest, "FINISHED")                  # an older run of the same bytes
+    latest = parent("center-synthetic", digest, "FINISHED")
+    parent("center-synthetic", digest, "FAILED")                    # newer, but not FINISHED
+    parent("center-synthetic", "0" * 20, "FINISHED")                # other bytes (other params)
+    toy = parent("bias_only_toy-synthetic", records.outputs_hash(grid / "runs" / "bias_only_toy-synthetic"),
+                 "FINISHED")
+    assert report(grid) == 0
+    err = capsys.readouterr().err
+    for word in ("loading", "tables", "figures", "rendering", "MLflow"):
+        assert f"report: {word}" in err
+    assert "center_detached-synthetic: no MLflow run found" in err
+    runs = client.search_runs([exp], filter_string="tags.`normlab.kind` = 'report'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    tags = runs[0].data.tags
+    assert tags["cell_runs"].split(",") == [latest, toy]
+    assert tags["cells_without_run"] == "center_detached-synthetic"
+    _, _, verdicts, _ = verdicts_of(grid)
+    assert {f"verdict.{v.key}": v.status for v in verdicts}.items() <= tags.items()
+    md = (grid / "reports" / "report.md").read_text()
+    assert f"| center-synthetic | {latest} |" in md and "| center_detached-synthetic | no MLflow run found |" in md
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"report.md", "report.html", "metrics.json", "figures", "tables"} <= artifacts

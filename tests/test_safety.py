@@ -1,0 +1,146 @@
+"""Failure modes of issue 7: the user's files, runs never left RUNNING, Ctrl-C, and records made by
+`dvc exp run --temp` landing in the workspace's store."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipeline.tracking import CellTracker, close_orphans, workspace_root
+from tests.conftest import BASE, make_cell, merge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params_file(d: Path, **over) -> Path:
+    p = d / "params.yaml"
+    p.write_text(yaml.safe_dump(merge(BASE, over)))
+    return p
+
+
+def _env(uri: str) -> dict:
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "NORMLAB_WARM": "0", "PYTHONPATH": str(ROOT),
+            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+def _train(d: Path, uri: str, out: str, **kw) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipeline.train", "--params", str(d / "params.yaml"), "--variant", "bn",
+           "--dataset", "synthetic", "--out", out]
+    return subprocess.Popen(cmd, cwd=d, env=_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _runs(uri: str):
+    client = MlflowClient(uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps) if exps else []
+
+
+def _wait_for_runs(uri: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.communicate()
+        if Path(uri[len("sqlite:///"):]).exists():
+            try:
+                if len(_runs(uri)) >= 5:  # parent + 4 members: training has started
+                    return
+            except Exception:  # noqa: BLE001 - the store may be mid-migration
+                pass
+        time.sleep(0.3)
+    raise AssertionError("cell never started")
+
+
+@pytest.mark.parametrize("target", ["user_folder", "file", "dot", "under_a_file"])
+def test_out_never_touches_what_normlab_did_not_create(tmp_path, target):
+    _params_file(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    (tmp_path / "notes.txt").write_text("notes")
+    out = {"user_folder": "mine", "file": "notes.txt", "dot": ".", "under_a_file": "notes.txt/cell"}[target]
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    proc = _train(tmp_path, uri, out)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.startswith("normlab: --out") and err.count("\n") == 1, err
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+    assert (tmp_path / "notes.txt").read_text() == "notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt", "params.yaml"]  # no run store either
+
+
+@pytest.mark.slow
+def test_sigkilled_cell_runs_are_closed_killed_next_time(tmp_path):
+    _params_file(tmp_path, train={"steps": 20000, "log_every": 1000, "eval_every": 10000, "threads": 1},
+                 tracking={"experiment": "test", "log_every": 1000, "flush_every": 1000})
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    proc = _train(tmp_path, uri, "runs/bn-synthetic")
+    try:
+        _wait_for_runs(uri, proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert {r.info.status for r in _runs(uri)} == {"RUNNING"}  # the failure: nobody closes them
+    client = MlflowClient(uri)
+    closed = close_orphans(client, [e.experiment_id for e in client.search_experiments()])
+    assert len(closed) == 5
+    runs = _runs(uri)
+    assert {r.info.status for r in runs} == {"KILLED"}
+    assert all(r.data.tags["normlab.closed_by"].startswith("orphan sweep") for r in runs)
+    assert not (tmp_path / "runs" / "bn-synthetic").exists()
+
+
+def test_runs_of_live_or_foreign_processes_are_left_alone(tmp_path, mlflow_uri):
+    tracker = CellTracker(make_cell("bn", optim={"lrs": [0.1], "seeds": [0]}), [(0.1, 0)], "train@x")
+    tracker.start()  # this process: alive
+    client = MlflowClient(mlflow_uri)
+    other = client.create_run(tracker.experiment_id, tags={"normlab.kind": "cell", "normlab.proc": "elsewhere:1:5"})
+    assert close_orphans(client, [tracker.experiment_id]) == []
+    tracker.finish("FINISHED")
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"
+
+
+def test_a_signal_while_closing_waits_until_every_run_is_closed(mlflow_uri):
+    cell = make_cell("bn")
+    tracker = CellTracker(cell, cell.members(), "train@x")
+    tracker.start()
+    real = tracker.client.set_terminated
+    calls = []
+
+    def interrupted_close(run_id, status):
+        if not calls:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while the first run is being closed
+        calls.append(run_id)
+        real(run_id, status=status)
+
+    tracker.client.set_terminated = interrupted_close
+    with pytest.raises(KeyboardInterrupt):
+        tracker.finish("KILLED")
+    assert len(calls) == 1 + len(cell.members())
+    assert {r.info.status for r in _runs(mlflow_uri)} == {"KILLED"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_one_line_and_runs_killed(tmp_path):
+    _params_file(tmp_path, train={"steps": 20000, "log_every": 1000, "eval_every": 10000, "threads": 1},
+                 tracking={"experiment": "test", "log_every": 1000, "flush_every": 1000})
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    proc = _train(tmp_path, uri, "runs/bn-synthetic")
+    _wait_for_runs(uri, proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("normlab:")]
+    assert lines == ["normlab: interrupted: bn-synthetic not written, its MLflow runs ended KILLED"], err
+    assert {r.info.status for r in _runs(uri)} == {"KILLED"}
+    assert not (tmp_path / "runs" / "bn-synthetic").exists()
+
+
+def test_workspace_root_of_a_dvc_temp_experiment_is_the_users_checkout(tmp_path):
+    assert workspace_root(tmp_path / ".dvc" / "tmp" / "exps" / "tmpab12") == tmp_path
+    assert workspace_root(tmp_path / "a") == tmp_path / "a"
