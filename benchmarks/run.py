@@ -243,7 +243,7 @@ def stacking(cell, repeats: int, tmp: Path) -> dict:
 # -- 3, 4, 5, 7: through the CLI ---------------------------------------------------------------
 def cli_timing(out: Path) -> dict:
     """A CLI run's timing: pipeline.train writes it beside the cell's folder, in <out>.meta.json."""
-    from pipeline.train import meta_path
+    from pipeline.records import meta_path
 
     return json.loads(meta_path(out).read_text())["timing"]
 
@@ -374,7 +374,7 @@ def report_regen(params, quick: bool, repeats: int, env: dict, tmp: Path) -> dic
         return {"skipped": f"runs/ has {have} of the grid's {len(cells)} cells"}
     # a report-only change, after which `dvc repro` reruns only the report stage
     tmp.mkdir(parents=True)
-    p = write_params(params, tmp / "report_params.yaml", report={"drift_r2": round(params.report.drift_r2 * 0.99, 4)})
+    p = write_params(params, tmp / "report_params.yaml", report={"alpha_unbounded": round(params.report.alpha_unbounded * 0.99, 4)})
     walls = [run_proc([PY, "-m", "pipeline.report", "--runs", str(runs), "--out", str(tmp / f"report{r}"),
                        "--params", str(p), "--no-track"], env)["wall_s"] for r in range(repeats)]
     return {"wall_s": stats(walls), "cells": len(cells)}

@@ -11,6 +11,7 @@ checked by pipeline.data.preflight; the tracking URI's form by check_tracking_ur
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -67,16 +68,25 @@ class VariantSettings(_Strict):
     refresh_every: int = Field(10, gt=0)            # population_*: K, steps between full-train-set statistics
 
 
+IMAGE_KINDS = ("digits_images", "mnist", "fashion_mnist", "cifar10")  # examples [C, H, W]
+DOWNLOADED_KINDS = ("mnist", "fashion_mnist", "cifar10")               # read from `root`, never downloaded
+
+
 class DatasetSettings(_Strict):
-    kind: Literal["synthetic", "digits", "csv"]
+    kind: Literal["synthetic", "digits", "csv", "digits_images", "mnist", "fashion_mnist", "cifar10"]
     # synthetic
     input_mean: float = Field(3.0, ge=0.0)          # norm of the shared input mean (0: control)
     dim: int = Field(20, gt=0)
     classes: int = Field(4, gt=1)
     samples: int = Field(2000, gt=1)
     class_sep: float = Field(1.0, ge=0.0)           # std of the class centres around the mean
-    # digits
-    standardize: bool = False                       # digits: z-score (True) or pixels/16 (False)
+    # digits and images
+    standardize: bool = False                       # z-score per pixel (digits) or per channel (images); False: pixels in [0, 1]
+    # images: digits_images = scikit-learn's digits as 1x8x8 (no download); mnist, fashion_mnist, cifar10
+    # from torchvision's folder layout under root (fetch: python -m pipeline.fetch_data --dataset <kind>)
+    root: str = "data"                              # mnist, fashion_mnist, cifar10: folder holding MNIST/, FashionMNIST/, cifar-10-batches-py/
+    subset: int | None = Field(None, gt=1)          # images: first N training examples (and test examples) only; None: all
+    val_from: Literal["train", "test"] = "train"    # validation: val_fraction of the training examples, or the official test set
     # csv
     path: str | None = None                         # csv: file with feature columns + target
     target: str = "label"
@@ -87,6 +97,9 @@ class DatasetSettings(_Strict):
     def _csv_needs_path(self):
         if self.kind == "csv" and not self.path:
             raise ValueError("path: required when kind is csv")
+        if self.val_from == "test" and self.kind not in DOWNLOADED_KINDS:
+            raise ValueError(f"val_from: test needs a set with an official test split "
+                             f"({', '.join(DOWNLOADED_KINDS)}); {self.kind} has none, use train")
         _check_seed(self.seed, "seed")
         return self
 
@@ -103,12 +116,27 @@ class GridSettings(_Strict):
 
 
 class ModelSettings(_Strict):
-    depth: int = Field(3, gt=0)                     # hidden layers, each Linear(+b) -> norm -> act
-    width: int = Field(64, gt=0)
+    kind: Literal["mlp", "cnn"] = "mlp"             # cnn: conv blocks, global average pool, linear head (image data only)
+    depth: int = Field(3, gt=0)                     # hidden layers (mlp) or conv blocks (cnn), each layer(+b) -> norm -> act
+    width: int = Field(64, gt=0)                    # mlp: units per hidden layer
+    channels: int = Field(16, gt=0)                 # cnn: channels per conv block (norm statistics per channel)
+    kernel_size: int = Field(3, gt=0)               # cnn: odd k, "same" padding k // 2
+    pool_every: int = Field(0, ge=0)                # cnn: 2x2 average pool after every N-th block (0: never)
     activation: Literal["relu", "tanh", "gelu", "identity"] = "relu"
     init: Literal["kaiming", "xavier", "normal"] = "kaiming"
     init_std: float = Field(0.05, gt=0.0)           # init == "normal" only
     bias_init: float = 0.0                          # std of b at init (0: zeros)
+
+    @model_validator(mode="after")
+    def _odd_kernel(self):
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: must be odd (\"same\" padding), got {self.kernel_size}")
+        return self
+
+    @property
+    def units(self) -> int:
+        """Features each hidden norm sees: width (mlp) or channels (cnn)."""
+        return self.channels if self.kind == "cnn" else self.width
 
 
 class OptimSettings(_Strict):
@@ -256,6 +284,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(error_line(err, Params, path.name)) from None
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return folder.resolve() in path.resolve().parents
+
+
 def cell_settings(params: Params, variant: str, dataset: str) -> CellSettings:
     if variant not in params.variants:
         raise ConfigError(f"--variant: unknown variant {variant!r} (defined: {', '.join(params.variants)})")
@@ -264,6 +296,10 @@ def cell_settings(params: Params, variant: str, dataset: str) -> CellSettings:
     ds = params.datasets[dataset]
     if ds.kind == "csv" and not (REPO_ROOT / ds.path).exists() and not Path(ds.path).exists():
         raise ConfigError(f"datasets.{dataset}.path: file not found: {ds.path}")
+    if ds.kind == "csv" and os.environ.get("DVC_STAGE") and not _inside(REPO_ROOT / ds.path, REPO_ROOT / "data"):
+        # the train stages depend on data/ (dvc.yaml): a file elsewhere would change unseen by DVC
+        raise ConfigError(f"datasets.{dataset}.path: under `dvc repro` a csv must lie in data/ (the train stages' "
+                          f"dependency), got {ds.path}; move or link it there")
     v = params.variants[variant]
     if v.norm == "groupnorm" and params.model.width % v.groups:
         raise ConfigError(f"variants.{variant}.groups: must divide model.width={params.model.width} (got {v.groups})")

@@ -5,7 +5,9 @@
 vanishes). `digits`: scikit-learn's bundled 8x8 digits (no download). `csv`: a user's file:
 a header line, numeric feature columns, one `target` column (any labels), no missing values;
 `path` is read relative to the working directory, else to the repository (a file anywhere,
-inside the repository's data/ or not, is accepted).
+inside the repository's data/ or not, is accepted). Images (pipeline/images.py):
+`digits_images`, `mnist`, `fashion_mnist`, `cifar10` as [C, H, W] examples, batches
+[members, batch, C, H, W]; an MLP cell reads them flattened (`flatten=True`).
 Each member draws its own data order from its own seed, so a member sees the same
 batches whether it trains in a stack or alone.
 
@@ -24,7 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from pipeline.config import REPO_ROOT, CellSettings, ConfigError, DatasetSettings
+from pipeline.config import DOWNLOADED_KINDS, IMAGE_KINDS, REPO_ROOT, CellSettings, ConfigError, DatasetSettings
 
 
 def _read_csv(cfg: DatasetSettings, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,10 +76,14 @@ def _read_csv(cfg: DatasetSettings, key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_arrays(cfg: DatasetSettings, key: str = "dataset") -> tuple[np.ndarray, np.ndarray]:
-    """Features float32 [N, D] and integer labels [N] (before any split); `key` names the
-    data set in error lines (e.g. "datasets.mine")."""
+    """Features float32 [N, D] (images: [N, C, H, W], the training set) and integer labels [N]
+    (before any split); `key` names the data set in error lines (e.g. "datasets.mine")."""
     rng = np.random.default_rng(cfg.seed)
-    if cfg.kind == "synthetic":
+    if cfg.kind in IMAGE_KINDS:
+        from pipeline.images import load_images
+
+        x, y = load_images(cfg, key)
+    elif cfg.kind == "synthetic":
         direction = rng.standard_normal(cfg.dim)
         mean = cfg.input_mean * direction / np.linalg.norm(direction)
         centres = rng.standard_normal((cfg.classes, cfg.dim)) * cfg.class_sep
@@ -106,6 +112,18 @@ def split(cfg: DatasetSettings, n: int, key: str = "dataset") -> tuple[np.ndarra
     return order[n_val:], order[:n_val]
 
 
+def load_split(cfg: DatasetSettings, key: str = "dataset"):
+    """(x_train, y_train, x_val, y_val): a seeded val_fraction split, or the official test set
+    as validation (`val_from: test`)."""
+    if cfg.kind in DOWNLOADED_KINDS and cfg.val_from == "test":
+        from pipeline.images import load_images
+
+        return load_images(cfg, key, test=True)
+    x, y = load_arrays(cfg, key)
+    train, val = split(cfg, len(x), key)
+    return x[train], y[train], x[val], y[val]
+
+
 def check_batch(batch_size: int, n_train: int, key: str = "dataset") -> None:
     # refused, not clamped: config.json must record the batch that was really used
     if batch_size > n_train:
@@ -113,12 +131,35 @@ def check_batch(batch_size: int, n_train: int, key: str = "dataset") -> None:
                           f"training split (got {batch_size})")
 
 
+def check_full_set_memory(cell: CellSettings, n: int, hw: tuple[int, int], key: str) -> None:
+    """The interval evaluations run the whole set through every member at once (batch
+    statistics over the full set): refuse, before any work, a CNN whose activations for
+    that cannot fit this machine's memory (the GPU's when one will be used)."""
+    import os
+
+    m = len(cell.members())
+    need = 4 * 4 * n * m * cell.model.channels * hw[0] * hw[1]  # ~4 live float32 activations
+    if cell.train.accelerator != "cpu" and torch.cuda.is_available():
+        have, where = torch.cuda.get_device_properties(0).total_memory, "the GPU's"
+    else:
+        have, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's"
+    if need > 0.8 * have:
+        fit = max(2, int(n * 0.8 * have / need))
+        raise ConfigError(f"{key}.subset: a cnn's full-set evaluations need ~{need / 2**30:.0f} GiB of activations "
+                          f"({n} examples x {m} members x {cell.model.channels} channels x {hw[0]}x{hw[1]}), "
+                          f"more than {where} {have / 2**30:.0f} GiB; set subset to at most ~{fit}")
+
+
 def preflight(cell: CellSettings) -> None:
     """Everything about `cell` that needs its data or this machine, checked before any run exists."""
     key = f"datasets.{cell.dataset_name}"
-    x, _ = load_arrays(cell.dataset, key)
-    train, _ = split(cell.dataset, len(x), key)
-    check_batch(cell.optim.batch_size, len(train), key)
+    if cell.model.kind == "cnn" and cell.dataset.kind not in IMAGE_KINDS:
+        raise ConfigError(f"model.kind: cnn needs image data ({key}.kind one of {', '.join(IMAGE_KINDS)}); "
+                          f"{cell.dataset_name} is {cell.dataset.kind}")
+    x_train, _, x_val, _ = load_split(cell.dataset, key)
+    check_batch(cell.optim.batch_size, len(x_train), key)
+    if cell.model.kind == "cnn":
+        check_full_set_memory(cell, max(len(x_train), len(x_val)), x_train.shape[-2:], key)
     acc = cell.train.accelerator
     if acc in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.accelerator: {acc} needs a CUDA GPU, and torch sees none on this machine "
@@ -154,30 +195,42 @@ class StackedBatches(IterableDataset):
 
 
 class StackedDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: DatasetSettings, seeds: list[int], batch_size: int, steps: int, key: str = "dataset"):
+    """`flatten`: images become [N, C*H*W] (an MLP cell); else they stay [N, C, H, W]."""
+
+    def __init__(self, cfg: DatasetSettings, seeds: list[int], batch_size: int, steps: int, key: str = "dataset",
+                 flatten: bool = False):
         super().__init__()
         self.cfg, self.seeds, self.batch_size, self.steps, self.key = cfg, seeds, batch_size, steps, key
+        self.flatten = flatten
         self._ready = False
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
             return
-        x, y = load_arrays(self.cfg, self.key)  # the loader preflight checked
-        train, val = split(self.cfg, len(x), self.key)
-        check_batch(self.batch_size, len(train), self.key)
+        x_tr, y_tr, x_val, y_val = load_split(self.cfg, self.key)  # the loader preflight checked
+        check_batch(self.batch_size, len(x_tr), self.key)
         if self.cfg.kind != "synthetic" and self.cfg.standardize:
-            mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
-            x = (x - mu) / sd
-        self.x_train, self.y_train = torch.from_numpy(x[train]), torch.from_numpy(y[train])
-        self.x_val, self.y_val = torch.from_numpy(x[val]), torch.from_numpy(y[val])
-        self.num_classes = int(y.max()) + 1
-        self.input_mean = self.x_train.mean(0)  # the direction m of SCIENCE.md item 5
+            axes = (0, 2, 3) if x_tr.ndim == 4 else 0  # images: per channel over N x H x W
+            mu, sd = x_tr.mean(axes, keepdims=True), x_tr.std(axes, keepdims=True) + 1e-6
+            x_tr, x_val = (x_tr - mu) / sd, (x_val - mu) / sd
+        if self.flatten:
+            x_tr, x_val = x_tr.reshape(len(x_tr), -1), x_val.reshape(len(x_val), -1)
+        self.x_train, self.y_train = torch.from_numpy(np.ascontiguousarray(x_tr)), torch.from_numpy(y_tr)
+        self.x_val, self.y_val = torch.from_numpy(np.ascontiguousarray(x_val)), torch.from_numpy(y_val)
+        self.num_classes = int(max(y_tr.max(), y_val.max())) + 1
+        self.input_mean = self.x_train.mean(0)  # the direction m of SCIENCE.md item 5 (images: [C, H, W])
         self._ready = True
 
     @property
     def dims(self) -> tuple[int, int]:
         self.setup()
         return self.x_train.shape[1], self.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: (D,) or (C, H, W)."""
+        self.setup()
+        return tuple(self.x_train.shape[1:])
 
     def train_dataloader(self):
         data = StackedBatches(self.x_train, self.y_train, self.seeds, self.batch_size, self.steps)

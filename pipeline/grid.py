@@ -1,59 +1,101 @@
-"""Run the grid's cells N at a time, then the report.
+"""Run the grid's stale cells on an executor, record them, then build the report.
 
-    python -m pipeline.grid --jobs 2                      # the DVC study (params.yaml), same dvc.lock as `dvc repro`
+    python -m pipeline.grid --jobs 2                                  # 2 warm worker processes here
+    python -m pipeline.grid --executor ray --address 10.0.0.5:6379    # a Ray cluster (or RAY_ADDRESS)
     python -m pipeline.grid --params studies/long.yaml --runs runs/long --report reports/long --jobs 2
 
-With the default params file, each cell is `dvc --wait-for-lock repro --single-item train@<cell>`
-(DVC releases its lock while a stage's command runs), and a final `dvc repro` builds the report.
-With another params file (a study beside the default one, e.g. studies/long.yaml), cells run as
-plain `python -m pipeline.train` processes into --runs, and the report goes to --report; a cell
-whose folder already holds records of the same settings (config hash) is skipped.
+The DVC study (params.yaml): `dvc status --json` says which `train@<cell>` stages are stale; the
+executor (pipeline/executors.py) runs them outside DVC's lock; each finished cell is written whole
+into runs/<cell> as it completes, `dvc commit -f train@<cell>` records it (in batches, beside the
+training), so dvc.lock is what a sequential `dvc repro` writes; then `dvc repro` builds the report.
+Another params file (a study beside the default one): no DVC; a cell whose folder under --runs
+holds records of the same settings (config hash) is skipped, and the report goes to --report.
 
-Ctrl-C stops every running cell (their MLflow runs end KILLED), starts nothing more, exits 130.
-Each cell uses `train.threads` torch threads (1 by default): --jobs equal to the core count fills
-the machine without oversubscribing it.
+A cell that fails is reported by name and the others go on (exit 1). A worker or node lost
+mid-cell: the cell is retried (--retries). Ctrl-C cancels what is queued, stops running cells
+with SIGINT (their MLflow runs end KILLED), records the cells already finished, exits 130.
+The Ray executor needs a tracking server every node reaches (MLFLOW_TRACKING_URI=http://...,
+`make server`), unless Ray runs on this machine only (no --address).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-_stopping = threading.Event()
-_live: set[subprocess.Popen] = set()
-_lock = threading.Lock()
+for _k, _v in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0"}.items():
+    os.environ.setdefault(_k, _v)
+
+BIN = Path(sys.executable).parent
 
 
-def _run(cmd: list[str]) -> subprocess.CompletedProcess:
-    """Run a command in its own process group, so Ctrl-C here reaches it exactly once, from us."""
-    if _stopping.is_set():
-        return subprocess.CompletedProcess(cmd, 130, "", "not started: interrupted")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    with _lock:
-        _live.add(proc)
-    try:
-        out, err = proc.communicate()
-    finally:
-        with _lock:
-            _live.discard(proc)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+def _dvc(*args: str) -> subprocess.CompletedProcess:
+    exe = BIN / "dvc"
+    # its own session: a Ctrl-C meant for the cells never cuts DVC off mid-write
+    return subprocess.run([str(exe) if exe.exists() else "dvc", *args], capture_output=True, text=True,
+                          start_new_session=True)
 
 
-def _interrupt_all() -> None:
-    _stopping.set()
-    with _lock:
-        procs = list(_live)
-    for proc in procs:  # SIGINT: the cell closes its runs KILLED and writes nothing
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-        except ProcessLookupError:
-            pass
+def stale_cells(names: list[str]) -> set[str]:
+    """The cells whose `train@<cell>` stage DVC would run (DVC's own hashing, through `dvc status`)."""
+    proc = _dvc("status", "--json", *[f"train@{n}" for n in names])
+    if proc.returncode:
+        raise RuntimeError(f"dvc status failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    status = json.loads(proc.stdout or "{}")
+    return {key.split("@", 1)[1] for key in status if key.startswith("train@")}
+
+
+class Committer:
+    """`dvc commit -f train@...` for finished cells, in a background thread, in batches at least
+    `every` seconds apart (DVC's start-up is seconds; the cells go on meanwhile)."""
+
+    def __init__(self, every: float = 30.0):
+        self.every, self.pending, self.errors = every, [], []
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def add(self, cell: str) -> None:
+        with self._cv:
+            self.pending.append(cell)
+            self._cv.notify()
+
+    def _commit(self, cells: list[str]) -> None:
+        proc = _dvc("commit", "-f", *[f"train@{c}" for c in cells])
+        if proc.returncode:
+            self.errors.append(f"dvc commit {' '.join(cells)}: {(proc.stderr or proc.stdout).strip()[-400:]}")
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._closed or (self.pending and time.monotonic() - last >= self.every),
+                                  timeout=1.0)
+                if self._closed:
+                    return
+                if not self.pending or time.monotonic() - last < self.every:
+                    continue
+                batch, self.pending = self.pending, []
+            self._commit(batch)
+            last = time.monotonic()
+
+    def close(self) -> list[str]:
+        """Commit what is left; the errors, if any."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join()
+        if self.pending:
+            self._commit(self.pending)
+            self.pending = []
+        return self.errors
 
 
 def _up_to_date(folder: Path, cell) -> bool:
@@ -65,25 +107,64 @@ def _up_to_date(folder: Path, cell) -> bool:
         return False
 
 
-def _close_orphans(experiment: str) -> None:
-    """Runs left RUNNING by a cell process that was SIGKILLed earlier end KILLED now."""
-    from pipeline.config import ConfigError, die
+def _open_store(experiment: str):
+    """(client, experiment id or None) of the tracking store; runs a SIGKILLed process left RUNNING end KILLED."""
     from pipeline.tracking import close_orphans, connect
 
-    try:
-        client = connect()
-    except ConfigError as err:
-        die(str(err))
+    client = connect()  # a ConfigError (one line) when the store does not answer
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         closed = close_orphans(client, [exp.experiment_id])
         if closed:
             print(f"closed {len(closed)} MLflow run(s) left RUNNING by a killed process (now KILLED)", file=sys.stderr)
+    return client
+
+
+def close_dead_attempts(client, experiment: str, cells: set[str], since_ms: int) -> int:
+    """After the grid: runs of its cells started since `since_ms` and still RUNNING belong to attempts
+    whose worker or node died (on any host: the orphan sweep sees this host only); they end KILLED."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+    runs = client.search_runs([exp.experiment_id], f"attributes.status = 'RUNNING' and tags.`normlab.kind` != '' "
+                              f"and attributes.start_time >= {since_ms}", max_results=5000)
+    n = 0
+    for run in runs:
+        if run.data.tags.get("cell") in cells:
+            client.set_tag(run.info.run_id, "normlab.closed_by", "grid: its attempt's worker died; cell retried")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            n += 1
+    return n
+
+
+def _make_executor(args, params, cells, runs_dir: Path):
+    from pipeline.config import REPO_ROOT
+    from pipeline.executors import LocalExecutor, RayExecutor, local_gpu_count, wants_gpu
+    from pipeline.tracking import tracking_uri
+
+    if args.executor == "local":
+        gpus = local_gpu_count() if any(c.train.accelerator in ("auto", "gpu", "cuda") for c in cells) else 0
+        if not gpus and any(c.train.accelerator in ("gpu", "cuda") for c in cells):
+            from pipeline.config import die
+            die(f"train.accelerator: {params.train.accelerator} asks for a GPU and this machine has none "
+                "(nvidia-smi lists no GPU); use accelerator: cpu or auto")
+        return LocalExecutor(args.jobs, args.retries, gpus if any(wants_gpu(c, gpus > 0) for c in cells) else 0)
+    excludes = []
+    try:
+        excludes.append(str(runs_dir.resolve().relative_to(REPO_ROOT)))
+    except ValueError:
+        pass
+    return RayExecutor(args.address, REPO_ROOT, args.retries, excludes, env={"MLFLOW_TRACKING_URI": tracking_uri()},
+                       local_cpus=args.jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.grid", description=__doc__.splitlines()[0])
-    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="cells at once (default: cores)")
+    ap.add_argument("--executor", default="local", help="local (worker processes here) | ray (a Ray cluster)")
+    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                    help="local: worker processes (default: cores); ray without --address: CPUs of the local Ray")
+    ap.add_argument("--address", help="ray: HOST:PORT of the cluster's head (default: RAY_ADDRESS, else a local Ray)")
+    ap.add_argument("--retries", type=int, default=2, help="tries again for a cell whose worker died (default 2)")
     ap.add_argument("--params", default="params.yaml", help="params file (default: the DVC study's params.yaml)")
     ap.add_argument("--runs", default="runs", help="cell folders (another params file only)")
     ap.add_argument("--report", default="reports", help="report folder (another params file only)")
@@ -91,66 +172,115 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline import records
     from pipeline.config import ConfigError, cell_settings, die, load_params
 
+    # bad input: one line, exit 2, before any work
+    if args.executor not in ("local", "ray"):
+        die(f"--executor: must be local or ray (got {args.executor!r})")
     if args.jobs < 1:
         die(f"--jobs: must be >= 1 (got {args.jobs})")
+    if args.retries < 0:
+        die(f"--retries: must be >= 0 (got {args.retries})")
+    if args.address and args.executor != "ray":
+        die("--address: only with --executor ray")
     try:
         params = load_params(args.params)
         cells = [cell_settings(params, v, d) for v in params.grid.variants for d in params.grid.datasets]
     except ConfigError as err:
         die(str(err))
     with_dvc = Path(args.params).resolve() == Path("params.yaml").resolve()
+    runs_dir = Path("runs") if with_dvc else Path(args.runs)
     if not with_dvc and Path(args.runs).resolve() == Path("runs").resolve():
         die(f"--runs: another params file ({args.params}) needs its own runs folder, not the DVC study's runs/")
+    client = None
     if params.tracking.enabled:
-        _close_orphans(params.tracking.experiment)
-    t0 = time.perf_counter()
-    failed: list[str] = []
-    done = [0]
+        from pipeline.tracking import tracking_uri
 
-    def one(cell) -> None:
-        if with_dvc:
-            proc = _run(["dvc", "--wait-for-lock", "repro", "--single-item", f"train@{cell.name}"])
-            what = "ran" if "Running stage" in proc.stdout else "up to date"
-        else:
-            folder = Path(args.runs) / records.cell_name(cell.variant_name, cell.dataset_name)
-            if _up_to_date(folder, cell):
-                proc, what = subprocess.CompletedProcess([], 0, "", ""), "up to date"
-            else:
-                proc = _run([sys.executable, "-m", "pipeline.train", "--params", args.params, "--variant",
-                             cell.variant_name, "--dataset", cell.dataset_name, "--out", str(folder)])
-                what = "ran"
-        done[0] += 1
-        elapsed = time.perf_counter() - t0
-        eta = elapsed / done[0] * (len(cells) - done[0])
-        status = what if proc.returncode == 0 else ("interrupted" if proc.returncode == 130 else "FAILED")
-        print(f"[{done[0]}/{len(cells)}] {cell.name}: {status}  ({elapsed:.0f} s, ETA {eta:.0f} s)", flush=True)
-        if proc.returncode:
-            failed.append(cell.name)
-            if proc.returncode != 130:
-                sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
-
-    old = signal.signal(signal.SIGINT, lambda s, f: _interrupt_all())
-    signal.signal(signal.SIGTERM, lambda s, f: _interrupt_all())
+        uri = tracking_uri()
+        remote = args.executor == "ray" and (args.address or os.environ.get("RAY_ADDRESS"))
+        if remote and not uri.startswith(("http://", "https://")):
+            die(f"MLFLOW_TRACKING_URI: the ray executor on a cluster needs a tracking server every node reaches "
+                f"(http://host:port; `make server` starts one), got {uri}")
+        try:
+            client = _open_store(params.tracking.experiment)
+        except ConfigError as err:
+            die(str(err))
+    names = [c.name for c in cells]
     try:
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(one, cells))
+        stale = stale_cells(names) if with_dvc else {c.name for c in cells if not _up_to_date(
+            runs_dir / records.cell_name(c.variant_name, c.dataset_name), c)}
+    except RuntimeError as err:
+        die(str(err))
+    from pipeline.executors import ExecutorError, Job
+
+    jobs = [Job(c.name, c, runs_dir / c.name) for c in cells if c.name in stale]
+    for job in jobs:  # never replace what normlab did not write
+        try:
+            records.check_out(job.out)
+        except records.RecordError as err:
+            die(str(err))
+    since_ms = int(time.time() * 1000)
+    try:
+        executor = _make_executor(args, params, cells, runs_dir) if jobs else None
+    except ExecutorError as err:
+        die(str(err))
+    t0 = time.perf_counter()
+    slots = executor.slots if executor else args.jobs
+    print(f"{len(cells) - len(jobs)} of {len(cells)} cells up to date; running {len(jobs)} on the "
+          f"{args.executor} executor ({slots} at once)", flush=True)
+    failed, interrupted, done = [], False, 0
+    committer = Committer() if with_dvc and jobs else None
+
+    def on_signal(signum, frame):
+        nonlocal interrupted
+        interrupted = True
+        executor.interrupt()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if executor else {}
+    try:
+        for outcome in (executor.run(jobs) if executor else ()):
+            done += 1
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / done * (len(jobs) - done)
+            retried = f", attempt {outcome.attempts}" if outcome.attempts > 1 else ""
+            status = {"ran": "ran", "interrupted": "interrupted"}.get(outcome.status, "FAILED")
+            print(f"[{done}/{len(jobs)}] {outcome.job.name}: {status}{retried}  ({elapsed:.0f} s, ETA {eta:.0f} s)",
+                  flush=True)
+            if outcome.status == "ran" and committer:
+                committer.add(outcome.job.name)
+            elif outcome.status == "failed":
+                failed.append(outcome.job.name)
+                print(f"  {outcome.job.name}: {outcome.error.strip()}", file=sys.stderr, flush=True)
+    except ExecutorError as err:
+        print(f"normlab: {err}", file=sys.stderr)
+        failed.append("(executor)")
     finally:
-        signal.signal(signal.SIGINT, old)
-    if _stopping.is_set():
-        print(f"normlab: interrupted: {len(cells) - done[0]} cell(s) not started, running ones stopped "
-              "(their MLflow runs ended KILLED)", file=sys.stderr)
+        for s, h in old.items():
+            signal.signal(s, h)
+        if executor:
+            executor.close()
+        errors = committer.close() if committer else []
+        if client is not None and jobs:
+            closed = close_dead_attempts(client, params.tracking.experiment, {j.name for j in jobs}, since_ms)
+            if closed:
+                print(f"ended KILLED {closed} MLflow run(s) of attempts whose worker died", file=sys.stderr)
+    for line in errors:
+        print(f"normlab: {line}", file=sys.stderr)
+    if interrupted:
+        print(f"normlab: interrupted: cells not finished were stopped or not started (their MLflow runs ended "
+              "KILLED); finished cells are recorded", file=sys.stderr)
         return 130
-    if failed:
-        print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
+    if failed or errors:
+        if failed:
+            print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     if with_dvc:
-        final = _run(["dvc", "--wait-for-lock", "repro"])  # the report, and a check that nothing else is left
+        final = _dvc("--wait-for-lock", "repro")  # the report, and a check that nothing else is left
     else:
-        final = _run([sys.executable, "-m", "pipeline.report", "--params", args.params, "--runs", args.runs,
-                      "--out", args.report])
+        final = subprocess.run([sys.executable, "-m", "pipeline.report", "--params", args.params, "--runs",
+                                args.runs, "--out", args.report], capture_output=True, text=True)
     sys.stdout.write(final.stdout)
     sys.stderr.write(final.stderr)
-    print(f"grid of {len(cells)} cells with {args.jobs} job(s): {time.perf_counter() - t0:.1f} s")
+    print(f"grid of {len(cells)} cells with {slots} job(s) ({args.executor} executor): "
+          f"{time.perf_counter() - t0:.1f} s")
     return final.returncode
 
 

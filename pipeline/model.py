@@ -1,5 +1,8 @@
 """The stacked MLP: M independent members computed as one batched network.
 
+    from pipeline.model import build_model
+    model = build_model(input_shape, d_out, seeds, cell.model, cell.variant)  # model.kind: mlp or cnn
+
 Hidden layer l: x = u W_l + b_l  ->  norm_l  ->  activation. The output layer is a plain
 Linear(+bias). Every tensor carries the member dim first: W_l is [M, d_in, d_out].
 Each member draws its own initialisation from a generator seeded by its seed alone, so
@@ -52,7 +55,39 @@ def _init_member(gen: torch.Generator, d_in: int, d_out: int, cfg: ModelSettings
     return w, b
 
 
-class StackedMLP(nn.Module):
+def norm_settings(variant: VariantSettings) -> dict:
+    """The variant's keyword arguments for make_norm."""
+    return dict(affine=variant.affine, groups=variant.groups, rmax=variant.rmax, dmax=variant.dmax,
+                renorm_hold=variant.renorm_hold, renorm_ramp=variant.renorm_ramp)
+
+
+class StackedBase(nn.Module):
+    """What the trainer calls on any stacked model with hidden `norms` (MLP and CNN)."""
+
+    def set_step(self, t: int) -> None:
+        """Tell every hidden norm the training step about to run (batch_renorm's schedule)."""
+        for norm in self.norms:
+            norm.set_step(t)
+
+    @torch.no_grad()
+    def refresh_population(self, x_full: torch.Tensor) -> None:
+        """Recompute the population_* statistics on the full training set [M, N, ...]."""
+        for norm in self.norms:
+            norm.collect = True
+        was_training = self.training
+        self.train()
+        try:
+            self(x_full)
+        finally:
+            for norm in self.norms:
+                norm.collect = False
+            self.train(was_training)
+
+    def uses_population(self) -> bool:
+        return any(hasattr(n, "collect") for n in self.norms)
+
+
+class StackedMLP(StackedBase):
     def __init__(self, d_in: int, d_out: int, seeds: list[int], model: ModelSettings,
                  variant: VariantSettings):
         super().__init__()
@@ -61,8 +96,7 @@ class StackedMLP(nn.Module):
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         params = [[_init_member(g, a, b, model) for g in gens] for a, b in zip(dims[:-1], dims[1:])]
         weight_norm = getattr(NORMS[variant.norm], "reparametrize_weight", False)
-        norm_kw = dict(affine=variant.affine, groups=variant.groups, rmax=variant.rmax, dmax=variant.dmax,
-                       renorm_hold=variant.renorm_hold, renorm_ramp=variant.renorm_ramp)
+        norm_kw = norm_settings(variant)
 
         self.linears = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -91,24 +125,15 @@ class StackedMLP(nn.Module):
             x = self.act(norm(lin(x)))
         return self.linears[-1](x)
 
-    def set_step(self, t: int) -> None:
-        """Tell every hidden norm the training step about to run (batch_renorm's schedule)."""
-        for norm in self.norms:
-            norm.set_step(t)
 
-    @torch.no_grad()
-    def refresh_population(self, x_full: torch.Tensor) -> None:
-        """Recompute the population_* statistics on the full training set [M, N, d]."""
-        for norm in self.norms:
-            norm.collect = True
-        was_training = self.training
-        self.train()
-        try:
-            self(x_full)
-        finally:
-            for norm in self.norms:
-                norm.collect = False
-            self.train(was_training)
+def build_model(input_shape: tuple[int, ...], d_out: int, seeds: list[int], model: ModelSettings,
+                variant: VariantSettings) -> StackedBase:
+    """model.kind's network for examples of shape (D,) or (C, H, W); an MLP reads images
+    flattened (the data module's `flatten=True`), so it is built for prod(shape) inputs."""
+    if model.kind == "cnn":
+        from pipeline.conv import StackedCNN
 
-    def uses_population(self) -> bool:
-        return any(hasattr(n, "collect") for n in self.norms)
+        if len(input_shape) != 3:
+            raise ValueError(f"model.kind cnn needs images (C, H, W), got examples of shape {tuple(input_shape)}")
+        return StackedCNN(input_shape[0], d_out, seeds, model, variant)
+    return StackedMLP(math.prod(input_shape), d_out, seeds, model, variant)

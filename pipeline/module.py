@@ -29,19 +29,20 @@ class NormLabModule(pl.LightningModule):
         self.register_buffer("alive", torch.ones(m, dtype=torch.bool))
         self.register_buffer("diverged_step", torch.full((m,), -1, dtype=torch.long))
         self.register_buffer("loss_hist", torch.full((steps, m), float("nan")))
-        mean = input_mean if input_mean is not None else torch.zeros(model.linears[0].weight.shape[1])
+        mean = input_mean.flatten() if input_mean is not None else torch.zeros(1)
         self.register_buffer("mean_dir", mean / mean.norm().clamp_min(1e-12))
         self.register_buffer("x_train", x_train if x_train is not None else torch.zeros(0))
         self.eval_sets = eval_sets or {}  # "train_full", "val" -> (x, y): the interval evaluations
         self.has_bias = [lin.bias is not None for lin, _ in model.hidden]
         for i, (lin, norm) in enumerate(model.hidden):
+            # b's shape is the layer's own ([M, 1, F] for a Linear, one scalar per channel for a conv)
             b0 = lin.bias.detach().clone() if lin.bias is not None else torch.zeros(m, 1, norm.features)
             self.register_buffer(f"b0_{i}", b0)
             # sum_t G_t and sum_t ||G_t|| with G_t = dl/db_t: b's drive and how persistent it is;
             # drift_pred = lr * sum_t G_t is SGD's own update rule (an identity check, not a prediction)
-            self.register_buffer(f"gsum_cum_{i}", torch.zeros(m, 1, norm.features))
+            self.register_buffer(f"gsum_cum_{i}", torch.zeros_like(b0))
             self.register_buffer(f"gabs_cum_{i}", torch.zeros(m))
-            self.register_buffer(f"drift_pred_{i}", torch.zeros(m, 1, norm.features))
+            self.register_buffer(f"drift_pred_{i}", torch.zeros_like(b0))
             norm.on_xhat = self._make_xhat_hook(i)
         self.records: list[tuple[int, dict[str, torch.Tensor]]] = []  # (step, name -> [M])
         self._gsum: dict[int, torch.Tensor] = {}
@@ -76,7 +77,7 @@ class NormLabModule(pl.LightningModule):
         opt = self.optimizers()
         self.model.set_step(t)
         if self.model.uses_population() and t % self.cell.variant.refresh_every == 0:
-            self.model.refresh_population(self.x_train.expand(self.model.members, -1, -1))
+            self.model.refresh_population(self.x_train.expand(self.model.members, *self.x_train.shape))
         if t % tr.eval_every == 0:  # the state theta_t, before update t (t = 0: the initialization)
             self._evaluate(t)
         record = t % tr.log_every == 0
@@ -90,10 +91,10 @@ class NormLabModule(pl.LightningModule):
             self.records.append((t, self._measure(with_grads=True)))
         for i, (lin, _) in enumerate(self.model.hidden):
             if lin.bias is not None and lin.bias.grad is not None:
-                g = torch.where(live.view(-1, 1, 1), lin.bias.grad, 0.0)
+                g = torch.where(live.view(-1, *[1] * (lin.bias.dim() - 1)), lin.bias.grad, 0.0)
                 getattr(self, f"gsum_cum_{i}").add_(g)
                 getattr(self, f"gabs_cum_{i}").add_(g.flatten(1).norm(dim=1))
-                getattr(self, f"drift_pred_{i}").add_(self.lrs.view(-1, 1, 1) * g)
+                getattr(self, f"drift_pred_{i}").add_(self.lrs.view(-1, *[1] * (g.dim() - 1)) * g)
         self._gsum.clear()
         opt.optimizer.alive = live
         opt.step()
@@ -124,7 +125,7 @@ class NormLabModule(pl.LightningModule):
             if norm.affine:
                 out[f"gamma_norm/l{i}"] = norm.gamma.flatten(1).norm(dim=1)
                 out[f"beta_norm/l{i}"] = norm.beta.flatten(1).norm(dim=1)
-            if i == 0:  # W along the input-mean direction: ||m_hat^T W||
+            if i == 0 and w.dim() == 3:  # W along the input-mean direction: ||m_hat^T W|| (dense first layer)
                 out["mean_dir_W/l0"] = torch.einsum("d,mdf->mf", self.mean_dir, w).norm(dim=1)
             if not with_grads:
                 continue
@@ -153,7 +154,7 @@ class NormLabModule(pl.LightningModule):
         m = self.model.members
         rec: dict[str, torch.Tensor] = {}
         x, y = (t.to(self.device) for t in self.eval_sets["train_full"])
-        x, y = x.expand(m, -1, -1), y.expand(m, -1)
+        x, y = x.expand(m, *x.shape), y.expand(m, -1)
         probe = self._probe()
         rec["full_loss_train"], rec["full_acc_train"] = self.member_losses(x, y, probe)
         if any(self.has_bias):  # claim 1's identity check: the same loss with every b reset to b_0
@@ -164,7 +165,7 @@ class NormLabModule(pl.LightningModule):
         inference = copy.deepcopy(self.model).eval()
         rec["full_loss_eval"], rec["full_acc_eval"] = self.member_losses(x, y, inference)
         xv, yv = (t.to(self.device) for t in self.eval_sets["val"])
-        rec["val_loss_eval"], rec["val_acc_eval"] = self.member_losses(xv.expand(m, -1, -1), yv.expand(m, -1), inference)
+        rec["val_loss_eval"], rec["val_acc_eval"] = self.member_losses(xv.expand(m, *xv.shape), yv.expand(m, -1), inference)
         self.records.append((step, rec))
 
     def _probe(self):

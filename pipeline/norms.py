@@ -6,8 +6,16 @@ batch), so members never see each other. `sg` in the docstrings is stop-gradient
 normalization); the pre-affine output x_hat is exposed to `on_xhat` so the trainer can
 record the mean gradient sum_i dl/dx_hat_i that drives the bias (SCIENCE.md item 2).
 
+Conv form: an input [members, batch, channels, height, width] is normalized per channel
+(SCIENCE.md's last paragraph). It is viewed as rows [M, B*H*W, C] -- every pixel of every
+example is one row -- and the same code runs on the rows, so each statistic is per
+(member, channel) over batch x height x width (bn is BatchNorm2d), gamma and beta are per
+channel, and `on_xhat` sees the rows (its sum over dim 1 is the per-channel bias drive).
+layernorm and groupnorm stay per example: over C x H x W, or a group's channels x H x W.
+
     >>> layer = make_norm("center_detached", members=4, features=32, affine=False)
     >>> y = layer(torch.randn(4, 64, 32))
+    >>> y = layer(torch.randn(4, 64, 32, 8, 8))   # conv form: 32 channels
 """
 from __future__ import annotations
 
@@ -35,15 +43,31 @@ class StackedNorm(nn.Module):
     def set_step(self, t: int) -> None:
         """The training step about to run; only layers with a schedule (batch_renorm) use it."""
 
+    positions = 1  # rows per example: H*W while a conv-form input runs, else 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 5:
+            return self._forward_channels(x)
         x_hat = self.normalize(x)
         if self.on_xhat is not None and x_hat.requires_grad:
             self.on_xhat(x_hat)
         return self.gamma * x_hat + self.beta if self.affine else x_hat
 
+    def _forward_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """[M, B, C, H, W] -> rows [M, B*H*W, C] -> the layer -> back. With the stacked
+        CNN's channels-last layout both reshapes are views (no copy)."""
+        m, b, c, h, w = x.shape
+        rows = x.permute(0, 1, 3, 4, 2).reshape(m, b * h * w, c)
+        self.positions = h * w
+        try:
+            y = self.forward(rows)
+        finally:
+            self.positions = 1
+        return y.reshape(m, b, h, w, c).permute(0, 1, 4, 2, 3)
 
-def _moments(x: torch.Tensor, dim: int):
-    """Mean and biased variance over `dim` (two-pass; torch.var is ~6x slower on CPU here)."""
+
+def _moments(x: torch.Tensor, dim):
+    """Mean and biased variance over `dim`, an int or a tuple (two-pass; torch.var is ~6x slower on CPU here)."""
     mu = x.mean(dim=dim, keepdim=True)
     d = x - mu
     return mu, (d * d).mean(dim=dim, keepdim=True)
@@ -274,6 +298,11 @@ class LayerNorm(StackedNorm):
     """`layernorm`: statistics per example over units, gradient through."""
 
     def normalize(self, x):
+        if self.positions > 1:  # conv form: per example over all its rows (C x H x W)
+            m, n, f = x.shape
+            xe = x.reshape(m, n // self.positions, self.positions, f)
+            mu, var = _moments(xe, (2, 3))
+            return ((xe - mu) / torch.sqrt(var + self.eps)).reshape(m, n, f)
         mu, var = _moments(x, -1)
         return (x - mu) / torch.sqrt(var + self.eps)
 
@@ -289,13 +318,18 @@ class GroupNorm(StackedNorm):
 
     def normalize(self, x):
         m, b, f = x.shape
+        if self.positions > 1:  # conv form: per example over the group's channels x H x W
+            xg = x.reshape(m, b // self.positions, self.positions, self.groups, f // self.groups)
+            mu, var = _moments(xg, (2, 4))
+            return ((xg - mu) / torch.sqrt(var + self.eps)).reshape(m, b, f)
         xg = x.reshape(m, b, self.groups, f // self.groups)
         mu, var = _moments(xg, -1)
         return ((xg - mu) / torch.sqrt(var + self.eps)).reshape(m, b, f)
 
 
 class WeightNormMarker(Identity):
-    """`weightnorm`: no data statistics; the Linear layer reparametrizes w = g v/||v||.
+    """`weightnorm`: no data statistics; the Linear layer reparametrizes w = g v/||v||
+    (a conv layer: per output channel, ||v|| over its C_in x k x k weights).
 
     The activation path is the identity; `reparametrize_weight` tells the model to build
     its Linear with weight normalization. `affine` adds gamma, beta like the others.

@@ -8,7 +8,7 @@ A member is judged against baselines fixed before it trained -- chance (loss ln 
 and its own full-training-set loss at initialization -- never against its own early mini-batches
 (an early spike would make any later loss look like progress). Status, first match wins:
   diverged  the run's non-finite/huge-loss flag, or an infinite final full-set loss
-  n/a       the loss cannot move by construction (only b trains under detached batch centering:
+  fixed_loss  the loss cannot move by construction (only b trains under detached batch centering:
             the bias-only toy), so "trained" means nothing
   blew_up   finite, but some layer's ||W_T|| / ||W_0|| > report.blowup_w_factor, or its
             ||b_T - b_0|| / sqrt(width) (rms drift per unit) > report.blowup_b_rms
@@ -24,7 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
-STATUSES = ("trained", "failed", "blew_up", "diverged", "n/a")
+STATUSES = ("trained", "failed", "blew_up", "diverged", "fixed_loss")
 # training-mode x_hat is independent of b for these (batch statistics, detached): the toy's loss is fixed
 DETACHED_BATCH_CENTERING = ("center_detached", "standardize_detached")
 CELL_KEYS = ("cell", "variant", "dataset", "norm", "steps", "classes", "chance_loss", "input_mean_norm")
@@ -98,7 +98,7 @@ def classify(t: pd.DataFrame, settings) -> pd.Series:
     failed = ~(t["full_loss_train"] <= settings.trained_loss_ratio * baseline) \
         | ~(t["full_acc_train"] >= 1.0 / t["classes"] + settings.trained_acc_margin)
     status = np.select([diverged, t["loss_fixed"].astype(bool), blew_up, failed],
-                       ["diverged", "n/a", "blew_up", "failed"], "trained")
+                       ["diverged", "fixed_loss", "blew_up", "failed"], "trained")
     return pd.Series(status, index=t.index, name="status")
 
 
@@ -226,7 +226,7 @@ def largest_trained_lr(table: pd.DataFrame) -> pd.DataFrame:
     a variant whose loss cannot move gets NaN and a note, never a number read from noise."""
     out = []
     for (v, ds), g in table.groupby(["variant", "dataset"], sort=False):
-        if (g["status"] == "n/a").all():
+        if (g["status"] == "fixed_loss").all():
             out.append({"variant": v, "dataset": ds, "largest_trained_lr": float("nan"),
                         "note": "n/a: the loss cannot move (only b trains, detached centering)"})
             continue

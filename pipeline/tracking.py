@@ -97,14 +97,14 @@ def signals_deferred():
 def connect(uri: str | None = None):
     """An MlflowClient for a store that answers, or a ConfigError naming the URI."""
     uri = uri or tracking_uri()
+    from pipeline.config import check_tracking_uri
+    check_tracking_uri(uri)  # before importing MLflow: a malformed URI is a one-line error in a second
     if uri.startswith("http"):
         # fail fast on an unreachable server instead of MLflow's minutes of retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     from mlflow.tracking import MlflowClient
 
-    from pipeline.config import check_tracking_uri
-    check_tracking_uri(uri)
     try:
         with _sqlite_init_lock(uri):  # cells started side by side must not migrate a new store twice
             client = MlflowClient(uri)

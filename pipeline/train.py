@@ -122,7 +122,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     import torch
 
     from pipeline.data import StackedDataModule
-    from pipeline.model import StackedMLP
+    from pipeline.model import build_model
     from pipeline.module import NormLabModule
     from pipeline.tracking import CellTracker, TrackingCallback
 
@@ -146,9 +146,9 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         t_setup = time.perf_counter()
         pl.seed_everything(0, verbose=False)  # members draw from their own seeded generators
         seeds = [s for _, s in members]
-        dm = StackedDataModule(cell.dataset, seeds, cell.optim.batch_size, cell.train.steps)
-        d_in, d_out = dm.dims
-        model = StackedMLP(d_in, d_out, seeds, cell.model, cell.variant)
+        dm = StackedDataModule(cell.dataset, seeds, cell.optim.batch_size, cell.train.steps,
+                               flatten=cell.model.kind == "mlp")  # an MLP reads images flattened
+        model = build_model(dm.input_shape, dm.num_classes, seeds, cell.model, cell.variant)
         module = NormLabModule(model, cell, [lr for lr, _ in members], input_mean=dm.input_mean,
                                x_train=dm.x_train if model.uses_population() else None,
                                eval_sets=dm.full_sets())

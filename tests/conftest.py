@@ -35,6 +35,7 @@ BASE = {
         "synthetic": {"kind": "synthetic", "input_mean": 3.0, "dim": 6, "classes": 3, "samples": 200, "seed": 0},
         "synthetic_zero_mean": {"kind": "synthetic", "input_mean": 0.0, "dim": 6, "classes": 3, "samples": 200},
         "digits": {"kind": "digits"},
+        "digits_images": {"kind": "digits_images", "subset": 200},  # 1x8x8 images, for model.kind cnn
     },
     "model": {"depth": 2, "width": 8},
     "optim": {"lrs": [0.05, 0.5], "seeds": [0, 1], "batch_size": 16},

@@ -51,7 +51,7 @@ def noise(center, sd=0.02, seed=0):
 # -- claim 1: identity check with a control that can fail ------------------------------------------
 def _claim1(subject_sens, control_sens=0.1, b_rms=5.0):
     rows = seeds("center_detached", b_sens_scaled=subject_sens, b_rms_max=b_rms)
-    rows += seeds("bias_only_toy", b_sens_scaled=subject_sens, b_rms_max=b_rms, status="n/a")
+    rows += seeds("bias_only_toy", b_sens_scaled=subject_sens, b_rms_max=b_rms, status="fixed_loss")
     rows += seeds("none", b_sens_scaled=control_sens)
     return judge("claim1", rows)
 
@@ -80,12 +80,19 @@ def _claim1b(det_gap, twin_gap=0.0, variant="center_detached", twin="center", **
 def test_claim1b_flips_with_the_excess_gap():
     assert judge("claim1b", _claim1b(0.5)).status == HOLDS
     assert judge("claim1b", _claim1b(0.0)).status == NOT_SHOWN
+    assert judge("claim1b", _claim1b(-0.5)).status == HOLDS                 # inference better: b still leaks
     assert judge("claim1b", _claim1b(0.0, twin_gap=0.5)).status == FAILS
     both = _claim1b(0.5) + _claim1b(0.0, twin_gap=0.5, variant="standardize_detached", twin="standardize")
     assert judge("claim1b", both).status == MIXED
     v = judge("claim1b", _claim1b(0.5))
     assert v.figure == "train_eval_gap" and "eval mode" in v.evidence and "train mode" in v.evidence
     assert all(e.n == 5 for e in v.endpoints)
+
+
+def test_claim1b_compares_only_variants_trained_on_batch_statistics():
+    # a population variant uses the same statistics in both modes: its zero gap is not evidence either way
+    rows = _claim1b(0.0, twin_gap=0.5, variant="population_center_detached", twin="center")
+    assert judge("claim1b", rows).status == NOT_SHOWN
 
 
 def test_claim1b_needs_enough_paired_seeds():
@@ -106,11 +113,11 @@ def test_claim2_flips_with_the_growth_exponent():
     assert judge("claim2", _claim2(0.1)).status == FAILS                  # saturates
     assert judge("claim2", _claim2(0.5)).status == NOT_SHOWN              # a random walk: on the line
     v = judge("claim2", _claim2(1.0, alpha_l1=0.1))
-    assert v.status == MIXED and "layers l0" in v.evidence and "(in layers l1)" in v.evidence
+    assert v.status == MIXED and "(by layer: l0 1;" in v.evidence and "saturate (by layer: l1 1;" in v.evidence
 
 
 def test_claim2_excludes_the_toy_and_diverged_members():
-    toy = _claim2(1.0, variant="bias_only_toy", status="n/a")
+    toy = _claim2(1.0, variant="bias_only_toy", status="fixed_loss")
     v = judge("claim2", toy + _claim2(0.1))
     assert v.status == FAILS                                              # the toy's linear drift is not evidence
     assert any("toy" in e.name and e.effect == pytest.approx(1.0, abs=0.05) for e in v.endpoints)
@@ -247,6 +254,7 @@ def test_the_logic_reads_only_settings_its_rule_prints(claim):
             + seeds("bn", grad_b_rel_max=1e-8, loss_gap_nobias_early=1e-6) + seeds("bn_nobias"))
     rec = Recorder(S)
     claim.judge(pd.DataFrame(rows), None, rec)
+    assert rec.read  # every claim has thresholds
     assert rec.read <= claim.placeholders(), rec.read - claim.placeholders()
 
 

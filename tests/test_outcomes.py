@@ -50,7 +50,7 @@ def test_diverged_blew_up_and_na_take_precedence():
     assert status_of(full_loss_train=float("inf")) == "diverged"              # an infinite full-set loss
     assert status_of(w_growth_max=40.0) == "blew_up"                          # ||W|| 40x, no NaN
     assert status_of(b_rms_max=S.blowup_b_rms * 2) == "blew_up"
-    assert status_of(loss_fixed=True, full_loss_train=LN4, full_acc_train=0.25) == "n/a"   # the toy
+    assert status_of(loss_fixed=True, full_loss_train=LN4, full_acc_train=0.25) == "fixed_loss"   # the toy
     assert status_of(loss_fixed=True, diverged=True) == "diverged"
 
 
@@ -123,7 +123,7 @@ def test_the_bias_only_toy_is_na_and_gets_no_largest_lr():
     s, h = _cell("bias_only_toy-synthetic", [_member(0, 0.1, 0), _member(1, 3.0, 0)],
                  [_history(0, 0.1, 0), _history(1, 3.0, 0)])
     t = member_table([s], {s["cell"]: h}, S, {s["cell"]: _config(trainable="bias")})
-    assert (t["status"] == "n/a").all()
+    assert (t["status"] == "fixed_loss").all()
     row = largest_trained_lr(t).iloc[0]
     assert np.isnan(row["largest_trained_lr"]) and "n/a" in row["note"]
 

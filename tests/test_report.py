@@ -111,7 +111,7 @@ def test_tables_hold_the_cells_numbers(built):
     # counts per variant x data set x lr: equal to the member table's, every member counted once
     want = members.groupby(["variant", "dataset", "lr"]).size()
     assert status.set_index(["variant", "dataset", "lr"])["members"].sort_index().tolist() == want.sort_index().tolist()
-    for s in ("trained", "failed", "blew_up", "diverged", "n/a"):
+    for s in ("trained", "failed", "blew_up", "diverged", "fixed_loss"):
         assert status[s].sum() == (members["status"] == s).sum()
     assert set(pd.read_csv(tab / "largest_trained_lr.csv")["variant"]) == set(largest["variant"])
     for name in ("b_norm", "loss"):  # dvc.yaml's plots: one CSV per variant with a step and the series
@@ -170,7 +170,7 @@ def test_cell_from_other_params_is_excluded_and_named(grid, capsys):
     excluded = md.split("## Cells excluded")[1].split("\n## ")[0]
     assert "`center-synthetic`: " in excluded and "trained under other params" in excluded
     assert "`bias_only_toy-synthetic`: " in excluded
-    assert set(pd.read_csv(grid / "reports" / "tables" / "members.csv")["variant"]) == {"center_detached"}
+    assert set(pd.read_csv(grid / "reports" / "tables" / "members.csv")["variant"]) == {"center_detached", "bn", "bn_nobias"}
     assert json.loads((grid / "reports" / "metrics.json").read_text())["cells_excluded"] == 2
 
 
@@ -269,10 +269,30 @@ def test_report_run_finds_cell_runs_by_outputs_hash(grid, mlflow_uri, capsys):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     tags = runs[0].data.tags
     assert tags["cell_runs"].split(",") == [latest, toy]
-    assert tags["cells_without_run"] == "center_detached-synthetic"
+    assert tags["cells_without_run"] == "center_detached-synthetic,bn-synthetic,bn_nobias-synthetic"
     _, _, verdicts, _ = verdicts_of(grid)
     assert {f"verdict.{v.key}": v.status for v in verdicts}.items() <= tags.items()
     md = (grid / "reports" / "report.md").read_text()
     assert f"| center-synthetic | {latest} |" in md and "| center_detached-synthetic | no MLflow run found |" in md
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {"report.md", "report.html", "metrics.json", "figures", "tables"} <= artifacts
+
+
+def test_a_tracked_cell_run_is_found_by_its_outputs(grid, mlflow_uri):
+    """The real chain: training tags its parent run with the hash of what it wrote; the report finds it."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.train import run_cell
+
+    p = yaml.safe_load((grid / "params.yaml").read_text())
+    p["tracking"]["enabled"] = True
+    (grid / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    params = load_params(grid / "params.yaml")
+    run_cell(cell_settings(params, "center", "synthetic"), grid / "runs" / "center-synthetic", progress=False)
+    assert report(grid) == 0
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("test").experiment_id
+    cell = client.search_runs([exp], filter_string="tags.`normlab.kind` = 'cell' and tags.cell = 'center-synthetic'")
+    rep = client.search_runs([exp], filter_string="tags.`normlab.kind` = 'report'")
+    assert len(cell) == 1 and len(rep) == 1
+    assert rep[0].data.tags["cell_runs"] == cell[0].info.run_id

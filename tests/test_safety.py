@@ -144,3 +144,16 @@ def test_ctrl_c_exits_130_with_one_line_and_runs_killed(tmp_path):
 def test_workspace_root_of_a_dvc_temp_experiment_is_the_users_checkout(tmp_path):
     assert workspace_root(tmp_path / ".dvc" / "tmp" / "exps" / "tmpab12") == tmp_path
     assert workspace_root(tmp_path / "a") == tmp_path / "a"
+
+
+def test_under_dvc_a_csv_outside_data_is_refused(tmp_path, monkeypatch):
+    from pipeline.config import ConfigError, cell_settings
+    from tests.conftest import make_params
+
+    f = tmp_path / "d.csv"
+    f.write_text("a,label\n1,0\n2,1\n3,0\n")
+    params = make_params(datasets={"mine": {"kind": "csv", "path": str(f)}})
+    cell_settings(params, "bn", "mine")  # outside DVC: any path
+    monkeypatch.setenv("DVC_STAGE", "train@bn-mine")
+    with pytest.raises(ConfigError, match=r"datasets\.mine\.path: under `dvc repro` a csv must lie in data/"):
+        cell_settings(params, "bn", "mine")

@@ -347,7 +347,9 @@ def server():
 def _still_serves(server, tag: str) -> None:
     env = server["env"]
     status = _warm(env, "status")
-    assert status.returncode == 0 and f"up (pid {server['pid']})" in status.stdout, status.stdout + status.stderr
+    log = server["sock"].with_suffix(".log")
+    assert status.returncode == 0 and f"up (pid {server['pid']})" in status.stdout, \
+        status.stdout + status.stderr + (log.read_text() if log.exists() else "")
     n = _started(server["sock"])
     run = _train(env, server["params"], server["tmp"] / f"out-{tag}")
     assert run.returncode == 0, run.stderr

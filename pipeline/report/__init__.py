@@ -14,6 +14,7 @@ leaves the previous one as it was; other entries of --out are never touched):
   plots/         b_norm/<variant>.csv, loss/<variant>.csv for `dvc plots show`
 then logs the report as an MLflow run (mlflow_run.py) tagged with the cell runs found by content.
 
-Modules: load (records -> checked cells), tables, figures, render (markdown, html),
-mlflow_run, cli (the steps, in order).
+Modules: load (records -> checked cells), tables (CSVs, metrics.json, dvc plots), figures
+(the registry of figures by name, overview figures), claim_figures (the figures claims name),
+plotting (shared figure pieces), render (markdown, html), mlflow_run, cli (the steps, in order).
 """

@@ -40,6 +40,7 @@ def fig_b_drift_per_layer(data: FigureData) -> list[Drawn]:
                 for alpha, ls in ((1.0, "--"), (0.5, ":")):
                     ax.plot(steps, y0 * (steps / t0) ** alpha, color="grey", ls=ls, lw=0.8)
             ax.set(xscale="log", yscale="log", title=f"{ds}, hidden layer {int(lay[1:]) + 1}", xlabel="step")
+            plain_ticks(ax, x=True)
         row[0].set_ylabel("||b_t - b_0||")
     handles = [plt.Line2D([], [], color=pal[v], lw=2, label=v) for v in detached]
     handles += [plt.Line2D([], [], color="grey", ls="--", label="slope 1 (t)"),

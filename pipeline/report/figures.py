@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.report import claim_figures as cf
-from pipeline.report.plotting import Drawn, FigureData, palette, plt_, save, variants_in
+from pipeline.report.plotting import Drawn, FigureData, palette, plain_ticks, plt_, save, variants_in
 
 
 def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: str, log=True, overlay=None):
-    """Per data set: one panel per lr, median over seeds (line) and min-max (band) per variant."""
+    """Per data set: one panel per lr, the median over seeds per variant."""
     plt, pal, drawn = plt_(), palette(data.params), []
     lrs = data.params.report.figure_lrs or sorted(data.hist["lr"].unique())
     for ds in data.params.grid.datasets:
@@ -26,18 +26,18 @@ def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: s
         if y not in d or d[y].isna().all():
             continue
         vals = d[y].clip(lower=1e-12) if log else d[y]
-        agg = d.assign(_y=vals).groupby(["lr", "variant", "step"])["_y"].agg(["median", "min", "max"]).dropna()
+        agg = d.assign(_y=vals).groupby(["lr", "variant", "step"])["_y"].median().dropna()
         lrs_here = sorted(agg.index.get_level_values("lr").unique())
         fig, axes = plt.subplots(1, len(lrs_here), figsize=(2.6 * len(lrs_here) + 1.6, 2.8), sharey=True,
                                  squeeze=False)
         variants = variants_in(data, d)
         for ax, lr in zip(axes[0], lrs_here):
             for v in variants:
-                if (lr, v) in agg.index.droplevel("step"):
-                    a = agg.loc[(lr, v)]
-                    ax.plot(a.index, a["median"], color=pal[v], lw=1.1)
-                    ax.fill_between(a.index, a["min"], a["max"], color=pal[v], alpha=0.18, lw=0)
+                if (lr, v) in agg.index.droplevel("step"):  # median only: bands over 19 variants cost
+                    a = agg.loc[(lr, v)]                      # seconds per figure and hide each other
+                    ax.plot(a.index, a.to_numpy(), color=pal[v], lw=1.1)
             ax.set(title=f"lr = {lr:g}", xlabel="step", yscale="log" if log else "linear")
+            plain_ticks(ax)  # no mathtext tick labels: they dominate drawing time on log axes
             if overlay:
                 overlay(ax, d, lr)
         axes[0][0].set_ylabel(ylabel)
@@ -50,12 +50,12 @@ def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: s
 
 def fig_b_norm(data: FigureData) -> list[Drawn]:
     return _per_lr_lines(data, "b_norm/l0", "||b|| (hidden layer 1), log", "b_norm",
-                         "||b|| of the first hidden layer per variant (log scale; median, band = all seeds)")
+                         "||b|| of the first hidden layer per variant (log scale; median over seeds)")
 
 
 def fig_loss(data: FigureData) -> list[Drawn]:
     return _per_lr_lines(data, "loss", "mini-batch loss, training mode (nats)", "loss",
-                         "mini-batch loss in training mode (batch statistics), per variant (median, band = seeds)")
+                         "mini-batch loss in training mode (batch statistics), per variant (log scale; median over seeds)")
 
 
 def _bn_prediction(ax, d: pd.DataFrame, lr: float, log_every: int) -> None:
@@ -75,7 +75,7 @@ def _bn_prediction(ax, d: pd.DataFrame, lr: float, log_every: int) -> None:
 def fig_weight_norm(data: FigureData) -> list[Drawn]:
     every = data.params.train.log_every
     return _per_lr_lines(data, "W_norm/l0", "||W|| (hidden layer 1, Frobenius)", "weight_norm",
-                         "||W|| per variant; dashed black = bn's scale-invariance prediction "
+                         "||W|| of the first hidden layer per variant (median over seeds); dashed black = bn's scale-invariance prediction "
                          "sqrt(||W_0||^2 + sum_t lr^2 ||grad W_t||^2)", log=False,
                          overlay=lambda ax, d, lr: _bn_prediction(ax, d, lr, every))
 
@@ -91,25 +91,30 @@ def fig_member_status(data: FigureData) -> list[Drawn]:
     lrs = sorted(m["lr"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(1.0 * len(lrs) * len(datasets) + 3, 0.32 * len(variants) + 1.4),
                              sharey=True, squeeze=False)
-    short = {"trained": "T", "failed": "F", "blew_up": "B", "diverged": "D", "n/a": "n/a"}
+    short = {"trained": "T", "failed": "F", "blew_up": "B", "diverged": "D", "fixed_loss": "fixed"}
     for ax, ds in zip(axes[0], datasets):
         d = m[m["dataset"] == ds]
         frac = d.assign(ok=d["status"] == "trained").pivot_table(index="variant", columns="lr", values="ok",
                                                                  aggfunc="mean").reindex(index=variants, columns=lrs)
+        movable = d.assign(mv=d["status"] != "fixed_loss").pivot_table(index="variant", columns="lr", values="mv",
+                                                                 aggfunc="max").reindex(index=variants, columns=lrs)
+        frac = frac.where(movable.fillna(False).astype(bool))  # all n/a: no colour (grey)
         text = d.groupby(["variant", "lr"])["status"].agg(
-            lambda s: " ".join(f"{n}{short.get(k, k)}" if k != "n/a" else "n/a" for k, n in s.value_counts().items()))
+            lambda s: " ".join(f"{n} {short.get(k, k)}" if k != "fixed_loss" else "fixed loss" for k, n in s.value_counts().items()))
         annot = pd.DataFrame("", index=variants, columns=lrs)
         for (v, lr), t in text.items():
             annot.loc[v, lr] = t
         sns.heatmap(frac.astype(float), annot=annot, fmt="", cmap="RdYlGn", vmin=0, vmax=1, ax=ax, cbar=ax is axes[0][-1],
-                    cbar_kws={"label": "share of seeds trained"}, annot_kws={"fontsize": 6}, linewidths=0.5)
+                    cbar_kws={"label": "share of seeds trained"}, annot_kws={"fontsize": 7}, linewidths=0.5)
         for r in data.largest[data.largest["dataset"] == ds].itertuples():
             lr = getattr(r, "largest_trained_lr", np.nan)
             if r.variant in variants and pd.notna(lr) and lr in lrs:
-                ax.add_patch(plt.Rectangle((lrs.index(lr), variants.index(r.variant)), 1, 1, fill=False, lw=1.8))
+                ax.add_patch(plt.Rectangle((lrs.index(lr), variants.index(r.variant)), 1, 1, fill=False,
+                                           edgecolor="black", lw=1.8))
+        ax.set_facecolor("#dddddd")  # n/a cells (no colour) show grey
         ax.set(title=ds, xlabel="learning rate", ylabel="variant" if ax is axes[0][0] else "")
     fig.suptitle("Member outcomes: T trained, F failed to train (at chance), B parameters blew up, D diverged, "
-                 "n/a loss cannot move; frame = largest trained lr", fontsize=8, y=1.04)
+                 "n/a (grey) loss cannot move; frame = largest trained lr", fontsize=8, y=0.995)
     return [save(fig, data, "member_status", "member_status",
                   "Outcome of every member per variant x lr (counts over seeds); the frame marks each variant's "
                   "largest trained lr.")]

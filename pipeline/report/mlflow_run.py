@@ -9,6 +9,7 @@ these bytes, wherever DVC restored them from. No side file is trusted.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -19,11 +20,15 @@ HASH_TAG = "normlab.outputs_hash"
 
 def open_store(params):
     """(client, experiment id) of the configured store; a ConfigError if it does not answer."""
-    from pipeline.tracking import connect, experiment_id, tracking_uri
+    from pipeline.tracking import close_orphans, connect, experiment_id, tracking_uri
 
     uri = tracking_uri()
     client = connect(uri)
-    return client, experiment_id(client, params.tracking.experiment, uri)
+    exp = experiment_id(client, params.tracking.experiment, uri)
+    closed = close_orphans(client, [exp])  # runs of a killed process (cell, grid or report): end KILLED
+    if closed:
+        print(f"report: ended KILLED {len(closed)} MLflow run(s) left RUNNING by a killed process", file=sys.stderr)
+    return client, exp
 
 
 def find_cell_runs(client, exp_id: str, folders: dict[str, Path]) -> dict[str, str | None]:
@@ -51,11 +56,13 @@ def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: di
     """One FINISHED run named `report`: tags verdict.<key> = status, cell_runs; metrics.json as
     metrics; report.md/html, metrics.json, figures/ and tables/ as artifacts."""
     from mlflow.entities import Metric, RunTag
+    from mlflow.tracking.context.registry import resolve_tags
 
-    from pipeline.tracking import git_commit
+    from pipeline.tracking import process_tag, signals_deferred
 
     run = client.create_run(exp_id, run_name="report", tags={
-        "normlab.kind": "report", "git_commit": git_commit(), "dvc_stage": "report",
+        **resolve_tags(),  # MLflow's context tags: source, git commit, user
+        "normlab.kind": "report", "normlab.proc": process_tag(), "dvc_stage": "report",
         "cell_runs": ",".join(r for r in cell_runs.values() if r),
         "cells_without_run": ",".join(c for c, r in cell_runs.items() if r is None),
         "cells_excluded": ",".join(c for c, _ in excluded),
@@ -72,8 +79,10 @@ def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: di
             client.log_artifact(rid, str(out / name))
         client.log_artifacts(rid, str(out / "figures"), "figures")
         client.log_artifacts(rid, str(out / "tables"), "tables")
-        client.set_terminated(rid, "FINISHED")
-    except BaseException:
-        client.set_terminated(rid, "FAILED")
+        with signals_deferred():  # a Ctrl-C now must not leave the run RUNNING
+            client.set_terminated(rid, "FINISHED")
+    except BaseException as exc:
+        with signals_deferred():
+            client.set_terminated(rid, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     return rid

@@ -27,7 +27,7 @@ KIND_TEXT = {"identity": "identity: a check of the implementation (true by const
              "measurement": "measurement"}
 STATUS_TEXT = {"trained": "trained", "failed": "failed to train (at or near chance)",
                "blew_up": "parameters blew up (||W|| or ||b|| past the declared factor, no NaN needed)",
-               "diverged": "diverged (non-finite or huge loss)", "n/a": "n/a (the loss cannot move by construction)"}
+               "diverged": "diverged (non-finite or huge loss)", "fixed_loss": "fixed_loss (the loss cannot move by construction)"}
 
 
 @dataclass

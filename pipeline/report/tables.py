@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 # member outcomes (pipeline.outcomes), in the order the tables show them
-STATUSES = ("trained", "failed", "blew_up", "diverged", "n/a")
+STATUSES = ("trained", "failed", "blew_up", "diverged", "fixed_loss")
 # a verdict's status as a number for metrics.json; "not shown at this scale" has none (shown = 0)
 STATUS_CODE = {"holds": 1.0, "check passed": 1.0, "mixed": 0.5, "does not hold": 0.0, "check failed": 0.0}
 

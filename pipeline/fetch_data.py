@@ -1,0 +1,151 @@
+"""Download an image data set once, checksum-verified, into torchvision's folder layout.
+
+    python -m pipeline.fetch_data --dataset mnist --root data
+    python -m pipeline.fetch_data --dataset fashion_mnist
+    python -m pipeline.fetch_data --dataset cifar10
+
+Needs internet; training never downloads (pipeline/images.py only reads). The layout is
+torchvision's, so a folder torchvision already filled works as is, and this one works with
+torchvision: <root>/MNIST/raw/train-images-idx3-ubyte(.gz) ..., <root>/FashionMNIST/raw/...,
+<root>/cifar-10-batches-py/data_batch_1..5, test_batch. Every download is checked against
+the official MD5 before it replaces anything; a file already there with the right checksum
+is kept ("already there"). Exit 0 done, 1 download failed or checksum wrong, 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import shutil
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+# the official MD5s (the ones torchvision checks); gz files for the IDX sets, batches for CIFAR-10
+SETS = {
+    "mnist": {
+        "folder": "MNIST/raw",
+        "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        "gz": dict(zip(_MNIST_FILES, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+                                      "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"))),
+    },
+    "fashion_mnist": {
+        "folder": "FashionMNIST/raw",
+        "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        "gz": dict(zip(_MNIST_FILES, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+                                      "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"))),
+    },
+    "cifar10": {
+        "folder": "cifar-10-batches-py",
+        "archive": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+                    "c58f30108f718f92721af3b95e74349a"),
+        "files": {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+                  "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+                  "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e"},
+    },
+}
+
+
+class FetchError(RuntimeError):
+    """A download failed or a file does not have its official checksum."""
+
+
+def hint(kind: str, root: str | Path = "data") -> str:
+    """The command that puts data set `kind` under `root` (quoted in the loaders' error lines)."""
+    return f"python -m pipeline.fetch_data --dataset {kind} --root {root}"
+
+
+def md5(path: Path) -> str:
+    h = hashlib.md5()  # the official checksums are MD5: integrity against the published files
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verified(path: Path, expected: str) -> bool:
+    """True when `path` is a regular file with checksum `expected`."""
+    return path.is_file() and not path.is_symlink() and md5(path) == expected
+
+
+def _download(urls: list[str], dest: Path, expected: str, log) -> None:
+    """The first url whose bytes have checksum `expected`, written to dest via dest.part."""
+    part = dest.with_name(dest.name + ".part")
+    errors = []
+    for url in urls:
+        log(f"downloading {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
+                shutil.copyfileobj(resp, out)
+        except OSError as exc:  # URLError, HTTPError, timeouts are all OSErrors
+            errors.append(f"{url}: {exc}")
+            continue
+        if md5(part) == expected:
+            part.replace(dest)
+            return
+        errors.append(f"{url}: checksum {md5(part)} is not the official {expected}")
+    part.unlink(missing_ok=True)
+    raise FetchError(f"could not fetch {dest.name}: " + "; ".join(errors))
+
+
+def _fetch_idx(spec: dict, folder: Path, log) -> bool:
+    """Returns True when nothing had to be downloaded."""
+    fresh = True
+    for name, expected in spec["gz"].items():
+        gz = folder / f"{name}.gz"
+        if not verified(gz, expected):
+            fresh = False
+            _download([m + gz.name for m in spec["mirrors"]], gz, expected, log)
+        raw = folder / name  # torchvision keeps both; re-extracting a verified gz repairs a damaged raw file
+        with gzip.open(gz, "rb") as src, open(raw.with_name(name + ".part"), "wb") as out:
+            shutil.copyfileobj(src, out)
+        raw.with_name(name + ".part").replace(raw)
+    return fresh
+
+
+def _fetch_cifar(spec: dict, root: Path, log) -> bool:
+    folder = root / spec["folder"]
+    if all(verified(folder / f, h) for f, h in spec["files"].items()):
+        return True
+    url, name, expected = spec["archive"]
+    archive = root / name
+    if not verified(archive, expected):
+        _download([url], archive, expected, log)
+    with tarfile.open(archive, "r:gz") as tar:
+        wanted = {f"{spec['folder']}/{f}" for f in spec["files"]}
+        members = [m for m in tar.getmembers() if m.name in wanted and m.isfile()]  # nothing else leaves the archive
+        tar.extractall(root, members=members, filter="data")
+    bad = [f for f, h in spec["files"].items() if not verified(folder / f, h)]
+    if bad:
+        raise FetchError(f"{archive}: extracted {', '.join(bad)} with the wrong checksum")
+    return False
+
+
+def fetch(kind: str, root: str | Path = "data", log=print) -> bool:
+    """Put data set `kind` under `root`; True when it was already there (nothing downloaded)."""
+    spec, root = SETS[kind], Path(root)
+    folder = root / spec["folder"]
+    folder.mkdir(parents=True, exist_ok=True)
+    fresh = _fetch_cifar(spec, root, log) if "archive" in spec else _fetch_idx(spec, folder, log)
+    log(f"{kind}: {'already there' if fresh else 'downloaded and verified'} in {folder}")
+    return fresh
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.fetch_data", description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", required=True, choices=sorted(SETS))
+    ap.add_argument("--root", default="data", help="folder the data set goes under (datasets.<name>.root)")
+    args = ap.parse_args(argv)
+    try:
+        fetch(args.dataset, args.root)
+    except (FetchError, OSError, tarfile.TarError, EOFError) as exc:
+        print(f"normlab: fetch_data: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Image data sets as float32 [N, C, H, W] in [0, 1] and int64 labels, read from disk only.
+
+`digits_images`: scikit-learn's bundled digits as 1x8x8 (pixels / 16; no download).
+`mnist`, `fashion_mnist`: the IDX files (raw or .gz) under <root>/MNIST/raw, <root>/FashionMNIST/raw.
+`cifar10`: the pickled batches under <root>/cifar-10-batches-py (data_batch_1..5, test_batch).
+The layout and formats are torchvision's, so its downloads work; nothing here downloads
+(python -m pipeline.fetch_data does). A missing or damaged file is one ConfigError line
+naming the file and the command that fetches it:
+
+    from pipeline.images import load_images
+    x, y, x_test, y_test = load_images(cfg, "datasets.mnist", test=True)
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import ConfigError, DatasetSettings
+from pipeline.fetch_data import SETS, hint
+
+_IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes (the only one these sets use)
+
+
+class DamagedFile(ValueError):
+    """The file exists but does not hold what its format promises."""
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file (gzipped when it ends in .gz) of unsigned bytes with `ndim` dimensions."""
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as exc:  # BadGzipFile is an OSError; a cut-off gz raises EOFError
+        raise DamagedFile(f"not a readable gzip file ({exc})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DamagedFile("no IDX magic number (first two bytes must be 0)")
+    if data[2] != _IDX_UBYTE or data[3] != ndim:
+        raise DamagedFile(f"IDX magic {data[:4].hex()}: expected type 08 (unsigned byte) with {ndim} dimensions")
+    head = 4 + 4 * ndim
+    if len(data) < head:
+        raise DamagedFile("header cut short")
+    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    if len(data) - head != int(np.prod(shape)):
+        raise DamagedFile(f"{len(data) - head} data bytes for shape {shape} ({int(np.prod(shape))} expected)")
+    return np.frombuffer(data, dtype=np.uint8, offset=head).reshape(shape)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """A CIFAR batch is a dict of numpy arrays, lists and strings: nothing else is rebuilt
+    (a pickle can run any code it names; these names only make arrays)."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.numeric", "_frombuffer"),
+               ("numpy._core.numeric", "_frombuffer")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise DamagedFile(f"holds a {module}.{name} object; a CIFAR-10 batch holds only arrays")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: images uint8 [n, 3, 32, 32], labels [n]."""
+    try:
+        with open(path, "rb") as fh:
+            batch = _ArraysOnly(fh, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise DamagedFile(str(exc) if isinstance(exc, DamagedFile) else f"not a CIFAR-10 batch ({exc})") from None
+    if not isinstance(batch, dict):
+        raise DamagedFile("not a CIFAR-10 batch (no dict inside)")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in batch or "labels" not in batch:
+        raise DamagedFile("not a CIFAR-10 batch (needs the keys data and labels)")
+    x, y = np.asarray(batch["data"]), np.asarray(batch["labels"])
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),):
+        raise DamagedFile(f"data {x.dtype} {x.shape} with {y.shape} labels; expected uint8 [n, 3072] and n labels")
+    return x.reshape(-1, 3, 32, 32), y
+
+
+def _first(n: int | None, *arrays):
+    return tuple(a[:n] for a in arrays) if n else arrays
+
+
+def _idx_pair(folder: Path, prefix: str, n: int | None, where) -> tuple[np.ndarray, np.ndarray]:
+    x = where(f"{prefix}-images-idx3-ubyte", lambda p: read_idx(p, 3))
+    y = where(f"{prefix}-labels-idx1-ubyte", lambda p: read_idx(p, 1))
+    if len(x) != len(y):
+        raise ConfigError(f"{folder}: {len(x)} {prefix} images but {len(y)} labels")
+    x, y = _first(n, x, y)
+    return x[:, None].astype(np.float32) / 255.0, y.astype(np.int64)
+
+
+def _cifar(folder: Path, names: list[str], n: int | None, where) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for name in names:  # only the batches the subset reaches
+        x, y = where(name, read_cifar_batch)
+        xs.append(x)
+        ys.append(y)
+        if n and sum(map(len, xs)) >= n:
+            break
+    x, y = _first(n, np.concatenate(xs), np.concatenate(ys))
+    return x.astype(np.float32) / 255.0, y.astype(np.int64)
+
+
+def load_images(cfg: DatasetSettings, key: str, test: bool = False):
+    """(x_train, y_train) and, when `test`, (x_test, y_test) too; `subset` keeps the first N of each."""
+    n = cfg.subset
+    if cfg.kind == "digits_images":
+        from sklearn.datasets import load_digits  # ships with scikit-learn
+
+        digits = load_digits()
+        x, y = _first(n, digits.images[:, None] / 16.0, digits.target)
+        return x.astype(np.float32), y.astype(np.int64)
+    folder = Path(cfg.root) / SETS[cfg.kind]["folder"]
+    fetch = hint(cfg.kind, cfg.root)
+    if not folder.is_dir():
+        raise ConfigError(f"{key}: {cfg.kind} not found: no folder {folder} (root: {cfg.root}); "
+                          f"download it once with `{fetch}`")
+
+    def where(name: str, read):
+        """Read file `name` (or name.gz) of the folder; every failure is one line."""
+        path = next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+        if path is None:
+            raise ConfigError(f"{key}: {cfg.kind}: missing {folder / name}; download it with `{fetch}`")
+        try:
+            return read(path)
+        except DamagedFile as exc:
+            raise ConfigError(f"{key}: {path} is damaged ({exc}); download it again with `{fetch}`") from None
+
+    if cfg.kind == "cifar10":
+        train = _cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], n, where)
+        return train + (_cifar(folder, ["test_batch"], n, where) if test else ())
+    train = _idx_pair(folder, "train", n, where)
+    return train + (_idx_pair(folder, "t10k", n, where) if test else ())

@@ -1,0 +1,242 @@
+"""A team's MLflow tracking server on this machine: PostgreSQL for the runs, served artifacts.
+
+    python -m pipeline.tracking_server                  # temp folder, dropped at exit
+    python -m pipeline.tracking_server --folder .mlflow-server --port 5000   # kept across restarts
+    make server
+
+Starts PostgreSQL (the Debian `postgresql` package's initdb/postgres, as the `postgres` user
+when run as root: PostgreSQL refuses root) on 127.0.0.1 with a free port, then
+`mlflow server --backend-store-uri postgresql+psycopg://... --artifacts-destination <folder>/artifacts`
+on 127.0.0.1, prints `MLFLOW_TRACKING_URI=http://127.0.0.1:<port>` and waits; Ctrl-C or SIGTERM
+stops the MLflow server, then PostgreSQL, each by its pid. Loopback only, trust authentication:
+for one machine and tests. A shared server is the same two commands with a password and a
+reachable --host (docs/scale-out.md).
+
+`TrackingServer` is the same as a context manager, for tests and benchmarks.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0"}
+PG_USER = "postgres"  # the account PostgreSQL runs as when we are root
+
+
+class ServerError(RuntimeError):
+    """The one line shown to the user: what is missing or what failed to start."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin() -> Path:
+    """The folder holding initdb and postgres: $NORMLAB_PG_BIN, the newest /usr/lib/postgresql/*/bin, or PATH."""
+    if os.environ.get("NORMLAB_PG_BIN"):
+        candidates = [Path(os.environ["NORMLAB_PG_BIN"])]
+    else:
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
+                          if p.parent.name.isdigit() else 0, reverse=True)
+        on_path = shutil.which("initdb")
+        candidates = versions + ([Path(on_path).parent] if on_path else [])
+    for folder in candidates:
+        if (folder / "initdb").is_file() and (folder / "postgres").is_file():
+            return folder
+    raise ServerError("PostgreSQL not found (no initdb/postgres in /usr/lib/postgresql/*/bin or on PATH; "
+                      "Debian: apt-get install postgresql, or set NORMLAB_PG_BIN)")
+
+
+def _run_as() -> dict:
+    """Popen arguments that drop root to the postgres account (PostgreSQL refuses to run as root)."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pw = pwd.getpwnam(PG_USER)
+    except KeyError:
+        raise ServerError(f"running as root and there is no {PG_USER!r} user to run PostgreSQL as") from None
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+def _stop(proc: subprocess.Popen | None, sig: int, grace: float, group: bool = False) -> None:
+    """Signal one process we started (or its process group), wait, then SIGKILL it if still there."""
+    if proc is None or proc.poll() is not None:
+        return
+    kill = (lambda s: os.killpg(proc.pid, s)) if group else proc.send_signal
+    try:
+        kill(sig)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        kill(signal.SIGKILL)
+        proc.wait(10)
+    except ProcessLookupError:
+        pass
+
+
+class TrackingServer:
+    """PostgreSQL + `mlflow server` on loopback; `uri` once started. Stops both, by pid, on exit."""
+
+    def __init__(self, folder: str | Path | None = None, port: int | None = None, workers: int = 2,
+                 start_timeout: float = 120.0):
+        self.keep = folder is not None
+        self.folder = Path(folder).resolve() if folder else None
+        self.port, self.workers, self.start_timeout = port, workers, start_timeout
+        self.pg_port: int | None = None
+        self.postgres: subprocess.Popen | None = None
+        self.mlflow: subprocess.Popen | None = None
+        self.uri: str | None = None
+
+    # -- PostgreSQL ------------------------------------------------------------------------
+    def _start_postgres(self) -> str:
+        pg_bin = postgres_bin()
+        as_pg = _run_as()
+        data = self.folder / "pg"
+        if not (data / "PG_VERSION").exists():
+            data.mkdir(parents=True, exist_ok=True)
+            if as_pg:
+                os.chown(data, as_pg["user"], as_pg["group"])
+            os.chmod(data, 0o700)
+            init = subprocess.run([str(pg_bin / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust",
+                                   "-E", "UTF8", "--no-instructions"], capture_output=True, text=True,
+                                  cwd=tempfile.gettempdir(), **as_pg)
+            if init.returncode:
+                raise ServerError(f"initdb failed: {(init.stderr or init.stdout).strip().splitlines()[-1:]}")
+        self.pg_port = free_port()
+        log = open(self.folder / "postgres.log", "ab")
+        # TCP on 127.0.0.1 only, no Unix socket: nothing else on the machine is touched
+        self.postgres = subprocess.Popen(
+            [str(pg_bin / "postgres"), "-D", str(data), "-p", str(self.pg_port), "-c", "listen_addresses=127.0.0.1",
+             "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
+            start_new_session=True, **as_pg)
+        log.close()
+        import psycopg
+
+        base = f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}"
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.postgres.poll() is not None:
+                raise ServerError(f"PostgreSQL exited at start ({self._tail('postgres.log')})")
+            try:
+                with psycopg.connect(f"{base}/postgres", autocommit=True, connect_timeout=2) as conn:
+                    if not conn.execute("select 1 from pg_database where datname = 'mlflow'").fetchone():
+                        conn.execute("create database mlflow")
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise ServerError(f"PostgreSQL did not answer within {self.start_timeout:.0f} s") from None
+                time.sleep(0.2)
+        return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.pg_port}/mlflow"
+
+    # -- MLflow ----------------------------------------------------------------------------
+    def _start_mlflow(self, backend: str) -> str:
+        self.port = self.port or free_port()
+        artifacts = self.folder / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        exe = Path(sys.executable).parent / "mlflow"
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlflow"]
+        log = open(self.folder / "mlflow.log", "ab")
+        self.mlflow = subprocess.Popen(
+            [*cmd, "server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **QUIET_ENV},
+            start_new_session=True)  # its own group: uvicorn's workers stop with it, Ctrl-C reaches us only
+        log.close()
+        uri = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.mlflow.poll() is not None:
+                raise ServerError(f"mlflow server exited at start ({self._tail('mlflow.log')})")
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return uri
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerError(f"mlflow server did not answer within {self.start_timeout:.0f} s "
+                                  f"({self._tail('mlflow.log')})")
+            time.sleep(0.3)
+
+    def _tail(self, name: str) -> str:
+        try:
+            lines = (self.folder / name).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return " | ".join(lines[-3:])[-400:] or "empty log"
+
+    # -- both ------------------------------------------------------------------------------
+    def start(self) -> str:
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="normlab-server-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o755)  # the postgres account must reach its data folder inside
+        try:
+            self.uri = self._start_mlflow(self._start_postgres())
+        except BaseException:
+            self.stop()
+            raise
+        return self.uri
+
+    def stop(self) -> None:
+        _stop(self.mlflow, signal.SIGTERM, 20, group=True)
+        _stop(self.postgres, signal.SIGINT, 30)  # SIGINT = PostgreSQL's "fast" shutdown
+        self.mlflow = self.postgres = None
+        if not self.keep and self.folder and self.folder.exists():
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> "TrackingServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.tracking_server", description=__doc__.splitlines()[0])
+    ap.add_argument("--folder", help="keep the database and artifacts here (default: a temp folder, dropped at exit)")
+    ap.add_argument("--port", type=int, help="MLflow server port on 127.0.0.1 (default: a free one)")
+    ap.add_argument("--workers", type=int, default=2, help="MLflow server worker processes (default 2)")
+    args = ap.parse_args(argv)
+    if args.port is not None and not 0 < args.port < 65536:
+        print(f"normlab: --port: must be 1..65535 (got {args.port})", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print(f"normlab: --workers: must be >= 1 (got {args.workers})", file=sys.stderr)
+        return 2
+    os.environ.update(QUIET_ENV)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda s, f: stop.append(s))
+    server = TrackingServer(args.folder, args.port, args.workers)
+    try:
+        uri = server.start()
+        print(f"MLFLOW_TRACKING_URI={uri}", flush=True)
+        print(f"  export MLFLOW_TRACKING_URI={uri}   # then: python -m pipeline.grid ...; Ctrl-C here stops the "
+              f"server (data in {server.folder}{'' if args.folder else ', dropped at exit'})", file=sys.stderr, flush=True)
+        while not stop and server.mlflow.poll() is None and server.postgres.poll() is None:
+            time.sleep(0.5)
+    except ServerError as err:
+        print(f"normlab: tracking server: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
