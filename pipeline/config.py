@@ -187,7 +187,7 @@ class TrackingSettings(_Strict):
 
 
 class ReportSettings(_Strict):
-    """Every threshold of pipeline/outcomes.py and pipeline/claims.py: the same object feeds the
+    """Every threshold of pipeline/outcomes.py and pipeline/claims/: the same object feeds the
     logic and the rule text the report prints, so the two cannot drift apart."""
     # member status, against baselines fixed before training (pipeline/outcomes.py)
     blowup_w_factor: float = Field(10.0, gt=1.0)    # blew_up: some layer's ||W_T|| / ||W_0|| above this
@@ -198,7 +198,7 @@ class ReportSettings(_Strict):
     target_smooth: int = Field(10, gt=0)            # mini-batch losses in the trailing mean for the target
     alpha_from: float = Field(0.5, ge=0.0, lt=1.0)  # growth exponent alpha fitted over steps t >= this x T
     alpha_min_points: int = Field(5, ge=2)          # fewer logged points in that window: alpha is NaN
-    # verdicts (pipeline/claims.py)
+    # verdicts (pipeline/claims/)
     alpha_unbounded: float = Field(0.5, gt=0.0)     # claim 2: alpha's CI above this (a random walk's 1/2) = unbounded growth
     identity_rtol: float = Field(1e-5, gt=0.0)      # identity checks: relative tolerance, x (1 + rms b) for claim 1
     trajectory_rtol: float = Field(1e-3, gt=0.0)    # claim 5: bn vs bn_nobias relative loss gap allowed ...

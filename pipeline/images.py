@@ -1,7 +1,8 @@
 """Image data sets as float32 [N, C, H, W] in [0, 1] and int64 labels, read from disk only.
 
 `digits_images`: scikit-learn's bundled digits as 1x8x8 (pixels / 16; no download).
-`mnist`, `fashion_mnist`: the IDX files (raw or .gz) under <root>/MNIST/raw, <root>/FashionMNIST/raw.
+`mnist`, `fashion_mnist`: the IDX files (raw or .gz) under <root>/MNIST/raw, <root>/FashionMNIST/raw
+(root relative to the working directory, else to the repository).
 `cifar10`: the pickled batches under <root>/cifar-10-batches-py (data_batch_1..5, test_batch).
 The layout and formats are torchvision's, so its downloads work; nothing here downloads
 (python -m pipeline.fetch_data does). A missing or damaged file is one ConfigError line
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import ConfigError, DatasetSettings
+from pipeline.config import REPO_ROOT, ConfigError, DatasetSettings
 from pipeline.fetch_data import SETS, hint
 
 _IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes (the only one these sets use)
@@ -53,7 +54,7 @@ class _ArraysOnly(pickle.Unpickler):
 
     ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.numeric", "_frombuffer"),
-               ("numpy._core.numeric", "_frombuffer")}
+               ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}  # protocol 2 writes bytes via _codecs
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -113,7 +114,8 @@ def load_images(cfg: DatasetSettings, key: str, test: bool = False):
         digits = load_digits()
         x, y = _first(n, digits.images[:, None] / 16.0, digits.target)
         return x.astype(np.float32), y.astype(np.int64)
-    folder = Path(cfg.root) / SETS[cfg.kind]["folder"]
+    root = Path(cfg.root) if Path(cfg.root).exists() else REPO_ROOT / cfg.root  # as a csv path: cwd, else the repository
+    folder = root / SETS[cfg.kind]["folder"]
     fetch = hint(cfg.kind, cfg.root)
     if not folder.is_dir():
         raise ConfigError(f"{key}: {cfg.kind} not found: no folder {folder} (root: {cfg.root}); "

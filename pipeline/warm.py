@@ -331,7 +331,9 @@ def serve() -> int:
     srv.listen(64)
     srv.setblocking(False)
     _log(f"listening at {path} ({_threads()} thread)")
-    return _Server(srv, path, lock).loop()
+    code = _Server(srv, path, lock).loop()
+    sys.stderr.flush()
+    os._exit(code)  # nothing to finalize; tearing down torch & co. would keep `stop` waiting for seconds
 
 
 class _Server:

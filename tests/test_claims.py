@@ -73,8 +73,8 @@ def test_claim1_ignores_diverged_members():
 
 # -- claim 1b: the train/eval gap against the twin ---------------------------------------------------
 def _claim1b(det_gap, twin_gap=0.0, variant="center_detached", twin="center", **kw):
-    return seeds(variant, {"loss_gap": noise(det_gap, seed=1)}, **kw) + \
-        seeds(twin, {"loss_gap": noise(twin_gap, seed=2)}, **kw)
+    return seeds(variant, {"loss_gap": noise(det_gap, seed=1), "acc_gap": noise(det_gap / 5, seed=3)}, **kw) + \
+        seeds(twin, {"loss_gap": noise(twin_gap, seed=2), "acc_gap": noise(twin_gap / 5, seed=4)}, **kw)
 
 
 def test_claim1b_flips_with_the_excess_gap():
@@ -87,6 +87,22 @@ def test_claim1b_flips_with_the_excess_gap():
     v = judge("claim1b", _claim1b(0.5))
     assert v.figure == "train_eval_gap" and "eval mode" in v.evidence and "train mode" in v.evidence
     assert all(e.n == 5 for e in v.endpoints)
+
+
+def test_a_lone_hit_among_many_comparisons_is_not_beyond_chance():
+    from pipeline.claims import beyond_chance
+
+    assert beyond_chance(1, 1, 0.95) and not beyond_chance(0, 1, 0.95)
+    assert not beyond_chance(1, 20, 0.95) and beyond_chance(3, 20, 0.95)  # P(X >= 3 | 20, 0.025) = 0.014
+    # claim 1b on six lrs (12 decided comparisons) where only one shows an excess: chance could do that
+    def lrs(hits):
+        rows = []
+        for i, lr in enumerate([0.01, 0.03, 0.1, 0.3, 1.0, 3.0]):
+            gap = noise(0.5, seed=i) if i < hits else [0.0] * len(SEEDS)
+            rows += seeds("center_detached", {"loss_gap": gap}, lr=lr) + seeds("center", lr=lr)
+        return rows
+    assert judge("claim1b", lrs(1)).status == NOT_SHOWN
+    assert judge("claim1b", lrs(2)).status == HOLDS
 
 
 def test_claim1b_compares_only_variants_trained_on_batch_statistics():

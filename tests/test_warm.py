@@ -1,9 +1,15 @@
-"""The warm-start path: a forked child of the server does exactly what a cold process does."""
+"""The warm-start path: a forked child of the server does exactly what a cold process does.
+
+    .venv/bin/python -m pytest -q tests/test_warm.py
+"""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,31 +22,51 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _cli(args, env):
-    return subprocess.run([sys.executable, "-m", "pipeline.train", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+def _cli(module, args, env):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
-def test_warm_child_matches_cold_process_and_passes_errors_through(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(BASE, sort_keys=False))
-    env = {**os.environ, "NORMLAB_WARM": "1", "NORMLAB_WARM_IDLE": "30"}
-    common = ["--params", str(params), "--dataset", "synthetic", "--no-track"]
-    cold = _cli([*common, "--variant", "bn", "--out", str(tmp_path / "cold")], {**env, "NORMLAB_WARM": "0"})
-    assert cold.returncode == 0, cold.stderr
-    _cli(["--help"], env)  # the first call of a checkout starts the server
-    for _ in range(120):
-        status = subprocess.run([sys.executable, "-m", "pipeline.warm", "status"], cwd=ROOT, env=env,
-                                capture_output=True, text=True).stdout
-        if " up " in status:
-            break
-        time.sleep(0.5)
-    assert " up " in status
-    warm = _cli([*common, "--variant", "bn", "--out", str(tmp_path / "warm")], env)
-    assert warm.returncode == 0, warm.stderr
-    for f in ("history.parquet", "summary.json", "config.json"):
-        assert (tmp_path / "cold" / f).read_bytes() == (tmp_path / "warm" / f).read_bytes(), f
-    bad = _cli([*common, "--variant", "nope", "--out", str(tmp_path / "bad")], env)
-    assert bad.returncode == 2
-    assert bad.stderr.strip().startswith("normlab: --variant: unknown variant 'nope'")
-    assert not (tmp_path / "bad").exists()
+def test_warm_child_matches_cold_process_and_passes_errors_through():
+    tmp = Path(tempfile.mkdtemp(prefix="nw", dir="/tmp"))  # the server's private folder goes in here
+    server = 0
+    try:
+        params = tmp / "params.yaml"
+        params.write_text(yaml.safe_dump(BASE, sort_keys=False))
+        env = {**{k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}, "TMPDIR": str(tmp),
+               "NORMLAB_WARM": "1", "NORMLAB_WARM_IDLE": "120"}
+        common = ["--params", str(params), "--dataset", "synthetic", "--no-track", "--variant", "bn"]
+        cold = _cli("pipeline.train", [*common, "--out", str(tmp / "cold")], {**env, "NORMLAB_WARM": "0"})
+        assert cold.returncode == 0, cold.stderr
+        first = _cli("pipeline.train", [*common, "--out", str(tmp / "first")], env)  # trains cold, starts a server
+        assert first.returncode == 0, first.stderr
+        for _ in range(600):
+            status = _cli("pipeline.warm", ["status"], env)
+            if status.returncode == 0:
+                break
+            time.sleep(0.5)
+        assert " up (pid " in status.stdout, status.stdout + status.stderr
+        server = int(status.stdout.split("(pid ")[1].split(")")[0])
+        log = Path(status.stdout.strip().rsplit(" at ", 1)[1]).with_suffix(".log")
+        warm = _cli("pipeline.train", [*common, "--out", str(tmp / "warm")], env)
+        assert warm.returncode == 0, warm.stderr
+        assert log.read_text().count(" started") == 1  # it really ran in a child of the server
+        for f in ("history.parquet", "summary.json", "config.json"):
+            cold_bytes = (tmp / "cold" / f).read_bytes()
+            assert cold_bytes == (tmp / "first" / f).read_bytes() == (tmp / "warm" / f).read_bytes(), f
+        assert oct((tmp / "warm" / "summary.json").stat().st_mode) == oct((tmp / "cold" / "summary.json").stat().st_mode)
+        bad = _cli("pipeline.train", [*common[:-1], "nope", "--out", str(tmp / "bad")], env)
+        assert bad.returncode == 2
+        assert bad.stderr.strip().startswith("normlab: --variant: unknown variant 'nope'"), bad.stderr
+        assert log.read_text().count(" started") == 2
+        assert not (tmp / "bad").exists()
+        stop = _cli("pipeline.warm", ["stop"], env)
+        assert stop.returncode == 0 and f"stopped the warm server {server}" in stop.stdout
+        assert _cli("pipeline.warm", ["status"], env).stdout.startswith("warm server down")
+    finally:
+        if server:
+            try:
+                os.kill(server, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,22 @@
+"""The seed question's claims as a registry: each states its endpoints, controls and rule before
+the data, and reads the member table (pipeline.outcomes) into a Verdict.
+
+    from pipeline.claims import REGISTRY, answer_text
+    verdicts = [c.evaluate(members, histories, params.report) for c in REGISTRY]
+    print(answer_text(verdicts))
+
+A claim's rule and controls are templates filled from the same ReportSettings object its logic
+reads (`{alpha_unbounded}` in the text is `settings.alpha_unbounded` in the code), so the printed
+rule cannot drift from the one applied. Adding a claim is adding one entry to REGISTRY.
+Measurements need an interval over seeds that excludes no-effect to "hold"; identities are
+checks of the implementation (with a control on which the same check must fail), never evidence.
+"""
+from pipeline.claims.base import (  # noqa: F401  (the names callers import from pipeline.claims)
+    CHECK_FAILED, FAILS, HOLDS, MIXED, NAN, NOT_SHOWN, PASSED, SHARED, SIGNS, STATUSES, Claim, Endpoint, Judge,
+    Verdict, _alive, _context, _count, _g, _nonzero_mean, _paired, _read_signs, _table, beyond_chance)
+from pipeline.claims.blowup import judge_blows_up  # noqa: F401
+from pipeline.claims.growth import judge_b_grows  # noqa: F401
+from pipeline.claims.identity import judge_bn_redundant, judge_loss_independent  # noqa: F401
+from pipeline.claims.inference import judge_inference_leak  # noqa: F401
+from pipeline.claims.registry import REGISTRY, answer_text  # noqa: F401
+from pipeline.claims.scaling import C3, _per_seed, judge_worse_scaling  # noqa: F401

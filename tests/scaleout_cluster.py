@@ -1,0 +1,140 @@
+"""A loopback scale-out session for tests/test_scaleout.py: run inside a network namespace that has
+only loopback, so Ray (which binds the machine's address) and every server stay on 127.0.0.1:
+
+    unshare -n bash -c 'ip link set lo up && python tests/scaleout_cluster.py --repo R --out result.json --kill'
+
+Starts PostgreSQL + an MLflow server (pipeline.tracking_server), a two-node Ray cluster (a head
+and a second node, `--num-cpus 1` each), runs `python -m pipeline.grid --executor ray` in the
+repo R, and with --kill SIGKILLs the process of the first cell seen training (its pid is in the
+runs' `normlab.proc` tag). Writes what the tests check into --out (JSON): the grid's exit code
+and output, the killed cell, every MLflow run of the experiment. Stops everything it started, by pid.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0", "NORMLAB_WARM": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM the `ray start --block` process (it stops the Ray processes it started), then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def start_ray(tmp: Path, env: dict) -> tuple[str, list[subprocess.Popen]]:
+    port = free_port()
+    common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+              "--object-store-memory", str(100 * 2**20)]
+    procs = [subprocess.Popen([str(BIN / "ray"), "start", "--head", "--port", str(port), "--include-dashboard", "false",
+                               "--temp-dir", str(tmp), *common], env=env, start_new_session=True,
+                              stdout=open(tmp.parent / "ray-head.log", "w"), stderr=subprocess.STDOUT)]
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise RuntimeError("the Ray head did not start")
+            time.sleep(0.2)
+    procs.append(subprocess.Popen([str(BIN / "ray"), "start", "--address", address, *common], env=env,
+                                  start_new_session=True, stdout=open(tmp.parent / "ray-node.log", "w"),
+                                  stderr=subprocess.STDOUT))
+    import ray
+
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        while sum(n["Alive"] for n in ray.nodes()) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the second Ray node did not join")
+            time.sleep(0.2)
+    finally:
+        ray.shutdown()
+    return address, procs
+
+
+def runs_of(client, experiment: str) -> list[dict]:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [{"id": r.info.run_id, "status": r.info.status, "name": r.info.run_name, "tags": dict(r.data.tags)}
+            for r in client.search_runs([exp.experiment_id], max_results=5000)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--kill", action="store_true")
+    args = ap.parse_args()
+    os.environ.update(QUIET)
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking_server import TrackingServer
+
+    result: dict = {"killed": None}
+    work = Path(tempfile.mkdtemp(prefix="so-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    os.chmod(work, 0o755)  # the postgres account reaches its data folder inside
+    ray_procs: list[subprocess.Popen] = []
+    server = TrackingServer(work / "server", workers=2)
+    try:
+        t0 = time.monotonic()
+        uri = server.start()
+        result["server_start_s"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        address, ray_procs = start_ray(work / "r", env)
+        result["ray_start_s"] = time.monotonic() - t0
+        client = MlflowClient(uri)
+        t0 = time.monotonic()
+        grid = subprocess.Popen([sys.executable, "-m", "pipeline.grid", "--executor", "ray", "--address", address],
+                                cwd=args.repo, env={**env, "PATH": f"{BIN}:{os.environ['PATH']}"},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while args.kill and grid.poll() is None and result["killed"] is None:
+            exp = client.get_experiment_by_name("normlab")
+            running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and "
+                                         "tags.`normlab.kind` = 'member'") if exp else []
+            for run in running:
+                host, pid, _ = run.data.tags["normlab.proc"].rsplit(":", 2)
+                os.kill(int(pid), signal.SIGKILL)  # the Ray worker process training this cell
+                result["killed"] = {"cell": run.data.tags["cell"], "pid": int(pid)}
+                break
+            time.sleep(0.1)
+        out, err = grid.communicate(timeout=900)
+        result.update(rc=grid.returncode, stdout=out, stderr=err, grid_s=time.monotonic() - t0,
+                      runs=runs_of(client, "normlab"))
+    finally:
+        for proc in reversed(ray_procs):
+            stop(proc)
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
