@@ -301,8 +301,9 @@ def cell_settings(params: Params, variant: str, dataset: str) -> CellSettings:
         raise ConfigError(f"datasets.{dataset}.path: under `dvc repro` a csv must lie in data/ (the train stages' "
                           f"dependency), got {ds.path}; move or link it there")
     v = params.variants[variant]
-    if v.norm == "groupnorm" and params.model.width % v.groups:
-        raise ConfigError(f"variants.{variant}.groups: must divide model.width={params.model.width} (got {v.groups})")
+    if v.norm == "groupnorm" and params.model.units % v.groups:
+        what = "model.channels" if params.model.kind == "cnn" else "model.width"
+        raise ConfigError(f"variants.{variant}.groups: must divide {what}={params.model.units} (got {v.groups})")
     return CellSettings(variant_name=variant, dataset_name=dataset, variant=v, dataset=ds,
                         model=params.model, optim=params.optim, train=params.train,
                         tracking=params.tracking)

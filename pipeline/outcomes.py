@@ -11,7 +11,7 @@ and its own full-training-set loss at initialization -- never against its own ea
   fixed_loss  the loss cannot move by construction (only b trains under detached batch centering:
             the bias-only toy), so "trained" means nothing
   blew_up   finite, but some layer's ||W_T|| / ||W_0|| > report.blowup_w_factor, or its
-            ||b_T - b_0|| / sqrt(width) (rms drift per unit) > report.blowup_b_rms
+            ||b_T - b_0|| / sqrt(units) (rms drift per unit or channel) > report.blowup_b_rms
   failed    final full-set training-mode loss > trained_loss_ratio * min(initial full-set loss, ln C),
             or training-mode accuracy < 1/C + trained_acc_margin: at or near chance (a missing
             final evaluation also counts: no evidence of training is not training)
@@ -180,7 +180,9 @@ def member_table(summaries: list[dict], histories: dict[str, pd.DataFrame], sett
     rows = []
     for s in summaries:
         cfg = _config(s, configs)
-        var, width = cfg["variant"], float(cfg["model"]["width"])
+        # units per hidden layer: b has one entry per unit (mlp) or per channel (cnn)
+        mcfg = cfg["model"]
+        var, width = cfg["variant"], float(mcfg["channels"] if mcfg.get("kind") == "cnn" else mcfg["width"])
         hist = dict(tuple(histories[s["cell"]].groupby("member"))) if s["cell"] in histories else {}
         cell = {k: s.get(k, float("nan")) for k in CELL_KEYS}
         if not np.isfinite(cell["chance_loss"]) and np.isfinite(cell["classes"]):

@@ -44,13 +44,14 @@ def stop(proc: subprocess.Popen, grace: float = 30) -> None:
             proc.wait(10)
 
 
-def start_ray(tmp: Path, env: dict) -> tuple[str, list[subprocess.Popen]]:
+def start_ray(tmp: Path, env: dict, procs: list[subprocess.Popen]) -> str:
+    """A head and a second node; `procs` gets each `ray start --block` as it starts (so it is stopped)."""
     port = free_port()
     common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
               "--object-store-memory", str(100 * 2**20)]
-    procs = [subprocess.Popen([str(BIN / "ray"), "start", "--head", "--port", str(port), "--include-dashboard", "false",
+    procs.append(subprocess.Popen([str(BIN / "ray"), "start", "--head", "--port", str(port), "--include-dashboard", "false",
                                "--temp-dir", str(tmp), *common], env=env, start_new_session=True,
-                              stdout=open(tmp.parent / "ray-head.log", "w"), stderr=subprocess.STDOUT)]
+                              stdout=open(tmp.parent / "ray-head.log", "w"), stderr=subprocess.STDOUT))
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -74,7 +75,7 @@ def start_ray(tmp: Path, env: dict) -> tuple[str, list[subprocess.Popen]]:
             time.sleep(0.2)
     finally:
         ray.shutdown()
-    return address, procs
+    return address
 
 
 def runs_of(client, experiment: str) -> list[dict]:
@@ -83,6 +84,20 @@ def runs_of(client, experiment: str) -> list[dict]:
         return []
     return [{"id": r.info.run_id, "status": r.info.status, "name": r.info.run_name, "tags": dict(r.data.tags)}
             for r in client.search_runs([exp.experiment_id], max_results=5000)]
+
+
+def leftovers(work: Path, sessions: set[int]) -> list[str]:
+    """Processes still alive that we started: a command line naming our folder, or in one of our sessions."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            sid = int(stat.read_text().rsplit(")", 1)[1].split()[3])
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(stat.parent.name) != os.getpid() and (sid in sessions or str(work) in cmd):
+            found.append(f"{stat.parent.name}: {cmd[:120]}")
+    return found
 
 
 def main() -> int:
@@ -101,13 +116,19 @@ def main() -> int:
     os.chmod(work, 0o755)  # the postgres account reaches its data folder inside
     ray_procs: list[subprocess.Popen] = []
     server = TrackingServer(work / "server", workers=2)
+    sessions: set[int] = set()
+    grid = None
+    server_pids = lambda: {p.pid for p in (server.mlflow, server.postgres) if p is not None}  # noqa: E731
     try:
         t0 = time.monotonic()
-        uri = server.start()
+        try:
+            uri = server.start()
+        finally:
+            sessions |= server_pids()
         result["server_start_s"] = time.monotonic() - t0
         t0 = time.monotonic()
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-        address, ray_procs = start_ray(work / "r", env)
+        address = start_ray(work / "r", env, ray_procs)
         result["ray_start_s"] = time.monotonic() - t0
         client = MlflowClient(uri)
         t0 = time.monotonic()
@@ -128,9 +149,15 @@ def main() -> int:
         result.update(rc=grid.returncode, stdout=out, stderr=err, grid_s=time.monotonic() - t0,
                       runs=runs_of(client, "normlab"))
     finally:
+        if grid is not None and grid.poll() is None:  # the test failed midway: the driver goes first
+            grid.kill()
+            grid.wait(30)
+        sessions |= {p.pid for p in ray_procs}
         for proc in reversed(ray_procs):
             stop(proc)
         server.stop()
+        time.sleep(1)
+        result["leftovers"] = leftovers(work, sessions)
         shutil.rmtree(work, ignore_errors=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
     return 0

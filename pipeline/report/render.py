@@ -129,7 +129,8 @@ def markdown(ctx: ReportContext) -> str:
           f"({len(p.grid.variants)} variants x {len(p.grid.datasets)} data sets; {len(ctx.excluded)} excluded), "
           f"{n_members} members each (lrs {', '.join(f'{x:g}' for x in p.optim.lrs)} x {len(p.optim.seeds)} seeds), "
           f"{p.train.steps} {p.optim.name.upper()} steps, batch {p.optim.batch_size}, "
-          f"MLP {p.model.depth}x{p.model.width} {p.model.activation}.", "", MODES, "",
+          + (f"CNN {p.model.depth} blocks x {p.model.channels} channels" if p.model.kind == "cnn"
+           else f"MLP {p.model.depth}x{p.model.width}") + f" {p.model.activation}.", "", MODES, "",
           f"The variants, what each claim predicts, the endpoints and rules: {_science_link(ctx.out)}.", "",
           "## The answer", "", ctx.answer, "", "## Verdicts", "",
           "| # | claim | kind | status | figure |", "|---|---|---|---|---|"]
