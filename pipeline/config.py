@@ -202,7 +202,7 @@ class ReportSettings(_Strict):
     alpha_unbounded: float = Field(0.5, gt=0.0)     # claim 2: alpha's CI above this (a random walk's 1/2) = unbounded growth
     identity_rtol: float = Field(1e-5, gt=0.0)      # identity checks: relative tolerance, x (1 + rms b) for claim 1
     trajectory_rtol: float = Field(1e-3, gt=0.0)    # claim 5: bn vs bn_nobias relative loss gap allowed ...
-    trajectory_frac: float = Field(0.1, gt=0.0, le=1.0)  # ... over this first fraction of the steps
+    trajectory_steps: int = Field(10, gt=0)  # ... over this many first steps (later, chaotic dynamics amplify rounding)
     min_members: int = Field(3, ge=2)               # fewer paired seeds than this in a comparison: not decided
     ci_level: float = Field(0.95, gt=0.5, lt=1.0)   # level of every interval over seeds
     bootstrap: int = Field(2000, ge=100)            # paired-bootstrap resamples (RNG seed 0: repeatable)

@@ -146,9 +146,9 @@ def _from_history(h: pd.DataFrame, row: dict, layers: list[str], width: float, s
     return out
 
 
-def _nobias_gaps(t: pd.DataFrame, summaries, histories, frac: float) -> pd.DataFrame:
+def _nobias_gaps(t: pd.DataFrame, summaries, histories, early_steps: int) -> pd.DataFrame:
     """For a variant V whose twin V_nobias (the same without b) is in the grid: per member, the
-    max |loss_V - loss_V_nobias| / |loss at step 0| over the first `frac` of steps and over the run."""
+    max |loss_V - loss_V_nobias| / |loss at step 0| over the first `early_steps` steps and over the run."""
     t["loss_gap_nobias_early"] = np.nan
     t["loss_gap_nobias"] = np.nan
     by_name = {(s["variant"], s["dataset"]): s for s in summaries}
@@ -169,7 +169,7 @@ def _nobias_gaps(t: pd.DataFrame, summaries, histories, frac: float) -> pd.DataF
             gap = (both.iloc[:, 0] - both.iloc[:, 1]).abs() / max(abs(both.iloc[0, 0]), 1e-12)
             sel = (t["cell"] == s["cell"]) & (t["member"] == m["member"])
             t.loc[sel, "loss_gap_nobias"] = float(gap.max())
-            t.loc[sel, "loss_gap_nobias_early"] = float(gap[gap.index <= max(1, frac * s["steps"])].max())
+            t.loc[sel, "loss_gap_nobias_early"] = float(gap[gap.index < early_steps].max())
     return t
 
 
@@ -220,7 +220,7 @@ def member_table(summaries: list[dict], histories: dict[str, pd.DataFrame], sett
     t["status"] = classify(t, settings)
     t["blown"] = t["status"].isin(["diverged", "blew_up"])  # claim 4's "blows up": either reading
     t["trained"] = t["status"] == "trained"
-    return _nobias_gaps(t, summaries, histories, settings.trajectory_frac)
+    return _nobias_gaps(t, summaries, histories, settings.trajectory_steps)
 
 
 def largest_trained_lr(table: pd.DataFrame) -> pd.DataFrame:

@@ -13,9 +13,11 @@ $TMPDIR or /tmp + /normlab-<uid>), checked with lstat (ours, mode 0700, no symli
 every use; on any doubt the caller runs cold after one warning line. The client checks the
 socket's owner and the server's uid (SO_PEERCRED), the server each client's uid. Requests
 are at most 1 MiB and must arrive within 10 s; the server is one thread (a poll loop), so no
-client can block another and no fork happens while threads run. The socket's name carries a
-fingerprint of the training modules, the interpreter and the installed packages, so edited
-code or a `pip install` never runs in an old server; an idle server exits after
+client can block another and no fork happens while threads run (it refuses to fork, and the
+caller runs cold, if an import ever starts one). `stop` ends running children (SIGTERM, then
+SIGKILL) before it answers; a child dies with its server. The socket's name carries a
+fingerprint of every module under pipeline/, the interpreter and the installed packages, so
+edited code or a `pip install` never runs in an old server; an idle server exits after
 NORMLAB_WARM_IDLE seconds (default 300). NORMLAB_WARM=0 turns all of it off;
 NORMLAB_WARM_DEBUG=N makes a child dump its stack and exit after N seconds (to find a hang).
 
@@ -465,12 +467,13 @@ class _Server:
             self.stoppers.append(conn)
             self.stopping = True
             return
+        server_pid = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: keeps only the caller's stdin/stdout/stderr, never returns here
             code = 1
             try:
                 self._forget(conn)
-                code = _child(req, fds, os.getppid())
+                code = _child(req, fds, server_pid)
             except BaseException:  # noqa: BLE001 - a child must never run the server's loop
                 import traceback
 
@@ -609,6 +612,7 @@ def _child(req: dict, fds: list[int], server_pid: int) -> int:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
+    sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())  # as a fresh process on this fd would be
     os.umask(req["umask"])
     os.environ.clear()
     os.environ.update(req["env"])

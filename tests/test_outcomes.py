@@ -131,12 +131,13 @@ def test_the_bias_only_toy_is_na_and_gets_no_largest_lr():
 def test_bn_vs_nobias_loss_gap_is_paired_by_lr_and_seed():
     a, ha = _cell("bn-synthetic", [_member(0, 0.1, 0)], [_history(0, 0.1, 0, loss=np.linspace(2, 1, 501))], norm="bn")
     loss_b = np.linspace(2, 1, 501)
-    loss_b[10] += 0.02  # an early gap of 1% of the initial loss
+    loss_b[5] += 0.02  # an early gap of 1% of the initial loss (within the first trajectory_steps)
+    loss_b[300] += 0.06  # a late one of 3%: counted over the run, not in the early check
     b, hb = _cell("bn_nobias-synthetic", [_member(0, 0.1, 0)], [_history(0, 0.1, 0, loss=loss_b)], norm="bn")
     cfgs = {"bn-synthetic": _config(norm="bn"), "bn_nobias-synthetic": _config(norm="bn")}
     t = member_table([a, b], {"bn-synthetic": ha, "bn_nobias-synthetic": hb}, S, cfgs)
     bn = t[t["variant"] == "bn"].iloc[0]
-    assert bn["loss_gap_nobias_early"] == pytest.approx(0.01) and bn["loss_gap_nobias"] == pytest.approx(0.01)
+    assert bn["loss_gap_nobias_early"] == pytest.approx(0.01) and bn["loss_gap_nobias"] == pytest.approx(0.03)
     assert np.isnan(t[t["variant"] == "bn_nobias"].iloc[0]["loss_gap_nobias"])
 
 

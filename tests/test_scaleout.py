@@ -133,8 +133,20 @@ def kill_first_training_cell(d: Path, proc: subprocess.Popen, sig=signal.SIGKILL
 
 
 @pytest.fixture(scope="module")
-def sequential(tmp_path_factory):
-    d = make_repo(tmp_path_factory.mktemp("seq"))
+def template(tmp_path_factory):
+    """One snapshot of the code: the sequential and the parallel repos are copies of it (the working
+    tree may change while the tests run)."""
+    return make_repo(tmp_path_factory.mktemp("template") / "repo")
+
+
+def clone(template: Path, d: Path) -> Path:
+    shutil.copytree(template, d, symlinks=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def sequential(template, tmp_path_factory):
+    d = clone(template, tmp_path_factory.mktemp("seq") / "repo")
     dvcp.dvc(d, "repro")
     return d
 
@@ -241,8 +253,8 @@ def test_returned_cell_with_wrong_bytes_or_names_is_refused_and_nothing_written(
 
 # -- local executor: warm worker processes ------------------------------------------------------------
 @pytest.mark.slow
-def test_local_executor_matches_sequential_repro_with_a_worker_killed(sequential, tmp_path):
-    par = make_repo(tmp_path / "par")
+def test_local_executor_matches_sequential_repro_with_a_worker_killed(template, sequential, tmp_path):
+    par = clone(template, tmp_path / "par")
     proc = grid(par, "--jobs", "2")
     killed = kill_first_training_cell(par, proc)
     out, err = proc.communicate(timeout=900)
@@ -305,11 +317,11 @@ def _netns_reason() -> str | None:
 
 
 @pytest.mark.slow
-def test_ray_two_nodes_postgres_server_worker_killed(sequential, tmp_path):
+def test_ray_two_nodes_postgres_server_worker_killed(template, sequential, tmp_path):
     reason = _netns_reason()
     if reason:
         pytest.skip(reason)
-    par = make_repo(tmp_path / "par")
+    par = clone(template, tmp_path / "par")
     result_file = tmp_path / "result.json"
     cmd = (f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'scaleout_cluster.py'} "
            f"--repo {par} --out {result_file} --kill")

@@ -370,6 +370,23 @@ def test_socket_and_folder_are_private_even_under_umask_000(server):
     assert stat.S_IMODE(os.lstat(sock.parent).st_mode) == 0o700
     for suffix in (".lock", ".log"):
         assert stat.S_IMODE(os.lstat(sock.with_suffix(suffix)).st_mode) == 0o600
+    assert "(1 thread)" in sock.with_suffix(".log").read_text()  # imports started no thread: forks are safe
+
+
+def test_no_fork_while_another_thread_runs():
+    """Before: the server forked with OpenBLAS, jemalloc and Lightning threads running."""
+    probe = textwrap.dedent(f"""
+        import threading
+        from pipeline import warm
+        req = {_run_request()!r}
+        print(warm._invalid(req, [0, 1, 2]))
+        done = threading.Event()
+        threading.Thread(target=done.wait).start()
+        print(warm._invalid(req, [0, 1, 2]))
+        done.set()
+        """)
+    out = subprocess.run([PY, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines() == ["None", "2 threads are running; no fork"], out.stderr
 
 
 @pytest.mark.parametrize("attack", ["garbage", "oversize", "hangup mid-request", "bad cwd", "other module",
@@ -456,6 +473,19 @@ def test_a_caller_that_goes_away_stops_its_child(server):
     assert not _alive(child)
     assert not out.exists()
     _still_serves(server, "after-orphan")
+
+
+def test_a_signal_to_the_caller_reaches_its_child(server):
+    """DVC cancelling a stage sends SIGTERM to the process it started: the caller."""
+    out = server["tmp"] / "out-sigterm"
+    caller = subprocess.Popen([PY, "-m", "pipeline.train", "--params", str(_params(server["tmp"], 20000)),
+                               "--dataset", "synthetic", "--variant", "bn", "--no-track", "--out", str(out)],
+                              cwd=ROOT, env=server["env"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = _wait_child(server["pid"])
+    caller.send_signal(signal.SIGTERM)
+    assert caller.wait(timeout=120) == 130  # the child's own exit code, passed through
+    assert not _alive(child) and not out.exists()
+    _still_serves(server, "after-sigterm")
 
 
 def _wait_child(server_pid: int) -> int:

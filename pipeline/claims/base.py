@@ -118,13 +118,20 @@ def beyond_chance(k: int, n: int, level: float) -> bool:
     return k > 0 and float(binom.sf(k - 1, n, (1 - level) / 2)) < 1 - level
 
 
+def informative(e: Endpoint) -> bool:
+    """A comparison whose every pair agreed exactly (interval [0, 0]) cannot miss 0 by chance:
+    it does not count in the family a count of hits is judged against."""
+    return not (e.lo == 0 and e.hi == 0)
+
+
 def _read_signs(decided: list[Endpoint], level: float) -> tuple[str, int, int]:
     """Effects are oriented so that + is the claim's direction: holds if more intervals lie above 0
-    than chance would put there (beyond_chance), does not hold if the same is true below 0, mixed if
-    both, not shown if neither."""
+    than chance would put there among the informative comparisons (beyond_chance), does not hold if
+    the same is true below 0, mixed if both, not shown if neither."""
+    n = sum(informative(e) for e in decided)
     up = sum(e.lo > 0 for e in decided)
     down = sum(e.hi < 0 for e in decided)
-    up_sig, down_sig = beyond_chance(up, len(decided), level), beyond_chance(down, len(decided), level)
+    up_sig, down_sig = beyond_chance(up, n, level), beyond_chance(down, n, level)
     status = MIXED if up_sig and down_sig else HOLDS if up_sig else FAILS if down_sig else NOT_SHOWN
     return status, up, down
 
@@ -145,5 +152,6 @@ SHARED = ("Intervals: {ci_level_text} over seeds (Student t for means, paired bo
           "and with 5 seeds the intervals are wide.")
 SIGNS = ("holds if more decided intervals lie above 0 than chance would put there (with no effect, each "
          "misses 0 on one side with probability (1 - {ci_level_text}) / 2: the count must have a binomial tail "
-         "below 1 - {ci_level_text}; one comparison alone counts, of twenty it takes three), does not hold if the "
+         "below 1 - {ci_level_text} among the informative comparisons -- those whose pairs did not all agree "
+         "exactly; one comparison alone counts, of twenty it takes three), does not hold if the "
          "same is true below 0, mixed if both, not shown at this scale if neither. ")

@@ -168,7 +168,7 @@ def fig_bn_vs_nobias(data: FigureData) -> list[Drawn]:
         for lr in sorted(agg.index.get_level_values(0).unique()):
             ax.plot(agg.loc[lr].index, agg.loc[lr].to_numpy(), color=colours[lr], lw=1.1, label=f"lr {lr:g}")
         ax.axhline(data.params.report.trajectory_rtol, color="k", ls="--", lw=0.8)
-        ax.axvline(data.params.report.trajectory_frac * data.params.train.steps, color="grey", ls=":", lw=0.8)
+        ax.axvline(data.params.report.trajectory_steps, color="grey", ls=":", lw=0.8)
         ax.set(yscale="log", title=ds, xlabel="step")
     axes[0][0].set_ylabel("|loss bn - loss bn_nobias| / loss_0\n(mini-batch, training mode)")
     axes[0][-1].legend(fontsize=7)
