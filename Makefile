@@ -1,12 +1,27 @@
 # Two commands on a fresh clone (each builds .venv first if it is missing or stale):
 #   make repro   run the whole study: `dvc repro` on params.yaml, then reports/report.md
 #   make test    run the test suite (unit + end-to-end through dvc and MLflow)
+# Scale-out (docs/scale-out.md):
+#   make grid JOBS=2                                the stale cells on 2 warm worker processes, then the report
+#   make grid EXECUTOR=ray ADDRESS=10.0.0.5:6379    the same on a Ray cluster (MLFLOW_TRACKING_URI=http://...)
+#   make server                                     PostgreSQL + an MLflow server on 127.0.0.1 (Ctrl-C stops both)
+#   make bench-scaleout                             local executor vs dvc repro; tracking server vs SQLite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test test-fast bench ui
+JOBS     ?= 2
+EXECUTOR ?= local
+ADDRESS  ?=
+SERVER_DIR ?= .mlflow-server
+
+# no usage telemetry from anything started here (MLflow, DVC's and Ray's own switches)
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: repro test test-fast bench ui grid server bench-scaleout
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,3 +43,13 @@ bench: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+grid: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.grid --executor $(EXECUTOR) --jobs $(JOBS) \
+		$(if $(ADDRESS),--address $(ADDRESS))
+
+server: $(STAMP)
+	$(BIN)/python -m pipeline.tracking_server --folder $(SERVER_DIR)
+
+bench-scaleout: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.tracking_bench

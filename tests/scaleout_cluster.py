@@ -91,7 +91,10 @@ def leftovers(work: Path, sessions: set[int]) -> list[str]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            sid = int(stat.read_text().rsplit(")", 1)[1].split()[3])
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            sid = int(fields[3])
+            if fields[0] == "Z":  # a zombie is dead already, only not yet reaped by its new parent
+                continue
             cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, IndexError, ValueError):
             continue

@@ -57,8 +57,9 @@ def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, ve
         step(f"figure {name!r} declared by a claim has no drawer in pipeline/report/figures.py; the report says so")
 
     step("rendering report.md, report.html")
+    hashes = {c.summary["cell"]: records.outputs_hash(c.folder) for c in grid.cells}
     ctx = render.ReportContext(params, out, grid.summaries, grid.excluded, verdicts, answer, written, drawn,
-                               unknown, cell_runs)
+                               unknown, hashes)
     text = render.markdown(ctx)
     (tmp / "report.md").write_text(text)
     (tmp / "report.html").write_text(render.to_html(text, tmp))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+
 from pipeline.config import REPO_ROOT, Params
 
 MODES = ("Every loss says its mode: **training mode** = the normalization uses the mini-batch's statistics "
@@ -41,7 +42,7 @@ class ReportContext:
     tables: dict[str, pd.DataFrame]
     figures: list                           # figures.Drawn
     unknown_figures: list[str]
-    cell_runs: dict[str, str | None] | None = None  # cell -> MLflow run id (None: no run); None: not tracked
+    outputs_hashes: dict[str, str] = field(default_factory=dict)  # cell -> records.outputs_hash of its folder
     notes: list[str] = field(default_factory=list)
 
 
@@ -72,17 +73,30 @@ def _science_link(out: Path) -> str:
     return "`docs/science.md` (in the repository)"
 
 
+MAX_ENDPOINT_ROWS = 12  # endpoints listed per verdict in the markdown
+
+
 def _endpoints(v) -> str:
     if not v.endpoints:
         return "_No endpoint could be computed (too few surviving members)._"
     def finite(x) -> bool:
         return isinstance(x, (int, float)) and math.isfinite(x)
 
+    shown, note = v.endpoints, ""
+    if len(shown) > MAX_ENDPOINT_ROWS:  # the markdown stays readable; the CSV has every row
+        missing0 = [e for e in shown if finite(e.lo) and (e.lo > 0 or e.hi < 0)]
+        shown = sorted(missing0, key=lambda e: -abs(e.effect) if finite(e.effect) else 0)[:MAX_ENDPOINT_ROWS]
+        note = (f"\n\n_{len(shown)} of {len(v.endpoints)} endpoints shown: those whose interval excludes 0, "
+                f"largest effect first (of {len(missing0)} such); every row is in "
+                f"[tables/{v.key}.csv](tables/{v.key}.csv)._")
+        if not shown:
+            return f"_None of the {len(v.endpoints)} endpoints has an interval excluding 0; every row is in " \
+                   f"[tables/{v.key}.csv](tables/{v.key}.csv)._"
     rows = [{"endpoint": e.name, "effect": f"{_num(e.effect)} {e.unit}".strip() if finite(e.effect) else "–",
              "95% CI (over seeds)": f"[{_num(e.lo)}, {_num(e.hi)}]" if finite(e.lo) or finite(e.hi) else "–",
              "n": e.n, "detail": e.detail}
-            for e in v.endpoints]
-    return md_table(pd.DataFrame(rows))
+            for e in shown]
+    return md_table(pd.DataFrame(rows)) + note
 
 
 def _figure_links(ctx: ReportContext, name: str | None) -> list[str]:
@@ -159,11 +173,14 @@ def markdown(ctx: ReportContext) -> str:
     else:
         md.append("None: every cell of the grid was made by the current params.")
     md.append("")
-    if ctx.cell_runs is not None:
+    if ctx.outputs_hashes:
+        # run ids belong to one store, not to the outputs: the report names each cell's outputs by
+        # their hash, and the parent run that wrote them carries the same hash as a tag
         md += ["## MLflow runs of the cells", "",
-               "Found by content: the parent run tagged with the hash of the cell's output files.", "",
-               md_table(pd.DataFrame([{"cell": c, "run": r or "no MLflow run found"}
-                                      for c, r in ctx.cell_runs.items()])), ""]
+               "Each cell's parent run is tagged `normlab.outputs_hash` with the hash of the files it wrote; "
+               "in `mlflow ui`, search `tags.normlab.outputs_hash = '<hash>'`. The `report` run's tag "
+               "`cell_runs` lists the runs found in the store this report was built against.", "",
+               md_table(pd.DataFrame([{"cell": c, "outputs hash": h} for c, h in ctx.outputs_hashes.items()])), ""]
     md += [*ctx.notes, "## Reproduce", "",
            "`make repro` (or `dvc repro`) regenerates this report from `params.yaml`; the report alone: "
            "`python -m pipeline.report --runs runs --out reports`. CSVs: [tables/](tables/)."]
