@@ -27,7 +27,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_any
@@ -320,13 +319,18 @@ class RayExecutor:
         self._ray = ray
         self._task = ray.remote(ray_cell)
 
+    def check(self, jobs: list[Job]) -> None:
+        """Before any task: a cell asking for a GPU on a cluster without one is one clear line."""
+        for job in jobs:
+            if wants_gpu(job.cell, self.gpus > 0) and not self.gpus:
+                raise ExecutorError(f"train.accelerator: {job.cell.train.accelerator} asks for a GPU and the Ray "
+                                    "cluster has none (ray.cluster_resources()); use accelerator: cpu or auto")
+
     def run(self, jobs: list[Job]) -> Iterator[Outcome]:
         ray = self._ray
+        self.check(jobs)
         for job in jobs:
             gpu = wants_gpu(job.cell, self.gpus > 0)
-            if gpu and not self.gpus:
-                raise ExecutorError(f"train.accelerator: {job.cell.train.accelerator} asks for a GPU and the Ray "
-                                    "cluster has none; use accelerator: cpu or auto")
             ref = self._task.options(num_cpus=max(1, job.cell.train.threads), num_gpus=1 if gpu else 0,
                                      max_retries=self.retries, retry_exceptions=False,
                                      name=f"train@{job.name}").remote(job.cell, job.name)
@@ -355,11 +359,12 @@ class RayExecutor:
         return Outcome(job, "ran")
 
     def interrupt(self) -> None:
-        """Ctrl-C: queued tasks are cancelled, running ones get a KeyboardInterrupt (runs end KILLED)."""
-        self._stopping = True
+        """Ctrl-C: queued tasks are cancelled, running ones get a KeyboardInterrupt (runs end KILLED);
+        a second Ctrl-C kills their workers (the grid then ends their runs KILLED)."""
+        force, self._stopping = self._stopping, True
         for ref in list(self._pending):
             try:
-                self._ray.cancel(ref, force=False)
+                self._ray.cancel(ref, force=force)
             except Exception:  # noqa: BLE001 - already finished
                 pass
 

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             runs_dir / records.cell_name(c.variant_name, c.dataset_name), c)}
     except RuntimeError as err:
         die(str(err))
-    from pipeline.executors import ExecutorError, Job
+    from pipeline.executors import ExecutorError, Job, RayExecutor
 
     jobs = [Job(c.name, c, runs_dir / c.name) for c in cells if c.name in stale]
     for job in jobs:  # never replace what normlab did not write
@@ -220,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     since_ms = int(time.time() * 1000)
     try:
         executor = _make_executor(args, params, cells, runs_dir) if jobs else None
+        if isinstance(executor, RayExecutor):
+            try:
+                executor.check(jobs)
+            except ExecutorError:
+                executor.close()
+                raise
     except ExecutorError as err:
         die(str(err))
     t0 = time.perf_counter()
@@ -265,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in errors:
         print(f"normlab: {line}", file=sys.stderr)
     if interrupted:
-        print(f"normlab: interrupted: cells not finished were stopped or not started (their MLflow runs ended "
+        print("normlab: interrupted: cells not finished were stopped or not started (their MLflow runs ended "
               "KILLED); finished cells are recorded", file=sys.stderr)
         return 130
     if failed or errors:
