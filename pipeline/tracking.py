@@ -1,5 +1,14 @@
 """MLflow records of a cell: one parent run per cell, one child run per member.
 
+    from pipeline.tracking import CellTracker, TrackingCallback   # used by pipeline.train.run_cell
+
+Every run carries MLflow's own context tags (mlflow.source.name/type, mlflow.source.git.commit,
+mlflow.user) and the cell's (variant, dataset, lr, seed ...). Each run records the cell's training
+split as a dataset input (name = the data set's name, MLflow's digest of the arrays). A finished
+parent run carries the cell's numbers (frac_trained, frac_diverged, frac_blew_up, best_full_loss_train,
+best_full_acc_train, largest_trained_lr: absent where no lr trained) and one figure,
+figures/b_norm_loss.png (||b|| and loss per lr, log scales). The experiment is tagged
+mlflow.experimentKind = custom_model_development, so the UI treats it as model training.
 The store is `MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo>/mlflow.db`. Metrics go
 through `MlflowClient.log_batch` in chunks of 1000 (one SQLite transaction each, ~0.3 ms a
 value instead of ~7 ms per `log_metric`), flushed by a Lightning callback every
@@ -20,7 +29,15 @@ import pytorch_lightning as pl
 
 from pipeline.config import REPO_ROOT, CellSettings, ConfigError
 
+# no usage telemetry from MLflow in anything that records runs (read when MLflow starts its client);
+# a user opts in by setting MLFLOW_DISABLE_TELEMETRY=false DO_NOT_TRACK=false (docs/ecosystem.md)
+for _key, _value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}.items():
+    os.environ.setdefault(_key, _value)
+
 BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch request
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # the UI's experiment type (its own selector sets this tag)
+EXPERIMENT_KIND = "custom_model_development"    # "model training": runs table, not the GenAI overview
+FIGURE = "figures/b_norm_loss.png"              # the cell's own figure, on its parent run
 
 
 def workspace_root(root: Path = REPO_ROOT) -> Path:
@@ -135,6 +152,8 @@ def _sqlite_init_lock(uri: str):
 def experiment_id(client, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):  # a kind the user chose in the UI stays
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     # a SQLite store keeps its artifacts beside the .db file, whatever the working directory;
     # a server decides for itself
@@ -142,7 +161,8 @@ def experiment_id(client, name: str, uri: str) -> str:
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:  # another cell created it a moment ago
         return client.get_experiment_by_name(name).experiment_id
 
@@ -204,6 +224,23 @@ class CellTracker:
         for i in range(0, len(items), 100):  # MLflow's limit of params per request
             self.client.log_batch(run_id, params=items[i:i + 100])
 
+    def log_dataset(self, features, targets) -> None:
+        """The cell's training split (the arrays the members train on) as a dataset input of every
+        run: name = the data set's name, digest = MLflow's hash of the arrays (a changed data set
+        shows as a new digest), context "train"."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        t0 = time.perf_counter()
+        try:
+            entity = mlflow.data.from_numpy(features, targets=targets, name=self.cell.dataset_name)._to_mlflow_entity()
+            inputs = [DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "train")])]
+            for run_id in [self.parent_id, *self.child_ids]:
+                self.client.log_inputs(run_id, datasets=inputs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
     def log_rows(self, member: int, rows: list[tuple[int, str, float]]) -> None:
         """rows = (step, key, value); sent in chunks of 1000 per request."""
         from mlflow.entities import Metric
@@ -235,7 +272,16 @@ class CellTracker:
             if summary is not None:
                 from mlflow.entities import Metric, RunTag
 
+                from pipeline.cell_view import cell_metrics, outcome_rule
+
                 now = int(time.time() * 1000)
+                # the cell's numbers on its parent run: the runs table sorts and compares cells by them
+                self.client.log_batch(self.parent_id, metrics=[
+                    Metric(k, v, now, 0) for k, v in cell_metrics(summary, self.cell).items()],
+                    tags=[RunTag("normlab.outcome_rule", outcome_rule())])
+                history = next((p for p in artifacts if Path(p).name == "history.parquet"), None)
+                if history is not None and Path(history).exists():
+                    self._log_figure(history)
                 for run_id, m in zip(self.child_ids, summary["members"]):  # one request per run
                     tags = [RunTag("diverged", str(m["diverged"]).lower())]
                     metrics = []
@@ -255,6 +301,15 @@ class CellTracker:
                 except Exception:  # noqa: BLE001 - closing the others matters more
                     pass
             self.seconds += time.perf_counter() - t0
+
+
+    def _log_figure(self, history_file) -> None:
+        import pandas as pd
+
+        from pipeline.cell_view import cell_figure
+
+        fig = cell_figure(pd.read_parquet(history_file), self.cell.name)
+        self.client.log_figure(self.parent_id, fig, FIGURE)
 
 
 class TrackingCallback(pl.Callback):
@@ -294,6 +349,11 @@ class TrackingCallback(pl.Callback):
         if key not in self._keys:
             self._keys[key] = any(fnmatch.fnmatchcase(key, p) for p in patterns)
         return self._keys[key]
+
+    def on_train_start(self, trainer, pl_module):
+        dm = trainer.datamodule
+        if dm is not None and getattr(dm, "x_train", None) is not None:
+            self.tracker.log_dataset(dm.x_train.numpy(), dm.y_train.numpy())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if (batch_idx + 1) % self.tracker.cell.tracking.flush_every == 0:

@@ -56,7 +56,7 @@ def judge_bn_redundant(m, hist, s):
                     "paired by data set, lr, seed")]
     ev = "; ".join(e.text() for e in eps) + "."
     if len(bn) < s.min_members or len(early) < s.min_members or len(ctrl) < s.min_members \
-            or not eps[1].effect > s.identity_rtol:
+            or not eps[1].effect > s.grad_rtol:
         return NOT_SHOWN, eps, ev + " The check could not fail here, so it is not shown.", _table(eps, set())
-    ok = eps[0].effect <= s.identity_rtol and eps[2].effect <= s.trajectory_rtol
+    ok = eps[0].effect <= s.grad_rtol and eps[2].effect <= s.trajectory_rtol
     return (PASSED if ok else CHECK_FAILED), eps, ev, _table(eps, {0, 1, 2})

@@ -127,9 +127,9 @@ REGISTRY: list[Claim] = [
            ("same status", "bn and bn_nobias members with the same data set, lr and seed")),
           "Controls: `none` and `frozen`, where b is not redundant: their |dl/db| / |dl/dW| must exceed the "
           "tolerance.",
-          "Identity: check passed if under bn every |dl/db| / |dl/dW| <= {identity_rtol} and the bn vs bn_nobias "
+          "Identity: check passed if under bn every |dl/db| / |dl/dW| <= {grad_rtol} and the bn vs bn_nobias "
           "loss gap stays <= {trajectory_rtol} over the first {trajectory_steps} steps (later, at large lr, chaotic "
-          "dynamics amplify float rounding: the whole-run gap is reported, not decisive), while the controls exceed {identity_rtol}; otherwise check failed; fewer "
+          "dynamics amplify float rounding: the whole-run gap is reported, not decisive), while the controls exceed {grad_rtol}; otherwise check failed; fewer "
           "than {min_members} members on any side: not shown. Equal member status is reported, not decisive. "
           + SHARED,
           "bn_vs_nobias",

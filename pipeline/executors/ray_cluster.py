@@ -1,0 +1,148 @@
+"""The ray executor: one Ray task per cell on any cluster (see pipeline/executors/__init__.py)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.executors.base import QUIET_ENV, ExecutorError, Job, Outcome, one_line, wants_gpu
+
+# never shipped to Ray workers: environments, records, stores, caches, reports
+RAY_EXCLUDES = [".venv", "runs", "mlruns", "mlflow.db", "mlflow.db-journal", "mlflow.db.init-lock", "mlartifacts",
+                ".dvc/cache", ".dvc/tmp", "reports", ".git", ".bench", ".mlflow-server", "*.egg-info",
+                "__pycache__", ".pytest_cache"]
+
+
+def ray_cell(cell, name: str) -> dict:
+    """Runs on a Ray worker: the cell into a temp folder of its node; its files' bytes go back."""
+    from pipeline import records
+    from pipeline.train import run_cell
+
+    tmp = Path(tempfile.mkdtemp(prefix="normlab-cell-"))
+    try:
+        out = tmp / name
+        run_cell(cell, out, progress=False)
+        meta = records.meta_path(out)
+        return {"files": {f: (out / f).read_bytes() for f in (*records.FILES, records.MARKER)},
+                "meta": meta.read_bytes() if meta.exists() else None, "node": socket.gethostname()}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_returned(out: Path, payload: dict) -> None:
+    """The driver's side: a returned cell written into `out` whole (records' temp-folder swap);
+    its bytes are checked against the outputs hash the worker recorded first."""
+    import json
+
+    from pipeline import records
+
+    files = payload["files"]
+    if set(files) != {*records.FILES, records.MARKER}:
+        raise ExecutorError(f"{out.name}: the worker returned unexpected files {sorted(files)}")
+
+    def build(tmp: Path) -> None:
+        folder = tmp / out.name
+        folder.mkdir()
+        for fname, data in files.items():
+            (folder / fname).write_bytes(data)
+        if payload.get("meta"):
+            meta = json.loads(payload["meta"])
+            if meta.get("outputs_hash") != records.outputs_hash(folder):
+                raise ExecutorError(f"{out.name}: returned files do not match the worker's outputs hash")
+            (tmp / records.meta_path(folder).name).write_bytes(payload["meta"])
+
+    records.write_tree_atomically(out.parent, build)
+
+
+def check_address(address: str) -> None:
+    """An unreachable cluster is one clear line, in seconds, before Ray's own minute of retries."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(f"--address: expected HOST:PORT of a Ray head node (got {address!r})")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ExecutorError(f"--address {address}: no Ray cluster answers there ({err.strerror or err})") from None
+
+
+class RayExecutor:
+    """One Ray task per cell on the cluster at `address` (None: RAY_ADDRESS, else a local Ray)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None, code_root: Path, retries: int = 2, excludes: list[str] = (),
+                 env: dict | None = None, local_cpus: int | None = None):
+        import ray
+
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address and address not in ("auto", "local"):
+            check_address(address)
+        self.retries, self._stopping, self._pending = retries, False, {}
+        runtime_env = {"working_dir": str(code_root), "excludes": [*RAY_EXCLUDES, *excludes],
+                       "env_vars": {**QUIET_ENV, **(env or {})}}
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="WARNING",
+                     num_cpus=None if address else local_cpus, include_dashboard=False if not address else None)
+        except Exception as exc:  # noqa: BLE001 - any failure here: the cluster is not usable
+            raise ExecutorError(f"--address {address or '(local Ray)'}: cannot join the Ray cluster "
+                                f"({one_line(exc)})") from None
+        res = ray.cluster_resources()
+        self.gpus, self.slots = int(res.get("GPU", 0)), int(res.get("CPU", 1))
+        self._ray = ray
+        self._task = ray.remote(ray_cell)
+
+    def check(self, jobs: list[Job]) -> None:
+        """Before any task: a cell asking for a GPU on a cluster without one is one clear line."""
+        for job in jobs:
+            if wants_gpu(job.cell, self.gpus > 0) and not self.gpus:
+                raise ExecutorError(f"train.accelerator: {job.cell.train.accelerator} asks for a GPU and the Ray "
+                                    "cluster has none (ray.cluster_resources()); use accelerator: cpu or auto")
+
+    def run(self, jobs: list[Job]) -> Iterator[Outcome]:
+        ray = self._ray
+        self.check(jobs)
+        for job in jobs:
+            gpu = wants_gpu(job.cell, self.gpus > 0)
+            ref = self._task.options(num_cpus=max(1, job.cell.train.threads), num_gpus=1 if gpu else 0,
+                                     max_retries=self.retries, retry_exceptions=False,
+                                     name=f"train@{job.name}").remote(job.cell, job.name)
+            self._pending[ref] = job
+        while self._pending:
+            done, _ = ray.wait(list(self._pending), num_returns=1, timeout=1.0)
+            for ref in done:
+                job = self._pending.pop(ref)
+                yield self._outcome(ref, job)
+
+    def _outcome(self, ref, job: Job) -> Outcome:
+        from ray import exceptions as rx
+
+        try:
+            payload = self._ray.get(ref)
+        except (rx.TaskCancelledError, KeyboardInterrupt):
+            return Outcome(job, "interrupted")
+        except rx.RayTaskError as err:
+            cause = err.cause if getattr(err, "cause", None) is not None else err
+            if isinstance(cause, KeyboardInterrupt) or self._stopping:
+                return Outcome(job, "interrupted")
+            return Outcome(job, "failed", f"{one_line(cause)}\n{str(err)[-1500:]}")
+        except rx.RayError as err:  # worker or node died on every allowed attempt
+            return Outcome(job, "failed", f"{one_line(err)} (after {self.retries + 1} attempts)", self.retries + 1)
+        write_returned(job.out, payload)
+        return Outcome(job, "ran")
+
+    def interrupt(self) -> None:
+        """Ctrl-C: queued tasks are cancelled, running ones get a KeyboardInterrupt (runs end KILLED);
+        a second Ctrl-C kills their workers (the grid then ends their runs KILLED)."""
+        force, self._stopping = self._stopping, True
+        for ref in list(self._pending):
+            try:
+                self._ray.cancel(ref, force=force)
+            except Exception:  # noqa: BLE001 - already finished
+                pass
+
+    def close(self) -> None:
+        self._ray.shutdown()

@@ -1,0 +1,126 @@
+"""A study: the same grid under several setups (depth, architecture, optimizer), one report per
+setup and a comparison of the claims across setups.
+
+    python -m pipeline.study studies/deep.yaml --jobs 2          # runs/deep/<setup>/, reports/deep/
+    python -m pipeline.study studies/paper.yaml --executor ray   # on a cluster (see README, Scale-out)
+
+A study file names a base params file and, per setup, what it changes:
+
+    params: params.yaml                 # the base
+    overrides: {train: {steps: 1000}}   # for every setup
+    setups:
+      mlp6_sgd:      {model: {depth: 6}}
+      mlp6_momentum: {model: {depth: 6}, optim: {momentum: 0.9}}
+
+Each setup's merged params are validated like params.yaml (one line naming the study file and the
+key) before anything runs, written to runs/<study>/<setup>/params.yaml, trained through
+`pipeline.grid` (cells already made with the same settings are skipped) and reported into
+reports/<study>/<setup>/; then `pipeline.compare` writes reports/<study>/report.md.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+STUDY_KEYS = {"params", "overrides", "setups", "description"}
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Nested dict update: a dict merges key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_study(path: str | Path) -> tuple[str, dict[str, dict]]:
+    """(study name, setup -> merged params dict), every setup validated; ConfigError on a bad one."""
+    from pydantic import ValidationError
+
+    from pipeline.config import ConfigError, Params
+    from pipeline.params_yaml import YamlError, error_line, read_yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: study file not found")
+    try:
+        raw = read_yaml(path)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a study is a mapping with keys {', '.join(sorted(STUDY_KEYS))}")
+    extra = set(raw) - STUDY_KEYS
+    if extra:
+        raise ConfigError(f"{path}: {sorted(extra)[0]}: unknown key (allowed: {', '.join(sorted(STUDY_KEYS))})")
+    setups = raw.get("setups")
+    if not isinstance(setups, dict) or not setups:
+        raise ConfigError(f"{path}: setups: needs at least one setup (name -> what it changes)")
+    base_path = Path(raw.get("params", "params.yaml"))
+    if not base_path.is_absolute():
+        base_path = path.parent / base_path if (path.parent / base_path).exists() else base_path
+    try:
+        base = read_yaml(base_path)
+    except (YamlError, OSError) as exc:
+        raise ConfigError(f"{path}: params: {exc}") from None
+    common = raw.get("overrides") or {}
+    out = {}
+    for name, over in setups.items():
+        if not str(name).replace("_", "").replace("-", "").isalnum() or name in ("figures", "tables"):
+            raise ConfigError(f"{path}: setups.{name}: a setup name is letters, digits, - and _ "
+                              "(not figures or tables: the comparison writes those)")
+        merged = merge(merge(base, common), over or {})
+        try:
+            Params.model_validate(merged)
+        except ValidationError as err:
+            raise ConfigError(error_line(err, Params, f"{path}: setups.{name}")) from None
+        out[str(name)] = merged
+    return path.stem, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.study", description=__doc__.splitlines()[0])
+    ap.add_argument("study", help="a study file, e.g. studies/deep.yaml")
+    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="cells at once")
+    ap.add_argument("--executor", default="local", help="local | ray (as pipeline.grid)")
+    ap.add_argument("--only", nargs="*", default=None, help="run these setups only (the comparison uses all found)")
+    args = ap.parse_args(argv)
+    from pipeline.config import ConfigError, die
+
+    try:
+        name, setups = load_study(args.study)
+    except ConfigError as err:
+        die(str(err))
+    unknown = [s for s in (args.only or []) if s not in setups]
+    if unknown:
+        die(f"--only: unknown setup {unknown[0]!r} (defined: {', '.join(setups)})")
+    runs, reports = Path("runs") / name, Path("reports") / name
+    for setup, params in setups.items():
+        if args.only is not None and setup not in args.only:
+            continue
+        folder = runs / setup
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "params.yaml").write_text(f"# written by pipeline.study from {args.study}, setup {setup}\n"
+                                            + yaml.safe_dump(params, sort_keys=False))
+        print(f"== {name}/{setup}", flush=True)
+        code = subprocess.call([sys.executable, "-m", "pipeline.grid", "--executor", args.executor, "--jobs",
+                                str(args.jobs), "--params", str(folder / "params.yaml"), "--runs",
+                                str(folder / "cells"), "--report", str(reports / setup)])
+        if code:
+            print(f"normlab: study {name}: setup {setup} failed (exit {code}); later setups not run", file=sys.stderr)
+            return code
+    return subprocess.call([sys.executable, "-m", "pipeline.compare", "--study", args.study, "--reports",
+                            str(reports)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
