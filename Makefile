@@ -1,4 +1,5 @@
-# Two commands on a fresh clone (each builds .venv first if it is missing or stale):
+# `make` or `make help` lists the targets. Two commands on a fresh clone (each builds .venv first if
+# it is missing or stale):
 #   make repro   run the whole study: `dvc repro` on params.yaml, then reports/report.md
 #   make test    run the test suite (unit + end-to-end through dvc and MLflow)
 # Scale-out (docs/scale-out.md):
@@ -21,35 +22,45 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: repro test test-fast bench ui grid server bench-scaleout
+.PHONY: help repro test test-fast bench ui grid server bench-scaleout clean
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@echo "normlab: make <target>  (each builds .venv from pyproject.toml + constraints.txt first if needed)"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e .
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'  # the test extra: pytest
 	touch $(STAMP)
 
-repro: $(STAMP)
+repro: $(STAMP)  ## run the study: dvc repro on params.yaml, then reports/report.md
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: $(STAMP)
+test: $(STAMP)  ## the whole test suite (unit + end to end through dvc and MLflow)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP)  ## the tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: $(STAMP)
+bench: $(STAMP)  ## the benchmarks (benchmarks/run.py)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.run
 
-ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+ui: $(STAMP)  ## MLflow's UI on 127.0.0.1:5000 over mlflow.db
+	$(BIN)/normlab ui  # = mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-grid: $(STAMP)
+grid: $(STAMP)  ## stale cells on JOBS warm workers (EXECUTOR=ray ADDRESS=...), then the report
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.grid --executor $(EXECUTOR) --jobs $(JOBS) \
 		$(if $(ADDRESS),--address $(ADDRESS))
 
-server: $(STAMP)
+server: $(STAMP)  ## PostgreSQL + an MLflow server on 127.0.0.1 (Ctrl-C stops both)
 	$(BIN)/python -m pipeline.tracking_server --folder $(SERVER_DIR)
 
-bench-scaleout: $(STAMP)
+bench-scaleout: $(STAMP)  ## local executor vs dvc repro; tracking server vs SQLite
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.tracking_bench
+
+clean:  ## remove caches and build outputs (never runs/, mlflow.db, mlruns/, reports/ or .venv)
+	find . -path ./.venv -prune -o -path ./.git -prune -o -path ./.dvc -prune -o \
+		-type d \( -name __pycache__ -o -name .pytest_cache \) -print -exec rm -rf {} +
+	rm -rf .bench build *.egg-info

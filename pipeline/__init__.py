@@ -1,0 +1,8 @@
+"""normlab: what happens to a network when its normalization statistics leave the gradient step."""
+import os as _os
+
+# nothing normlab starts may report usage to outside hosts; a user who wants it sets these first
+_os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+_os.environ.setdefault("DO_NOT_TRACK", "true")
+_os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+_os.environ.setdefault("DVC_NO_ANALYTICS", "true")

@@ -3,6 +3,12 @@
 Row t of the history describes the state theta_t: loss(theta_t), its gradients, and the
 parameter norms before update t. Everything is kept on the device as tensors and only
 moved to the CPU when the tracker flushes, so measuring costs no per-step sync.
+
+Per-step cost (issue 11): a step does what the bare stacked loop does (forward, loss, backward,
+stacked step) plus the bias drive sums; the gradient hooks of x_hat run only on recorded steps,
+backward and the optimizer step are called directly (no Lightning wrapper per step: its hooks
+are unused here), and an all-alive stack skips the masking. Every recorded number is the same
+float operation as before, so a cell's outputs are bit-identical (tests/test_module_identity.py).
 """
 from __future__ import annotations
 
@@ -14,7 +20,13 @@ import torch.nn.functional as F
 
 from pipeline.config import CellSettings
 from pipeline.model import StackedMLP
+from pipeline.norms import GroupNorm, Identity, LayerNorm, PopulationCenterDetached, PopulationDetached, WeightNormMarker
 from pipeline.optim import make_optimizer
+
+# norms whose forward never reads `training` (nor updates state): training- and inference-mode
+# passes are the same float operations, so an interval evaluation runs the full set once for both.
+# Exact classes: a subclass may add a mode.
+MODE_FREE = (Identity, WeightNormMarker, LayerNorm, GroupNorm, PopulationDetached, PopulationCenterDetached)
 
 
 class NormLabModule(pl.LightningModule):
@@ -46,11 +58,19 @@ class NormLabModule(pl.LightningModule):
             norm.on_xhat = self._make_xhat_hook(i)
         self.records: list[tuple[int, dict[str, torch.Tensor]]] = []  # (step, name -> [M])
         self._gsum: dict[int, torch.Tensor] = {}
+        self._recording = False  # the x_hat gradient hooks run only on recorded steps
         self._final_recorded = False
+        # per-step constants, looked up once (model.hidden builds a list on every call)
+        self._hidden = model.hidden
+        self._population = model.uses_population()
+        self._mode_free = all(type(n) in MODE_FREE for _, n in self._hidden)
 
     # -- the mean gradient sum_i dl/dx_hat_i that drives b (SCIENCE.md item 2) --------------
     def _make_xhat_hook(self, layer: int):
         def on_xhat(x_hat: torch.Tensor) -> None:
+            if not self._recording:  # only _measure reads it, on recorded steps
+                return
+
             def grad_hook(g: torch.Tensor) -> None:
                 self._gsum[layer] = g.sum(dim=1, keepdim=True)
             x_hat.register_hook(grad_hook)
@@ -62,48 +82,64 @@ class NormLabModule(pl.LightningModule):
         return make_optimizer(o.name, params, self.lrs, momentum=o.momentum,
                               weight_decay=o.weight_decay, betas=o.betas)
 
-    def member_losses(self, x: torch.Tensor, y: torch.Tensor, model=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-member mean cross-entropy and accuracy, [M] each."""
+    def member_losses(self, x: torch.Tensor, y: torch.Tensor, model=None,
+                      with_acc: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-member mean cross-entropy and accuracy, [M] each (accuracy None without `with_acc`)."""
         logits = (model or self.model)(x)
         m, b, c = logits.shape
         loss = F.cross_entropy(logits.reshape(m * b, c), y.reshape(m * b), reduction="none").view(m, b).mean(1)
-        acc = (logits.argmax(-1) == y).float().mean(1)
+        acc = (logits.argmax(-1) == y).float().mean(1) if with_acc else None
         return loss, acc
+
+    def on_train_start(self):
+        """Per-step lookups, after Lightning moved the module to its device (buffers are replaced then)."""
+        self._opt = self.optimizers(use_pl_optimizer=False)
+        self._drive = []  # per hidden layer with b: (bias, gsum_cum, gabs_cum, drift_pred, lr per member)
+        for i, (lin, _) in enumerate(self._hidden):
+            if lin.bias is not None:
+                self._drive.append((lin.bias, getattr(self, f"gsum_cum_{i}"), getattr(self, f"gabs_cum_{i}"),
+                                    getattr(self, f"drift_pred_{i}"), self.lrs.view(-1, *[1] * (lin.bias.dim() - 1))))
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         t = batch_idx
         tr = self.cell.train
-        opt = self.optimizers()
+        opt = self._opt
         self.model.set_step(t)
-        if self.model.uses_population() and t % self.cell.variant.refresh_every == 0:
+        if self._population and t % self.cell.variant.refresh_every == 0:
             self.model.refresh_population(self.x_train.expand(self.model.members, *self.x_train.shape))
         if t % tr.eval_every == 0:  # the state theta_t, before update t (t = 0: the initialization)
             self._evaluate(t)
         record = t % tr.log_every == 0
-        loss, _ = self.member_losses(x, y)
+        self._recording = record
+        loss, _ = self.member_losses(x, y, with_acc=False)
         self.loss_hist[t] = loss.detach()
-        loss_ok = torch.isfinite(loss) & (loss < tr.diverge_loss)
-        live = self.alive & loss_ok
+        live = self.alive & torch.isfinite(loss) & (loss < tr.diverge_loss)
+        all_live = bool(live.all())  # a CPU tensor: no device sync; on a GPU, one per step
         opt.zero_grad()
-        self.manual_backward(torch.where(live, loss, torch.zeros_like(loss)).sum())
+        # the gradient of sum(where(live, loss, 0)) is the mask itself: with every member live, sum(loss)'s
+        # backward is the same float operations (backward and step called directly: Lightning's
+        # manual_backward / LightningOptimizer.step only add hooks this module does not use)
+        (loss if all_live else torch.where(live, loss, torch.zeros_like(loss))).sum().backward()
         if record:
             self.records.append((t, self._measure(with_grads=True)))
-        for i, (lin, _) in enumerate(self.model.hidden):
-            if lin.bias is not None and lin.bias.grad is not None:
-                g = torch.where(live.view(-1, *[1] * (lin.bias.dim() - 1)), lin.bias.grad, 0.0)
-                getattr(self, f"gsum_cum_{i}").add_(g)
-                getattr(self, f"gabs_cum_{i}").add_(g.flatten(1).norm(dim=1))
-                getattr(self, f"drift_pred_{i}").add_(self.lrs.view(-1, *[1] * (g.dim() - 1)) * g)
+        self._recording = False
+        for bias, gsum_cum, gabs_cum, drift_pred, lr in self._drive:
+            if bias.grad is not None:
+                g = bias.grad if all_live else torch.where(live.view(-1, *[1] * (bias.dim() - 1)), bias.grad, 0.0)
+                gsum_cum.add_(g)
+                gabs_cum.add_(g.flatten(1).norm(dim=1))
+                drift_pred.add_(lr * g)
         self._gsum.clear()
-        opt.optimizer.alive = live
+        opt.alive = live
         opt.step()
         ok = live
         if record:  # parameters are checked at log steps; a NaN/inf one shows in the next loss anyway
             ok = ok & (self._max_abs_param() < tr.diverge_param)  # NaN and inf compare False
-        newly = self.alive & ~ok
-        self.diverged_step.copy_(torch.where(newly, t, self.diverged_step))
-        self.alive &= ok
+        if not (all_live and (not record or bool(ok.all()))):  # else nobody diverged at t: nothing changes
+            newly = self.alive & ~ok
+            self.diverged_step.copy_(torch.where(newly, t, self.diverged_step))
+            self.alive &= ok
 
     def _max_abs_param(self) -> torch.Tensor:
         return torch.stack([p.detach().abs().flatten(1).amax(1) for p in self.model.parameters()]).amax(0)
@@ -163,7 +199,10 @@ class NormLabModule(pl.LightningModule):
                     lin.bias.copy_(getattr(self, f"b0_{i}"))
             rec["b_sensitivity"] = (rec["full_loss_train"] - self.member_losses(x, y, probe)[0]).abs()
         inference = copy.deepcopy(self.model).eval()
-        rec["full_loss_eval"], rec["full_acc_eval"] = self.member_losses(x, y, inference)
+        if self._mode_free:  # the same float operations as the training-mode pass above: reuse it
+            rec["full_loss_eval"], rec["full_acc_eval"] = rec["full_loss_train"], rec["full_acc_train"]
+        else:
+            rec["full_loss_eval"], rec["full_acc_eval"] = self.member_losses(x, y, inference)
         xv, yv = (t.to(self.device) for t in self.eval_sets["val"])
         rec["val_loss_eval"], rec["val_acc_eval"] = self.member_losses(xv.expand(m, *xv.shape), yv.expand(m, -1), inference)
         self.records.append((step, rec))

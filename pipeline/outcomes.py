@@ -114,62 +114,124 @@ def _config(s: dict, configs: dict | None) -> dict:
     return cfg
 
 
-def _from_history(h: pd.DataFrame, row: dict, layers: list[str], width: float, settings) -> dict:
+def _nanmax(x: np.ndarray) -> float:
+    """pandas' max: NaN skipped, NaN when nothing is left."""
+    x = x[~np.isnan(x)]
+    return float(x.max()) if len(x) else float("nan")
+
+
+def _ffill(x: np.ndarray) -> np.ndarray:
+    """pandas' ffill down the rows of a 2-D array (leading NaNs stay NaN)."""
+    rows = np.where(np.isnan(x), 0, np.arange(len(x))[:, None])
+    return np.take_along_axis(x, np.maximum.accumulate(rows, axis=0), axis=0)
+
+
+class _Member:
+    """One member's history rows as numpy columns, sorted by step (a cell is split once, not per member)."""
+
+    def __init__(self, columns: dict[str, np.ndarray]):
+        self.columns = columns
+
+    def __contains__(self, col: str) -> bool:
+        return col in self.columns
+
+    def __getitem__(self, col: str) -> np.ndarray:
+        return self.columns[col]
+
+
+def _split_members(h: pd.DataFrame, window: int) -> dict:
+    """member -> _Member, the rows in step order (as h.groupby("member") then sort_values("step")),
+    with "_loss_mean": steps_to_target's trailing mean of `window` mini-batch losses, computed for
+    the whole cell at once (pandas' grouped rolling mean restarts at each member: the same sums)."""
+    order = np.lexsort((h["step"].to_numpy(), h["member"].to_numpy()))
+    members = h["member"].to_numpy()[order]
+    cols = {c: h[c].to_numpy()[order] for c in h.columns}
+    cols = {c: (v.astype(float) if c != "member" and v.dtype != object else v) for c, v in cols.items()}
+    if "loss" in cols:
+        ok = ~np.isnan(cols["loss"])  # steps_to_target drops missing losses before the rolling mean
+        rolled = pd.Series(cols["loss"][ok]).groupby(members[ok], sort=True).rolling(window, min_periods=window).mean()
+        mean = np.full(len(members), np.nan)
+        mean[ok] = rolled.reset_index(level=0, drop=True).sort_index().to_numpy()
+        cols["_loss_mean"] = mean
+    cuts = np.flatnonzero(np.diff(members)) + 1
+    bounds = zip(np.r_[0, cuts], np.r_[cuts, len(members)])
+    return {members[a].item(): _Member({c: v[a:b] for c, v in cols.items()}) for a, b in bounds}
+
+
+def _from_history(h: _Member, row: dict, layers: list[str], width: float, settings) -> dict:
+    """The history-derived numbers of one member (numpy on its columns: the same float operations
+    as pandas' dropna / max / ffill, without a DataFrame per member)."""
     out: dict = {}
-    h = h.sort_values("step")
     steps_total = row["steps"]
+    step = h["step"]
     for layer in layers:
         col = f"b_drift/{layer}"
-        out[f"alpha/{layer}"] = (growth_exponent(h["step"], h[col], steps_total, settings.alpha_from,
+        out[f"alpha/{layer}"] = (growth_exponent(step, h[col], steps_total, settings.alpha_from,
                                                  settings.alpha_min_points) if col in h else float("nan"))
         gb, gw = f"grad_b/{layer}", f"grad_W/{layer}"
         if gb in h and gw in h:
-            both = h[[gb, gw]].dropna()
-            both = both[both[gw] > 0]
-            out[f"grad_b_rel/{layer}"] = float((both[gb] / both[gw]).max()) if len(both) else float("nan")
+            b, w = h[gb], h[gw]
+            keep = ~np.isnan(b) & ~np.isnan(w)
+            keep[keep] = w[keep] > 0
+            out[f"grad_b_rel/{layer}"] = _nanmax(b[keep] / w[keep])
     rels = [out[k] for k in out if k.startswith("grad_b_rel/")]
     out["grad_b_rel_max"] = float(np.nanmax(rels)) if rels and np.isfinite(rels).any() else float("nan")
-    out["steps_to_target"] = steps_to_target(h["step"], h["loss"], settings.target_loss_frac
-                                             * row.get("init_full_loss_train", float("nan")), settings.target_smooth)
+    # steps_to_target(step, loss, target, target_smooth) on the cell's precomputed trailing means
+    target = settings.target_loss_frac * row.get("init_full_loss_train", float("nan"))
+    below = np.flatnonzero(h["_loss_mean"] < target) if np.isfinite(target) else []
+    out["steps_to_target"] = float(step[below[0]]) if len(below) else float("nan")
     # claim 1's identity check, scaled by the float-rounding allowance that grows with ||b||:
     # |loss(b) - loss(b_0)| / |loss| / (1 + rms of b per unit), worst evaluation of the run
     out["b_sens_scaled"] = float("nan")
     bcols = [f"b_norm/{layer}" for layer in layers if f"b_norm/{layer}" in h]
     if "b_sensitivity" in h and "full_loss_train" in h and bcols:
-        filled = h[bcols].ffill()
-        ev = h[h["b_sensitivity"].notna() & h["full_loss_train"].notna()]
-        if len(ev):
+        sens, full = h["b_sensitivity"], h["full_loss_train"]
+        ev = ~np.isnan(sens) & ~np.isnan(full)
+        if ev.any():
+            filled = _ffill(np.stack([h[c] for c in bcols], axis=1))[ev]
             b0 = max((row.get(f"b_norm0/{layer}", 0.0) or 0.0) for layer in layers)
-            rms = np.maximum(filled.loc[ev.index].max(axis=1).fillna(0.0), b0) / math.sqrt(width)
-            rel = ev["b_sensitivity"] / ev["full_loss_train"].abs().clip(lower=1e-30)
-            out["b_sens_scaled"] = float((rel / (1.0 + rms)).max())
+            rms = np.maximum(np.where(np.isnan(filled).all(axis=1), 0.0, np.fmax.reduce(filled, axis=1)), b0) \
+                / math.sqrt(width)
+            rel = sens[ev] / np.maximum(np.abs(full[ev]), 1e-30)
+            out["b_sens_scaled"] = _nanmax(rel / (1.0 + rms))
     return out
 
 
 def _nobias_gaps(t: pd.DataFrame, summaries, histories, early_steps: int) -> pd.DataFrame:
     """For a variant V whose twin V_nobias (the same without b) is in the grid: per member, the
-    max |loss_V - loss_V_nobias| / |loss at step 0| over the first `early_steps` steps and over the run."""
+    max |loss_V - loss_V_nobias| / |loss at step 0| over the first `early_steps` steps and over the run
+    (steps where both losses are there; "step 0" is the first such step)."""
     t["loss_gap_nobias_early"] = np.nan
     t["loss_gap_nobias"] = np.nan
     by_name = {(s["variant"], s["dataset"]): s for s in summaries}
+    found = []
     for (v, ds), s in by_name.items():
         twin = by_name.get((f"{v}_nobias", ds))
         if twin is None:
             continue
-        a, b = histories[s["cell"]], histories[twin["cell"]]
         tb = {(m["lr"], m["seed"]): m["member"] for m in twin["members"]}
-        for m in s["members"]:
-            if (m["lr"], m["seed"]) not in tb:
-                continue
-            la = a[a["member"] == m["member"]].set_index("step")["loss"]
-            lb = b[b["member"] == tb[(m["lr"], m["seed"])]].set_index("step")["loss"]
-            both = pd.concat([la, lb], axis=1, join="inner").dropna()
-            if both.empty:
-                continue
-            gap = (both.iloc[:, 0] - both.iloc[:, 1]).abs() / max(abs(both.iloc[0, 0]), 1e-12)
-            sel = (t["cell"] == s["cell"]) & (t["member"] == m["member"])
-            t.loc[sel, "loss_gap_nobias"] = float(gap.max())
-            t.loc[sel, "loss_gap_nobias_early"] = float(gap[gap.index < early_steps].max())
+        pairs = pd.DataFrame([(m["member"], tb[(m["lr"], m["seed"])]) for m in s["members"] if (m["lr"], m["seed"]) in tb],
+                             columns=["member", "twin_member"])
+        if pairs.empty:
+            continue
+        a = histories[s["cell"]][["member", "step", "loss"]].merge(pairs, on="member")
+        b = histories[twin["cell"]][["member", "step", "loss"]].rename(columns={"member": "twin_member"})
+        both = a.merge(b, on=["twin_member", "step"], suffixes=("_a", "_b")).dropna(subset=["loss_a", "loss_b"])
+        if both.empty:
+            continue
+        both = both.sort_values(["member", "step"], kind="stable")
+        first = both.groupby("member")["loss_a"].transform("first").abs().to_numpy()
+        gap = np.abs(both["loss_a"].to_numpy() - both["loss_b"].to_numpy()) / np.maximum(first, 1e-12)
+        g = both[["member", "step"]].assign(gap=gap)
+        per = g.groupby("member")["gap"].max().rename("loss_gap_nobias").to_frame()
+        per["loss_gap_nobias_early"] = g[g["step"] < early_steps].groupby("member")["gap"].max()
+        found.append(per.reset_index().assign(cell=s["cell"]))
+    if found:
+        gaps = pd.concat(found, ignore_index=True).set_index(["cell", "member"])
+        key = pd.MultiIndex.from_arrays([t["cell"], t["member"]])
+        hit = key.isin(gaps.index)
+        for col in ("loss_gap_nobias", "loss_gap_nobias_early"):
+            t.loc[hit, col] = gaps[col].reindex(key[hit]).to_numpy(dtype=float)
     return t
 
 
@@ -183,7 +245,7 @@ def member_table(summaries: list[dict], histories: dict[str, pd.DataFrame], sett
         # units per hidden layer: b has one entry per unit (mlp) or per channel (cnn)
         mcfg = cfg["model"]
         var, width = cfg["variant"], float(mcfg["channels"] if mcfg.get("kind") == "cnn" else mcfg["width"])
-        hist = dict(tuple(histories[s["cell"]].groupby("member"))) if s["cell"] in histories else {}
+        hist = _split_members(histories[s["cell"]], settings.target_smooth) if s["cell"] in histories else {}
         cell = {k: s.get(k, float("nan")) for k in CELL_KEYS}
         if not np.isfinite(cell["chance_loss"]) and np.isfinite(cell["classes"]):
             cell["chance_loss"] = math.log(cell["classes"])
@@ -206,7 +268,7 @@ def member_table(summaries: list[dict], histories: dict[str, pd.DataFrame], sett
             row["loss_gap"] = row.get("full_loss_eval", np.nan) - row.get("full_loss_train", np.nan)
             row["acc_gap"] = row.get("full_acc_train", np.nan) - row.get("full_acc_eval", np.nan)
             h = hist.get(m["member"])
-            if h is not None and len(h):
+            if h is not None and len(h["step"]):
                 row.update(_from_history(h, row, layers, width, settings))
             rows.append(row)
     t = pd.DataFrame(rows)

@@ -41,12 +41,24 @@ def test_quick_benchmark_measures_every_section(tmp_path):
         assert section in res, section
         assert "error" not in res[section], (section, res[section])
     # the figures that need nothing outside the benchmark are always measured
-    for section in ("overhead", "stacking", "naive_grid", "tracking", "startup", "memory", "scaling"):
+    for section in ("grid", "overhead", "stacking", "naive_grid", "tracking", "startup", "memory", "scaling"):
         assert "skipped" not in res[section], (section, res[section])
     assert "cold" in res["startup"] and "cold" in res["tracking"]
     assert len(res["scaling"]["rows"]) >= 2
+    grid = res["grid"]  # the figure that counts: the whole grid against its bare-compute floor
+    assert grid["cells"] == 2 and grid["ratio"] == grid["wall_s"] / grid["floor_s"]
+    parts = grid["split"]["seconds"]
+    assert set(parts) == {"training", "tracking", "start-up & closing", "report", "DVC and process overhead"}
+    assert sum(parts.values()) == pytest.approx(grid["wall_s"])  # the split is the whole wall time
+    assert set(grid["per_cell"]) == {"bn-synthetic", "center_detached-synthetic"}
+    assert grid["memory"]["cell_peak_rss_mib"]["cells"] >= 1  # the warm server logged its children's peaks
+    assert "parallel" in grid and "noop_s" in grid and "report_s" in grid
+    assert res["dvc"]["noop"]["where"] == "the grid's copy"
+    assert len(res["memory"]["growth"]["rss_after_each_mib"]) == 3
+    differences = ("growth_mib", "growth_per_cell_mib", "eval_ms_each")  # measured differences: any sign
     found = [(w, v) for w, v in numbers({s: res[s] for s in SECTIONS})
-             if ".seeds[" not in w]  # the seeds used are settings (0 is one), not figures
+             if ".seeds[" not in w  # the seeds used are settings (0 is one), not figures
+             and not w.endswith(differences)]
     assert found
     for where, value in found:
         assert math.isfinite(value) and value > 0, f"{where} = {value}"

@@ -42,8 +42,10 @@ def _make_repo(d: Path) -> Path:
     (d / "params.yaml").write_text(yaml.safe_dump(_params(TINY), sort_keys=False))
     (d / ".gitignore").write_text("mlflow.db\nmlflow.db.init-lock\nmlruns/\n")
     env = _env(d)
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
-                ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=d, env=env, check=True, capture_output=True)
+    shutil.copytree(ROOT / ".dvc" / "plots", d / ".dvc" / "plots")  # the project's plot templates
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=d, env=env, check=True, capture_output=True)
     return d
 

@@ -39,12 +39,14 @@ def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri
         tags = c.data.tags
         assert (tags["variant"], tags["dataset"], tags["seed"], tags["lr"]) == ("none", "synthetic", "0", lr)
         assert tags["dvc_stage"] == "train@none-synthetic"
-        assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+        # MLflow's own context tags stand for the source (no custom git_commit tag any more)
+        assert tags["mlflow.source.name"] and "git_commit" not in tags
     # the healthy member: loss every tracking.log_every steps, norms, evaluations
     loss = client.get_metric_history(ok.info.run_id, "loss")
     assert [m.step for m in loss] == list(range(0, 20, 2)) + [19]  # and the last step's loss
     assert len(client.get_metric_history(ok.info.run_id, "b_norm/l0")) == 12  # steps 0,2,..,18, the last 19, final 20
-    assert [m.step for m in client.get_metric_history(ok.info.run_id, "val_acc")] == [10, 20]
+    # evaluations at init, every eval_every steps and of the final state
+    assert [m.step for m in client.get_metric_history(ok.info.run_id, "val_acc_eval")] == [0, 10, 20]
     assert ok.data.tags["diverged"] == "false"
     # the diverging member: recorded, tagged, its history stops at the divergence step
     assert bad.data.tags["diverged"] == "true"
@@ -93,7 +95,7 @@ def test_only_the_listed_metrics_go_to_mlflow(tmp_path, mlflow_uri):
     cell = make_cell("bn", **{**CELL, "tracking": {**CELL["tracking"], "metrics": ["loss", "val_*"]}})
     run_cell(cell, tmp_path / "cell", progress=False)
     _, _, children = _runs(mlflow_uri)
-    assert set(children[0].data.metrics) == {"loss", "val_loss", "val_acc"}
+    assert set(children[0].data.metrics) == {"loss", "val_loss_eval", "val_acc_eval"}
     # the Parquet history keeps everything
     import pandas as pd
     assert "b_norm/l0" in pd.read_parquet(tmp_path / "cell" / "history.parquet").columns

@@ -377,7 +377,7 @@ def test_no_fork_while_another_thread_runs():
     """Before: the server forked with OpenBLAS, jemalloc and Lightning threads running."""
     probe = textwrap.dedent(f"""
         import threading
-        from pipeline import warm
+        from pipeline import warm_server as warm
         req = {_run_request()!r}
         print(warm._invalid(req, [0, 1, 2]))
         done = threading.Event()

@@ -35,17 +35,12 @@ def evaluate(params: Params, grid: Grid):
     return members, largest, verdicts, claims.answer_text(verdicts)
 
 
-def _main_dataset(params: Params, grid: Grid) -> str:
-    """The data set dvc plots shows: the first one of the grid that has cells."""
-    return next(d for d in params.grid.datasets if d in grid.datasets)
-
-
 def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, verdicts, answer,
           cell_runs) -> dict:
     written = tables.write_tables(tmp / "tables", members, largest, verdicts)
     metrics = tables.metrics(verdicts, members, largest, len(grid.excluded))
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
-    tables.write_dvc_plots(grid.histories, tmp / "plots", _main_dataset(params, grid))
+    tables.write_dvc_plots(grid.histories, tmp / "plots")
 
     names = [*figures.ALWAYS, *(v.figure for v in verdicts if v.figure)]
     step(f"figures ({len(dict.fromkeys(names))} kinds)")

@@ -31,11 +31,12 @@ def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: s
         fig, axes = plt.subplots(1, len(lrs_here), figsize=(2.6 * len(lrs_here) + 1.6, 2.8), sharey=True,
                                  squeeze=False)
         variants = variants_in(data, d)
+        lines = dict(tuple(agg.groupby(level=["lr", "variant"])))  # one split, not a lookup per panel x variant
         for ax, lr in zip(axes[0], lrs_here):
             for v in variants:
-                if (lr, v) in agg.index.droplevel("step"):  # median only: bands over 19 variants cost
-                    a = agg.loc[(lr, v)]                      # seconds per figure and hide each other
-                    ax.plot(a.index, a.to_numpy(), color=pal[v], lw=1.1)
+                if (lr, v) in lines:  # median only: bands over 19 variants cost seconds per figure and hide each other
+                    a = lines[(lr, v)]
+                    ax.plot(a.index.get_level_values("step"), a.to_numpy(), color=pal[v], lw=1.1)
             ax.set(title=f"lr = {lr:g}", xlabel="step", yscale="log" if log else "linear")
             plain_ticks(ax)  # no mathtext tick labels: they dominate drawing time on log axes
             if overlay:

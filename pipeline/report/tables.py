@@ -7,11 +7,10 @@ tables/largest_trained_lr.csv per variant x data set (pipeline.outcomes.largest_
 tables/status.csv             members per variant x data set x lr and outcome
 tables/verdicts.csv           one row per claim: key, kind, status, rule
 tables/<key>.csv              each verdict's own table, where it has one
-plots/b_norm/<variant>.csv, plots/loss/<variant>.csv   for dvc.yaml's plots section
+plots/b_norm/<dataset>.csv, plots/loss/<dataset>.csv   for dvc.yaml's plots section (step, variant, lr, value)
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -60,54 +59,52 @@ def write_tables(tabdir: Path, members: pd.DataFrame, largest: pd.DataFrame, ver
     return out
 
 
-def _num(x) -> float | None:
-    """A finite float, or None (the caller omits the key: metrics.json holds numbers only)."""
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
+# the member outcomes metrics.json gives per data set (shares of its members): a few headline numbers
+HEADLINE_STATUSES = ("trained", "diverged", "blew_up")
 
 
 def metrics(verdicts, members: pd.DataFrame, largest: pd.DataFrame, n_excluded: int) -> dict:
-    """metrics.json for `dvc metrics show`: numbers only, a missing value is an absent key."""
+    """metrics.json for `dvc metrics show` / `dvc exp show`: a few numbers, no strings, and a value
+    that does not exist is an absent key (never 0.0 for "none").
+
+    claims.<key>.shown    1, or 0 where the claim is "not shown at this scale"
+    claims.<key>.status   1 holds / check passed, 0.5 mixed, 0 does not hold / check failed (absent: not shown)
+    datasets.<ds>.frac_trained / frac_diverged / frac_blew_up   shares of the data set's members
+    cells_excluded        cells the report could not read
+    The per-variant largest trained lr stays in tables/largest_trained_lr.csv (`largest` is unused
+    here: 19 variants x 3 data sets of it would make `dvc exp show` 57 columns wider)."""
     claims = {}
     for v in verdicts:
-        entry = {"shown": 0.0 if v.status == "not shown at this scale" else 1.0,
-                 "identity": 1.0 if v.kind == "identity" else 0.0, "endpoints": float(len(v.endpoints))}
+        entry = {"shown": 0.0 if v.status == "not shown at this scale" else 1.0}
         if v.status in STATUS_CODE:
             entry["status"] = STATUS_CODE[v.status]
         claims[v.key] = entry
-    datasets = {}
-    for ds, g in members.groupby("dataset", sort=False):
-        entry = {"members": float(len(g))}
-        for s in STATUSES:
-            entry[f"frac_{s.replace('/', '')}"] = float((g["status"] == s).mean())
-        lr_col = "largest_trained_lr"
-        if lr_col in largest:
-            for r in largest[largest["dataset"] == ds].itertuples():
-                val = _num(getattr(r, lr_col))
-                if val is not None:  # no lr trained: no key (never 0.0 for "none")
-                    entry[f"largest_trained_lr/{r.variant}"] = val
-        datasets[ds] = entry
+    datasets = {ds: {f"frac_{s}": float((g["status"] == s).mean()) for s in HEADLINE_STATUSES}
+                for ds, g in members.groupby("dataset", sort=False)}
     return {"claims": claims, "datasets": datasets, "cells_excluded": float(n_excluded)}
 
 
-def write_dvc_plots(hist: pd.DataFrame, plots: Path, dataset: str) -> None:
-    """One CSV per variant (one data set): step, one column per lr (median over seeds), and the
-    series dvc plots draws (b_norm = ||b|| of the first hidden layer, loss = mini-batch loss in
-    training mode), the median over lrs and seeds."""
-    d = hist[hist["dataset"] == dataset]
-    if "W_norm/l0" in d:
-        d = d[d["W_norm/l0"].notna()]  # the logged steps (every train.log_every)
-    for metric, col in (("b_norm", "b_norm/l0"), ("loss", "loss")):
-        (plots / metric).mkdir(parents=True, exist_ok=True)
-        if col not in d:
+PLOT_SERIES = (("b_norm", "b_norm/l0"), ("loss", "loss"))  # plots/<name>/<dataset>.csv <- history column
+
+
+def write_dvc_plots(hist: pd.DataFrame, plots: Path, datasets=None) -> None:
+    """What `dvc plots show` draws (dvc.yaml's plots, template .dvc/plots/normlab_log_lr.json: one
+    panel per lr, one line per variant, log y): per data set, plots/b_norm/<dataset>.csv (||b|| of
+    the first hidden layer) and plots/loss/<dataset>.csv (mini-batch loss, training mode), long
+    form: step, variant, lr, value = the median over seeds at the logged steps (every
+    train.log_every). Rows <= 0 are left out (a log axis has no place for them: b starts at 0).
+    `datasets`: a name or names to write (default: every data set in `hist`)."""
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    logged = hist[hist["W_norm/l0"].notna()] if "W_norm/l0" in hist else hist
+    for name, col in PLOT_SERIES:
+        (plots / name).mkdir(parents=True, exist_ok=True)
+        if col not in logged:
             continue
-        for v, g in d.groupby("variant", sort=False):
-            if g[col].isna().all():
+        for ds in datasets or list(dict.fromkeys(logged["dataset"])):
+            d = logged[(logged["dataset"] == ds) & (logged[col] > 0)]  # NaN and <= 0 both drop
+            if d.empty:
                 continue
-            wide = g.pivot_table(index="step", columns="lr", values=col, aggfunc="median")
-            wide.columns = [f"lr={c:g}" for c in wide.columns]
-            wide[metric] = wide.median(axis=1)
-            wide.reset_index().to_csv(plots / metric / f"{v}.csv", index=False)
+            med = d.groupby(["variant", "lr", "step"], sort=False)[col].median().rename(name).reset_index()
+            med = med.sort_values(["variant", "lr", "step"], kind="stable")[["step", "variant", "lr", name]]
+            med.to_csv(plots / name / f"{ds}.csv", index=False, float_format="%.6g")

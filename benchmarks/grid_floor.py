@@ -1,0 +1,206 @@
+"""Figure 0 of benchmarks/run.py, the one that counts: the whole grid's wall time over its bare-compute floor.
+
+    python -m benchmarks.run                       # with every other figure (the default grid)
+    python -m benchmarks.run --sections grid       # this figure alone
+    python -m benchmarks.run --quick --sections grid   # a 2-cell grid, 30 steps: a smoke test
+
+A copy of the project (pipeline/, dvc.yaml, params.yaml, data/, .dvcignore; `dvc init --no-scm`)
+in a temporary folder, so the repo's runs/, dvc.lock and mlflow.db are never touched, runs
+`dvc repro -f` (the default grid, then the report) with tracking into a temporary SQLite store
+and the warm server on, as a user's shell would. Then, in the same copy:
+  floor      the sum over cells of benchmarks.run.bare_loop (a bare stacked PyTorch loop: the
+             cell's model, members, batches, loss, optimizer; no Lightning, evaluation, measurement
+             or tracking) for that cell's members and steps, every cell measured, in this process.
+             ratio = grid wall / floor, target <= 2.
+  split      from each cell's <cell>.meta.json and a `python` shim first on DVC's PATH that stamps
+             each process's launch and exit (and sets NORMLAB_T0, so start-up counts the
+             interpreter): training = sum fit_s; tracking = sum tracking_s; start-up & closing =
+             sum(process wall) - training - tracking; report = the report process's wall; DVC and
+             process overhead = the rest of the wall. The shim adds one `sh` and two `date` per
+             process (a few ms). fit_s includes the asynchronous metric hand-offs (part of tracking_s).
+  noop       `dvc repro` with nothing changed, <= 3 s.
+  report     `python -m pipeline.report --no-track` on the copy's runs/, into a temp folder, <= 10 s.
+  memory     the warm server's resident memory (VmRSS / VmHWM) after the grid, and each warm
+             cell's peak RSS (ru_maxrss of the forked child, from the server's log).
+  parallel   `python -m pipeline.grid --executor local --jobs 2` on a second fresh copy, wall and
+             wall / floor (the executor exists since pipeline/grid.py; skipped with --no-parallel).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+COPIED = ("pipeline", "dvc.yaml", "params.yaml", "data", ".dvcignore")
+SHIM = """#!/bin/sh
+# benchmarks/grid_floor.py: stamp launch and exit of every `python` DVC starts
+start=$(date +%s.%N)
+NORMLAB_T0=$start; export NORMLAB_T0
+"{python}" "$@"
+rc=$?
+echo "$start $(date +%s.%N) $rc $*" >> "{log}"
+exit $rc
+"""
+
+
+def make_project(dst: Path, source: Path = ROOT, params_text: str | None = None) -> Path:
+    """A runnable copy of the project at `dst` (a DVC repo without git)."""
+    dst.mkdir(parents=True)
+    for name in COPIED:
+        src = source / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, dst / name)
+    if params_text is not None:
+        (dst / "params.yaml").write_text(params_text)
+    subprocess.run([str(Path(PY).parent / "dvc"), "init", "--no-scm", "-q"], cwd=dst, check=True)
+    subprocess.run([str(Path(PY).parent / "dvc"), "config", "core.analytics", "false"], cwd=dst, check=True)
+    return dst
+
+
+def shim_env(env: dict, folder: Path) -> tuple[dict, Path]:
+    """env with a `python` shim first on PATH; the stamps go to folder/stamps.txt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "stamps.txt"
+    shim = folder / "python"
+    shim.write_text(SHIM.format(python=PY, log=log))
+    shim.chmod(0o755)
+    return {**env, "PATH": f"{folder}{os.pathsep}{env['PATH']}"}, log
+
+
+def read_stamps(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        start, end, rc, *argv = line.split(" ")
+        out.append({"start": float(start), "end": float(end), "wall_s": float(end) - float(start),
+                    "rc": int(rc), "argv": argv})
+    return out
+
+
+def timed(cmd: list[str], cwd: Path, env: dict, timeout: float = 7200) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode} in {cwd}:\n{tail}")
+    return time.perf_counter() - t0
+
+
+def cell_timings(project: Path, cells: list[str]) -> dict[str, dict]:
+    from pipeline.records import meta_path
+
+    return {c: json.loads(meta_path(project / "runs" / c).read_text())["timing"] for c in cells}
+
+
+def floor_seconds(params_path: Path, cells: list[tuple[str, str]]) -> dict[str, float]:
+    """bare_loop seconds of every cell (the grid's compute floor), at the cells' thread count."""
+    import torch
+
+    from benchmarks.run import bare_loop
+    from pipeline.config import cell_settings, load_params
+
+    params = load_params(params_path)
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
+    out = {}
+    for v, d in cells:
+        cell = cell_settings(params, v, d)
+        out[f"{v}-{d}"] = bare_loop(cell)
+    return out
+
+
+def warm_memory(project: Path, env: dict) -> dict:
+    """The copy's warm server: its pid, VmRSS / VmHWM, and its children's peak RSS from its log."""
+    code = "from pipeline import warm; p = warm.socket_path(); print(p.with_suffix('.log') if p else '')"
+    log = subprocess.run([PY, "-c", code], cwd=project, env=env, capture_output=True, text=True).stdout.strip()
+    st = subprocess.run([PY, "-m", "pipeline.warm", "status"], cwd=project, env=env, capture_output=True, text=True)
+    pid = re.search(r"up \(pid (\d+)\)", st.stdout)
+    out: dict = {}
+    if pid:
+        try:
+            status = Path(f"/proc/{pid.group(1)}/status").read_text()
+            for key in ("VmRSS", "VmHWM"):
+                out[f"server_{key}_mib"] = int(re.search(rf"{key}:\s+(\d+)", status).group(1)) / 1024
+        except (OSError, AttributeError):
+            pass
+    peaks = [float(m) for m in re.findall(r"peak RSS ([\d.]+) MiB", Path(log).read_text())] if log and Path(log).exists() else []
+    if peaks:
+        out["cell_peak_rss_mib"] = {"median": sorted(peaks)[len(peaks) // 2], "min": min(peaks), "max": max(peaks),
+                                    "cells": len(peaks), "first": peaks[0], "last": peaks[-1]}
+    return out
+
+
+def split(wall: float, stamps: list[dict], timings: dict[str, dict], report_wall: float) -> dict:
+    """The grid's wall time as disjoint parts (seconds and shares), plus the per-cell fixed cost."""
+    train_procs = [s for s in stamps if "pipeline.train" in s["argv"]]
+    fit = sum(t["fit_s"] for t in timings.values())
+    tracking = sum(t["tracking_s"] for t in timings.values())
+    procs = sum(s["wall_s"] for s in train_procs)
+    parts = {"training": fit, "tracking": tracking, "start-up & closing": procs - fit - tracking,
+             "report": report_wall, "DVC and process overhead": wall - procs - report_wall}
+    n = max(1, len(timings))
+    return {"seconds": parts, "shares": {k: v / wall for k, v in parts.items()},
+            "fixed_per_cell_s": (parts["start-up & closing"] + parts["DVC and process overhead"]) / n,
+            "fixed_per_cell_with_tracking_s": (wall - report_wall - fit) / n,
+            "startup_s_sum": sum(t["startup_s"] for t in timings.values()), "cells": len(timings)}
+
+
+def grid_floor(params_text: str | None, env: dict, tmp: Path, repeats: int, parallel: bool = True,
+               source: Path = ROOT, prestart: bool = False) -> dict:
+    """Everything in this module's docstring, measured once on a fresh copy (repeats: noop and report).
+    `prestart`: the warm server is started (and waited for) before the clock starts (--quick: its few
+    short cells would otherwise all finish before it is up); by default the first cell starts it, as
+    in a user's first `dvc repro` after an edit."""
+    from pipeline.config import load_params
+
+    dvc = str(Path(PY).parent / "dvc")
+    project = make_project(tmp / "project", source, params_text)
+    params = load_params(project / "params.yaml")
+    cells = [(v, d) for v in params.grid.variants for d in params.grid.datasets]
+    names = [f"{v}-{d}" for v, d in cells]
+    store = tmp / "store"
+    store.mkdir()
+    from benchmarks.run import init_store
+
+    run_env, stamps_log = shim_env({**env, "MLFLOW_TRACKING_URI": init_store(store)}, tmp / "shim")
+    warm_env = {k: v for k, v in run_env.items() if k != "NORMLAB_WARM"}  # the user's default: warm on
+    try:
+        if prestart:
+            timed([PY, "-m", "pipeline.warm", "start", "--wait"], project, warm_env)
+        wall = timed([dvc, "repro", "-f"], project, warm_env)
+        stamps = read_stamps(stamps_log)
+        memory = warm_memory(project, warm_env)
+    finally:
+        subprocess.run([PY, "-m", "pipeline.warm", "stop"], cwd=project, env=warm_env, capture_output=True)
+    report_procs = [s for s in stamps if "pipeline.report" in s["argv"]]
+    timings = cell_timings(project, names)
+    parts = split(wall, stamps, timings, sum(s["wall_s"] for s in report_procs))
+    floor = floor_seconds(project / "params.yaml", cells)
+    total_floor = sum(floor.values())
+    out = {"cells": len(cells), "members": len(params.optim.lrs) * len(params.optim.seeds),
+           "steps": params.train.steps, "wall_s": wall, "floor_s": total_floor, "ratio": wall / total_floor,
+           "floor_measured": f"all {len(cells)} cells", "split": parts, "memory": memory,
+           "fit_over_floor": parts["seconds"]["training"] / total_floor,
+           "per_cell": {n: {**timings[n], "bare_s": floor[n]} for n in names}}
+    noop = [timed([dvc, "repro"], project, env) for _ in range(repeats)]
+    out["noop_s"] = {"median": sorted(noop)[len(noop) // 2], "min": min(noop), "max": max(noop), "runs": noop}
+    rep = [timed([PY, "-m", "pipeline.report", "--runs", "runs", "--out", str(tmp / f"report{r}"), "--no-track"],
+                 project, env) for r in range(repeats)]
+    out["report_s"] = {"median": sorted(rep)[len(rep) // 2], "min": min(rep), "max": max(rep), "runs": rep}
+    if parallel:
+        second = make_project(tmp / "project_parallel", source, params_text)
+        penv = {**env, "MLFLOW_TRACKING_URI": init_store(tmp / "store_parallel")}
+        try:
+            pwall = timed([PY, "-m", "pipeline.grid", "--executor", "local", "--jobs", "2"], second, penv)
+        finally:
+            subprocess.run([PY, "-m", "pipeline.warm", "stop"], cwd=second, env=penv, capture_output=True)
+        out["parallel"] = {"jobs": 2, "wall_s": pwall, "ratio": pwall / total_floor}
+    return out
