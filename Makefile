@@ -22,7 +22,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: help repro test test-fast bench ui grid server bench-scaleout clean
+.PHONY: help repro test test-fast bench ui grid server bench-scaleout long deep clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -59,6 +59,13 @@ server: $(STAMP)  ## PostgreSQL + an MLflow server on 127.0.0.1 (Ctrl-C stops bo
 
 bench-scaleout: $(STAMP)  ## local executor vs dvc repro; tracking server vs SQLite
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.tracking_bench
+
+long: $(STAMP)  ## the long study (claims 2 and 4, 2000 steps, 10 seeds) -> reports/long/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.grid --params studies/long.yaml --runs runs/long \
+		--report reports/long --jobs $(JOBS)
+
+deep: $(STAMP)  ## the deep study (depth, CNN, momentum, Adam) -> reports/deep/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/deep.yaml --jobs $(JOBS)
 
 clean:  ## remove caches and build outputs (never runs/, mlflow.db, mlruns/, reports/ or .venv)
 	find . -path ./.venv -prune -o -path ./.git -prune -o -path ./.dvc -prune -o \
