@@ -476,7 +476,7 @@ def table_rows(res: dict) -> list[dict]:
                      "target": target or "—", "met": {True: "yes", False: "no", None: "—"}[met]})
 
     def problem(s: dict):  # why a (sub)section has no figure, or None
-        return s.get("error") or s.get("skipped")
+        return s.get("error") or s.get("skipped") or (None if s else "not run (--sections)")
 
     s = res.get("grid", {})
     if problem(s):
