@@ -22,7 +22,7 @@ def _write(tmp_path, over=None, raw=None) -> Path:
 
 
 @pytest.mark.parametrize("over, expected", [
-    ({"model": {"widht": 8}}, "params.yaml: model.widht: unknown key (allowed: depth, width, activation"),
+    ({"model": {"widht": 8}}, "params.yaml: model.widht: unknown key (allowed: kind, depth, width, channels"),
     ({"bogus": 1}, "params.yaml: bogus: unknown key (allowed: grid, variants, datasets"),
     ({"variants": {"bn": {"norm": "bn", "afine": True}}}, "params.yaml: variants.bn.afine: unknown key (allowed: norm, affine"),
     ({"grid": {"variants": ["bnn"]}}, "params.yaml: grid.variants.0: unknown variant 'bnn' (defined: none, bn,"),

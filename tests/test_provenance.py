@@ -48,3 +48,38 @@ def test_changing_a_tracking_setting_retrains_nothing(tmp_path):
     assert "bn-synthetic" not in json.loads(out.strip().splitlines()[-1] if out.strip() else "{}")
     h = records.outputs_hash(repo / "runs" / "bn-synthetic")
     assert records.read_meta(repo / "runs" / "bn-synthetic")["outputs_hash"] == h
+
+
+def test_after_a_cache_restore_the_report_links_the_run_that_made_those_bytes(tmp_path):
+    repo = _make_repo(tmp_path / "repo")
+    env = _env(repo)
+
+    def params(lrs):
+        text = (repo / "params.yaml").read_text()
+        import yaml
+        p = yaml.safe_load(text)
+        p["grid"]["variants"] = ["bn"]
+        p["optim"]["lrs"] = lrs
+        (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+    def report_tags():
+        client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+        exp = client.get_experiment_by_name("normlab").experiment_id
+        runs = client.search_runs([exp], "tags.`normlab.kind` = 'report'", order_by=["attributes.start_time DESC"])
+        return client, exp, runs[0].data.tags
+
+    params([0.1])
+    dvc(repo, "repro")
+    client, exp, _ = report_tags()
+    first = client.search_runs([exp], "tags.`normlab.kind` = 'cell'")
+    assert len(first) == 1
+    params([0.2])
+    dvc(repo, "repro")
+    params([0.1])  # back: DVC restores the cell from its run cache, nothing trains
+    out = dvc(repo, "repro")
+    assert "train@bn-synthetic" not in {ln.split("'")[1] for ln in out.splitlines() if ln.startswith("Running stage")}
+    client, exp, tags = report_tags()
+    cells = client.search_runs([exp], "tags.`normlab.kind` = 'cell'")
+    assert len(cells) == 2  # one per trained setting: the restore trained nothing
+    assert tags["cell_runs"] == first[0].info.run_id  # the run that wrote the restored bytes
+    assert json.loads((repo / "runs" / "bn-synthetic" / "summary.json").read_text())["members"][0]["lr"] == 0.1
