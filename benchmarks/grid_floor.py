@@ -14,10 +14,13 @@ and the warm server on, as a user's shell would. Then, in the same copy:
              ratio = grid wall / floor, target <= 2.
   split      from each cell's <cell>.meta.json and a `python` shim first on DVC's PATH that stamps
              each process's launch and exit (and sets NORMLAB_T0, so start-up counts the
-             interpreter): training = sum fit_s; tracking = sum tracking_s; start-up & closing =
-             sum(process wall) - training - tracking; report = the report process's wall; DVC and
-             process overhead = the rest of the wall. The shim adds one `sh` and two `date` per
-             process (a few ms). fit_s includes the asynchronous metric hand-offs (part of tracking_s).
+             interpreter): training = sum fit_s; start-up = sum startup_s (launch to fit); closing =
+             sum(process wall) - start-up - training; report = the report process's wall; DVC and
+             process overhead = the rest of the wall (these five add up to it). Tracking (sum
+             tracking_s, <= 10% of the wall) is beside them: its calls fall inside start-up (runs
+             created), training (metric hand-offs) and closing (waiting for them, closing runs).
+             fixed cost per cell = (wall - report - training - tracking) / cells, <= 0.5 s. The shim
+             adds one `sh` and two `date` per process (a few ms).
   noop       `dvc repro` with nothing changed, <= 3 s.
   report     `python -m pipeline.report --no-track` on the copy's runs/, into a temp folder, <= 10 s.
   memory     the warm server's resident memory (VmRSS / VmHWM) after the grid, and each warm
@@ -139,18 +142,24 @@ def warm_memory(project: Path, env: dict) -> dict:
 
 
 def split(wall: float, stamps: list[dict], timings: dict[str, dict], report_wall: float) -> dict:
-    """The grid's wall time as disjoint parts (seconds and shares), plus the per-cell fixed cost."""
+    """The grid's wall time as disjoint parts (seconds and shares) that add up to it, tracking beside
+    them (its calls fall inside start-up, training and closing), and the per-cell fixed cost."""
     train_procs = [s for s in stamps if "pipeline.train" in s["argv"]]
     fit = sum(t["fit_s"] for t in timings.values())
+    startup = sum(t["startup_s"] for t in timings.values())
     tracking = sum(t["tracking_s"] for t in timings.values())
     procs = sum(s["wall_s"] for s in train_procs)
-    parts = {"training": fit, "tracking": tracking, "start-up & closing": procs - fit - tracking,
+    parts = {"training": fit, "start-up": startup, "closing": procs - startup - fit,
              "report": report_wall, "DVC and process overhead": wall - procs - report_wall}
     n = max(1, len(timings))
     return {"seconds": parts, "shares": {k: v / wall for k, v in parts.items()},
-            "fixed_per_cell_s": (parts["start-up & closing"] + parts["DVC and process overhead"]) / n,
-            "fixed_per_cell_with_tracking_s": (wall - report_wall - fit) / n,
-            "startup_s_sum": sum(t["startup_s"] for t in timings.values()), "cells": len(timings)}
+            "tracking_s": tracking, "tracking_share": tracking / wall,
+            # launch, start-up, closing and DVC's own work per cell: all but training, tracking and the report
+            "fixed_per_cell_s": (wall - report_wall - fit - tracking) / n, "cells": len(timings),
+            "definitions": {"training": "sum of fit_s (the asynchronous metric hand-offs included)",
+                            "start-up": "sum of startup_s: launch to trainer.fit (the tracker's start included)",
+                            "closing": "fit's end to process exit (history, summary, write, tracker.finish)",
+                            "report": "the report stage's process", "DVC and process overhead": "the rest"}}
 
 
 def grid_floor(params_text: str | None, env: dict, tmp: Path, repeats: int, parallel: bool = True,
