@@ -148,6 +148,58 @@ def endpoints_figure(name: str):
     return draw
 
 
+def _parse_cell(detail: str) -> tuple[str, str, str]:
+    """'center_detached vs center, digits, lr 1' -> (row, data set, 'lr 1')."""
+    parts = [p.strip() for p in detail.split(",")]
+    return ", ".join(parts[:-2]), parts[-2], parts[-1]
+
+
+def fig_blowup_excess(data: FigureData) -> list[Drawn]:
+    """Claim 4 as heatmaps: the excess blow-up rate of each detached variant over its twin, and the
+    blow-up rate against the refresh interval K; * where the interval over seeds excludes 0."""
+    v = next((v for v in data.verdicts if v.figure == "blowup_excess"), None)
+    if v is None or not v.endpoints:
+        return []
+    import pandas as pd
+
+    plt = plt_()
+    rows = []
+    for e in v.endpoints:
+        row, ds, lr = _parse_cell(e.detail)
+        kind = "excess" if e.name.startswith("excess") else "sweep"
+        if kind == "sweep":
+            row = e.name.replace("blow-up rate at ", "")
+        rows.append({"kind": kind, "row": row, "col": f"{ds.replace('synthetic_zero_mean', 'zero mean')} {lr}",
+                     "effect": e.effect,
+                     "sure": np.isfinite(e.lo) and (e.lo > 0 or e.hi < 0)})
+    t = pd.DataFrame(rows)
+    kinds = [k for k in ("excess", "sweep") if k in set(t["kind"])]
+    heights = [max(2.0, 0.32 * t[t["kind"] == k]["row"].nunique() + 1.2) for k in kinds]
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(11, sum(heights) + 1.0 * len(kinds)),
+                             gridspec_kw={"height_ratios": heights, "hspace": 0.9}, squeeze=False)
+    for ax, k in zip(axes[:, 0], kinds):
+        d = t[t["kind"] == k]
+        cols = list(dict.fromkeys(d["col"]))
+        eff = d.pivot_table(index="row", columns="col", values="effect", sort=False).reindex(columns=cols)
+        sure = d.pivot_table(index="row", columns="col", values="sure", aggfunc="max", sort=False).reindex(columns=cols)
+        lim = (-1, 1) if k == "excess" else (0, 1)
+        ax.imshow(eff.to_numpy(float), cmap="RdBu_r" if k == "excess" else "Reds", vmin=lim[0], vmax=lim[1],
+                  aspect="auto")
+        for (i, j), x in np.ndenumerate(eff.to_numpy(float)):
+            if np.isfinite(x):
+                ax.text(j, i, f"{x:.1f}" + ("*" if sure.iloc[i, j] else ""), ha="center", va="center", fontsize=6,
+                        color="white" if abs(x) > 0.6 else "black")
+        ax.set_xticks(range(len(cols)), cols, fontsize=6, rotation=45, ha="right")
+        ax.set_yticks(range(len(eff.index)), eff.index, fontsize=7)
+        ax.set_title("excess blow-up rate, detached minus twin (paired by seed)" if k == "excess"
+                     else "blow-up rate against the refresh interval K (population_detached)", fontsize=8)
+    fig.suptitle(f"{v.key}: {v.title} -- {v.status}", fontsize=9)
+    return [save(fig, data, "blowup_excess", "blowup_excess",
+                 f"{v.key} ({v.title}): blow-up (diverged or parameters past the declared factors) of each detached "
+                 "variant in excess of its twin, per data set and lr, and the rate against K; * = the interval "
+                 "over seeds excludes 0.")]
+
+
 def fig_bn_vs_nobias(data: FigureData) -> list[Drawn]:
     """|loss_bn - loss_bn_nobias| / loss at step 0 per step (paired by data set, lr and seed),
     training-mode mini-batch loss at the logged steps, log scale."""

@@ -125,7 +125,7 @@ FIGURES = {"b_norm": fig_b_norm, "loss": fig_loss, "weight_norm": fig_weight_nor
            "member_status": fig_member_status, "b_drift_per_layer": cf.fig_b_drift_per_layer,
            "train_eval_gap": cf.fig_train_eval_gap, "toy_drift": cf.fig_toy_drift,
            "scaling_excess": cf.endpoints_figure("scaling_excess"),
-           "blowup_excess": cf.endpoints_figure("blowup_excess"), "bn_vs_nobias": cf.fig_bn_vs_nobias}
+           "blowup_excess": cf.fig_blowup_excess, "bn_vs_nobias": cf.fig_bn_vs_nobias}
 # drawn whatever the claims name (the claims' own figures are added to these)
 ALWAYS = ("member_status", "b_norm", "loss", "weight_norm", "b_drift_per_layer", "train_eval_gap", "toy_drift")
 
