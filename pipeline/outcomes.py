@@ -181,7 +181,9 @@ def _from_history(h: _Member, row: dict, layers: list[str], width: float, settin
     below = np.flatnonzero(h["_loss_mean"] < target) if np.isfinite(target) else []
     out["steps_to_target"] = float(step[below[0]]) if len(below) else float("nan")
     # claim 1's identity check, scaled by the float-rounding allowance that grows with ||b||:
-    # |loss(b) - loss(b_0)| / |loss| / (1 + rms of b per unit), worst evaluation of the run
+    # |loss(b) - loss(b_0)| / max(|loss|, 1 nat) / (1 + rms of b per unit), worst evaluation of the run:
+    # below 1 nat the rounding of a float32 cross-entropy is absolute (set by the logits' size), not
+    # relative to the loss -- a member fitted to a loss of 5e-6 rounds at ~1e-10, 1e-5 of its loss
     out["b_sens_scaled"] = float("nan")
     bcols = [f"b_norm/{layer}" for layer in layers if f"b_norm/{layer}" in h]
     if "b_sensitivity" in h and "full_loss_train" in h and bcols:
@@ -192,7 +194,7 @@ def _from_history(h: _Member, row: dict, layers: list[str], width: float, settin
             b0 = max((row.get(f"b_norm0/{layer}", 0.0) or 0.0) for layer in layers)
             rms = np.maximum(np.where(np.isnan(filled).all(axis=1), 0.0, np.fmax.reduce(filled, axis=1)), b0) \
                 / math.sqrt(width)
-            rel = sens[ev] / np.maximum(np.abs(full[ev]), 1e-30)
+            rel = sens[ev] / np.maximum(np.abs(full[ev]), 1.0)
             out["b_sens_scaled"] = _nanmax(rel / (1.0 + rms))
     return out
 

@@ -119,6 +119,15 @@ def test_the_identity_tolerance_grows_with_b():
     assert t["b_sens_scaled"].tolist() == pytest.approx([5e-5, 5e-6])
 
 
+def test_below_one_nat_the_identity_tolerance_is_absolute():
+    # a member fitted to a loss of 5e-6 whose probe moved by 7e-11 nats (float32 noise of its logits):
+    # relative to its loss that is 1.4e-5, relative to max(loss, 1 nat) 7e-11
+    s, h = _cell("center_detached-synthetic", [_member(0, 0.1, 0)], [_history(0, 0.1, 0, sens_rel=7e-11, b_norm=0.0)])
+    h["full_loss_train"] = h["full_loss_train"].where(h["full_loss_train"].isna(), 5e-6)
+    t = member_table([s], {s["cell"]: h}, S, {s["cell"]: _config(width=16)})
+    assert t["b_sens_scaled"].iloc[0] == pytest.approx(7e-11)
+
+
 def test_the_bias_only_toy_is_na_and_gets_no_largest_lr():
     s, h = _cell("bias_only_toy-synthetic", [_member(0, 0.1, 0), _member(1, 3.0, 0)],
                  [_history(0, 0.1, 0), _history(1, 3.0, 0)])

@@ -20,7 +20,7 @@ def judge_loss_independent(m, hist, s):
     ctrl = live[(live["variant"] == "none") & live["b_sens_scaled"].notna()]
     worst = float(subj["b_sens_scaled"].max()) if len(subj) else NAN
     ctrl_med = float(ctrl["b_sens_scaled"].median()) if len(ctrl) else NAN
-    eps = [Endpoint("worst |loss(b) - loss(b_0)| / loss / (1 + rms b)", worst, NAN, NAN, len(subj),
+    eps = [Endpoint("worst |loss(b) - loss(b_0)| / max(loss, 1) / (1 + rms b)", worst, NAN, NAN, len(subj),
                     "relative, train mode", f"detached batch centering ({', '.join(DETACHED_BATCH_CENTERING)}, "
                     f"bias-only toy); max over members and evaluations"),
            Endpoint("median of the same on the control", ctrl_med, NAN, NAN, len(ctrl), "relative, train mode",
@@ -29,7 +29,7 @@ def judge_loss_independent(m, hist, s):
         ["role", "variant", "dataset", "lr"], sort=False).agg(
         n=("seed", "size"), worst=("b_sens_scaled", "max"), median=("b_sens_scaled", "median"),
         b_rms=("b_rms_max", "median")).reset_index() if len(subj) + len(ctrl) else None
-    ev = (f"Full training set, training mode: worst scaled |loss(b) - loss(b_0)| / loss = {_g(worst)} over "
+    ev = (f"Full training set, training mode: worst scaled |loss(b) - loss(b_0)| / max(loss, 1 nat) = {_g(worst)} over "
           f"{len(subj)} surviving detached-centering members whose b moved (tolerance {tol:g}); the control "
           f"`none` shows {_g(ctrl_med)} (median over {len(ctrl)} members).")
     if len(subj) < s.min_members or len(ctrl) < s.min_members or not ctrl_med > tol:

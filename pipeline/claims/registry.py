@@ -20,12 +20,12 @@ REGISTRY: list[Claim] = [
     Claim("claim1", "The loss does not depend on b",
           "If the normalization is computed outside the gradient step, the loss stays fixed while b changes.",
           "identity",
-          (("scaled sensitivity", "|loss(b) - loss(b_0)| / loss on the full training set, training mode, at every "
-            "evaluation, divided by (1 + ||b|| / sqrt(width))"),),
+          (("scaled sensitivity", "|loss(b) - loss(b_0)| / max(loss, 1 nat) on the full training set, training "
+            "mode, at every evaluation, divided by (1 + ||b|| / sqrt(units))"),),
           "Control: `none` (no normalization), where b matters: the same probe must exceed the tolerance there.",
           "Identity (x - mean(x) cancels b in training mode): check passed if every surviving detached-centering "
-          "member whose b moved stays within {identity_rtol} x (1 + rms b) -- float32 rounding, which grows with "
-          "||b|| -- and the control `none` exceeds it (else the check could not fail: not shown). "
+          "member whose b moved stays within {identity_rtol} x max(loss, 1 nat) x (1 + rms b) -- float32 rounding, "
+          "relative above 1 nat, absolute below it (set by the logits), growing with ||b|| -- and the control `none` exceeds it (else the check could not fail: not shown). "
           "Fewer than {min_members} members on either side: not shown.",
           None,
           {PASSED: "In training mode the loss did not depend on b, as algebra requires: an implementation check, "
