@@ -247,7 +247,9 @@ def _claim5(grad=1e-8, gap=1e-6, control=0.3):
 def test_claim5_is_a_check_that_can_fail():
     assert _claim5().status == PASSED
     assert _claim5(grad=1e-2).status == CHECK_FAILED
-    assert _claim5(gap=0.1).status == CHECK_FAILED
+    # the bn/bn_nobias loss gap is amplified rounding (both forwards are one function): reported, not decisive
+    v = _claim5(gap=0.1)
+    assert v.status == PASSED and "5 of 5 pairs above" in v.endpoints[2].detail
     assert _claim5(control=0.0).status == NOT_SHOWN      # the probe cannot see b's gradient where it exists
     assert _claim5(gap=np.nan).status == NOT_SHOWN       # bn_nobias not in the grid
 

@@ -49,8 +49,11 @@ def judge_bn_redundant(m, hist, s):
                     len(bn), "relative", "bn, max over members, layers and logged steps"),
            Endpoint("median |dl/db| / |dl/dW| on the controls", float(ctrl["grad_b_rel_max"].median())
                     if len(ctrl) else NAN, NAN, NAN, len(ctrl), "relative", "none and frozen: b is not redundant"),
-           Endpoint("worst bn vs bn_nobias loss gap, early steps", float(early.max()) if len(early) else NAN,
-                    NAN, NAN, len(early), "relative, train mode (mini-batch)", "bn paired with bn_nobias by seed"),
+           Endpoint("worst bn vs bn_nobias loss gap, early steps (reported, not decisive)",
+                    float(early.max()) if len(early) else NAN, NAN, NAN, len(early),
+                    "relative, train mode (mini-batch)", "bn paired with bn_nobias by seed; rounding amplified by the "
+                    f"dynamics: {int((early > s.trajectory_rtol).sum())} of {len(early)} pairs above "
+                    f"{s.trajectory_rtol:g}"),
            Endpoint("same member status, bn vs bn_nobias (reported, not decisive)",
                     *ci(same, n_boot=s.bootstrap, level=s.ci_level, method="bootstrap"), len(same), "fraction",
                     "paired by data set, lr, seed")]
@@ -58,5 +61,7 @@ def judge_bn_redundant(m, hist, s):
     if len(bn) < s.min_members or len(early) < s.min_members or len(ctrl) < s.min_members \
             or not eps[1].effect > s.grad_rtol:
         return NOT_SHOWN, eps, ev + " The check could not fail here, so it is not shown.", _table(eps, set())
-    ok = eps[0].effect <= s.grad_rtol and eps[2].effect <= s.trajectory_rtol
-    return (PASSED if ok else CHECK_FAILED), eps, ev, _table(eps, {0, 1, 2})
+    # the two forwards are the same function of (W, data): their loss gap starts at float rounding
+    # (~1e-7) and measures how fast the dynamics amplify it (fast in deep BN networks), not b's role
+    ok = eps[0].effect <= s.grad_rtol
+    return (PASSED if ok else CHECK_FAILED), eps, ev, _table(eps, {0, 1})
