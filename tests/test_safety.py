@@ -30,10 +30,17 @@ def _env(uri: str) -> dict:
             "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
+def _interactive_sigint() -> None:
+    # a job started in the background (CI, nohup) inherits SIGINT ignored, and Python then keeps it
+    # ignored; a terminal's Ctrl-C reaches a foreground process whose SIGINT is the default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _train(d: Path, uri: str, out: str, **kw) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "pipeline.train", "--params", str(d / "params.yaml"), "--variant", "bn",
            "--dataset", "synthetic", "--out", out]
-    return subprocess.Popen(cmd, cwd=d, env=_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(cmd, cwd=d, env=_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interactive_sigint, **kw)
 
 
 def _runs(uri: str):
@@ -105,6 +112,15 @@ def test_runs_of_live_or_foreign_processes_are_left_alone(tmp_path, mlflow_uri):
 
 
 def test_a_signal_while_closing_waits_until_every_run_is_closed(mlflow_uri):
+    # Python's own Ctrl-C handler, as in a terminal (a background job may start with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _signal_while_closing(mlflow_uri)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _signal_while_closing(mlflow_uri):
     cell = make_cell("bn")
     tracker = CellTracker(cell, cell.members(), "train@x")
     tracker.start()
