@@ -190,7 +190,7 @@ def bare_loop(cell) -> float:
     import torch.nn.functional as F
 
     from pipeline.data import StackedBatches, StackedDataModule
-    from pipeline.model import build_model
+    from pipeline.networks import build_model
     from pipeline.optim import make_optimizer
 
     members, o, tr = cell.members(), cell.optim, cell.train

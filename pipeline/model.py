@@ -1,6 +1,6 @@
 """The stacked MLP: M independent members computed as one batched network.
 
-    from pipeline.model import build_model
+    from pipeline.networks import build_model
     model = build_model(input_shape, d_out, seeds, cell.model, cell.variant)  # model.kind: mlp or cnn
 
 Hidden layer l: x = u W_l + b_l  ->  norm_l  ->  activation. The output layer is a plain
@@ -124,16 +124,3 @@ class StackedMLP(StackedBase):
         for lin, norm in self.hidden:
             x = self.act(norm(lin(x)))
         return self.linears[-1](x)
-
-
-def build_model(input_shape: tuple[int, ...], d_out: int, seeds: list[int], model: ModelSettings,
-                variant: VariantSettings) -> StackedBase:
-    """model.kind's network for examples of shape (D,) or (C, H, W); an MLP reads images
-    flattened (the data module's `flatten=True`), so it is built for prod(shape) inputs."""
-    if model.kind == "cnn":
-        from pipeline.conv import StackedCNN
-
-        if len(input_shape) != 3:
-            raise ValueError(f"model.kind cnn needs images (C, H, W), got examples of shape {tuple(input_shape)}")
-        return StackedCNN(input_shape[0], d_out, seeds, model, variant)
-    return StackedMLP(math.prod(input_shape), d_out, seeds, model, variant)

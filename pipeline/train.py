@@ -122,7 +122,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     import torch
 
     from pipeline.data import StackedDataModule
-    from pipeline.model import build_model
+    from pipeline.networks import build_model
     from pipeline.module import NormLabModule
     from pipeline.tracking import CellTracker, TrackingCallback
 

@@ -274,7 +274,7 @@ def start_server() -> None:
         _warn(str(err))
         return
     with os.fdopen(log, "ab") as log_file:
-        subprocess.Popen([sys.executable, "-m", "pipeline.warm", "serve"], cwd=ROOT, start_new_session=True,
+        subprocess.Popen([sys.executable, "-m", "pipeline.warm_server"], cwd=ROOT, start_new_session=True,
                          stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, umask=0o077,
                          env={k: v for k, v in os.environ.items() if k != "NORMLAB_T0"})
 
@@ -312,13 +312,9 @@ def _ask(path: Path, op: str, timeout: float) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cmd = argv[0] if argv else "status"
-    if cmd not in ("serve", "status", "start", "stop") or argv[1:] not in ([], ["--wait"]):
+    if cmd not in ("status", "start", "stop") or argv[1:] not in ([], ["--wait"]):
         print("usage: python -m pipeline.warm status|start [--wait]|stop", file=sys.stderr)
         return 2
-    if cmd == "serve":
-        from pipeline.warm_server import serve
-
-        return serve()
     path = socket_path()
     if path is None:
         return 1

@@ -390,3 +390,7 @@ def _child(req: dict, fds: list[int], server_pid: int) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     return int(code or 0)
+
+
+if __name__ == "__main__":  # started by pipeline.warm's client: python -m pipeline.warm_server
+    sys.exit(serve())

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from pipeline.data import StackedDataModule
 from pipeline.drift import displacement
-from pipeline.model import build_model
+from pipeline.networks import build_model
 from pipeline.train import run_cell
 from tests.conftest import make_cell
 

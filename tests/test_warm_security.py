@@ -286,7 +286,7 @@ def test_a_symlinked_lock_is_never_followed(tmp):
     os.chmod(victim, 0o600)
     sock.with_suffix(".lock").unlink(missing_ok=True)  # `status` made one
     sock.with_suffix(".lock").symlink_to(victim)
-    serve = subprocess.run([PY, "-m", "pipeline.warm", "serve"], cwd=ROOT, env=env, capture_output=True, text=True,
+    serve = subprocess.run([PY, "-m", "pipeline.warm_server"], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=120)
     assert serve.returncode == 1
     assert "refusing to start" in serve.stderr
