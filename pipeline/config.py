@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.norms import NORMS
 from pipeline.params_yaml import YamlError, error_line, read_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +51,12 @@ def _check_seed(seed: int, key: str) -> None:
         raise ValueError(f"{key}: must be an integer in [0, 2**32) (got {seed})")
 
 
-NormName = Literal[tuple(NORMS)]  # type: ignore[valid-type]
+# the layers of pipeline/norms.py by name (its NORMS registry must list exactly these: checked at its
+# import); spelled out here so that reading settings (the report, the CLI) does not import torch
+NORM_NAMES = ("none", "bn", "center", "center_detached", "standardize_detached", "population_detached",
+              "population_center_detached", "running_detached", "running_center_detached", "frozen",
+              "batch_renorm", "layernorm", "groupnorm", "weightnorm")
+NormName = Literal[NORM_NAMES]  # type: ignore[valid-type]
 
 
 class VariantSettings(_Strict):

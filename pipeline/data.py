@@ -188,20 +188,42 @@ class StackedBatches(IterableDataset):
         perms = [torch.randperm(n, generator=gen)[: per_epoch * b].view(per_epoch, b) for _ in range(epochs)]
         return torch.cat(perms)[: self.steps]
 
+    def indices(self) -> torch.Tensor:
+        """[steps, M, B]: the examples of every member at every step."""
+        return torch.stack([self.member_indices(s) for s in self.seeds], dim=1)
+
     def __iter__(self):
-        idx = torch.stack([self.member_indices(s) for s in self.seeds], dim=1)  # [steps, M, B]
+        idx = self.indices()
         for t in range(self.steps):
             yield self.x[idx[t]], self.y[idx[t]]
+
+
+class StepChunks(IterableDataset):
+    """The batches of a StackedBatches, `chunk` consecutive steps per item: (xs [K, M, B, ...],
+    ys [K, M, B], first step). One Lightning batch then runs K optimizer steps, so Lightning's
+    per-batch machinery is paid once per K steps (issue 11); xs[k] is the same data as step t0 + k's."""
+
+    def __init__(self, batches: StackedBatches, chunk: int):
+        self.batches, self.chunk = batches, chunk
+
+    def __len__(self):
+        return -(-self.batches.steps // self.chunk)
+
+    def __iter__(self):
+        idx, b = self.batches.indices(), self.batches
+        for t0 in range(0, b.steps, self.chunk):
+            sel = idx[t0:t0 + self.chunk]
+            yield b.x[sel], b.y[sel], t0
 
 
 class StackedDataModule(pl.LightningDataModule):
     """`flatten`: images become [N, C*H*W] (an MLP cell); else they stay [N, C, H, W]."""
 
     def __init__(self, cfg: DatasetSettings, seeds: list[int], batch_size: int, steps: int, key: str = "dataset",
-                 flatten: bool = False):
+                 flatten: bool = False, chunk: int = 1):
         super().__init__()
         self.cfg, self.seeds, self.batch_size, self.steps, self.key = cfg, seeds, batch_size, steps, key
-        self.flatten = flatten
+        self.flatten, self.chunk = flatten, chunk
         self._ready = False
 
     def setup(self, stage: str | None = None) -> None:
@@ -233,8 +255,9 @@ class StackedDataModule(pl.LightningDataModule):
         return tuple(self.x_train.shape[1:])
 
     def train_dataloader(self):
+        """Items of `chunk` steps each (StepChunks): (xs, ys, first step)."""
         data = StackedBatches(self.x_train, self.y_train, self.seeds, self.batch_size, self.steps)
-        return DataLoader(data, batch_size=None)
+        return DataLoader(StepChunks(data, self.chunk), batch_size=None)
 
     def val_dataloader(self):
         """Two loaders of one full-set batch each: the whole train set, then validation."""

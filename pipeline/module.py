@@ -27,6 +27,9 @@ from pipeline.optim import make_optimizer
 # passes are the same float operations, so an interval evaluation runs the full set once for both.
 # Exact classes: a subclass may add a mode.
 MODE_FREE = (Identity, WeightNormMarker, LayerNorm, GroupNorm, PopulationDetached, PopulationCenterDetached)
+# optimizer steps per Lightning batch: its per-batch loop machinery (~0.5 ms a call) is paid once per
+# this many steps; any value gives the same bytes (tests/test_module_identity.py)
+STEPS_PER_BATCH = 25
 
 
 class NormLabModule(pl.LightningModule):
@@ -60,6 +63,7 @@ class NormLabModule(pl.LightningModule):
         self._gsum: dict[int, torch.Tensor] = {}
         self._recording = False  # the x_hat gradient hooks run only on recorded steps
         self._final_recorded = False
+        self.steps_done = 0  # optimizer steps taken (the tracker flushes by it)
         # per-step constants, looked up once (model.hidden builds a list on every call)
         self._hidden = model.hidden
         self._population = model.uses_population()
@@ -101,8 +105,14 @@ class NormLabModule(pl.LightningModule):
                                     getattr(self, f"drift_pred_{i}"), self.lrs.view(-1, *[1] * (lin.bias.dim() - 1))))
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        t = batch_idx
+        """A batch is STEPS_PER_BATCH consecutive steps (pipeline.data.StepChunks): xs[k] is step t0 + k's."""
+        xs, ys, t0 = batch
+        for k in range(len(xs)):
+            self.step(xs[k], ys[k], t0 + k)
+            self.steps_done = t0 + k + 1
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, t: int) -> None:
+        """Optimizer step t on the batch (x, y) of every member."""
         tr = self.cell.train
         opt = self._opt
         self.model.set_step(t)

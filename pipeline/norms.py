@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import NORM_NAMES
+
 
 class StackedNorm(nn.Module):
     """Base: normalize(x) then optional gamma * x_hat + beta, per member."""
@@ -357,6 +359,8 @@ NORMS: dict[str, type[StackedNorm]] = {
     "groupnorm": GroupNorm,
     "weightnorm": WeightNormMarker,
 }
+if tuple(NORMS) != NORM_NAMES:  # config validates `norm:` against NORM_NAMES without importing torch
+    raise ImportError(f"pipeline/norms.py NORMS {tuple(NORMS)} != pipeline/config.py NORM_NAMES {NORM_NAMES}")
 
 
 def make_norm(name: str, members: int, features: int, **kw) -> StackedNorm:

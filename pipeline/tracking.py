@@ -10,9 +10,10 @@ best_full_acc_train, largest_trained_lr: absent where no lr trained) and one fig
 figures/b_norm_loss.png (||b|| and loss per lr, log scales). The experiment is tagged
 mlflow.experimentKind = custom_model_development, so the UI treats it as model training.
 The store is `MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo>/mlflow.db`. Metrics go
-through `MlflowClient.log_batch` in chunks of 1000 (one SQLite transaction each, ~0.3 ms a
-value instead of ~7 ms per `log_metric`), flushed by a Lightning callback every
-`tracking.flush_every` steps. Runs always end FINISHED, FAILED or KILLED, never RUNNING.
+through `MlflowClient.log_batch` (one SQLite transaction each, ~0.05 ms a value instead of ~7 ms
+per `log_metric`), flushed by a Lightning callback every `tracking.flush_every` steps; a run's
+params, last metrics and closing tags share one request. Runs always end FINISHED, FAILED or
+KILLED, never RUNNING.
 """
 from __future__ import annotations
 
@@ -167,8 +168,23 @@ def experiment_id(client, name: str, uri: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+def dataset_inputs(name: str, features, targets) -> list:
+    """MLflow's DatasetInput of a training split (its digest computed here, from the arrays)."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    entity = mlflow.data.from_numpy(features, targets=targets, name=name)._to_mlflow_entity()
+    return [DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "train")])]
+
+
 class CellTracker:
-    """Parent + child runs of one cell, and the time spent in MLflow calls."""
+    """Parent + child runs of one cell, and the time spent in MLflow calls.
+
+    Calls per run (issue 11: each MLflow call costs ~5-10 ms on SQLite, whatever it carries):
+    create_run with its tags; one log_batch with its params, the metrics of the last flush and the
+    final tags (earlier flushes, when `tracking.flush_every` < steps, go asynchronously during
+    training and carry the params instead); log_inputs; set_terminated."""
 
     def __init__(self, cell: CellSettings, members: list[tuple[float, int]], stage: str, uri: str | None = None):
         self.cell, self.members, self.stage = cell, members, stage
@@ -177,6 +193,12 @@ class CellTracker:
         self.parent_id: str | None = None
         self.child_ids: list[str] = []
         self._pending: list = []  # RunOperations of asynchronous log_batch calls
+        self._params: dict[str, list] = {}   # run id -> Params not sent yet (they go with its first batch)
+        self._final: dict[int, list] = {}    # member -> Metrics of the last flush (sent by finish)
+        # flushes during training go through MLflow's writer thread (overlapping training in this
+        # process); a tracking process of its own (pipeline.tracker_process) writes them at once
+        self.asynchronous = True
+        self._members_closed = False
 
     def _timed(self, fn, *a, **kw):
         t0 = time.perf_counter()
@@ -186,71 +208,100 @@ class CellTracker:
             self.seconds += time.perf_counter() - t0
 
     def start(self) -> None:
+        """Connect (an unreachable store raises ConfigError here, before any training), then the runs."""
+        self.connect()
+        self.create_runs()
+
+    def connect(self) -> None:
+        t0 = time.perf_counter()
+        self.client = connect(self.uri)
+        self.experiment_id = experiment_id(self.client, self.cell.tracking.experiment, self.uri)
+        close_orphans(self.client, [self.experiment_id], self.cell.name)  # runs of a killed earlier try
+        self.seconds += time.perf_counter() - t0
+
+    def create_runs(self) -> None:
         from mlflow.entities import Param
         from mlflow.tracking.context.registry import resolve_tags
 
         from pipeline.records import config_hash
 
         t0 = time.perf_counter()
-        self.client = connect(self.uri)
-        self.experiment_id = experiment_id(self.client, self.cell.tracking.experiment, self.uri)
-        close_orphans(self.client, [self.experiment_id], self.cell.name)  # runs of a killed earlier try
         # MLflow's own context tags (source, git commit, user), then the cell's
         common = {**resolve_tags(), "variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
                   "norm": self.cell.variant.norm, "dvc_stage": self.stage, "cell": self.cell.name,
                   "normlab.proc": process_tag(), "normlab.config_hash": config_hash(self.cell)}
         if os.environ.get("DVC_EXP_NAME"):
             common["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-        flat = self.cell.flat()
+        flat = {k: v for k, v in self.cell.flat().items() if k not in ("optim.lrs", "optim.seeds")}
         parent = self.client.create_run(self.experiment_id, run_name=self.cell.name,
                                         tags={**common, "normlab.kind": "cell"})
         self.parent_id = parent.info.run_id
-        cell_params = {k: v for k, v in flat.items() if k not in ("optim.lrs", "optim.seeds")}
-        cell_params.update({"optim.lrs": str(list(self.cell.optim.lrs)), "optim.seeds": str(list(self.cell.optim.seeds))})
-        self._log_params(self.parent_id, cell_params, Param)
+        self._params[self.parent_id] = [Param(k, v) for k, v in {
+            **flat, "optim.lrs": str(list(self.cell.optim.lrs)), "optim.seeds": str(list(self.cell.optim.seeds))}.items()]
         for lr, seed in self.members:
             tags = {**common, "normlab.kind": "member", "mlflow.parentRunId": self.parent_id,
                     "seed": str(seed), "lr": str(lr), "diverged": "false"}
             run = self.client.create_run(self.experiment_id, run_name=f"{self.cell.name} lr={lr} seed={seed}",
                                          tags=tags)
             self.child_ids.append(run.info.run_id)
-            params = {**{k: v for k, v in flat.items() if k not in ("optim.lrs", "optim.seeds")},
-                      "optim.lr": str(lr), "seed": str(seed)}
-            self._log_params(run.info.run_id, params, Param)
+            self._params[run.info.run_id] = [Param(k, v) for k, v in {**flat, "optim.lr": str(lr), "seed": str(seed)}.items()]
         self.seconds += time.perf_counter() - t0
 
-    def _log_params(self, run_id, params: dict[str, str], Param) -> None:
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow's limit of params per request
-            self.client.log_batch(run_id, params=items[i:i + 100])
+    def _batch(self, run_id: str, metrics=(), tags=(), synchronous: bool = True) -> None:
+        """One log_batch (more only past MLflow's per-request limits: 100 params, 100 tags, 1000
+        entities) with the run's params not sent yet, `metrics` and `tags`."""
+        params, metrics, tags = self._params.pop(run_id, []), list(metrics), list(tags)
+        while params or metrics or tags:
+            p, t = params[:100], tags[:100]
+            m = metrics[:BATCH_LIMIT - len(p) - len(t)]
+            params, tags, metrics = params[len(p):], tags[len(t):], metrics[len(m):]
+            op = self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=synchronous)
+            if not synchronous:  # MLflow's writer thread overlaps the SQLite work with training
+                self._pending.append(op)
 
     def log_dataset(self, features, targets) -> None:
         """The cell's training split (the arrays the members train on) as a dataset input of every
         run: name = the data set's name, digest = MLflow's hash of the arrays (a changed data set
         shows as a new digest), context "train"."""
-        import mlflow.data
-        from mlflow.entities import DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+        self.log_inputs(dataset_inputs(self.cell.dataset_name, features, targets))
 
+    def log_inputs(self, inputs: list) -> None:
         t0 = time.perf_counter()
         try:
-            entity = mlflow.data.from_numpy(features, targets=targets, name=self.cell.dataset_name)._to_mlflow_entity()
-            inputs = [DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "train")])]
             for run_id in [self.parent_id, *self.child_ids]:
                 self.client.log_inputs(run_id, datasets=inputs)
         finally:
             self.seconds += time.perf_counter() - t0
 
-    def log_rows(self, member: int, rows: list[tuple[int, str, float]]) -> None:
-        """rows = (step, key, value); sent in chunks of 1000 per request."""
+    def log_rows(self, rows: dict[int, list[tuple[int, str, float]]], final: bool = False,
+                 diverged: dict[int, int] | None = None) -> None:
+        """rows: member -> (step, key, value); `diverged`: member -> the step it diverged at (the final
+        flush). A flush during training is sent now; the final one goes with each run's closing tags
+        in one request: at once in a tracking process of its own, else by finish()."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, int(s)) for s, k, v in rows]
-        for i in range(0, len(metrics), BATCH_LIMIT):
-            # asynchronous: MLflow's writer thread overlaps the SQLite work with training
-            self._pending.append(self._timed(self.client.log_batch, self.child_ids[member],
-                                             metrics=metrics[i:i + BATCH_LIMIT], synchronous=False))
+        for member, member_rows in rows.items():
+            metrics = [Metric(k, float(v), now, int(s)) for s, k, v in member_rows]
+            if final:
+                self._final.setdefault(member, []).extend(metrics)
+            else:
+                self._timed(self._batch, self.child_ids[member], metrics=metrics, synchronous=not self.asynchronous)
+        if final and not self.asynchronous:
+            self._close_members(diverged or {})
+
+    def _close_members(self, diverged: dict[int, int]) -> None:
+        """Each member run's last request: its final metrics, unsent params, and divergence tags."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        for j, run_id in enumerate(self.child_ids):
+            metrics, tags = self._final.pop(j, []), [RunTag("diverged", str(j in diverged).lower())]
+            if j in diverged:
+                tags.append(RunTag("diverged_step", str(diverged[j])))
+                metrics.append(Metric("diverged_step", float(diverged[j]), now, 0))
+            self._batch(run_id, metrics=metrics, tags=tags)
+        self._members_closed = True
 
     def finish(self, status: str, summary: dict | None = None, artifacts: list[Path] = (),
                outputs_hash: str | None = None) -> None:
@@ -262,35 +313,33 @@ class CellTracker:
             self._finish(status, summary, artifacts, outputs_hash)
 
     def _finish(self, status, summary, artifacts, outputs_hash) -> None:
+        from mlflow.entities import Metric, RunTag
+
         t0 = time.perf_counter()
         try:
-            if outputs_hash:  # the report finds the run behind a cell's outputs by this
-                self.client.set_tag(self.parent_id, "normlab.outputs_hash", outputs_hash)
             for op in self._pending:  # every metric is stored before a run is closed
                 op.wait()
             self._pending.clear()
+            now = int(time.time() * 1000)
+            if summary is not None and not self._members_closed:
+                self._close_members({m["member"]: m["diverged_step"] for m in summary["members"] if m["diverged"]})
+            for run_id in self.child_ids:  # a run that ended early still gets its params
+                if self._params.get(run_id):
+                    self._batch(run_id)
+            tags, metrics = [], []
+            if outputs_hash:  # the report finds the run behind a cell's outputs by this
+                tags.append(RunTag("normlab.outputs_hash", outputs_hash))
             if summary is not None:
-                from mlflow.entities import Metric, RunTag
-
                 from pipeline.cell_view import cell_metrics, outcome_rule
 
-                now = int(time.time() * 1000)
                 # the cell's numbers on its parent run: the runs table sorts and compares cells by them
-                self.client.log_batch(self.parent_id, metrics=[
-                    Metric(k, v, now, 0) for k, v in cell_metrics(summary, self.cell).items()],
-                    tags=[RunTag("normlab.outcome_rule", outcome_rule())])
-                history = next((p for p in artifacts if Path(p).name == "history.parquet"), None)
-                if history is not None and Path(history).exists():
-                    self._log_figure(history)
-                for run_id, m in zip(self.child_ids, summary["members"]):  # one request per run
-                    tags = [RunTag("diverged", str(m["diverged"]).lower())]
-                    metrics = []
-                    if m["diverged"]:
-                        tags.append(RunTag("diverged_step", str(m["diverged_step"])))
-                        metrics.append(Metric("diverged_step", float(m["diverged_step"]), now, 0))
-                    self.client.log_batch(run_id, metrics=metrics, tags=tags)
-                n_div = sum(m["diverged"] for m in summary["members"])
-                self.client.set_tag(self.parent_id, "diverged_members", str(n_div))
+                metrics = [Metric(k, v, now, 0) for k, v in cell_metrics(summary, self.cell).items()]
+                tags += [RunTag("normlab.outcome_rule", outcome_rule()),
+                         RunTag("diverged_members", str(sum(m["diverged"] for m in summary["members"])))]
+            self._batch(self.parent_id, metrics=metrics, tags=tags)
+            history = next((p for p in artifacts if Path(p).name == "history.parquet"), None)
+            if summary is not None and history is not None and Path(history).exists():
+                self._log_figure(history)
             for path in artifacts:
                 if Path(path).exists():
                     self.client.log_artifact(self.parent_id, str(path))
@@ -301,7 +350,6 @@ class CellTracker:
                 except Exception:  # noqa: BLE001 - closing the others matters more
                     pass
             self.seconds += time.perf_counter() - t0
-
 
     def _log_figure(self, history_file) -> None:
         import pandas as pd
@@ -318,23 +366,25 @@ class TrackingCallback(pl.Callback):
     A member's rows stop at the step it diverged (that step's value included).
     """
 
-    def __init__(self, tracker: CellTracker):
+    def __init__(self, tracker):  # a CellTracker, or a pipeline.tracker_process.TrackerProcess
         self.tracker = tracker
         self._loss_sent = 0  # steps of loss_hist already sent
         self._rec_sent = 0   # entries of module.records already sent
         self._keys: dict[str, bool] = {}  # metric name -> matches tracking.metrics
 
-    def flush(self, module, upto: int) -> None:
+    def flush(self, module, upto: int, final: bool = False) -> None:
         losses = module.loss_hist[self._loss_sent:upto].cpu().numpy()
         records = [(t, {k: v.detach().cpu().numpy() for k, v in d.items()})
                    for t, d in module.records[self._rec_sent:]]
         last = module.diverged_step.cpu().numpy()
-        every, final = self.tracker.cell.tracking.log_every, self.tracker.cell.train.steps
+        diverged = {m: int(s) for m, s in enumerate(last) if s >= 0}
+        every, steps = self.tracker.cell.tracking.log_every, self.tracker.cell.train.steps
         patterns = self.tracker.cell.tracking.metrics
 
         def sent(t, stop):  # decimated to tracking.log_every; the last step and the divergence step always go
-            return (stop is None or t <= stop) and (t % every == 0 or t >= final - 1 or t == stop)
+            return (stop is None or t <= stop) and (t % every == 0 or t >= steps - 1 or t == stop)
 
+        out = {}
         for m in range(module.model.members):
             stop = last[m] if last[m] >= 0 else None
             rows = [(self._loss_sent + i, "loss", losses[i, m]) for i in range(len(losses))
@@ -342,7 +392,9 @@ class TrackingCallback(pl.Callback):
             rows += [(t, k, v[m]) for t, d in records if sent(t, stop) for k, v in d.items()
                      if self._tracked(k, patterns)]
             if rows:
-                self.tracker.log_rows(m, rows)
+                out[m] = rows
+        if out or final:
+            self.tracker.log_rows(out, final=final, diverged=diverged if final else None)
         self._loss_sent, self._rec_sent = upto, len(module.records)
 
     def _tracked(self, key: str, patterns) -> bool:
@@ -356,9 +408,10 @@ class TrackingCallback(pl.Callback):
             self.tracker.log_dataset(dm.x_train.numpy(), dm.y_train.numpy())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if (batch_idx + 1) % self.tracker.cell.tracking.flush_every == 0:
-            self.flush(pl_module, batch_idx + 1)
+        every, done = self.tracker.cell.tracking.flush_every, pl_module.steps_done
+        if done // every > self._loss_sent // every:  # a multiple of flush_every passed in this batch
+            self.flush(pl_module, done)
 
     def on_train_end(self, trainer, pl_module):
         pl_module.on_train_end()  # make sure the final state row exists before the last flush
-        self.flush(pl_module, pl_module.cell.train.steps)
+        self.flush(pl_module, pl_module.cell.train.steps, final=True)

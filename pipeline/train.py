@@ -26,6 +26,10 @@ _T0 = time.time()  # start-up is measured from here (imports included), or from 
 
 # only the standard library at import: `python -m pipeline.train` first tries the warm
 # server (pipeline/warm.py), and torch, pandas, Lightning are imported where they are used
+# numpy's OpenBLAS pool and pyarrow's jemalloc thread would start at their import: a cell keeps one
+# thread, so that its MLflow records can be written by a forked process (pipeline/tracker_process.py)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
 
 def _quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning_fabric", "pytorch_lightning.utilities.rank_zero"):
@@ -123,8 +127,9 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
 
     from pipeline.data import StackedDataModule
     from pipeline.networks import build_model
-    from pipeline.module import NormLabModule
-    from pipeline.tracking import CellTracker, TrackingCallback
+    from pipeline.module import STEPS_PER_BATCH, NormLabModule
+    from pipeline.tracker_process import make_tracker
+    from pipeline.tracking import TrackingCallback
 
     _quiet_lightning()
     from pipeline import records
@@ -136,7 +141,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     stage = stage or f"train@{cell.name}"
     out = records.check_out(out)  # before any work: never replace what normlab did not write
     preflight(cell)  # the data set loads and fits the settings, before any run is recorded
-    tracker = CellTracker(cell, members, stage) if track else None
+    tracker = make_tracker(cell, members, stage) if track else None
     if cell.train.threads:
         torch.set_num_threads(cell.train.threads)
     status, summary, meta, written = "FAILED", None, {}, None
@@ -147,7 +152,8 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         pl.seed_everything(0, verbose=False)  # members draw from their own seeded generators
         seeds = [s for _, s in members]
         dm = StackedDataModule(cell.dataset, seeds, cell.optim.batch_size, cell.train.steps,
-                               flatten=cell.model.kind == "mlp")  # an MLP reads images flattened
+                               flatten=cell.model.kind == "mlp",  # an MLP reads images flattened
+                               chunk=STEPS_PER_BATCH)
         model = build_model(dm.input_shape, dm.num_classes, seeds, cell.model, cell.variant)
         module = NormLabModule(model, cell, [lr for lr, _ in members], input_mean=dm.input_mean,
                                x_train=dm.x_train if model.uses_population() else None,
@@ -155,7 +161,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         callbacks = [TrackingCallback(tracker)] if tracker else []
         if progress:
             from pytorch_lightning.callbacks import TQDMProgressBar
-            callbacks.append(TQDMProgressBar(refresh_rate=max(1, cell.train.steps // 200)))
+            callbacks.append(TQDMProgressBar(refresh_rate=1))  # a batch is STEPS_PER_BATCH steps
         trainer = pl.Trainer(accelerator=cell.train.accelerator, devices=1, max_steps=cell.train.steps,
                              max_epochs=1, logger=False, enable_checkpointing=False,
                              enable_model_summary=False, num_sanity_val_steps=0,
@@ -178,9 +184,6 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
                   "device": str(module.device)}
         summary = summarize(cell, history, module, members, float(dm.input_mean.norm()), dm.num_classes)
         meta = {"cell": cell.name, "timing": timing}
-        if tracker:
-            meta["mlflow"] = {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
-                              "parent_run_id": tracker.parent_id, "member_run_ids": tracker.child_ids}
         records.write_cell(out, history, summary, records.cell_config(cell))
         written = records.outputs_hash(out)
         status = "FINISHED"
@@ -191,8 +194,11 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     finally:
         if tracker:
             tracker.finish(status, summary, [out / f for f in records.FILES] if written else [], written)
-            if meta:
+            if meta:  # the time the cell waited for MLflow (a tracking process works beside it)
                 meta["timing"]["tracking_s"] = tracker.seconds
+                meta["timing"]["tracking_process_s"] = getattr(tracker, "child_seconds", None)
+                meta["mlflow"] = {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
+                                  "parent_run_id": tracker.parent_id, "member_run_ids": tracker.child_ids}
         if meta and written:  # only beside outputs that were written
             meta["outputs_hash"] = written
             records.write_meta(out, meta)

@@ -42,6 +42,7 @@ def _threads() -> int:
 def serve() -> int:
     """Take the lock, import once, listen, serve until stopped or idle."""
     import fcntl
+    import gc
 
     os.umask(0o077)  # socket, lock and log are private whatever umask the spawning caller had
     path = socket_path()
@@ -70,6 +71,10 @@ def serve() -> int:
     import mlflow.store.tracking.sqlalchemy_store, mlflow.store.db.utils  # noqa: F401,E401 (1.2 s; no engine yet)
     import pipeline.data, pipeline.model, pipeline.module, pipeline.tracking  # noqa: F401,E401
     import sklearn.datasets  # noqa: F401
+    _warm_up()
+    # every cell is a fork of this heap: keep the collector off it (a full collection in a cell walked
+    # all of torch's, pandas' and MLflow's objects, and its writes copied their pages)
+    gc.freeze()
 
     try:  # we hold the lock, so a socket here is a dead server's
         if stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -85,6 +90,23 @@ def serve() -> int:
     code = _Server(srv, path, lock).loop()
     sys.stderr.flush()
     os._exit(code)  # nothing to finalize; tearing down torch & co. would keep `stop` waiting for seconds
+
+
+def _warm_up() -> None:
+    """First-call costs every forked cell would pay again (measured ~0.5 s of matplotlib's first
+    drawing of the cell's figure, SQLAlchemy's mapper set-up), paid once here; no threads start."""
+    import io
+
+    import pandas as pd
+    import sqlalchemy.orm
+    from mlflow.store.tracking.dbmodels import models  # noqa: F401  (MLflow's tables, mapped)
+
+    from pipeline.cell_view import cell_figure
+
+    rows = pd.DataFrame({"member": [0, 0], "step": [0, 10], "lr": [0.1, 0.1], "seed": [0, 0],
+                         "loss": [2.0, 1.0], "b_norm/l0": [1.0, 3.0]})
+    cell_figure(rows, "warm-up").savefig(io.BytesIO(), format="png")
+    sqlalchemy.orm.configure_mappers()
 
 
 class _Server:

@@ -5,9 +5,11 @@
 ReferenceModule below is the training step and interval evaluation as they were before the
 per-step overhead work (issue 11), verbatim: Lightning's manual_backward and optimizer wrapper
 every step, the x_hat gradient hooks on every step, the masking always applied, an inference-mode
-pass for every norm. A cell trained through it and through pipeline.module must give
-byte-identical history.parquet, summary.json and config.json, for every variant (a member that
-diverges included, so the masked path runs too), MLP and CNN.
+pass for every norm, and one Lightning batch per step (STEPS_PER_BATCH = 1). A cell trained through
+it and through pipeline.module (5 steps per Lightning batch, so chunks end between evaluation and
+log steps and the last one is short) must give byte-identical history.parquet, summary.json and
+config.json, for every variant (a member that diverges included, so the masked path runs too),
+MLP and CNN.
 """
 from __future__ import annotations
 
@@ -34,9 +36,7 @@ class ReferenceModule(NormLabModule):
     def on_train_start(self):
         pass  # the fast path's lookups: not used here
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        t = batch_idx
+    def step(self, x, y, t):
         tr = self.cell.train
         opt = self.optimizers()
         self.model.set_step(t)
@@ -104,11 +104,23 @@ CELLS = [(v, "synthetic", {}) for v in BASE["variants"]] + [
 @pytest.mark.parametrize("variant, dataset, over", CELLS, ids=[f"{v}-{d}" for v, d, _ in CELLS])
 def test_the_fast_path_writes_the_same_bytes(tmp_path, monkeypatch, variant, dataset, over):
     cell = make_cell(variant, dataset, **{**SMALL, **over})
+    monkeypatch.setattr(pipeline.module, "STEPS_PER_BATCH", 5)
     run_cell(cell, tmp_path / "fast", track=False, progress=False)
     monkeypatch.setattr(pipeline.module, "NormLabModule", ReferenceModule)
+    monkeypatch.setattr(pipeline.module, "STEPS_PER_BATCH", 1)
     run_cell(cell, tmp_path / "reference", track=False, progress=False)
     for name in FILES:
         assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+
+
+def test_the_default_chunking_writes_the_same_bytes(tmp_path, monkeypatch):
+    """The default STEPS_PER_BATCH, over more steps than one batch holds, against one step per batch."""
+    cell = make_cell("center_detached", **{**SMALL, "train": {**SMALL["train"], "steps": 2 * pipeline.module.STEPS_PER_BATCH + 3}})
+    run_cell(cell, tmp_path / "chunked", track=False, progress=False)
+    monkeypatch.setattr(pipeline.module, "STEPS_PER_BATCH", 1)
+    run_cell(cell, tmp_path / "per_step", track=False, progress=False)
+    for name in FILES:
+        assert (tmp_path / "chunked" / name).read_bytes() == (tmp_path / "per_step" / name).read_bytes(), name
 
 
 def test_the_reference_is_what_runs_when_patched(tmp_path, monkeypatch):

@@ -88,17 +88,48 @@ def test_out_never_touches_what_normlab_did_not_create(tmp_path, target):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt", "params.yaml"]  # no run store either
 
 
-@pytest.mark.slow
-def test_sigkilled_cell_runs_are_closed_killed_next_time(tmp_path):
+def _long_cell(tmp_path: Path) -> str:
     _params_file(tmp_path, train={"steps": 20000, "log_every": 1000, "eval_every": 10000, "threads": 1},
                  tracking={"experiment": "test", "log_every": 1000, "flush_every": 1000})
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    return f"sqlite:///{tmp_path / 'm.db'}"
+
+
+def _statuses_settle(uri: str, timeout: float = 60) -> set[str]:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        statuses = {r.info.status for r in _runs(uri)}
+        if "RUNNING" not in statuses:
+            return statuses
+        time.sleep(0.3)
+    return statuses
+
+
+@pytest.mark.slow
+def test_sigkilled_cell_its_tracking_process_ends_the_runs_killed(tmp_path):
+    """The cell alone is SIGKILLed: the process that writes its records sees it go and closes them."""
+    uri = _long_cell(tmp_path)
     proc = _train(tmp_path, uri, "runs/bn-synthetic")
     try:
         _wait_for_runs(uri, proc)
     finally:
         proc.kill()
         proc.wait()
+    assert _statuses_settle(uri) == {"KILLED"}
+    assert len(_runs(uri)) == 5
+    assert not (tmp_path / "runs" / "bn-synthetic").exists()
+
+
+@pytest.mark.slow
+def test_sigkilled_cell_runs_are_closed_killed_next_time(tmp_path):
+    """The cell and its tracking process both SIGKILLed (its process group): the next sweep closes them."""
+    uri = _long_cell(tmp_path)
+    proc = _train(tmp_path, uri, "runs/bn-synthetic", start_new_session=True)
+    try:
+        _wait_for_runs(uri, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(1.0)
     assert {r.info.status for r in _runs(uri)} == {"RUNNING"}  # the failure: nobody closes them
     client = MlflowClient(uri)
     closed = close_orphans(client, [e.experiment_id for e in client.search_experiments()])
@@ -150,9 +181,7 @@ def _signal_while_closing(mlflow_uri):
 
 @pytest.mark.slow
 def test_ctrl_c_exits_130_with_one_line_and_runs_killed(tmp_path):
-    _params_file(tmp_path, train={"steps": 20000, "log_every": 1000, "eval_every": 10000, "threads": 1},
-                 tracking={"experiment": "test", "log_every": 1000, "flush_every": 1000})
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = _long_cell(tmp_path)
     proc = _train(tmp_path, uri, "runs/bn-synthetic")
     _wait_for_runs(uri, proc)
     time.sleep(1.0)

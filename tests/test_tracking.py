@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -14,6 +15,16 @@ CELL = dict(optim={"lrs": [0.05, 1e4], "seeds": [0]}, train={"steps": 20, "log_e
             tracking={"log_every": 2, "flush_every": 7})
 
 
+@pytest.fixture(params=["in_process", "process"])
+def tracker_kind(request, monkeypatch):
+    """A test using this runs twice: MLflow calls made in the cell's process, and by a forked tracking
+    process (pipeline.tracker_process: what a single-threaded cell, warm or cold, uses)."""
+    import pipeline.tracker_process
+
+    monkeypatch.setattr(pipeline.tracker_process, "_threads", lambda: 1 if request.param == "process" else 2)
+    return request.param
+
+
 def _runs(uri):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("test")
@@ -24,7 +35,7 @@ def _runs(uri):
     return client, parents, children
 
 
-def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri):
+def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri, tracker_kind):
     summary = run_cell(make_cell("none", **CELL), tmp_path / "cell", progress=False)
     client, parents, children = _runs(mlflow_uri)
     assert len(parents) == 1 and len(children) == 2
@@ -61,18 +72,23 @@ def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri
     assert meta["mlflow"]["parent_run_id"] == parent.info.run_id
     assert meta["mlflow"]["member_run_ids"] == [ok.info.run_id, bad.info.run_id]
     assert meta["timing"]["tracking_s"] > 0
+    # the records were written by the process the fixture chose (its pid in every run's tag)
+    pids = {r.data.tags["normlab.proc"].split(":")[1] for r in parents + children}
+    assert (pids == {str(os.getpid())}) == (tracker_kind == "in_process"), pids
+    assert (meta["timing"]["tracking_process_s"] is None) == (tracker_kind == "in_process")
     assert "mlflow" not in json.loads((tmp_path / "cell" / "summary.json").read_text())
 
 
+@pytest.mark.usefixtures("tracker_kind")
 def test_a_crash_marks_runs_failed_and_writes_nothing(tmp_path, mlflow_uri, monkeypatch):
-    original = NormLabModule.training_step
+    original = NormLabModule.step
 
-    def crash(self, batch, batch_idx):
-        if batch_idx == 3:
+    def crash(self, x, y, t):
+        if t == 3:
             raise RuntimeError("boom")
-        return original(self, batch, batch_idx)
+        return original(self, x, y, t)
 
-    monkeypatch.setattr(NormLabModule, "training_step", crash)
+    monkeypatch.setattr(NormLabModule, "step", crash)
     with pytest.raises(RuntimeError, match="boom"):
         run_cell(make_cell("bn", **CELL), tmp_path / "cell", progress=False)
     _, parents, children = _runs(mlflow_uri)
@@ -80,17 +96,19 @@ def test_a_crash_marks_runs_failed_and_writes_nothing(tmp_path, mlflow_uri, monk
     assert not (tmp_path / "cell").exists()
 
 
+@pytest.mark.usefixtures("tracker_kind")
 def test_an_interrupt_marks_runs_killed(tmp_path, mlflow_uri, monkeypatch):
-    def interrupt(self, batch, batch_idx):
+    def interrupt(self, x, y, t):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(NormLabModule, "training_step", interrupt)
+    monkeypatch.setattr(NormLabModule, "step", interrupt)
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         run_cell(make_cell("bn", **CELL), tmp_path / "cell", progress=False)
     _, parents, children = _runs(mlflow_uri)
     assert {r.info.status for r in parents + children} == {"KILLED"}
 
 
+@pytest.mark.usefixtures("tracker_kind")
 def test_only_the_listed_metrics_go_to_mlflow(tmp_path, mlflow_uri):
     cell = make_cell("bn", **{**CELL, "tracking": {**CELL["tracking"], "metrics": ["loss", "val_*"]}})
     run_cell(cell, tmp_path / "cell", progress=False)
@@ -99,3 +117,38 @@ def test_only_the_listed_metrics_go_to_mlflow(tmp_path, mlflow_uri):
     # the Parquet history keeps everything
     import pandas as pd
     assert "b_norm/l0" in pd.read_parquet(tmp_path / "cell" / "history.parquet").columns
+
+
+@pytest.mark.usefixtures("tracker_kind")
+def test_an_unreachable_store_stops_the_cell_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on port 9
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI: tracking store http://127.0.0.1:9 is not reachable"):
+        run_cell(make_cell("bn", **CELL), tmp_path / "cell", progress=False)
+    assert not (tmp_path / "cell").exists()
+
+
+def _content(uri):
+    """Every run's name, status, params, tags and metric histories, minus what names a process or a time."""
+    client, parents, children = _runs(uri)
+    out = {}
+    for r in parents + children:
+        tags = {k: v for k, v in r.data.tags.items() if k not in ("normlab.proc", "mlflow.parentRunId")}
+        hist = {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)] for k in r.data.metrics}
+        out[r.info.run_name] = (r.info.status, r.data.params, tags, hist, sorted(a.path for a in client.list_artifacts(r.info.run_id)))
+    return out
+
+
+def test_both_trackers_write_the_same_records(tmp_path, monkeypatch):
+    import pipeline.tracker_process
+
+    stores = {}
+    for kind in ("in_process", "process"):
+        monkeypatch.setattr(pipeline.tracker_process, "_threads", lambda k=kind: 1 if k == "process" else 2)
+        uri = f"sqlite:///{tmp_path / kind / 'mlflow.db'}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        run_cell(make_cell("bn", **CELL), tmp_path / kind / "cell", progress=False)
+        stores[kind] = _content(uri)
+    assert len(stores["process"]) == 3
+    assert stores["process"] == stores["in_process"]

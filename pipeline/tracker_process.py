@@ -1,0 +1,182 @@
+"""A cell's MLflow records written by a forked process, beside training (issue 11).
+
+    from pipeline.tracker_process import make_tracker
+    tracker = make_tracker(cell, members, stage)   # a TrackerProcess, or a CellTracker in-process
+
+MLflow costs ~5-10 ms a call on SQLite, ~1 s for a cell's 26 runs: run in this process, that second
+adds to the cell's wall time (and MLflow's Python competes with training's for the GIL). A
+TrackerProcess forks a child that owns a pipeline.tracking.CellTracker and does every MLflow call,
+on another core, while the cell trains; the cell waits for it twice: at start, until the store has
+answered (an unreachable one is still a ConfigError before any training), and at finish, until
+every run is closed and the child has exited -- so no record is lost once the cell's stage ends.
+
+The child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group): the cell tells
+it how the runs end (finish(KILLED) on an interrupt); if the cell dies without a word (SIGKILL),
+the child sees its pipe close and ends every run KILLED itself. Runs carry the child's
+normlab.proc tag, so if both die, the next orphan sweep (pipeline.tracking.close_orphans) closes them.
+
+Only a single-threaded process forks (as the warm server's cells are): forking a threaded one can
+deadlock the child; elsewhere (and where fork does not exist) the CellTracker runs in-process.
+"""
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+from pipeline.config import CellSettings, ConfigError
+from pipeline.tracking import CellTracker, dataset_inputs, signals_deferred, tracking_uri
+
+
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2  # unknown: do not fork
+
+
+def make_tracker(cell: CellSettings, members, stage: str):
+    if _threads() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return TrackerProcess(cell, members, stage)
+    return CellTracker(cell, members, stage)
+
+
+def _serve(conn, cell: CellSettings, members, stage: str, uri: str) -> None:
+    """The child: connect, answer, create the runs, then log what the cell sends until finish."""
+    gc.freeze()  # the inherited heap (torch, pandas ...) out of the collector: a full collection of it took ~0.4 s
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    tracker = CellTracker(cell, members, stage, uri)
+    tracker.asynchronous = False  # this process is the one beside training: no writer thread needed
+    try:
+        tracker.connect()
+    except Exception as exc:  # noqa: BLE001 - the cell raises it
+        conn.send(("error", _describe(exc)))
+        return
+    conn.send(("connected", tracker.experiment_id))
+    error = None
+    try:
+        tracker.create_runs()
+    except Exception as exc:  # noqa: BLE001 - reported at finish, after closing what exists
+        error = exc
+    status, finish = "KILLED", None
+    while True:
+        try:
+            kind, *args = conn.recv()
+        except (EOFError, OSError):  # the cell is gone without a word: its runs end KILLED
+            break
+        if error is not None and kind != "finish":
+            continue
+        try:
+            if kind == "rows":
+                tracker.log_rows(*args)
+            elif kind == "inputs":
+                tracker.log_inputs(*args)
+            elif kind == "finish":
+                status, finish = args[0], args
+                break
+        except Exception as exc:  # noqa: BLE001
+            error = error or exc
+    try:
+        if error is not None:
+            tracker.finish("FAILED" if status == "FINISHED" else status)
+        elif finish is not None:
+            tracker.finish(*finish)
+        else:
+            tracker.finish("KILLED")
+    except Exception as exc:  # noqa: BLE001
+        error = error or exc
+    try:
+        conn.send(("done", tracker.parent_id, tracker.child_ids, tracker.seconds,
+                   None if error is None else _describe(error)))
+    except (OSError, ValueError):
+        pass
+
+
+def _describe(exc: Exception) -> tuple[bool, str]:
+    """(a ConfigError?, its message): what crosses the pipe (exceptions need not pickle)."""
+    return isinstance(exc, ConfigError), str(exc) or type(exc).__name__
+
+
+def _raise(error: tuple[bool, str]):
+    config, message = error
+    raise (ConfigError if config else RuntimeError)(message)
+
+
+class TrackerProcess:
+    """CellTracker's interface (start, log_dataset, log_rows, finish, parent_id, child_ids, seconds),
+    its MLflow calls made by a forked child. `seconds` is the time the cell waited for tracking;
+    `child_seconds` the child's own time in MLflow calls."""
+
+    def __init__(self, cell: CellSettings, members, stage: str, uri: str | None = None):
+        self.cell, self.members, self.stage = cell, members, stage
+        self.uri = uri or tracking_uri()
+        self.seconds, self.child_seconds = 0.0, 0.0
+        self.experiment_id: str | None = None
+        self.parent_id: str | None = None
+        self.child_ids: list[str] = []
+        self._proc = None
+
+    def start(self) -> None:
+        t0 = time.perf_counter()
+        ctx = multiprocessing.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, self.cell, self.members, self.stage, self.uri),
+                                 name=f"normlab tracker {self.cell.name}")
+        self._proc.start()
+        child.close()
+        try:
+            kind, value = self._conn.recv()
+        except EOFError:
+            kind, value = "error", (True, f"MLFLOW_TRACKING_URI: the tracking process for {self.uri} "
+                                          f"exited before connecting")
+        finally:
+            self.seconds += time.perf_counter() - t0
+        if kind == "error":  # no runs exist: nothing for finish() to close
+            self._conn.close()
+            self._proc.join()
+            self._proc = None
+            _raise(value)
+        self.experiment_id = value
+
+    def _send(self, *message) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError):
+            pass  # the child is gone: finish() reports it
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def log_dataset(self, features, targets) -> None:
+        t0 = time.perf_counter()
+        inputs = dataset_inputs(self.cell.dataset_name, features, targets)  # the digest: here, not pickled arrays
+        self.seconds += time.perf_counter() - t0
+        self._send("inputs", inputs)
+
+    def log_rows(self, rows: dict[int, list], final: bool = False, diverged: dict[int, int] | None = None) -> None:
+        self._send("rows", {m: [(int(s), k, float(v)) for s, k, v in r] for m, r in rows.items()}, final, diverged)
+
+    def finish(self, status: str, summary: dict | None = None, artifacts: list[Path] = (),
+               outputs_hash: str | None = None) -> None:
+        """Tell the child how the runs end, and wait until it has closed them and exited."""
+        if self._proc is None:
+            return
+        t0 = time.perf_counter()
+        with signals_deferred():  # a Ctrl-C now waits until every run is closed
+            self._send("finish", status, summary, [str(p) for p in artifacts], outputs_hash)
+            try:
+                _, self.parent_id, self.child_ids, self.child_seconds, error = self._conn.recv()
+            except (EOFError, OSError):
+                error = (False, f"the tracking process of {self.cell.name} died; its runs are ended "
+                                f"KILLED by the next orphan sweep")
+            finally:
+                self._conn.close()
+                self._proc.join()
+                self._proc = None
+                self.seconds += time.perf_counter() - t0
+        if error is not None:
+            _raise(error)
