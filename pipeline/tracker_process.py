@@ -44,8 +44,9 @@ def make_tracker(cell: CellSettings, members, stage: str):
     return CellTracker(cell, members, stage)
 
 
-def _serve(conn, cell: CellSettings, members, stage: str, uri: str) -> None:
+def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str) -> None:
     """The child: connect, answer, create the runs, then log what the cell sends until finish."""
+    cells_end.close()  # the cell's end, inherited: only then does the cell's death close the pipe
     gc.freeze()  # the inherited heap (torch, pandas ...) out of the collector: a full collection of it took ~0.4 s
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -124,7 +125,7 @@ class TrackerProcess:
         t0 = time.perf_counter()
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, self.cell, self.members, self.stage, self.uri),
+        self._proc = ctx.Process(target=_serve, args=(child, self._conn, self.cell, self.members, self.stage, self.uri),
                                  name=f"normlab tracker {self.cell.name}")
         self._proc.start()
         child.close()

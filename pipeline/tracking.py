@@ -56,11 +56,13 @@ def tracking_uri() -> str:
 
 
 def _proc_start(pid: int) -> str | None:
-    """Start time of a process (clock ticks since boot, /proc), to tell a live pid from a reused one."""
+    """Start time of a live process (clock ticks since boot, /proc), to tell a live pid from a reused
+    one; None for a process that is gone or a zombie (dead, not yet reaped by its parent)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def process_tag() -> str:

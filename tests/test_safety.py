@@ -210,3 +210,20 @@ def test_under_dvc_a_csv_outside_data_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_STAGE", "train@bn-mine")
     with pytest.raises(ConfigError, match=r"datasets\.mine\.path: under `dvc repro` a csv must lie in data/"):
         cell_settings(params, "bn", "mine")
+
+
+def test_a_dead_unreaped_process_counts_as_gone():
+    """A zombie (dead, its parent has not reaped it: a tracking process whose cell was SIGKILLed, under
+    an init that does not reap) still has /proc/<pid>/stat with its start time; its runs are orphans."""
+    import socket
+
+    from pipeline.tracking import _process_gone, _proc_start
+
+    proc = subprocess.Popen(["sleep", "60"])
+    tag = f"{socket.gethostname()}:{proc.pid}:{_proc_start(proc.pid)}"
+    assert not _process_gone(tag)
+    proc.kill()
+    time.sleep(0.5)  # dead, not waited for
+    assert Path(f"/proc/{proc.pid}/stat").exists()
+    assert _process_gone(tag)
+    proc.wait()
