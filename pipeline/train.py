@@ -26,10 +26,7 @@ _T0 = time.time()  # start-up is measured from here (imports included), or from 
 
 # only the standard library at import: `python -m pipeline.train` first tries the warm
 # server (pipeline/warm.py), and torch, pandas, Lightning are imported where they are used
-# numpy's OpenBLAS pool and pyarrow's jemalloc thread would start at their import: a cell keeps one
-# thread, so that its MLflow records can be written by a forked process (pipeline/tracker_process.py)
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
+# (pipeline/__init__.py keeps the process single-threaded: its MLflow records are written by a fork)
 
 def _quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning_fabric", "pytorch_lightning.utilities.rank_zero"):

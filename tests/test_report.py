@@ -241,6 +241,43 @@ def test_every_figure_a_claim_declares_is_drawn(built):
     assert {"member_status", "b_drift_per_layer", "train_eval_gap", "b_norm_synthetic", "loss_synthetic"} <= names
 
 
+def _figure_data(root: Path, figdir: Path):
+    params = load_params(root / "params.yaml")
+    g = load_grid(params, root / "runs")
+    members, largest, verdicts, _ = cli.evaluate(params, g)
+    names = [*figures.ALWAYS, *(v.figure for v in verdicts if v.figure)]
+    return names, figures.FigureData(params, g.histories, members, largest, figdir, verdicts)
+
+
+def test_forked_drawers_draw_the_same_files_in_the_same_order(trained, tmp_path):
+    names, serial = _figure_data(trained, tmp_path / "serial")
+    _, forked = _figure_data(trained, tmp_path / "forked")
+    one, _ = figures.draw(names, serial, jobs=1)
+    two, _ = figures.draw(names, forked, jobs=2)
+    assert [(d.key, d.figure, d.caption) for d in one] == [(d.key, d.figure, d.caption) for d in two]
+    assert len(one) >= 7
+    assert snapshot(tmp_path / "serial") == snapshot(tmp_path / "forked")
+
+
+def test_a_hung_drawer_is_stopped_and_the_figures_drawn_here(trained, tmp_path, monkeypatch, capsys):
+    import os
+    import time
+
+    names, data = _figure_data(trained, tmp_path / "figs")
+    parent, real = os.getpid(), figures.FIGURES["member_status"]
+
+    def hangs_when_forked(d):
+        if os.getpid() != parent:
+            time.sleep(600)
+        return real(d)
+
+    monkeypatch.setitem(figures.FIGURES, "member_status", hangs_when_forked)
+    monkeypatch.setattr(figures, "DRAW_TIMEOUT_S", 5)
+    drawn, _ = figures.draw(names, data, jobs=2)
+    assert "member_status" in [d.key for d in drawn] and (tmp_path / "figs" / "member_status.png").exists()
+    assert "figure drawers still busy after 5 s; drawing here instead" in capsys.readouterr().err
+
+
 # -- MLflow: cell runs found by content -------------------------------------------------------------
 def test_report_run_finds_cell_runs_by_outputs_hash(grid, mlflow_uri, capsys):
     from mlflow.tracking import MlflowClient

@@ -10,6 +10,10 @@ returned in `unknown` and the report says so. Every loss axis names its mode: tr
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
+
 import numpy as np
 import pandas as pd
 
@@ -130,13 +134,37 @@ FIGURES = {"b_norm": fig_b_norm, "loss": fig_loss, "weight_norm": fig_weight_nor
 ALWAYS = ("member_status", "b_norm", "loss", "weight_norm", "b_drift_per_layer", "train_eval_gap", "toy_drift")
 
 
-def draw(names, data: FigureData) -> tuple[list[Drawn], list[str]]:
-    """Draw each named figure once; names without a drawer come back in the second list."""
+_DATA: list = []  # the FigureData a forked drawer inherits (not pickled: it holds the whole grid)
+DRAW_TIMEOUT_S = 300  # forked drawers that have not finished by then are stopped and the figures drawn here
+
+
+def _draw_one(name: str) -> list[Drawn]:
+    return FIGURES[name](_DATA[0])
+
+
+def draw(names, data: FigureData, jobs: int | None = None) -> tuple[list[Drawn], list[str]]:
+    """Draw each named figure once; names without a drawer come back in the second list. The
+    figures are independent: with more than one core, forked drawers share them (the same files,
+    the same list in the same order). pyarrow's idle thread pools are running by now (the records
+    were read); a drawer touches neither them nor a lock they hold, and should one ever hang, it is
+    stopped after DRAW_TIMEOUT_S and the figures are drawn in this process instead."""
     data.figdir.mkdir(parents=True, exist_ok=True)
-    drawn, unknown = [], []
-    for name in dict.fromkeys(names):
-        if name in FIGURES:
-            drawn += FIGURES[name](data)
-        else:
-            unknown.append(name)
-    return drawn, unknown
+    names = list(dict.fromkeys(names))
+    known, unknown = [n for n in names if n in FIGURES], [n for n in names if n not in FIGURES]
+    jobs = min(len(known), jobs or os.cpu_count() or 1)
+    results = None
+    if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _DATA[:] = [data]
+        pool = multiprocessing.get_context("fork").Pool(jobs)
+        try:
+            results = pool.map_async(_draw_one, known, chunksize=1).get(DRAW_TIMEOUT_S)
+        except multiprocessing.TimeoutError:
+            print(f"report: figure drawers still busy after {DRAW_TIMEOUT_S} s; drawing here instead",
+                  file=sys.stderr)
+        finally:
+            pool.terminate()
+            pool.join()
+            _DATA.clear()
+    if results is None:
+        results = [FIGURES[n](data) for n in known]
+    return [d for r in results for d in r], unknown
