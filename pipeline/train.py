@@ -126,7 +126,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     from pipeline.networks import build_model
     from pipeline.module import STEPS_PER_BATCH, NormLabModule
     from pipeline.tracker_process import make_tracker
-    from pipeline.tracking import TrackingCallback
+    from pipeline.tracking_callback import TrackingCallback
 
     _quiet_lightning()
     from pipeline import records

@@ -70,6 +70,7 @@ def serve() -> int:
     import mlflow.tracking  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store, mlflow.store.db.utils  # noqa: F401,E401 (1.2 s; no engine yet)
     import pipeline.data, pipeline.model, pipeline.module, pipeline.tracking  # noqa: F401,E401
+    import pipeline.tracker_process, pipeline.tracking_callback  # noqa: F401,E401
     import sklearn.datasets  # noqa: F401
     _warm_up()
     # every cell is a fork of this heap: keep the collector off it (a full collection in a cell walked
