@@ -13,7 +13,7 @@ every run is closed and the child has exited -- so no record is lost once the ce
 The child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group): the cell tells
 it how the runs end (finish(KILLED) on an interrupt); if the cell dies without a word (SIGKILL),
 the child sees its pipe close and ends every run KILLED itself. Runs carry the child's
-normlab.proc tag, so if both die, the next orphan sweep (pipeline.tracking.close_orphans) closes them.
+normlab.proc tag (normlab.cell_proc names the cell's process), so if both die, the next orphan sweep (pipeline.tracking.close_orphans) closes them.
 
 Only a single-threaded process forks (as the warm server's cells are): forking a threaded one can
 deadlock the child; elsewhere (and where fork does not exist) the CellTracker runs in-process.
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import CellSettings, ConfigError
-from pipeline.tracking import CellTracker, dataset_inputs, signals_deferred, tracking_uri
+from pipeline.tracking import CellTracker, dataset_inputs, process_tag, signals_deferred, tracking_uri
 
 
 def _threads() -> int:
@@ -39,12 +39,12 @@ def _threads() -> int:
 
 
 def make_tracker(cell: CellSettings, members, stage: str):
-    if _threads() == 1 and "fork" in multiprocessing.get_all_start_methods():
+    if _threads() == 1 and hasattr(os, "fork"):
         return TrackerProcess(cell, members, stage)
     return CellTracker(cell, members, stage)
 
 
-def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str) -> None:
+def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str, cell_proc: str) -> None:
     """The child: connect, answer, create the runs, then log what the cell sends until finish."""
     cells_end.close()  # the cell's end, inherited: only then does the cell's death close the pipe
     gc.freeze()  # the inherited heap (torch, pandas ...) out of the collector: a full collection of it took ~0.4 s
@@ -52,6 +52,7 @@ def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str) -
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     tracker = CellTracker(cell, members, stage, uri)
     tracker.asynchronous = False  # this process is the one beside training: no writer thread needed
+    tracker.cell_proc = cell_proc
     try:
         tracker.connect()
     except Exception as exc:  # noqa: BLE001 - the cell raises it
@@ -119,15 +120,23 @@ class TrackerProcess:
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
         self.child_ids: list[str] = []
-        self._proc = None
+        self._pid: int | None = None
 
     def start(self) -> None:
         t0 = time.perf_counter()
-        ctx = multiprocessing.get_context("fork")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, self._conn, self.cell, self.members, self.stage, self.uri),
-                                 name=f"normlab tracker {self.cell.name}")
-        self._proc.start()
+        self._conn, child = multiprocessing.Pipe()
+        cell_proc = process_tag()
+        # os.fork, not multiprocessing.Process: a pool's daemonic worker (pipeline/executors/local.py)
+        # may not start a Process, and this child needs nothing of multiprocessing's bootstrap
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the cell's code
+            code = 1
+            try:
+                _serve(child, self._conn, self.cell, self.members, self.stage, self.uri, cell_proc)
+                code = 0
+            finally:
+                os._exit(code)
+        self._pid = pid
         child.close()
         try:
             kind, value = self._conn.recv()
@@ -138,8 +147,8 @@ class TrackerProcess:
             self.seconds += time.perf_counter() - t0
         if kind == "error":  # no runs exist: nothing for finish() to close
             self._conn.close()
-            self._proc.join()
-            self._proc = None
+            os.waitpid(pid, 0)
+            self._pid = None
             _raise(value)
         self.experiment_id = value
 
@@ -164,7 +173,7 @@ class TrackerProcess:
     def finish(self, status: str, summary: dict | None = None, artifacts: list[Path] = (),
                outputs_hash: str | None = None) -> None:
         """Tell the child how the runs end, and wait until it has closed them and exited."""
-        if self._proc is None:
+        if self._pid is None:
             return
         t0 = time.perf_counter()
         with signals_deferred():  # a Ctrl-C now waits until every run is closed
@@ -176,8 +185,8 @@ class TrackerProcess:
                                 f"KILLED by the next orphan sweep")
             finally:
                 self._conn.close()
-                self._proc.join()
-                self._proc = None
+                os.waitpid(self._pid, 0)
+                self._pid = None
                 self.seconds += time.perf_counter() - t0
         if error is not None:
             _raise(error)

@@ -198,6 +198,7 @@ class CellTracker:
         # process); a tracking process of its own (pipeline.tracker_process) writes them at once
         self.asynchronous = True
         self._members_closed = False
+        self.cell_proc: str | None = None  # host:pid:start of the training process, when another tracks
 
     def _timed(self, fn, *a, **kw):
         t0 = time.perf_counter()
@@ -228,7 +229,9 @@ class CellTracker:
         # MLflow's own context tags (source, git commit, user), then the cell's
         common = {**resolve_tags(), "variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
                   "norm": self.cell.variant.norm, "dvc_stage": self.stage, "cell": self.cell.name,
-                  "normlab.proc": process_tag(), "normlab.config_hash": config_hash(self.cell)}
+                  "normlab.proc": process_tag(),  # the process that closes these runs (orphan sweep)
+                  "normlab.cell_proc": self.cell_proc or process_tag(),  # the one that trains them
+                  "normlab.config_hash": config_hash(self.cell)}
         if os.environ.get("DVC_EXP_NAME"):
             common["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         flat = {k: v for k, v in self.cell.flat().items() if k not in ("optim.lrs", "optim.seeds")}

@@ -6,7 +6,7 @@ only loopback, so Ray (which binds the machine's address) and every server stay 
 Starts PostgreSQL + an MLflow server (pipeline.tracking_server), a two-node Ray cluster (a head
 and a second node, `--num-cpus 1` each), runs `python -m pipeline.grid --executor ray` in the
 repo R, and with --kill SIGKILLs the process of the first cell seen training (its pid is in the
-runs' `normlab.proc` tag). Writes what the tests check into --out (JSON): the grid's exit code
+runs' `normlab.cell_proc` tag). Writes what the tests check into --out (JSON): the grid's exit code
 and output, the killed cell, every MLflow run of the experiment. Stops everything it started, by pid.
 """
 from __future__ import annotations
@@ -143,7 +143,7 @@ def main() -> int:
             running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and "
                                          "tags.`normlab.kind` = 'member'") if exp else []
             for run in running:
-                host, pid, _ = run.data.tags["normlab.proc"].rsplit(":", 2)
+                host, pid, _ = run.data.tags["normlab.cell_proc"].rsplit(":", 2)
                 os.kill(int(pid), signal.SIGKILL)  # the Ray worker process training this cell
                 result["killed"] = {"cell": run.data.tags["cell"], "pid": int(pid)}
                 break

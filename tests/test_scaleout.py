@@ -124,7 +124,7 @@ def kill_first_training_cell(d: Path, proc: subprocess.Popen, sig=signal.SIGKILL
         exp = client.get_experiment_by_name("normlab") if (d / "mlflow.db").exists() else None
         for run in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and "
                                       "tags.`normlab.kind` = 'member'") if exp else []:
-            pid = int(run.data.tags["normlab.proc"].rsplit(":", 2)[1])
+            pid = int(run.data.tags["normlab.cell_proc"].rsplit(":", 2)[1])
             assert pid != proc.pid  # a worker process, not the driver
             os.kill(pid if sig == signal.SIGKILL else proc.pid, sig)
             return {"cell": run.data.tags["cell"], "pid": pid}

@@ -75,6 +75,7 @@ def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri
     # the records were written by the process the fixture chose (its pid in every run's tag)
     pids = {r.data.tags["normlab.proc"].split(":")[1] for r in parents + children}
     assert (pids == {str(os.getpid())}) == (tracker_kind == "in_process"), pids
+    assert {r.data.tags["normlab.cell_proc"].split(":")[1] for r in parents + children} == {str(os.getpid())}
     assert (meta["timing"]["tracking_process_s"] is None) == (tracker_kind == "in_process")
     assert "mlflow" not in json.loads((tmp_path / "cell" / "summary.json").read_text())
 
@@ -134,7 +135,7 @@ def _content(uri):
     client, parents, children = _runs(uri)
     out = {}
     for r in parents + children:
-        tags = {k: v for k, v in r.data.tags.items() if k not in ("normlab.proc", "mlflow.parentRunId")}
+        tags = {k: v for k, v in r.data.tags.items() if k not in ("normlab.proc", "normlab.cell_proc", "mlflow.parentRunId")}
         hist = {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)] for k in r.data.metrics}
         out[r.info.run_name] = (r.info.status, r.data.params, tags, hist, sorted(a.path for a in client.list_artifacts(r.info.run_id)))
     return out
