@@ -198,13 +198,17 @@ class StackedBatches(IterableDataset):
             yield self.x[idx[t]], self.y[idx[t]]
 
 
+CHUNK_BYTES = 64 * 2**20  # a chunk of steps holds at most this much input (CIFAR-size images: a few steps)
+
+
 class StepChunks(IterableDataset):
     """The batches of a StackedBatches, `chunk` consecutive steps per item: (xs [K, M, B, ...],
     ys [K, M, B], first step). One Lightning batch then runs K optimizer steps, so Lightning's
     per-batch machinery is paid once per K steps (issue 11); xs[k] is the same data as step t0 + k's."""
 
     def __init__(self, batches: StackedBatches, chunk: int):
-        self.batches, self.chunk = batches, chunk
+        step_bytes = len(batches.seeds) * batches.batch_size * batches.x[0].numel() * batches.x.element_size()
+        self.batches, self.chunk = batches, max(1, min(chunk, CHUNK_BYTES // max(1, step_bytes)))
 
     def __len__(self):
         return -(-self.batches.steps // self.chunk)

@@ -130,3 +130,18 @@ def test_the_reference_is_what_runs_when_patched(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.module, "NormLabModule", ReferenceModule)
     run_cell(make_cell("bn", **SMALL), tmp_path / "c", track=False, progress=False)
     assert calls[:4] == [0, 7, 14, 21]
+
+
+def test_a_chunk_of_steps_holds_the_same_batches_and_is_bounded_in_bytes():
+    from pipeline.data import CHUNK_BYTES, StackedBatches, StepChunks
+
+    x, y = torch.randn(300, 5), torch.randint(0, 3, (300,))
+    batches = StackedBatches(x, y, [0, 1, 2], 16, 40)
+    per_step = list(batches)
+    chunks = list(StepChunks(batches, 7))
+    assert [t0 for _, _, t0 in chunks] == list(range(0, 40, 7)) and len(StepChunks(batches, 7)) == 6
+    flat = [(xs[k], ys[k]) for xs, ys, _ in chunks for k in range(len(xs))]
+    assert len(flat) == 40
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(per_step, flat))
+    big = StackedBatches(torch.zeros(200, 3, 32, 32), y[:200], list(range(25)), 128, 10)  # ~39 MiB a step
+    assert StepChunks(big, 25).chunk == max(1, CHUNK_BYTES // (25 * 128 * 3 * 32 * 32 * 4)) == 1
