@@ -184,7 +184,6 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         records.write_cell(out, history, summary, records.cell_config(cell))
         written = records.outputs_hash(out)
         status = "FINISHED"
-        return {**summary, **meta}
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
         raise
@@ -199,6 +198,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         if meta and written:  # only beside outputs that were written
             meta["outputs_hash"] = written
             records.write_meta(out, meta)
+    return {**summary, **meta}  # after the tracker's finish: its run ids are known only then
 
 
 def _sigterm(signum, frame):
