@@ -8,7 +8,7 @@ A copy of the project (pipeline/, dvc.yaml, params.yaml, data/, .dvcignore; `dvc
 in a temporary folder, so the repo's runs/, dvc.lock and mlflow.db are never touched, runs
 `dvc repro -f` (the default grid, then the report) with tracking into a temporary SQLite store
 and the warm server on, as a user's shell would. Then, in the same copy:
-  floor      the sum over cells of benchmarks.run.bare_loop (a bare stacked PyTorch loop: the
+  floor      the sum over cells of benchmarks.reference.bare_loop (a bare stacked PyTorch loop: the
              cell's model, members, batches, loss, optimizer; no Lightning, evaluation, measurement
              or tracking) for that cell's members and steps, every cell measured, in this process.
              ratio = grid wall / floor, target <= 2.
@@ -40,6 +40,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.reference import bare_loop, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -109,7 +111,6 @@ def floor_seconds(params_path: Path, cells: list[tuple[str, str]]) -> dict[str, 
     """bare_loop seconds of every cell (the grid's compute floor), at the cells' thread count."""
     import torch
 
-    from benchmarks.run import bare_loop
     from pipeline.config import cell_settings, load_params
 
     params = load_params(params_path)
@@ -182,8 +183,6 @@ def grid_floor(params_text: str | None, env: dict, tmp: Path, repeats: int, para
     names = [f"{v}-{d}" for v, d in cells]
     store = tmp / "store"
     store.mkdir()
-    from benchmarks.run import init_store
-
     run_env, stamps_log = shim_env({**env, "MLFLOW_TRACKING_URI": init_store(store)}, tmp / "shim")
     warm_env = {k: v for k, v in run_env.items() if k != "NORMLAB_WARM"}  # the user's default: warm on
     try:

@@ -15,7 +15,7 @@ The default cell is center_detached on synthetic, with params.yaml's settings (-
 
 0 grid        the one that counts (benchmarks/grid_floor.py): wall time of `dvc repro -f` of the default
               grid (--quick: 2 cells, 4 members, 30 steps) in a temporary copy of the project, over the
-              grid's bare-compute floor (benchmarks.run.bare_loop summed over every cell, same run),
+              grid's bare-compute floor (benchmarks.reference.bare_loop summed over every cell, same run),
               <= 2; the split (training, tracking, start-up & closing, report, DVC and process overhead:
               seconds and shares; tracking <= 10%), the per-cell fixed cost (<= 0.5 s), the warm server's
               and each warm cell's peak RSS, and `python -m pipeline.grid --executor local --jobs 2` on a
@@ -73,6 +73,8 @@ import threading
 import time
 import traceback
 from pathlib import Path
+
+from benchmarks.reference import bare_loop, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -183,43 +185,6 @@ def ensure_warm(env: dict) -> bool:
 
 
 # -- 1 and 2: in-process -----------------------------------------------------------------------
-def bare_loop(cell) -> float:
-    """Seconds to train the cell's stacked members with plain PyTorch: pipeline.module's model,
-    optimizer, batches and loss, nothing else (no Lightning, no tracking, no measurements)."""
-    import torch
-    import torch.nn.functional as F
-
-    from pipeline.data import StackedBatches, StackedDataModule
-    from pipeline.networks import build_model
-    from pipeline.optim import make_optimizer
-
-    members, o, tr = cell.members(), cell.optim, cell.train
-    seeds = [s for _, s in members]
-    dm = StackedDataModule(cell.dataset, seeds, o.batch_size, tr.steps, flatten=cell.model.kind == "mlp")
-    model = build_model(dm.input_shape, dm.num_classes, seeds, cell.model, cell.variant)  # as run_cell
-    t0 = time.perf_counter()
-    lrs = torch.tensor([lr for lr, _ in members], dtype=torch.float32)
-    # as NormLabModule.configure_optimizers
-    opt = make_optimizer(o.name, [p for p in model.parameters() if p.requires_grad], lrs,
-                         momentum=o.momentum, weight_decay=o.weight_decay, betas=o.betas)
-    alive = torch.ones(len(members), dtype=torch.bool)
-    population = model.uses_population()
-    for t, (x, y) in enumerate(StackedBatches(dm.x_train, dm.y_train, seeds, o.batch_size, tr.steps)):
-        if population and t % cell.variant.refresh_every == 0:
-            model.refresh_population(dm.x_train.expand(len(members), *dm.x_train.shape))
-        logits = model(x)  # the loss of NormLabModule.member_losses: per-member mean cross-entropy
-        m, b, c = logits.shape
-        loss = F.cross_entropy(logits.reshape(m * b, c), y.reshape(m * b), reduction="none").view(m, b).mean(1)
-        # the same divergence mask as the module, so a diverged member is frozen, not NaN-ing on
-        live = alive & torch.isfinite(loss) & (loss < tr.diverge_loss)
-        opt.zero_grad()
-        torch.where(live, loss, torch.zeros_like(loss)).sum().backward()
-        opt.alive = live
-        opt.step()
-        alive &= live
-    return time.perf_counter() - t0
-
-
 def overhead(cell, repeats: int, tmp: Path) -> dict:
     from pipeline.train import run_cell
 
@@ -337,24 +302,6 @@ def naive_grid(params, cfg: dict, repeats: int, env: dict, tmp: Path) -> dict:
     else:
         out["normlab_warm"] = "skipped: the warm server did not come up within 60 s"
     return out
-
-
-_EMPTY_STORE: list[Path] = []  # the first store made, copied for the others (migrations take seconds)
-
-
-def init_store(folder: Path) -> str:
-    """A fresh SQLite MLflow store with its schema created, so no timed run pays the migrations."""
-    from pipeline.tracking import connect
-
-    folder.mkdir(parents=True, exist_ok=True)
-    db = folder / "mlflow.db"
-    if _EMPTY_STORE:
-        shutil.copy(_EMPTY_STORE[0], db)
-    else:
-        connect(f"sqlite:///{db}")
-        shutil.copy(db, folder.parent / "empty-mlflow.db")
-        _EMPTY_STORE.append(folder.parent / "empty-mlflow.db")
-    return f"sqlite:///{db}"
 
 
 def rss_mib() -> float:
