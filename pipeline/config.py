@@ -12,6 +12,7 @@ checked by pipeline.data.preflight; the tracking URI's form by check_tracking_ur
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.params_yaml import YamlError, error_line, read_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_]+")  # variant and data-set names (folders, stage names)
 
 
 class ConfigError(ValueError):
@@ -232,6 +236,39 @@ class Params(_Strict):
     train: TrainSettings = TrainSettings()
     tracking: TrackingSettings = TrackingSettings()
     report: ReportSettings = ReportSettings()
+
+    @model_validator(mode="after")
+    def _names_are_path_safe(self):
+        # variant and data-set names become folder names (`<variant>-<dataset>`) and DVC stage
+        # names: no separator, no dot (no `..`), no `-` (it joins the two halves of a cell name)
+        for section in ("variants", "datasets"):
+            for name in getattr(self, section):
+                if not SAFE_NAME.fullmatch(name):
+                    raise ValueError(f"{section}.{name}: a name may hold only letters, digits and _ "
+                                     f"(it becomes a cell folder and a stage name; got {name!r})")
+        return self
+
+    @model_validator(mode="after")
+    def _report_names_exist(self):
+        # a variant named in report settings that is not defined would silently drop its comparisons;
+        # checked where the file sets the key (a built-in default names variants a file may omit)
+        given = self.report.model_fields_set
+        defined = ", ".join(self.variants)
+
+        def check(key: str, name: str) -> None:
+            if name not in self.variants:
+                raise ValueError(f"report.{key}: unknown variant {name!r} (defined: {defined})")
+
+        if "twins" in given:
+            for detached, controls in self.report.twins.items():
+                check("twins", detached)
+                for i, control in enumerate(controls):
+                    check(f"twins.{detached}.{i}", control)
+        for key in ("blowup_deciders", "k_sweep"):
+            if key in given:
+                for i, name in enumerate(getattr(self.report, key)):
+                    check(f"{key}.{i}", name)
+        return self
 
     @model_validator(mode="after")
     def _grid_names_exist(self):

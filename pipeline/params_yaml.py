@@ -105,7 +105,9 @@ def error_line(err: ValidationError, model: type[BaseModel], source: str) -> str
     msg = e["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-        if ": " in msg and msg.split(":")[0].replace(".", "").replace("_", "").isalnum():
+        # a validator's message that starts with its own dotted key (names may hold `/`, `-`: it
+        # is reporting them as unsafe) is printed as it is
+        if ": " in msg and re.fullmatch(r"[\w.][\w./-]*", msg.split(": ")[0]):
             return f"{source}: {loc + '.' if loc else ''}{msg}"
     got = e.get("input")
     tail = "" if isinstance(got, dict) else f" (got {got!r})"

@@ -34,6 +34,19 @@ def _write(tmp_path, over=None, raw=None) -> Path:
     ({"train": {"steps": 0}}, "params.yaml: train.steps: Input should be greater than 0 (got 0)"),
     ({"model": {"activation": "swish"}}, "params.yaml: model.activation: Input should be 'relu', 'tanh', 'gelu' or 'identity'"),
     ({"datasets": {"mine": {"kind": "csv"}}}, "params.yaml: datasets.mine.path: required when kind is csv"),
+    # names become cell folders and stage names; a `/` or `..` would write outside --runs
+    ({"variants": {"a/b": {"norm": "bn"}}}, "params.yaml: variants.a/b: a name may hold only letters, digits and _"),
+    ({"datasets": {"..": {"kind": "digits"}}}, "params.yaml: datasets...: a name may hold only letters, digits and _"),
+    ({"variants": {"x-y": {"norm": "bn"}}}, "params.yaml: variants.x-y: a name may hold only letters, digits and _"),
+    # a typo in a report setting would silently drop its comparisons
+    ({"report": {"twins": {"center_detachd": ["center"]}}},
+     "params.yaml: report.twins: unknown variant 'center_detachd' (defined: none, bn,"),
+    ({"report": {"twins": {"center_detached": ["centre"]}}},
+     "params.yaml: report.twins.center_detached.0: unknown variant 'centre'"),
+    ({"report": {"blowup_deciders": ["center_detached", "running_centre_detached"]}},
+     "params.yaml: report.blowup_deciders.1: unknown variant 'running_centre_detached'"),
+    ({"report": {"k_sweep": ["population_detached_k7"]}},
+     "params.yaml: report.k_sweep.0: unknown variant 'population_detached_k7'"),
 ])
 def test_bad_params_name_the_key_and_what_is_allowed(tmp_path, over, expected):
     with pytest.raises(ConfigError) as err:
