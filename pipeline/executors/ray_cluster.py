@@ -57,6 +57,42 @@ def write_returned(out: Path, payload: dict) -> None:
     records.write_tree_atomically(out.parent, build)
 
 
+def private_dir(path: Path) -> Path:
+    """`path` must be a real folder (no symlink), owned by us, mode 0700; else ExecutorError."""
+    import stat
+
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise ExecutorError(f"Ray temp folder {path} is not a plain folder (symlink?): refused")
+    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o700:
+        raise ExecutorError(f"Ray temp folder {path} is not ours with mode 0700 "
+                            f"(uid {st.st_uid}, mode {oct(stat.S_IMODE(st.st_mode))}): refused")
+    return path
+
+
+def ray_temp_dir() -> Path:
+    """A private, short per-user root for a local Ray cluster's sessions, sockets and logs:
+    $XDG_RUNTIME_DIR/normlab-ray when that runtime folder is ours and 0700, else a fresh mkdtemp (0700).
+    Short on purpose: Ray's Unix sockets live under it (sun_path is about 107 bytes)."""
+    import stat
+
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        try:
+            st = os.lstat(runtime)
+            if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+                    and stat.S_IMODE(st.st_mode) == 0o700):
+                path = Path(runtime) / "normlab-ray"
+                try:
+                    os.mkdir(path, 0o700)
+                except FileExistsError:
+                    pass
+                return private_dir(path)
+        except (OSError, ExecutorError):
+            pass
+    return private_dir(Path(tempfile.mkdtemp(prefix=f"normlab-ray-{os.getuid()}-")))
+
+
 def check_address(address: str) -> None:
     """An unreachable cluster is one clear line, in seconds, before Ray's own minute of retries."""
     hostport = address.split("://", 1)[-1]
@@ -84,12 +120,23 @@ class RayExecutor:
         self.retries, self._stopping, self._pending = retries, False, {}
         runtime_env = {"working_dir": str(code_root), "excludes": [*RAY_EXCLUDES, *excludes],
                        "env_vars": {**QUIET_ENV, **(env or {})}}
+        extra, old_umask, self.temp_dir = {}, None, None
+        if not address:  # a local cluster: its files in a private folder, created private (umask 077)
+            self.temp_dir = ray_temp_dir()
+            # Ray chmods its own temp folder 0777: it goes one level down, so this 0700 parent
+            # is what keeps other users out of its sessions, sockets and shipped code
+            extra["_temp_dir"] = str(self.temp_dir / "r")
+            old_umask = os.umask(0o077)
         try:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="WARNING",
-                     num_cpus=None if address else local_cpus, include_dashboard=False if not address else None)
+                     num_cpus=None if address else local_cpus, include_dashboard=False if not address else None,
+                     **extra)
         except Exception as exc:  # noqa: BLE001 - any failure here: the cluster is not usable
             raise ExecutorError(f"--address {address or '(local Ray)'}: cannot join the Ray cluster "
                                 f"({one_line(exc)})") from None
+        finally:
+            if old_umask is not None:
+                os.umask(old_umask)
         res = ray.cluster_resources()
         self.gpus, self.slots = int(res.get("GPU", 0)), int(res.get("CPU", 1))
         self._ray = ray
