@@ -1,0 +1,66 @@
+"""GPU check (run on a machine with a CUDA GPU): `train.accelerator: auto` trains on the GPU, and
+the GPU's members end as the CPU's do.
+
+    python scripts/gpu_check.py OUT_DIR
+
+For a few variants of params.yaml on `digits` (MLP) and `digits_images` (a small CNN), every member
+is trained twice, accelerator auto (the GPU) and cpu, untracked. Reported per cell: the device
+the cell ran on, seconds, and, member by member, whether the status agrees and the relative gap
+of the final full-set training loss. Float sums run in another order on a GPU, so early losses
+agree to rounding and chaotic large-lr members may part later: the gaps are reported, not hidden.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import types
+from pathlib import Path
+
+_stub = types.ModuleType("pipeline.tracker_process")  # run untracked: the GPU machine has no MLflow
+_stub.make_tracker = None
+sys.modules.setdefault("pipeline.tracker_process", _stub)
+
+from pipeline.config import cell_settings, load_params  # noqa: E402
+
+VARIANTS = ["bn", "center", "center_detached", "standardize_detached", "population_detached", "running_detached",
+            "batch_renorm", "layernorm"]
+
+
+def main(out: Path) -> None:
+    import torch
+
+    from pipeline import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    base = load_params("params.yaml")
+    cnn = base.model_copy(update={"model": base.model.model_copy(update={"kind": "cnn", "depth": 3, "channels": 16})})
+    rows = []
+    for params, dataset in ((base, "digits"), (cnn, "digits_images")):
+        for variant in VARIANTS:
+            result = {"variant": variant, "dataset": dataset, "model": params.model.kind}
+            for acc in ("auto", "cpu"):
+                p = params.model_copy(update={"train": params.train.model_copy(update={"accelerator": acc})})
+                cell = cell_settings(p, variant, dataset)
+                folder = out / "runs" / f"{variant}-{dataset}-{acc}"
+                t0 = time.perf_counter()
+                summary = train.run_cell(cell, folder, track=False, progress=False)
+                result[f"{acc}_s"] = round(time.perf_counter() - t0, 2)
+                meta = json.loads((folder.parent / f"{folder.name}.meta.json").read_text())
+                result[f"{acc}_device"] = meta["timing"]["device"]
+                result[acc] = summary
+            pairs = []
+            for g, c in zip(result.pop("auto")["members"], result.pop("cpu")["members"]):
+                gl, cl = g.get("full_loss_train"), c.get("full_loss_train")
+                gap = abs(gl - cl) / max(abs(cl), 1e-12) if gl is not None and cl is not None else None
+                pairs.append({"lr": g["lr"], "seed": g["seed"], "diverged_gpu": g["diverged"],
+                              "diverged_cpu": c["diverged"], "loss_rel_gap": gap})
+            result["members"] = pairs
+            rows.append(result)
+            print(json.dumps({k: v for k, v in result.items() if k != "members"}), flush=True)
+    (out / "gpu_check.json").write_text(json.dumps({"torch": torch.__version__,
+                                                    "gpu": torch.cuda.get_device_name(0), "cells": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
