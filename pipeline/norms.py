@@ -21,9 +21,9 @@ layernorm and groupnorm stay per example: over C x H x W, or a group's channels 
 
 A new variant is one spec row plus one class, neither in a project file if it is a plug-in:
 
-    register_spec(NormSpec("rms_detached", "batch", detached=True, scales=True))
-    @implements("rms_detached")
-    class RmsDetached(StackedNorm): ...
+    register_spec(NormSpec("my_norm", "batch", detached=True, scales=True))
+    @implements("my_norm")
+    class MyNorm(StackedNorm): ...
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ the rows' properties. Torch-free and pandas-free: reading settings never imports
     from pipeline.spec.variants import norm_spec, names_where, register_spec
     norm_spec("center_detached").cancels_b_in_training         # True
     names_where(lambda s: s.detached)                           # claim 2's subjects
-    register_spec(NormSpec("rms_detached", "batch", detached=True, scales=True, centers=False,
+    register_spec(NormSpec("my_norm", "batch", detached=True, scales=True, centers=False,
                            summary="x / sg(rms_B)"))            # a plug-in adds a row (undo: unregister_spec)
 """
 from __future__ import annotations
