@@ -66,7 +66,7 @@ class VariantSettings(_Strict):
     dmax: float = Field(5.0, ge=0.0)                # batch_renorm only
     renorm_hold: int = Field(50, ge=0)              # batch_renorm: steps at rmax=1, dmax=0 (plain BN); sized for the 500-step grid
     renorm_ramp: int = Field(200, ge=0)             # batch_renorm: then steps to relax linearly to rmax, dmax (500-step grid)
-    refresh_every: int = Field(10, gt=0)            # a norm that refreshes (population_*): K, steps between full-set statistics
+    refresh_every: int = Field(10, gt=0)            # norms that refresh (population_*): K, steps between recomputations
 
     @field_validator("norm")
     @classmethod

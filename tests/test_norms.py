@@ -42,6 +42,21 @@ def test_registry_covers_science_table():
     assert BUILTIN_NAMES <= named, sorted(BUILTIN_NAMES - named)
 
 
+def test_the_table_keeps_the_kinds_the_verdicts_were_decided_on():
+    """Pinned once here (the rules read the table; this guards the rows): claim 2's subjects (frozen and
+    batch_renorm are not detached in its sense), claim 1's and the toy's, one-pass evaluation, refresh."""
+    assert set(names_where(lambda s: s.detached)) == {
+        "center_detached", "standardize_detached", "population_detached", "population_center_detached",
+        "running_detached", "running_center_detached"}
+    assert set(names_where(lambda s: s.cancels_b_in_training)) == set(names_where(lambda s: s.detached_batch)) \
+        == {"center_detached", "standardize_detached"}
+    assert set(names_where(lambda s: s.mode_free)) == {
+        "none", "weightnorm", "layernorm", "groupnorm", "population_detached", "population_center_detached"}
+    assert set(names_where(lambda s: s.refreshes)) == {"population_detached", "population_center_detached"}
+    assert names_where(lambda s: s.reparametrizes_weight) == ("weightnorm",)
+    assert names_where(lambda s: s.grouped) == ("groupnorm",)
+
+
 def test_bn_matches_torch_batchnorm1d_per_member():
     x = _x(shift=2.0).requires_grad_(True)
     layer = _layer("bn")

@@ -13,6 +13,7 @@ the rows' properties. Torch-free and pandas-free: reading settings never imports
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -40,7 +41,7 @@ class NormSpec:
     summary: str = ""             # one line: the forward, for listings
 
     def __post_init__(self):
-        if not self.name.isidentifier():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name):
             raise ValueError(f"NormSpec.name: must be letters, digits and _ (got {self.name!r})")
         if self.statistics not in STATISTICS:
             raise ValueError(f"NormSpec.statistics: must be one of {', '.join(STATISTICS)} (got {self.statistics!r})")
@@ -146,7 +147,8 @@ def _setting(variant, key: str, default=None):
 def loss_fixed(variant) -> bool:
     """The loss cannot move by construction: only b trains (the bias-only toy) and training-mode
     x_hat cancels b. `variant`: a VariantSettings or its dict (norm, trainable, ...)."""
-    return _setting(variant, "trainable", "all") == "bias" and norm_spec(_setting(variant, "norm")).cancels_b_in_training
+    only_b = _setting(variant, "trainable", "all") == "bias"
+    return only_b and norm_spec(_setting(variant, "norm")).cancels_b_in_training
 
 
 def refresh_interval(variant) -> int | None:
