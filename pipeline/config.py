@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.params_yaml import YamlError, error_line, read_yaml
+from pipeline.spec.variants import NORM_SPECS, allowed_text, norm_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,16 +56,8 @@ def _check_seed(seed: int, key: str) -> None:
         raise ValueError(f"{key}: must be an integer in [0, 2**32) (got {seed})")
 
 
-# the layers of pipeline/norms.py by name (its NORMS registry must list exactly these: checked at its
-# import); spelled out here so that reading settings (the report, the CLI) does not import torch
-NORM_NAMES = ("none", "bn", "center", "center_detached", "standardize_detached", "population_detached",
-              "population_center_detached", "running_detached", "running_center_detached", "frozen",
-              "batch_renorm", "layernorm", "groupnorm", "weightnorm")
-NormName = Literal[NORM_NAMES]  # type: ignore[valid-type]
-
-
 class VariantSettings(_Strict):
-    norm: NormName                                  # which layer of pipeline/norms.py
+    norm: str                                       # a row of pipeline/spec/variants.py (its layer: pipeline/norms.py)
     affine: bool = True                             # gamma, beta after the normalization
     bias: bool = True                               # the Linear layer has b
     trainable: Literal["all", "bias"] = "all"       # "bias": the bias-only toy (only b trains)
@@ -73,7 +66,15 @@ class VariantSettings(_Strict):
     dmax: float = Field(5.0, ge=0.0)                # batch_renorm only
     renorm_hold: int = Field(50, ge=0)              # batch_renorm: steps at rmax=1, dmax=0 (plain BN); sized for the 500-step grid
     renorm_ramp: int = Field(200, ge=0)             # batch_renorm: then steps to relax linearly to rmax, dmax (500-step grid)
-    refresh_every: int = Field(10, gt=0)            # population_*: K, steps between full-train-set statistics
+    refresh_every: int = Field(10, gt=0)            # norms that refresh (population_*): K, steps between recomputations
+
+    @field_validator("norm")
+    @classmethod
+    def _known_norm(cls, name: str) -> str:
+        # the live spec table, not a Literal fixed at import: a row registered at runtime validates
+        if name not in NORM_SPECS:
+            raise ValueError(f"Input should be {allowed_text()}")
+        return name
 
 
 IMAGE_KINDS = ("digits_images", "mnist", "fashion_mnist", "cifar10")  # examples [C, H, W]
@@ -343,7 +344,7 @@ def cell_settings(params: Params, variant: str, dataset: str) -> CellSettings:
         raise ConfigError(f"datasets.{dataset}.path: under `dvc repro` a csv must lie in data/ (the train stages' "
                           f"dependency), got {ds.path}; move or link it there")
     v = params.variants[variant]
-    if v.norm == "groupnorm" and params.model.units % v.groups:
+    if norm_spec(v.norm).grouped and params.model.units % v.groups:
         what = "model.channels" if params.model.kind == "cnn" else "model.width"
         raise ConfigError(f"variants.{variant}.groups: must divide {what}={params.model.units} (got {v.groups})")
     return CellSettings(variant_name=variant, dataset_name=dataset, variant=v, dataset=ds,

@@ -24,7 +24,8 @@ from torch import nn
 
 from pipeline.config import ModelSettings, VariantSettings
 from pipeline.model import ACTIVATIONS, StackedBase, StackedLinear, _init_member, norm_settings
-from pipeline.norms import NORMS, make_norm
+from pipeline.norms import make_norm
+from pipeline.spec.variants import norm_spec
 
 CL = torch.channels_last
 
@@ -96,7 +97,7 @@ class StackedCNN(StackedBase):
         self.pool_every = model.pool_every
         chans = [in_channels] + [model.channels] * model.depth
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        weight_norm = getattr(NORMS[variant.norm], "reparametrize_weight", False)
+        weight_norm = norm_spec(variant.norm).reparametrizes_weight
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for c_in, c_out in zip(chans[:-1], chans[1:]):

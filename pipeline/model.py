@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from pipeline.config import ModelSettings, VariantSettings
-from pipeline.norms import NORMS, make_norm
+from pipeline.norms import make_norm
+from pipeline.spec.variants import norm_spec
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity}
 
@@ -84,7 +85,8 @@ class StackedBase(nn.Module):
             self.train(was_training)
 
     def uses_population(self) -> bool:
-        return any(hasattr(n, "collect") for n in self.norms)
+        """Some hidden norm refreshes (its spec row reads `refresh_every`): the trainer calls refresh_population."""
+        return any(n.spec is not None and n.spec.refreshes for n in self.norms)
 
 
 class StackedMLP(StackedBase):
@@ -95,7 +97,7 @@ class StackedMLP(StackedBase):
         dims = [d_in] + [model.width] * model.depth + [d_out]
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         params = [[_init_member(g, a, b, model) for g in gens] for a, b in zip(dims[:-1], dims[1:])]
-        weight_norm = getattr(NORMS[variant.norm], "reparametrize_weight", False)
+        weight_norm = norm_spec(variant.norm).reparametrizes_weight
         norm_kw = norm_settings(variant)
 
         self.linears = nn.ModuleList()

@@ -20,13 +20,8 @@ import torch.nn.functional as F
 
 from pipeline.config import CellSettings
 from pipeline.model import StackedMLP
-from pipeline.norms import GroupNorm, Identity, LayerNorm, PopulationCenterDetached, PopulationDetached, WeightNormMarker
 from pipeline.optim import make_optimizer
 
-# norms whose forward never reads `training` (nor updates state): training- and inference-mode
-# passes are the same float operations, so an interval evaluation runs the full set once for both.
-# Exact classes: a subclass may add a mode.
-MODE_FREE = (Identity, WeightNormMarker, LayerNorm, GroupNorm, PopulationDetached, PopulationCenterDetached)
 # optimizer steps per Lightning batch: its per-batch loop machinery (~0.5 ms a call) is paid once per
 # this many steps; any value gives the same bytes (tests/test_module_identity.py)
 STEPS_PER_BATCH = 25
@@ -67,7 +62,9 @@ class NormLabModule(pl.LightningModule):
         # per-step constants, looked up once (model.hidden builds a list on every call)
         self._hidden = model.hidden
         self._population = model.uses_population()
-        self._mode_free = all(type(n) in MODE_FREE for _, n in self._hidden)
+        # the spec's mode_free: training- and inference-mode passes are the same float operations, so an
+        # interval evaluation runs the full set once for both (a layer without a registered row: two passes)
+        self._mode_free = all(n.spec is not None and n.spec.mode_free for _, n in self._hidden)
 
     # -- the mean gradient sum_i dl/dx_hat_i that drives b (SCIENCE.md item 2) --------------
     def _make_xhat_hook(self, layer: int):

@@ -1,10 +1,12 @@
 """Normalization layers for stacked members: every input is [members, batch, features].
 
-Each class is one row of the SCIENCE.md table. Statistics are per member (dim 1 is the
-batch), so members never see each other. `sg` in the docstrings is stop-gradient
-(`.detach()`). Every layer except `none` has an `affine` switch (gamma, beta after the
-normalization); the pre-affine output x_hat is exposed to `on_xhat` so the trainer can
-record the mean gradient sum_i dl/dx_hat_i that drives the bias (SCIENCE.md item 2).
+Each class implements a row of the spec table (pipeline/spec/variants.py: what the layer is,
+as every rule reads it), declared with `@implements(name)`; NORMS maps each row's name to its
+class. Statistics are per member (dim 1 is the batch), so members never see each other. `sg` in
+the docstrings is stop-gradient (`.detach()`). Every layer except `none` has an `affine` switch
+(gamma, beta after the normalization); the pre-affine output x_hat is exposed to `on_xhat` so
+the trainer can record the mean gradient sum_i dl/dx_hat_i that drives the bias (SCIENCE.md
+item 2).
 
 Conv form: an input [members, batch, channels, height, width] is normalized per channel
 (SCIENCE.md's last paragraph). It is viewed as rows [M, B*H*W, C] -- every pixel of every
@@ -16,6 +18,12 @@ layernorm and groupnorm stay per example: over C x H x W, or a group's channels 
     >>> layer = make_norm("center_detached", members=4, features=32, affine=False)
     >>> y = layer(torch.randn(4, 64, 32))
     >>> y = layer(torch.randn(4, 64, 32, 8, 8))   # conv form: 32 channels
+
+A new variant is one spec row plus one class, neither in a project file if it is a plug-in:
+
+    register_spec(NormSpec("my_norm", "batch", detached=True, scales=True))
+    @implements("my_norm")
+    class MyNorm(StackedNorm): ...
 """
 from __future__ import annotations
 
@@ -23,7 +31,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import NORM_NAMES
+from pipeline.spec.variants import BUILTIN_NAMES, NORM_SPECS, NormSpec, norm_spec
+
+# spec name -> the class that implements it; filled by @implements (register_norm)
+NORMS: dict[str, type[StackedNorm]] = {}
+
+
+def register_norm(name: str, cls: type[StackedNorm]) -> type[StackedNorm]:
+    """`cls` is the layer of the spec row `name` (which must be in the table); undo: unregister_norm."""
+    norm_spec(name)  # KeyError naming the rows: a layer needs its row first
+    if name in NORMS:
+        raise ValueError(f"register_norm: {name!r} is already implemented by {NORMS[name].__name__}")
+    NORMS[name] = cls
+    return cls
+
+
+def unregister_norm(name: str) -> None:
+    """Remove a layer registered at runtime (the built-in rows' layers stay)."""
+    if name in BUILTIN_NAMES:
+        raise ValueError(f"unregister_norm: {name!r} is a built-in layer of pipeline/norms.py")
+    NORMS.pop(name, None)
+
+
+def implements(*names: str):
+    """Class decorator: the class is the layer of these spec rows."""
+    def register(cls: type[StackedNorm]) -> type[StackedNorm]:
+        for name in names:
+            register_norm(name, cls)
+        return cls
+    return register
 
 
 class StackedNorm(nn.Module):
@@ -38,6 +74,15 @@ class StackedNorm(nn.Module):
             self.gamma = nn.Parameter(torch.ones(members, 1, features))
             self.beta = nn.Parameter(torch.zeros(members, 1, features))
         self.on_xhat = None  # callable(x_hat) set by the trainer on steps it records
+        # the spec row this layer implements: make_norm sets it; built directly, the row registered for
+        # exactly this class (a subclass that did not register has none: it may add a mode)
+        rows = [name for name, cls in NORMS.items() if cls is type(self)]
+        self.spec_name: str | None = rows[0] if len(rows) == 1 else None
+
+    @property
+    def spec(self) -> NormSpec | None:
+        """The layer's row of pipeline/spec/variants.py (None: no registered row)."""
+        return NORM_SPECS.get(self.spec_name) if self.spec_name else None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -129,6 +174,7 @@ class _RunningStats(StackedNorm):
         return (x - self.running_mean) / torch.sqrt(self.running_var + self.eps)
 
 
+@implements("none")
 class Identity(StackedNorm):
     """`none`: x_hat = x. No affine (a plain layer already has its bias)."""
 
@@ -140,6 +186,7 @@ class Identity(StackedNorm):
         return x
 
 
+@implements("bn")
 class BatchNorm(_RunningStats):
     """`bn`: x_hat = (x - mu_B) / sigma_B, gradient through both statistics."""
 
@@ -154,6 +201,7 @@ class BatchNorm(_RunningStats):
         return _from_channels(y, x.shape[0])
 
 
+@implements("center")
 class Center(_RunningStats):
     """`center`: x_hat = x - mu_B, gradient through mu_B (mean-only BN)."""
 
@@ -167,12 +215,14 @@ class Center(_RunningStats):
         return x - (mu.detach() if self.detach_mean else mu)
 
 
+@implements("center_detached")
 class CenterDetached(Center):
     """`center_detached`: x_hat = x - sg(mu_B) -- the paper's thought experiment."""
 
     detach_mean = True
 
 
+@implements("standardize_detached")
 class StandardizeDetached(_RunningStats):
     """`standardize_detached`: x_hat = (x - sg(mu_B)) / sg(sigma_B) -- "also scales"."""
 
@@ -184,6 +234,7 @@ class StandardizeDetached(_RunningStats):
         return (x - mu) / torch.sqrt(var + self.eps)
 
 
+@implements("population_detached")
 class PopulationDetached(StackedNorm):
     """`population_detached`: mu, sigma over the WHOLE training set, detached.
 
@@ -208,6 +259,7 @@ class PopulationDetached(StackedNorm):
         return (x - self.pop_mean) / self.pop_sigma if self.scale else x - self.pop_mean
 
 
+@implements("population_center_detached")
 class PopulationCenterDetached(PopulationDetached):
     """`population_center_detached`: x_hat = x - sg(mu), mu over the whole training set
     every K steps; centering alone carries SCIENCE.md item 5's rank-1 term."""
@@ -215,6 +267,7 @@ class PopulationCenterDetached(PopulationDetached):
     scale = False
 
 
+@implements("running_detached")
 class RunningDetached(_RunningStats):
     """`running_detached`: normalize with the EMA statistics during training, detached.
 
@@ -230,12 +283,14 @@ class RunningDetached(_RunningStats):
         return self._eval(x) if self.scale else x - self.running_mean
 
 
+@implements("running_center_detached")
 class RunningCenterDetached(RunningDetached):
     """`running_center_detached`: x_hat = x - sg(mu_EMA), the EMA mean used in training."""
 
     scale = False
 
 
+@implements("frozen")
 class Frozen(StackedNorm):
     """`frozen`: mu, sigma of the first training batch, fixed forever (an affine map)."""
 
@@ -255,6 +310,7 @@ class Frozen(StackedNorm):
         return (x - self.frozen_mean) / self.frozen_sigma
 
 
+@implements("batch_renorm")
 class BatchRenorm(_RunningStats):
     """`batch_renorm` (Ioffe 2017): ((x - mu_B)/sigma_B) * r + d with
     r = sg(clip(sigma_B / sigma, 1/rmax_t, rmax_t)), d = sg(clip((mu_B - mu)/sigma, -dmax_t, dmax_t)),
@@ -296,6 +352,7 @@ class BatchRenorm(_RunningStats):
         return out
 
 
+@implements("layernorm")
 class LayerNorm(StackedNorm):
     """`layernorm`: statistics per example over units, gradient through."""
 
@@ -309,6 +366,7 @@ class LayerNorm(StackedNorm):
         return (x - mu) / torch.sqrt(var + self.eps)
 
 
+@implements("groupnorm")
 class GroupNorm(StackedNorm):
     """`groupnorm`: as layernorm, per group of `groups` contiguous units."""
 
@@ -329,39 +387,29 @@ class GroupNorm(StackedNorm):
         return ((xg - mu) / torch.sqrt(var + self.eps)).reshape(m, b, f)
 
 
+@implements("weightnorm")
 class WeightNormMarker(Identity):
     """`weightnorm`: no data statistics; the Linear layer reparametrizes w = g v/||v||
     (a conv layer: per output channel, ||v|| over its C_in x k x k weights).
 
-    The activation path is the identity; `reparametrize_weight` tells the model to build
-    its Linear with weight normalization. `affine` adds gamma, beta like the others.
+    The activation path is the identity; the spec row's `reparametrizes_weight` tells the model
+    to build its Linear with weight normalization. `affine` adds gamma, beta like the others.
     """
-
-    reparametrize_weight = True
 
     def __init__(self, members, features, affine: bool = False, **kw):
         StackedNorm.__init__(self, members, features, affine=affine, **kw)
 
 
-NORMS: dict[str, type[StackedNorm]] = {
-    "none": Identity,
-    "bn": BatchNorm,
-    "center": Center,
-    "center_detached": CenterDetached,
-    "standardize_detached": StandardizeDetached,
-    "population_detached": PopulationDetached,
-    "population_center_detached": PopulationCenterDetached,
-    "running_detached": RunningDetached,
-    "running_center_detached": RunningCenterDetached,
-    "frozen": Frozen,
-    "batch_renorm": BatchRenorm,
-    "layernorm": LayerNorm,
-    "groupnorm": GroupNorm,
-    "weightnorm": WeightNormMarker,
-}
-if tuple(NORMS) != NORM_NAMES:  # config validates `norm:` against NORM_NAMES without importing torch
-    raise ImportError(f"pipeline/norms.py NORMS {tuple(NORMS)} != pipeline/config.py NORM_NAMES {NORM_NAMES}")
+if set(NORMS) != BUILTIN_NAMES:  # every built-in row has its layer, and no layer lacks a row
+    raise ImportError(f"pipeline/norms.py implements {sorted(NORMS)}, pipeline/spec/variants.py's built-in "
+                      f"rows are {sorted(BUILTIN_NAMES)}")
 
 
 def make_norm(name: str, members: int, features: int, **kw) -> StackedNorm:
-    return NORMS[name](members, features, **kw)
+    """The layer of spec row `name` (KeyError: no row, or a row no class implements)."""
+    norm_spec(name)
+    if name not in NORMS:
+        raise KeyError(f"norm {name!r} has a spec row but no layer: register its class (pipeline.norms.implements)")
+    layer = NORMS[name](members, features, **kw)
+    layer.spec_name = name  # a class may implement several rows: the instance knows which
+    return layer

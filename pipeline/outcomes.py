@@ -24,9 +24,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from pipeline.spec.variants import loss_fixed, refresh_interval
+
 STATUSES = ("trained", "failed", "blew_up", "diverged", "fixed_loss")
-# training-mode x_hat is independent of b for these (batch statistics, detached): the toy's loss is fixed
-DETACHED_BATCH_CENTERING = ("center_detached", "standardize_detached")
 CELL_KEYS = ("cell", "variant", "dataset", "norm", "steps", "classes", "chance_loss", "input_mean_norm")
 
 
@@ -251,10 +251,10 @@ def member_table(summaries: list[dict], histories: dict[str, pd.DataFrame], sett
         cell = {k: s.get(k, float("nan")) for k in CELL_KEYS}
         if not np.isfinite(cell["chance_loss"]) and np.isfinite(cell["classes"]):
             cell["chance_loss"] = math.log(cell["classes"])
+        k = refresh_interval(var)  # the spec row decides whether the variant reads refresh_every
         cell.update(width=width, trainable=var.get("trainable", "all"), has_bias=bool(var.get("bias", True)),
-                    refresh_every=float(var["refresh_every"]) if str(var.get("norm", "")).startswith("population")
-                    else float("nan"),
-                    loss_fixed=var.get("trainable", "all") == "bias" and s["norm"] in DETACHED_BATCH_CENTERING)
+                    refresh_every=float(k) if k is not None else float("nan"),
+                    loss_fixed=loss_fixed({**var, "norm": s["norm"]}))
         for m in s["members"]:
             row = {**cell, **m}
             layers = _layers(m)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from pipeline.conv import StackedConv2d, StackedCNN
 from pipeline.norms import NORMS, make_norm
+from pipeline.spec.variants import norm_spec
 from pipeline.train import run_cell
 from tests.conftest import ALL_VARIANTS, make_cell
 from tests.test_norms import RENORM, RENORM_STEP, _fd_jacobian, _renorm_limits
@@ -91,33 +92,33 @@ def test_layernorm_and_groupnorm_match_torch_per_example():
 def _seen(name, layer0, x0):
     """The conv-form forward "as the gradient sees it": every sg(.) replaced by its value at x0,
     every statistic per (member, channel) over batch x H x W, from closed forms."""
+    spec = norm_spec(name)
     mu0, s0 = _stats(x0)
-    if name in ("none", "weightnorm"):
+    if spec.statistics == "none":
         return lambda x: x
-    if name == "bn":
-        return lambda x: (x - _stats(x)[0]) / _stats(x)[1]
-    if name == "center":
-        return lambda x: x - x.mean(CH, keepdim=True)
-    if name in ("center_detached", "population_center_detached", "running_center_detached"):
-        return lambda x: x - mu0
-    if name in ("standardize_detached", "frozen", "population_detached"):
-        return lambda x: (x - mu0) / s0
-    if name == "running_detached":  # EMA initialized from x0 with the unbiased var over B*H*W
-        var_u = ((x0 - mu0) ** 2).sum(CH, keepdim=True) / (B * H * W - 1)
-        return lambda x: (x - mu0) / torch.sqrt(var_u + EPS)
     if name == "batch_renorm":
         sigma = torch.sqrt(_per_channel(layer0.running_var) + EPS)
         rmax, dmax = _renorm_limits(RENORM_STEP, **RENORM)
         r0 = (s0 / sigma).clamp(1 / rmax, rmax)
         d0 = ((mu0 - _per_channel(layer0.running_mean)) / sigma).clamp(-dmax, dmax)
         return lambda x: (x - _stats(x)[0]) / _stats(x)[1] * r0 + d0
-    if name == "layernorm":
+    if spec.statistics == "per_example" and not spec.grouped:
         return lambda x: (x - _stats(x, (2, 3, 4))[0]) / _stats(x, (2, 3, 4))[1]
-    if name == "groupnorm":
+    if spec.statistics == "per_example":
         def gn(x):
             xg = x.reshape(M, B, 2, C // 2, H, W)
             return ((xg - _stats(xg, (3, 4, 5))[0]) / _stats(xg, (3, 4, 5))[1]).reshape(x.shape)
         return gn
+    if spec.statistics == "batch" and not spec.detached:  # the gradient goes through the batch statistics
+        if spec.scales:
+            return lambda x: (x - _stats(x)[0]) / _stats(x)[1]
+        return lambda x: x - x.mean(CH, keepdim=True)
+    # detached or fixed: the statistics are constants, those of x0 here
+    if spec.statistics == "ema" and spec.scales:  # EMA initialized from x0 with the unbiased var over B*H*W
+        var_u = ((x0 - mu0) ** 2).sum(CH, keepdim=True) / (B * H * W - 1)
+        return lambda x: (x - mu0) / torch.sqrt(var_u + EPS)
+    if spec.centers:
+        return (lambda x: (x - mu0) / s0) if spec.scales else (lambda x: x - mu0)
     raise KeyError(name)
 
 
@@ -129,7 +130,7 @@ def _prepared(name, x0):
         layer.running_mean.copy_(mu0.view(M, 1, C) + 0.3)
         layer.running_var.copy_((s0 ** 2).view(M, 1, C) * 1.5)
         layer.initialized.fill_(True)
-    if name in ("population_detached", "population_center_detached"):
+    if norm_spec(name).refreshes:
         layer.collect = True  # the refresh pass computes the full-set statistics from x0
         layer(x0)
         layer.collect = False

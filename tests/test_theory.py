@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.model import StackedMLP
+from pipeline.spec.variants import names_where
 from pipeline.train import run_cell
 from tests.conftest import make_cell
 
@@ -124,7 +125,7 @@ def test_scale_invariance_of_the_weight_norm(variant):
             assert abs(cos) > 1e-3
 
 
-@pytest.mark.parametrize("detached", ["center_detached", "population_center_detached", "running_center_detached"])
+@pytest.mark.parametrize("detached", names_where(lambda s: s.detached and s.centers and not s.scales))
 def test_detached_centering_adds_the_rank_one_weight_gradient(detached):
     """dl/dW = (u - u_bar)^T g + u_bar (sum_i g_i)^T under detached centering -- with the
     batch mean, the population mean (here of a different, larger set) or the EMA mean --

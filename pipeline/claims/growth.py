@@ -8,13 +8,15 @@ from collections import Counter
 
 from pipeline.claims.base import FAILS, HOLDS, MIXED, NOT_SHOWN, Endpoint, _alive, _g, _table, beyond_chance
 from pipeline.outcomes import ci
+from pipeline.spec.variants import names_where
 
 
 # -- claim 2: b grows without bound -------------------------------------------------------------
 def judge_b_grows(m, hist, s):
     live = _alive(m)
     layers = sorted({c.split("/")[1] for c in m.columns if c.startswith("alpha/")})
-    real = live[live["norm"].str.endswith("_detached") & (live["trainable"] == "all") & live["has_bias"]]
+    detached = names_where(lambda spec: spec.detached)  # statistics re-estimated outside the gradient step
+    real = live[live["norm"].isin(detached) & (live["trainable"] == "all") & live["has_bias"]]
     eps, decided, tally = [], set(), Counter()  # tally[(reading, variant or layer)]
     for (v, ds, lr), g in real.groupby(["variant", "dataset", "lr"], sort=False):
         twin = s.twins.get(v, [None])[0]

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 from pipeline.claims.base import Endpoint, _alive, _count, _paired, _read_signs, _table
-from pipeline.outcomes import DETACHED_BATCH_CENTERING, ci
+from pipeline.outcomes import ci
+from pipeline.spec.variants import names_where
 
 
 # -- claim 1b: what leaks at inference (measurement) -------------------------------------------------
@@ -16,7 +17,7 @@ def judge_inference_leak(m, hist, s):
     eps, decided = [], set()
     # only variants that train on batch statistics: population/EMA variants use the same statistics in
     # both modes, so their gap is zero by construction (an identity, not a measurement)
-    batch = set(m.loc[m["norm"].isin(DETACHED_BATCH_CENTERING), "variant"])
+    batch = set(m.loc[m["norm"].isin(names_where(lambda spec: spec.detached_batch)), "variant"])
     for det, twins in s.twins.items():
         if det not in batch:
             continue
