@@ -138,7 +138,7 @@ def endpoints_figure(name: str):
                     fmt="none", ecolor="grey", lw=1, capsize=2)
         ax.scatter(eff, y, c=np.where(sure, "#d62728", "#555555"), s=14, zorder=3)
         ax.axvline(0, color="k", lw=0.7)
-        ax.set_yticks(y, [f"{e.name} | {e.detail}"[:70] for e in eps], fontsize=6)
+        ax.set_yticks(y, [f"{e.measure} | {e.detail}"[:70] for e in eps], fontsize=6)
         ax.set_xscale("symlog", linthresh=0.01)
         ax.set(xlabel="effect (interval over seeds; red: excludes 0)")
         fig.suptitle(f"{v.key}: {v.title} -- {v.status}", fontsize=9)
@@ -146,12 +146,6 @@ def endpoints_figure(name: str):
                                              f"seeds; red where the interval excludes no effect. Units: "
                                              f"{'; '.join(sorted({e.unit for e in eps if e.unit})) or 'see the table'}.")]
     return draw
-
-
-def _parse_cell(detail: str) -> tuple[str, str, str]:
-    """'center_detached vs center, digits, lr 1' -> (row, data set, 'lr 1')."""
-    parts = [p.strip() for p in detail.split(",")]
-    return ", ".join(parts[:-2]), parts[-2], parts[-1]
 
 
 def fig_blowup_excess(data: FigureData) -> list[Drawn]:
@@ -164,14 +158,18 @@ def fig_blowup_excess(data: FigureData) -> list[Drawn]:
 
     plt = plt_()
     rows = []
-    for e in v.endpoints:
-        row, ds, lr = _parse_cell(e.detail)
-        kind = "excess" if e.name.startswith("excess") else "sweep"
-        if kind == "sweep":
-            row = e.name.replace("blow-up rate at ", "")
-        rows.append({"kind": kind, "row": row, "col": f"{ds.replace('synthetic_zero_mean', 'zero mean')} {lr}",
+    for e in v.endpoints:  # the excess of a detached variant over its twin, or the K sweep (a rate, no twin)
+        if e.dataset is None or e.lr is None:
+            continue
+        kind = "excess" if e.twin is not None else "sweep"
+        row = (f"{e.variant} vs {e.twin}" if kind == "excess" else
+               f"K = {e.refresh_every:g}" if e.refresh_every is not None else e.variant)
+        ds = e.dataset.replace("synthetic_zero_mean", "zero mean")
+        rows.append({"kind": kind, "row": row, "col": f"{ds} lr {e.lr:g}",
                      "effect": e.effect,
                      "sure": np.isfinite(e.lo) and (e.lo > 0 or e.hi < 0)})
+    if not rows:
+        return []
     t = pd.DataFrame(rows)
     kinds = [k for k in ("excess", "sweep") if k in set(t["kind"])]
     heights = [max(2.0, 0.32 * t[t["kind"] == k]["row"].nunique() + 1.2) for k in kinds]
