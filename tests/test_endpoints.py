@@ -170,3 +170,17 @@ def test_compare_reads_the_owned_table_and_matches_primary_endpoints_by_key(tmp_
     for lr in (0.1, 0.1000001):
         row = m[m["lr"] == lr].iloc[0]
         assert math.isnan(row["effect mlp 3x32, sgd"]) != math.isnan(row["effect mlp 6x32, sgd"])
+
+
+def test_the_blowup_figure_reads_the_fields_not_the_text():
+    from pipeline.report.claim_figures import blowup_cells
+
+    eps = [excess(dataset="synthetic_zero_mean", lr=0.3, lo=0.2),
+           Endpoint(measure="blow-up rate", effect=0.6, lo=0.2, hi=1.0, n=5, variant="population_detached_k100",
+                    refresh_every=100, dataset="digits", lr=1.0),
+           excess(variant="running_center_detached", dataset="digits", lr=1.0, lo=-0.1)]
+    t = blowup_cells(eps)
+    assert t[["kind", "row", "col"]].values.tolist() == [
+        ["excess", "center_detached vs center", "zero mean lr 0.3"], ["sweep", "K = 100", "digits lr 1"],
+        ["excess", "running_center_detached vs center", "digits lr 1"]]
+    assert t["sure"].tolist() == [True, True, False]

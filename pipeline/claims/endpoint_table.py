@@ -38,8 +38,9 @@ def is_endpoint_table(frame: pd.DataFrame) -> bool:
 
 
 def read_endpoint_table(path: Path) -> pd.DataFrame | None:
-    """tables/<claim>.csv as the typed endpoints table; None where the file is missing or is not an
-    endpoints table (a claim may write its own table instead: claim 1's member groups)."""
+    """tables/<claim>.csv (or tables/endpoints.csv) as the typed endpoints table; None where the file
+    is missing or is not an endpoints table (a claim may write its own table instead: claim 1's
+    member groups). Columns beyond the schema's come first, as read."""
     try:
         frame = pd.read_csv(path, dtype={c: "object" for c in (*STR_COLUMNS, "variants")}, keep_default_na=False,
                             na_values={c: [""] for c in TABLE_COLUMNS})
@@ -47,7 +48,8 @@ def read_endpoint_table(path: Path) -> pd.DataFrame | None:
         return None
     if not is_endpoint_table(frame):
         return None
-    return _typed(frame[list(TABLE_COLUMNS)])
+    extra = [c for c in frame.columns if c not in TABLE_COLUMNS]  # e.g. endpoints.csv's `claim`, kept first
+    return _typed(frame[extra + list(TABLE_COLUMNS)])
 
 
 def endpoints_of(frame: pd.DataFrame) -> list[Endpoint]:

@@ -148,29 +148,35 @@ def endpoints_figure(name: str):
     return draw
 
 
-def fig_blowup_excess(data: FigureData) -> list[Drawn]:
-    """Claim 4 as heatmaps: the excess blow-up rate of each detached variant over its twin, and the
-    blow-up rate against the refresh interval K; * where the interval over seeds excludes 0."""
-    v = next((v for v in data.verdicts if v.figure == "blowup_excess"), None)
-    if v is None or not v.endpoints:
-        return []
+def blowup_cells(endpoints):
+    """Claim 4's endpoints as heatmap cells, read from their fields: kind ("excess": a detached
+    variant over its twin; "sweep": the rate at a refresh interval K), row, column (data set, lr),
+    effect, and whether the interval excludes 0."""
     import pandas as pd
 
-    plt = plt_()
     rows = []
-    for e in v.endpoints:  # the excess of a detached variant over its twin, or the K sweep (a rate, no twin)
+    for e in endpoints:
         if e.dataset is None or e.lr is None:
             continue
         kind = "excess" if e.twin is not None else "sweep"
         row = (f"{e.variant} vs {e.twin}" if kind == "excess" else
                f"K = {e.refresh_every:g}" if e.refresh_every is not None else e.variant)
         ds = e.dataset.replace("synthetic_zero_mean", "zero mean")
-        rows.append({"kind": kind, "row": row, "col": f"{ds} lr {e.lr:g}",
-                     "effect": e.effect,
-                     "sure": np.isfinite(e.lo) and (e.lo > 0 or e.hi < 0)})
-    if not rows:
+        rows.append({"kind": kind, "row": row, "col": f"{ds} lr {e.lr:g}", "effect": e.effect,
+                     "sure": bool(np.isfinite(e.lo) and (e.lo > 0 or e.hi < 0))})
+    return pd.DataFrame(rows, columns=["kind", "row", "col", "effect", "sure"])
+
+
+def fig_blowup_excess(data: FigureData) -> list[Drawn]:
+    """Claim 4 as heatmaps: the excess blow-up rate of each detached variant over its twin, and the
+    blow-up rate against the refresh interval K; * where the interval over seeds excludes 0."""
+    v = next((v for v in data.verdicts if v.figure == "blowup_excess"), None)
+    if v is None or not v.endpoints:
         return []
-    t = pd.DataFrame(rows)
+    t = blowup_cells(v.endpoints)
+    if t.empty:
+        return []
+    plt = plt_()
     kinds = [k for k in ("excess", "sweep") if k in set(t["kind"])]
     heights = [max(2.0, 0.32 * t[t["kind"] == k]["row"].nunique() + 1.2) for k in kinds]
     fig, axes = plt.subplots(len(kinds), 1, figsize=(11, sum(heights) + 1.0 * len(kinds)),
