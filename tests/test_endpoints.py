@@ -184,3 +184,13 @@ def test_the_blowup_figure_reads_the_fields_not_the_text():
         ["excess", "center_detached vs center", "zero mean lr 0.3"], ["sweep", "K = 100", "digits lr 1"],
         ["excess", "running_center_detached vs center", "digits lr 1"]]
     assert t["sure"].tolist() == [True, True, False]
+
+
+def test_the_spec_module_needs_neither_pandas_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.spec.endpoints; "
+            "print(sorted(m for m in ('pandas', 'torch', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -58,7 +58,8 @@ class Claim:
     rule: str                      # template, filled from ReportSettings
     figure: str | None = None
     answers: dict                  # status -> the answer sentence
-    judge: Judge                   # (members, histories, settings) -> (status, endpoints, evidence, table)
+    judge: Judge                   # (members, histories, settings) -> (status, endpoints, evidence, table);
+    #                                table None: the verdict's table is its endpoints table (endpoint_frame)
 
     def __post_init__(self):
         declared = self.measures()

@@ -42,7 +42,15 @@ def layer_text(layer: int) -> str:
 
 
 def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or x == ""
+    """None, NaN, a missing value as a table reader gives it (pandas' NA), or an empty text."""
+    if x is None or (isinstance(x, str) and x == ""):
+        return True
+    if isinstance(x, (str, tuple, list)):
+        return False
+    try:
+        return bool(x != x)  # NaN
+    except TypeError:        # pandas' NA has no truth value
+        return True
 
 
 @dataclass(frozen=True, kw_only=True)
