@@ -333,3 +333,12 @@ def test_every_endpoint_of_a_verdict_is_told_apart_by_its_fields():
     drift = [e for e in judge("claim2", rows).endpoints if e.measure.startswith("twin") and e.twin == "center"]
     assert {(e.variant, e.twin, e.layer) for e in drift} == {
         (v, "center", 0) for v in ("center_detached", "population_center_detached", "running_center_detached")}
+
+
+def test_layers_come_from_the_depth_or_the_built_column_names_never_parsed_ones():
+    from pipeline.claims.base import _layers
+
+    m = pd.DataFrame([member("center_detached", **{"alpha/l1": 0.5})])
+    assert _layers(m, "alpha") == [0, 1] and _layers(m, "gsum_persist") == [0] and _layers(m, "nope") == []
+    assert _layers(m.assign(depth=3, **{"alpha/l2": 0.1}), "alpha") == [0, 1, 2]
+    assert _layers(m.assign(depth=1), "alpha") == [0]  # the cell's depth bounds the layers read

@@ -111,9 +111,12 @@ def interval(t) -> dict:
 
 
 def _layers(m: pd.DataFrame, quantity: str) -> list[int]:
-    """The hidden layers whose `quantity` the member table has: 0, 1, ... while layer_column(quantity, i)
-    is a column. TODO(depth column): replace with range(depth) once the member table carries the
-    cell's depth (another change adds it); nothing here parses a column name."""
+    """The hidden layers (0-based) whose `quantity` the member table has a column for
+    (pipeline.spec.records.layer_column): range(depth) where the table carries the cells' `depth`;
+    without it (TODO(depth column): drop this fallback once the member table carries depth, as a
+    parallel change adds), 0, 1, ... while the column exists. Nothing here parses a column name."""
+    if "depth" in m.columns and m["depth"].notna().any():
+        return [i for i in range(int(m["depth"].max())) if layer_column(quantity, i) in m.columns]
     n = 0
     while layer_column(quantity, n) in m.columns:
         n += 1
