@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     if clash:
         die(f"{args.study}: setups.{sorted(clash)[0]}: reserved name (the comparison writes it)")
     reports = Path(args.reports)
-    status, ends, missing = collect(reports, setups)
+    try:
+        status, ends, missing = collect(reports, setups)
+    except ValueError as err:  # a setup's endpoints table the reader refuses (an older layout)
+        die(str(err))
     if status.empty:
         die(f"{reports}: no setup report found (run: python -m pipeline.study {args.study})")
     records.write_tree_atomically(reports, lambda tmp: build(tmp, name, status, ends, missing))

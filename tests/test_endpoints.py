@@ -194,3 +194,13 @@ def test_the_spec_module_needs_neither_pandas_nor_torch():
             "print(sorted(m for m in ('pandas', 'torch', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_compare_refuses_an_endpoints_table_it_would_have_to_parse(tmp_path):
+    _setup(tmp_path, "a", [excess(decides=True, primary=True)])
+    old = tmp_path / "a" / "tables" / "claimX.csv"
+    pd.DataFrame([{"endpoint": "excess blow-up rate (detached minus twin)", "detail": "center_detached vs center, "
+                   "digits, lr 1", "effect": 0.2, "ci_lo": 0.0, "ci_hi": 0.6, "n": 5, "unit": "fraction",
+                   "decides": True}]).to_csv(old, index=False)
+    with pytest.raises(ValueError, match="old layout"):
+        collect(tmp_path, {"a": {"model": {"depth": 3, "width": 32}, "optim": {"name": "sgd"}}})

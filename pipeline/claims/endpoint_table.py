@@ -40,13 +40,17 @@ def is_endpoint_table(frame: pd.DataFrame) -> bool:
 def read_endpoint_table(path: Path) -> pd.DataFrame | None:
     """tables/<claim>.csv (or tables/endpoints.csv) as the typed endpoints table; None where the file
     is missing or is not an endpoints table (a claim may write its own table instead: claim 1's
-    member groups). Columns beyond the schema's come first, as read."""
+    member groups). Columns beyond the schema's come first, as read. A table in the layout before
+    the typed fields (display text only) is refused (ValueError): nothing parses that text."""
     try:
         frame = pd.read_csv(path, dtype={c: "object" for c in (*STR_COLUMNS, "variants")}, keep_default_na=False,
                             na_values={c: [""] for c in TABLE_COLUMNS})
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return None
     if not is_endpoint_table(frame):
+        if {"endpoint", "detail", "decides"} <= set(frame.columns):  # the layout before the typed fields
+            raise ValueError(f"{path}: an endpoints table in the old layout (display text only, no typed "
+                             f"fields): rebuild that report (python -m pipeline.report)")
         return None
     extra = [c for c in frame.columns if c not in TABLE_COLUMNS]  # e.g. endpoints.csv's `claim`, kept first
     return _typed(frame[extra + list(TABLE_COLUMNS)])
