@@ -107,7 +107,8 @@ def test_a_lone_hit_among_many_comparisons_is_not_beyond_chance():
     assert judge("claim1b", lrs(2)).status == HOLDS
     # comparisons whose pairs all agree exactly cannot miss 0 by chance: they do not dilute the family
     from pipeline.claims.base import Endpoint, _read_signs
-    hit, flat = Endpoint(measure="e", effect=1.0, lo=0.5, hi=1.5, n=5), Endpoint(measure="e", effect=0.0, lo=0.0, hi=0.0, n=5)
+    hit = Endpoint(measure="e", effect=1.0, lo=0.5, hi=1.5, n=5)
+    flat = Endpoint(measure="e", effect=0.0, lo=0.0, hi=0.0, n=5)
     assert _read_signs([hit] + [flat] * 30, 0.95)[0] == HOLDS
 
 

@@ -1,6 +1,7 @@
 """What every claim shares: the Verdict and Claim records (the Endpoint is pipeline.spec.endpoints',
-re-exported), the statuses, the reading helpers the judges use (pairing by seed, counting intervals against chance: beyond_chance,
-_read_signs), and the SHARED and SIGNS rule texts the registry appends.
+re-exported), the statuses, the reading helpers the judges use (pairing by seed, counting
+intervals against chance: beyond_chance, _read_signs; the layers of a per-layer quantity:
+_layers), and the SHARED and SIGNS rule texts the registry appends.
 
     from pipeline.claims.base import HOLDS, Endpoint, beyond_chance
 """

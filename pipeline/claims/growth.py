@@ -65,8 +65,8 @@ def judge_b_grows(m, hist, s):
     ev = (f"Growth exponent alpha of ||b_t - b_0|| over the later part of the run, surviving detached members "
           f"of the real networks: of {len(decided)} decided (variant, data set, lr, layer) groups "
           f"({n_alpha - len(decided)} undecided), {n_up} grow at least like a random walk (by layer: "
-          f"{where('grows', layers, layer_text)}; by variant: {where('grows', variants)}) and {n_down} saturate (by layer: "
-          f"{where('saturates', layers, layer_text)}; by variant: {where('saturates', variants)}).")
+          f"{where('grows', layers, layer_text)}; by variant: {where('grows', variants)}) and {n_down} saturate "
+          f"(by layer: {where('saturates', layers, layer_text)}; by variant: {where('saturates', variants)}).")
     if toy_alpha:
         ev += (f" The bias-only toy (linear by construction) shows alpha between "
                f"{_g(min(e.effect for e in toy_alpha))} and {_g(max(e.effect for e in toy_alpha))}.")
