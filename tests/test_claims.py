@@ -107,7 +107,8 @@ def test_a_lone_hit_among_many_comparisons_is_not_beyond_chance():
     assert judge("claim1b", lrs(2)).status == HOLDS
     # comparisons whose pairs all agree exactly cannot miss 0 by chance: they do not dilute the family
     from pipeline.claims.base import Endpoint, _read_signs
-    hit, flat = Endpoint("e", 1.0, 0.5, 1.5, 5), Endpoint("e", 0.0, 0.0, 0.0, 5)
+    hit = Endpoint(measure="e", effect=1.0, lo=0.5, hi=1.5, n=5)
+    flat = Endpoint(measure="e", effect=0.0, lo=0.0, hi=0.0, n=5)
     assert _read_signs([hit] + [flat] * 30, 0.95)[0] == HOLDS
 
 
@@ -142,14 +143,15 @@ def test_claim2_excludes_the_toy_and_diverged_members():
     toy = _claim2(1.0, variant="bias_only_toy", status="fixed_loss")
     v = judge("claim2", toy + _claim2(0.1))
     assert v.status == FAILS                                              # the toy's linear drift is not evidence
-    assert any("toy" in e.name and e.effect == pytest.approx(1.0, abs=0.05) for e in v.endpoints)
+    assert any("toy" in e.measure and e.effect == pytest.approx(1.0, abs=0.05) for e in v.endpoints)
     assert judge("claim2", _claim2(1.0, status="diverged")).status == NOT_SHOWN
 
 
 def test_claim2_reports_the_twins_drift():
     rows = _claim2(1.0) + seeds("center", {"b_drift/l0": [0.0] * 5})
-    twin = [e for e in judge("claim2", rows).endpoints if e.name.startswith("twin")]
+    twin = [e for e in judge("claim2", rows).endpoints if e.measure.startswith("twin")]
     assert twin and twin[0].effect == 0.0 and twin[0].n == 5
+    assert (twin[0].variant, twin[0].twin, twin[0].layer) == ("center_detached", "center", 0)
 
 
 # -- claim 3: excess of standardizing over its twin vs centering over its twin -------------------------
@@ -186,7 +188,7 @@ def test_claim3_ignores_zero_mean_inputs_and_states_every_endpoint():
     assert _claim3(blown=["standardize_detached"], dataset="synthetic_zero_mean").status == NOT_SHOWN
     v = _claim3(blown=["standardize_detached"])
     assert len(v.endpoints) == 8 and all(e.n == 5 for e in v.endpoints)
-    assert "train mode" in " ".join(e.name for e in v.endpoints)
+    assert "train mode" in " ".join(e.measure for e in v.endpoints)
 
 
 # -- claim 4: blow-ups in excess of the twin ------------------------------------------------------------
@@ -224,7 +226,8 @@ def test_claim4_does_not_blame_detaching_for_a_blow_up_before_the_first_refresh(
 
 def test_claim4_is_decided_by_the_centering_pairs_only():
     v = _claim4(5, 0, det="population_detached", twin="frozen")
-    assert v.status == NOT_SHOWN and any("population_detached vs frozen" in e.detail for e in v.endpoints)
+    assert v.status == NOT_SHOWN and any((e.variant, e.twin) == ("population_detached", "frozen") and not e.decides
+                                         for e in v.endpoints)
     assert _claim4(5, 0, det="standardize_detached", twin="standardize").status == NOT_SHOWN
 
 
@@ -232,8 +235,9 @@ def test_claim4_reports_the_refresh_interval_sweep():
     rows = []
     for v, n in (("population_detached_k1", 0), ("population_detached", 3), ("population_detached_k100", 5)):
         rows += seeds(v, {"status": ["diverged"] * n + ["trained"] * (5 - n)}, diverged_step=50.0)
-    eps = {e.name: e for e in judge("claim4", rows).endpoints if e.name.startswith("blow-up rate at K")}
-    assert [eps[f"blow-up rate at K = {k}"].effect for k in (1, 10, 100)] == [0.0, 0.6, 1.0]
+    eps = {e.refresh_every: e for e in judge("claim4", rows).endpoints if e.measure == "blow-up rate"}
+    assert [eps[k].effect for k in (1, 10, 100)] == [0.0, 0.6, 1.0]
+    assert eps[10].detail == "population_detached, K = 10, synthetic, lr 1"
 
 
 # -- claim 5: identity check with controls that can fail ---------------------------------------------------
@@ -257,7 +261,7 @@ def test_claim5_is_a_check_that_can_fail():
 def test_claim5_reports_status_agreement_of_bn_and_bn_nobias():
     rows = seeds("bn", grad_b_rel_max=1e-8, loss_gap_nobias_early=1e-6) + \
         seeds("bn_nobias", {"status": ["trained"] * 4 + ["failed"]}) + seeds("none", grad_b_rel_max=0.3)
-    same = [e for e in judge("claim5", rows).endpoints if e.name.startswith("same member status")][0]
+    same = [e for e in judge("claim5", rows).endpoints if e.measure.startswith("same member status")][0]
     assert same.effect == pytest.approx(0.8) and same.n == 5
 
 
@@ -310,3 +314,32 @@ def test_answer_text_follows_the_statuses():
     assert "1 holds" in text and "1 does not hold" in text
     for c in REGISTRY:
         assert set(c.answers) <= set(STATUSES)
+
+
+def test_every_endpoint_of_a_verdict_is_told_apart_by_its_fields():
+    # three detached variants share the twin `center`: the twin's drift is one endpoint per comparison
+    rows = (_claim2(1.0) + _claim2(1.0, variant="population_center_detached")
+            + _claim2(1.0, variant="running_center_detached") + seeds("center", {"b_drift/l0": [0.0] * 5})
+            + _claim1b(0.5, lr=0.3) + _claim1b(0.5, variant="standardize_detached", twin="standardize", lr=0.3)
+            + seeds("none", b_sens_scaled=0.1, grad_b_rel_max=0.3) + seeds("population_detached_k1")
+            + seeds("bn", grad_b_rel_max=1e-8, loss_gap_nobias_early=1e-6) + seeds("bn_nobias")
+            + seeds("frozen", grad_b_rel_max=0.3))
+    for c in REGISTRY:
+        v = c.evaluate(pd.DataFrame(rows), None, S)
+        keys = [e.key for e in v.endpoints]
+        assert len(keys) == len(set(keys)), c.key
+        assert all(e.primary == (e.measure == c.primary) for e in v.endpoints)
+        if c.key in ("claim1b", "claim2", "claim4", "claim5"):
+            assert any(e.primary for e in v.endpoints), c.key
+    drift = [e for e in judge("claim2", rows).endpoints if e.measure.startswith("twin") and e.twin == "center"]
+    assert {(e.variant, e.twin, e.layer) for e in drift} == {
+        (v, "center", 0) for v in ("center_detached", "population_center_detached", "running_center_detached")}
+
+
+def test_layers_come_from_the_depth_or_the_built_column_names_never_parsed_ones():
+    from pipeline.claims.base import _layers
+
+    m = pd.DataFrame([member("center_detached", **{"alpha/l1": 0.5})])
+    assert _layers(m, "alpha") == [0, 1] and _layers(m, "gsum_persist") == [0] and _layers(m, "nope") == []
+    assert _layers(m.assign(depth=3, **{"alpha/l2": 0.1}), "alpha") == [0, 1, 2]
+    assert _layers(m.assign(depth=1), "alpha") == [0]  # the cell's depth bounds the layers read

@@ -19,12 +19,14 @@ import pytest
 import yaml
 
 from pipeline import records
+from pipeline.claims import REGISTRY
 from pipeline.config import cell_settings, load_params
 from pipeline.report import cli, figures
 from pipeline.report.load import load_grid
 from pipeline.report.render import cell_text
 from tests.conftest import BASE, merge
 
+CLAIMS = {c.key: c for c in REGISTRY}
 VARIANTS = ["center_detached", "center", "bn", "bn_nobias", "bias_only_toy"]
 TINY = {"grid": {"variants": VARIANTS, "datasets": ["synthetic"]},
         "train": {"steps": 20, "log_every": 1, "eval_every": 5, "threads": 1},
@@ -97,7 +99,7 @@ def test_report_md_has_every_registry_verdict_with_rule_endpoints_and_status(bui
             assert f"of {len(v.endpoints)} endpoints" in sec
             assert len(pd.read_csv(built / "reports" / "tables" / f"{v.key}.csv")) == len(v.endpoints)
         for e in listed:  # each endpoint is a row: name, effect, CI, n, detail
-            name, detail = cell_text(e.name), cell_text(e.detail)  # a | in a cell is escaped
+            name, detail = cell_text(e.measure), cell_text(e.detail)  # a | in a cell is escaped
             row = next(line for line in sec.splitlines() if line.startswith(f"| {name} |") and detail in line)
             assert f"| {e.n} |" in row
         if v.kind == "identity":  # an identity is never shown as evidence
@@ -114,6 +116,21 @@ def test_tables_hold_the_cells_numbers(built):
     assert len(got) == len(VARIANTS) * 4 and set(got["variant"]) == set(VARIANTS)
     for v in verdicts:
         assert (tab / f"{v.key}.csv").exists() == (v.table is not None)
+    # the endpoints tables are the owner's: typed fields back as written, the primary endpoint marked
+    from pipeline.claims.endpoint_table import endpoints_of, read_endpoint_table
+
+    every = read_endpoint_table(tab / "endpoints.csv")  # with a `claim` column first
+    assert every is not None and len(every) == sum(len(v.endpoints) for v in verdicts)
+    for v in verdicts:
+        t = read_endpoint_table(tab / f"{v.key}.csv")
+        if v.key == "claim1":  # its own table (member groups); its endpoints are in endpoints.csv
+            assert t is None
+            continue
+        assert [e.key for e in endpoints_of(t)] == [e.key for e in v.endpoints]
+        assert t["detail"].tolist() == [e.detail for e in v.endpoints]
+        assert t["primary"].tolist() == [e.measure == CLAIMS[v.key].primary for e in v.endpoints]
+        mine = every[every["claim"] == v.key]
+        assert mine["detail"].tolist() == t["detail"].tolist() and mine["decides"].tolist() == t["decides"].tolist()
     status = pd.read_csv(tab / "status.csv")
     # counts per variant x data set x lr: equal to the member table's, every member counted once
     want = members.groupby(["variant", "dataset", "lr"]).size()

@@ -44,6 +44,21 @@ def test_study_runs_every_setup_and_compares_them(tmp_path):
     verdicts = pd.read_csv(out / "cnn2_sgd" / "tables" / "verdicts.csv")
     got = table[table["setup"] == "cnn2_sgd"].set_index("claim")["status"]
     assert got.to_dict() == verdicts.set_index("key")["status"].to_dict()  # statuses are the setups' own
+    # the compared endpoints are each setup's primary ones, read through the table's owner, matched by fields
+    from pipeline.claims import REGISTRY
+    from pipeline.claims.endpoint_table import read_endpoint_table
+    from pipeline.spec.endpoints import WHERE
+
+    primary = {c.key: c.primary for c in REGISTRY}
+    for setup in ("mlp3_sgd", "mlp4_adam", "cnn2_sgd"):
+        for key, measure in primary.items():
+            t = read_endpoint_table(out / setup / "tables" / f"{key}.csv")
+            if t is not None:
+                assert t["primary"].tolist() == (t["measure"] == measure).tolist(), (setup, key)
+    matched = pd.read_csv(out / "tables" / "primary_by_setup.csv")
+    assert {"claim", "measure", *WHERE, "detail"} <= set(matched.columns)
+    assert set(matched["claim"]) <= {"claim1b", "claim2", "claim3", "claim4"}
+    assert all((matched["measure"] == matched["claim"].map(primary)))
     # a second run finds every cell up to date and trains nothing
     again = _run(["pipeline.study", "tiny.yaml", "--jobs", "2"], tmp_path)
     assert again.returncode == 0 and "ran" not in again.stdout.replace("ran ", "")

@@ -7,13 +7,14 @@ the data, and reads the member table (pipeline.outcomes) into a Verdict.
 
 A claim's rule and controls are templates filled from the same ReportSettings object its logic
 reads (`{alpha_unbounded}` in the text is `settings.alpha_unbounded` in the code), so the printed
-rule cannot drift from the one applied. Adding a claim is adding one entry to REGISTRY.
+rule cannot drift from the one applied. Adding a claim is adding one entry to REGISTRY (built by
+keyword, declaring every endpoint measure its judge reports and naming the primary one) and its judge.
 Measurements need an interval over seeds that excludes no-effect to "hold"; identities are
 checks of the implementation (with a control on which the same check must fail), never evidence.
 """
 from pipeline.claims.base import (  # noqa: F401  (the names callers import from pipeline.claims)
     CHECK_FAILED, FAILS, HOLDS, MIXED, NAN, NOT_SHOWN, PASSED, SHARED, SIGNS, STATUSES, Claim, Endpoint, Judge,
-    Verdict, _alive, _context, _count, _g, _nonzero_mean, _paired, _read_signs, _table, beyond_chance)
+    Verdict, _alive, _context, _count, _g, _nonzero_mean, _paired, _read_signs, beyond_chance, interval)
 from pipeline.claims.blowup import judge_blows_up  # noqa: F401
 from pipeline.claims.growth import judge_b_grows  # noqa: F401
 from pipeline.claims.identity import judge_bn_redundant, judge_loss_independent  # noqa: F401

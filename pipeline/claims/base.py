@@ -1,37 +1,26 @@
-"""What every claim shares: the Endpoint, Verdict and Claim records, the statuses, the reading
-helpers the judges use (pairing by seed, counting intervals against chance: beyond_chance,
-_read_signs), and the SHARED and SIGNS rule texts the registry appends.
+"""What every claim shares: the Verdict and Claim records (the Endpoint is pipeline.spec.endpoints',
+re-exported), the statuses, the reading helpers the judges use (pairing by seed, counting
+intervals against chance: beyond_chance, _read_signs; the layers of a per-layer quantity:
+_layers), and the SHARED and SIGNS rule texts the registry appends.
 
     from pipeline.claims.base import HOLDS, Endpoint, beyond_chance
 """
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
-import numpy as np
 import pandas as pd
+
+from pipeline.claims.endpoint_table import endpoint_frame
+from pipeline.spec.endpoints import Endpoint, layer_text, number_text
+from pipeline.spec.records import layer_column
 
 HOLDS, FAILS, MIXED, NOT_SHOWN = "holds", "does not hold", "mixed", "not shown at this scale"
 PASSED, CHECK_FAILED = "check passed", "check failed"
 STATUSES = (HOLDS, FAILS, MIXED, NOT_SHOWN, PASSED, CHECK_FAILED)
 NAN = float("nan")
-
-
-@dataclass
-class Endpoint:
-    name: str
-    effect: float
-    lo: float          # interval over seeds at report.ci_level (NaN: none, e.g. an identity's worst case)
-    hi: float
-    n: int
-    unit: str = ""
-    detail: str = ""   # where: data set, lr, layer, pair
-
-    def text(self) -> str:
-        iv = f" [{_g(self.lo)}, {_g(self.hi)}]" if np.isfinite(self.lo) else ""
-        return f"{self.name} ({self.detail}): {_g(self.effect)}{iv} {self.unit}, n = {self.n}".replace(" ,", ",")
 
 
 @dataclass
@@ -54,30 +43,54 @@ class Verdict:
 Judge = Callable[[pd.DataFrame, "pd.DataFrame | None", object], tuple]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Claim:
+    """One claim, built by keyword. `endpoints` declares, before the data, every measure the judge
+    may report: (measure, how it is measured), the measure exactly as the judge's Endpoints name it;
+    `primary` is the one of them that the claim is read by (a study compares it across setups), the
+    others being decided by the rule too or only descriptive (each endpoint's `decides` says)."""
     key: str
     title: str
     statement: str                 # the paper's words (Ioffe & Szegedy 2015, sec. 2)
-    kind: str
-    endpoints: tuple               # declared in advance: (name, how it is measured)
+    kind: str                      # "measurement" | "identity"
+    endpoints: tuple               # declared in advance: ((measure, how it is measured), ...)
+    primary: str                   # the measure of the primary endpoint: one of `endpoints`
     controls: str                  # template
     rule: str                      # template, filled from ReportSettings
-    figure: str | None
+    figure: str | None = None
     answers: dict                  # status -> the answer sentence
-    judge: Judge                   # (members, histories, settings) -> (status, endpoints, evidence, table)
+    judge: Judge                   # (members, histories, settings) -> (status, endpoints, evidence, table);
+    #                                table None: the verdict's table is its endpoints table (endpoint_frame)
+
+    def __post_init__(self):
+        declared = self.measures()
+        if self.primary not in declared:
+            raise ValueError(f"{self.key}: primary endpoint {self.primary!r} is not declared (declared: {declared})")
+        if len(set(declared)) != len(declared):
+            raise ValueError(f"{self.key}: an endpoint is declared twice")
+
+    def measures(self) -> list[str]:
+        return [measure for measure, _ in self.endpoints]
 
     def placeholders(self) -> set[str]:
         names = {f for text in (self.rule, self.controls) for _, f, _, _ in string.Formatter().parse(text) if f}
         return {n.split(":")[0].split(".")[0].removesuffix("_text") for n in names}
 
     def evaluate(self, members: pd.DataFrame, histories, settings) -> Verdict:
+        """The judge's verdict, its endpoints marked primary where their measure is `primary`; the
+        verdict's table is the judge's own where it returns one, else its endpoints table."""
         status, endpoints, evidence, table = self.judge(members, histories, settings)
+        undeclared = {e.measure for e in endpoints} - set(self.measures())
+        if undeclared:
+            raise ValueError(f"{self.key}: the judge reported undeclared endpoints {sorted(undeclared)}")
+        endpoints = [replace(e, primary=e.measure == self.primary) for e in endpoints]
+        if table is None:
+            table = endpoint_frame(endpoints)
         ctx = _context(settings)
-        return Verdict(self.key, self.title, self.statement, self.kind, status, self.rule.format(**ctx),
-                       self.controls.format(**ctx), endpoints, evidence, self.answers.get(status, ""), table,
-                       self.figure,
-                       {k: getattr(settings, k) for k in sorted(self.placeholders())})
+        return Verdict(key=self.key, title=self.title, statement=self.statement, kind=self.kind, status=status,
+                       rule=self.rule.format(**ctx), controls=self.controls.format(**ctx), endpoints=endpoints,
+                       evidence=evidence, answer=self.answers.get(status, ""), table=table, figure=self.figure,
+                       settings_used={k: getattr(settings, k) for k in sorted(self.placeholders())})
 
 
 def _context(s) -> dict:
@@ -90,8 +103,25 @@ def _context(s) -> dict:
 
 
 # -- shared reading ---------------------------------------------------------------------------
-def _g(x) -> str:
-    return f"{x:.3g}" if isinstance(x, (int, float, np.floating)) and np.isfinite(x) else "n/a"
+_g = number_text
+
+
+def interval(t) -> dict:
+    """An (effect, lo, hi) triple (pipeline.outcomes.ci) as Endpoint keywords."""
+    return dict(zip(("effect", "lo", "hi"), t))
+
+
+def _layers(m: pd.DataFrame, quantity: str) -> list[int]:
+    """The hidden layers (0-based) whose `quantity` the member table has a column for
+    (pipeline.spec.records.layer_column): range(depth) where the table carries the cells' `depth`;
+    without it (TODO(depth column): drop this fallback once the member table carries depth, as a
+    parallel change adds), 0, 1, ... while the column exists. Nothing here parses a column name."""
+    if "depth" in m.columns and m["depth"].notna().any():
+        return [i for i in range(int(m["depth"].max())) if layer_column(quantity, i) in m.columns]
+    n = 0
+    while layer_column(quantity, n) in m.columns:
+        n += 1
+    return list(range(n))
 
 
 def _alive(m: pd.DataFrame) -> pd.DataFrame:
@@ -134,11 +164,6 @@ def _read_signs(decided: list[Endpoint], level: float) -> tuple[str, int, int]:
     up_sig, down_sig = beyond_chance(up, n, level), beyond_chance(down, n, level)
     status = MIXED if up_sig and down_sig else HOLDS if up_sig else FAILS if down_sig else NOT_SHOWN
     return status, up, down
-
-
-def _table(eps: list[Endpoint], decided: set[int]) -> pd.DataFrame:
-    return pd.DataFrame([{"endpoint": e.name, "detail": e.detail, "effect": e.effect, "ci_lo": e.lo, "ci_hi": e.hi,
-                          "n": e.n, "unit": e.unit, "decides": i in decided} for i, e in enumerate(eps)])
 
 
 def _count(n_up: int, n_down: int, n: int, up: str, down: str) -> str:

@@ -5,7 +5,7 @@ twin, paired by seed, and the refresh-interval (K) sweep.
 """
 from __future__ import annotations
 
-from pipeline.claims.base import FAILS, HOLDS, MIXED, NOT_SHOWN, Endpoint, _paired, _table, beyond_chance, informative
+from pipeline.claims.base import FAILS, HOLDS, MIXED, NOT_SHOWN, Endpoint, _paired, beyond_chance, informative, interval
 from pipeline.outcomes import ci
 
 
@@ -15,7 +15,7 @@ def judge_blows_up(m, hist, s):
     # fixed affine map (like `frozen`): its pair is dropped from the deciding comparisons
     early = m["diverged"].astype(bool) & (m["diverged_step"] < m["refresh_every"])
     m = m.assign(blown=m["blown"].astype(float), before_refresh=early.astype(float))
-    eps, decided = [], set()
+    eps = []
     for det, twins in s.twins.items():
         for twin in twins:
             decides = det in s.blowup_deciders and twin == twins[0]
@@ -23,22 +23,23 @@ def judge_blows_up(m, hist, s):
             if decides:  # such a pair says nothing about detaching either way: it leaves the comparison
                 p = p[p["before_refresh_a"] == 0]
             for (ds, lr), g in p.groupby(["dataset", "lr"], sort=False):
-                mean, lo, hi = ci(g["blown_a"].to_numpy(), paired=g["blown_b"].to_numpy(),
-                                  n_boot=s.bootstrap, level=s.ci_level)
-                if decides and len(g) >= s.min_members:
-                    decided.add(len(eps))
-                eps.append(Endpoint("excess blow-up rate (detached minus twin)", mean, lo, hi, len(g), "fraction",
-                                    f"{det} vs {twin}, {ds}, lr {lr:g}"))
+                eps.append(Endpoint(measure="excess blow-up rate (detached minus twin)",
+                                    **interval(ci(g["blown_a"].to_numpy(), paired=g["blown_b"].to_numpy(),
+                                                  n_boot=s.bootstrap, level=s.ci_level)),
+                                    n=len(g), unit="fraction", variant=det, twin=twin, dataset=ds, lr=lr,
+                                    decides=decides and len(g) >= s.min_members))
     for v in s.k_sweep:
         for (ds, lr), g in m[m["variant"] == v].groupby(["dataset", "lr"], sort=False):
-            eps.append(Endpoint(f"blow-up rate at K = {g['refresh_every'].iloc[0]:g}",
-                                *ci(g["blown"], n_boot=s.bootstrap, level=s.ci_level, method="bootstrap"),
-                                len(g), "fraction", f"{v}, {ds}, lr {lr:g}"))
-    up = [eps[i] for i in decided if eps[i].lo > 0]
-    down = [eps[i] for i in decided if eps[i].hi < 0]
-    n = sum(informative(eps[i]) for i in decided)
+            eps.append(Endpoint(measure="blow-up rate",
+                                **interval(ci(g["blown"], n_boot=s.bootstrap, level=s.ci_level, method="bootstrap")),
+                                n=len(g), unit="fraction", variant=v, refresh_every=g["refresh_every"].iloc[0],
+                                dataset=ds, lr=lr))
+    decided = [e for e in eps if e.decides]
+    up = [e for e in decided if e.lo > 0]
+    down = [e for e in decided if e.hi < 0]
+    n = sum(informative(e) for e in decided)
     up_sig, down_sig = beyond_chance(len(up), n, s.ci_level), beyond_chance(len(down), n, s.ci_level)
-    none_above = bool(decided) and all(eps[i].effect <= 0 for i in decided)
+    none_above = bool(decided) and all(e.effect <= 0 for e in decided)
     status = (MIXED if up_sig and down_sig else HOLDS if up_sig else FAILS if down_sig or none_above
               else NOT_SHOWN)
     pop = m[m["refresh_every"].notna() & (m["blown"] > 0)]
@@ -53,4 +54,4 @@ def judge_blows_up(m, hist, s):
           + (" (" + "; ".join(e.text() for e in up[:4]) + ")" if up else "")
           + f" and {len(down)} below 0 (the twin blew up more)"
           + (" (" + "; ".join(e.text() for e in down[:4]) + ")" if down else "") + ". " + "; ".join(notes))
-    return status, eps, ev.strip(), _table(eps, decided)
+    return status, eps, ev.strip(), None

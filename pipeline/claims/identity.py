@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.claims.base import CHECK_FAILED, NAN, NOT_SHOWN, PASSED, Endpoint, _alive, _g, _paired, _table
+from pipeline.claims.base import CHECK_FAILED, NAN, NOT_SHOWN, PASSED, Endpoint, _alive, _g, _paired, interval
 from pipeline.outcomes import ci
 from pipeline.spec.variants import names_where
 
@@ -22,19 +22,22 @@ def judge_loss_independent(m, hist, s):
     ctrl = live[(live["variant"] == "none") & live["b_sens_scaled"].notna()]
     worst = float(subj["b_sens_scaled"].max()) if len(subj) else NAN
     ctrl_med = float(ctrl["b_sens_scaled"].median()) if len(ctrl) else NAN
-    eps = [Endpoint("worst |loss(b) - loss(b_0)| / max(loss, 1) / (1 + rms b)", worst, NAN, NAN, len(subj),
-                    "relative, train mode", f"detached batch centering ({', '.join(cancels)}, "
-                    f"bias-only toy); max over members and evaluations"),
-           Endpoint("median of the same on the control", ctrl_med, NAN, NAN, len(ctrl), "relative, train mode",
-                    "none: b is not redundant there")]
+    decides = len(subj) >= s.min_members and len(ctrl) >= s.min_members and ctrl_med > tol
+    eps = [Endpoint(measure="worst |loss(b) - loss(b_0)| / max(loss, 1) / (1 + rms b)", effect=worst, n=len(subj),
+                    unit="relative, train mode", group="detached batch centering",
+                    variants=tuple(dict.fromkeys(subj["variant"])), over="max over members and evaluations",
+                    decides=decides),
+           Endpoint(measure="median of the same on the control", effect=ctrl_med, n=len(ctrl),
+                    unit="relative, train mode", variant="none", note="b is not redundant there", decides=decides)]
     table = pd.concat([subj.assign(role="subject"), ctrl.assign(role="control")]).groupby(
         ["role", "variant", "dataset", "lr"], sort=False).agg(
         n=("seed", "size"), worst=("b_sens_scaled", "max"), median=("b_sens_scaled", "median"),
-        b_rms=("b_rms_max", "median")).reset_index() if len(subj) + len(ctrl) else None
+        b_rms=("b_rms_max", "median")).reset_index() if len(subj) + len(ctrl) else \
+        pd.DataFrame(columns=["role", "variant", "dataset", "lr", "n", "worst", "median", "b_rms"])
     ev = (f"Full training set, training mode: worst scaled |loss(b) - loss(b_0)| / max(loss, 1 nat) = {_g(worst)} over "
           f"{len(subj)} surviving detached-centering members whose b moved (tolerance {tol:g}); the control "
           f"`none` shows {_g(ctrl_med)} (median over {len(ctrl)} members).")
-    if len(subj) < s.min_members or len(ctrl) < s.min_members or not ctrl_med > tol:
+    if not decides:
         return NOT_SHOWN, eps, ev + " The check could not fail here, so it is not shown.", table
     return (PASSED if worst <= tol else CHECK_FAILED), eps, ev, table
 
@@ -47,23 +50,26 @@ def judge_bn_redundant(m, hist, s):
     early = m.loc[m["variant"] == "bn", "loss_gap_nobias_early"].dropna()
     pairs = _paired(m, "bn", "bn_nobias", ["status"])
     same = (pairs["status_a"] == pairs["status_b"]).astype(float)
-    eps = [Endpoint("worst |dl/db| / |dl/dW|", float(bn["grad_b_rel_max"].max()) if len(bn) else NAN, NAN, NAN,
-                    len(bn), "relative", "bn, max over members, layers and logged steps"),
-           Endpoint("median |dl/db| / |dl/dW| on the controls", float(ctrl["grad_b_rel_max"].median())
-                    if len(ctrl) else NAN, NAN, NAN, len(ctrl), "relative", "none and frozen: b is not redundant"),
-           Endpoint("worst bn vs bn_nobias loss gap, early steps (reported, not decisive)",
-                    float(early.max()) if len(early) else NAN, NAN, NAN, len(early),
-                    "relative, train mode (mini-batch)", "bn paired with bn_nobias by seed; rounding amplified by the "
-                    f"dynamics: {int((early > s.trajectory_rtol).sum())} of {len(early)} pairs above "
-                    f"{s.trajectory_rtol:g}"),
-           Endpoint("same member status, bn vs bn_nobias (reported, not decisive)",
-                    *ci(same, n_boot=s.bootstrap, level=s.ci_level, method="bootstrap"), len(same), "fraction",
-                    "paired by data set, lr, seed")]
+    ctrl_med = float(ctrl["grad_b_rel_max"].median()) if len(ctrl) else NAN
+    decides = len(bn) >= s.min_members and len(early) >= s.min_members and len(ctrl) >= s.min_members \
+        and ctrl_med > s.grad_rtol
+    eps = [Endpoint(measure="worst |dl/db| / |dl/dW|", effect=float(bn["grad_b_rel_max"].max()) if len(bn) else NAN,
+                    n=len(bn), unit="relative", variant="bn", over="max over members, layers and logged steps",
+                    decides=decides),
+           Endpoint(measure="median |dl/db| / |dl/dW| on the controls", effect=ctrl_med, n=len(ctrl),
+                    unit="relative", variants=("none", "frozen"), note="b is not redundant", decides=decides),
+           Endpoint(measure="worst bn vs bn_nobias loss gap, early steps (reported, not decisive)",
+                    effect=float(early.max()) if len(early) else NAN, n=len(early),
+                    unit="relative, train mode (mini-batch)", variant="bn", twin="bn_nobias", over="paired by seed",
+                    note=f"{int((early > s.trajectory_rtol).sum())} of {len(early)} pairs above "
+                         f"{s.trajectory_rtol:g} (rounding amplified by the dynamics)"),
+           Endpoint(measure="same member status, bn vs bn_nobias (reported, not decisive)",
+                    **interval(ci(same, n_boot=s.bootstrap, level=s.ci_level, method="bootstrap")), n=len(same),
+                    unit="fraction", variant="bn", twin="bn_nobias", over="paired by data set, lr, seed")]
     ev = "; ".join(e.text() for e in eps) + "."
-    if len(bn) < s.min_members or len(early) < s.min_members or len(ctrl) < s.min_members \
-            or not eps[1].effect > s.grad_rtol:
-        return NOT_SHOWN, eps, ev + " The check could not fail here, so it is not shown.", _table(eps, set())
+    if not decides:
+        return NOT_SHOWN, eps, ev + " The check could not fail here, so it is not shown.", None
     # the two forwards are the same function of (W, data): their loss gap starts at float rounding
     # (~1e-7) and measures how fast the dynamics amplify it (fast in deep BN networks), not b's role
     ok = eps[0].effect <= s.grad_rtol
-    return (PASSED if ok else CHECK_FAILED), eps, ev, _table(eps, {0, 1})
+    return (PASSED if ok else CHECK_FAILED), eps, ev, None

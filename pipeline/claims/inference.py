@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from pipeline.claims.base import Endpoint, _alive, _count, _paired, _read_signs, _table
+from pipeline.claims.base import Endpoint, _alive, _count, _paired, _read_signs, interval
 from pipeline.outcomes import ci
 from pipeline.spec.variants import names_where
 
@@ -14,7 +14,7 @@ def judge_inference_leak(m, hist, s):
     # |gap|: b's drift can make inference worse (stale statistics) or better (b descends the loss with the
     # statistics held fixed, which is what inference computes); either way it reaches the predictions
     live = _alive(m).assign(abs_loss_gap=lambda d: d["loss_gap"].abs(), abs_acc_gap=lambda d: d["acc_gap"].abs())
-    eps, decided = [], set()
+    eps = []
     # only variants that train on batch statistics: population/EMA variants use the same statistics in
     # both modes, so their gap is zero by construction (an identity, not a measurement)
     batch = set(m.loc[m["norm"].isin(names_where(lambda spec: spec.detached_batch)), "variant"])
@@ -29,17 +29,17 @@ def judge_inference_leak(m, hist, s):
                     ("loss_gap", "excess signed eval-mode - train-mode loss (sign only)", "nats", False)):
                 d = g[f"{col}_a"] - g[f"{col}_b"]
                 n = int(d.notna().sum())
-                if decides and n >= s.min_members:
-                    decided.add(len(eps))
-                eps.append(Endpoint(name, *ci(d, level=s.ci_level), n, unit, f"{det} vs {twins[0]}, {ds}, lr {lr:g}"))
+                eps.append(Endpoint(measure=name, **interval(ci(d, level=s.ci_level)), n=n, unit=unit, variant=det,
+                                    twin=twins[0], dataset=ds, lr=lr, decides=decides and n >= s.min_members))
     toy = live[live["trainable"] == "bias"]
-    for (ds, lr), g in toy.groupby(["dataset", "lr"], sort=False):
-        eps.append(Endpoint("signed eval-mode - train-mode loss (toy: no twin, only b trains)",
-                            *ci(g["loss_gap"], level=s.ci_level), int(g["loss_gap"].notna().sum()), "nats",
-                            f"{g['variant'].iloc[0]}, {ds}, lr {lr:g}"))
-    status, up, down = _read_signs([eps[i] for i in decided], s.ci_level)
-    top = sorted((eps[i] for i in decided if eps[i].lo > 0), key=lambda e: -e.effect)[:3]
+    for (v, ds, lr), g in toy.groupby(["variant", "dataset", "lr"], sort=False):
+        eps.append(Endpoint(measure="signed eval-mode - train-mode loss (toy: no twin, only b trains)",
+                            **interval(ci(g["loss_gap"], level=s.ci_level)), n=int(g["loss_gap"].notna().sum()),
+                            unit="nats", variant=v, dataset=ds, lr=lr))
+    decided = [e for e in eps if e.decides]
+    status, up, down = _read_signs(decided, s.ci_level)
+    top = sorted((e for e in decided if e.lo > 0), key=lambda e: -e.effect)[:3]
     ev = (f"Full training set, |eval mode (running/population statistics) - train mode (batch statistics)|, "
           f"detached variant minus its twin, paired by seed: {_count(up, down, len(decided), 'larger', 'smaller')}"
           + ("; largest: " + "; ".join(e.text() for e in top) if top else "") + ".")
-    return status, eps, ev, _table(eps, decided)
+    return status, eps, ev, None

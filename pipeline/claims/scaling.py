@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.claims.base import Endpoint, _count, _nonzero_mean, _read_signs, _table
+from pipeline.claims.base import Endpoint, _count, _nonzero_mean, _read_signs
 from pipeline.outcomes import ci
 
 
@@ -49,7 +49,7 @@ def judge_worse_scaling(m, hist, s):
                  # a diverged member's last finite ||W|| says nothing about its growth
                  log_w_growth=np.log10(m["w_growth_max"].where((m["w_growth_max"] > 0) & ~m["diverged"].astype(bool))),
                  steps_censored=m["steps_to_target"].fillna(m["steps"].astype(float)))
-    eps, decided = [], set()
+    eps = []
     for ds in _nonzero_mean(m, s):
         sub = m[(m["dataset"] == ds) & m["variant"].isin(four)]
         if sub["variant"].nunique() < 4:
@@ -61,14 +61,15 @@ def judge_worse_scaling(m, hist, s):
                 mean, lo, hi = ci(a.to_numpy(), paired=b.to_numpy(), n_boot=s.bootstrap, level=s.ci_level)
             else:
                 mean, lo, hi = ci((a - b).to_numpy(), level=s.ci_level)
-            if len(w) >= s.min_members:
-                decided.add(len(eps))
-            eps.append(Endpoint(name, mean, lo, hi, len(w), f"{unit} (+ = standardizing worse)",
-                                f"{ds}: ({four[0]} - {four[1]}) - ({four[2]} - {four[3]})"))
-    status, up, down = _read_signs([eps[i] for i in decided], s.ci_level)
+            eps.append(Endpoint(measure=name, effect=mean, lo=lo, hi=hi, n=len(w),
+                                unit=f"{unit} (+ = standardizing worse)", variant=four[0], twin=four[1],
+                                minus_variant=four[2], minus_twin=four[3], dataset=ds,
+                                decides=len(w) >= s.min_members))
+    decided = [e for e in eps if e.decides]
+    status, up, down = _read_signs(decided, s.ci_level)
     ev = ("Excess of standardize_detached over its twin minus the excess of center_detached over its twin, "
           f"paired by seed, data sets with non-zero input mean: "
           f"{_count(up, down, len(decided), 'show standardizing worse', 'show it better')}"
-          + ("; " + "; ".join(eps[i].text() for i in sorted(decided) if eps[i].lo > 0 or eps[i].hi < 0)
+          + ("; " + "; ".join(e.text() for e in decided if e.lo > 0 or e.hi < 0)
              if up or down else "") + ".")
-    return status, eps, ev, _table(eps, decided)
+    return status, eps, ev, None

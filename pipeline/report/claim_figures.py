@@ -138,7 +138,7 @@ def endpoints_figure(name: str):
                     fmt="none", ecolor="grey", lw=1, capsize=2)
         ax.scatter(eff, y, c=np.where(sure, "#d62728", "#555555"), s=14, zorder=3)
         ax.axvline(0, color="k", lw=0.7)
-        ax.set_yticks(y, [f"{e.name} | {e.detail}"[:70] for e in eps], fontsize=6)
+        ax.set_yticks(y, [f"{e.measure} | {e.detail}"[:70] for e in eps], fontsize=6)
         ax.set_xscale("symlog", linthresh=0.01)
         ax.set(xlabel="effect (interval over seeds; red: excludes 0)")
         fig.suptitle(f"{v.key}: {v.title} -- {v.status}", fontsize=9)
@@ -148,10 +148,23 @@ def endpoints_figure(name: str):
     return draw
 
 
-def _parse_cell(detail: str) -> tuple[str, str, str]:
-    """'center_detached vs center, digits, lr 1' -> (row, data set, 'lr 1')."""
-    parts = [p.strip() for p in detail.split(",")]
-    return ", ".join(parts[:-2]), parts[-2], parts[-1]
+def blowup_cells(endpoints):
+    """Claim 4's endpoints as heatmap cells, read from their fields: kind ("excess": a detached
+    variant over its twin; "sweep": the rate at a refresh interval K), row, column (data set, lr),
+    effect, and whether the interval excludes 0."""
+    import pandas as pd
+
+    rows = []
+    for e in endpoints:
+        if e.dataset is None or e.lr is None:
+            continue
+        kind = "excess" if e.twin is not None else "sweep"
+        row = (f"{e.variant} vs {e.twin}" if kind == "excess" else
+               f"K = {e.refresh_every:g}" if e.refresh_every is not None else e.variant)
+        ds = e.dataset.replace("synthetic_zero_mean", "zero mean")
+        rows.append({"kind": kind, "row": row, "col": f"{ds} lr {e.lr:g}", "effect": e.effect,
+                     "sure": bool(np.isfinite(e.lo) and (e.lo > 0 or e.hi < 0))})
+    return pd.DataFrame(rows, columns=["kind", "row", "col", "effect", "sure"])
 
 
 def fig_blowup_excess(data: FigureData) -> list[Drawn]:
@@ -160,19 +173,10 @@ def fig_blowup_excess(data: FigureData) -> list[Drawn]:
     v = next((v for v in data.verdicts if v.figure == "blowup_excess"), None)
     if v is None or not v.endpoints:
         return []
-    import pandas as pd
-
+    t = blowup_cells(v.endpoints)
+    if t.empty:
+        return []
     plt = plt_()
-    rows = []
-    for e in v.endpoints:
-        row, ds, lr = _parse_cell(e.detail)
-        kind = "excess" if e.name.startswith("excess") else "sweep"
-        if kind == "sweep":
-            row = e.name.replace("blow-up rate at ", "")
-        rows.append({"kind": kind, "row": row, "col": f"{ds.replace('synthetic_zero_mean', 'zero mean')} {lr}",
-                     "effect": e.effect,
-                     "sure": np.isfinite(e.lo) and (e.lo > 0 or e.hi < 0)})
-    t = pd.DataFrame(rows)
     kinds = [k for k in ("excess", "sweep") if k in set(t["kind"])]
     heights = [max(2.0, 0.32 * t[t["kind"] == k]["row"].nunique() + 1.2) for k in kinds]
     fig, axes = plt.subplots(len(kinds), 1, figsize=(11, sum(heights) + 1.0 * len(kinds)),

@@ -92,7 +92,7 @@ def _endpoints(v) -> str:
         if not shown:
             return f"_None of the {len(v.endpoints)} endpoints has an interval excluding 0; every row is in " \
                    f"[tables/{v.key}.csv](tables/{v.key}.csv)._"
-    rows = [{"endpoint": e.name, "effect": f"{_num(e.effect)} {e.unit}".strip() if finite(e.effect) else "–",
+    rows = [{"endpoint": e.measure, "effect": f"{_num(e.effect)} {e.unit}".strip() if finite(e.effect) else "–",
              "95% CI (over seeds)": f"[{_num(e.lo)}, {_num(e.hi)}]" if finite(e.lo) or finite(e.hi) else "–",
              "n": e.n, "detail": e.detail}
             for e in shown]

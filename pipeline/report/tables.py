@@ -6,7 +6,8 @@ tables/members.csv            one row per member (pipeline.outcomes.member_table
 tables/largest_trained_lr.csv per variant x data set (pipeline.outcomes.largest_trained_lr)
 tables/status.csv             members per variant x data set x lr and outcome
 tables/verdicts.csv           one row per claim: key, kind, status, rule
-tables/<key>.csv              each verdict's own table, where it has one
+tables/endpoints.csv          every verdict's endpoints (claim, then the endpoints table's columns)
+tables/<key>.csv              each verdict's table: its endpoints (pipeline.claims.endpoint_table), or its own
 plots/b_norm/<dataset>.csv, plots/loss/<dataset>.csv   for dvc.yaml's plots section (step, variant, lr, value)
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+
+from pipeline.claims.endpoint_table import endpoint_frame
 
 # member outcomes (pipeline.outcomes), in the order the tables show them
 STATUSES = ("trained", "failed", "blew_up", "diverged", "fixed_loss")
@@ -38,10 +41,11 @@ def verdict_rows(verdicts) -> pd.DataFrame:
 
 
 def endpoint_rows(verdicts) -> pd.DataFrame:
-    return pd.DataFrame([{"claim": v.key, "endpoint": e.name, "effect": e.effect, "ci_lo": e.lo, "ci_hi": e.hi,
-                          "n": e.n, "unit": e.unit, "detail": e.detail}
-                         for v in verdicts for e in v.endpoints],
-                        columns=["claim", "endpoint", "effect", "ci_lo", "ci_hi", "n", "unit", "detail"])
+    """tables/endpoints.csv: every verdict's endpoints, a `claim` column before the endpoints table's
+    own columns (pipeline.claims.endpoint_table, the owner of that schema)."""
+    frame = endpoint_frame([e for v in verdicts for e in v.endpoints])
+    frame.insert(0, "claim", [v.key for v in verdicts for _ in v.endpoints])
+    return frame
 
 
 def write_tables(tabdir: Path, members: pd.DataFrame, largest: pd.DataFrame, verdicts) -> dict[str, pd.DataFrame]:
