@@ -8,12 +8,13 @@ from collections import Counter
 
 from pipeline.claims.base import FAILS, HOLDS, MIXED, NOT_SHOWN, Endpoint, _alive, _g, _table, beyond_chance
 from pipeline.outcomes import ci
+from pipeline.spec.records import layer_column
 
 
 # -- claim 2: b grows without bound -------------------------------------------------------------
 def judge_b_grows(m, hist, s):
     live = _alive(m)
-    layers = sorted({c.split("/")[1] for c in m.columns if c.startswith("alpha/")})
+    layers = [f"l{i}" for i in range(int(m["depth"].max()) if len(m) else 0) if layer_column("alpha", i) in m]
     real = live[live["norm"].str.endswith("_detached") & (live["trainable"] == "all") & live["has_bias"]]
     eps, decided, tally = [], set(), Counter()  # tally[(reading, variant or layer)]
     for (v, ds, lr), g in real.groupby(["variant", "dataset", "lr"], sort=False):
