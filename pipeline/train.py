@@ -7,7 +7,8 @@ work), trains with Lightning on the best available accelerator, records every me
 MLflow (parent run = cell, child run = member) and writes, atomically, into --out:
   history.parquet  one row per (member, step): loss every step, norms/gradients every
                    train.log_every steps, full-train and validation metrics every eval_every
-  summary.json     per member: lr, seed, diverged (and at which step), final numbers, run id
+  summary.json     per member: lr, seed, diverged (and at which step), final numbers, per-layer
+                   stats as a list (pipeline.spec.records.CellSummary)
   config.json      the cell's resolved settings
 `run_cell(cell, out)` is the same work as a plain function, for tests and other executors.
 """
