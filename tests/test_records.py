@@ -60,6 +60,8 @@ BREAKS = {  # how a summary breaks the schema -> the place the one-line error na
     "old_flat_layer_key": (lambda s: s["members"][0].update({"W_norm/l0": 6.0}), "members.0.W_norm/l0"),
     "layers_out_of_order": (lambda s: s["members"][0].update(layers=[layer_dict(1), layer_dict(0)]), "members.0"),
     "cell_typo": (lambda s: s.update(stepz=3), "stepz"),
+    "two_depths": (lambda s: s["members"].append(member_dict(1, layers=[layer_dict(0), layer_dict(1)])),
+                   "different numbers of layers"),
 }
 
 
