@@ -198,9 +198,9 @@ def overhead(cell, repeats: int, tmp: Path) -> dict:
     normlab, no_eval, bare = [], [], []
     for r in range(repeats):  # interleaved, so a change in machine load hits both sides
         s = run_cell(cell, tmp / f"overhead{r}", track=True, progress=False)
-        normlab.append(1e3 * s["timing"]["fit_s"] / steps)
+        normlab.append(1e3 * s.meta.timing["fit_s"] / steps)
         s = run_cell(few_evals, tmp / f"overhead-noeval{r}", track=True, progress=False)
-        no_eval.append(1e3 * s["timing"]["fit_s"] / steps)
+        no_eval.append(1e3 * s.meta.timing["fit_s"] / steps)
         bare.append(1e3 * bare_loop(cell) / steps)
     n, ne, b = stats(normlab), stats(no_eval), stats(bare)
     return {"normlab_ms_per_step": n, "bare_ms_per_step": b, "ratio": n["median"] / b["median"],
@@ -215,11 +215,11 @@ def stacking(cell, repeats: int, tmp: Path) -> dict:
     stacked, alone = [], []
     for r in range(repeats):
         s = run_cell(cell, tmp / f"stacked{r}", track=False, progress=False)
-        stacked.append(s["timing"]["fit_s"])
+        stacked.append(s.meta.timing["fit_s"])
         total = 0.0
         for j, (lr, seed) in enumerate(cell.members()):
             s = run_cell(sized(cell, lrs=[lr], seeds=[seed]), tmp / f"alone{r}-{j}", track=False, progress=False)
-            total += s["timing"]["fit_s"]
+            total += s.meta.timing["fit_s"]
         alone.append(total)
     st, al = stats(stacked), stats(alone)
     return {"stacked_fit_s": st, "alone_fit_s": al, "ratio": al["median"] / st["median"],
@@ -398,7 +398,7 @@ def scaling(cell, cfg: dict, repeats: int, tmp: Path) -> dict:
     rows = []
     for m, w in dict.fromkeys(configs):  # ordered, without the repeated (16, 32)
         c = sized(cell, lrs=[lr], seeds=list(range(m)), steps=steps, width=w)
-        ms = stats(1e3 * run_cell(c, tmp / f"scale{m}x{w}-{r}", track=False, progress=False)["timing"]["fit_s"] / steps
+        ms = stats(1e3 * run_cell(c, tmp / f"scale{m}x{w}-{r}", track=False, progress=False).meta.timing["fit_s"] / steps
                    for r in range(repeats))
         dims = [d_in] + [w] * c.model.depth + [d_out]
         flop = 6 * m * c.optim.batch_size * sum(a * b for a, b in zip(dims[:-1], dims[1:]))

@@ -1,7 +1,7 @@
 """What a cell's parent MLflow run shows: its headline numbers and its own figure.
 
     from pipeline.cell_view import cell_metrics, cell_figure
-    numbers = cell_metrics(summary, cell)      # {"frac_trained": 0.6, ..., "largest_trained_lr": 0.3}
+    numbers = cell_metrics(summary, cell)      # summary: a CellSummary -> {"frac_trained": 0.6, ..., "largest_trained_lr": 0.3}
     fig = cell_figure(history, cell.name)      # matplotlib Figure: ||b|| and loss per lr, log scales
 
 The numbers follow the report's member outcomes (pipeline.outcomes.classify) at the default
@@ -17,16 +17,17 @@ import math
 import pandas as pd
 
 
-def cell_metrics(summary: dict, cell, settings=None) -> dict[str, float]:
+def cell_metrics(summary, cell, settings=None) -> dict[str, float]:
     """frac_trained / frac_diverged / frac_blew_up (shares of the cell's members by outcome),
     best_full_loss_train / best_full_acc_train (the best member's final full-training-set loss and
-    accuracy, training mode), largest_trained_lr (every seed trained at it)."""
+    accuracy, training mode), largest_trained_lr (every seed trained at it). `summary`: the
+    cell's pipeline.spec.records.CellSummary."""
     from pipeline.config import ReportSettings
     from pipeline.outcomes import largest_trained_lr, member_table
     from pipeline.records import cell_config
 
     settings = settings or ReportSettings()
-    table = member_table([summary], {}, settings, {summary["cell"]: cell_config(cell)})
+    table = member_table([summary], {}, settings, {summary.cell: cell_config(cell)})
     out = {f"frac_{s}": float((table["status"] == s).mean()) for s in ("trained", "diverged", "blew_up")}
     loss, acc = table["full_loss_train"].astype(float), table["full_acc_train"].astype(float)
     finite = loss[loss.map(math.isfinite)]
@@ -66,11 +67,13 @@ def cell_figure(history: pd.DataFrame, title: str):
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
+    from pipeline.spec.records import layer_column
+
     fig = Figure(figsize=(8, 2.8), dpi=80)  # fixed margins: a layout engine doubles the drawing time
     axes = fig.subplots(1, 2, gridspec_kw=dict(left=0.1, right=0.98, bottom=0.16, top=0.88, wspace=0.3))
     lrs = sorted(history["lr"].unique())
     colour = {lr: colormaps["viridis"](i / max(1, len(lrs) - 1)) for i, lr in enumerate(lrs)}
-    panels = ((axes[0], "b_norm/l0", "||b|| (hidden layer 1)"), (axes[1], "loss", "mini-batch loss, training mode"))
+    panels = ((axes[0], layer_column("b_norm", 0), "||b|| (hidden layer 1)"), (axes[1], "loss", "mini-batch loss, training mode"))
     for ax, col, label in panels:
         ax.set(xlabel="step", ylabel=label)
         if col not in history or history[col].isna().all():

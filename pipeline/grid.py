@@ -102,7 +102,7 @@ def _up_to_date(folder: Path, cell) -> bool:
     from pipeline import records
 
     try:
-        return records.read_summary(folder)["config_hash"] == records.config_hash(cell)
+        return records.read_summary(folder).config_hash == records.config_hash(cell)
     except records.RecordError:
         return False
 

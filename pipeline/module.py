@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from pipeline.config import CellSettings
 from pipeline.model import StackedMLP
 from pipeline.optim import make_optimizer
+from pipeline.spec.records import layer_column
 
 # optimizer steps per Lightning batch: its per-batch loop machinery (~0.5 ms a call) is paid once per
 # this many steps; any value gives the same bytes (tests/test_module_identity.py)
@@ -158,27 +159,27 @@ class NormLabModule(pl.LightningModule):
         sq = torch.zeros_like(self.lrs)
         for i, (lin, norm) in enumerate(self.model.hidden):
             w = lin.weight
-            out[f"W_norm/l{i}"] = w.flatten(1).norm(dim=1)
+            out[layer_column("W_norm", i)] = w.flatten(1).norm(dim=1)
             if lin.bias is not None:
-                out[f"b_norm/l{i}"] = lin.bias.flatten(1).norm(dim=1)
-                out[f"b_drift/l{i}"] = (lin.bias - getattr(self, f"b0_{i}")).flatten(1).norm(dim=1)
-                out[f"b_drift_pred/l{i}"] = getattr(self, f"drift_pred_{i}").flatten(1).norm(dim=1)
-                out[f"gsum_cum/l{i}"] = getattr(self, f"gsum_cum_{i}").flatten(1).norm(dim=1)
-                out[f"gabs_cum/l{i}"] = getattr(self, f"gabs_cum_{i}").clone()
+                out[layer_column("b_norm", i)] = lin.bias.flatten(1).norm(dim=1)
+                out[layer_column("b_drift", i)] = (lin.bias - getattr(self, f"b0_{i}")).flatten(1).norm(dim=1)
+                out[layer_column("b_drift_pred", i)] = getattr(self, f"drift_pred_{i}").flatten(1).norm(dim=1)
+                out[layer_column("gsum_cum", i)] = getattr(self, f"gsum_cum_{i}").flatten(1).norm(dim=1)
+                out[layer_column("gabs_cum", i)] = getattr(self, f"gabs_cum_{i}").clone()
             if norm.affine:
-                out[f"gamma_norm/l{i}"] = norm.gamma.flatten(1).norm(dim=1)
-                out[f"beta_norm/l{i}"] = norm.beta.flatten(1).norm(dim=1)
+                out[layer_column("gamma_norm", i)] = norm.gamma.flatten(1).norm(dim=1)
+                out[layer_column("beta_norm", i)] = norm.beta.flatten(1).norm(dim=1)
             if i == 0 and w.dim() == 3:  # W along the input-mean direction: ||m_hat^T W|| (dense first layer)
-                out["mean_dir_W/l0"] = torch.einsum("d,mdf->mf", self.mean_dir, w).norm(dim=1)
+                out[layer_column("mean_dir_W", 0)] = torch.einsum("d,mdf->mf", self.mean_dir, w).norm(dim=1)
             if not with_grads:
                 continue
             if w.grad is not None:
-                out[f"grad_W/l{i}"] = w.grad.flatten(1).norm(dim=1)
-                out[f"radial/l{i}"] = (w * w.grad).flatten(1).sum(1) / out[f"W_norm/l{i}"].clamp_min(1e-30)
+                out[layer_column("grad_W", i)] = w.grad.flatten(1).norm(dim=1)
+                out[layer_column("radial", i)] = (w * w.grad).flatten(1).sum(1) / out[layer_column("W_norm", i)].clamp_min(1e-30)
             if lin.bias is not None and lin.bias.grad is not None:
-                out[f"grad_b/l{i}"] = lin.bias.grad.flatten(1).norm(dim=1)
+                out[layer_column("grad_b", i)] = lin.bias.grad.flatten(1).norm(dim=1)
             if i in self._gsum:
-                out[f"gsum/l{i}"] = self._gsum[i].flatten(1).norm(dim=1)
+                out[layer_column("gsum", i)] = self._gsum[i].flatten(1).norm(dim=1)
         if with_grads:
             for p in self.model.parameters():
                 if p.grad is not None:

@@ -1,7 +1,7 @@
 """Member outcomes: one row per member of every cell, its status and what the claims measure on it.
 
     from pipeline.outcomes import member_table, largest_trained_lr, ci
-    members = member_table(summaries, histories, params.report, configs)  # configs: cell -> config.json
+    members = member_table(summaries, histories, params.report, configs)  # CellSummary list; configs: cell -> config.json
     largest = largest_trained_lr(members)
 
 A member is judged against baselines fixed before it trained -- chance (loss ln C, accuracy 1/C)
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.spec.variants import loss_fixed, refresh_interval
+from pipeline.spec.records import CellSummary, layer_column
 
 STATUSES = ("trained", "failed", "blew_up", "diverged", "fixed_loss")
 CELL_KEYS = ("cell", "variant", "dataset", "norm", "steps", "classes", "chance_loss", "input_mean_norm")
@@ -103,14 +104,10 @@ def classify(t: pd.DataFrame, settings) -> pd.Series:
 
 
 # -- the table ---------------------------------------------------------------------------------
-def _layers(member: dict) -> list[str]:
-    return sorted({k.split("/")[1] for k in member if k.startswith("W_norm/")}, key=lambda s: int(s[1:]))
-
-
-def _config(s: dict, configs: dict | None) -> dict:
-    cfg = (configs or {}).get(s["cell"]) or s.get("config")
+def _config(s: CellSummary, configs: dict | None) -> dict:
+    cfg = (configs or {}).get(s.cell)
     if not cfg:
-        raise ValueError(f"{s['cell']}: no config.json given (pass configs={{cell: config}} or summary['config'])")
+        raise ValueError(f"{s.cell}: no config.json given (pass configs={{cell: config}})")
     return cfg
 
 
@@ -158,23 +155,24 @@ def _split_members(h: pd.DataFrame, window: int) -> dict:
     return {members[a].item(): _Member({c: v[a:b] for c, v in cols.items()}) for a, b in bounds}
 
 
-def _from_history(h: _Member, row: dict, layers: list[str], width: float, settings) -> dict:
+def _from_history(h: _Member, row: dict, layers: range, width: float, settings) -> dict:
     """The history-derived numbers of one member (numpy on its columns: the same float operations
     as pandas' dropna / max / ffill, without a DataFrame per member)."""
     out: dict = {}
     steps_total = row["steps"]
     step = h["step"]
+    rels = []
     for layer in layers:
-        col = f"b_drift/{layer}"
-        out[f"alpha/{layer}"] = (growth_exponent(step, h[col], steps_total, settings.alpha_from,
-                                                 settings.alpha_min_points) if col in h else float("nan"))
-        gb, gw = f"grad_b/{layer}", f"grad_W/{layer}"
+        col = layer_column("b_drift", layer)
+        out[layer_column("alpha", layer)] = (growth_exponent(step, h[col], steps_total, settings.alpha_from,
+                                                             settings.alpha_min_points) if col in h else float("nan"))
+        gb, gw = layer_column("grad_b", layer), layer_column("grad_W", layer)
         if gb in h and gw in h:
             b, w = h[gb], h[gw]
             keep = ~np.isnan(b) & ~np.isnan(w)
             keep[keep] = w[keep] > 0
-            out[f"grad_b_rel/{layer}"] = _nanmax(b[keep] / w[keep])
-    rels = [out[k] for k in out if k.startswith("grad_b_rel/")]
+            out[layer_column("grad_b_rel", layer)] = _nanmax(b[keep] / w[keep])
+            rels.append(out[layer_column("grad_b_rel", layer)])
     out["grad_b_rel_max"] = float(np.nanmax(rels)) if rels and np.isfinite(rels).any() else float("nan")
     # steps_to_target(step, loss, target, target_smooth) on the cell's precomputed trailing means
     target = settings.target_loss_frac * row.get("init_full_loss_train", float("nan"))
@@ -185,13 +183,13 @@ def _from_history(h: _Member, row: dict, layers: list[str], width: float, settin
     # below 1 nat the rounding of a float32 cross-entropy is absolute (set by the logits' size), not
     # relative to the loss -- a member fitted to a loss of 5e-6 rounds at ~1e-10, 1e-5 of its loss
     out["b_sens_scaled"] = float("nan")
-    bcols = [f"b_norm/{layer}" for layer in layers if f"b_norm/{layer}" in h]
+    bcols = [layer_column("b_norm", layer) for layer in layers if layer_column("b_norm", layer) in h]
     if "b_sensitivity" in h and "full_loss_train" in h and bcols:
         sens, full = h["b_sensitivity"], h["full_loss_train"]
         ev = ~np.isnan(sens) & ~np.isnan(full)
         if ev.any():
             filled = _ffill(np.stack([h[c] for c in bcols], axis=1))[ev]
-            b0 = max((row.get(f"b_norm0/{layer}", 0.0) or 0.0) for layer in layers)
+            b0 = max((row.get(layer_column("b_norm0", layer), 0.0) or 0.0) for layer in layers)
             rms = np.maximum(np.where(np.isnan(filled).all(axis=1), 0.0, np.fmax.reduce(filled, axis=1)), b0) \
                 / math.sqrt(width)
             rel = sens[ev] / np.maximum(np.abs(full[ev]), 1.0)
@@ -205,19 +203,19 @@ def _nobias_gaps(t: pd.DataFrame, summaries, histories, early_steps: int) -> pd.
     (steps where both losses are there; "step 0" is the first such step)."""
     t["loss_gap_nobias_early"] = np.nan
     t["loss_gap_nobias"] = np.nan
-    by_name = {(s["variant"], s["dataset"]): s for s in summaries}
+    by_name = {(s.variant, s.dataset): s for s in summaries}
     found = []
     for (v, ds), s in by_name.items():
         twin = by_name.get((f"{v}_nobias", ds))
         if twin is None:
             continue
-        tb = {(m["lr"], m["seed"]): m["member"] for m in twin["members"]}
-        pairs = pd.DataFrame([(m["member"], tb[(m["lr"], m["seed"])]) for m in s["members"] if (m["lr"], m["seed"]) in tb],
+        tb = {(m.lr, m.seed): m.member for m in twin.members}
+        pairs = pd.DataFrame([(m.member, tb[(m.lr, m.seed)]) for m in s.members if (m.lr, m.seed) in tb],
                              columns=["member", "twin_member"])
         if pairs.empty:
             continue
-        a = histories[s["cell"]][["member", "step", "loss"]].merge(pairs, on="member")
-        b = histories[twin["cell"]][["member", "step", "loss"]].rename(columns={"member": "twin_member"})
+        a = histories[s.cell][["member", "step", "loss"]].merge(pairs, on="member")
+        b = histories[twin.cell][["member", "step", "loss"]].rename(columns={"member": "twin_member"})
         both = a.merge(b, on=["twin_member", "step"], suffixes=("_a", "_b")).dropna(subset=["loss_a", "loss_b"])
         if both.empty:
             continue
@@ -227,7 +225,7 @@ def _nobias_gaps(t: pd.DataFrame, summaries, histories, early_steps: int) -> pd.
         g = both[["member", "step"]].assign(gap=gap)
         per = g.groupby("member")["gap"].max().rename("loss_gap_nobias").to_frame()
         per["loss_gap_nobias_early"] = g[g["step"] < early_steps].groupby("member")["gap"].max()
-        found.append(per.reset_index().assign(cell=s["cell"]))
+        found.append(per.reset_index().assign(cell=s.cell))
     if found:
         gaps = pd.concat(found, ignore_index=True).set_index(["cell", "member"])
         key = pd.MultiIndex.from_arrays([t["cell"], t["member"]])
@@ -237,39 +235,41 @@ def _nobias_gaps(t: pd.DataFrame, summaries, histories, early_steps: int) -> pd.
     return t
 
 
-def member_table(summaries: list[dict], histories: dict[str, pd.DataFrame], settings,
+def member_table(summaries: list[CellSummary], histories: dict[str, pd.DataFrame], settings,
                  configs: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row per member of every cell: the summary's numbers, derived quantities and status.
-    `configs` maps a cell name to its config.json (else each summary's "config" key is used)."""
+    `configs` maps a cell name to its config.json (required). Per-layer columns are named
+    layer_column(quantity, layer) for layer in range(row["depth"]) (the number of hidden layers)."""
     rows = []
     for s in summaries:
         cfg = _config(s, configs)
         # units per hidden layer: b has one entry per unit (mlp) or per channel (cnn)
         mcfg = cfg["model"]
         var, width = cfg["variant"], float(mcfg["channels"] if mcfg.get("kind") == "cnn" else mcfg["width"])
-        hist = _split_members(histories[s["cell"]], settings.target_smooth) if s["cell"] in histories else {}
-        cell = {k: s.get(k, float("nan")) for k in CELL_KEYS}
+        hist = _split_members(histories[s.cell], settings.target_smooth) if s.cell in histories else {}
+        cell = {k: getattr(s, k) for k in CELL_KEYS}
         if not np.isfinite(cell["chance_loss"]) and np.isfinite(cell["classes"]):
             cell["chance_loss"] = math.log(cell["classes"])
         k = refresh_interval(var)  # the spec row decides whether the variant reads refresh_every
         cell.update(width=width, trainable=var.get("trainable", "all"), has_bias=bool(var.get("bias", True)),
                     refresh_every=float(k) if k is not None else float("nan"),
-                    loss_fixed=loss_fixed({**var, "norm": s["norm"]}))
-        for m in s["members"]:
-            row = {**cell, **m}
-            layers = _layers(m)
-            for layer in layers:
-                w0 = m.get(f"W_norm0/{layer}", float("nan"))
-                row[f"w_growth/{layer}"] = m.get(f"W_norm/{layer}", float("nan")) / w0 if w0 else float("nan")
-                if f"b_drift/{layer}" in m:
-                    row[f"b_rms/{layer}"] = m[f"b_drift/{layer}"] / math.sqrt(width)
-            growth = [row[f"w_growth/{layer}"] for layer in layers]
-            rms = [row[k] for k in row if k.startswith("b_rms/")]
+                    loss_fixed=loss_fixed({**var, "norm": s.norm}))
+        for m in s.members:
+            row = {**cell, **m.scalars(), "depth": m.depth, **m.layer_columns()}
+            layers = range(m.depth)
+            growth, rms = [], []
+            for ls in m.layers:
+                w0 = ls.W_norm0
+                growth.append(ls.W_norm / w0 if w0 else float("nan"))
+                row[layer_column("w_growth", ls.layer)] = growth[-1]
+                if ls.b_drift is not None:
+                    rms.append(ls.b_drift / math.sqrt(width))
+                    row[layer_column("b_rms", ls.layer)] = rms[-1]
             row["w_growth_max"] = float(np.nanmax(growth)) if np.isfinite(growth).any() else float("nan")
             row["b_rms_max"] = float(np.nanmax(rms)) if rms and np.isfinite(rms).any() else float("nan")
             row["loss_gap"] = row.get("full_loss_eval", np.nan) - row.get("full_loss_train", np.nan)
             row["acc_gap"] = row.get("full_acc_train", np.nan) - row.get("full_acc_eval", np.nan)
-            h = hist.get(m["member"])
+            h = hist.get(m.member)
             if h is not None and len(h["step"]):
                 row.update(_from_history(h, row, layers, width, settings))
             rows.append(row)

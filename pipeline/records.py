@@ -2,13 +2,15 @@
 
 A cell is one (variant, data set) of the grid; its outputs live in `runs/<variant>-<dataset>/`:
   history.parquet  one row per (member, step)
-  summary.json     per member: lr, seed, outcome numbers (schema: CellSummary below)
+  summary.json     per member: lr, seed, outcome numbers, per-layer stats as a list
+                   (the typed models of pipeline.spec.records: CellSummary, MemberSummary, LayerStats)
   config.json      the cell's resolved settings (what changes its outputs; tracking excluded)
   .normlab-cell    marker: this folder was written by normlab, so normlab may replace it
 Run-specific facts (timings, MLflow run ids) go beside the folder in `<cell>.meta.json`,
 outside what DVC hashes (.dvcignore), so the folder is the same bits on every run.
 
-Training, tracking, the report and the benchmark read and write cells only through here.
+Training, tracking, the report and the benchmark read and write cells only through here, and
+get typed records back (read_cell -> CellRecord whose summary is a CellSummary).
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
+
+from pipeline.spec.records import CellMeta, CellSummary, LayerStats, MemberSummary, layer_column  # noqa: F401
 
 MARKER = ".normlab-cell"
 FILES = ("history.parquet", "summary.json", "config.json")  # what a cell folder holds (and DVC hashes)
@@ -31,42 +35,32 @@ class RecordError(ValueError):
     """A missing, corrupt or foreign record: the message is the one line shown to the user."""
 
 
-class MemberSummary(BaseModel):
-    # per-layer numbers ("W_norm/l0", "b_drift/l1", ...) are extra keys, one per hidden layer
-    model_config = ConfigDict(extra="allow")
-    member: int
-    lr: float
-    seed: int
-    diverged: bool
-    diverged_step: int | None
-    initial_loss: float
-    final_loss: float
-
-
-class CellSummary(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    cell: str
-    variant: str
-    dataset: str
-    norm: str
-    steps: int
-    config_hash: str
-    members: list[MemberSummary]
-
-
-class CellMeta(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    cell: str
-    timing: dict[str, Any]
-    mlflow: dict[str, Any] | None = None
+@dataclass
+class CellRecord:
+    """A cell folder as read back: the typed summary, the history and config.json as a plain dict
+    (the resolved CellSettings' JSON, tracking excluded: cell_config)."""
+    folder: Path
+    summary: CellSummary
+    history: Any  # pandas.DataFrame
+    config: dict
 
 
 @dataclass
-class CellRecord:
-    folder: Path
-    summary: dict
-    history: Any  # pandas.DataFrame
-    config: dict
+class CellRun:
+    """What run_cell returns: the summary it wrote and the run's meta (timing, MLflow run ids)."""
+    summary: CellSummary
+    meta: CellMeta
+
+
+def _one_line(exc: Exception) -> str:
+    """A validation error as one line: the first problem's place and message (+ how many more)."""
+    if isinstance(exc, ValidationError):
+        errs = exc.errors()
+        first = errs[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+        return f"{where}: {first['msg']}{more}"[:200]
+    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
 
 
 def cell_name(variant: str, dataset: str) -> str:
@@ -155,17 +149,23 @@ def _swap_in(tmp: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
-def write_cell(out: str | Path, history, summary: dict, config: dict) -> None:
+def write_cell(out: str | Path, history, summary: CellSummary | dict, config: dict) -> None:
     """Write the three files and the marker into a temp folder beside `out`, then swap it in whole.
-    `out` was checked by check_out(): absent or a normlab cell folder."""
+    `out` was checked by check_out(): absent or a normlab cell folder. The summary is validated
+    (again, if it is a model: it may have been built without validation or changed since) before
+    anything is written: a RecordError naming summary.json if it breaks the schema."""
     out = Path(out)
-    CellSummary.model_validate(summary)
+    raw = summary.model_dump() if isinstance(summary, BaseModel) else summary
+    try:
+        summary = CellSummary.model_validate(raw)
+    except ValidationError as exc:
+        raise RecordError(f"{out / 'summary.json'}: refused, breaks the schema ({_one_line(exc)})") from None
     tmp = _private_tmpdir(out)
     try:
         history.to_parquet(tmp / "history.parquet", index=False)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default, allow_nan=True))
+        (tmp / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2, allow_nan=True))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        (tmp / MARKER).write_text(json.dumps({"written_by": "normlab", "cell": summary["cell"]}) + "\n")
+        (tmp / MARKER).write_text(json.dumps({"written_by": "normlab", "cell": summary.cell}) + "\n")
         if out.exists() and not is_cell_folder(out):  # re-checked: it may have appeared since
             raise RecordError(f"--out {out}: appeared during training and is not a normlab cell folder")
         _swap_in(tmp, out)
@@ -174,7 +174,8 @@ def write_cell(out: str | Path, history, summary: dict, config: dict) -> None:
         raise
 
 
-def write_meta(folder: Path, meta: dict) -> None:
+def write_meta(folder: Path, meta: CellMeta | dict) -> None:
+    meta = meta.model_dump() if isinstance(meta, BaseModel) else meta
     CellMeta.model_validate(meta)
     path = meta_path(folder)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
@@ -201,17 +202,15 @@ def write_tree_atomically(out: Path, build: Callable[[Path], None]) -> None:
 
 
 # -- reading -----------------------------------------------------------------------------
-def read_summary(folder: Path) -> dict:
+def read_summary(folder: Path) -> CellSummary:
     path = Path(folder) / "summary.json"
     try:
-        raw = json.loads(path.read_text())
-        CellSummary.model_validate(raw)
-        return raw
+        return CellSummary.model_validate(json.loads(path.read_text()))
     except FileNotFoundError:
         raise RecordError(f"{path}: missing (re-run the cell: dvc repro train@{Path(folder).name})") from None
-    except (ValueError, ValidationError) as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise RecordError(f"{path}: corrupt ({first}); re-run the cell: dvc repro -f train@{Path(folder).name}") from None
+    except ValueError as exc:  # ValidationError is one
+        raise RecordError(f"{path}: corrupt ({_one_line(exc)}); re-run the cell: "
+                          f"dvc repro -f train@{Path(folder).name}") from None
 
 
 def read_cell(folder: str | Path) -> CellRecord:
@@ -225,8 +224,7 @@ def read_cell(folder: str | Path) -> CellRecord:
     except FileNotFoundError:
         raise RecordError(f"{path}: missing (re-run the cell: dvc repro train@{folder.name})") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise RecordError(f"{path}: corrupt ({first}); re-run the cell: dvc repro -f train@{folder.name}") from None
+        raise RecordError(f"{path}: corrupt ({_one_line(exc)}); re-run the cell: dvc repro -f train@{folder.name}") from None
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:

@@ -170,7 +170,7 @@ class TrackerProcess:
     def log_rows(self, rows: dict[int, list], final: bool = False, diverged: dict[int, int] | None = None) -> None:
         self._send("rows", {m: [(int(s), k, float(v)) for s, k, v in r] for m, r in rows.items()}, final, diverged)
 
-    def finish(self, status: str, summary: dict | None = None, artifacts: list[Path] = (),
+    def finish(self, status: str, summary=None, artifacts: list[Path] = (),
                outputs_hash: str | None = None) -> None:
         """Tell the child how the runs end, and wait until it has closed them and exited."""
         if self._pid is None:

@@ -305,7 +305,7 @@ class CellTracker:
             self._batch(run_id, metrics=metrics, tags=tags)
         self._members_closed = True
 
-    def finish(self, status: str, summary: dict | None = None, artifacts: list[Path] = (),
+    def finish(self, status: str, summary=None, artifacts: list[Path] = (),
                outputs_hash: str | None = None) -> None:
         """Tag divergence, attach artifacts, and close every run with `status`; Ctrl-C or SIGTERM
         arriving meanwhile waits until every run is closed."""
@@ -324,7 +324,7 @@ class CellTracker:
             self._pending.clear()
             now = int(time.time() * 1000)
             if summary is not None and not self._members_closed:
-                self._close_members({m["member"]: m["diverged_step"] for m in summary["members"] if m["diverged"]})
+                self._close_members({m.member: m.diverged_step for m in summary.members if m.diverged})
             for run_id in self.child_ids:  # a run that ended early still gets its params
                 if self._params.get(run_id):
                     self._batch(run_id)
@@ -337,7 +337,7 @@ class CellTracker:
                 # the cell's numbers on its parent run: the runs table sorts and compares cells by them
                 metrics = [Metric(k, v, now, 0) for k, v in cell_metrics(summary, self.cell).items()]
                 tags += [RunTag("normlab.outcome_rule", outcome_rule()),
-                         RunTag("diverged_members", str(sum(m["diverged"] for m in summary["members"])))]
+                         RunTag("diverged_members", str(sum(m.diverged for m in summary.members)))]
             self._batch(self.parent_id, metrics=metrics, tags=tags)
             history = next((p for p in artifacts if Path(p).name == "history.parquet"), None)
             if summary is not None and history is not None and Path(history).exists():

@@ -7,7 +7,8 @@ work), trains with Lightning on the best available accelerator, records every me
 MLflow (parent run = cell, child run = member) and writes, atomically, into --out:
   history.parquet  one row per (member, step): loss every step, norms/gradients every
                    train.log_every steps, full-train and validation metrics every eval_every
-  summary.json     per member: lr, seed, diverged (and at which step), final numbers, run id
+  summary.json     per member: lr, seed, diverged (and at which step), final numbers, per-layer
+                   stats as a list (pipeline.spec.records.CellSummary)
   config.json      the cell's resolved settings
 `run_cell(cell, out)` is the same work as a plain function, for tests and other executors.
 """
@@ -78,47 +79,63 @@ def _first(frame, col: str) -> float:
 
 
 PER_LAYER_FINAL = ("W_norm", "b_norm", "b_drift")  # their last value per member goes in the summary
-PER_LAYER_INIT = ("W_norm", "b_norm")              # ... and their value at init, as "<name>0/l<i>"
+PER_LAYER_INIT = ("W_norm", "b_norm")              # ... and their value at init, as "<name>0"
 EVALS = ("full_loss_train", "full_acc_train", "full_loss_eval", "full_acc_eval", "val_loss_eval", "val_acc_eval")
 
 
-def summarize(cell, history, module, members, input_mean_norm: float, classes: int) -> dict:
-    """The cell's summary.json (schema: pipeline.records.CellSummary)."""
+def _layer_stats(h, layer: int):
+    """Hidden layer `layer`'s LayerStats of one member, from its history rows `h`: a quantity
+    whose column the history lacks (no b in this layer) is left None."""
+    from pipeline.spec.records import LayerStats, layer_column
+
+    stats = {}
+    for name in PER_LAYER_FINAL:
+        if layer_column(name, layer) in h:
+            stats[name] = _last(h, layer_column(name, layer))
+    for name in PER_LAYER_INIT:
+        if layer_column(name, layer) in h:
+            stats[f"{name}0"] = _first(h, layer_column(name, layer))
+    gsum = layer_column("gsum_cum", layer)
+    if gsum in h:  # ||sum_t G_t|| / sum_t ||G_t||: 1 = a persistent drive of b
+        total = _last(h, layer_column("gabs_cum", layer))
+        stats["gsum_persist"] = _last(h, gsum) / total if total > 0 else float("nan")
+    stats.setdefault("W_norm", float("nan"))
+    stats.setdefault("W_norm0", float("nan"))
+    return LayerStats(layer=layer, **stats)
+
+
+def summarize(cell, history, module, members, input_mean_norm: float, classes: int):
+    """The cell's summary.json, a pipeline.spec.records.CellSummary."""
     import math
 
     from pipeline.records import config_hash
+    from pipeline.spec.records import CellSummary, MemberSummary
 
     div = module.diverged_step.cpu().numpy()
+    depth = len(module.has_bias)  # one entry per hidden layer
     out = []
     for j, (lr, seed) in enumerate(members):
         h = history[history["member"] == j]
         tail = h["loss"].tail(max(1, len(h) // 10))
-        row = {"member": j, "lr": lr, "seed": seed, "diverged": bool(div[j] >= 0),
-               "diverged_step": int(div[j]) if div[j] >= 0 else None,
-               "initial_loss": float(h["loss"].head(10).mean()), "final_loss": float(tail.mean()),
-               "init_full_loss_train": _first(h, "full_loss_train"), "init_full_acc_train": _first(h, "full_acc_train")}
-        for col in EVALS:  # the final state's; NaN for a member that diverged before it
-            row[col] = _last(h, col) if not row["diverged"] else float("nan")
-        for col in sorted(c for c in h.columns if "/" in c):
-            name = col.split("/")[0]
-            if name in PER_LAYER_FINAL:
-                row[col] = _last(h, col)
-            if name in PER_LAYER_INIT:
-                row[col.replace("/", "0/", 1)] = _first(h, col)
-            if name == "gsum_cum":  # ||sum_t G_t|| / sum_t ||G_t||: 1 = a persistent drive of b
-                layer = col.split("/")[1]
-                total = _last(h, f"gabs_cum/{layer}")
-                row[f"gsum_persist/{layer}"] = _last(h, col) / total if total > 0 else float("nan")
-        out.append(row)
-    return {"cell": cell.name, "variant": cell.variant_name, "dataset": cell.dataset_name,
-            "norm": cell.variant.norm, "steps": cell.train.steps, "input_mean_norm": input_mean_norm,
-            "classes": classes, "chance_loss": math.log(classes), "config_hash": config_hash(cell),
-            "members": out}
+        diverged = bool(div[j] >= 0)
+        evals = {col: _last(h, col) if not diverged else float("nan")  # NaN for a member that diverged before it
+                 for col in EVALS}
+        out.append(MemberSummary(
+            member=j, lr=float(lr), seed=int(seed), diverged=diverged,
+            diverged_step=int(div[j]) if diverged else None,
+            initial_loss=float(h["loss"].head(10).mean()), final_loss=float(tail.mean()),
+            init_full_loss_train=_first(h, "full_loss_train"), init_full_acc_train=_first(h, "full_acc_train"),
+            **evals, layers=[_layer_stats(h, i) for i in range(depth)]))
+    return CellSummary(cell=cell.name, variant=cell.variant_name, dataset=cell.dataset_name,
+                       norm=cell.variant.norm, steps=cell.train.steps, input_mean_norm=float(input_mean_norm),
+                       classes=int(classes), chance_loss=math.log(classes), config_hash=config_hash(cell),
+                       members=out)
 
 
 def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None = None,
-             progress: bool | None = None) -> dict:
-    """Train every member of `cell` (a CellSettings), record it, write `out`; returns the summary."""
+             progress: bool | None = None):
+    """Train every member of `cell` (a CellSettings), record it, write `out`; returns a
+    records.CellRun: the typed summary and the run's meta (timing, MLflow run ids)."""
     import pytorch_lightning as pl
     import torch
 
@@ -198,7 +215,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         if meta and written:  # only beside outputs that were written
             meta["outputs_hash"] = written
             records.write_meta(out, meta)
-    return {**summary, **meta}  # after the tracker's finish: its run ids are known only then
+    return records.CellRun(summary, records.CellMeta.model_validate(meta))  # after the tracker's finish: its run ids are known only then
 
 
 def _sigterm(signum, frame):
@@ -227,16 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         cell = cell_settings(load_params(args.params), args.variant, args.dataset)
         signal.signal(signal.SIGTERM, _sigterm)
         # an unreachable tracking store raises ConfigError from the tracker's start, before work
-        summary = run_cell(cell, args.out, track=False if args.no_track else None)
+        run = run_cell(cell, args.out, track=False if args.no_track else None)
     except (ConfigError, RecordError) as err:
         die(str(err))
     except KeyboardInterrupt:
         print(f"normlab: interrupted: {args.variant}-{args.dataset} not written, its MLflow runs ended KILLED",
               file=sys.stderr)
         return 130
-    n_div = sum(m["diverged"] for m in summary["members"])
-    t = summary["timing"]
-    print(f"{cell.name}: {len(summary['members'])} members, {n_div} diverged, "
+    n_div = sum(m.diverged for m in run.summary.members)
+    t = run.meta.timing
+    print(f"{cell.name}: {len(run.summary.members)} members, {n_div} diverged, "
           f"{t['per_step_ms']:.2f} ms/step, start-up {t['startup_s']:.1f} s, tracking {t['tracking_s']:.2f} s")
     return 0
 

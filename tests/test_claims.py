@@ -23,7 +23,7 @@ SEEDS = range(5)
 def member(variant, seed=0, lr=1.0, dataset="synthetic", status="trained", **kw):
     """One row of pipeline.outcomes.member_table with every column the claims read."""
     row = dict(variant=variant, norm=NORM.get(variant, variant), dataset=dataset, input_mean_norm=MEAN[dataset],
-               lr=lr, seed=seed, steps=500, status=status, diverged=status == "diverged", diverged_step=np.nan,
+               lr=lr, seed=seed, steps=500, depth=2, status=status, diverged=status == "diverged", diverged_step=np.nan,
                trainable="bias" if variant == "bias_only_toy" else "all", has_bias=variant != "bn_nobias",
                refresh_every=REFRESH.get(variant, np.nan), b_sens_scaled=np.nan, b_rms_max=1.0, loss_gap=0.0,
                acc_gap=0.0, full_loss_train=0.3, full_acc_train=0.9, w_growth_max=1.5, steps_to_target=100.0,

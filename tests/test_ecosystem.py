@@ -42,13 +42,13 @@ def tracked(tmp_path_factory):
     try:
         MlflowClient(uri).create_experiment("test", artifact_location=(d / "mlruns").as_uri())
         cell = make_cell("center_detached", optim={"lrs": [0.05, 1e4], "seeds": [0, 1]})
-        summary = run_cell(cell, d / "cell", progress=False)
+        run = run_cell(cell, d / "cell", progress=False)
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
     client = MlflowClient(uri)
-    return SimpleNamespace(client=client, summary=summary, cell=cell, dir=d,
-                           parent=client.get_run(summary["mlflow"]["parent_run_id"]),
-                           children=[client.get_run(r) for r in summary["mlflow"]["member_run_ids"]])
+    return SimpleNamespace(client=client, summary=run.summary, cell=cell, dir=d,
+                           parent=client.get_run(run.meta.mlflow["parent_run_id"]),
+                           children=[client.get_run(r) for r in run.meta.mlflow["member_run_ids"]])
 
 
 def test_runs_carry_mlflow_context_tags(tracked):
@@ -80,15 +80,15 @@ def test_parent_run_metrics_follow_the_member_outcomes(tracked):
     from pipeline.records import cell_config
 
     s = tracked.summary
-    table = member_table([s], {}, ReportSettings(), {s["cell"]: cell_config(tracked.cell)})
+    table = member_table([s], {}, ReportSettings(), {s.cell: cell_config(tracked.cell)})
     got = tracked.parent.data.metrics
     assert got["frac_diverged"] == 0.5  # both lr 1e4 members, by construction
-    assert [m["diverged"] for m in s["members"]] == [False, False, True, True]
+    assert [m.diverged for m in s.members] == [False, False, True, True]
     assert got["frac_trained"] == pytest.approx((table["status"] == "trained").mean())
     assert got["frac_blew_up"] == pytest.approx((table["status"] == "blew_up").mean())
-    finite = [m["full_loss_train"] for m in s["members"] if math.isfinite(m["full_loss_train"])]
+    finite = [m.full_loss_train for m in s.members if math.isfinite(m.full_loss_train)]
     assert got["best_full_loss_train"] == pytest.approx(min(finite))
-    assert got["best_full_acc_train"] == pytest.approx(np.nanmax([m["full_acc_train"] for m in s["members"]]))
+    assert got["best_full_acc_train"] == pytest.approx(np.nanmax([m.full_acc_train for m in s.members]))
     lr = largest_trained_lr(table)["largest_trained_lr"].iloc[0]
     if pd.isna(lr):
         assert "largest_trained_lr" not in got  # none trained: absent, never 0

@@ -203,8 +203,8 @@ def test_a_cnn_cell_trains_on_mnist_files(tmp_path):
     cell = make_cell("bn", "mnist", model={"kind": "cnn", "channels": 4, "depth": 2, "pool_every": 1},
                      datasets={"mnist": {"kind": "mnist", "root": str(tmp_path), "val_from": "test"}},
                      optim={"batch_size": 8}, train={"steps": 4, "log_every": 2, "eval_every": 2}, tracking={"log_every": 2})
-    summary = run_cell(cell, tmp_path / "out", track=False, progress=False)
-    assert summary["classes"] == 10 and all(np.isfinite(m["full_loss_train"]) for m in summary["members"])
+    summary = run_cell(cell, tmp_path / "out", track=False, progress=False).summary
+    assert summary.classes == 10 and all(np.isfinite(m.full_loss_train) for m in summary.members)
 
 
 # -- fetch_data, offline -------------------------------------------------------------------

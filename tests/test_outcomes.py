@@ -10,6 +10,8 @@ import pytest
 
 from pipeline.config import ReportSettings
 from pipeline.outcomes import ci, classify, growth_exponent, largest_trained_lr, member_table, steps_to_target
+from pipeline.spec.records import CellSummary
+from tests.conftest import layer_dict, member_dict
 
 S = ReportSettings()
 LN4 = math.log(4)
@@ -65,13 +67,8 @@ def _config(trainable="all", norm="center_detached", width=16):
 
 
 def _member(j, lr, seed, **kw):
-    m = {"member": j, "lr": lr, "seed": seed, "diverged": False, "diverged_step": None, "initial_loss": 1.4,
-         "final_loss": 0.3, "init_full_loss_train": 1.4, "init_full_acc_train": 0.25, "full_loss_train": 0.2,
-         "full_acc_train": 0.95, "full_loss_eval": 0.5, "full_acc_eval": 0.8, "val_loss_eval": 0.3, "val_acc_eval": 0.9,
-         "W_norm0/l0": 4.0, "W_norm/l0": 6.0, "b_norm0/l0": 0.0, "b_norm/l0": 2.0, "b_drift/l0": 2.0,
-         "gsum_persist/l0": 0.9}
-    m.update(kw)
-    return m
+    """One member (summary.json's shape): ||W|| 4 -> 6, b 0 -> 2 in its one hidden layer."""
+    return member_dict(j, lr, seed, **kw)
 
 
 def _history(j, lr, seed, drift=lambda t: 0.01 * t, loss=None, sens_rel=0.0, b_norm=None, steps=500):
@@ -91,8 +88,8 @@ def _history(j, lr, seed, drift=lambda t: 0.01 * t, loss=None, sens_rel=0.0, b_n
 
 def _cell(name, members, histories, variant=None, norm="center_detached"):
     s = {"cell": name, "variant": variant or name.split("-")[0], "dataset": "synthetic", "norm": norm, "steps": 500,
-         "classes": 4, "chance_loss": LN4, "input_mean_norm": 3.0, "members": members}
-    return s, pd.concat(histories, ignore_index=True)
+         "classes": 4, "chance_loss": LN4, "input_mean_norm": 3.0, "config_hash": "x", "members": members}
+    return CellSummary.model_validate(s), pd.concat(histories, ignore_index=True)
 
 
 def test_member_table_derives_status_growth_and_target_from_the_records():
@@ -101,7 +98,7 @@ def test_member_table_derives_status_growth_and_target_from_the_records():
     s, h = _cell("center_detached-synthetic",
                  [_member(0, 0.1, 0), _member(1, 3.0, 0, full_loss_train=LN4, full_acc_train=0.26)],
                  [_history(0, 0.1, 0, loss=fall), _history(1, 3.0, 0, loss=spike, drift=lambda t: np.sqrt(t))])
-    t = member_table([s], {s["cell"]: h}, S, {s["cell"]: _config()})
+    t = member_table([s], {s.cell: h}, S, {s.cell: _config()})
     good, spiked = t.iloc[0], t.iloc[1]
     assert good["status"] == "trained" and spiked["status"] == "failed"
     assert good["alpha/l0"] == pytest.approx(1.0, abs=1e-6) and spiked["alpha/l0"] == pytest.approx(0.5, abs=1e-3)
@@ -115,7 +112,7 @@ def test_the_identity_tolerance_grows_with_b():
     # the same relative sensitivity 5e-5 is scaled by (1 + rms b): with rms b = 9 it is 5e-6
     s, h = _cell("center_detached-synthetic", [_member(0, 0.1, 0), _member(1, 0.1, 1)],
                  [_history(0, 0.1, 0, sens_rel=5e-5, b_norm=0.0), _history(1, 0.1, 1, sens_rel=5e-5, b_norm=36.0)])
-    t = member_table([s], {s["cell"]: h}, S, {s["cell"]: _config(width=16)})
+    t = member_table([s], {s.cell: h}, S, {s.cell: _config(width=16)})
     assert t["b_sens_scaled"].tolist() == pytest.approx([5e-5, 5e-6])
 
 
@@ -124,14 +121,14 @@ def test_below_one_nat_the_identity_tolerance_is_absolute():
     # relative to its loss that is 1.4e-5, relative to max(loss, 1 nat) 7e-11
     s, h = _cell("center_detached-synthetic", [_member(0, 0.1, 0)], [_history(0, 0.1, 0, sens_rel=7e-11, b_norm=0.0)])
     h["full_loss_train"] = h["full_loss_train"].where(h["full_loss_train"].isna(), 5e-6)
-    t = member_table([s], {s["cell"]: h}, S, {s["cell"]: _config(width=16)})
+    t = member_table([s], {s.cell: h}, S, {s.cell: _config(width=16)})
     assert t["b_sens_scaled"].iloc[0] == pytest.approx(7e-11)
 
 
 def test_the_bias_only_toy_is_na_and_gets_no_largest_lr():
     s, h = _cell("bias_only_toy-synthetic", [_member(0, 0.1, 0), _member(1, 3.0, 0)],
                  [_history(0, 0.1, 0), _history(1, 3.0, 0)])
-    t = member_table([s], {s["cell"]: h}, S, {s["cell"]: _config(trainable="bias")})
+    t = member_table([s], {s.cell: h}, S, {s.cell: _config(trainable="bias")})
     assert (t["status"] == "fixed_loss").all()
     row = largest_trained_lr(t).iloc[0]
     assert np.isnan(row["largest_trained_lr"]) and "n/a" in row["note"]
@@ -150,10 +147,30 @@ def test_bn_vs_nobias_loss_gap_is_paired_by_lr_and_seed():
     assert np.isnan(t[t["variant"] == "bn_nobias"].iloc[0]["loss_gap_nobias"])
 
 
+def test_member_table_builds_per_layer_columns_from_the_typed_layers():
+    # two hidden layers: the second grew ||W|| 4 -> 20 and drifted b by 8; a twin cell has no b at all
+    deep = _member(0, 0.1, 0, layers=[layer_dict(0), layer_dict(1, W_norm=20.0, b_drift=8.0)])
+    s, h = _cell("center_detached-synthetic", [deep], [_history(0, 0.1, 0)])
+    flat = [layer_dict(i, b_norm=None, b_norm0=None, b_drift=None, gsum_persist=None) for i in range(2)]
+    nb, hb = _cell("center_detached_nobias-synthetic", [_member(0, 0.1, 0, layers=flat)], [_history(0, 0.1, 0)])
+    t = member_table([s, nb], {s.cell: h, nb.cell: hb}, S, {s.cell: _config(width=16), nb.cell: _config(width=16)})
+    row, bare = t.iloc[0], t.iloc[1]
+    assert t["depth"].tolist() == [2, 2]
+    assert row["W_norm/l1"] == 20.0 and row["W_norm0/l1"] == 4.0 and row["b_drift/l1"] == 8.0
+    assert row["w_growth/l0"] == pytest.approx(1.5) and row["w_growth/l1"] == pytest.approx(5.0)
+    assert row["b_rms/l1"] == pytest.approx(8.0 / 4.0) and row["b_rms_max"] == pytest.approx(2.0)
+    assert row["w_growth_max"] == pytest.approx(5.0) and row["gsum_persist/l0"] == 0.9
+    assert np.isnan(bare["b_rms/l0"]) and np.isnan(bare["b_rms_max"]) and np.isnan(bare["b_norm/l1"])
+    assert bare["w_growth_max"] == pytest.approx(1.5)
+    # a grid without b anywhere gets no b columns at all (None is "absent", not a NaN column)
+    t2 = member_table([nb], {nb.cell: hb}, S, {nb.cell: _config(width=16)})
+    assert not [c for c in t2.columns if c.startswith(("b_rms/", "b_norm/", "b_drift/", "gsum_persist/"))]
+
+
 def test_member_table_needs_the_cell_config():
     s, h = _cell("center_detached-synthetic", [_member(0, 0.1, 0)], [_history(0, 0.1, 0)])
     with pytest.raises(ValueError, match="center_detached-synthetic: no config.json"):
-        member_table([s], {s["cell"]: h}, S)
+        member_table([s], {s.cell: h}, S)
 
 
 # -- largest trained lr ---------------------------------------------------------------------------------

@@ -1,20 +1,21 @@
-"""The cell records' owner: output paths it refuses, atomic writes, corrupt records named in one line."""
+"""The cell records' owner: output paths it refuses, atomic writes, corrupt records named in one line,
+and the typed records (pipeline.spec.records) that go in and come back."""
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
 
 from pipeline import records
+from pipeline.spec.records import CellSummary, LayerStats, MemberSummary, layer_column
 from pipeline.train import run_cell
-from tests.conftest import make_cell
+from tests.conftest import layer_dict, make_cell, member_dict, summary_dict, summary_record
 
 
 def _summary(name="bn-synthetic"):
-    return {"cell": name, "variant": "bn", "dataset": "synthetic", "norm": "bn", "steps": 1, "config_hash": "x",
-            "members": [{"member": 0, "lr": 0.1, "seed": 0, "diverged": False, "diverged_step": None,
-                         "initial_loss": 1.0, "final_loss": 0.5}]}
+    return summary_record(name)
 
 
 def test_check_out_refuses_what_normlab_did_not_create(tmp_path, monkeypatch):
@@ -46,26 +47,93 @@ def test_write_cell_marks_its_folder_and_replaces_only_marked_ones(tmp_path):
     assert json.loads((out / "config.json").read_text()) == {"a": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bn-synthetic"]  # no temp folder left behind
     rec = records.read_cell(out)
-    assert rec.summary["cell"] == "bn-synthetic" and rec.history["loss"].tolist() == [1.0]
+    assert rec.summary.cell == "bn-synthetic" and rec.history["loss"].tolist() == [1.0]
 
 
-def test_write_cell_refuses_a_summary_that_breaks_the_schema(tmp_path):
-    bad = _summary()
-    del bad["members"][0]["seed"]
-    with pytest.raises(Exception):
+BREAKS = {  # how a summary breaks the schema -> the place the one-line error names
+    "layer_typo": (lambda s: s["members"][0]["layers"][0].update(W_nrom=1.0), "members.0.layers.0.W_nrom"),
+    "layer_wrong_type": (lambda s: s["members"][0]["layers"][0].update(b_drift="2.0"), "members.0.layers.0.b_drift"),
+    "layer_missing_norm": (lambda s: s["members"][0]["layers"][0].pop("W_norm"), "members.0.layers.0.W_norm"),
+    "member_typo": (lambda s: s["members"][0].update(finale_loss=0.3), "members.0.finale_loss"),
+    "member_wrong_type": (lambda s: s["members"][0].update(diverged="no"), "members.0.diverged"),
+    "member_missing_seed": (lambda s: s["members"][0].pop("seed"), "members.0.seed"),
+    "old_flat_layer_key": (lambda s: s["members"][0].update({"W_norm/l0": 6.0}), "members.0.W_norm/l0"),
+    "layers_out_of_order": (lambda s: s["members"][0].update(layers=[layer_dict(1), layer_dict(0)]), "members.0"),
+    "cell_typo": (lambda s: s.update(stepz=3), "stepz"),
+    "two_depths": (lambda s: s["members"].append(member_dict(1, layers=[layer_dict(0), layer_dict(1)])),
+                   "different numbers of layers"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(BREAKS))
+def test_write_cell_refuses_a_summary_that_breaks_the_schema_in_one_line(tmp_path, how):
+    damage, where = BREAKS[how]
+    bad = summary_dict()
+    damage(bad)
+    with pytest.raises(records.RecordError) as err:
         records.write_cell(tmp_path / "c", pd.DataFrame({"a": [1]}), bad, {})
+    msg = str(err.value)
+    assert "\n" not in msg and str(tmp_path / "c" / "summary.json") in msg and where in msg, msg
+    assert not (tmp_path / "c").exists() and list(tmp_path.iterdir()) == []  # nothing written, no temp folder
+
+
+def test_write_cell_validates_a_model_again(tmp_path):
+    # a model changed after it was built (pydantic does not check assignments) is refused all the same
+    s = _summary()
+    s.members[0].layers[0].b_drift = "far"
+    with pytest.raises(records.RecordError, match=r"summary\.json: refused.*members\.0\.layers\.0\.b_drift"):
+        records.write_cell(tmp_path / "c", pd.DataFrame({"a": [1]}), s, {})
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("damage", ["summary_garbage", "summary_schema", "parquet_garbage", "parquet_missing"])
+def test_read_cell_returns_models_whose_layers_round_trip(tmp_path):
+    want = summary_record("center_detached-synthetic", members=[
+        member_dict(0, 0.1, 0, layers=[layer_dict(0, gsum_persist=float("nan")), layer_dict(1, b_drift=7.5)]),
+        member_dict(1, 3.0, 0, diverged=True, diverged_step=12, full_loss_train=float("nan"),
+                    layers=[layer_dict(0, b_norm=None, b_norm0=None, b_drift=None, gsum_persist=None),
+                            layer_dict(1, W_norm=60.0)])])
+    records.write_cell(tmp_path / "c", pd.DataFrame({"member": [0], "step": [0], "loss": [1.0]}), want, {"a": 1})
+    rec = records.read_cell(tmp_path / "c")
+    got = rec.summary
+    assert isinstance(got, CellSummary) and isinstance(got.members[0], MemberSummary)
+    assert all(isinstance(s, LayerStats) for m in got.members for s in m.layers)
+    assert got.model_dump_json() == want.model_dump_json()  # NaN != NaN, so compared as JSON (NaN -> null)
+    assert got.depth == 2 and [s.layer for s in got.members[1].layers] == [0, 1]
+    assert math.isnan(got.members[0].layers[0].gsum_persist) and got.members[0].layers[1].b_drift == 7.5
+    assert got.members[1].layers[0].b_norm is None and got.members[1].layers[1].W_norm == 60.0  # absent, not NaN
+    assert got.members[1].diverged_step == 12 and math.isnan(got.members[1].full_loss_train)
+    assert rec.config == {"a": 1}
+    # summary.json carries the per-layer numbers as a list, never as "quantity/lN" keys
+    raw = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert [s["layer"] for s in raw["members"][0]["layers"]] == [0, 1]
+    assert raw["members"][1]["layers"][0]["b_norm"] is None
+    assert not [k for m in raw["members"] for k in m if "/" in k]
+
+
+def test_layer_columns_are_built_from_the_typed_layers():
+    m = MemberSummary.model_validate(member_dict(layers=[layer_dict(0, b_norm=None), layer_dict(1, b_drift=9.0)]))
+    cols = m.layer_columns()
+    assert cols[layer_column("b_drift", 1)] == 9.0 and cols[layer_column("W_norm0", 0)] == 4.0
+    assert layer_column("b_norm", 0) not in cols and cols[layer_column("b_norm", 1)] == 2.0  # None left out
+    assert layer_column("W_norm", 1) == "W_norm/l1"  # the history / MLflow name, unchanged
+    assert list(cols)[:2] == ["W_norm/l0", "W_norm/l1"]  # quantity by quantity
+    assert "layers" not in m.scalars() and m.scalars()["final_loss"] == 0.3
+
+
+@pytest.mark.parametrize("damage", ["summary_garbage", "summary_schema", "summary_layer_typo", "parquet_garbage",
+                                    "parquet_missing"])
 def test_corrupt_records_are_one_line_naming_the_file(tmp_path, damage):
     out = tmp_path / "bn-synthetic"
     records.write_cell(out, pd.DataFrame({"member": [0], "step": [0], "loss": [1.0]}), _summary(), {})
-    target = {"summary_garbage": "summary.json", "summary_schema": "summary.json"}.get(damage, "history.parquet")
+    target = "summary.json" if damage.startswith("summary") else "history.parquet"
     if damage == "summary_garbage":
         (out / target).write_text("{not json")
     elif damage == "summary_schema":
         (out / target).write_text(json.dumps({"cell": "x"}))
+    elif damage == "summary_layer_typo":
+        s = summary_dict()
+        s["members"][0]["layers"][0]["b_dirft"] = 1.0
+        (out / target).write_text(json.dumps(s))
     elif damage == "parquet_garbage":
         (out / target).write_bytes(b"PAR1 nonsense")
     else:
@@ -74,6 +142,8 @@ def test_corrupt_records_are_one_line_naming_the_file(tmp_path, damage):
         records.read_cell(out)
     msg = str(err.value)
     assert target in msg and "\n" not in msg
+    if damage == "summary_layer_typo":
+        assert "members.0.layers.0.b_dirft" in msg  # the place, not just "1 validation error"
 
 
 def test_write_tree_atomically_keeps_the_old_tree_when_building_fails(tmp_path):
@@ -116,3 +186,17 @@ def test_outputs_hash_names_the_bytes_of_a_cell(tmp_path):
     assert records.outputs_hash(tmp_path / "a") != records.outputs_hash(tmp_path / "c")
     meta = records.read_meta(tmp_path / "a")
     assert meta["outputs_hash"] == records.outputs_hash(tmp_path / "a")
+
+
+def test_a_trained_cell_summarizes_every_hidden_layer_from_its_history(tmp_path):
+    cell = make_cell("bn_nobias", model={"depth": 3}, train={"steps": 6}, optim={"lrs": [0.05]})
+    run = run_cell(cell, tmp_path / "c", track=False, progress=False)
+    rec = records.read_cell(tmp_path / "c")
+    assert rec.summary.model_dump_json() == run.summary.model_dump_json() and rec.summary.depth == 3
+    for m in rec.summary.members:
+        h = rec.history[rec.history["member"] == m.member]
+        for s in m.layers:
+            w = h[layer_column("W_norm", s.layer)].dropna()
+            assert (s.W_norm, s.W_norm0) == (w.iloc[-1], w.iloc[0])
+            assert s.b_norm is None and s.b_drift is None and s.gsum_persist is None  # no b in bn_nobias
+    assert run.meta.outputs_hash == records.outputs_hash(tmp_path / "c") and run.meta.timing["fit_s"] > 0

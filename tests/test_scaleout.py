@@ -24,6 +24,7 @@ import yaml
 
 from pipeline import records
 from tests import test_dvc_pipeline as dvcp
+from tests.conftest import summary_record
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -214,9 +215,7 @@ def test_tracking_server_without_postgres_is_one_line(monkeypatch, tmp_path):
 def _payload(tmp_path: Path) -> tuple[dict, Path]:
     src = tmp_path / "src" / "a-b"
     src.parent.mkdir()
-    summary = {"cell": "a-b", "variant": "a", "dataset": "b", "norm": "bn", "steps": 1, "config_hash": "0" * 16,
-               "members": [{"member": 0, "lr": 0.1, "seed": 0, "diverged": False, "diverged_step": None,
-                            "initial_loss": 1.0, "final_loss": 0.5}]}
+    summary = summary_record("a-b", config_hash="0" * 16)
     records.write_cell(src, pd.DataFrame({"member": [0], "step": [0], "loss": [1.0]}), summary, {"x": 1})
     meta = json.dumps({"cell": "a-b", "timing": {}, "outputs_hash": records.outputs_hash(src)}).encode()
     return {"files": {f: (src / f).read_bytes() for f in (*records.FILES, records.MARKER)}, "meta": meta}, src

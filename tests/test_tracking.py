@@ -36,7 +36,7 @@ def _runs(uri):
 
 
 def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri, tracker_kind):
-    summary = run_cell(make_cell("none", **CELL), tmp_path / "cell", progress=False)
+    summary = run_cell(make_cell("none", **CELL), tmp_path / "cell", progress=False).summary
     client, parents, children = _runs(mlflow_uri)
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]
@@ -62,7 +62,7 @@ def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri
     # the diverging member: recorded, tagged, its history stops at the divergence step
     assert bad.data.tags["diverged"] == "true"
     step = int(bad.data.tags["diverged_step"])
-    assert summary["members"][1]["diverged"] and summary["members"][1]["diverged_step"] == step
+    assert summary.members[1].diverged and summary.members[1].diverged_step == step
     assert bad.data.metrics["diverged_step"] == step
     assert max(m.step for m in client.get_metric_history(bad.info.run_id, "loss")) <= step
     assert parent.data.tags["diverged_members"] == "1"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.report.plotting import Drawn, FigureData, layers, palette, plain_ticks, plt_, save, twins
+from pipeline.spec.records import layer_column
 
 
 def _reference_lr(lrs) -> float:
@@ -19,7 +20,7 @@ def fig_b_drift_per_layer(data: FigureData) -> list[Drawn]:
     """||b_t - b_0|| per hidden layer for the detached variants, log-log: alpha in t^alpha is the slope."""
     plt, pal = plt_(), palette(data.params)
     detached = [v for v in twins(data.params) if v in set(data.hist["variant"])]
-    lays = layers(data.hist, "b_drift")
+    lays = layers(data, "b_drift")
     if not detached or not lays:
         return []
     lr = _reference_lr(data.hist["lr"].unique())
@@ -29,7 +30,7 @@ def fig_b_drift_per_layer(data: FigureData) -> list[Drawn]:
                              sharex=True, squeeze=False)
     for row, ds in zip(axes, datasets):
         for ax, lay in zip(row, lays):
-            agg = (d[d["dataset"] == ds].groupby(["variant", "step"])[f"b_drift/{lay}"].median().dropna())
+            agg = (d[d["dataset"] == ds].groupby(["variant", "step"])[layer_column("b_drift", lay)].median().dropna())
             for v in detached:
                 if v in agg.index.get_level_values(0):
                     a = agg.loc[v].clip(lower=1e-12)
@@ -39,7 +40,7 @@ def fig_b_drift_per_layer(data: FigureData) -> list[Drawn]:
                 y0, t0 = float(agg.median()), steps[len(steps) // 2]
                 for alpha, ls in ((1.0, "--"), (0.5, ":")):
                     ax.plot(steps, y0 * (steps / t0) ** alpha, color="grey", ls=ls, lw=0.8)
-            ax.set(xscale="log", yscale="log", title=f"{ds}, hidden layer {int(lay[1:]) + 1}", xlabel="step")
+            ax.set(xscale="log", yscale="log", title=f"{ds}, hidden layer {lay + 1}", xlabel="step")
             plain_ticks(ax, x=True)
         row[0].set_ylabel("||b_t - b_0||")
     handles = [plt.Line2D([], [], color=pal[v], lw=2, label=v) for v in detached]

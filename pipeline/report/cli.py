@@ -45,14 +45,14 @@ def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, ve
     names = [*figures.ALWAYS, *(v.figure for v in verdicts if v.figure)]
     step(f"figures ({len(dict.fromkeys(names))} kinds)")
     logged = grid.histories
-    if "W_norm/l0" in logged:
-        logged = logged[logged["W_norm/l0"].notna()]  # the rows every train.log_every steps
+    if records.layer_column("W_norm", 0) in logged:
+        logged = logged[logged[records.layer_column("W_norm", 0)].notna()]  # the rows every train.log_every steps
     drawn, unknown = figures.draw(names, figures.FigureData(params, logged, members, largest, tmp / "figures", verdicts))
     for name in unknown:
         step(f"figure {name!r} declared by a claim has no drawer in pipeline/report/figures.py; the report says so")
 
     step("rendering report.md, report.html")
-    hashes = {c.summary["cell"]: records.outputs_hash(c.folder) for c in grid.cells}
+    hashes = {c.summary.cell: records.outputs_hash(c.folder) for c in grid.cells}
     ctx = render.ReportContext(params, out, grid.summaries, grid.excluded, verdicts, answer, written, drawn,
                                unknown, hashes)
     text = render.markdown(ctx)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if store:
         from pipeline.report.mlflow_run import find_cell_runs
 
-        cell_runs = find_cell_runs(*store, {c.summary["cell"]: c.folder for c in grid.cells})
+        cell_runs = find_cell_runs(*store, {c.summary.cell: c.folder for c in grid.cells})
     step(f"tables ({len(grid.cells)} cells)")
     members, largest, verdicts, answer = evaluate(params, grid)
     result = {}

@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.report import claim_figures as cf
 from pipeline.report.plotting import Drawn, FigureData, palette, plain_ticks, plt_, save, variants_in
+from pipeline.spec.records import layer_column
 
 
 def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: str, log=True, overlay=None):
@@ -54,7 +55,7 @@ def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: s
 
 
 def fig_b_norm(data: FigureData) -> list[Drawn]:
-    return _per_lr_lines(data, "b_norm/l0", "||b|| (hidden layer 1), log", "b_norm",
+    return _per_lr_lines(data, layer_column("b_norm", 0), "||b|| (hidden layer 1), log", "b_norm",
                          "||b|| of the first hidden layer per variant (log scale; median over seeds)")
 
 
@@ -66,20 +67,20 @@ def fig_loss(data: FigureData) -> list[Drawn]:
 def _bn_prediction(ax, d: pd.DataFrame, lr: float, log_every: int) -> None:
     """Arora et al. 2019: ||W_T||^2 = ||W_0||^2 + sum_t lr^2 ||grad W_t||^2 (gradient sampled every log_every)."""
     bn = d[(d["variant"] == "bn") & (d["lr"] == lr)]
-    if bn.empty or "grad_W/l0" not in bn:
+    if bn.empty or layer_column("grad_W", 0) not in bn:
         return
     preds = []
     for _, m in bn.groupby(["cell", "member"]):
         m = m.sort_values("step")
-        g2 = (lr * m["grad_W/l0"].fillna(0)) ** 2 * log_every
-        pred = np.sqrt(m["W_norm/l0"].iloc[0] ** 2 + g2.cumsum().shift(fill_value=0))
+        g2 = (lr * m[layer_column("grad_W", 0)].fillna(0)) ** 2 * log_every
+        pred = np.sqrt(m[layer_column("W_norm", 0)].iloc[0] ** 2 + g2.cumsum().shift(fill_value=0))
         preds.append(pd.Series(pred.to_numpy(), index=m["step"].to_numpy()))
     ax.plot(*zip(*pd.concat(preds, axis=1).median(axis=1).items()), "k--", lw=1)
 
 
 def fig_weight_norm(data: FigureData) -> list[Drawn]:
     every = data.params.train.log_every
-    return _per_lr_lines(data, "W_norm/l0", "||W|| (hidden layer 1, Frobenius)", "weight_norm",
+    return _per_lr_lines(data, layer_column("W_norm", 0), "||W|| (hidden layer 1, Frobenius)", "weight_norm",
                          "||W|| of the first hidden layer per variant (median over seeds); dashed black = bn's scale-invariance prediction "
                          "sqrt(||W_0||^2 + sum_t lr^2 ||grad W_t||^2)", log=False,
                          overlay=lambda ax, d, lr: _bn_prediction(ax, d, lr, every))

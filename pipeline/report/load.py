@@ -27,20 +27,20 @@ class Grid:
     histories: pd.DataFrame | None = None                           # long: every included cell's history
 
     @property
-    def summaries(self) -> list[dict]:
+    def summaries(self) -> list[records.CellSummary]:
         return [c.summary for c in self.cells]
 
     @property
     def by_cell(self) -> dict[str, pd.DataFrame]:
-        return {c.summary["cell"]: c.history for c in self.cells}
+        return {c.summary.cell: c.history for c in self.cells}
 
     @property
     def configs(self) -> dict[str, dict]:
-        return {c.summary["cell"]: c.config for c in self.cells}
+        return {c.summary.cell: c.config for c in self.cells}
 
     @property
     def datasets(self) -> list[str]:
-        return list(dict.fromkeys(c.summary["dataset"] for c in self.cells))
+        return list(dict.fromkeys(c.summary.dataset for c in self.cells))
 
 
 def load_grid(params: Params, runs: Path) -> Grid:
@@ -55,7 +55,7 @@ def load_grid(params: Params, runs: Path) -> Grid:
                 continue
             rec = records.read_cell(folder)  # RecordError on a missing/corrupt file: not a skip
             want = records.config_hash(cell_settings(params, v, d))
-            got = rec.summary.get("config_hash")
+            got = rec.summary.config_hash
             if got != want:
                 excluded.append((name, f"{folder}: trained under other params (config hash {got}, "
                                        f"params.yaml gives {want}); run `dvc repro`"))
@@ -72,5 +72,5 @@ def long_history(cells: list[records.CellRecord]) -> pd.DataFrame:
     frames = []
     for c in cells:
         s = c.summary
-        frames.append(c.history.assign(cell=s["cell"], variant=s["variant"], dataset=s["dataset"]))
+        frames.append(c.history.assign(cell=s.cell, variant=s.variant, dataset=s.dataset))
     return pd.concat(frames, ignore_index=True)

@@ -5,13 +5,13 @@ matplotlib set-up, the variant palette (one colour per variant everywhere) and s
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.config import Params
+from pipeline.spec.records import layer_column
 
 DPI = 80
 
@@ -39,9 +39,11 @@ def twins(params: Params) -> dict[str, list[str]]:
     return {k: list(v) for k, v in params.report.twins.items()}
 
 
-def layers(frame: pd.DataFrame, quantity: str) -> list[str]:
-    found = {m.group(1) for c in frame.columns if (m := re.fullmatch(rf"{re.escape(quantity)}/(l\d+)", c))}
-    return sorted(found, key=lambda s: int(s[1:]))
+def layers(data: FigureData, quantity: str) -> list[int]:
+    """The hidden layers (0-based) whose `quantity` the history has a column for, out of the
+    deepest cell's (the member table's depth); the column is layer_column(quantity, layer)."""
+    depth = int(data.members["depth"].max()) if len(data.members) and "depth" in data.members else 0
+    return [i for i in range(depth) if layer_column(quantity, i) in data.hist]
 
 
 _THEMED: list = []  # set_theme rewrites every rcParam (~0.1 s): once per process

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.claims.endpoint_table import endpoint_frame
+from pipeline.spec.records import layer_column
 
 # member outcomes (pipeline.outcomes), in the order the tables show them
 STATUSES = ("trained", "failed", "blew_up", "diverged", "fixed_loss")
@@ -88,7 +89,7 @@ def metrics(verdicts, members: pd.DataFrame, largest: pd.DataFrame, n_excluded: 
     return {"claims": claims, "datasets": datasets, "cells_excluded": float(n_excluded)}
 
 
-PLOT_SERIES = (("b_norm", "b_norm/l0"), ("loss", "loss"))  # plots/<name>/<dataset>.csv <- history column
+PLOT_SERIES = (("b_norm", layer_column("b_norm", 0)), ("loss", "loss"))  # plots/<name>/<dataset>.csv <- history column
 
 
 def write_dvc_plots(hist: pd.DataFrame, plots: Path, datasets=None) -> None:
@@ -100,7 +101,8 @@ def write_dvc_plots(hist: pd.DataFrame, plots: Path, datasets=None) -> None:
     `datasets`: a name or names to write (default: every data set in `hist`)."""
     if isinstance(datasets, str):
         datasets = [datasets]
-    logged = hist[hist["W_norm/l0"].notna()] if "W_norm/l0" in hist else hist
+    w0 = layer_column("W_norm", 0)
+    logged = hist[hist[w0].notna()] if w0 in hist else hist
     for name, col in PLOT_SERIES:
         (plots / name).mkdir(parents=True, exist_ok=True)
         if col not in logged:

@@ -3,10 +3,130 @@
 Per-layer quantities are stored in the history (and sent to MLflow) under one column per layer;
 `layer_column` is the only place that builds such a name, and nothing parses one back: readers
 know the layer indices from the typed records (or the cell's depth) and build the names.
+
+summary.json is a `CellSummary`:
+    {"cell": "bn-synthetic", "variant": "bn", "dataset": "synthetic", "norm": "bn", "steps": 300,
+     "input_mean_norm": 3.1, "classes": 4, "chance_loss": 1.386, "config_hash": "...",
+     "members": [{"member": 0, "lr": 0.1, "seed": 0, "diverged": false, "diverged_step": null,
+                  "initial_loss": ..., "final_loss": ..., "init_full_loss_train": ..., ...,
+                  "layers": [{"layer": 0, "W_norm": ..., "W_norm0": ..., "b_norm": ..., "b_norm0": ...,
+                              "b_drift": ..., "gsum_persist": ...}, ...]}, ...]}
+Every model refuses a key it does not know and a value of the wrong type (strict: "1.5" is not a
+number, 1 is not a bool); NaN is a number (a quantity that was recorded but has no value).
 """
 from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 def layer_column(quantity: str, layer: int) -> str:
     """The history / member-table / MLflow name of `quantity` on hidden layer `layer` (0-based)."""
     return f"{quantity}/l{layer}"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LayerStats(_Record):
+    """One hidden layer's numbers in a member's summary. `W_norm`, `b_norm`, `b_drift`: at the
+    final state theta_T; `W_norm0`, `b_norm0`: at initialization; `gsum_persist`: ||sum_t G_t|| /
+    sum_t ||G_t|| with G_t = dl/db_t (1 = a persistent drive of b). None: the layer has no such
+    quantity (no b); NaN: recorded, but no value (e.g. nothing logged)."""
+    layer: int
+    W_norm: float
+    W_norm0: float
+    b_norm: float | None = None
+    b_norm0: float | None = None
+    b_drift: float | None = None
+    gsum_persist: float | None = None
+
+    @classmethod
+    def quantities(cls) -> tuple[str, ...]:
+        """The per-layer quantity names, in field order (every field but `layer`)."""
+        return tuple(n for n in cls.model_fields if n != "layer")
+
+    def columns(self) -> dict[str, float]:
+        """{layer_column(quantity, layer): value} for every quantity this layer has (None left out)."""
+        return {layer_column(q, self.layer): v for q in self.quantities() if (v := getattr(self, q)) is not None}
+
+
+class MemberSummary(_Record):
+    """One member (lr, seed) of a cell: its divergence, losses, final evaluations (NaN for a member
+    that diverged before them) and `layers`, one LayerStats per hidden layer, in order."""
+    member: int
+    lr: float
+    seed: int
+    diverged: bool
+    diverged_step: int | None
+    initial_loss: float            # mean mini-batch loss of the first 10 steps
+    final_loss: float              # mean mini-batch loss of the last tenth of the run
+    init_full_loss_train: float    # full training set, training mode, at initialization
+    init_full_acc_train: float
+    full_loss_train: float         # the final state's (training mode on the full training set) ...
+    full_acc_train: float
+    full_loss_eval: float          # ... inference mode on the full training set ...
+    full_acc_eval: float
+    val_loss_eval: float           # ... inference mode on the validation set
+    val_acc_eval: float
+    layers: list[LayerStats]
+
+    @model_validator(mode="after")
+    def _layers_in_order(self):
+        got = [s.layer for s in self.layers]
+        if got != list(range(len(got))):
+            raise ValueError(f"layers must be numbered 0..{len(got) - 1} in order (got {got})")
+        return self
+
+    @property
+    def depth(self) -> int:
+        """The number of hidden layers."""
+        return len(self.layers)
+
+    def scalars(self) -> dict[str, Any]:
+        """Every field but `layers`, by name."""
+        return {n: getattr(self, n) for n in type(self).model_fields if n != "layers"}
+
+    def layer_columns(self) -> dict[str, float]:
+        """Every layer's numbers under their column names (None left out), quantity by quantity:
+        {"W_norm/l0": .., "W_norm/l1": .., "W_norm0/l0": .., ...}."""
+        return {layer_column(q, s.layer): v for q in LayerStats.quantities() for s in self.layers
+                if (v := getattr(s, q)) is not None}
+
+
+class CellSummary(_Record):
+    """A cell's summary.json: what the cell is, its baselines and every member."""
+    cell: str
+    variant: str
+    dataset: str
+    norm: str
+    steps: int
+    input_mean_norm: float
+    classes: int
+    chance_loss: float
+    config_hash: str
+    members: list[MemberSummary]
+
+    @model_validator(mode="after")
+    def _one_depth(self):
+        depths = sorted({m.depth for m in self.members})
+        if len(depths) > 1:
+            raise ValueError(f"members have different numbers of layers {depths}: one cell has one architecture")
+        return self
+
+    @property
+    def depth(self) -> int:
+        """The number of hidden layers (0 for a cell without members)."""
+        return self.members[0].depth if self.members else 0
+
+
+class CellMeta(BaseModel):
+    """`<cell>.meta.json`, beside the cell folder: run-specific facts DVC does not hash (other
+    keys allowed: it is not part of the cell's outputs)."""
+    model_config = ConfigDict(extra="allow")
+    cell: str
+    timing: dict[str, Any]
+    mlflow: dict[str, Any] | None = None
+    outputs_hash: str | None = None
