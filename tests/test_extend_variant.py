@@ -95,7 +95,7 @@ def test_a_new_variant_trains_and_is_judged_by_its_row(tmp_path, row):
     assert json.loads((tmp_path / cell.name / "config.json").read_text())["variant"]["norm"] == NAME
 
     # mode_free (module.py): one pass serves both modes, else inference mode runs on the EMA statistics
-    same = [m["full_loss_eval"] == m["full_loss_train"] for m in rec.summary["members"]]
+    same = [m.full_loss_eval == m.full_loss_train for m in rec.summary.members]
     assert all(same) if row.mode_free else not any(same)
 
     # the report's path (pipeline/report/cli.py evaluate): member table, then every claim
@@ -104,9 +104,9 @@ def test_a_new_variant_trains_and_is_judged_by_its_row(tmp_path, row):
     assert len(members) == len(cell.members()) and (members["norm"] == NAME).all()
     assert members["refresh_every"].isna().all() and not members["loss_fixed"].any()
     verdicts = {c.key: c.evaluate(members, long_history([rec]), settings) for c in REGISTRY}
-    measured = [e for e in verdicts["claim2"].endpoints if NAME in repr(e)]
+    measured = [e for e in verdicts["claim2"].endpoints if e.variant == NAME]
     assert bool(measured) == row.detached  # claim 2 measures b's growth on exactly the detached rows
-    assert not [e for e in verdicts["claim1"].endpoints if NAME in repr(e)]  # no centering: not claim 1's subject
+    assert not [e for e in verdicts["claim1"].endpoints if NAME in (e.variant, *e.variants)]  # no centering: not claim 1's subject
 
 
 def test_no_project_file_names_the_new_variant():
