@@ -75,6 +75,8 @@ import traceback
 from pathlib import Path
 
 from benchmarks.reference import bare_loop, init_store
+from pipeline.spec import environment
+from pipeline.spec.names import cell_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -286,10 +288,10 @@ def naive_grid(params, cfg: dict, repeats: int, env: dict, tmp: Path) -> dict:
             total += res["wall_s"]
             rss.append(res["maxrss_mib"])
         naive.append(total)
-        cold.append(sum(cli_cell(v, dataset, p, tmp / f"cold{r}" / f"{v}-{dataset}", {**normlab_env, "NORMLAB_WARM": "0"})
+        cold.append(sum(cli_cell(v, dataset, p, tmp / f"cold{r}" / cell_name(v, dataset), {**normlab_env, "NORMLAB_WARM": "0"})
                         ["wall_s"] for v in variants))
         if ensure_warm(normlab_env):
-            warm.append(sum(cli_cell(v, dataset, p, tmp / f"warm{r}" / f"{v}-{dataset}", normlab_env)["wall_s"]
+            warm.append(sum(cli_cell(v, dataset, p, tmp / f"warm{r}" / cell_name(v, dataset), normlab_env)["wall_s"]
                             for v in variants))
     na, co = stats(naive), stats(cold)
     out = {"runs": len(variants) * len(lrs) * len(seeds), "variants": list(variants), "dataset": dataset,
@@ -358,7 +360,7 @@ def report_regen(params, quick: bool, repeats: int, env: dict, tmp: Path) -> dic
     if quick:
         return {"skipped": "skipped in --quick (the report's imports alone take ~10 s)"}
     runs = ROOT / "runs"
-    cells = [f"{v}-{d}" for v in params.grid.variants for d in params.grid.datasets]
+    cells = [cell_name(v, d) for v in params.grid.variants for d in params.grid.datasets]
     have = sum((runs / c / "summary.json").exists() for c in cells)
     if have < len(cells):
         return {"skipped": f"runs/ has {have} of the grid's {len(cells)} cells"}
@@ -568,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="normlab-bench-"))
     # nothing of the benchmark goes to the repo's mlflow.db, in this process or in its children
     os.environ["MLFLOW_TRACKING_URI"] = init_store(tmp / "store")
-    os.environ["DVC_NO_ANALYTICS"] = "1"
+    environment.apply()  # no telemetry (MLflow, Ray, DVC) here or in the children: pipeline/spec/environment.py
     env = {**os.environ, "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     import torch

@@ -29,8 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-for _k, _v in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0"}.items():
-    os.environ.setdefault(_k, _v)
+from pipeline.spec.names import cell_of_stage, stage_name
 
 BIN = Path(sys.executable).parent
 
@@ -44,11 +43,11 @@ def _dvc(*args: str) -> subprocess.CompletedProcess:
 
 def stale_cells(names: list[str]) -> set[str]:
     """The cells whose `train@<cell>` stage DVC would run (DVC's own hashing, through `dvc status`)."""
-    proc = _dvc("status", "--json", *[f"train@{n}" for n in names])
+    proc = _dvc("status", "--json", *map(stage_name, names))
     if proc.returncode:
         raise RuntimeError(f"dvc status failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
     status = json.loads(proc.stdout or "{}")
-    return {key.split("@", 1)[1] for key in status if key.startswith("train@")}
+    return {cell for cell in map(cell_of_stage, status) if cell}
 
 
 class Committer:
@@ -68,7 +67,7 @@ class Committer:
             self._cv.notify()
 
     def _commit(self, cells: list[str]) -> None:
-        proc = _dvc("commit", "-f", *[f"train@{c}" for c in cells])
+        proc = _dvc("commit", "-f", *map(stage_name, cells))
         if proc.returncode:
             self.errors.append(f"dvc commit {' '.join(cells)}: {(proc.stderr or proc.stdout).strip()[-400:]}")
 
@@ -205,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             die(str(err))
     names = [c.name for c in cells]
     try:
-        stale = stale_cells(names) if with_dvc else {c.name for c in cells if not _up_to_date(
-            runs_dir / records.cell_name(c.variant_name, c.dataset_name), c)}
+        stale = stale_cells(names) if with_dvc else {c.name for c in cells if not _up_to_date(runs_dir / c.name, c)}
     except RuntimeError as err:
         die(str(err))
     from pipeline.executors import ExecutorError, Job, RayExecutor

@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from pipeline.spec.names import stage_name
+
 MARKER = ".normlab-cell"
 FILES = ("history.parquet", "summary.json", "config.json")  # what a cell folder holds (and DVC hashes)
 
@@ -67,10 +69,6 @@ class CellRecord:
     summary: dict
     history: Any  # pandas.DataFrame
     config: dict
-
-
-def cell_name(variant: str, dataset: str) -> str:
-    return f"{variant}-{dataset}"
 
 
 def meta_path(folder: Path) -> Path:
@@ -208,10 +206,10 @@ def read_summary(folder: Path) -> dict:
         CellSummary.model_validate(raw)
         return raw
     except FileNotFoundError:
-        raise RecordError(f"{path}: missing (re-run the cell: dvc repro train@{Path(folder).name})") from None
+        raise RecordError(f"{path}: missing (re-run the cell: dvc repro {stage_name(Path(folder).name)})") from None
     except (ValueError, ValidationError) as exc:
         first = str(exc).strip().splitlines()[0][:160]
-        raise RecordError(f"{path}: corrupt ({first}); re-run the cell: dvc repro -f train@{Path(folder).name}") from None
+        raise RecordError(f"{path}: corrupt ({first}); re-run the cell: dvc repro -f {stage_name(Path(folder).name)}") from None
 
 
 def read_cell(folder: str | Path) -> CellRecord:
@@ -223,10 +221,10 @@ def read_cell(folder: str | Path) -> CellRecord:
     try:
         history = pd.read_parquet(path)
     except FileNotFoundError:
-        raise RecordError(f"{path}: missing (re-run the cell: dvc repro train@{folder.name})") from None
+        raise RecordError(f"{path}: missing (re-run the cell: dvc repro {stage_name(folder.name)})") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise RecordError(f"{path}: corrupt ({first}); re-run the cell: dvc repro -f train@{folder.name}") from None
+        raise RecordError(f"{path}: corrupt ({first}); re-run the cell: dvc repro -f {stage_name(folder.name)}") from None
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:

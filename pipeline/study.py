@@ -28,10 +28,6 @@ from pathlib import Path
 
 import yaml
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
 STUDY_KEYS = {"params", "overrides", "setups", "description"}
 
 

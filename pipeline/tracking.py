@@ -9,7 +9,7 @@ parent run carries the cell's numbers (frac_trained, frac_diverged, frac_blew_up
 best_full_acc_train, largest_trained_lr: absent where no lr trained) and one figure,
 figures/b_norm_loss.png (||b|| and loss per lr, log scales). The experiment is tagged
 mlflow.experimentKind = custom_model_development, so the UI treats it as model training.
-The store is `MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo>/mlflow.db`. Metrics go
+The store is `MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo>/mlflow.db` (pipeline.spec.environment). Metrics go
 through `MlflowClient.log_batch` (one SQLite transaction each, ~0.05 ms a value instead of ~7 ms
 per `log_metric`), flushed by a Lightning callback every `tracking.flush_every` steps; a run's
 params, last metrics and closing tags share one request. Runs always end FINISHED, FAILED or
@@ -25,31 +25,16 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.config import REPO_ROOT, CellSettings, ConfigError
+from pipeline.config import CellSettings, ConfigError
+from pipeline.spec import names
+from pipeline.spec.environment import tracking_uri, workspace_root  # noqa: F401 (the rule's owner)
 
-# no usage telemetry from MLflow in anything that records runs (read when MLflow starts its client);
-# a user opts in by setting MLFLOW_DISABLE_TELEMETRY=false DO_NOT_TRACK=false (docs/ecosystem.md)
-for _key, _value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}.items():
-    os.environ.setdefault(_key, _value)
-
+# no usage telemetry from MLflow in anything that records runs: importing `pipeline` applied
+# pipeline.spec.environment (a user opts in by setting MLFLOW_DISABLE_TELEMETRY=false DO_NOT_TRACK=false)
 BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch request
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # the UI's experiment type (its own selector sets this tag)
 EXPERIMENT_KIND = "custom_model_development"    # "model training": runs table, not the GenAI overview
 FIGURE = "figures/b_norm_loss.png"              # the cell's own figure, on its parent run
-
-
-def workspace_root(root: Path = REPO_ROOT) -> Path:
-    """The user's checkout. `dvc exp run --temp` / `--queue` run stages in a throw-away copy under
-    <workspace>/.dvc/tmp/exps/: records made there must land in the workspace's store, not the copy's."""
-    parts = root.parts
-    for i in range(len(parts) - 3):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return root
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace_root() / 'mlflow.db'}"
 
 
 def _proc_start(pid: int) -> str | None:
@@ -235,7 +220,7 @@ class CellTracker:
         if os.environ.get("DVC_EXP_NAME"):
             common["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         flat = {k: v for k, v in self.cell.flat().items() if k not in ("optim.lrs", "optim.seeds")}
-        parent = self.client.create_run(self.experiment_id, run_name=self.cell.name,
+        parent = self.client.create_run(self.experiment_id, run_name=names.parent_run_name(self.cell.name),
                                         tags={**common, "normlab.kind": "cell"})
         self.parent_id = parent.info.run_id
         self._params[self.parent_id] = [Param(k, v) for k, v in {
@@ -243,7 +228,7 @@ class CellTracker:
         for lr, seed in self.members:
             tags = {**common, "normlab.kind": "member", "mlflow.parentRunId": self.parent_id,
                     "seed": str(seed), "lr": str(lr), "diverged": "false"}
-            run = self.client.create_run(self.experiment_id, run_name=f"{self.cell.name} lr={lr} seed={seed}",
+            run = self.client.create_run(self.experiment_id, run_name=names.member_run_name(self.cell.name, lr, seed),
                                          tags=tags)
             self.child_ids.append(run.info.run_id)
             self._params[run.info.run_id] = [Param(k, v) for k, v in {**flat, "optim.lr": str(lr), "seed": str(seed)}.items()]

@@ -6,8 +6,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0",
-             "NORMLAB_WARM": "0"}  # a pool worker is warm already: no warm-start server
+from pipeline.spec import environment
+
+
+def worker_env() -> dict[str, str]:
+    """What a worker process (pool or Ray) is given: telemetry as this process has it
+    (pipeline.spec.environment), and no warm-start server (a worker is warm already)."""
+    return {**environment.telemetry_env(), "NORMLAB_WARM": "0"}
 
 
 class ExecutorError(RuntimeError):

@@ -11,7 +11,7 @@ from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.executors.base import QUIET_ENV, ExecutorError, Job, Outcome, one_line
+from pipeline.executors.base import ExecutorError, Job, Outcome, one_line, worker_env
 
 
 def _worker_main(conn, env: dict) -> None:
@@ -76,7 +76,7 @@ class LocalExecutor:
         self._stopping = False
 
     def _spawn(self, index: int) -> _Worker:
-        env = dict(QUIET_ENV)
+        env = worker_env()
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % self.gpus)  # one cell per GPU
         parent, child = self._ctx.Pipe()

@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.executors.base import QUIET_ENV, ExecutorError, Job, Outcome, one_line, wants_gpu
+from pipeline.spec.names import stage_name
+from pipeline.executors.base import ExecutorError, Job, Outcome, one_line, wants_gpu, worker_env
 
 # never shipped to Ray workers: environments, records, stores, caches, reports
 RAY_EXCLUDES = [".venv", "runs", "mlruns", "mlflow.db", "mlflow.db-journal", "mlflow.db.init-lock", "mlartifacts",
@@ -119,7 +120,7 @@ class RayExecutor:
             check_address(address)
         self.retries, self._stopping, self._pending = retries, False, {}
         runtime_env = {"working_dir": str(code_root), "excludes": [*RAY_EXCLUDES, *excludes],
-                       "env_vars": {**QUIET_ENV, **(env or {})}}
+                       "env_vars": {**worker_env(), **(env or {})}}
         extra, old_umask, self.temp_dir = {}, None, None
         if not address:  # a local cluster: its files in a private folder, created private (umask 077)
             self.temp_dir = ray_temp_dir()
@@ -156,7 +157,7 @@ class RayExecutor:
             gpu = wants_gpu(job.cell, self.gpus > 0)
             ref = self._task.options(num_cpus=max(1, job.cell.train.threads), num_gpus=1 if gpu else 0,
                                      max_retries=self.retries, retry_exceptions=False,
-                                     name=f"train@{job.name}").remote(job.cell, job.name)
+                                     name=stage_name(job.name)).remote(job.cell, job.name)
             self._pending[ref] = job
         while self._pending:
             done, _ = ray.wait(list(self._pending), num_returns=1, timeout=1.0)
