@@ -22,7 +22,7 @@ The default cell is center_detached on synthetic, with params.yaml's settings (-
               second copy (--no-parallel skips it). The no-op `dvc repro` and the report of figure 6
               are then measured on that copy (the default grid, every cell there).
 
-1 overhead    ms per training step of the default cell through pipeline.train.run_cell (Lightning,
+1 overhead    ms per training step of the default cell through pipeline.cell.run_cell (Lightning,
               measurement hooks, interval evaluation, MLflow tracking on): timing.fit_s / steps;
               against a bare PyTorch loop over the same StackedMLP, stacked optimizer, batches
               and loss (no Lightning, no tracking, no measurements). ratio = normlab / bare, <= 1.3.
@@ -188,7 +188,7 @@ def ensure_warm(env: dict) -> bool:
 
 # -- 1 and 2: in-process -----------------------------------------------------------------------
 def overhead(cell, repeats: int, tmp: Path) -> dict:
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     steps = cell.train.steps
     run_cell(sized(cell, steps=5), tmp / "warmup", progress=False)  # first-call costs out of the figures
@@ -212,7 +212,7 @@ def overhead(cell, repeats: int, tmp: Path) -> dict:
 
 
 def stacking(cell, repeats: int, tmp: Path) -> dict:
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     stacked, alone = [], []
     for r in range(repeats):
@@ -316,7 +316,7 @@ def memory_growth(cell, n: int, tmp: Path) -> dict:
     a local executor's worker runs them: a leak shows as a rise from the second cell on."""
     import gc
 
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     after = []
     for i in range(n):
@@ -390,7 +390,7 @@ def bmm_flops(shape: tuple[int, int, int], repeats: int = 10) -> float:
 
 def scaling(cell, cfg: dict, repeats: int, tmp: Path) -> dict:
     from pipeline.data import StackedDataModule
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     steps, lr = cfg["scaling_steps"], cell.optim.lrs[0]
     d_in, d_out = StackedDataModule(cell.dataset, [0], 1, 1).dims

@@ -1,6 +1,6 @@
 """MLflow records of a cell: one parent run per cell, one child run per member.
 
-    from pipeline.tracking import CellTracker   # used by pipeline.train.run_cell (via pipeline.tracker_process)
+    from pipeline.tracking import CellTracker   # used by pipeline.cell.run_cell (via pipeline.tracker_process)
 
 Every run carries MLflow's own context tags (mlflow.source.name/type, mlflow.source.git.commit,
 mlflow.user) and the cell's (variant, dataset, lr, seed ...). Each run records the cell's training

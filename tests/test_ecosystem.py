@@ -33,7 +33,7 @@ def tracked(tmp_path_factory):
     whose experiment exists already without a kind tag."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     d = tmp_path_factory.mktemp("tracked")
     uri = f"sqlite:///{d / 'mlflow.db'}"

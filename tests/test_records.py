@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline import records
-from pipeline.train import run_cell
+from pipeline.cell import run_cell
 from tests.conftest import make_cell
 
 

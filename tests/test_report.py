@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest -q tests/test_report.py
 
-A tiny real grid (5 cells, 20 steps, trained once per module with pipeline.train.run_cell)
+A tiny real grid (5 cells, 20 steps, trained once per module with pipeline.cell.run_cell)
 is copied into each test that changes it.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ TINY = {"grid": {"variants": VARIANTS, "datasets": ["synthetic"]},
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     root = tmp_path_factory.mktemp("grid")
     (root / "params.yaml").write_text(yaml.safe_dump(merge(BASE, TINY), sort_keys=False))
@@ -323,7 +323,7 @@ def test_a_tracked_cell_run_is_found_by_its_outputs(grid, mlflow_uri):
     """The real chain: training tags its parent run with the hash of what it wrote; the report finds it."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     p = yaml.safe_load((grid / "params.yaml").read_text())
     p["tracking"]["enabled"] = True

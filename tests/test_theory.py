@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.model import StackedMLP
-from pipeline.train import run_cell
+from pipeline.cell import run_cell
 from tests.conftest import make_cell
 
 

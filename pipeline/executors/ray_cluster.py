@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.spec.names import stage_name
-from pipeline.executors.base import ExecutorError, Job, Outcome, one_line, wants_gpu, worker_env
+from pipeline.executors.base import ExecutorError, Job, Options, Outcome, one_line, wants_gpu, worker_env
 
 # never shipped to Ray workers: environments, records, stores, caches, reports
 RAY_EXCLUDES = [".venv", "runs", "mlruns", "mlflow.db", "mlflow.db-journal", "mlflow.db.init-lock", "mlartifacts",
@@ -20,7 +20,7 @@ RAY_EXCLUDES = [".venv", "runs", "mlruns", "mlflow.db", "mlflow.db-journal", "ml
 def ray_cell(cell, name: str) -> dict:
     """Runs on a Ray worker: the cell into a temp folder of its node; its files' bytes go back."""
     from pipeline import records
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     tmp = Path(tempfile.mkdtemp(prefix="normlab-cell-"))
     try:
@@ -110,6 +110,29 @@ class RayExecutor:
     """One Ray task per cell on the cluster at `address` (None: RAY_ADDRESS, else a local Ray)."""
 
     name = "ray"
+    takes_address = True
+
+    @classmethod
+    def check_store(cls, options: Options, tracking_uri: str) -> None:
+        """On a cluster (an address), every node must reach the store: a tracking server."""
+        remote = options.address or os.environ.get("RAY_ADDRESS")
+        if remote and not tracking_uri.startswith(("http://", "https://")):
+            raise ExecutorError(f"MLFLOW_TRACKING_URI: the ray executor on a cluster needs a tracking server every "
+                                f"node reaches (http://host:port; `make server` starts one), got {tracking_uri}")
+
+    @classmethod
+    def create(cls, options: Options) -> "RayExecutor":
+        """Joins the cluster (or starts a local Ray); the code ships from the repository root, without
+        the cells' folder; the workers record where the driver does."""
+        from pipeline.spec.environment import REPO_ROOT, tracking_uri
+
+        excludes = []
+        try:
+            excludes.append(str(Path(options.runs_dir).resolve().relative_to(REPO_ROOT)))
+        except ValueError:
+            pass
+        return cls(options.address, REPO_ROOT, options.retries, excludes,
+                   env={"MLFLOW_TRACKING_URI": tracking_uri()}, local_cpus=options.jobs)
 
     def __init__(self, address: str | None, code_root: Path, retries: int = 2, excludes: list[str] = (),
                  env: dict | None = None, local_cpus: int | None = None):
