@@ -5,9 +5,10 @@
 Every run carries MLflow's own context tags (mlflow.source.name/type, mlflow.source.git.commit,
 mlflow.user) and the cell's (variant, dataset, lr, seed ...). Each run records the cell's training
 split as a dataset input (name = the data set's name, MLflow's digest of the arrays). A finished
-parent run carries the cell's numbers (frac_trained, frac_diverged, frac_blew_up, best_full_loss_train,
-best_full_acc_train, largest_trained_lr: absent where no lr trained) and one figure,
-figures/b_norm_loss.png (||b|| and loss per lr, log scales). The experiment is tagged
+parent run carries the tag diverged_members and one figure, figures/b_norm_loss.png (||b|| and loss
+per lr, log scales). Training does not judge its members: the cell's numbers (frac_trained,
+frac_diverged, frac_blew_up, best_full_loss_train, best_full_acc_train, largest_trained_lr) are
+logged onto this run by the report, at the report's thresholds (pipeline/report/mlflow_run.py). The experiment is tagged
 mlflow.experimentKind = custom_model_development, so the UI treats it as model training.
 The store is `MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo>/mlflow.db` (pipeline.spec.environment). Metrics go
 through `MlflowClient.log_batch` (one SQLite transaction each, ~0.05 ms a value instead of ~7 ms
@@ -300,30 +301,24 @@ class CellTracker:
             self._finish(status, summary, artifacts, outputs_hash)
 
     def _finish(self, status, summary, artifacts, outputs_hash) -> None:
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import RunTag
 
         t0 = time.perf_counter()
         try:
             for op in self._pending:  # every metric is stored before a run is closed
                 op.wait()
             self._pending.clear()
-            now = int(time.time() * 1000)
             if summary is not None and not self._members_closed:
                 self._close_members({m["member"]: m["diverged_step"] for m in summary["members"] if m["diverged"]})
             for run_id in self.child_ids:  # a run that ended early still gets its params
                 if self._params.get(run_id):
                     self._batch(run_id)
-            tags, metrics = [], []
+            tags = []
             if outputs_hash:  # the report finds the run behind a cell's outputs by this
                 tags.append(RunTag("normlab.outputs_hash", outputs_hash))
-            if summary is not None:
-                from pipeline.cell_view import cell_metrics, outcome_rule
-
-                # the cell's numbers on its parent run: the runs table sorts and compares cells by them
-                metrics = [Metric(k, v, now, 0) for k, v in cell_metrics(summary, self.cell).items()]
-                tags += [RunTag("normlab.outcome_rule", outcome_rule()),
-                         RunTag("diverged_members", str(sum(m["diverged"] for m in summary["members"])))]
-            self._batch(self.parent_id, metrics=metrics, tags=tags)
+            if summary is not None:  # a count, not a judgement: the report logs the cell's numbers
+                tags.append(RunTag("diverged_members", str(sum(m["diverged"] for m in summary["members"]))))
+            self._batch(self.parent_id, tags=tags)
             history = next((p for p in artifacts if Path(p).name == "history.parquet"), None)
             if summary is not None and history is not None and Path(history).exists():
                 self._log_figure(history)
@@ -341,7 +336,7 @@ class CellTracker:
     def _log_figure(self, history_file) -> None:
         import pandas as pd
 
-        from pipeline.cell_view import cell_figure
+        from pipeline.cell_figure import cell_figure
 
         fig = cell_figure(pd.read_parquet(history_file), self.cell.name)
         self.client.log_figure(self.parent_id, fig, FIGURE)

@@ -106,7 +106,7 @@ def _warm_up() -> None:
     import sqlalchemy.orm
     from mlflow.store.tracking.dbmodels import models  # noqa: F401  (MLflow's tables, mapped)
 
-    from pipeline.cell_view import cell_figure
+    from pipeline.cell_figure import cell_figure
 
     rows = pd.DataFrame({"member": [0, 0], "step": [0, 10], "lr": [0.1, 0.1], "seed": [0, 0],
                          "loss": [2.0, 1.0], "b_norm/l0": [1.0, 3.0]})

@@ -23,11 +23,12 @@ import pytest
 import yaml
 
 from pipeline import records
+from pipeline.spec import environment
 from tests import test_dvc_pipeline as dvcp
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0", "NORMLAB_WARM": "0"}
+QUIET = {**environment.NO_TELEMETRY, "NORMLAB_WARM": "0"}  # telemetry off: pipeline/spec/environment.py
 CELLS = ["center_detached-synthetic", "center_detached-shifted", "bn-synthetic", "bn-shifted"]
 GRID = {  # 4 cells x 2 members; long enough (150 steps) that a cell is caught mid-training
     "grid": {"variants": ["center_detached", "bn"], "datasets": ["synthetic", "shifted"]},

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from pipeline import warm
+from pipeline.spec import environment
 from tests.conftest import BASE, merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.slow
 def _env(tmp: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "NORMLAB_T0")}
     return {**env, "TMPDIR": str(tmp), "NORMLAB_WARM": "1", "NORMLAB_WARM_IDLE": "120",
-            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **extra}
+            **environment.NO_TELEMETRY, **extra}
 
 
 def _servers(tmp: Path) -> list[int]:
