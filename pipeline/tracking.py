@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pipeline.config import CellSettings, ConfigError
 from pipeline.spec import names
-from pipeline.spec.environment import tracking_uri, workspace_root  # noqa: F401 (the rule's owner)
+from pipeline.spec.environment import tracking_uri, workspace_root  # noqa: F401 (the rule's owner; re-exported)
 
 # no usage telemetry from MLflow in anything that records runs: importing `pipeline` applied
 # pipeline.spec.environment (a user opts in by setting MLFLOW_DISABLE_TELEMETRY=false DO_NOT_TRACK=false)

@@ -25,7 +25,8 @@ RULE_TAG = "normlab.outcome_rule"
 
 def open_store(params):
     """(client, experiment id) of the configured store; a ConfigError if it does not answer."""
-    from pipeline.tracking import close_orphans, connect, experiment_id, tracking_uri
+    from pipeline.spec.environment import tracking_uri
+    from pipeline.tracking import close_orphans, connect, experiment_id
 
     uri = tracking_uri()
     client = connect(uri)
