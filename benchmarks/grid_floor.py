@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 
 from benchmarks.reference import bare_loop, init_store
+from pipeline.spec import environment
+from pipeline.spec.names import cell_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -68,8 +70,9 @@ def make_project(dst: Path, source: Path = ROOT, params_text: str | None = None)
             shutil.copy(src, dst / name)
     if params_text is not None:
         (dst / "params.yaml").write_text(params_text)
-    subprocess.run([str(Path(PY).parent / "dvc"), "init", "--no-scm", "-q"], cwd=dst, check=True)
-    subprocess.run([str(Path(PY).parent / "dvc"), "config", "core.analytics", "false"], cwd=dst, check=True)
+    # DVC's analytics off through the environment every normlab process gets (pipeline/spec/environment.py)
+    subprocess.run([str(Path(PY).parent / "dvc"), "init", "--no-scm", "-q"], cwd=dst, check=True,
+                   env=environment.child_env())
     return dst
 
 
@@ -119,7 +122,7 @@ def floor_seconds(params_path: Path, cells: list[tuple[str, str]]) -> dict[str, 
     out = {}
     for v, d in cells:
         cell = cell_settings(params, v, d)
-        out[f"{v}-{d}"] = bare_loop(cell)
+        out[cell_name(v, d)] = bare_loop(cell)
     return out
 
 
@@ -180,7 +183,7 @@ def grid_floor(params_text: str | None, env: dict, tmp: Path, repeats: int, para
     project = make_project(tmp / "project", source, params_text)
     params = load_params(project / "params.yaml")
     cells = [(v, d) for v in params.grid.variants for d in params.grid.datasets]
-    names = [f"{v}-{d}" for v, d in cells]
+    names = [cell_name(v, d) for v, d in cells]
     store = tmp / "store"
     store.mkdir()
     run_env, stamps_log = shim_env({**env, "MLFLOW_TRACKING_URI": init_store(store)}, tmp / "shim")

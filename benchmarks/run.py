@@ -22,7 +22,7 @@ The default cell is center_detached on synthetic, with params.yaml's settings (-
               second copy (--no-parallel skips it). The no-op `dvc repro` and the report of figure 6
               are then measured on that copy (the default grid, every cell there).
 
-1 overhead    ms per training step of the default cell through pipeline.train.run_cell (Lightning,
+1 overhead    ms per training step of the default cell through pipeline.cell.run_cell (Lightning,
               measurement hooks, interval evaluation, MLflow tracking on): timing.fit_s / steps;
               against a bare PyTorch loop over the same StackedMLP, stacked optimizer, batches
               and loss (no Lightning, no tracking, no measurements). ratio = normlab / bare, <= 1.3.
@@ -75,6 +75,8 @@ import traceback
 from pathlib import Path
 
 from benchmarks.reference import bare_loop, init_store
+from pipeline.spec import environment
+from pipeline.spec.names import cell_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -186,7 +188,7 @@ def ensure_warm(env: dict) -> bool:
 
 # -- 1 and 2: in-process -----------------------------------------------------------------------
 def overhead(cell, repeats: int, tmp: Path) -> dict:
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     steps = cell.train.steps
     run_cell(sized(cell, steps=5), tmp / "warmup", progress=False)  # first-call costs out of the figures
@@ -210,7 +212,7 @@ def overhead(cell, repeats: int, tmp: Path) -> dict:
 
 
 def stacking(cell, repeats: int, tmp: Path) -> dict:
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     stacked, alone = [], []
     for r in range(repeats):
@@ -286,10 +288,10 @@ def naive_grid(params, cfg: dict, repeats: int, env: dict, tmp: Path) -> dict:
             total += res["wall_s"]
             rss.append(res["maxrss_mib"])
         naive.append(total)
-        cold.append(sum(cli_cell(v, dataset, p, tmp / f"cold{r}" / f"{v}-{dataset}", {**normlab_env, "NORMLAB_WARM": "0"})
+        cold.append(sum(cli_cell(v, dataset, p, tmp / f"cold{r}" / cell_name(v, dataset), {**normlab_env, "NORMLAB_WARM": "0"})
                         ["wall_s"] for v in variants))
         if ensure_warm(normlab_env):
-            warm.append(sum(cli_cell(v, dataset, p, tmp / f"warm{r}" / f"{v}-{dataset}", normlab_env)["wall_s"]
+            warm.append(sum(cli_cell(v, dataset, p, tmp / f"warm{r}" / cell_name(v, dataset), normlab_env)["wall_s"]
                             for v in variants))
     na, co = stats(naive), stats(cold)
     out = {"runs": len(variants) * len(lrs) * len(seeds), "variants": list(variants), "dataset": dataset,
@@ -314,7 +316,7 @@ def memory_growth(cell, n: int, tmp: Path) -> dict:
     a local executor's worker runs them: a leak shows as a rise from the second cell on."""
     import gc
 
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     after = []
     for i in range(n):
@@ -358,7 +360,7 @@ def report_regen(params, quick: bool, repeats: int, env: dict, tmp: Path) -> dic
     if quick:
         return {"skipped": "skipped in --quick (the report's imports alone take ~10 s)"}
     runs = ROOT / "runs"
-    cells = [f"{v}-{d}" for v in params.grid.variants for d in params.grid.datasets]
+    cells = [cell_name(v, d) for v in params.grid.variants for d in params.grid.datasets]
     have = sum((runs / c / "summary.json").exists() for c in cells)
     if have < len(cells):
         return {"skipped": f"runs/ has {have} of the grid's {len(cells)} cells"}
@@ -388,7 +390,7 @@ def bmm_flops(shape: tuple[int, int, int], repeats: int = 10) -> float:
 
 def scaling(cell, cfg: dict, repeats: int, tmp: Path) -> dict:
     from pipeline.data import StackedDataModule
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     steps, lr = cfg["scaling_steps"], cell.optim.lrs[0]
     d_in, d_out = StackedDataModule(cell.dataset, [0], 1, 1).dims
@@ -568,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="normlab-bench-"))
     # nothing of the benchmark goes to the repo's mlflow.db, in this process or in its children
     os.environ["MLFLOW_TRACKING_URI"] = init_store(tmp / "store")
-    os.environ["DVC_NO_ANALYTICS"] = "1"
+    environment.apply()  # no telemetry (MLflow, Ray, DVC) here or in the children: pipeline/spec/environment.py
     env = {**os.environ, "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     import torch

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pipeline.config import Params
-    from pipeline.study import load_study
+    from pipeline.study_file import load_study
 
     torch.set_num_threads(torch.get_num_threads())
     name, setups = load_study(args.study)

@@ -29,9 +29,11 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.spec import environment
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0", "NORMLAB_WARM": "0"}
+QUIET = {**environment.telemetry_env(), "NORMLAB_WARM": "0"}  # telemetry: pipeline/spec/environment.py
 
 
 # -- tracking: concurrent writers ------------------------------------------------------------
@@ -124,13 +126,14 @@ def _repo(d: Path, variants: list[str], datasets: list[str]) -> Path:
     params["grid"] = {"variants": variants, "datasets": datasets}
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (d / ".gitignore").write_text("mlflow.db\nmlflow.db.init-lock\nmlruns/\n")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):  # DVC's analytics: off by _env
         subprocess.run(cmd, cwd=d, env=_env(d), check=True, capture_output=True)
     return d
 
 
 def _env(d: Path) -> dict:
-    return {**os.environ, **QUIET, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"}
+    return environment.child_env(NORMLAB_WARM="0", PATH=f"{BIN}:{os.environ['PATH']}",
+                                 MLFLOW_TRACKING_URI=f"sqlite:///{d / 'mlflow.db'}")
 
 
 def _timed(cmd: list[str], d: Path) -> tuple[float, str]:

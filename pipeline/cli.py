@@ -20,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.spec import environment
+
 # module, its main(), one line of help; modules are imported only when their command runs
 COMMANDS = {
     "train": ("pipeline.train", "main", "train one grid cell (a variant on a data set, all its lrs x seeds)"),
@@ -30,7 +32,6 @@ COMMANDS = {
     "server": ("pipeline.tracking_server", "main", "PostgreSQL + an MLflow tracking server on 127.0.0.1"),
     "fetch-data": ("pipeline.fetch_data", "main", "download an image data set (mnist, fashion_mnist, cifar10)"),
 }
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def usage() -> str:
@@ -41,9 +42,8 @@ def usage() -> str:
 
 
 def store_uri() -> str:
-    """The runs store, by pipeline.tracking.tracking_uri's rule (not imported here: it loads Lightning)."""
-    root = Path(__file__).resolve().parents[1]
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    """The runs store (pipeline.spec.environment's rule: standard library only, no Lightning)."""
+    return environment.tracking_uri()
 
 
 def ui_command(argv: list[str]) -> list[str] | str:
@@ -77,8 +77,7 @@ def ui(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    environment.apply()  # already done by importing pipeline; said here because this is the entry point
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2

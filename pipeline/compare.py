@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from pipeline import records
     from pipeline.config import ConfigError, die
-    from pipeline.study import load_study
+    from pipeline.study_file import load_study
 
     try:
         name, setups = load_study(args.study)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.params_yaml import YamlError, error_line, read_yaml
 from pipeline.spec.variants import NORM_SPECS, allowed_text, norm_spec
+from pipeline.spec.names import cell_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -298,7 +299,7 @@ class CellSettings(_Strict):
 
     @property
     def name(self) -> str:
-        return f"{self.variant_name}-{self.dataset_name}"
+        return cell_name(self.variant_name, self.dataset_name)
 
     def members(self) -> list[tuple[float, int]]:
         """(lr, seed) per member, seeds inner: members with the same seed share init and data order."""

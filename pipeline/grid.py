@@ -5,7 +5,7 @@
     python -m pipeline.grid --params studies/long.yaml --runs runs/long --report reports/long --jobs 2
 
 The DVC study (params.yaml): `dvc status --json` says which `train@<cell>` stages are stale; the
-executor (pipeline/executors.py) runs them outside DVC's lock; each finished cell is written whole
+executor (pipeline/executors/, through its Executor protocol) runs them outside DVC's lock; each finished cell is written whole
 into runs/<cell> as it completes, `dvc commit -f train@<cell>` records it (in batches, beside the
 training), so dvc.lock is what a sequential `dvc repro` writes; then `dvc repro` builds the report.
 Another params file (a study beside the default one): no DVC; a cell whose folder under --runs
@@ -29,8 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-for _k, _v in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0"}.items():
-    os.environ.setdefault(_k, _v)
+from pipeline.spec.names import cell_of_stage, stage_name
 
 BIN = Path(sys.executable).parent
 
@@ -44,11 +43,11 @@ def _dvc(*args: str) -> subprocess.CompletedProcess:
 
 def stale_cells(names: list[str]) -> set[str]:
     """The cells whose `train@<cell>` stage DVC would run (DVC's own hashing, through `dvc status`)."""
-    proc = _dvc("status", "--json", *[f"train@{n}" for n in names])
+    proc = _dvc("status", "--json", *map(stage_name, names))
     if proc.returncode:
         raise RuntimeError(f"dvc status failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
     status = json.loads(proc.stdout or "{}")
-    return {key.split("@", 1)[1] for key in status if key.startswith("train@")}
+    return {cell for cell in map(cell_of_stage, status) if cell}
 
 
 class Committer:
@@ -68,7 +67,7 @@ class Committer:
             self._cv.notify()
 
     def _commit(self, cells: list[str]) -> None:
-        proc = _dvc("commit", "-f", *[f"train@{c}" for c in cells])
+        proc = _dvc("commit", "-f", *map(stage_name, cells))
         if proc.returncode:
             self.errors.append(f"dvc commit {' '.join(cells)}: {(proc.stderr or proc.stdout).strip()[-400:]}")
 
@@ -137,30 +136,11 @@ def close_dead_attempts(client, experiment: str, cells: set[str], since_ms: int)
     return n
 
 
-def _make_executor(args, params, cells, runs_dir: Path):
-    from pipeline.config import REPO_ROOT
-    from pipeline.executors import LocalExecutor, RayExecutor, local_gpu_count, wants_gpu
-    from pipeline.tracking import tracking_uri
-
-    if args.executor == "local":
-        gpus = local_gpu_count() if any(c.train.accelerator in ("auto", "gpu", "cuda") for c in cells) else 0
-        if not gpus and any(c.train.accelerator in ("gpu", "cuda") for c in cells):
-            from pipeline.config import die
-            die(f"train.accelerator: {params.train.accelerator} asks for a GPU and this machine has none "
-                "(nvidia-smi lists no GPU); use accelerator: cpu or auto")
-        return LocalExecutor(args.jobs, args.retries, gpus if any(wants_gpu(c, gpus > 0) for c in cells) else 0)
-    excludes = []
-    try:
-        excludes.append(str(runs_dir.resolve().relative_to(REPO_ROOT)))
-    except ValueError:
-        pass
-    return RayExecutor(args.address, REPO_ROOT, args.retries, excludes, env={"MLFLOW_TRACKING_URI": tracking_uri()},
-                       local_cpus=args.jobs)
-
-
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.executors import EXECUTORS, ExecutorError, Job, Options
+
     ap = argparse.ArgumentParser(prog="python -m pipeline.grid", description=__doc__.splitlines()[0])
-    ap.add_argument("--executor", default="local", help="local (worker processes here) | ray (a Ray cluster)")
+    ap.add_argument("--executor", default="local", help=" | ".join(EXECUTORS) + " (pipeline/executors/)")
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                     help="local: worker processes (default: cores); ray without --address: CPUs of the local Ray")
     ap.add_argument("--address", help="ray: HOST:PORT of the cluster's head (default: RAY_ADDRESS, else a local Ray)")
@@ -171,16 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from pipeline import records
     from pipeline.config import ConfigError, cell_settings, die, load_params
+    from pipeline.spec.environment import tracking_uri
 
     # bad input: one line, exit 2, before any work
-    if args.executor not in ("local", "ray"):
-        die(f"--executor: must be local or ray (got {args.executor!r})")
+    if args.executor not in EXECUTORS:
+        die(f"--executor: must be {' or '.join(EXECUTORS)} (got {args.executor!r})")
+    kind = EXECUTORS[args.executor]
     if args.jobs < 1:
         die(f"--jobs: must be >= 1 (got {args.jobs})")
     if args.retries < 0:
         die(f"--retries: must be >= 0 (got {args.retries})")
-    if args.address and args.executor != "ray":
-        die("--address: only with --executor ray")
+    if args.address and not kind.takes_address:
+        die(f"--address: only with --executor {' or '.join(n for n, k in EXECUTORS.items() if k.takes_address)}")
     try:
         params = load_params(args.params)
         cells = [cell_settings(params, v, d) for v in params.grid.variants for d in params.grid.datasets]
@@ -190,27 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = Path("runs") if with_dvc else Path(args.runs)
     if not with_dvc and Path(args.runs).resolve() == Path("runs").resolve():
         die(f"--runs: another params file ({args.params}) needs its own runs folder, not the DVC study's runs/")
+    options = Options(args.jobs, args.retries, args.address, runs_dir, cells)
     client = None
     if params.tracking.enabled:
-        from pipeline.tracking import tracking_uri
-
-        uri = tracking_uri()
-        remote = args.executor == "ray" and (args.address or os.environ.get("RAY_ADDRESS"))
-        if remote and not uri.startswith(("http://", "https://")):
-            die(f"MLFLOW_TRACKING_URI: the ray executor on a cluster needs a tracking server every node reaches "
-                f"(http://host:port; `make server` starts one), got {uri}")
         try:
+            kind.check_store(options, tracking_uri())  # e.g. a cluster's nodes must reach the store
             client = _open_store(params.tracking.experiment)
-        except ConfigError as err:
+        except (ConfigError, ExecutorError) as err:
             die(str(err))
     names = [c.name for c in cells]
     try:
-        stale = stale_cells(names) if with_dvc else {c.name for c in cells if not _up_to_date(
-            runs_dir / records.cell_name(c.variant_name, c.dataset_name), c)}
+        stale = stale_cells(names) if with_dvc else {c.name for c in cells if not _up_to_date(runs_dir / c.name, c)}
     except RuntimeError as err:
         die(str(err))
-    from pipeline.executors import ExecutorError, Job, RayExecutor
-
     jobs = [Job(c.name, c, runs_dir / c.name) for c in cells if c.name in stale]
     for job in jobs:  # never replace what normlab did not write
         try:
@@ -219,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             die(str(err))
     since_ms = int(time.time() * 1000)
     try:
-        executor = _make_executor(args, params, cells, runs_dir) if jobs else None
-        if isinstance(executor, RayExecutor):
+        executor = kind.create(options) if jobs else None
+        if executor:
             try:
                 executor.check(jobs)
             except ExecutorError:

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline.spec.records import CellMeta, CellSummary, LayerStats, MemberSummary, layer_column  # noqa: F401
 
+from pipeline.spec.names import stage_name
+
 MARKER = ".normlab-cell"
 FILES = ("history.parquet", "summary.json", "config.json")  # what a cell folder holds (and DVC hashes)
 
@@ -61,10 +63,6 @@ def _one_line(exc: Exception) -> str:
         more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
         return f"{where}: {first['msg']}{more}"[:200]
     return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-
-
-def cell_name(variant: str, dataset: str) -> str:
-    return f"{variant}-{dataset}"
 
 
 def meta_path(folder: Path) -> Path:
@@ -207,10 +205,10 @@ def read_summary(folder: Path) -> CellSummary:
     try:
         return CellSummary.model_validate(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise RecordError(f"{path}: missing (re-run the cell: dvc repro train@{Path(folder).name})") from None
+        raise RecordError(f"{path}: missing (re-run the cell: dvc repro {stage_name(Path(folder).name)})") from None
     except ValueError as exc:  # ValidationError is one
         raise RecordError(f"{path}: corrupt ({_one_line(exc)}); re-run the cell: "
-                          f"dvc repro -f train@{Path(folder).name}") from None
+                          f"dvc repro -f {stage_name(Path(folder).name)}") from None
 
 
 def read_cell(folder: str | Path) -> CellRecord:
@@ -222,9 +220,9 @@ def read_cell(folder: str | Path) -> CellRecord:
     try:
         history = pd.read_parquet(path)
     except FileNotFoundError:
-        raise RecordError(f"{path}: missing (re-run the cell: dvc repro train@{folder.name})") from None
+        raise RecordError(f"{path}: missing (re-run the cell: dvc repro {stage_name(folder.name)})") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
-        raise RecordError(f"{path}: corrupt ({_one_line(exc)}); re-run the cell: dvc repro -f train@{folder.name}") from None
+        raise RecordError(f"{path}: corrupt ({_one_line(exc)}); re-run the cell: dvc repro -f {stage_name(folder.name)}") from None
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from pipeline.config import CellSettings, ConfigError
-from pipeline.tracking import CellTracker, dataset_inputs, process_tag, signals_deferred, tracking_uri
+from pipeline.spec.environment import tracking_uri
+from pipeline.tracking import CellTracker, dataset_inputs, process_tag, signals_deferred
 
 
 def _threads() -> int:

@@ -1,15 +1,16 @@
 """MLflow records of a cell: one parent run per cell, one child run per member.
 
-    from pipeline.tracking import CellTracker   # used by pipeline.train.run_cell (via pipeline.tracker_process)
+    from pipeline.tracking import CellTracker   # used by pipeline.cell.run_cell (via pipeline.tracker_process)
 
 Every run carries MLflow's own context tags (mlflow.source.name/type, mlflow.source.git.commit,
 mlflow.user) and the cell's (variant, dataset, lr, seed ...). Each run records the cell's training
 split as a dataset input (name = the data set's name, MLflow's digest of the arrays). A finished
-parent run carries the cell's numbers (frac_trained, frac_diverged, frac_blew_up, best_full_loss_train,
-best_full_acc_train, largest_trained_lr: absent where no lr trained) and one figure,
-figures/b_norm_loss.png (||b|| and loss per lr, log scales). The experiment is tagged
+parent run carries the tag diverged_members and one figure, figures/b_norm_loss.png (||b|| and loss
+per lr, log scales). Training does not judge its members: the cell's numbers (frac_trained,
+frac_diverged, frac_blew_up, best_full_loss_train, best_full_acc_train, largest_trained_lr) are
+logged onto this run by the report, at the report's thresholds (pipeline/report/mlflow_run.py). The experiment is tagged
 mlflow.experimentKind = custom_model_development, so the UI treats it as model training.
-The store is `MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo>/mlflow.db`. Metrics go
+The store is `MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo>/mlflow.db` (pipeline.spec.environment). Metrics go
 through `MlflowClient.log_batch` (one SQLite transaction each, ~0.05 ms a value instead of ~7 ms
 per `log_metric`), flushed by a Lightning callback every `tracking.flush_every` steps; a run's
 params, last metrics and closing tags share one request. Runs always end FINISHED, FAILED or
@@ -25,31 +26,16 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.config import REPO_ROOT, CellSettings, ConfigError
+from pipeline.config import CellSettings, ConfigError
+from pipeline.spec import names
+from pipeline.spec.environment import tracking_uri, workspace_root  # noqa: F401 (the rule's owner; re-exported)
 
-# no usage telemetry from MLflow in anything that records runs (read when MLflow starts its client);
-# a user opts in by setting MLFLOW_DISABLE_TELEMETRY=false DO_NOT_TRACK=false (docs/ecosystem.md)
-for _key, _value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}.items():
-    os.environ.setdefault(_key, _value)
-
+# no usage telemetry from MLflow in anything that records runs: importing `pipeline` applied
+# pipeline.spec.environment (a user opts in by setting MLFLOW_DISABLE_TELEMETRY=false DO_NOT_TRACK=false)
 BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch request
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # the UI's experiment type (its own selector sets this tag)
 EXPERIMENT_KIND = "custom_model_development"    # "model training": runs table, not the GenAI overview
 FIGURE = "figures/b_norm_loss.png"              # the cell's own figure, on its parent run
-
-
-def workspace_root(root: Path = REPO_ROOT) -> Path:
-    """The user's checkout. `dvc exp run --temp` / `--queue` run stages in a throw-away copy under
-    <workspace>/.dvc/tmp/exps/: records made there must land in the workspace's store, not the copy's."""
-    parts = root.parts
-    for i in range(len(parts) - 3):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return root
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace_root() / 'mlflow.db'}"
 
 
 def _proc_start(pid: int) -> str | None:
@@ -235,7 +221,7 @@ class CellTracker:
         if os.environ.get("DVC_EXP_NAME"):
             common["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         flat = {k: v for k, v in self.cell.flat().items() if k not in ("optim.lrs", "optim.seeds")}
-        parent = self.client.create_run(self.experiment_id, run_name=self.cell.name,
+        parent = self.client.create_run(self.experiment_id, run_name=names.parent_run_name(self.cell.name),
                                         tags={**common, "normlab.kind": "cell"})
         self.parent_id = parent.info.run_id
         self._params[self.parent_id] = [Param(k, v) for k, v in {
@@ -243,7 +229,7 @@ class CellTracker:
         for lr, seed in self.members:
             tags = {**common, "normlab.kind": "member", "mlflow.parentRunId": self.parent_id,
                     "seed": str(seed), "lr": str(lr), "diverged": "false"}
-            run = self.client.create_run(self.experiment_id, run_name=f"{self.cell.name} lr={lr} seed={seed}",
+            run = self.client.create_run(self.experiment_id, run_name=names.member_run_name(self.cell.name, lr, seed),
                                          tags=tags)
             self.child_ids.append(run.info.run_id)
             self._params[run.info.run_id] = [Param(k, v) for k, v in {**flat, "optim.lr": str(lr), "seed": str(seed)}.items()]
@@ -315,30 +301,24 @@ class CellTracker:
             self._finish(status, summary, artifacts, outputs_hash)
 
     def _finish(self, status, summary, artifacts, outputs_hash) -> None:
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import RunTag
 
         t0 = time.perf_counter()
         try:
             for op in self._pending:  # every metric is stored before a run is closed
                 op.wait()
             self._pending.clear()
-            now = int(time.time() * 1000)
             if summary is not None and not self._members_closed:
                 self._close_members({m.member: m.diverged_step for m in summary.members if m.diverged})
             for run_id in self.child_ids:  # a run that ended early still gets its params
                 if self._params.get(run_id):
                     self._batch(run_id)
-            tags, metrics = [], []
+            tags = []
             if outputs_hash:  # the report finds the run behind a cell's outputs by this
                 tags.append(RunTag("normlab.outputs_hash", outputs_hash))
-            if summary is not None:
-                from pipeline.cell_view import cell_metrics, outcome_rule
-
-                # the cell's numbers on its parent run: the runs table sorts and compares cells by them
-                metrics = [Metric(k, v, now, 0) for k, v in cell_metrics(summary, self.cell).items()]
-                tags += [RunTag("normlab.outcome_rule", outcome_rule()),
-                         RunTag("diverged_members", str(sum(m.diverged for m in summary.members)))]
-            self._batch(self.parent_id, metrics=metrics, tags=tags)
+            if summary is not None:  # a count, not a judgement: the report logs the cell's numbers
+                tags.append(RunTag("diverged_members", str(sum(m.diverged for m in summary.members))))
+            self._batch(self.parent_id, tags=tags)
             history = next((p for p in artifacts if Path(p).name == "history.parquet"), None)
             if summary is not None and history is not None and Path(history).exists():
                 self._log_figure(history)
@@ -356,7 +336,7 @@ class CellTracker:
     def _log_figure(self, history_file) -> None:
         import pandas as pd
 
-        from pipeline.cell_view import cell_figure
+        from pipeline.cell_figure import cell_figure
 
         fig = cell_figure(pd.read_parquet(history_file), self.cell.name)
         self.client.log_figure(self.parent_id, fig, FIGURE)

@@ -1,6 +1,6 @@
 """The Lightning callback that hands a cell's measured history to its tracker.
 
-    from pipeline.tracking_callback import TrackingCallback   # used by pipeline.train.run_cell
+    from pipeline.tracking_callback import TrackingCallback   # used by pipeline.cell.run_cell
 
 Apart from pipeline/tracking.py so that reading MLflow records (the report, the orphan sweep)
 does not import torch and Lightning.

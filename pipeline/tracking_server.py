@@ -29,7 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0"}
+from pipeline.spec import environment
+
 PG_USER = "postgres"  # the account PostgreSQL runs as when we are root
 
 
@@ -151,7 +152,7 @@ class TrackingServer:
         self.mlflow = subprocess.Popen(
             [*cmd, "server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **QUIET_ENV},
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment.child_env(),
             start_new_session=True)  # its own group: uvicorn's workers stop with it, Ctrl-C reaches us only
         log.close()
         uri = f"http://127.0.0.1:{self.port}"
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         print(f"normlab: --workers: must be >= 1 (got {args.workers})", file=sys.stderr)
         return 2
-    os.environ.update(QUIET_ENV)
+    environment.apply()
     stop = []
     signal.signal(signal.SIGTERM, lambda s, f: stop.append(s))
     server = TrackingServer(args.folder, args.port, args.workers)

@@ -2,10 +2,10 @@
 
 A grid is many short processes, and each would spend ~8 s importing before its first
 step. The first `python -m pipeline.train` of a checkout starts this server in the
-background (and trains cold itself); later calls hand their arguments, working folder,
-environment, umask and stdin/stdout/stderr to it, and it forks a child that runs
-`pipeline.train` (nothing else) exactly as the cold path would, writing straight to the
-caller's terminal. The caller waits for the child's exit code and forwards SIGINT/SIGTERM
+background (and trains cold itself); later calls hand their parsed arguments (a
+pipeline.cell.Launch), working folder, environment, umask and stdin/stdout/stderr to it, and it
+forks a child that runs `pipeline.cell.launch` (nothing else) exactly as the cold path would,
+writing straight to the caller's terminal. The caller waits for the child's exit code and forwards SIGINT/SIGTERM
 to it, so DVC sees an ordinary process; a caller that goes away stops its child.
 
 Safety: socket, lock and log live in a private folder ($XDG_RUNTIME_DIR/normlab, else
@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY = "pipeline.train"  # the only module a child may run
+ENTRY = "pipeline.cell"  # the only module a child may run (its launch(), with a Launch from the request)
 MAX_REQUEST = 1 << 20  # bytes of JSON
 REQUEST_S = 10.0  # a client has this long to send its whole request
 REPLY_S = 30.0  # the client waits this long for the server to fork (or answer a ping)
@@ -192,20 +192,21 @@ def _recv_int(conn: socket.socket) -> int:
 
 
 # -- client --------------------------------------------------------------------------------
-def _asks_help(argv: list[str]) -> bool:
-    args = argv[:argv.index("--")] if "--" in argv else argv
-    return any(a == "-h" or (len(a) > 2 and "--help".startswith(a)) for a in args)
+def _is_launch(launch) -> bool:
+    from pipeline.cell import Launch
+
+    try:
+        Launch.from_json(launch)
+    except ValueError:
+        return False
+    return True
 
 
-def _runnable(argv: list[str]) -> bool:
-    """Worth starting a server for: the training command's required options are there."""
-    return all(any(a == opt or a.startswith(opt + "=") for a in argv) for opt in ("--variant", "--dataset", "--out"))
-
-
-def run_warm(module: str, argv: list[str]) -> int | None:
-    """Run `python -m pipeline.train argv` in a warm child and return its exit code; None means
-    run cold (no server yet: one is started for the next call; `--help`; or any doubt)."""
-    if IN_CHILD or not enabled() or module != ENTRY or _asks_help(argv):
+def run_warm(launch: dict) -> int | None:
+    """Run a cell (a pipeline.cell.Launch's JSON form: the training command's parsed arguments) in a
+    warm child and return its exit code; None means run cold (no server yet: one is started for the
+    next call; anything that is not a launch; or any doubt)."""
+    if IN_CHILD or not enabled() or not _is_launch(launch):
         return None
     path = socket_path()
     if path is None:
@@ -216,18 +217,17 @@ def run_warm(module: str, argv: list[str]) -> int | None:
         _warn(str(err))
         return None
     if conn is None:
-        if _runnable(argv):
-            start_server()
+        start_server()
         return None
     with conn:
-        return _run_in_child(conn, argv)
+        return _run_in_child(conn, launch)
 
 
-def _run_in_child(conn: socket.socket, argv: list[str]) -> int | None:
+def _run_in_child(conn: socket.socket, launch: dict) -> int | None:
     umask = os.umask(0o077)
     os.umask(umask)
-    try:
-        req = {"op": "run", "module": ENTRY, "argv": argv, "cwd": os.getcwd(), "umask": umask,
+    try:  # argv: the caller's own, as the child's sys.argv (what MLflow's source tag and messages show)
+        req = {"op": "run", "module": ENTRY, "launch": launch, "argv": list(sys.argv), "cwd": os.getcwd(), "umask": umask,
                "env": {**os.environ, "NORMLAB_T0": os.environ.get("NORMLAB_T0", str(_T_START))}}
     except OSError:
         return None

@@ -3,10 +3,13 @@
     python -m pipeline.warm start [--wait]   # how it is started (`serve` runs serve() below)
 
 It takes the lock, imports torch, Lightning and MLflow once, listens on the private socket and,
-per request, forks a child that runs pipeline.train's main() as the caller's process (the
-caller's stdin/stdout/stderr, working folder, environment and umask). Every safety rule is in
-pipeline/warm.py's docstring; the checks are here: each client's uid (SO_PEERCRED), a request
-size and time limit, no fork while a second thread runs, only pipeline.train in a child.
+per request, forks a child that runs the cell the request names (pipeline.cell.launch with the
+request's Launch: the training command's parsed arguments) as the caller's process (the caller's
+stdin/stdout/stderr, working folder, environment and umask). It never imports the training
+command (pipeline.train): data flows command -> warm client -> server -> cell, never back. Every
+safety rule is in pipeline/warm.py's docstring; the checks are here: each client's uid
+(SO_PEERCRED), a request size and time limit, no fork while a second thread runs, only a
+well-formed Launch of pipeline.cell in a child.
 Each child's exit is logged with its peak resident memory (ru_maxrss), which benchmarks/run.py reads.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 from pipeline import warm
+from pipeline.cell import Launch, launch
 from pipeline.warm import (ENTRY, HANGUP_GRACE_S, MAX_REQUEST, REQUEST_S, STOP_GRACE_S, Unsafe, _open_private,
                            _peer_uid, socket_path)
 
@@ -65,7 +69,7 @@ def serve() -> int:
     os.environ["JE_ARROW_MALLOC_CONF"] = "background_thread:false"
     # the imports every cell needs, done once; nothing here may start threads or touch a GPU
     import ctypes  # noqa: F401  (prctl in the child)
-    import pipeline.train  # noqa: F401  (torch, pandas, config)
+    import pipeline.cell, pipeline.config, pipeline.records  # noqa: F401,E401  (pandas, pydantic)
     import pytorch_lightning  # noqa: F401
     import mlflow.tracking  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store, mlflow.store.db.utils  # noqa: F401,E401 (1.2 s; no engine yet)
@@ -102,7 +106,7 @@ def _warm_up() -> None:
     import sqlalchemy.orm
     from mlflow.store.tracking.dbmodels import models  # noqa: F401  (MLflow's tables, mapped)
 
-    from pipeline.cell_view import cell_figure
+    from pipeline.cell_figure import cell_figure
 
     rows = pd.DataFrame({"member": [0, 0], "step": [0, 10], "lr": [0.1, 0.1], "seed": [0, 0],
                          "loss": [2.0, 1.0], "b_norm/l0": [1.0, 3.0]})
@@ -358,6 +362,10 @@ def _invalid(req: dict, fds: list[int]) -> str | None:
     if req.get("module") != ENTRY:
         return f"module {str(req.get('module'))[:80]!r}: only {ENTRY} runs here"
     argv, cwd, env, umask = req.get("argv"), req.get("cwd"), req.get("env"), req.get("umask")
+    try:
+        Launch.from_json(req.get("launch"))
+    except ValueError as err:
+        return f"malformed run request ({err})"
     if (len(fds) != 3 or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv)
             or not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values())
             or not isinstance(umask, int) or not 0 <= umask <= 0o777 or not isinstance(cwd, str)):
@@ -370,7 +378,7 @@ def _invalid(req: dict, fds: list[int]) -> str | None:
 
 
 def _child(req: dict, fds: list[int], server_pid: int) -> int:
-    """In the forked child: become the caller's process and run pipeline.train's main()."""
+    """In the forked child: become the caller's process and run the cell it asked for."""
     warm.IN_CHILD = True  # the flag pipeline.warm.run_warm reads: a child never asks a server itself
     try:  # PR_SET_PDEATHSIG: if the server dies, so does this child (its caller was told it failed)
         import ctypes
@@ -392,15 +400,13 @@ def _child(req: dict, fds: list[int], server_pid: int) -> int:
     except OSError as err:
         print(f"normlab: warm start: cannot enter {req['cwd']} ({err.strerror})", file=sys.stderr)
         return 1
-    sys.argv = [ENTRY, *req["argv"]]
+    sys.argv = list(req["argv"]) or [ENTRY]
     if os.environ.get("NORMLAB_WARM_DEBUG"):
         import faulthandler
 
         faulthandler.dump_traceback_later(float(os.environ["NORMLAB_WARM_DEBUG"]), exit=True)
-    from pipeline.train import main as train_main
-
     try:
-        code = train_main(req["argv"])
+        code = launch(Launch.from_json(req["launch"]))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:

@@ -20,7 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.spec import environment  # noqa: E402
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -68,7 +70,7 @@ def screenshot(store: str, experiment: str, out: Path, *, width: int = 2200, hei
     exp = experiment_id(store, experiment)
     if exp is None:
         raise RuntimeError(f"--experiment: no experiment {experiment!r} in {store}")
-    env = {**os.environ, **QUIET_ENV}
+    env = environment.child_env()  # telemetry off (pipeline/spec/environment.py)
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     ui = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)],

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0", "NORMLAB_WARM": "0"}
 
 
 def free_port() -> int:
@@ -109,7 +108,9 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--kill", action="store_true")
     args = ap.parse_args()
-    os.environ.update(QUIET)
+    from pipeline.spec import environment
+
+    os.environ.update({**environment.NO_TELEMETRY, "NORMLAB_WARM": "0"})  # telemetry off, whatever the caller had
     from mlflow.tracking import MlflowClient
 
     from pipeline.tracking_server import TrackingServer

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pipeline.conv import StackedConv2d, StackedCNN
 from pipeline.norms import NORMS, make_norm
 from pipeline.spec.variants import norm_spec
-from pipeline.train import run_cell
+from pipeline.cell import run_cell
 from tests.conftest import ALL_VARIANTS, make_cell
 from tests.test_norms import RENORM, RENORM_STEP, _fd_jacobian, _renorm_limits
 

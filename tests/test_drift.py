@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pipeline.data import StackedDataModule
 from pipeline.drift import displacement
 from pipeline.networks import build_model
-from pipeline.train import run_cell
+from pipeline.cell import run_cell
 from tests.conftest import make_cell
 
 FULL = 160  # the train split of the 200-sample synthetic set: one batch is the whole set

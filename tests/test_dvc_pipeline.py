@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline.spec import environment
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -42,7 +44,7 @@ def _make_repo(d: Path) -> Path:
     (d / "params.yaml").write_text(yaml.safe_dump(_params(TINY), sort_keys=False))
     (d / ".gitignore").write_text("mlflow.db\nmlflow.db.init-lock\nmlruns/\n")
     env = _env(d)
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):  # DVC's analytics: off by _env (spec/environment.py)
         subprocess.run(cmd, cwd=d, env=env, check=True, capture_output=True)
     shutil.copytree(ROOT / ".dvc" / "plots", d / ".dvc" / "plots")  # the project's plot templates
     for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
@@ -56,8 +58,8 @@ def repo(tmp_path_factory):
 
 
 def _env(d: Path) -> dict:
-    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    return environment.child_env(PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=f"sqlite:///{d / 'mlflow.db'}",
+                                 GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
 
 
 def dvc(repo: Path, *args) -> str:

@@ -19,11 +19,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline.spec import environment
 from tests.conftest import make_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0", "NORMLAB_WARM": "0"}
+QUIET = {**environment.NO_TELEMETRY, "NORMLAB_WARM": "0"}  # telemetry off: pipeline/spec/environment.py
 
 
 # -- MLflow: one tracked cell ------------------------------------------------------------------
@@ -33,7 +34,7 @@ def tracked(tmp_path_factory):
     whose experiment exists already without a kind tag."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     d = tmp_path_factory.mktemp("tracked")
     uri = f"sqlite:///{d / 'mlflow.db'}"
@@ -74,27 +75,52 @@ def test_a_kind_the_user_chose_is_kept(tmp_path):
     assert client.get_experiment(mine).tags["mlflow.experimentKind"] == "genai_development"
 
 
-def test_parent_run_metrics_follow_the_member_outcomes(tracked):
-    from pipeline.config import ReportSettings
-    from pipeline.outcomes import largest_trained_lr, member_table
-    from pipeline.records import cell_config
+def test_training_does_not_judge_its_cell(tracked):
+    """Member outcomes depend on the report's thresholds, which a training stage does not read:
+    a parent run gets the cell's numbers from the report (test_report: ..._at_the_reports_thresholds)."""
+    from pipeline.report.tables import CELL_METRICS
 
     s = tracked.summary
-    table = member_table([s], {}, ReportSettings(), {s.cell: cell_config(tracked.cell)})
-    got = tracked.parent.data.metrics
-    assert got["frac_diverged"] == 0.5  # both lr 1e4 members, by construction
-    assert [m.diverged for m in s.members] == [False, False, True, True]
-    assert got["frac_trained"] == pytest.approx((table["status"] == "trained").mean())
-    assert got["frac_blew_up"] == pytest.approx((table["status"] == "blew_up").mean())
+    assert [m.diverged for m in s.members] == [False, False, True, True]  # both lr 1e4 members
+    assert not set(CELL_METRICS) & set(tracked.parent.data.metrics)
+    assert "normlab.outcome_rule" not in tracked.parent.data.tags
+    assert tracked.parent.data.tags["diverged_members"] == "2"  # a count, not a judgement
+
+
+def test_the_report_logs_the_cells_numbers_onto_its_parent_run(tracked, tmp_path):
+    """What the report does for a parent run it found (pipeline.report.mlflow_run.log_cell_metrics):
+    its row of tables/cells.csv, from the member table at the report's thresholds; absent, never 0,
+    where a number does not exist."""
+    import pandas as pd
+
+    from pipeline.config import ReportSettings
+    from pipeline.outcomes import largest_trained_lr, member_table
+    from pipeline.records import cell_config, read_cell
+    from pipeline.report.mlflow_run import find_cell_runs, log_cell_metrics
+    from pipeline.report.tables import CELL_METRICS, cell_table
+
+    s = tracked.summary
+    settings = ReportSettings(trained_loss_ratio=0.9)
+    rec = read_cell(tracked.dir / "cell")
+    table = member_table([rec.summary], {s.cell: rec.history}, settings, {s.cell: cell_config(tracked.cell)})
+    cells = cell_table(table, largest_trained_lr(table))
+    exp = tracked.parent.info.experiment_id
+    runs = find_cell_runs(tracked.client, exp, {s.cell: tracked.dir / "cell"})
+    assert runs == {s.cell: tracked.parent.info.run_id}
+    assert log_cell_metrics(tracked.client, runs, cells, settings) == 1
+    run = tracked.client.get_run(tracked.parent.info.run_id)
+    row = cells.iloc[0]
+    assert row["frac_diverged"] == 0.5
+    assert row["frac_trained"] == pytest.approx((table["status"] == "trained").mean())
     finite = [m.full_loss_train for m in s.members if math.isfinite(m.full_loss_train)]
-    assert got["best_full_loss_train"] == pytest.approx(min(finite))
-    assert got["best_full_acc_train"] == pytest.approx(np.nanmax([m.full_acc_train for m in s.members]))
-    lr = largest_trained_lr(table)["largest_trained_lr"].iloc[0]
-    if pd.isna(lr):
-        assert "largest_trained_lr" not in got  # none trained: absent, never 0
-    else:
-        assert got["largest_trained_lr"] == lr
-    assert "trained" in tracked.parent.data.tags["normlab.outcome_rule"]
+    assert row["best_full_loss_train"] == pytest.approx(min(finite))
+    assert row["best_full_acc_train"] == pytest.approx(np.nanmax([m.full_acc_train for m in s.members]))
+    for key in CELL_METRICS:
+        if pd.isna(row[key]):
+            assert key not in run.data.metrics  # none trained: absent, never 0
+        else:
+            assert run.data.metrics[key] == pytest.approx(row[key])
+    assert "<= 0.9 x min(init loss, ln C)" in run.data.tags["normlab.outcome_rule"]
 
 
 def test_parent_run_has_the_cells_figure(tracked):
@@ -120,7 +146,7 @@ def test_every_run_records_the_training_split_as_dataset_input(tracked):
 
 
 def test_cell_figure_draws_one_line_per_lr_on_log_axes():
-    from pipeline.cell_view import cell_figure
+    from pipeline.cell_figure import cell_figure
 
     h = pd.DataFrame({"lr": [0.1] * 4 + [1.0] * 4, "step": [0, 1, 0, 1] * 2, "loss": [2.0, 1.0, 2.0, 3.0] * 2,
                       "b_norm/l0": [0.0, 1e-3, 0.0, 1e-3, 0.0, 10.0, 0.0, 30.0]})
@@ -132,13 +158,14 @@ def test_cell_figure_draws_one_line_per_lr_on_log_axes():
 
 
 def test_telemetry_is_off_unless_the_user_turned_it_on():
-    code = "import os, pipeline.tracking; print(os.environ['MLFLOW_DISABLE_TELEMETRY'], os.environ['DO_NOT_TRACK'])"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+    keys = list(environment.NO_TELEMETRY)  # MLflow's, Ray's and DVC's switches, from their one owner
+    code = f"import os, pipeline.tracking; print(*[os.environ[k] for k in {keys!r}])"
+    env = {k: v for k, v in os.environ.items() if k not in keys}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["true", "true"]
+    assert out.stdout.split() == list(environment.NO_TELEMETRY.values())
     env.update(MLFLOW_DISABLE_TELEMETRY="false", DO_NOT_TRACK="false")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["false", "false"]
+    assert out.stdout.split()[:2] == ["false", "false"]
     assert "analytics = false" in (ROOT / ".dvc" / "config").read_text()  # DVC's, for every clone
 
 

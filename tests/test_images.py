@@ -18,7 +18,7 @@ from pipeline import fetch_data
 from pipeline.config import ConfigError, DatasetSettings
 from pipeline.data import StackedDataModule, load_arrays, preflight
 from pipeline.images import load_images
-from pipeline.train import run_cell
+from pipeline.cell import run_cell
 from tests.conftest import make_cell
 
 N_TRAIN, N_TEST = 30, 12

@@ -21,7 +21,7 @@ import torch
 import pipeline.module
 from pipeline.module import NormLabModule
 from pipeline.records import FILES
-from pipeline.train import run_cell
+from pipeline.cell import run_cell
 from tests.conftest import BASE, make_cell
 
 

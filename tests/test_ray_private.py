@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.spec import environment
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = r"""
@@ -48,7 +50,7 @@ def _reason() -> str | None:
 def test_local_ray_files_are_private_to_their_user(tmp_path):
     home = tmp_path / "home"  # no ~/.ray state of the machine's user
     home.mkdir()
-    env = {**os.environ, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    env = environment.child_env(HOME=str(home), PYTHONPATH=str(ROOT))  # telemetry off: pipeline/spec/environment.py
     env.pop("RAY_ADDRESS", None)
     script = tmp_path / "probe.py"
     script.write_text(PROBE)

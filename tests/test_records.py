@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import records
 from pipeline.spec.records import CellSummary, LayerStats, MemberSummary, layer_column
-from pipeline.train import run_cell
+from pipeline.cell import run_cell
 from tests.conftest import layer_dict, make_cell, member_dict, summary_dict, summary_record
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest -q tests/test_report.py
 
-A tiny real grid (5 cells, 20 steps, trained once per module with pipeline.train.run_cell)
+A tiny real grid (5 cells, 20 steps, trained once per module with pipeline.cell.run_cell)
 is copied into each test that changes it.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ TINY = {"grid": {"variants": VARIANTS, "datasets": ["synthetic"]},
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     root = tmp_path_factory.mktemp("grid")
     (root / "params.yaml").write_text(yaml.safe_dump(merge(BASE, TINY), sort_keys=False))
@@ -340,7 +340,7 @@ def test_a_tracked_cell_run_is_found_by_its_outputs(grid, mlflow_uri):
     """The real chain: training tags its parent run with the hash of what it wrote; the report finds it."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     p = yaml.safe_load((grid / "params.yaml").read_text())
     p["tracking"]["enabled"] = True
@@ -354,3 +354,45 @@ def test_a_tracked_cell_run_is_found_by_its_outputs(grid, mlflow_uri):
     rep = client.search_runs([exp], filter_string="tags.`normlab.kind` = 'report'")
     assert len(cell) == 1 and len(rep) == 1
     assert rep[0].data.tags["cell_runs"] == cell[0].info.run_id
+
+
+def test_parent_runs_get_the_cell_numbers_at_the_reports_thresholds(grid, mlflow_uri, capsys):
+    """Training does not judge its members; the report logs each found parent run's numbers, the
+    same as its tables/cells.csv (and its members.csv), at the thresholds it judged by."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.cell import run_cell
+    from pipeline.report.tables import CELL_METRICS
+
+    p = yaml.safe_load((grid / "params.yaml").read_text())
+    p["tracking"]["enabled"] = True
+    p.setdefault("report", {})["trained_loss_ratio"] = 0.95  # not the default (0.75): the training cannot know it
+    (grid / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    params = load_params(grid / "params.yaml")
+    tracked = ["center-synthetic", "bn-synthetic"]
+    for cell in tracked:
+        run_cell(cell_settings(params, cell.split("-")[0], "synthetic"), grid / "runs" / cell, progress=False)
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("test").experiment_id
+
+    def parents():
+        runs = client.search_runs([exp], filter_string="tags.`normlab.kind` = 'cell'")
+        return {r.data.tags["cell"]: r for r in runs}
+
+    assert not any(set(CELL_METRICS) & set(r.data.metrics) for r in parents().values())  # nothing judged yet
+    assert report(grid) == 0
+    assert "the cell numbers on 2 parent run(s)" in capsys.readouterr().err
+    cells = pd.read_csv(grid / "reports" / "tables" / "cells.csv").set_index("cell")
+    members = pd.read_csv(grid / "reports" / "tables" / "members.csv")
+    assert list(cells.index) == [f"{v}-synthetic" for v in VARIANTS]
+    for cell, run in parents().items():
+        row, mine = cells.loc[cell], members[members["cell"] == cell]
+        assert row["frac_trained"] == pytest.approx((mine["status"] == "trained").mean())
+        assert row["frac_blew_up"] == pytest.approx((mine["status"] == "blew_up").mean())
+        for key in CELL_METRICS:
+            if pd.isna(row[key]):
+                assert key not in run.data.metrics, (cell, key)  # absent, never 0
+            else:
+                assert run.data.metrics[key] == pytest.approx(row[key]), (cell, key)
+        assert "<= 0.95 x min(init loss, ln C)" in run.data.tags["normlab.outcome_rule"]
+    assert set(parents()) == set(tracked)

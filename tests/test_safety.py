@@ -13,6 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline.spec import environment
 from pipeline.tracking import CellTracker, close_orphans, workspace_root
 from tests.conftest import BASE, make_cell, merge
 
@@ -27,7 +28,7 @@ def _params_file(d: Path, **over) -> Path:
 
 def _env(uri: str) -> dict:
     return {**os.environ, "MLFLOW_TRACKING_URI": uri, "NORMLAB_WARM": "0", "PYTHONPATH": str(ROOT),
-            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+            **environment.NO_TELEMETRY}
 
 
 def _interactive_sigint() -> None:

@@ -23,20 +23,21 @@ import pytest
 import yaml
 
 from pipeline import records
+from pipeline.spec import environment
 from tests import test_dvc_pipeline as dvcp
 from tests.conftest import summary_record
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0", "NORMLAB_WARM": "0"}
+QUIET = {**environment.NO_TELEMETRY, "NORMLAB_WARM": "0"}  # telemetry off: pipeline/spec/environment.py
 CELLS = ["center_detached-synthetic", "center_detached-shifted", "bn-synthetic", "bn-shifted"]
-GRID = {  # 4 cells x 2 members; long enough (150 steps) that a cell is caught mid-training
+GRID = {  # 4 cells x 2 members; long enough (300 steps: its runs RUNNING for a second or more) that a cell is caught mid-training
     "grid": {"variants": ["center_detached", "bn"], "datasets": ["synthetic", "shifted"]},
     "datasets": {"synthetic": {"kind": "synthetic", "input_mean": 3.0, "dim": 6, "classes": 3, "samples": 200},
                  "shifted": {"kind": "synthetic", "input_mean": 1.0, "dim": 6, "classes": 3, "samples": 200}},
     "model": {"depth": 2, "width": 8},
     "optim": {"lrs": [0.1, 1.0], "seeds": [0], "batch_size": 16},
-    "train": {"steps": 150, "log_every": 5, "eval_every": 50, "threads": 1},
+    "train": {"steps": 300, "log_every": 5, "eval_every": 50, "threads": 1},
     "tracking": {"log_every": 10, "flush_every": 50},
 }
 
@@ -117,12 +118,15 @@ def sqlite_runs(d: Path) -> list[dict]:
 
 def kill_first_training_cell(d: Path, proc: subprocess.Popen, sig=signal.SIGKILL) -> dict:
     """Wait for a member run RUNNING in the repo's SQLite store; signal the process that trains it."""
-    from mlflow.tracking import MlflowClient
+    from pipeline.tracking import connect
 
-    client = MlflowClient(f"sqlite:///{d / 'mlflow.db'}")
+    client = None
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
-        exp = client.get_experiment_by_name("normlab") if (d / "mlflow.db").exists() else None
+        if client is None and (d / "mlflow.db").exists():
+            # under normlab's own init lock: never creating the store's tables beside the grid doing so
+            client = connect(f"sqlite:///{d / 'mlflow.db'}")
+        exp = client.get_experiment_by_name("normlab") if client else None
         for run in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and "
                                       "tags.`normlab.kind` = 'member'") if exp else []:
             pid = int(run.data.tags["normlab.cell_proc"].rsplit(":", 2)[1])
@@ -130,7 +134,8 @@ def kill_first_training_cell(d: Path, proc: subprocess.Popen, sig=signal.SIGKILL
             os.kill(pid if sig == signal.SIGKILL else proc.pid, sig)
             return {"cell": run.data.tags["cell"], "pid": pid}
         time.sleep(0.1)
-    raise AssertionError("no cell was seen training")
+    ended = "" if proc.poll() is None else f" (the grid ended, exit {proc.returncode}: {''.join(proc.communicate())[-3000:]})"
+    raise AssertionError("no cell was seen training" + ended)
 
 
 @pytest.fixture(scope="module")

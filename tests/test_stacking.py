@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.train import run_cell
+from pipeline.cell import run_cell
 from tests.conftest import ALL_VARIANTS, make_cell
 
 STACK = {"lrs": [0.05, 0.5], "seeds": [0, 1]}  # members: (0.05,0) (0.05,1) (0.5,0) (0.5,1)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.spec import environment
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """params: {root}/params.yaml
 overrides:
@@ -24,7 +26,7 @@ setups:
 
 
 def _run(args, cwd):
-    env = {**os.environ, "NORMLAB_WARM": "0", "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "NORMLAB_WARM": "0", "PYTHONPATH": str(ROOT), **environment.NO_TELEMETRY}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=900)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from pipeline.model import StackedMLP
 from pipeline.spec.variants import names_where
-from pipeline.train import run_cell
+from pipeline.cell import run_cell
 from tests.conftest import make_cell
 
 

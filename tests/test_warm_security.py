@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from pipeline import warm
+from pipeline.spec import environment
 from tests.conftest import BASE, merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.slow
 def _env(tmp: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "NORMLAB_T0")}
     return {**env, "TMPDIR": str(tmp), "NORMLAB_WARM": "1", "NORMLAB_WARM_IDLE": "120",
-            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **extra}
+            **environment.NO_TELEMETRY, **extra}
 
 
 def _servers(tmp: Path) -> list[int]:
@@ -136,8 +137,12 @@ def _frame(obj) -> bytes:
     return len(body).to_bytes(8, "big") + body
 
 
+LAUNCH = {"variant": "bn", "dataset": "synthetic", "out": "/nonexistent/o", "params": "/nonexistent/p.yaml",
+          "no_track": True}  # what pipeline.train sends: its parsed arguments (pipeline.cell.Launch)
+
+
 def _run_request(**over) -> dict:
-    return {"op": "run", "module": "pipeline.train", "argv": ["--help"], "cwd": str(ROOT), "umask": 0o22,
+    return {"op": "run", "module": "pipeline.cell", "launch": LAUNCH, "argv": ["pipeline.train"], "cwd": str(ROOT), "umask": 0o22,
             "env": {"PATH": os.environ["PATH"]}, **over}
 
 
@@ -256,7 +261,7 @@ def test_a_private_folder_that_is_not_private_is_refused(tmp, monkeypatch, capsy
     else:
         folder.mkdir(mode=0o700)
     assert warm.socket_path() is None
-    assert warm.run_warm("pipeline.train", ["--variant", "bn", "--dataset", "d", "--out", "o"]) is None
+    assert warm.run_warm({**LAUNCH, "dataset": "d", "out": "o"}) is None
     err = capsys.readouterr().err.splitlines()
     expect = {"mode 0755": "has mode 0755", "symlink": "is a symlink", "file": "is not a folder",
               "other uid": "is owned by uid 0"}[plant]
@@ -320,7 +325,7 @@ def test_help_and_hopeless_argv_start_nothing(tmp):
         assert run.returncode in (0, 2)
         assert "usage:" in run.stdout + run.stderr
         assert not _servers(tmp), argv  # Popen returns after exec: a server would be there by now
-    assert warm.run_warm("pytest", ["-p", "evil"]) is None  # the client serves training only
+    assert warm.run_warm({"module": "pytest", "argv": ["-p", "evil"]}) is None  # the client serves training only
 
 
 def test_status_on_a_dead_server_says_down_and_clears_its_socket(tmp):

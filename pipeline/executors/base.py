@@ -1,13 +1,25 @@
-"""What every executor shares: a Job (a cell and its folder), an Outcome, the one-line error."""
+"""What every executor shares: the Executor protocol pipeline.grid drives, a Job (a cell and its
+folder), an Outcome, the grid's Options, the one-line error.
+
+An executor is a class with the class-level part of `ExecutorKind` (its name, whether it takes
+--address, `check_store` and `create`) whose instances are `Executor`s. pipeline.grid knows
+executors only through these two protocols and the EXECUTORS registry (pipeline/executors/__init__.py).
+"""
 from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Iterator, Protocol, Sequence, runtime_checkable
 
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0",
-             "NORMLAB_WARM": "0"}  # a pool worker is warm already: no warm-start server
+from pipeline.spec import environment
+
+
+def worker_env() -> dict[str, str]:
+    """What a worker process (pool or Ray) is given: telemetry as this process has it
+    (pipeline.spec.environment), and no warm-start server (a worker is warm already)."""
+    return {**environment.telemetry_env(), "NORMLAB_WARM": "0"}
 
 
 class ExecutorError(RuntimeError):
@@ -27,6 +39,51 @@ class Outcome:
     status: str        # "ran" | "failed" | "interrupted"
     error: str = ""    # one line (and a traceback tail) for a failed cell
     attempts: int = 1
+
+
+@dataclass
+class Options:
+    """What the grid's command line says about where cells run (each executor reads what it needs)."""
+    jobs: int                       # local: worker processes; ray without an address: CPUs of a local Ray
+    retries: int = 2                # tries again for a cell whose worker or node died
+    address: str | None = None      # an executor that takes one (ray: HOST:PORT of a cluster's head)
+    runs_dir: Path = Path("runs")   # where the cells' folders go (never shipped to a remote worker)
+    cells: Sequence = field(default_factory=list)  # every cell of the grid (CellSettings)
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """A running executor, as pipeline.grid drives it: check, run (Outcomes as cells finish),
+    interrupt (from the Ctrl-C handler), close."""
+
+    name: ClassVar[str]
+    slots: int  # cells at once
+
+    def check(self, jobs: list[Job]) -> None:
+        """Before any cell: what these jobs need and this executor lacks, as an ExecutorError."""
+
+    def run(self, jobs: list[Job]) -> Iterator[Outcome]:
+        """One Outcome per job as it finishes ("ran": its folder is complete)."""
+
+    def interrupt(self) -> None:
+        """Ctrl-C: start nothing more, stop running cells (their runs end KILLED); again: stop now."""
+
+    def close(self) -> None:
+        """Release workers or the cluster connection; nothing of ours keeps running."""
+
+
+@runtime_checkable
+class ExecutorKind(Protocol):
+    """The class of an executor: what pipeline.grid asks before one exists, and how to make one."""
+
+    name: ClassVar[str]
+    takes_address: ClassVar[bool]  # whether --address means something to it
+
+    def check_store(self, options: Options, tracking_uri: str) -> None:
+        """Before any work: an ExecutorError if its workers cannot record into `tracking_uri`."""
+
+    def create(self, options: Options) -> Executor:
+        """An executor ready to run; an ExecutorError (one line) when it cannot start."""
 
 
 def wants_gpu(cell, gpus_available: bool) -> bool:

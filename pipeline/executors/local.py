@@ -11,7 +11,8 @@ from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.executors.base import QUIET_ENV, ExecutorError, Job, Outcome, one_line
+from pipeline.executors.base import (ExecutorError, Job, Options, Outcome, local_gpu_count, one_line, wants_gpu,
+                                     worker_env)
 
 
 def _worker_main(conn, env: dict) -> None:
@@ -28,7 +29,7 @@ def _worker_main(conn, env: dict) -> None:
     import pytorch_lightning  # noqa: F401
     import torch  # noqa: F401
 
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     conn.send(("ready", None, ""))
     while True:
@@ -68,6 +69,22 @@ class LocalExecutor:
     """A pool of `jobs` warm worker processes on this machine."""
 
     name = "local"
+    takes_address = False
+
+    @classmethod
+    def check_store(cls, options: Options, tracking_uri: str) -> None:
+        """Workers on this machine reach whatever store the driver reaches."""
+
+    @classmethod
+    def create(cls, options: Options) -> "LocalExecutor":
+        """A pool sized by --jobs; with GPUs here and cells that want one, one worker per GPU."""
+        cells = options.cells
+        gpus = local_gpu_count() if any(c.train.accelerator in ("auto", "gpu", "cuda") for c in cells) else 0
+        if not gpus and any(c.train.accelerator in ("gpu", "cuda") for c in cells):
+            acc = next(c.train.accelerator for c in cells if c.train.accelerator in ("gpu", "cuda"))
+            raise ExecutorError(f"train.accelerator: {acc} asks for a GPU and this machine has none "
+                                "(nvidia-smi lists no GPU); use accelerator: cpu or auto")
+        return cls(options.jobs, options.retries, gpus if any(wants_gpu(c, gpus > 0) for c in cells) else 0)
 
     def __init__(self, jobs: int, retries: int = 2, gpus: int = 0):
         self.slots, self.retries, self.gpus = (min(jobs, gpus) if gpus else jobs), retries, gpus
@@ -76,7 +93,7 @@ class LocalExecutor:
         self._stopping = False
 
     def _spawn(self, index: int) -> _Worker:
-        env = dict(QUIET_ENV)
+        env = worker_env()
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % self.gpus)  # one cell per GPU
         parent, child = self._ctx.Pipe()
@@ -84,6 +101,9 @@ class LocalExecutor:
         proc.start()
         child.close()
         return _Worker(proc, parent)
+
+    def check(self, jobs: list[Job]) -> None:
+        """Nothing to check beyond create(): the pool runs any cell this machine can."""
 
     def run(self, jobs: list[Job]) -> Iterator[Outcome]:
         queue = list(jobs)

@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.executors.base import QUIET_ENV, ExecutorError, Job, Outcome, one_line, wants_gpu
+from pipeline.spec.names import stage_name
+from pipeline.executors.base import ExecutorError, Job, Options, Outcome, one_line, wants_gpu, worker_env
 
 # never shipped to Ray workers: environments, records, stores, caches, reports
 RAY_EXCLUDES = [".venv", "runs", "mlruns", "mlflow.db", "mlflow.db-journal", "mlflow.db.init-lock", "mlartifacts",
@@ -19,7 +20,7 @@ RAY_EXCLUDES = [".venv", "runs", "mlruns", "mlflow.db", "mlflow.db-journal", "ml
 def ray_cell(cell, name: str) -> dict:
     """Runs on a Ray worker: the cell into a temp folder of its node; its files' bytes go back."""
     from pipeline import records
-    from pipeline.train import run_cell
+    from pipeline.cell import run_cell
 
     tmp = Path(tempfile.mkdtemp(prefix="normlab-cell-"))
     try:
@@ -109,6 +110,29 @@ class RayExecutor:
     """One Ray task per cell on the cluster at `address` (None: RAY_ADDRESS, else a local Ray)."""
 
     name = "ray"
+    takes_address = True
+
+    @classmethod
+    def check_store(cls, options: Options, tracking_uri: str) -> None:
+        """On a cluster (an address), every node must reach the store: a tracking server."""
+        remote = options.address or os.environ.get("RAY_ADDRESS")
+        if remote and not tracking_uri.startswith(("http://", "https://")):
+            raise ExecutorError(f"MLFLOW_TRACKING_URI: the ray executor on a cluster needs a tracking server every "
+                                f"node reaches (http://host:port; `make server` starts one), got {tracking_uri}")
+
+    @classmethod
+    def create(cls, options: Options) -> "RayExecutor":
+        """Joins the cluster (or starts a local Ray); the code ships from the repository root, without
+        the cells' folder; the workers record where the driver does."""
+        from pipeline.spec.environment import REPO_ROOT, tracking_uri
+
+        excludes = []
+        try:
+            excludes.append(str(Path(options.runs_dir).resolve().relative_to(REPO_ROOT)))
+        except ValueError:
+            pass
+        return cls(options.address, REPO_ROOT, options.retries, excludes,
+                   env={"MLFLOW_TRACKING_URI": tracking_uri()}, local_cpus=options.jobs)
 
     def __init__(self, address: str | None, code_root: Path, retries: int = 2, excludes: list[str] = (),
                  env: dict | None = None, local_cpus: int | None = None):
@@ -119,7 +143,7 @@ class RayExecutor:
             check_address(address)
         self.retries, self._stopping, self._pending = retries, False, {}
         runtime_env = {"working_dir": str(code_root), "excludes": [*RAY_EXCLUDES, *excludes],
-                       "env_vars": {**QUIET_ENV, **(env or {})}}
+                       "env_vars": {**worker_env(), **(env or {})}}
         extra, old_umask, self.temp_dir = {}, None, None
         if not address:  # a local cluster: its files in a private folder, created private (umask 077)
             self.temp_dir = ray_temp_dir()
@@ -156,7 +180,7 @@ class RayExecutor:
             gpu = wants_gpu(job.cell, self.gpus > 0)
             ref = self._task.options(num_cpus=max(1, job.cell.train.threads), num_gpus=1 if gpu else 0,
                                      max_retries=self.retries, retry_exceptions=False,
-                                     name=f"train@{job.name}").remote(job.cell, job.name)
+                                     name=stage_name(job.name)).remote(job.cell, job.name)
             self._pending[ref] = job
         while self._pending:
             done, _ = ray.wait(list(self._pending), num_returns=1, timeout=1.0)

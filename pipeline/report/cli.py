@@ -100,12 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     members, largest, verdicts, answer = evaluate(params, grid)
     result = {}
     records.write_tree_atomically(out, lambda tmp: result.update(
-        metrics=build(tmp, params, grid, out, members, largest, verdicts, answer, cell_runs)))
+        metrics=build(tmp, params, grid, out, members, largest, verdicts, answer, cell_runs),
+        cells=tables.cell_table(members, largest)))
     rid = None
     if store:
-        from pipeline.report.mlflow_run import log_report_run
+        from pipeline.report.mlflow_run import log_cell_metrics, log_report_run
 
-        step("MLflow: logging the report run")
+        n = log_cell_metrics(store[0], cell_runs, result["cells"], params.report)
+        step(f"MLflow: the cell numbers on {n} parent run(s), at the report's thresholds; logging the report run")
         rid = log_report_run(*store, params, out, verdicts, result["metrics"], cell_runs, grid.excluded)
         for name, run in cell_runs.items():
             if run is None:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline import records
 from pipeline.config import ConfigError, Params, cell_settings
+from pipeline.spec.names import cell_name
 
 
 @dataclass
@@ -48,7 +49,7 @@ def load_grid(params: Params, runs: Path) -> Grid:
     cells, excluded = [], []
     for v in params.grid.variants:
         for d in params.grid.datasets:
-            name = records.cell_name(v, d)
+            name = cell_name(v, d)
             folder = runs / name
             if not folder.exists():
                 excluded.append((name, f"{folder}: missing (not trained; run `dvc repro`)"))

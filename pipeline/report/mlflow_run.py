@@ -1,11 +1,15 @@
 """The report as an MLflow run, and the cell runs found by the content of the cells it read.
 
-    from pipeline.report.mlflow_run import open_store, find_cell_runs, log_report_run
+    from pipeline.report.mlflow_run import open_store, find_cell_runs, log_cell_metrics, log_report_run
 
 A cell's parent run carries the tag `normlab.outputs_hash` = records.outputs_hash(folder) (a
 hash of the cell's output files, set by pipeline.tracking). The report looks up, for each
 cell it read, the latest FINISHED parent run with that tag: the run that produced exactly
 these bytes, wherever DVC restored them from. No side file is trusted.
+
+The report, not the training stage, judges: it logs each cell's headline numbers (tables/cells.csv,
+computed at the report's own thresholds) onto the parent run it found, with the rule it used as the
+tag `normlab.outcome_rule`; a later report under other thresholds overwrites them.
 """
 from __future__ import annotations
 
@@ -16,11 +20,13 @@ from pathlib import Path
 from pipeline import records
 
 HASH_TAG = "normlab.outputs_hash"
+RULE_TAG = "normlab.outcome_rule"
 
 
 def open_store(params):
     """(client, experiment id) of the configured store; a ConfigError if it does not answer."""
-    from pipeline.tracking import close_orphans, connect, experiment_id, tracking_uri
+    from pipeline.spec.environment import tracking_uri
+    from pipeline.tracking import close_orphans, connect, experiment_id
 
     uri = tracking_uri()
     client = connect(uri)
@@ -41,6 +47,35 @@ def find_cell_runs(client, exp_id: str, folders: dict[str, Path]) -> dict[str, s
                                                 f"and attributes.status = 'FINISHED'")
         found[name] = runs[0].info.run_id if runs else None
     return found
+
+
+def outcome_rule(settings) -> str:
+    """The member-outcome thresholds (params.yaml's `report:`) as one line, beside the numbers."""
+    s = settings
+    return (f"trained: final full-set loss <= {s.trained_loss_ratio:g} x min(init loss, ln C) and accuracy >= "
+            f"1/C + {s.trained_acc_margin:g}; blew_up: ||W_T||/||W_0|| > {s.blowup_w_factor:g} or b rms drift > "
+            f"{s.blowup_b_rms:g}")
+
+
+def log_cell_metrics(client, cell_runs: dict[str, str | None], cells, settings) -> int:
+    """Each found parent run gets its cell's row of `cells` (tables.cell_table) as metrics (a value
+    that does not exist is left out, never written as 0) and the rule as a tag; the runs logged."""
+    import math
+
+    from mlflow.entities import Metric, RunTag
+
+    from pipeline.report.tables import CELL_METRICS
+
+    now, rule, n = int(time.time() * 1000), outcome_rule(settings), 0
+    for row in cells.itertuples(index=False):
+        run_id = cell_runs.get(row.cell)
+        if run_id is None:
+            continue
+        values = {k: float(getattr(row, k)) for k in CELL_METRICS}
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items() if math.isfinite(v)],
+                         tags=[RunTag(RULE_TAG, rule)])
+        n += 1
+    return n
 
 
 def _flat(prefix: str, d: dict) -> dict[str, float]:

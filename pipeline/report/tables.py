@@ -4,6 +4,7 @@
 
 tables/members.csv            one row per member (pipeline.outcomes.member_table)
 tables/largest_trained_lr.csv per variant x data set (pipeline.outcomes.largest_trained_lr)
+tables/cells.csv              one row per cell: its headline numbers (cell_table; also on its MLflow parent run)
 tables/status.csv             members per variant x data set x lr and outcome
 tables/verdicts.csv           one row per claim: key, kind, status, rule
 tables/endpoints.csv          every verdict's endpoints (claim, then the endpoints table's columns)
@@ -12,6 +13,7 @@ plots/b_norm/<dataset>.csv, plots/loss/<dataset>.csv   for dvc.yaml's plots sect
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +38,31 @@ def status_table(members: pd.DataFrame) -> pd.DataFrame:
     return counts.reset_index()
 
 
+CELL_METRICS = ("frac_trained", "frac_diverged", "frac_blew_up", "best_full_loss_train", "best_full_acc_train",
+                "largest_trained_lr")
+
+
+def cell_table(members: pd.DataFrame, largest: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell, from the member table at the report's own thresholds: frac_trained /
+    frac_diverged / frac_blew_up (shares of its members by outcome), best_full_loss_train /
+    best_full_acc_train (the best member's final full-training-set loss and accuracy, training
+    mode), largest_trained_lr (every seed trained at it). NaN where a value does not exist (no lr
+    at which every seed trained, no finite final loss). The report logs these numbers onto each
+    cell's MLflow parent run (pipeline.report.mlflow_run.log_cell_metrics)."""
+    lr = {(r.variant, r.dataset): r.largest_trained_lr for r in largest.itertuples()}
+    rows = []
+    for cell, g in members.groupby("cell", sort=False):
+        loss, acc = g["full_loss_train"].astype(float), g["full_acc_train"].astype(float)
+        finite = loss[loss.map(math.isfinite)]
+        row = {"cell": cell, "variant": g["variant"].iloc[0], "dataset": g["dataset"].iloc[0]}
+        row.update({f"frac_{s}": float((g["status"] == s).mean()) for s in ("trained", "diverged", "blew_up")})
+        row.update(best_full_loss_train=float(finite.min()) if len(finite) else float("nan"),
+                   best_full_acc_train=float(acc.max()) if acc.notna().any() else float("nan"),
+                   largest_trained_lr=float(lr.get((row["variant"], row["dataset"]), float("nan"))))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["cell", "variant", "dataset", *CELL_METRICS])
+
+
 def verdict_rows(verdicts) -> pd.DataFrame:
     return pd.DataFrame([{"key": v.key, "title": v.title, "kind": v.kind, "status": v.status, "rule": v.rule,
                           "figure": v.figure or ""} for v in verdicts])
@@ -52,7 +79,8 @@ def endpoint_rows(verdicts) -> pd.DataFrame:
 def write_tables(tabdir: Path, members: pd.DataFrame, largest: pd.DataFrame, verdicts) -> dict[str, pd.DataFrame]:
     """Write every CSV; returns name -> frame of what was written (the renderer shows some)."""
     tabdir.mkdir(parents=True, exist_ok=True)
-    out = {"members": members, "largest_trained_lr": largest, "status": status_table(members),
+    out = {"members": members, "largest_trained_lr": largest, "cells": cell_table(members, largest),
+           "status": status_table(members),
            "verdicts": verdict_rows(verdicts), "endpoints": endpoint_rows(verdicts)}
     for v in verdicts:
         if v.table is not None:

@@ -1,0 +1,68 @@
+"""The one owner of the environment every normlab process runs in: no usage telemetry, and where
+the MLflow runs go. Standard library only (the `normlab` command and the warm client import it).
+
+    from pipeline.spec import environment
+    environment.apply()                     # this process: telemetry off unless the user said otherwise
+    env = environment.child_env(base, X=1)  # a child process's environment, the same rule applied
+    environment.tracking_uri()              # MLFLOW_TRACKING_URI, else sqlite:///<workspace>/mlflow.db
+
+Telemetry: MLflow (MLFLOW_DISABLE_TELEMETRY, DO_NOT_TRACK), Ray (RAY_USAGE_STATS_ENABLED) and DVC
+(DVC_NO_ANALYTICS; the repository's .dvc/config also says `analytics = false`) send nothing unless
+the user set the variable first (setdefault: a user who opts in keeps the choice, and so do the
+processes normlab starts). `pipeline/__init__.py` applies it at the first import of any normlab
+module; processes started with an environment of their own (pool workers, Ray workers, the
+tracking server, test and benchmark projects) get `child_env()`. The Makefile exports the same
+three MLflow/Ray variables for the tools make starts itself (dvc, mlflow, pytest).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, MutableMapping
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0",
+                "DVC_NO_ANALYTICS": "true"}
+
+
+def apply(environ: MutableMapping[str, str] | None = None) -> None:
+    """Telemetry off in `environ` (this process's by default) where the user has not chosen."""
+    environ = os.environ if environ is None else environ
+    for key, value in NO_TELEMETRY.items():
+        environ.setdefault(key, value)
+
+
+def telemetry_env() -> dict[str, str]:
+    """The telemetry variables as this process has them (the defaults where unset): what a process
+    started with an environment of its own (a Ray worker, a pool worker) must be given."""
+    return {key: os.environ.get(key, value) for key, value in NO_TELEMETRY.items()}
+
+
+def child_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """A child process's environment: `base` (this process's by default) with telemetry off where
+    `base` does not say otherwise, then `extra`."""
+    env = dict(os.environ if base is None else base)
+    apply(env)
+    env.update(extra)
+    return env
+
+
+def workspace_root(root: Path = REPO_ROOT) -> Path:
+    """The user's checkout. `dvc exp run --temp` / `--queue` run stages in a throw-away copy under
+    <workspace>/.dvc/tmp/exps/: records made there must land in the workspace's store, not the copy's."""
+    parts = Path(root).parts
+    for i in range(len(parts) - 3):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return Path(root)
+
+
+def default_store(root: Path = REPO_ROOT) -> str:
+    """The runs store when MLFLOW_TRACKING_URI is not set: SQLite beside the workspace's checkout."""
+    return f"sqlite:///{workspace_root(root) / 'mlflow.db'}"
+
+
+def tracking_uri() -> str:
+    """Where every normlab process records: MLFLOW_TRACKING_URI if set, else default_store()."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_store()
