@@ -30,7 +30,7 @@ VARIANTS = ["bn", "center", "center_detached", "standardize_detached", "populati
 def main(out: Path) -> None:
     import torch
 
-    from pipeline import train
+    from pipeline.cell import run_cell
 
     out.mkdir(parents=True, exist_ok=True)
     base = load_params("params.yaml")
@@ -44,20 +44,19 @@ def main(out: Path) -> None:
                 cell = cell_settings(p, variant, dataset)
                 folder = out / "runs" / f"{variant}-{dataset}-{acc}"
                 t0 = time.perf_counter()
-                summary = train.run_cell(cell, folder, track=False, progress=False)
+                run = run_cell(cell, folder, track=False, progress=False)
                 result[f"{acc}_s"] = round(time.perf_counter() - t0, 2)
-                meta = json.loads((folder.parent / f"{folder.name}.meta.json").read_text())
-                result[f"{acc}_device"] = meta["timing"]["device"]
-                result[acc] = summary
+                result[f"{acc}_device"] = run.meta.timing["device"]
+                result[acc] = run.summary.members
             pairs = []
-            for g, c in zip(result.pop("auto")["members"], result.pop("cpu")["members"]):
-                gl, cl = g.get("full_loss_train"), c.get("full_loss_train")
-                gap = abs(gl - cl) / max(abs(cl), 1e-12) if gl is not None and cl is not None else None
-                pairs.append({"lr": g["lr"], "seed": g["seed"], "diverged_gpu": g["diverged"],
-                              "diverged_cpu": c["diverged"], "loss_rel_gap": gap})
+            for g, c in zip(result.pop("auto"), result.pop("cpu")):
+                gap = abs(g.full_loss_train - c.full_loss_train) / max(abs(c.full_loss_train), 1e-12)
+                pairs.append({"lr": g.lr, "seed": g.seed, "diverged_gpu": g.diverged, "diverged_cpu": c.diverged,
+                              "loss_rel_gap": gap})
             result["members"] = pairs
             rows.append(result)
             print(json.dumps({k: v for k, v in result.items() if k != "members"}), flush=True)
+            print(json.dumps(pairs), flush=True)
     (out / "gpu_check.json").write_text(json.dumps({"torch": torch.__version__,
                                                     "gpu": torch.cuda.get_device_name(0), "cells": rows}, indent=1))
 

@@ -28,7 +28,7 @@ from pipeline.records import read_cell
 from pipeline.report.load import long_history
 from pipeline.spec.variants import (NORM_SPECS, NormSpec, loss_fixed, names_where, refresh_interval, register_spec,
                                     unregister_spec)
-from pipeline.train import run_cell
+from pipeline.cell import run_cell
 from tests.conftest import make_cell, make_params
 
 ROOT = Path(__file__).resolve().parents[1]
