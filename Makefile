@@ -55,7 +55,7 @@ grid: $(STAMP)  ## stale cells on JOBS warm workers (EXECUTOR=ray ADDRESS=...), 
 		$(if $(ADDRESS),--address $(ADDRESS))
 
 server: $(STAMP)  ## PostgreSQL + an MLflow server on 127.0.0.1 (Ctrl-C stops both)
-	$(BIN)/python -m pipeline.tracking_server --folder $(SERVER_DIR)
+	$(BIN)/python -m pipeline.tracking.server --folder $(SERVER_DIR)
 
 bench-scaleout: $(STAMP)  ## local executor vs dvc repro; tracking server vs SQLite
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.tracking_bench

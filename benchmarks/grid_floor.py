@@ -128,9 +128,9 @@ def floor_seconds(params_path: Path, cells: list[tuple[str, str]]) -> dict[str, 
 
 def warm_memory(project: Path, env: dict) -> dict:
     """The copy's warm server: its pid, VmRSS / VmHWM, and its children's peak RSS from its log."""
-    code = "from pipeline import warm; p = warm.socket_path(); print(p.with_suffix('.log') if p else '')"
+    code = "from pipeline.warm import client as warm; p = warm.socket_path(); print(p.with_suffix('.log') if p else '')"
     log = subprocess.run([PY, "-c", code], cwd=project, env=env, capture_output=True, text=True).stdout.strip()
-    st = subprocess.run([PY, "-m", "pipeline.warm", "status"], cwd=project, env=env, capture_output=True, text=True)
+    st = subprocess.run([PY, "-m", "pipeline.warm.client", "status"], cwd=project, env=env, capture_output=True, text=True)
     pid = re.search(r"up \(pid (\d+)\)", st.stdout)
     out: dict = {}
     if pid:
@@ -190,12 +190,12 @@ def grid_floor(params_text: str | None, env: dict, tmp: Path, repeats: int, para
     warm_env = {k: v for k, v in run_env.items() if k != "NORMLAB_WARM"}  # the user's default: warm on
     try:
         if prestart:
-            timed([PY, "-m", "pipeline.warm", "start", "--wait"], project, warm_env)
+            timed([PY, "-m", "pipeline.warm.client", "start", "--wait"], project, warm_env)
         wall = timed([dvc, "repro", "-f"], project, warm_env)
         stamps = read_stamps(stamps_log)
         memory = warm_memory(project, warm_env)
     finally:
-        subprocess.run([PY, "-m", "pipeline.warm", "stop"], cwd=project, env=warm_env, capture_output=True)
+        subprocess.run([PY, "-m", "pipeline.warm.client", "stop"], cwd=project, env=warm_env, capture_output=True)
     report_procs = [s for s in stamps if "pipeline.report" in s["argv"]]
     timings = cell_timings(project, names)
     parts = split(wall, stamps, timings, sum(s["wall_s"] for s in report_procs))
@@ -217,6 +217,6 @@ def grid_floor(params_text: str | None, env: dict, tmp: Path, repeats: int, para
         try:
             pwall = timed([PY, "-m", "pipeline.grid", "--executor", "local", "--jobs", "2"], second, penv)
         finally:
-            subprocess.run([PY, "-m", "pipeline.warm", "stop"], cwd=second, env=penv, capture_output=True)
+            subprocess.run([PY, "-m", "pipeline.warm.client", "stop"], cwd=second, env=penv, capture_output=True)
         out["parallel"] = {"jobs": 2, "wall_s": pwall, "ratio": pwall / total_floor}
     return out

@@ -19,9 +19,9 @@ def bare_loop(cell) -> float:
     import torch
     import torch.nn.functional as F
 
-    from pipeline.data import StackedBatches, StackedDataModule
-    from pipeline.networks import build_model
-    from pipeline.optim import make_optimizer
+    from pipeline.data.sets import StackedBatches, StackedDataModule
+    from pipeline.nets.build import build_model
+    from pipeline.nets.optim import make_optimizer
 
     members, o, tr = cell.members(), cell.optim, cell.train
     seeds = [s for _, s in members]
@@ -55,7 +55,7 @@ _EMPTY_STORE: list[Path] = []  # the first store made, copied for the others (mi
 
 def init_store(folder: Path) -> str:
     """A fresh SQLite MLflow store with its schema created, so no timed run pays the migrations."""
-    from pipeline.tracking import connect
+    from pipeline.tracking.runs import connect
 
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / "mlflow.db"

@@ -157,7 +157,7 @@ def sized(cell, lrs=None, seeds=None, steps=None, width=None):
 
 
 def warm_status(env: dict) -> bool:
-    out = subprocess.run([PY, "-m", "pipeline.warm", "status"], cwd=ROOT, env=env, capture_output=True, text=True)
+    out = subprocess.run([PY, "-m", "pipeline.warm.client", "status"], cwd=ROOT, env=env, capture_output=True, text=True)
     return out.returncode == 0 and " up " in out.stdout
 
 
@@ -168,7 +168,7 @@ def start_warm(env: dict) -> None:
     """If no warm server is up, start one in the background (`python -m pipeline.warm start`;
     pipeline.train starts one only for a runnable training command, never for `--help`)."""
     if not warm_status(env):
-        run_proc([PY, "-m", "pipeline.warm", "start"], env)
+        run_proc([PY, "-m", "pipeline.warm.client", "start"], env)
         _WARM_KICKED[0] = time.time()
 
 
@@ -389,7 +389,7 @@ def bmm_flops(shape: tuple[int, int, int], repeats: int = 10) -> float:
 
 
 def scaling(cell, cfg: dict, repeats: int, tmp: Path) -> dict:
-    from pipeline.data import StackedDataModule
+    from pipeline.data.sets import StackedDataModule
     from pipeline.cell import run_cell
 
     steps, lr = cfg["scaling_steps"], cell.optim.lrs[0]

@@ -25,7 +25,7 @@ def step_cost(params, dataset: str, variant: str, steps: int) -> tuple[float, fl
     from torch.utils.flop_counter import FlopCounterMode
 
     from pipeline.config import cell_settings
-    from pipeline.networks import build_model
+    from pipeline.nets.build import build_model
 
     cell = cell_settings(params, variant, dataset)
     ds = cell.dataset

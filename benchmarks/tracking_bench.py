@@ -12,7 +12,7 @@ grid      a copy of this checkout's code in a temp DVC repo, a reduced grid (--v
 tracking  W writer processes start together; each creates --runs runs (create_run + set_terminated:
           runs/s), then sends --batches log_batch calls of 1000 values to a run of its own
           (values/s); against a SQLite file and an MLflow server on PostgreSQL
-          (pipeline.tracking_server, loopback, --server-workers uvicorn workers).
+          (pipeline.tracking.server, loopback, --server-workers uvicorn workers).
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def measure_writers(uri: str, writers: int, n_runs: int, n_batches: int) -> dict
 
 
 def tracking_part(args) -> dict:
-    from pipeline.tracking_server import ServerError, TrackingServer
+    from pipeline.tracking.server import ServerError, TrackingServer
 
     res = {"sqlite": [], "server_postgres": [], "settings": {"runs": args.runs, "batches": args.batches,
                                                              "server_workers": args.server_workers}}

@@ -17,7 +17,7 @@ file read and validated (one error line and exit 2 on a bad setting, before any 
 one summary line; Ctrl-C or SIGTERM ends it with 130 and its MLflow runs KILLED.
 
 Who calls it: `python -m pipeline.train` (pipeline/train.py: the command line, cold), a child of the
-warm server (pipeline/warm_server.py: the same Launch, forked warm), the local executor's workers
+warm server (pipeline/warm/server.py: the same Launch, forked warm), the local executor's workers
 and Ray's tasks (pipeline/executors/: run_cell). This module knows none of them.
 """
 from __future__ import annotations
@@ -173,15 +173,15 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     import pytorch_lightning as pl
     import torch
 
-    from pipeline.data import StackedDataModule
-    from pipeline.networks import build_model
+    from pipeline.data.sets import StackedDataModule
+    from pipeline.nets.build import build_model
     from pipeline.module import STEPS_PER_BATCH, NormLabModule
-    from pipeline.tracker_process import make_tracker
-    from pipeline.tracking_callback import TrackingCallback
+    from pipeline.tracking.process import make_tracker
+    from pipeline.tracking.callback import TrackingCallback
 
     _quiet_lightning()
     from pipeline import records
-    from pipeline.data import preflight
+    from pipeline.data.sets import preflight
     from pipeline.spec.names import stage_name
 
     track = cell.tracking.enabled if track is None else track

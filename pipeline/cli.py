@@ -4,9 +4,9 @@
     normlab grid --jobs 2                                                    # = python -m pipeline.grid
     normlab report --runs runs --out reports                                 # = python -m pipeline.report
     normlab ui [--port 5000]              # MLflow's UI on 127.0.0.1 over the project's runs store
-    normlab warm status|start|stop        # = python -m pipeline.warm
-    normlab server --folder .mlflow-server                                   # = python -m pipeline.tracking_server
-    normlab fetch-data --dataset mnist                                       # = python -m pipeline.fetch_data
+    normlab warm status|start|stop        # = python -m pipeline.warm.client
+    normlab server --folder .mlflow-server                                   # = python -m pipeline.tracking.server
+    normlab fetch-data --dataset mnist                                       # = python -m pipeline.data.fetch
 
 Each command is the `python -m` form's own main(), same options, same exit codes; `normlab
 <command> --help` shows them. Usage telemetry of MLflow (and Ray) is off in everything started
@@ -28,9 +28,9 @@ COMMANDS = {
     "grid": ("pipeline.grid", "main", "train the grid's stale cells on an executor, then build the report"),
     "report": ("pipeline.report.cli", "main", "build reports/ (report.md, html, tables, figures, metrics.json)"),
     "ui": ("pipeline.cli", "ui", "MLflow's UI on 127.0.0.1 over the project's tracking store"),
-    "warm": ("pipeline.warm", "main", "the warm-start server: status | start [--wait] | stop"),
-    "server": ("pipeline.tracking_server", "main", "PostgreSQL + an MLflow tracking server on 127.0.0.1"),
-    "fetch-data": ("pipeline.fetch_data", "main", "download an image data set (mnist, fashion_mnist, cifar10)"),
+    "warm": ("pipeline.warm.client", "main", "the warm-start server: status | start [--wait] | stop"),
+    "server": ("pipeline.tracking.server", "main", "PostgreSQL + an MLflow tracking server on 127.0.0.1"),
+    "fetch-data": ("pipeline.data.fetch", "main", "download an image data set (mnist, fashion_mnist, cifar10)"),
 }
 
 

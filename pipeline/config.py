@@ -7,7 +7,7 @@ Every mistake becomes one line naming the key and what is allowed, before any wo
     normlab: params.yaml: line 41, column 3: duplicate key optim.lrs (first at line 39, column 3); write each key once
 
 What needs the data set or the machine (a csv's contents, batch vs training split, a GPU) is
-checked by pipeline.data.preflight; the tracking URI's form by check_tracking_uri below.
+checked by pipeline.data.sets.preflight; the tracking URI's form by check_tracking_uri below.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def _check_seed(seed: int, key: str) -> None:
 
 
 class VariantSettings(_Strict):
-    norm: str                                       # a row of pipeline/spec/variants.py (its layer: pipeline/norms.py)
+    norm: str                                       # a row of pipeline/spec/variants.py (its layer: pipeline/nets/norms.py)
     affine: bool = True                             # gamma, beta after the normalization
     bias: bool = True                               # the Linear layer has b
     trainable: Literal["all", "bias"] = "all"       # "bias": the bias-only toy (only b trains)
@@ -93,7 +93,7 @@ class DatasetSettings(_Strict):
     # digits and images
     standardize: bool = False                       # z-score per pixel (digits) or per channel (images); False: pixels in [0, 1]
     # images: digits_images = scikit-learn's digits as 1x8x8 (no download); mnist, fashion_mnist, cifar10
-    # from torchvision's folder layout under root (fetch: python -m pipeline.fetch_data --dataset <kind>)
+    # from torchvision's folder layout under root (fetch: python -m pipeline.data.fetch --dataset <kind>)
     root: str = "data"                              # mnist, fashion_mnist, cifar10: folder holding MNIST/, FashionMNIST/, cifar-10-batches-py/
     subset: int | None = Field(None, gt=1)          # images: first N training examples (and test examples) only; None: all
     val_from: Literal["train", "test"] = "train"    # validation: val_fraction of the training examples, or the official test set
@@ -177,7 +177,7 @@ class TrainSettings(_Strict):
     diverge_loss: float = Field(1e3, gt=0.0)        # loss above this = diverged
     diverge_param: float = Field(1e6, gt=0.0)       # any |parameter| above this = diverged
     threads: int = Field(0, ge=0)                   # torch threads per process (0: torch default)
-    # one device per cell; whether a GPU is really there is checked by pipeline.data.preflight
+    # one device per cell; whether a GPU is really there is checked by pipeline.data.sets.preflight
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
 
 

@@ -108,7 +108,7 @@ def _up_to_date(folder: Path, cell) -> bool:
 
 def _open_store(experiment: str):
     """(client, experiment id or None) of the tracking store; runs a SIGKILLed process left RUNNING end KILLED."""
-    from pipeline.tracking import close_orphans, connect
+    from pipeline.tracking.runs import close_orphans, connect
 
     client = connect()  # a ConfigError (one line) when the store does not answer
     exp = client.get_experiment_by_name(experiment)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import CellSettings
-from pipeline.model import StackedMLP
-from pipeline.optim import make_optimizer
+from pipeline.nets.mlp import StackedMLP
+from pipeline.nets.optim import make_optimizer
 from pipeline.spec.records import layer_column
 
 # optimizer steps per Lightning batch: its per-batch loop machinery (~0.5 ms a call) is paid once per
@@ -103,7 +103,7 @@ class NormLabModule(pl.LightningModule):
                                     getattr(self, f"drift_pred_{i}"), self.lrs.view(-1, *[1] * (lin.bias.dim() - 1))))
 
     def training_step(self, batch, batch_idx):
-        """A batch is STEPS_PER_BATCH consecutive steps (pipeline.data.StepChunks): xs[k] is step t0 + k's."""
+        """A batch is STEPS_PER_BATCH consecutive steps (pipeline.data.sets.StepChunks): xs[k] is step t0 + k's."""
         xs, ys, t0 = batch
         for k in range(len(xs)):
             self.step(xs[k], ys[k], t0 + k)

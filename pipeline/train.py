@@ -3,7 +3,7 @@
     python -m pipeline.train --variant center_detached --dataset synthetic --out runs/center_detached-synthetic
 
 Parses the arguments, then hands the cell (a pipeline.cell.Launch) to the warm server when one is
-up (pipeline/warm.py: a forked child runs it with torch & co. already imported; the first call
+up (pipeline/warm/client.py: a forked child runs it with torch & co. already imported; the first call
 starts one for the next) and otherwise runs it here, cold (pipeline.cell.launch): the params file
 read and validated (one error line and exit 2 on a bad setting, before any work), every member
 trained, recorded in MLflow and written atomically into --out. This is the only module that knows
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-# only the standard library at import (and pipeline.cell / pipeline.warm, which import nothing
+# only the standard library at import (and pipeline.cell / pipeline.warm.client, which import nothing
 # heavy): the warm path must not pay for torch, pandas or Lightning
 from pipeline.cell import Launch, launch
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)  # --help and a missing option end here, before any server
     req = Launch(args.variant, args.dataset, args.out, args.params, args.no_track)
-    from pipeline.warm import run_warm
+    from pipeline.warm.client import run_warm
 
     code = run_warm(req.to_json())  # a forked child of the warm server, if one is up
     if code is not None:

@@ -17,9 +17,9 @@ import time
 import types
 from pathlib import Path
 
-_stub = types.ModuleType("pipeline.tracker_process")  # run untracked: the GPU machine has no MLflow
+_stub = types.ModuleType("pipeline.tracking.process")  # run untracked: the GPU machine has no MLflow
 _stub.make_tracker = None
-sys.modules.setdefault("pipeline.tracker_process", _stub)
+sys.modules.setdefault("pipeline.tracking.process", _stub)
 
 from pipeline.config import cell_settings, load_params  # noqa: E402
 

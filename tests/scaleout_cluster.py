@@ -3,7 +3,7 @@ only loopback, so Ray (which binds the machine's address) and every server stay 
 
     unshare -n bash -c 'ip link set lo up && python tests/scaleout_cluster.py --repo R --out result.json --kill'
 
-Starts PostgreSQL + an MLflow server (pipeline.tracking_server), a two-node Ray cluster (a head
+Starts PostgreSQL + an MLflow server (pipeline.tracking.server), a two-node Ray cluster (a head
 and a second node, `--num-cpus 1` each), runs `python -m pipeline.grid --executor ray` in the
 repo R, and with --kill SIGKILLs the process of the first cell seen training (its pid is in the
 runs' `normlab.cell_proc` tag). Writes what the tests check into --out (JSON): the grid's exit code
@@ -113,7 +113,7 @@ def main() -> int:
     os.environ.update({**environment.NO_TELEMETRY, "NORMLAB_WARM": "0"})  # telemetry off, whatever the caller had
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking_server import TrackingServer
+    from pipeline.tracking.server import TrackingServer
 
     result: dict = {"killed": None}
     work = Path(tempfile.mkdtemp(prefix="so-", dir="/tmp"))  # short: Ray's socket paths have a length limit

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.conv import StackedConv2d, StackedCNN
-from pipeline.norms import NORMS, make_norm
+from pipeline.nets.cnn import StackedConv2d, StackedCNN
+from pipeline.nets.norms import NORMS, make_norm
 from pipeline.spec.variants import norm_spec
 from pipeline.cell import run_cell
 from tests.conftest import ALL_VARIANTS, make_cell
@@ -182,7 +182,7 @@ def _conv(weight_norm=False, seed=0):
 
 
 def test_grouped_conv_is_each_members_own_conv2d():
-    from pipeline.conv import from_members, to_members
+    from pipeline.nets.cnn import from_members, to_members
 
     conv = _conv()
     x = _x(7)

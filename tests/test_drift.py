@@ -1,4 +1,4 @@
-"""b's drift under SGD, momentum and Adam against pipeline.drift's closed forms, on the bias-only toy
+"""b's drift under SGD, momentum and Adam against pipeline.nets.drift's closed forms, on the bias-only toy
 trained on the full batch (its gradient is then constant: the theory is exact)."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.data import StackedDataModule
-from pipeline.drift import displacement
-from pipeline.networks import build_model
+from pipeline.data.sets import StackedDataModule
+from pipeline.nets.drift import displacement
+from pipeline.nets.build import build_model
 from pipeline.cell import run_cell
 from tests.conftest import make_cell
 

@@ -64,7 +64,7 @@ def test_runs_carry_mlflow_context_tags(tracked):
 def test_a_kind_the_user_chose_is_kept(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking import experiment_id
+    from pipeline.tracking.runs import experiment_id
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     client = MlflowClient(uri)
@@ -134,7 +134,7 @@ def test_parent_run_has_the_cells_figure(tracked):
 def test_every_run_records_the_training_split_as_dataset_input(tracked):
     import mlflow.data
 
-    from pipeline.data import load_split
+    from pipeline.data.sets import load_split
 
     x, y, _, _ = load_split(tracked.cell.dataset)  # the arrays the members train on (no scaling: synthetic)
     want = mlflow.data.from_numpy(x, targets=y, name="synthetic").digest
@@ -146,7 +146,7 @@ def test_every_run_records_the_training_split_as_dataset_input(tracked):
 
 
 def test_cell_figure_draws_one_line_per_lr_on_log_axes():
-    from pipeline.cell_figure import cell_figure
+    from pipeline.tracking.cell_figure import cell_figure
 
     h = pd.DataFrame({"lr": [0.1] * 4 + [1.0] * 4, "step": [0, 1, 0, 1] * 2, "loss": [2.0, 1.0, 2.0, 3.0] * 2,
                       "b_norm/l0": [0.0, 1e-3, 0.0, 1e-3, 0.0, 10.0, 0.0, 30.0]})
@@ -159,7 +159,7 @@ def test_cell_figure_draws_one_line_per_lr_on_log_axes():
 
 def test_telemetry_is_off_unless_the_user_turned_it_on():
     keys = list(environment.NO_TELEMETRY)  # MLflow's, Ray's and DVC's switches, from their one owner
-    code = f"import os, pipeline.tracking; print(*[os.environ[k] for k in {keys!r}])"
+    code = f"import os, pipeline.tracking.runs; print(*[os.environ[k] for k in {keys!r}])"
     env = {k: v for k, v in os.environ.items() if k not in keys}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == list(environment.NO_TELEMETRY.values())
@@ -361,7 +361,7 @@ def test_console_command_lists_and_dispatches():
 
 def test_normlab_ui_opens_the_projects_store_on_localhost(monkeypatch):
     from pipeline.cli import ui_command
-    from pipeline.tracking import tracking_uri
+    from pipeline.tracking.runs import tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cmd = ui_command(["--port", "5001"])

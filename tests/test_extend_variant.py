@@ -2,7 +2,7 @@
 
 This test defines `rms_detached` (x / sg(rms_B(x)): batch statistics, detached, scales, does not
 center), registers its row (pipeline.spec.variants.register_spec) and its class
-(pipeline.norms.implements) at runtime, trains it through a real cell and reads it back through
+(pipeline.nets.norms.implements) at runtime, trains it through a real cell and reads it back through
 the report's member table and claims. What the pipeline does with it must follow the row, so the
 row is registered twice with properties flipped, and every assertion is written against the row:
 detached -> claim 2 measures it; mode_free -> one full-set pass serves both modes. The fixture
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from pipeline.claims import REGISTRY
 from pipeline.config import Params
-from pipeline.norms import NORMS, StackedNorm, implements, make_norm, unregister_norm
+from pipeline.nets.norms import NORMS, StackedNorm, implements, make_norm, unregister_norm
 from pipeline.outcomes import member_table
 from pipeline.params_yaml import error_line
 from pipeline.records import read_cell

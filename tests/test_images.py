@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import fetch_data
+from pipeline.data import fetch as fetch_data
 from pipeline.config import ConfigError, DatasetSettings
-from pipeline.data import StackedDataModule, load_arrays, preflight
-from pipeline.images import load_images
+from pipeline.data.sets import StackedDataModule, load_arrays, preflight
+from pipeline.data.images import load_images
 from pipeline.cell import run_cell
 from tests.conftest import make_cell
 
@@ -128,7 +128,7 @@ def test_missing_folder_is_one_line_naming_the_fetch_command(tmp_path):
         load_images(_cfg("mnist", tmp_path / "nowhere"), "datasets.mnist")
     msg = str(err.value)
     assert "\n" not in msg and "datasets.mnist" in msg
-    assert f"python -m pipeline.fetch_data --dataset mnist --root {tmp_path / 'nowhere'}" in msg
+    assert f"python -m pipeline.data.fetch --dataset mnist --root {tmp_path / 'nowhere'}" in msg
 
 
 def _damage(tmp_path, how):
@@ -152,7 +152,7 @@ def test_a_damaged_or_missing_idx_file_is_one_line(tmp_path, how, why):
     _damage(tmp_path, how)
     with pytest.raises(ConfigError, match=why) as err:
         load_images(_cfg("mnist", tmp_path), "datasets.mnist")
-    assert "\n" not in str(err.value) and "python -m pipeline.fetch_data --dataset mnist" in str(err.value)
+    assert "\n" not in str(err.value) and "python -m pipeline.data.fetch --dataset mnist" in str(err.value)
 
 
 class _Boom:
@@ -171,7 +171,7 @@ def test_a_damaged_or_hostile_cifar_batch_is_one_line_and_runs_nothing(tmp_path,
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(content)
     with pytest.raises(ConfigError, match=why) as err:
         load_images(_cfg("cifar10", tmp_path), "datasets.cifar")
-    assert "\n" not in str(err.value) and "python -m pipeline.fetch_data --dataset cifar10" in str(err.value)
+    assert "\n" not in str(err.value) and "python -m pipeline.data.fetch --dataset cifar10" in str(err.value)
     assert not (tmp_path / "PWNED").exists()
 
 

@@ -133,7 +133,7 @@ def test_the_reference_is_what_runs_when_patched(tmp_path, monkeypatch):
 
 
 def test_a_chunk_of_steps_holds_the_same_batches_and_is_bounded_in_bytes():
-    from pipeline.data import CHUNK_BYTES, StackedBatches, StepChunks
+    from pipeline.data.sets import CHUNK_BYTES, StackedBatches, StepChunks
 
     x, y = torch.randn(300, 5), torch.randint(0, 3, (300,))
     batches = StackedBatches(x, y, [0, 1, 2], 16, 40)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.norms import NORMS, make_norm
+from pipeline.nets.norms import NORMS, make_norm
 from pipeline.spec.variants import BUILTIN_NAMES, NORM_SPECS, names_where, norm_spec
 
 M, B, FEAT = 2, 6, 4
@@ -228,7 +228,7 @@ def test_frozen_keeps_first_batch_statistics():
 
 
 def test_weightnorm_is_scale_invariant_in_v():
-    from pipeline.model import StackedLinear
+    from pipeline.nets.mlp import StackedLinear
 
     v = torch.randn(M, FEAT, 3, dtype=torch.float64)
     lin = StackedLinear(v.clone(), None, weight_norm=True).double()
@@ -286,7 +286,7 @@ def test_batch_renorm_at_step_0_is_plain_bn_forward_and_gradient():
 def test_model_set_step_reaches_every_hidden_norm():
     """StackedMLP.set_step forwards t to each hidden layer (with the variant's hold and
     ramp from the settings); layers without a schedule accept it and ignore it."""
-    from pipeline.model import StackedMLP
+    from pipeline.nets.mlp import StackedMLP
     from tests.conftest import make_cell
 
     for variant in ("batch_renorm_ramp", "center_detached"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.optim import StackedAdam, StackedSGD
+from pipeline.nets.optim import StackedAdam, StackedSGD
 
 LRS = [0.3, 0.01, 1.5]
 

@@ -103,7 +103,8 @@ def test_the_owner_decides_what_every_child_gets(monkeypatch):
 
 
 def test_the_tracking_uri_rule_has_one_owner(monkeypatch, tmp_path):
-    from pipeline import cli, tracking
+    from pipeline import cli
+    from pipeline.tracking import runs as tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert cli.store_uri() == tracking.tracking_uri() == f"sqlite:///{ROOT / 'mlflow.db'}"
@@ -120,7 +121,7 @@ def test_the_tracking_uri_rule_has_one_owner(monkeypatch, tmp_path):
 def test_the_cell_does_not_know_how_it_was_launched():
     cell = _imports(ROOT / "pipeline" / "cell.py")
     assert not {m for m in cell if m.startswith(("pipeline.train", "pipeline.warm"))}
-    server = _imports(ROOT / "pipeline" / "warm_server.py")
+    server = _imports(ROOT / "pipeline" / "warm" / "server.py")
     assert not {m for m in server if m.startswith("pipeline.train")}
     for path in _sources("pipeline", "benchmarks", "tests"):  # run_cell's callers import it from the cell
         assert "pipeline.train.run_cell" not in _imports(path), path
@@ -131,7 +132,7 @@ def test_the_warm_server_runs_the_cell_module_not_the_training_command(tmp_path)
     hands it to pipeline.cell.launch; pipeline.train is never imported on the server's side."""
     probe = textwrap.dedent(f"""
         import os, sys
-        import pipeline.warm_server as ws
+        import pipeline.warm.server as ws
         assert "pipeline.train" not in sys.modules
         req = {{"op": "run", "module": "pipeline.cell", "argv": ["caller-argv0", "x"], "cwd": {str(tmp_path)!r},
                "umask": 0o22, "env": {{"PATH": os.environ["PATH"]}},
@@ -159,7 +160,7 @@ def test_the_training_command_parses_then_hands_the_cell_on(monkeypatch):
     from pipeline import train
 
     seen = []
-    monkeypatch.setattr("pipeline.warm.run_warm", lambda launch: seen.append(("warm", launch)) or None)
+    monkeypatch.setattr("pipeline.warm.client.run_warm", lambda launch: seen.append(("warm", launch)) or None)
     monkeypatch.setattr(train, "launch", lambda req: seen.append(("cold", req)) or 0)
     assert train.main(["--variant", "bn", "--dataset", "synthetic", "--out", "o", "--no-track"]) == 0
     launch = {"variant": "bn", "dataset": "synthetic", "out": "o", "params": "params.yaml", "no_track": True}

@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.spec import environment
-from pipeline.tracking import CellTracker, close_orphans, workspace_root
+from pipeline.tracking.runs import CellTracker, close_orphans, workspace_root
 from tests.conftest import BASE, make_cell, merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,7 +218,7 @@ def test_a_dead_unreaped_process_counts_as_gone():
     an init that does not reap) still has /proc/<pid>/stat with its start time; its runs are orphans."""
     import socket
 
-    from pipeline.tracking import _process_gone, _proc_start
+    from pipeline.tracking.runs import _process_gone, _proc_start
 
     proc = subprocess.Popen(["sleep", "60"])
     tag = f"{socket.gethostname()}:{proc.pid}:{_proc_start(proc.pid)}"

@@ -118,7 +118,7 @@ def sqlite_runs(d: Path) -> list[dict]:
 
 def kill_first_training_cell(d: Path, proc: subprocess.Popen, sig=signal.SIGKILL) -> dict:
     """Wait for a member run RUNNING in the repo's SQLite store; signal the process that trains it."""
-    from pipeline.tracking import connect
+    from pipeline.tracking.runs import connect
 
     client = None
     deadline = time.monotonic() + 300
@@ -209,7 +209,7 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
 
 
 def test_tracking_server_without_postgres_is_one_line(monkeypatch, tmp_path):
-    from pipeline.tracking_server import ServerError, TrackingServer
+    from pipeline.tracking.server import ServerError, TrackingServer
 
     monkeypatch.setenv("NORMLAB_PG_BIN", str(tmp_path))
     with pytest.raises(ServerError, match="PostgreSQL not found"):
@@ -306,7 +306,7 @@ def test_local_executor_ctrl_c_stops_cells_killed_and_writes_nothing_half(tmp_pa
 
 # -- ray: a two-node cluster and an MLflow server on PostgreSQL, in a loopback-only namespace ---------
 def _netns_reason() -> str | None:
-    from pipeline.tracking_server import ServerError, postgres_bin
+    from pipeline.tracking.server import ServerError, postgres_bin
 
     try:
         postgres_bin()

@@ -18,10 +18,10 @@ CELL = dict(optim={"lrs": [0.05, 1e4], "seeds": [0]}, train={"steps": 20, "log_e
 @pytest.fixture(params=["in_process", "process"])
 def tracker_kind(request, monkeypatch):
     """A test using this runs twice: MLflow calls made in the cell's process, and by a forked tracking
-    process (pipeline.tracker_process: what a single-threaded cell, warm or cold, uses)."""
-    import pipeline.tracker_process
+    process (pipeline.tracking.process: what a single-threaded cell, warm or cold, uses)."""
+    import pipeline.tracking.process
 
-    monkeypatch.setattr(pipeline.tracker_process, "_threads", lambda: 1 if request.param == "process" else 2)
+    monkeypatch.setattr(pipeline.tracking.process, "_threads", lambda: 1 if request.param == "process" else 2)
     return request.param
 
 
@@ -142,11 +142,11 @@ def _content(uri):
 
 
 def test_both_trackers_write_the_same_records(tmp_path, monkeypatch):
-    import pipeline.tracker_process
+    import pipeline.tracking.process
 
     stores = {}
     for kind in ("in_process", "process"):
-        monkeypatch.setattr(pipeline.tracker_process, "_threads", lambda k=kind: 1 if k == "process" else 2)
+        monkeypatch.setattr(pipeline.tracking.process, "_threads", lambda k=kind: 1 if k == "process" else 2)
         uri = f"sqlite:///{tmp_path / kind / 'mlflow.db'}"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         run_cell(make_cell("bn", **CELL), tmp_path / kind / "cell", progress=False)

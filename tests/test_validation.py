@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from pipeline.config import ConfigError, check_tracking_uri, load_params
-from pipeline.data import StackedBatches, StackedDataModule, load_arrays, preflight, split
+from pipeline.data.sets import StackedBatches, StackedDataModule, load_arrays, preflight, split
 from tests.conftest import BASE, make_cell, merge
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import warm
+from pipeline.warm import client as warm
 from pipeline.spec import environment
 from tests.conftest import BASE, merge
 
@@ -47,7 +47,7 @@ def _servers(tmp: Path) -> list[int]:
     for d in Path("/proc").iterdir():
         try:
             cmd = (d / "cmdline").read_bytes().split(b"\0")
-            if b"pipeline.warm" in cmd and b"serve" in cmd and f"TMPDIR={tmp}".encode() in \
+            if b"pipeline.warm.client" in cmd and b"serve" in cmd and f"TMPDIR={tmp}".encode() in \
                     (d / "environ").read_bytes().split(b"\0"):
                 pids.append(int(d.name))
         except (OSError, ValueError):
@@ -88,7 +88,7 @@ def _train(env: dict, params: Path, out: Path, variant: str = "bn", **kw) -> sub
 
 
 def _warm(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "pipeline.warm", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([PY, "-m", "pipeline.warm.client", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -291,7 +291,7 @@ def test_a_symlinked_lock_is_never_followed(tmp):
     os.chmod(victim, 0o600)
     sock.with_suffix(".lock").unlink(missing_ok=True)  # `status` made one
     sock.with_suffix(".lock").symlink_to(victim)
-    serve = subprocess.run([PY, "-m", "pipeline.warm_server"], cwd=ROOT, env=env, capture_output=True, text=True,
+    serve = subprocess.run([PY, "-m", "pipeline.warm.server"], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=120)
     assert serve.returncode == 1
     assert "refusing to start" in serve.stderr
@@ -382,7 +382,7 @@ def test_no_fork_while_another_thread_runs():
     """Before: the server forked with OpenBLAS, jemalloc and Lightning threads running."""
     probe = textwrap.dedent(f"""
         import threading
-        from pipeline import warm_server as warm
+        from pipeline.warm import server as warm
         req = {_run_request()!r}
         print(warm._invalid(req, [0, 1, 2]))
         done = threading.Event()

@@ -3,7 +3,7 @@
     from pipeline.report.mlflow_run import open_store, find_cell_runs, log_cell_metrics, log_report_run
 
 A cell's parent run carries the tag `normlab.outputs_hash` = records.outputs_hash(folder) (a
-hash of the cell's output files, set by pipeline.tracking). The report looks up, for each
+hash of the cell's output files, set by pipeline.tracking.runs). The report looks up, for each
 cell it read, the latest FINISHED parent run with that tag: the run that produced exactly
 these bytes, wherever DVC restored them from. No side file is trusted.
 
@@ -26,7 +26,7 @@ RULE_TAG = "normlab.outcome_rule"
 def open_store(params):
     """(client, experiment id) of the configured store; a ConfigError if it does not answer."""
     from pipeline.spec.environment import tracking_uri
-    from pipeline.tracking import close_orphans, connect, experiment_id
+    from pipeline.tracking.runs import close_orphans, connect, experiment_id
 
     uri = tracking_uri()
     client = connect(uri)
@@ -93,7 +93,7 @@ def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: di
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking.context.registry import resolve_tags
 
-    from pipeline.tracking import process_tag, signals_deferred
+    from pipeline.tracking.runs import process_tag, signals_deferred
 
     run = client.create_run(exp_id, run_name="report", tags={
         **resolve_tags(),  # MLflow's context tags: source, git commit, user

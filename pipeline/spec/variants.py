@@ -1,7 +1,7 @@
 """What a variant is, decided in one place: one `NormSpec` row per normalization layer.
 
 Every rule that asks "what kind of normalization is this?" reads a row here -- never a norm's
-name. `pipeline/norms.py` registers one layer class per row (`@implements(name)`), params
+name. `pipeline/nets/norms.py` registers one layer class per row (`@implements(name)`), params
 validation accepts exactly the rows' names, and the report's judges select their subjects by
 the rows' properties. Torch-free and pandas-free: reading settings never imports torch.
 
@@ -60,7 +60,7 @@ class NormSpec:
         return self.detached_batch and self.centers
 
 
-# The 14 layers of pipeline/norms.py. `detached` is claim 2's sense (statistics re-estimated from the
+# The 14 layers of pipeline/nets/norms.py. `detached` is claim 2's sense (statistics re-estimated from the
 # data while the gradient ignores them). Two layers whose statistics the gradient also ignores are NOT
 # detached in that sense: `frozen` never re-estimates its statistics (a fixed affine map, the control
 # of population_detached on which b is not redundant), and `batch_renorm`'s gradient flows through mu_B
@@ -122,7 +122,7 @@ def names_where(rule: Callable[[NormSpec], bool]) -> tuple[str, ...]:
 
 def register_spec(spec: NormSpec) -> NormSpec:
     """Add a row at runtime (a plug-in or a test adds a variant); undo with unregister_spec.
-    Its layer class registers in pipeline.norms (`implements` / register_norm)."""
+    Its layer class registers in pipeline.nets.norms (`implements` / register_norm)."""
     if not isinstance(spec, NormSpec):
         raise TypeError(f"register_spec: expected a NormSpec (got {type(spec).__name__})")
     if spec.name in _table:

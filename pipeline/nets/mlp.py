@@ -1,6 +1,6 @@
 """The stacked MLP: M independent members computed as one batched network.
 
-    from pipeline.networks import build_model
+    from pipeline.nets.build import build_model
     model = build_model(input_shape, d_out, seeds, cell.model, cell.variant)  # model.kind: mlp or cnn
 
 Hidden layer l: x = u W_l + b_l  ->  norm_l  ->  activation. The output layer is a plain
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ModelSettings, VariantSettings
-from pipeline.norms import make_norm
+from pipeline.nets.norms import make_norm
 from pipeline.spec.variants import norm_spec
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity}

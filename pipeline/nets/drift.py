@@ -1,7 +1,7 @@
 """How far b drifts when its gradient is a constant G, for each optimizer: the closed forms the
 bias-only toy is checked against (tests/test_drift.py) and the report's toy figure can draw.
 
-    from pipeline.drift import displacement
+    from pipeline.nets.drift import displacement
     d = displacement(G, lr=0.1, steps=500, optimizer="sgd", momentum=0.9)   # b_T - b_0
 
 Why G is constant there: in the toy only b trains and the centering is detached, so b cancels in

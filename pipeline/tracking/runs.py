@@ -1,6 +1,6 @@
 """MLflow records of a cell: one parent run per cell, one child run per member.
 
-    from pipeline.tracking import CellTracker   # used by pipeline.cell.run_cell (via pipeline.tracker_process)
+    from pipeline.tracking.runs import CellTracker   # used by pipeline.cell.run_cell (via pipeline.tracking.process)
 
 Every run carries MLflow's own context tags (mlflow.source.name/type, mlflow.source.git.commit,
 mlflow.user) and the cell's (variant, dataset, lr, seed ...). Each run records the cell's training
@@ -181,7 +181,7 @@ class CellTracker:
         self._params: dict[str, list] = {}   # run id -> Params not sent yet (they go with its first batch)
         self._final: dict[int, list] = {}    # member -> Metrics of the last flush (sent by finish)
         # flushes during training go through MLflow's writer thread (overlapping training in this
-        # process); a tracking process of its own (pipeline.tracker_process) writes them at once
+        # process); a tracking process of its own (pipeline.tracking.process) writes them at once
         self.asynchronous = True
         self._members_closed = False
         self.cell_proc: str | None = None  # host:pid:start of the training process, when another tracks
@@ -336,7 +336,7 @@ class CellTracker:
     def _log_figure(self, history_file) -> None:
         import pandas as pd
 
-        from pipeline.cell_figure import cell_figure
+        from pipeline.tracking.cell_figure import cell_figure
 
         fig = cell_figure(pd.read_parquet(history_file), self.cell.name)
         self.client.log_figure(self.parent_id, fig, FIGURE)

@@ -1,4 +1,4 @@
-"""The warm-start server (pipeline/warm.py is its client and command line): one thread, one poll loop.
+"""The warm-start server (pipeline/warm/client.py is its client and command line): one thread, one poll loop.
 
     python -m pipeline.warm start [--wait]   # how it is started (`serve` runs serve() below)
 
@@ -7,7 +7,7 @@ per request, forks a child that runs the cell the request names (pipeline.cell.l
 request's Launch: the training command's parsed arguments) as the caller's process (the caller's
 stdin/stdout/stderr, working folder, environment and umask). It never imports the training
 command (pipeline.train): data flows command -> warm client -> server -> cell, never back. Every
-safety rule is in pipeline/warm.py's docstring; the checks are here: each client's uid
+safety rule is in pipeline/warm/client.py's docstring; the checks are here: each client's uid
 (SO_PEERCRED), a request size and time limit, no fork while a second thread runs, only a
 well-formed Launch of pipeline.cell in a child.
 Each child's exit is logged with its peak resident memory (ru_maxrss), which benchmarks/run.py reads.
@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import warm
+from pipeline.warm import client as warm
 from pipeline.cell import Launch, launch
-from pipeline.warm import (ENTRY, HANGUP_GRACE_S, MAX_REQUEST, REQUEST_S, STOP_GRACE_S, Unsafe, _open_private,
+from pipeline.warm.client import (ENTRY, HANGUP_GRACE_S, MAX_REQUEST, REQUEST_S, STOP_GRACE_S, Unsafe, _open_private,
                            _peer_uid, socket_path)
 
 
@@ -73,8 +73,8 @@ def serve() -> int:
     import pytorch_lightning  # noqa: F401
     import mlflow.tracking  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store, mlflow.store.db.utils  # noqa: F401,E401 (1.2 s; no engine yet)
-    import pipeline.data, pipeline.model, pipeline.module, pipeline.tracking  # noqa: F401,E401
-    import pipeline.tracker_process, pipeline.tracking_callback  # noqa: F401,E401
+    import pipeline.data.sets, pipeline.nets.mlp, pipeline.module, pipeline.tracking.runs  # noqa: F401,E401
+    import pipeline.tracking.process, pipeline.tracking.callback  # noqa: F401,E401
     import sklearn.datasets  # noqa: F401
     _warm_up()
     # every cell is a fork of this heap: keep the collector off it (a full collection in a cell walked
@@ -106,7 +106,7 @@ def _warm_up() -> None:
     import sqlalchemy.orm
     from mlflow.store.tracking.dbmodels import models  # noqa: F401  (MLflow's tables, mapped)
 
-    from pipeline.cell_figure import cell_figure
+    from pipeline.tracking.cell_figure import cell_figure
 
     rows = pd.DataFrame({"member": [0, 0], "step": [0, 10], "lr": [0.1, 0.1], "seed": [0, 0],
                          "loss": [2.0, 1.0], "b_norm/l0": [1.0, 3.0]})
@@ -379,7 +379,7 @@ def _invalid(req: dict, fds: list[int]) -> str | None:
 
 def _child(req: dict, fds: list[int], server_pid: int) -> int:
     """In the forked child: become the caller's process and run the cell it asked for."""
-    warm.IN_CHILD = True  # the flag pipeline.warm.run_warm reads: a child never asks a server itself
+    warm.IN_CHILD = True  # the flag pipeline.warm.client.run_warm reads: a child never asks a server itself
     try:  # PR_SET_PDEATHSIG: if the server dies, so does this child (its caller was told it failed)
         import ctypes
 
@@ -421,5 +421,5 @@ def _child(req: dict, fds: list[int], server_pid: int) -> int:
     return int(code or 0)
 
 
-if __name__ == "__main__":  # started by pipeline.warm's client: python -m pipeline.warm_server
+if __name__ == "__main__":  # started by pipeline.warm.client's client: python -m pipeline.warm.server
     sys.exit(serve())

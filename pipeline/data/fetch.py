@@ -1,10 +1,10 @@
 """Download an image data set once, checksum-verified, into torchvision's folder layout.
 
-    python -m pipeline.fetch_data --dataset mnist --root data
-    python -m pipeline.fetch_data --dataset fashion_mnist
-    python -m pipeline.fetch_data --dataset cifar10
+    python -m pipeline.data.fetch --dataset mnist --root data
+    python -m pipeline.data.fetch --dataset fashion_mnist
+    python -m pipeline.data.fetch --dataset cifar10
 
-Needs internet; training never downloads (pipeline/images.py only reads). The layout is
+Needs internet; training never downloads (pipeline/data/images.py only reads). The layout is
 torchvision's, so a folder torchvision already filled works as is, and this one works with
 torchvision: <root>/MNIST/raw/train-images-idx3-ubyte(.gz) ..., <root>/FashionMNIST/raw/...,
 <root>/cifar-10-batches-py/data_batch_1..5, test_batch. Every download is checked against
@@ -55,7 +55,7 @@ class FetchError(RuntimeError):
 
 def hint(kind: str, root: str | Path = "data") -> str:
     """The command that puts data set `kind` under `root` (quoted in the loaders' error lines)."""
-    return f"python -m pipeline.fetch_data --dataset {kind} --root {root}"
+    return f"python -m pipeline.data.fetch --dataset {kind} --root {root}"
 
 
 def md5(path: Path) -> str:
@@ -135,7 +135,7 @@ def fetch(kind: str, root: str | Path = "data", log=print) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.fetch_data", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.data.fetch", description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", required=True, choices=sorted(SETS))
     ap.add_argument("--root", default="data", help="folder the data set goes under (datasets.<name>.root)")
     args = ap.parse_args(argv)

@@ -1,8 +1,8 @@
 """The Lightning callback that hands a cell's measured history to its tracker.
 
-    from pipeline.tracking_callback import TrackingCallback   # used by pipeline.cell.run_cell
+    from pipeline.tracking.callback import TrackingCallback   # used by pipeline.cell.run_cell
 
-Apart from pipeline/tracking.py so that reading MLflow records (the report, the orphan sweep)
+Apart from pipeline/tracking/runs.py so that reading MLflow records (the report, the orphan sweep)
 does not import torch and Lightning.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ class TrackingCallback(pl.Callback):
     A member's rows stop at the step it diverged (that step's value included).
     """
 
-    def __init__(self, tracker):  # a CellTracker, or a pipeline.tracker_process.TrackerProcess
+    def __init__(self, tracker):  # a CellTracker, or a pipeline.tracking.process.TrackerProcess
         self.tracker = tracker
         self._loss_sent = 0  # steps of loss_hist already sent
         self._rec_sent = 0   # entries of module.records already sent

@@ -1,6 +1,6 @@
-"""A cell's own figure, on its MLflow parent run (pipeline.tracking logs it when the cell ends).
+"""A cell's own figure, on its MLflow parent run (pipeline.tracking.runs logs it when the cell ends).
 
-    from pipeline.cell_figure import cell_figure
+    from pipeline.tracking.cell_figure import cell_figure
     fig = cell_figure(history, cell.name)      # matplotlib Figure: ||b|| and loss per lr, log scales
 
 Facts of the cell's history only: it judges nothing (member outcomes, and the cell numbers derived

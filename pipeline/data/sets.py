@@ -5,7 +5,7 @@
 vanishes). `digits`: scikit-learn's bundled 8x8 digits (no download). `csv`: a user's file:
 a header line, numeric feature columns, one `target` column (any labels), no missing values;
 `path` is read relative to the working directory, else to the repository (a file anywhere,
-inside the repository's data/ or not, is accepted). Images (pipeline/images.py):
+inside the repository's data/ or not, is accepted). Images (pipeline/data/images.py):
 `digits_images`, `mnist`, `fashion_mnist`, `cifar10` as [C, H, W] examples, batches
 [members, batch, C, H, W]; an MLP cell reads them flattened (`flatten=True`).
 Each member draws its own data order from its own seed, so a member sees the same
@@ -14,7 +14,7 @@ batches whether it trains in a stack or alone.
 `preflight(cell)` checks, before any run is created, everything that needs the data or the
 machine: the file's contents, the batch against the training split, the accelerator:
 
-    from pipeline.data import preflight
+    from pipeline.data.sets import preflight
     preflight(cell)   # ConfigError: one line naming the key or file and what is allowed
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def load_arrays(cfg: DatasetSettings, key: str = "dataset") -> tuple[np.ndarray,
     (before any split); `key` names the data set in error lines (e.g. "datasets.mine")."""
     rng = np.random.default_rng(cfg.seed)
     if cfg.kind in IMAGE_KINDS:
-        from pipeline.images import load_images
+        from pipeline.data.images import load_images
 
         x, y = load_images(cfg, key)
     elif cfg.kind == "synthetic":
@@ -116,7 +116,7 @@ def load_split(cfg: DatasetSettings, key: str = "dataset"):
     """(x_train, y_train, x_val, y_val): a seeded val_fraction split, or the official test set
     as validation (`val_from: test`)."""
     if cfg.kind in DOWNLOADED_KINDS and cfg.val_from == "test":
-        from pipeline.images import load_images
+        from pipeline.data.images import load_images
 
         return load_images(cfg, key, test=True)
     x, y = load_arrays(cfg, key)

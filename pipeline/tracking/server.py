@@ -1,7 +1,7 @@
 """A team's MLflow tracking server on this machine: PostgreSQL for the runs, served artifacts.
 
-    python -m pipeline.tracking_server                  # temp folder, dropped at exit
-    python -m pipeline.tracking_server --folder .mlflow-server --port 5000   # kept across restarts
+    python -m pipeline.tracking.server                  # temp folder, dropped at exit
+    python -m pipeline.tracking.server --folder .mlflow-server --port 5000   # kept across restarts
     make server
 
 Starts PostgreSQL (the Debian `postgresql` package's initdb/postgres, as the `postgres` user
@@ -207,7 +207,7 @@ class TrackingServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.tracking_server", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.tracking.server", description=__doc__.splitlines()[0])
     ap.add_argument("--folder", help="keep the database and artifacts here (default: a temp folder, dropped at exit)")
     ap.add_argument("--port", type=int, help="MLflow server port on 127.0.0.1 (default: a free one)")
     ap.add_argument("--workers", type=int, default=2, help="MLflow server worker processes (default 2)")

@@ -5,10 +5,10 @@
 (root relative to the working directory, else to the repository).
 `cifar10`: the pickled batches under <root>/cifar-10-batches-py (data_batch_1..5, test_batch).
 The layout and formats are torchvision's, so its downloads work; nothing here downloads
-(python -m pipeline.fetch_data does). A missing or damaged file is one ConfigError line
+(python -m pipeline.data.fetch does). A missing or damaged file is one ConfigError line
 naming the file and the command that fetches it:
 
-    from pipeline.images import load_images
+    from pipeline.data.images import load_images
     x, y, x_test, y_test = load_images(cfg, "datasets.mnist", test=True)
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import REPO_ROOT, ConfigError, DatasetSettings
-from pipeline.fetch_data import SETS, hint
+from pipeline.data.fetch import SETS, hint
 
 _IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes (the only one these sets use)
 

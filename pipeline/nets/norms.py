@@ -49,7 +49,7 @@ def register_norm(name: str, cls: type[StackedNorm]) -> type[StackedNorm]:
 def unregister_norm(name: str) -> None:
     """Remove a layer registered at runtime (the built-in rows' layers stay)."""
     if name in BUILTIN_NAMES:
-        raise ValueError(f"unregister_norm: {name!r} is a built-in layer of pipeline/norms.py")
+        raise ValueError(f"unregister_norm: {name!r} is a built-in layer of pipeline/nets/norms.py")
     NORMS.pop(name, None)
 
 
@@ -401,7 +401,7 @@ class WeightNormMarker(Identity):
 
 
 if set(NORMS) != BUILTIN_NAMES:  # every built-in row has its layer, and no layer lacks a row
-    raise ImportError(f"pipeline/norms.py implements {sorted(NORMS)}, pipeline/spec/variants.py's built-in "
+    raise ImportError(f"pipeline/nets/norms.py implements {sorted(NORMS)}, pipeline/spec/variants.py's built-in "
                       f"rows are {sorted(BUILTIN_NAMES)}")
 
 
@@ -409,7 +409,7 @@ def make_norm(name: str, members: int, features: int, **kw) -> StackedNorm:
     """The layer of spec row `name` (KeyError: no row, or a row no class implements)."""
     norm_spec(name)
     if name not in NORMS:
-        raise KeyError(f"norm {name!r} has a spec row but no layer: register its class (pipeline.norms.implements)")
+        raise KeyError(f"norm {name!r} has a spec row but no layer: register its class (pipeline.nets.norms.implements)")
     layer = NORMS[name](members, features, **kw)
     layer.spec_name = name  # a class may implement several rows: the instance knows which
     return layer

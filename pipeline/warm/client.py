@@ -27,7 +27,7 @@ NORMLAB_WARM_DEBUG=N makes a child dump its stack and exit after N seconds (to f
 
 This module is the client side (what `python -m pipeline.train` calls), the helpers both sides
 share and the command line; the server itself (its poll loop, the fork, the child) is
-pipeline/warm_server.py.
+pipeline/warm/server.py.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENTRY = "pipeline.cell"  # the only module a child may run (its launch(), with a Launch from the request)
 MAX_REQUEST = 1 << 20  # bytes of JSON
 REQUEST_S = 10.0  # a client has this long to send its whole request
@@ -274,7 +274,7 @@ def start_server() -> None:
         _warn(str(err))
         return
     with os.fdopen(log, "ab") as log_file:
-        subprocess.Popen([sys.executable, "-m", "pipeline.warm_server"], cwd=ROOT, start_new_session=True,
+        subprocess.Popen([sys.executable, "-m", "pipeline.warm.server"], cwd=ROOT, start_new_session=True,
                          stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, umask=0o077,
                          env={k: v for k, v in os.environ.items() if k != "NORMLAB_T0"})
 
@@ -346,6 +346,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline import warm  # run as the importable module, so IN_CHILD is the flag others read
+    from pipeline.warm import client as warm  # run as the importable module, so IN_CHILD is the flag others read
 
     sys.exit(warm.main())

@@ -1,7 +1,7 @@
 """The stacked CNN: M independent convolutional members computed as one network.
 
 Block l: x = conv_l(u) + b_l (k x k, "same" padding) -> norm_l (per channel, see
-pipeline/norms.py) -> activation, optionally a 2x2 average pool every `pool_every` blocks;
+pipeline/nets/norms.py) -> activation, optionally a 2x2 average pool every `pool_every` blocks;
 then global average pooling and a linear head. Members run as ONE grouped convolution
 (groups = members) on [B, M*C, H, W] in channels-last memory: measured on this 2-core CPU
 (25 members, 16 channels, batch 64, forward + backward), grouped channels-last took 108 ms
@@ -10,7 +10,7 @@ patches + bmm 2013 / 12951 ms. Channels-last also makes the norms' rows view
 [M, B*H*W, C] free. Every member draws its initialisation from its own seeded generator
 (b always drawn), so a member is the same network in a stack or alone.
 
-    from pipeline.conv import StackedCNN
+    from pipeline.nets.cnn import StackedCNN
     model = StackedCNN(in_channels=1, d_out=10, seeds=[0, 1], model=cell.model, variant=cell.variant)
     logits = model(x)   # x [M, B, C, H, W] -> [M, B, classes]
 """
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import ModelSettings, VariantSettings
-from pipeline.model import ACTIVATIONS, StackedBase, StackedLinear, _init_member, norm_settings
-from pipeline.norms import make_norm
+from pipeline.nets.mlp import ACTIVATIONS, StackedBase, StackedLinear, _init_member, norm_settings
+from pipeline.nets.norms import make_norm
 from pipeline.spec.variants import norm_spec
 
 CL = torch.channels_last

@@ -1,6 +1,6 @@
 """The network a cell trains, chosen by model.kind: the stacked MLP or the stacked CNN.
 
-    from pipeline.networks import build_model
+    from pipeline.nets.build import build_model
     model = build_model((64,), 10, seeds=[0, 1], model=cell.model, variant=cell.variant)
 """
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 
 from pipeline.config import ModelSettings, VariantSettings
-from pipeline.conv import StackedCNN
-from pipeline.model import StackedBase, StackedMLP
+from pipeline.nets.cnn import StackedCNN
+from pipeline.nets.mlp import StackedBase, StackedMLP
 
 
 def build_model(input_shape: tuple[int, ...], d_out: int, seeds: list[int], model: ModelSettings,

@@ -1,11 +1,11 @@
 """A cell's MLflow records written by a forked process, beside training (issue 11).
 
-    from pipeline.tracker_process import make_tracker
+    from pipeline.tracking.process import make_tracker
     tracker = make_tracker(cell, members, stage)   # a TrackerProcess, or a CellTracker in-process
 
 MLflow costs ~5-10 ms a call on SQLite, ~1 s for a cell's 26 runs: run in this process, that second
 adds to the cell's wall time (and MLflow's Python competes with training's for the GIL). A
-TrackerProcess forks a child that owns a pipeline.tracking.CellTracker and does every MLflow call,
+TrackerProcess forks a child that owns a pipeline.tracking.runs.CellTracker and does every MLflow call,
 on another core, while the cell trains; the cell waits for it twice: at start, until the store has
 answered (an unreachable one is still a ConfigError before any training), and at finish, until
 every run is closed and the child has exited -- so no record is lost once the cell's stage ends.
@@ -13,7 +13,7 @@ every run is closed and the child has exited -- so no record is lost once the ce
 The child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group): the cell tells
 it how the runs end (finish(KILLED) on an interrupt); if the cell dies without a word (SIGKILL),
 the child sees its pipe close and ends every run KILLED itself. Runs carry the child's
-normlab.proc tag (normlab.cell_proc names the cell's process), so if both die, the next orphan sweep (pipeline.tracking.close_orphans) closes them.
+normlab.proc tag (normlab.cell_proc names the cell's process), so if both die, the next orphan sweep (pipeline.tracking.runs.close_orphans) closes them.
 
 Only a single-threaded process forks (as the warm server's cells are): forking a threaded one can
 deadlock the child; elsewhere (and where fork does not exist) the CellTracker runs in-process.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pipeline.config import CellSettings, ConfigError
 from pipeline.spec.environment import tracking_uri
-from pipeline.tracking import CellTracker, dataset_inputs, process_tag, signals_deferred
+from pipeline.tracking.runs import CellTracker, dataset_inputs, process_tag, signals_deferred
 
 
 def _threads() -> int:
