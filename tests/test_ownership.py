@@ -209,3 +209,16 @@ def test_compare_reads_a_study_without_its_runner(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
     assert "no setup report found" in out.stderr
+
+
+def test_the_orphan_sweep_reads_process_fields_not_a_joined_string():
+    from pipeline.tracking.runs import ProcessId, _process_gone
+
+    me = ProcessId.current()
+    tags = me.tags("normlab.proc")
+    assert ProcessId.from_tags(tags, "normlab.proc") == me and not _process_gone(me)  # alive
+    reused = ProcessId.from_tags({**tags, "normlab.proc.start": "1"}, "normlab.proc")  # same pid, other start
+    assert reused is not None and _process_gone(reused)
+    # the display text alone is never parsed back: without the fields the sweep leaves the run alone
+    assert ProcessId.from_tags({"normlab.proc": tags["normlab.proc"]}, "normlab.proc") is None
+    assert not _process_gone(None)

@@ -135,7 +135,8 @@ def _content(uri):
     client, parents, children = _runs(uri)
     out = {}
     for r in parents + children:
-        tags = {k: v for k, v in r.data.tags.items() if k not in ("normlab.proc", "normlab.cell_proc", "mlflow.parentRunId")}
+        tags = {k: v for k, v in r.data.tags.items()
+                if not k.startswith(("normlab.proc", "normlab.cell_proc")) and k != "mlflow.parentRunId"}
         hist = {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)] for k in r.data.metrics}
         out[r.info.run_name] = (r.info.status, r.data.params, tags, hist, sorted(a.path for a in client.list_artifacts(r.info.run_id)))
     return out

@@ -97,7 +97,7 @@ def fig_toy_drift(data: FigureData) -> list[Drawn]:
 
     toys = [v for v, s in data.params.variants.items() if s.trainable == "bias"]
     toy = data.hist[data.hist["variant"].isin(toys)]
-    if toy.empty or "b_drift/l0" not in toy:
+    if toy.empty or layer_column("b_drift", 0) not in toy:
         return []
     datasets = [x for x in data.params.grid.datasets if x in set(toy["dataset"])]
     colours = dict(zip(sorted(toy["lr"].unique()), sns.color_palette("rocket", toy["lr"].nunique())))
@@ -105,9 +105,9 @@ def fig_toy_drift(data: FigureData) -> list[Drawn]:
     for ax, ds in zip(axes[0], datasets):
         for (lr, _), g in toy[toy["dataset"] == ds].groupby(["lr", "member"]):
             g = g.sort_values("step")
-            ax.plot(g["step"], g["b_drift/l0"], color=colours[lr], lw=1.1)
-            if "gsum_cum/l0" in g:
-                ax.plot(g["step"], lr * g["gsum_cum/l0"], color="k", lw=0.6, ls=":")
+            ax.plot(g["step"], g[layer_column("b_drift", 0)], color=colours[lr], lw=1.1)
+            if layer_column("gsum_cum", 0) in g:
+                ax.plot(g["step"], lr * g[layer_column("gsum_cum", 0)], color="k", lw=0.6, ls=":")
         ax.set(title=ds, xlabel="step", ylabel="||b_t - b_0|| (hidden layer 1)")
     handles = [plt.Line2D([], [], color=c, label=f"lr {lr:g}") for lr, c in colours.items()]
     handles.append(plt.Line2D([], [], color="k", ls=":", label="lr * ||sum_s G_s|| (SGD's update)"))

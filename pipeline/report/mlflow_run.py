@@ -97,7 +97,7 @@ def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: di
 
     run = client.create_run(exp_id, run_name="report", tags={
         **resolve_tags(),  # MLflow's context tags: source, git commit, user
-        "normlab.kind": "report", "normlab.proc": process_tag(), "dvc_stage": "report",
+        "normlab.kind": "report", **process_tag(), "dvc_stage": "report",
         "cell_runs": ",".join(r for r in cell_runs.values() if r),
         "cells_without_run": ",".join(c for c, r in cell_runs.items() if r is None),
         "cells_excluded": ",".join(c for c, _ in excluded),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pipeline.spec.records import layer_column
+
 
 def _plain_log_axis(ax) -> None:
     """Tick labels as plain numbers: mathtext labels on log axes dominate the drawing time."""
@@ -31,7 +33,7 @@ def cell_figure(history: pd.DataFrame, title: str):
     axes = fig.subplots(1, 2, gridspec_kw=dict(left=0.1, right=0.98, bottom=0.16, top=0.88, wspace=0.3))
     lrs = sorted(history["lr"].unique())
     colour = {lr: colormaps["viridis"](i / max(1, len(lrs) - 1)) for i, lr in enumerate(lrs)}
-    panels = ((axes[0], "b_norm/l0", "||b|| (hidden layer 1)"), (axes[1], "loss", "mini-batch loss, training mode"))
+    panels = ((axes[0], layer_column("b_norm", 0), "||b|| (hidden layer 1)"), (axes[1], "loss", "mini-batch loss, training mode"))
     for ax, col, label in panels:
         ax.set(xlabel="step", ylabel=label)
         if col not in history or history[col].isna().all():

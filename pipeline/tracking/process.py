@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pipeline.config import CellSettings, ConfigError
 from pipeline.spec.environment import tracking_uri
-from pipeline.tracking.runs import CellTracker, dataset_inputs, process_tag, signals_deferred
+from pipeline.tracking.runs import CellTracker, ProcessId, dataset_inputs, signals_deferred
 
 
 def _threads() -> int:
@@ -45,7 +45,7 @@ def make_tracker(cell: CellSettings, members, stage: str):
     return CellTracker(cell, members, stage)
 
 
-def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str, cell_proc: str) -> None:
+def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str, cell_proc: ProcessId) -> None:
     """The child: connect, answer, create the runs, then log what the cell sends until finish."""
     cells_end.close()  # the cell's end, inherited: only then does the cell's death close the pipe
     gc.freeze()  # the inherited heap (torch, pandas ...) out of the collector: a full collection of it took ~0.4 s
@@ -126,7 +126,7 @@ class TrackerProcess:
     def start(self) -> None:
         t0 = time.perf_counter()
         self._conn, child = multiprocessing.Pipe()
-        cell_proc = process_tag()
+        cell_proc = ProcessId.current()
         # os.fork, not multiprocessing.Process: a pool's daemonic worker (pipeline/executors/local.py)
         # may not start a Process, and this child needs nothing of multiprocessing's bootstrap
         pid = os.fork()

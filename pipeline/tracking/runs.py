@@ -24,6 +24,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import CellSettings, ConfigError
@@ -48,20 +49,43 @@ def _proc_start(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
-def process_tag() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{_proc_start(os.getpid()) or '?'}"
+@dataclass(frozen=True)
+class ProcessId:
+    """A process as the orphan sweep needs it: host, pid, and its start time (a reused pid differs)."""
+    host: str
+    pid: int
+    start: str | None  # clock ticks since boot (/proc); None where it could not be read
+
+    @classmethod
+    def current(cls) -> "ProcessId":
+        return cls(socket.gethostname(), os.getpid(), _proc_start(os.getpid()))
+
+    def tags(self, name: str) -> dict[str, str]:
+        """`name` for people to read (host:pid:start) and one tag per field for the sweep to read."""
+        start = self.start or "?"
+        return {name: f"{self.host}:{self.pid}:{start}", f"{name}.host": self.host, f"{name}.pid": str(self.pid),
+                f"{name}.start": start}
+
+    @classmethod
+    def from_tags(cls, tags: dict, name: str) -> "ProcessId | None":
+        """The process recorded under `name` by tags(); None where the run has no such fields."""
+        try:
+            start = tags[f"{name}.start"]
+            return cls(tags[f"{name}.host"], int(tags[f"{name}.pid"]), None if start == "?" else start)
+        except (KeyError, ValueError):
+            return None
 
 
-def _process_gone(tag: str) -> bool:
+def process_tag() -> dict[str, str]:
+    """The `normlab.proc` tags of this process: the one that closes the runs it tags."""
+    return ProcessId.current().tags("normlab.proc")
+
+
+def _process_gone(proc: "ProcessId | None") -> bool:
     """True only when the tagged process ran on this host and is not running any more."""
-    try:
-        host, pid, start = tag.rsplit(":", 2)
-        pid = int(pid)
-    except ValueError:
+    if proc is None or proc.host != socket.gethostname() or proc.start is None:
         return False
-    if host != socket.gethostname() or start == "?":
-        return False
-    return _proc_start(pid) != start
+    return _proc_start(proc.pid) != proc.start
 
 
 def close_orphans(client, experiment_ids: list[str], cell: str | None = None) -> list[str]:
@@ -72,7 +96,7 @@ def close_orphans(client, experiment_ids: list[str], cell: str | None = None) ->
         query += f" and tags.cell = '{cell}'"
     closed = []
     for run in client.search_runs(experiment_ids, query, max_results=5000):
-        if _process_gone(run.data.tags.get("normlab.proc", "")):
+        if _process_gone(ProcessId.from_tags(run.data.tags, "normlab.proc")):
             client.set_tag(run.info.run_id, "normlab.closed_by", "orphan sweep: its process is gone")
             client.set_terminated(run.info.run_id, status="KILLED")
             closed.append(run.info.run_id)
@@ -184,7 +208,7 @@ class CellTracker:
         # process); a tracking process of its own (pipeline.tracking.process) writes them at once
         self.asynchronous = True
         self._members_closed = False
-        self.cell_proc: str | None = None  # host:pid:start of the training process, when another tracks
+        self.cell_proc: ProcessId | None = None  # the training process, when another process tracks
 
     def _timed(self, fn, *a, **kw):
         t0 = time.perf_counter()
@@ -215,8 +239,8 @@ class CellTracker:
         # MLflow's own context tags (source, git commit, user), then the cell's
         common = {**resolve_tags(), "variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
                   "norm": self.cell.variant.norm, "dvc_stage": self.stage, "cell": self.cell.name,
-                  "normlab.proc": process_tag(),  # the process that closes these runs (orphan sweep)
-                  "normlab.cell_proc": self.cell_proc or process_tag(),  # the one that trains them
+                  **process_tag(),  # the process that closes these runs (orphan sweep)
+                  **(self.cell_proc or ProcessId.current()).tags("normlab.cell_proc"),  # the one that trains them
                   "normlab.config_hash": config_hash(self.cell)}
         if os.environ.get("DVC_EXP_NAME"):
             common["dvc_experiment"] = os.environ["DVC_EXP_NAME"]

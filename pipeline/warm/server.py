@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from pipeline.warm import client as warm
+from pipeline.spec.records import layer_column
 from pipeline.cell import Launch, launch
 from pipeline.warm.client import (ENTRY, HANGUP_GRACE_S, MAX_REQUEST, REQUEST_S, STOP_GRACE_S, Unsafe, _open_private,
                            _peer_uid, socket_path)
@@ -109,7 +110,7 @@ def _warm_up() -> None:
     from pipeline.tracking.cell_figure import cell_figure
 
     rows = pd.DataFrame({"member": [0, 0], "step": [0, 10], "lr": [0.1, 0.1], "seed": [0, 0],
-                         "loss": [2.0, 1.0], "b_norm/l0": [1.0, 3.0]})
+                         "loss": [2.0, 1.0], layer_column("b_norm", 0): [1.0, 3.0]})
     cell_figure(rows, "warm-up").savefig(io.BytesIO(), format="png")
     sqlalchemy.orm.configure_mappers()
 
