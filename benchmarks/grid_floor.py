@@ -1,4 +1,6 @@
 """Figure 0 of benchmarks/run.py, the one that counts: the whole grid's wall time over its bare-compute floor.
+(`measure` and `rows` at the end are the figure's entry in run.py; the no-op `dvc repro` and the report
+measured here are figure 6's, benchmarks/figures/dvc.py.)
 
     python -m benchmarks.run                       # with every other figure (the default grid)
     python -m benchmarks.run --sections grid       # this figure alone
@@ -41,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import num, problem, write_params
 from benchmarks.reference import bare_loop, init_store
 from pipeline.spec import environment
 from pipeline.spec.names import cell_name
@@ -220,3 +223,45 @@ def grid_floor(params_text: str | None, env: dict, tmp: Path, repeats: int, para
             subprocess.run([PY, "-m", "pipeline.warm.client", "stop"], cwd=second, env=penv, capture_output=True)
         out["parallel"] = {"jobs": 2, "wall_s": pwall, "ratio": pwall / total_floor}
     return out
+
+
+# -- as figure 0 of benchmarks/run.py ----------------------------------------------------------
+QUICK_GRID = {"grid": {"variants": ["bn", "center_detached"], "datasets": ["synthetic"]},
+              "optim": {"lrs": [0.1, 1.0], "seeds": [0, 1]}, "train": {"steps": 30}}
+
+
+def measure(ctx) -> dict:
+    """The default grid (--quick: a 2-cell grid of 4 members x 30 steps, the warm server started first)."""
+    text = None
+    if ctx.quick:
+        text = write_params(ctx.params, ctx.tmp / "quick_grid.yaml", **QUICK_GRID).read_text()
+    return grid_floor(text, ctx.env, ctx.tmp / "grid_floor", ctx.repeats, parallel=ctx.parallel, prestart=ctx.quick)
+
+
+def rows(s: dict, table) -> None:
+    if problem(s):
+        table.add("0 grid wall s: dvc repro -f vs bare floor", problem(s))
+        return
+    add = table.add
+    add(f"0 grid wall s ({s['cells']} cells): dvc repro -f vs bare floor", s["wall_s"], s["floor_s"],
+        s["ratio"], "ratio <= 2", s["ratio"] <= 2)
+    if "parallel" in s:
+        p = s["parallel"]
+        add(f"0 grid wall s: pipeline.grid local -j {p['jobs']} vs bare floor", p["wall_s"], s["floor_s"], p["ratio"],
+            "ratio <= 2", p["ratio"] <= 2)
+    sp = s["split"]
+    for part, sec in sp["seconds"].items():
+        add(f"0   {part} s (share of the grid wall)", sec, None, f"{100 * sp['shares'][part]:.0f}%")
+    add("0   tracking s: cells waiting for MLflow (share)", sp["tracking_s"], None,
+        f"{100 * sp['tracking_share']:.0f}%", "<= 10%", sp["tracking_share"] <= 0.10)
+    if sp.get("tracking_process_s"):
+        add("0   tracking processes' MLflow s (beside training)", sp["tracking_process_s"])
+    add("0   per-cell fixed cost s (launch, start-up, closing, DVC)", sp["fixed_per_cell_s"],
+        target="<= 0.5 s", met=sp["fixed_per_cell_s"] <= 0.5)
+    add("0   training (sum fit_s) vs bare floor", sp["seconds"]["training"], s["floor_s"], s["fit_over_floor"])
+    mem = s.get("memory", {})
+    if "server_VmRSS_mib" in mem:
+        add("0   warm server RSS / peak MiB after the grid", mem["server_VmRSS_mib"], mem.get("server_VmHWM_mib"))
+    if "cell_peak_rss_mib" in mem:
+        c = mem["cell_peak_rss_mib"]
+        add(f"0   warm cell peak RSS MiB ({c['cells']} cells; first vs last)", c, f"{num(c['first'])} vs {num(c['last'])}")

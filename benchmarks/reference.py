@@ -4,7 +4,7 @@
     seconds = bare_loop(cell)              # the cell's compute floor
     uri = init_store(Path("/tmp/store"))   # a migrated SQLite MLflow store, no timed run pays that
 
-Used by benchmarks/run.py (figures 1-7) and benchmarks/grid_floor.py (figure 0).
+Used by the figures of benchmarks/run.py: benchmarks/grid_floor.py (figure 0) and benchmarks/figures/.
 """
 from __future__ import annotations
 

@@ -1,0 +1,47 @@
+"""Figure 1, overhead: ms per training step of the default cell through pipeline.cell.run_cell
+(Lightning, measurement hooks, interval evaluation, MLflow tracking on): timing.fit_s / steps;
+against a bare PyTorch loop over the same StackedMLP, stacked optimizer, batches and loss (no
+Lightning, no tracking, no measurements). ratio = normlab / bare, <= 1.3. Beside it the same
+cell evaluated only at step 0 and the end: the difference is the cost of the interval
+evaluations on the full sets (ms per evaluation). In process.
+"""
+from __future__ import annotations
+
+from benchmarks.common import Context, Table, problem, sized, stats
+from benchmarks.reference import bare_loop
+
+
+def measure(ctx: Context) -> dict:
+    from pipeline.cell import run_cell
+
+    cell, repeats, tmp = ctx.cell, ctx.repeats, ctx.tmp / "overhead"
+    steps = cell.train.steps
+    run_cell(sized(cell, steps=5), tmp / "warmup", progress=False)  # first-call costs out of the figures
+    bare_loop(sized(cell, steps=5))
+    # the same cell evaluated only at step 0 and at the end (train.eval_every past the last step):
+    # the difference is what the interval evaluations on the full sets cost
+    few_evals = cell.model_copy(update={"train": cell.train.model_copy(update={"eval_every": steps + 1})})
+    evals = len(range(0, steps, cell.train.eval_every)) + 1  # evaluations in the default cell
+    normlab, no_eval, bare = [], [], []
+    for r in range(repeats):  # interleaved, so a change in machine load hits both sides
+        s = run_cell(cell, tmp / f"overhead{r}", track=True, progress=False)
+        normlab.append(1e3 * s.meta.timing["fit_s"] / steps)
+        s = run_cell(few_evals, tmp / f"overhead-noeval{r}", track=True, progress=False)
+        no_eval.append(1e3 * s.meta.timing["fit_s"] / steps)
+        bare.append(1e3 * bare_loop(cell) / steps)
+    n, ne, b = stats(normlab), stats(no_eval), stats(bare)
+    return {"normlab_ms_per_step": n, "bare_ms_per_step": b, "ratio": n["median"] / b["median"],
+            "normlab_2_evals_ms_per_step": ne, "ratio_2_evals": ne["median"] / b["median"],
+            "evaluations": evals, "eval_ms_each": (n["median"] - ne["median"]) * steps / max(1, evals - 2),
+            "steps": steps, "members": len(cell.members())}
+
+
+def rows(s: dict, table: Table) -> None:
+    if problem(s):
+        table.add("1 overhead ms/step: normlab vs bare torch", problem(s))
+        return
+    table.add("1 overhead ms/step: normlab vs bare torch", s["normlab_ms_per_step"], s["bare_ms_per_step"],
+              s["ratio"], "ratio <= 1.3", s["ratio"] <= 1.3)
+    table.add(f"1 overhead ms/step, 2 evaluations instead of {s['evaluations']}", s["normlab_2_evals_ms_per_step"],
+              s["bare_ms_per_step"], s["ratio_2_evals"])
+    table.add("1   one full-set evaluation ms", s["eval_ms_each"])

@@ -1,0 +1,43 @@
+"""Figure 5, start-up: seconds from launching `python -m pipeline.train` (NORMLAB_T0 is set just
+before the launch, so interpreter start counts) to the call of trainer.fit: timing.startup_s,
+cold (NORMLAB_WARM=0) and warm (after `python -m pipeline.warm status` says up). <= 4 s.
+Its CLI runs of the default cell (ctx.cli) are what figures 4 and 7 read.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.common import DEFAULT_CELL, Context, Table, cli_cell, ensure_warm, problem, stats
+
+WARM_SKIPPED = "skipped: the warm server did not come up within 60 s"
+
+
+def cli_default(params_path: Path, repeats: int, env: dict, tmp: Path) -> dict:
+    """The default cell through `python -m pipeline.train`, cold then warm (figures 4, 5, 7)."""
+    v, d = DEFAULT_CELL
+    cold_env = {**env, "NORMLAB_WARM": "0"}
+    cold = [cli_cell(v, d, params_path, tmp / f"cold{r}", cold_env) for r in range(repeats)]
+    warm = []
+    for r in range(repeats):
+        if not ensure_warm(env):  # each time: an edit of pipeline/ retires the server it finds
+            break
+        warm.append(cli_cell(v, d, params_path, tmp / f"warm{r}", env))
+    return {"cold": cold, "warm": warm}
+
+
+def measure(ctx: Context) -> dict:
+    ctx.cli.update(cli_default(ctx.params_path, ctx.repeats, ctx.env, ctx.tmp / "cli"))
+    out = {"cold": stats(r["timing"]["startup_s"] for r in ctx.cli["cold"])}
+    if ctx.cli["warm"]:
+        out["warm"] = stats(r["timing"]["startup_s"] for r in ctx.cli["warm"])
+    else:
+        out["warm_skipped"] = WARM_SKIPPED
+    return out
+
+
+def rows(s: dict, table: Table) -> None:
+    for mode in ("cold", "warm"):
+        if problem(s) or mode not in s:
+            table.add(f"5 start-up s ({mode})", problem(s) or s.get(f"{mode}_skipped"))
+        else:
+            table.add(f"5 start-up s ({mode})", s[mode], target="<= 4 s", met=s[mode]["median"] <= 4)
