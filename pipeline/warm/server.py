@@ -10,7 +10,8 @@ command (pipeline.train): data flows command -> warm client -> server -> cell, n
 safety rule is in pipeline/warm/client.py's docstring; the checks are here: each client's uid
 (SO_PEERCRED), a request size and time limit, no fork while a second thread runs, only a
 well-formed Launch of pipeline.cell in a child.
-Each child's exit is logged with its peak resident memory (ru_maxrss), which benchmarks/run.py reads.
+Each child's exit is logged with its peak resident memory (ru_maxrss), which benchmarks/grid_floor.py reads
+(a forked child's ru_maxrss starts at what it inherits, so it includes the server's own size).
 """
 from __future__ import annotations
 
