@@ -118,6 +118,42 @@ def _hba_has_trust(data: Path) -> bool:
     return any("trust" in line.split() for line in (l.split("#", 1)[0] for l in text.splitlines()))
 
 
+def _initdb(pg_bin: Path, data: Path, password: str, as_pg: dict) -> subprocess.CompletedProcess:
+    """initdb with scram-sha-256 for local and host lines and `password` for the superuser role.
+
+    initdb reads the password from a file; as root it runs as postgres, which cannot read our 0600
+    file (nor enter root's private temp folders), so it gets a copy in a fresh 0700 folder owned by
+    postgres, removed as soon as initdb is done."""
+    tmp = Path(tempfile.mkdtemp(prefix="normlab-initdb-"))  # 0700
+    try:
+        pw = tmp / "pw"
+        fd = os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        if as_pg:
+            os.chown(pw, as_pg["user"], as_pg["group"])
+            os.chown(tmp, as_pg["user"], as_pg["group"])
+        return subprocess.run([str(pg_bin / "initdb"), "-D", str(data), "-U", PG_USER,
+                               "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
+                               f"--pwfile={pw}", "-E", "UTF8", "--no-instructions"],
+                              capture_output=True, text=True, cwd=tempfile.gettempdir(), **as_pg)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unreachable_for(folder: Path, uid: int, gid: int) -> Path | None:
+    """The first folder on the way to `folder` (itself included) that uid/gid cannot enter, or None."""
+    for part in [*reversed(folder.parents), folder]:
+        try:
+            st = part.stat()
+        except OSError:
+            return part
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+        if not st.st_mode & bit:
+            return part
+    return None
+
+
 class TrackingServer:
     """PostgreSQL + `mlflow server` on loopback; `uri` once started. Stops both, by pid, on exit."""
 
@@ -137,6 +173,11 @@ class TrackingServer:
         as_pg = _run_as()
         data = self.folder / "pg"
         pwfile = self.folder / PASSWORD_FILE
+        if as_pg:
+            blocked = _unreachable_for(self.folder, as_pg["user"], as_pg["group"])
+            if blocked:
+                raise ServerError(f"the {PG_USER} account (PostgreSQL refuses root) cannot enter {blocked}: "
+                                  f"use a --folder it can reach, or chmod o+x {blocked}")
         if not (data / "PG_VERSION").exists():
             data.mkdir(parents=True, exist_ok=True)
             if as_pg:
@@ -144,15 +185,10 @@ class TrackingServer:
             os.chmod(data, 0o700)
             password = secrets.token_urlsafe(32)
             pwfile.unlink(missing_ok=True)
-            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # ours (root's), 0600
             with os.fdopen(fd, "w") as f:
                 f.write(password + "\n")
-            if as_pg:  # initdb runs as postgres and reads it; still 0600
-                os.chown(pwfile, as_pg["user"], as_pg["group"])
-            init = subprocess.run([str(pg_bin / "initdb"), "-D", str(data), "-U", PG_USER,
-                                   "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
-                                   f"--pwfile={pwfile}", "-E", "UTF8", "--no-instructions"],
-                                  capture_output=True, text=True, cwd=tempfile.gettempdir(), **as_pg)
+            init = _initdb(pg_bin, data, password, as_pg)
             if init.returncode:
                 raise ServerError(f"initdb failed: {(init.stderr or init.stdout).strip().splitlines()[-1:]}")
         elif _hba_has_trust(data):

@@ -3,6 +3,7 @@ import os
 import shutil
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -19,10 +20,20 @@ def _have_pg():
 
 @pytest.mark.skipif(not _have_pg() or not shutil.which("setpriv") or not shutil.which("psql") or os.geteuid() != 0,
                     reason="needs PostgreSQL, psql, setpriv and root (to act as nobody)")
-def test_tracking_server_postgres_refuses_other_local_users(tmp_path):
+def test_tracking_server_postgres_refuses_other_local_users():
     import mlflow
+    import tempfile
 
-    folder = tmp_path / "server"
+    # pytest's tmp_path is inside root's private 0700 folder, which postgres cannot enter: a folder it can traverse
+    base = Path(tempfile.mkdtemp(prefix="normlab-ts-test-"))
+    os.chmod(base, 0o711)
+    try:
+        _check_server(mlflow, base / "server")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _check_server(mlflow, folder):
     with ts.TrackingServer(folder, workers=1) as server:
         assert stat.S_IMODE(folder.stat().st_mode) & 0o077 in (0, 0o011)
         for name in ("postgres.log", "mlflow.log", ts.PASSWORD_FILE):
@@ -38,6 +49,15 @@ def test_tracking_server_postgres_refuses_other_local_users(tmp_path):
                                cwd="/", env={"PATH": os.environ["PATH"], "HOME": "/nonexistent"})
             assert r.returncode != 0, r.stdout
             assert "password" in r.stderr.lower(), r.stderr  # "no password supplied" / "authentication failed"
+        # no Unix socket for our PostgreSQL at all, and its local lines would ask for a password too
+        for sockdir in ("/tmp", "/var/run/postgresql", "/run/postgresql"):
+            assert not os.path.exists(f"{sockdir}/.s.PGSQL.{server.pg_port}")
+        local = [l.split() for l in hba.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+        assert local and all(l[-1] == "scram-sha-256" for l in local), hba
+        ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True).stdout
+        assert password not in ps
+        cmdline = Path(f"/proc/{server.mlflow.pid}/cmdline").read_bytes().decode(errors="replace")
+        assert "server" in cmdline and "postgresql" not in cmdline and password not in cmdline
         mlflow.set_tracking_uri(server.uri)
         client = mlflow.MlflowClient(server.uri)
         exp = client.create_experiment("auth-check")
@@ -74,3 +94,21 @@ def test_existing_folder_mode_is_kept_and_uri_masked(tmp_path, monkeypatch):
     assert stat.S_IMODE(folder.stat().st_mode) == 0o750
     assert ts._mask("postgresql+psycopg://postgres:s3cr3t@127.0.0.1:5/mlflow") == \
         "postgresql+psycopg://postgres:***@127.0.0.1:5/mlflow"
+
+
+def test_folder_postgres_cannot_enter_is_one_line(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(ts, "postgres_bin", lambda: tmp_path)
+    monkeypatch.setattr(ts, "_run_as", lambda: {"user": 65534, "group": 65534, "extra_groups": []})
+    base = Path(tempfile.mkdtemp(prefix="normlab-ts-test-"))
+    os.chmod(base, 0o711)
+    try:
+        private = base / "private"
+        private.mkdir(mode=0o700)
+        os.chmod(private, 0o700)
+        with pytest.raises(ts.ServerError, match="cannot enter .*private"):
+            ts.TrackingServer(private / "server").start()
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700  # kept, not opened up (item 10)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
