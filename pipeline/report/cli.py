@@ -65,6 +65,7 @@ def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is an existing file; give a folder (the report writes "
                           f"{', '.join(OWNED)} in it and leaves anything else there alone)")
+    records.check_report_out(out)  # someone's own folder is refused before any work
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     members, largest, verdicts, answer = evaluate(params, grid)
     result = {}
     records.write_tree_atomically(out, lambda tmp: result.update(
-        metrics=build(tmp, params, grid, out, members, largest, verdicts, answer, cell_runs)))
+        metrics=build(tmp, params, grid, out, members, largest, verdicts, answer, cell_runs)),
+        marker=records.REPORT_MARKER)
     rid = None
     if store:
         from pipeline.report.mlflow_run import log_report_run
