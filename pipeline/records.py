@@ -230,7 +230,8 @@ def check_report_out(out: str | Path, flag: str = "--out", marker: str = REPORT_
             raise RecordError(f"{flag} {out}: is an existing file; give a new folder or a normlab report folder")
         if not (out / marker).is_file() and any(out.iterdir()):
             raise RecordError(f"{flag} {out}: is an existing folder that normlab did not create (no {marker} "
-                              "marker); refusing to replace anything in it: give a new or empty folder")
+                              "marker); refusing to replace anything in it: give a new or empty folder (if an older normlab "
+                              f"wrote it: touch {out / marker})")
     return out
 
 
