@@ -61,11 +61,13 @@ def test_grid_report_on_a_users_folder_is_refused_before_any_cell(tmp_path, caps
     assert not (tmp_path / "cells").exists() or not any((tmp_path / "cells").iterdir())
 
 
-def test_compare_reports_on_a_users_folder_is_refused_untouched(tmp_path, capsys):
+def test_compare_reports_on_a_users_folder_is_refused_untouched(trained, tmp_path, capsys):  # noqa: F811
     study = tmp_path / "s.yaml"
     study.write_text(f"params: {ROOT}/params.yaml\nsetups:\n  a: {{}}\n")
     mine = tmp_path / "mine"
-    before = _user_folder(mine)
+    _user_folder(mine)
+    assert _report(trained, mine / "a") == 0  # a setup's report in it: the old code compared and wrote over
+    before = _snap(mine)
     _refused(capsys, lambda: compare.main(["--study", str(study), "--reports", str(mine)]), mine, before)
 
 
