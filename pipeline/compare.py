@@ -155,12 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         die(f"{args.study}: setups.{sorted(clash)[0]}: reserved name (the comparison writes it)")
     reports = Path(args.reports)
     try:
+        records.check_report_out(reports, "--reports")  # someone's own folder is refused before any work
         status, ends, missing = collect(reports, setups)
+    except records.RecordError as err:
+        die(str(err))
     except ValueError as err:  # a setup's endpoints table the reader refuses (an older layout)
         die(str(err))
     if status.empty:
         die(f"{reports}: no setup report found (run: python -m pipeline.study {args.study})")
-    records.write_tree_atomically(reports, lambda tmp: build(tmp, name, status, ends, missing))
+    records.write_tree_atomically(reports, lambda tmp: build(tmp, name, status, ends, missing),
+                                  marker=records.REPORT_MARKER)
     print(f"wrote {reports / 'report.md'} ({status['setup'].nunique()} setups)")
     return 0
 

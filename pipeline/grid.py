@@ -191,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
             records.check_out(job.out)
         except records.RecordError as err:
             die(str(err))
+    if not with_dvc:  # the report folder too, before any cell is trained
+        try:
+            records.check_report_out(args.report, "--report")
+        except records.RecordError as err:
+            die(str(err))
     since_ms = int(time.time() * 1000)
     try:
         executor = kind.create(options) if jobs else None

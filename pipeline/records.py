@@ -129,8 +129,10 @@ def _json_default(o):
 
 
 def _private_tmpdir(out: Path) -> Path:
-    """A temp folder beside `out`, with the permissions a plain mkdir would give (mkdtemp: 0700)."""
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    """A temp folder beside `out` once resolved (so on its filesystem even when a folder above is a
+    symbolic link: renames stay renames), with the permissions a plain mkdir would give (mkdtemp: 0700)."""
+    target = Path(out).resolve()
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
@@ -138,12 +140,21 @@ def _private_tmpdir(out: Path) -> Path:
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace `out` by the finished folder `tmp` (rename), then drop the old one."""
+    """Replace `out` by the finished folder `tmp` (rename), then drop the old one. If the second
+    rename fails, the old folder is put back: nothing is left under a `.old-` name."""
+    out = Path(out).resolve()
     old = out.parent / f".{out.name}.old-{os.getpid()}"
+    moved = False
     if out.exists():
         out.rename(old)
-    tmp.rename(out)
-    if old.exists():
+        moved = True
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if moved:
+            old.rename(out)
+        raise
+    if moved:
         shutil.rmtree(old)
 
 
@@ -181,14 +192,20 @@ def write_meta(folder: Path, meta: CellMeta | dict) -> None:
     tmp.replace(path)
 
 
-def write_tree_atomically(out: Path, build: Callable[[Path], None]) -> None:
+def write_tree_atomically(out: Path, build: Callable[[Path], None], marker: str | None = None) -> None:
     """Build a folder's entries in a temp folder beside `out`; only if `build` succeeds, replace
-    each entry it made (and only those) in `out`. Other entries of `out` are left alone."""
+    each entry it made (and only those) in `out`. Other entries of `out` are left alone. With
+    `marker` (REPORT_MARKER), `out` must be one normlab made (check_report_out, re-checked here)
+    and keeps the marker."""
     out = Path(out)
+    if marker:
+        check_report_out(out, marker=marker)
     out.mkdir(parents=True, exist_ok=True)
     tmp = _private_tmpdir(out)
     try:
         build(tmp)
+        if marker:
+            (tmp / marker).write_text(json.dumps({"written_by": "normlab"}) + "\n")
         for entry in sorted(tmp.iterdir()):
             target = out / entry.name
             if target.is_dir() and not target.is_symlink():
@@ -197,6 +214,33 @@ def write_tree_atomically(out: Path, build: Callable[[Path], None]) -> None:
                 entry.replace(target)  # a file: rename over it atomically
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+REPORT_MARKER = ".normlab-report"  # a report folder normlab made: it may replace the report's entries in it
+
+
+def check_report_out(out: str | Path, flag: str = "--out", marker: str = REPORT_MARKER) -> Path:
+    """Refuse, before any work, a report folder normlab did not make: it must be absent, empty, or
+    carry the report marker. Any other content means the folder is someone's own (the report
+    replaces whole entries like figures/ and tables/ in it), so it is refused as a whole."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise RecordError(f"{flag} {out}: is an existing file; give a new folder or a normlab report folder")
+        if not (out / marker).is_file() and any(out.iterdir()):
+            raise RecordError(f"{flag} {out}: is an existing folder that normlab did not create (no {marker} "
+                              "marker); refusing to replace anything in it: give a new or empty folder (if an older normlab "
+                              f"wrote it: touch {out / marker})")
+    return out
+
+
+def claim_report_out(out: str | Path, flag: str = "--out") -> Path:
+    """check_report_out, then make the folder (if new) and put the marker in it."""
+    out = check_report_out(out, flag)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / REPORT_MARKER).is_file():
+        (out / REPORT_MARKER).write_text(json.dumps({"written_by": "normlab"}) + "\n")
+    return out
 
 
 # -- reading -----------------------------------------------------------------------------

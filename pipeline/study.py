@@ -47,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         die(f"--only: unknown setup {unknown[0]!r} (defined: {', '.join(setups)})")
     runs, reports = Path("runs") / name, Path("reports") / name
+    from pipeline import records
+
+    try:  # the comparison's folder (and the setups' report folders in it): refused before any work if not ours
+        records.claim_report_out(reports, "reports folder")
+        for setup in setups:
+            if args.only is None or setup in args.only:
+                records.check_report_out(reports / setup, "reports folder")
+    except records.RecordError as err:
+        die(str(err))
     for setup, params in setups.items():
         if args.only is not None and setup not in args.only:
             continue

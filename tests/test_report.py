@@ -212,6 +212,7 @@ def test_corrupt_record_is_one_line_exit_2_and_previous_report_untouched(grid, c
 
 
 def test_failing_report_leaves_the_previous_one_and_foreign_entries_as_they_were(grid, monkeypatch):
+    records.claim_report_out(grid / "reports")  # a report folder normlab made (.normlab-report)
     (grid / "reports" / "long").mkdir(parents=True)  # another report's folder, and a user's file
     (grid / "reports" / "long" / "report.md").write_text("the long study")
     (grid / "reports" / "notes.txt").write_text("mine")

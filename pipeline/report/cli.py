@@ -65,6 +65,7 @@ def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is an existing file; give a folder (the report writes "
                           f"{', '.join(OWNED)} in it and leaves anything else there alone)")
+    records.check_report_out(out)  # someone's own folder is refused before any work
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {}
     records.write_tree_atomically(out, lambda tmp: result.update(
         metrics=build(tmp, params, grid, out, members, largest, verdicts, answer, cell_runs),
-        cells=tables.cell_table(members, largest)))
+        cells=tables.cell_table(members, largest)),
+        marker=records.REPORT_MARKER)
     rid = None
     if store:
         from pipeline.report.mlflow_run import log_cell_metrics, log_report_run

@@ -8,9 +8,13 @@ Starts PostgreSQL (the Debian `postgresql` package's initdb/postgres, as the `po
 when run as root: PostgreSQL refuses root) on 127.0.0.1 with a free port, then
 `mlflow server --backend-store-uri postgresql+psycopg://... --artifacts-destination <folder>/artifacts`
 on 127.0.0.1, prints `MLFLOW_TRACKING_URI=http://127.0.0.1:<port>` and waits; Ctrl-C or SIGTERM
-stops the MLflow server, then PostgreSQL, each by its pid. Loopback only, trust authentication:
-for one machine and tests. A shared server is the same two commands with a password and a
-reachable --host (docs/scale-out.md).
+stops the MLflow server, then PostgreSQL, each by its pid. Loopback only, no Unix socket;
+PostgreSQL uses scram-sha-256 password authentication for every connection, with a random
+password generated at first start and kept (mode 0600) in <folder>/pg-password, so a restart
+with the same folder reuses it. The folder is created 0700 and its logs 0600. A data folder
+initialised by an older version with trust authentication is refused: remove it and start again.
+The MLflow server itself has no authentication: put `mlflow server --app-name basic-auth` or
+a reverse proxy in front when others share the machine.
 
 `TrackingServer` is the same as a context manager, for tests and benchmarks.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -86,6 +91,70 @@ def _stop(proc: subprocess.Popen | None, sig: int, grace: float, group: bool = F
         pass
 
 
+PASSWORD_FILE = "pg-password"
+
+
+def _mask(uri: str) -> str:
+    """The URI with its password replaced by ***, for printing."""
+    head, sep, tail = uri.rpartition("@")
+    if not sep or "://" not in head:
+        return uri
+    scheme, _, cred = head.partition("://")
+    user = cred.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{tail}" if ":" in cred else uri
+
+
+def _open_private(path: Path) -> int:
+    """Append-open a log file, mode 0600 (an existing one is narrowed to 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def _hba_has_trust(data: Path) -> bool:
+    try:
+        text = (data / "pg_hba.conf").read_text(errors="replace")
+    except OSError:
+        return False
+    return any("trust" in line.split() for line in (l.split("#", 1)[0] for l in text.splitlines()))
+
+
+def _initdb(pg_bin: Path, data: Path, password: str, as_pg: dict) -> subprocess.CompletedProcess:
+    """initdb with scram-sha-256 for local and host lines and `password` for the superuser role.
+
+    initdb reads the password from a file; as root it runs as postgres, which cannot read our 0600
+    file (nor enter root's private temp folders), so it gets a copy in a fresh 0700 folder owned by
+    postgres, removed as soon as initdb is done."""
+    tmp = Path(tempfile.mkdtemp(prefix="normlab-initdb-"))  # 0700
+    try:
+        pw = tmp / "pw"
+        fd = os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        if as_pg:
+            os.chown(pw, as_pg["user"], as_pg["group"])
+            os.chown(tmp, as_pg["user"], as_pg["group"])
+        return subprocess.run([str(pg_bin / "initdb"), "-D", str(data), "-U", PG_USER,
+                               "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
+                               f"--pwfile={pw}", "-E", "UTF8", "--no-instructions"],
+                              capture_output=True, text=True, cwd=tempfile.gettempdir(), **as_pg)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unreachable_for(folder: Path, uid: int, gid: int) -> Path | None:
+    """The first folder on the way to `folder` (itself included) that uid/gid cannot enter, or None."""
+    for part in [*reversed(folder.parents), folder]:
+        try:
+            st = part.stat()
+        except OSError:
+            return part
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+        if not st.st_mode & bit:
+            return part
+    return None
+
+
 class TrackingServer:
     """PostgreSQL + `mlflow server` on loopback; `uri` once started. Stops both, by pid, on exit."""
 
@@ -104,34 +173,51 @@ class TrackingServer:
         pg_bin = postgres_bin()
         as_pg = _run_as()
         data = self.folder / "pg"
+        pwfile = self.folder / PASSWORD_FILE
+        if as_pg:
+            blocked = _unreachable_for(self.folder, as_pg["user"], as_pg["group"])
+            if blocked:
+                raise ServerError(f"the {PG_USER} account (PostgreSQL refuses root) cannot enter {blocked}: "
+                                  f"use a --folder it can reach, or chmod o+x {blocked}")
         if not (data / "PG_VERSION").exists():
             data.mkdir(parents=True, exist_ok=True)
             if as_pg:
                 os.chown(data, as_pg["user"], as_pg["group"])
             os.chmod(data, 0o700)
-            init = subprocess.run([str(pg_bin / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust",
-                                   "-E", "UTF8", "--no-instructions"], capture_output=True, text=True,
-                                  cwd=tempfile.gettempdir(), **as_pg)
+            password = secrets.token_urlsafe(32)
+            pwfile.unlink(missing_ok=True)
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # ours (root's), 0600
+            with os.fdopen(fd, "w") as f:
+                f.write(password + "\n")
+            init = _initdb(pg_bin, data, password, as_pg)
             if init.returncode:
                 raise ServerError(f"initdb failed: {(init.stderr or init.stdout).strip().splitlines()[-1:]}")
+        elif _hba_has_trust(data):
+            raise ServerError(f"{data} was initialised with trust authentication by an older version "
+                              f"(any local user is superuser); remove {self.folder} and start again")
+        try:
+            password = pwfile.read_text().strip()
+        except OSError:
+            raise ServerError(f"{pwfile} is missing: the database password is lost; remove "
+                              f"{self.folder} and start again") from None
         self.pg_port = free_port()
-        log = open(self.folder / "postgres.log", "ab")
+        log = _open_private(self.folder / "postgres.log")
         # TCP on 127.0.0.1 only, no Unix socket: nothing else on the machine is touched
         self.postgres = subprocess.Popen(
             [str(pg_bin / "postgres"), "-D", str(data), "-p", str(self.pg_port), "-c", "listen_addresses=127.0.0.1",
              "-c", "unix_socket_directories=", "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
             start_new_session=True, **as_pg)
-        log.close()
+        os.close(log)
         import psycopg
 
-        base = f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}"
+        conninfo = dict(host="127.0.0.1", port=self.pg_port, user=PG_USER, password=password)
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self.postgres.poll() is not None:
                 raise ServerError(f"PostgreSQL exited at start ({self._tail('postgres.log')})")
             try:
-                with psycopg.connect(f"{base}/postgres", autocommit=True, connect_timeout=2) as conn:
+                with psycopg.connect(dbname="postgres", **conninfo, autocommit=True, connect_timeout=2) as conn:
                     if not conn.execute("select 1 from pg_database where datname = 'mlflow'").fetchone():
                         conn.execute("create database mlflow")
                 break
@@ -139,7 +225,9 @@ class TrackingServer:
                 if time.monotonic() > deadline:
                     raise ServerError(f"PostgreSQL did not answer within {self.start_timeout:.0f} s") from None
                 time.sleep(0.2)
-        return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.pg_port}/mlflow"
+        from urllib.parse import quote
+
+        return f"postgresql+psycopg://{PG_USER}:{quote(password, safe='')}@127.0.0.1:{self.pg_port}/mlflow"
 
     # -- MLflow ----------------------------------------------------------------------------
     def _start_mlflow(self, backend: str) -> str:
@@ -148,13 +236,14 @@ class TrackingServer:
         artifacts.mkdir(exist_ok=True)
         exe = Path(sys.executable).parent / "mlflow"
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlflow"]
-        log = open(self.folder / "mlflow.log", "ab")
+        log = _open_private(self.folder / "mlflow.log")
         self.mlflow = subprocess.Popen(
-            [*cmd, "server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
+            [*cmd, "server", "--artifacts-destination", str(artifacts),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment.child_env(),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**environment.child_env(), "MLFLOW_BACKEND_STORE_URI": backend},  # not argv: ps shows argv
             start_new_session=True)  # its own group: uvicorn's workers stop with it, Ctrl-C reaches us only
-        log.close()
+        os.close(log)
         uri = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + self.start_timeout
         while True:
@@ -181,9 +270,14 @@ class TrackingServer:
     # -- both ------------------------------------------------------------------------------
     def start(self) -> str:
         if self.folder is None:
-            self.folder = Path(tempfile.mkdtemp(prefix="normlab-server-"))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o755)  # the postgres account must reach its data folder inside
+            self.folder = Path(tempfile.mkdtemp(prefix="normlab-server-"))  # 0700
+            created = True
+        else:
+            created = not self.folder.exists()
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if created:
+            # as root, the postgres account must traverse (not list) the folder to reach pg/ inside
+            os.chmod(self.folder, 0o711 if _run_as() else 0o700)
         try:
             self.uri = self._start_mlflow(self._start_postgres())
         except BaseException:
