@@ -218,13 +218,13 @@ def test_a_dead_unreaped_process_counts_as_gone():
     an init that does not reap) still has /proc/<pid>/stat with its start time; its runs are orphans."""
     import socket
 
-    from pipeline.tracking.runs import _process_gone, _proc_start
+    from pipeline.tracking.runs import ProcessId, _process_gone, _proc_start
 
     proc = subprocess.Popen(["sleep", "60"])
-    tag = f"{socket.gethostname()}:{proc.pid}:{_proc_start(proc.pid)}"
-    assert not _process_gone(tag)
+    tagged = ProcessId(socket.gethostname(), proc.pid, _proc_start(proc.pid))
+    assert tagged.start is not None and not _process_gone(tagged)
     proc.kill()
-    time.sleep(0.5)  # dead, not waited for
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # returns once it is dead; leaves it unreaped
     assert Path(f"/proc/{proc.pid}/stat").exists()
-    assert _process_gone(tag)
+    assert _process_gone(tagged)
     proc.wait()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tracking_server as ts
+from pipeline.tracking import server as ts
 
 
 def _have_pg():
