@@ -116,3 +116,14 @@ def test_signflip_exact_and_decision_rule():
     assert S.decide(0.2, 0.5, 0.2, r) == S.NOT_SHOWN
     assert S.decide(-0.2, 0.5, 0.01, r) == S.NOT_SHOWN
     assert "0.1 nats" in S.rule_text(r) and "0.05" in S.rule_text(r)
+
+
+def test_criterion_catches_a_test_that_ignores_shared_seeds():
+    """The same sign-flip with each comparison as its own unit (seeds not flipped together) is what the
+    calibration check must reject on this null: it does (~2 in 3 null grids give a verdict)."""
+    rng, k = np.random.default_rng(17), 0
+    for _ in range(100):
+        d, _ = primary(*draw(C2, rng, "continuous", 0.3), C2)
+        _, lo, hi, p = S.cluster_signflip(d.ravel(), np.arange(d.size))
+        k += S.decide(lo, hi, p, RULE) in (S.HOLDS, S.FAILS)
+    assert lower99(k, 100) > 0.05, k
