@@ -23,14 +23,15 @@ LEDGER: tuple[RuleChange, ...] = (
     RuleChange(
         "claim1b, claim3, claim4 (the chance family)",
         "The count of intervals missing 0 was judged by a binomial tail against ALL decided comparisons; "
-        "claim 3 held if at least one endpoint showed standardizing worse and none better (interval "
-        "excluding 0), with no chance correction.",
+        "claim 3 as declared in docs/science.md: holds if at least one endpoint shows standardizing worse "
+        "and none better (interval excluding 0), mixed if both -- no chance correction.",
         "Comparisons whose pairs all agreed exactly (interval [0, 0]) leave the family; claim 3 read by "
         "the same binomial count as the others (SIGNS).",
         "ffaf633", "2026-11-26",
-        "All-agreeing cells 'cannot miss 0 by chance'. A smaller family lowers the count needed; the "
-        "reviewer (issue 17) notes claim 3 flips from mixed to holds in the default report (6 above, 1 "
-        "below of 16: 'one below' made it not hold under the first rule)."),
+        "All-agreeing cells 'cannot miss 0 by chance'. A smaller family lowers the count needed. Claim 3's "
+        "code had read the binomial count since 6d528e6 (same day); this commit brought its declared text "
+        "to the count: on the default report (6 above, 1 below of 16) the declared rule says mixed, the "
+        "revised one holds (issue 17)."),
     RuleChange(
         "claim4",
         "A population member that blew up before its statistics were first recomputed (step < K) counted "
