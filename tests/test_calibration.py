@@ -127,3 +127,13 @@ def test_criterion_catches_a_test_that_ignores_shared_seeds():
         _, lo, hi, p = S.cluster_signflip(d.ravel(), np.arange(d.size))
         k += S.decide(lo, hi, p, RULE) in (S.HOLDS, S.FAILS)
     assert lower99(k, 100) > 0.05, k
+
+
+def test_simulator_has_the_dependence_it_claims():
+    """The null is only hostile if comparisons sharing a seed and a cell's two endpoints do correlate."""
+    rng = np.random.default_rng(0)
+    rows = np.array([draw(C1B, rng, "continuous", 0.3)[0][[0, 1, 2], 0] for _ in range(1500)])
+    across, endpoints = np.corrcoef(rows[:, 0], rows[:, 2])[0, 1], np.corrcoef(rows[:, 0], rows[:, 1])[0, 1]
+    assert 0.15 < across < 0.35 and 0.45 < endpoints < 0.75, (across, endpoints)
+    independent = np.array([draw(C1B, rng, "continuous", 0.0)[0][[0, 2], 0] for _ in range(1500)])
+    assert abs(np.corrcoef(independent.T)[0, 1]) < 0.1
