@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline import inference_stats as S
-from pipeline.null_grid import Shape, draw, new_rule, old_rule, primary, rates
+from pipeline.stats import inference as S
+from pipeline.stats.null_grid import Shape, draw, new_rule, old_rule, primary, rates
 
 GRIDS = 400
 RULE = S.Rule(smallest_effect=0.05)
@@ -42,12 +42,12 @@ def test_old_rule_miscalibrated_on_null(kind, shape):
 def test_old_rule_matches_the_report_code():
     """null_grid's re-implementation of the old count agrees with pipeline.claims.base (read-only)."""
     from pipeline.claims.base import Endpoint, _read_signs
-    from pipeline.null_grid import old_rule_intervals
+    from pipeline.stats.null_grid import old_rule_intervals
     rng = np.random.default_rng(3)
     for _ in range(30):
         diff, _ = draw(C1B, rng, "continuous", 0.3, effect=float(rng.choice([0.0, 0.5, -0.5])))
         lo, hi = old_rule_intervals(diff, "continuous")
-        status, _, _ = _read_signs([Endpoint("e", 0.0, a, b, 5) for a, b in zip(lo, hi)], 0.95)
+        status, _, _ = _read_signs([Endpoint(measure="e", effect=0.0, lo=a, hi=b, n=5) for a, b in zip(lo, hi)], 0.95)
         assert status.split(" at ")[0] == old_rule(diff, "continuous").split(" at ")[0]
 
 

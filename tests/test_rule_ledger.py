@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from pipeline.rule_ledger import LEDGER, RuleChange, ledger_markdown
+from pipeline.claims.ledger import LEDGER, RuleChange, ledger_markdown
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

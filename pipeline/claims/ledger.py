@@ -2,7 +2,7 @@
 declared, as revised, the commit that revised it, its date and why. The report prints it
 (ledger_markdown) so a reader can weigh verdicts whose rule moved after the data.
 
-    from pipeline.rule_ledger import LEDGER, ledger_markdown
+    from pipeline.claims.ledger import LEDGER, ledger_markdown
 """
 from __future__ import annotations
 

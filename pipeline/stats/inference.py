@@ -1,7 +1,7 @@
 """Inference for one primary endpoint per claim: paired tests clustered by seed, exact intervals for
 rates, Holm across claims, and the decision rule with a declared smallest effect that matters.
 
-    from pipeline.inference_stats import cluster_signflip, decide, holm, rule_text, Rule
+    from pipeline.stats.inference import cluster_signflip, decide, holm, rule_text, Rule
 
 Why not count intervals (pipeline.claims.base.beyond_chance): comparisons share seeds, twins and
 layers, so their intervals miss 0 together and a binomial tail over "independent" misses is

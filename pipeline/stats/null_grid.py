@@ -1,7 +1,7 @@
 """Null (and planted-effect) grids with the real grid's dependence structure, the OLD and NEW rules
 applied to them, and the calibration/power table of docs/statistics.md.
 
-    python -m pipeline.null_grid --report [--grids 400] [--seed 20261204]
+    python -m pipeline.stats.null_grid --report [--grids 400] [--seed 20261204]
 
 A grid: detached variants x data sets x lrs x seeds (x layers for continuous endpoints). Each
 comparison is a detached member minus its twin in the same cell and seed. Dependence, as in the
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from pipeline.inference_stats import NOT_SHOWN, Rule, cluster_signflip, decide
+from pipeline.stats.inference import NOT_SHOWN, Rule, cluster_signflip, decide
 
 SEED = 20261204
 
@@ -142,7 +142,7 @@ def rates(shape: Shape, kind: str, grids: int, rng: np.random.Generator, rule: R
 
 
 def _ci(k: int, n: int) -> str:
-    from pipeline.inference_stats import clopper_pearson
+    from pipeline.stats.inference import clopper_pearson
     lo, hi = clopper_pearson(k, n)
     return f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]"
 
@@ -178,7 +178,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=SEED)
     a = ap.parse_args(argv)
     if a.report:
-        print(f"python -m pipeline.null_grid --report --grids {a.grids} --seed {a.seed}; rho 0.3, "
+        print(f"python -m pipeline.stats.null_grid --report --grids {a.grids} --seed {a.seed}; rho 0.3, "
               f"endpoint correlation 0.5, 5 seeds, rates with 95% Clopper-Pearson intervals")
         print(report(a.grids, a.seed))
 
