@@ -25,14 +25,19 @@ def cli_default(params_path: Path, repeats: int, env: dict, tmp: Path) -> dict:
     return {"cold": cold, "warm": warm}
 
 
-def measure(ctx: Context) -> dict:
-    ctx.cli.update(cli_default(ctx.params_path, ctx.repeats, ctx.env, ctx.tmp / "cli"))
-    out = {"cold": stats(r["timing"]["startup_s"] for r in ctx.cli["cold"])}
-    if ctx.cli["warm"]:
-        out["warm"] = stats(r["timing"]["startup_s"] for r in ctx.cli["warm"])
+def cold_and_warm(cli: dict, figure) -> dict:
+    """`figure` of the cold runs and of the warm ones (or why there are none), from cli_default's runs."""
+    out = {"cold": figure(cli["cold"])}
+    if cli["warm"]:
+        out["warm"] = figure(cli["warm"])
     else:
         out["warm_skipped"] = WARM_SKIPPED
     return out
+
+
+def measure(ctx: Context) -> dict:
+    ctx.cli.update(cli_default(ctx.params_path, ctx.repeats, ctx.env, ctx.tmp / "cli"))
+    return cold_and_warm(ctx.cli, lambda runs: stats(r["timing"]["startup_s"] for r in runs))
 
 
 def rows(s: dict, table: Table) -> None:

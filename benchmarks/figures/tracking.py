@@ -6,7 +6,7 @@ part of tracking_s and so overstates the share.)
 from __future__ import annotations
 
 from benchmarks.common import Context, Table, problem, scaled, stats
-from benchmarks.figures.startup import WARM_SKIPPED
+from benchmarks.figures.startup import cold_and_warm
 
 NEEDS = ("startup",)  # its CLI runs
 
@@ -22,12 +22,7 @@ def tracking_share(runs: list[dict]) -> dict:
 
 
 def measure(ctx: Context) -> dict:
-    out = {"cold": tracking_share(ctx.cli["cold"])}
-    if ctx.cli["warm"]:
-        out["warm"] = tracking_share(ctx.cli["warm"])
-    else:
-        out["warm_skipped"] = WARM_SKIPPED
-    return out
+    return cold_and_warm(ctx.cli, tracking_share)
 
 
 def rows(s: dict, table: Table) -> None:
