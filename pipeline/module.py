@@ -1,4 +1,4 @@
-"""The LightningModule: trains a stack of members and measures the SCIENCE.md quantities.
+"""The LightningModule: trains a stack of members and measures the quantities of docs/science.md.
 
 Row t of the history describes the state theta_t: loss(theta_t), its gradients, and the
 parameter norms before update t. Everything is kept on the device as tensors and only
@@ -67,7 +67,7 @@ class NormLabModule(pl.LightningModule):
         # interval evaluation runs the full set once for both (a layer without a registered row: two passes)
         self._mode_free = all(n.spec is not None and n.spec.mode_free for _, n in self._hidden)
 
-    # -- the mean gradient sum_i dl/dx_hat_i that drives b (SCIENCE.md item 2) --------------
+    # -- the mean gradient sum_i dl/dx_hat_i that drives b (docs/science.md) --------------
     def _make_xhat_hook(self, layer: int):
         def on_xhat(x_hat: torch.Tensor) -> None:
             if not self._recording:  # only _measure reads it, on recorded steps

@@ -277,7 +277,7 @@ def test_under_bn_the_conv_bias_gradient_is_zero_per_channel():
 
 def test_center_detached_loss_does_not_depend_on_the_conv_bias_but_its_gradient_does_not_vanish():
     """x - sg(mu_B): a per-channel b shifts x and mu_B alike, so the training-mode loss is the
-    same for any b -- while autograd still hands b a non-zero gradient (SCIENCE.md claim 1)."""
+    same for any b -- while autograd still hands b a non-zero gradient (docs/science.md, claim1)."""
     model = _cnn("center_detached", [0, 1])
     x, y = torch.rand(2, 8, 1, 8, 8, dtype=torch.float64) + 0.5, torch.randint(0, 10, (2, 8))
     before = _loss(model, x, y)

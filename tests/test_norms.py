@@ -1,6 +1,6 @@
 """Each normalization layer against a reference: torch's own layers where one exists, and
 for every variant the gradient autograd computes against finite differences of the
-function "what the gradient sees" (SCIENCE.md table), in float64."""
+function "what the gradient sees" (docs/science.md's variant table), in float64."""
 from __future__ import annotations
 
 import copy

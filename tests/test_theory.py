@@ -1,4 +1,4 @@
-"""SCIENCE.md's predictions, checked on small runs: exact where the theory is exact."""
+"""docs/science.md's predictions, checked on small runs: exact where the theory is exact."""
 from __future__ import annotations
 
 import numpy as np
@@ -129,7 +129,7 @@ def test_scale_invariance_of_the_weight_norm(variant):
 def test_detached_centering_adds_the_rank_one_weight_gradient(detached):
     """dl/dW = (u - u_bar)^T g + u_bar (sum_i g_i)^T under detached centering -- with the
     batch mean, the population mean (here of a different, larger set) or the EMA mean --
-    and only the first term under center (SCIENCE.md item 5)."""
+    and only the first term under center (docs/science.md)."""
     grads = {}
     for variant in ("center", detached):
         cell = make_cell(variant, model={"depth": 1, "width": 5})

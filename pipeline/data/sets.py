@@ -1,7 +1,7 @@
 """Data sets as LightningDataModules that yield stacked batches [members, batch, features].
 
 `synthetic`: Gaussian classes around a shared input mean m with ||m|| = input_mean
-(0 gives the zero-mean control, where the rank-1 gradient term of SCIENCE.md item 5
+(0 gives the zero-mean control, where the rank-1 gradient term (docs/science.md)
 vanishes). `digits`: scikit-learn's bundled 8x8 digits (no download). `csv`: a user's file:
 a header line, numeric feature columns, one `target` column (any labels), no missing values;
 `path` is read relative to the working directory, else to the repository (a file anywhere,
@@ -244,7 +244,7 @@ class StackedDataModule(pl.LightningDataModule):
         self.x_train, self.y_train = torch.from_numpy(np.ascontiguousarray(x_tr)), torch.from_numpy(y_tr)
         self.x_val, self.y_val = torch.from_numpy(np.ascontiguousarray(x_val)), torch.from_numpy(y_val)
         self.num_classes = int(max(y_tr.max(), y_val.max())) + 1
-        self.input_mean = self.x_train.mean(0)  # the direction m of SCIENCE.md item 5 (images: [C, H, W])
+        self.input_mean = self.x_train.mean(0)  # the direction m (docs/science.md) (images: [C, H, W])
         self._ready = True
 
     @property

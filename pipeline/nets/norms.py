@@ -5,11 +5,11 @@ as every rule reads it), declared with `@implements(name)`; NORMS maps each row'
 class. Statistics are per member (dim 1 is the batch), so members never see each other. `sg` in
 the docstrings is stop-gradient (`.detach()`). Every layer except `none` has an `affine` switch
 (gamma, beta after the normalization); the pre-affine output x_hat is exposed to `on_xhat` so
-the trainer can record the mean gradient sum_i dl/dx_hat_i that drives the bias (SCIENCE.md
-item 2).
+the trainer can record the mean gradient sum_i dl/dx_hat_i that drives the bias
+(docs/science.md).
 
 Conv form: an input [members, batch, channels, height, width] is normalized per channel
-(SCIENCE.md's last paragraph). It is viewed as rows [M, B*H*W, C] -- every pixel of every
+(docs/science.md, Variants). It is viewed as rows [M, B*H*W, C] -- every pixel of every
 example is one row -- and the same code runs on the rows, so each statistic is per
 (member, channel) over batch x height x width (bn is BatchNorm2d), gamma and beta are per
 channel, and `on_xhat` sees the rows (its sum over dim 1 is the per-channel bias drive).
@@ -262,7 +262,7 @@ class PopulationDetached(StackedNorm):
 @implements("population_center_detached")
 class PopulationCenterDetached(PopulationDetached):
     """`population_center_detached`: x_hat = x - sg(mu), mu over the whole training set
-    every K steps; centering alone carries SCIENCE.md item 5's rank-1 term."""
+    every K steps; centering alone carries the gradient's rank-1 term (docs/science.md)."""
 
     scale = False
 
