@@ -16,14 +16,13 @@ patches + bmm 2013 / 12951 ms. Channels-last also makes the norms' rows view
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import ModelSettings, VariantSettings
-from pipeline.nets.mlp import ACTIVATIONS, StackedBase, StackedLinear, _init_member, norm_settings
+from pipeline.nets.mlp import ACTIVATIONS, StackedBase, StackedLinear, _init_member, init_std, norm_settings
 from pipeline.nets.norms import make_norm
 from pipeline.spec.variants import norm_spec
 
@@ -77,14 +76,7 @@ class StackedConv2d(nn.Module):
 def _init_conv_member(gen: torch.Generator, c_in: int, c_out: int, cfg: ModelSettings):
     """One member's (W, b) for one conv layer; fan-in C_in*k*k, fan-out C_out*k*k."""
     k = cfg.kernel_size
-    fan_in, fan_out = c_in * k * k, c_out * k * k
-    if cfg.init == "kaiming":
-        std = math.sqrt(2.0 / fan_in)
-    elif cfg.init == "xavier":
-        std = math.sqrt(2.0 / (fan_in + fan_out))
-    else:
-        std = cfg.init_std
-    w = torch.randn(c_out, c_in, k, k, generator=gen) * std
+    w = torch.randn(c_out, c_in, k, k, generator=gen) * init_std(cfg, c_in * k * k, c_out * k * k)
     b = torch.randn(1, c_out, generator=gen) * cfg.bias_init
     return w, b
 

@@ -43,15 +43,18 @@ class StackedLinear(nn.Module):
         return torch.bmm(x, w) if self.bias is None else torch.baddbmm(self.bias, x, w)
 
 
+def init_std(cfg: ModelSettings, fan_in: int, fan_out: int) -> float:
+    """The std of W's entries at initialization (dense or conv: fans count the kernel's positions)."""
+    if cfg.init == "kaiming":
+        return math.sqrt(2.0 / fan_in)
+    if cfg.init == "xavier":
+        return math.sqrt(2.0 / (fan_in + fan_out))
+    return cfg.init_std
+
+
 def _init_member(gen: torch.Generator, d_in: int, d_out: int, cfg: ModelSettings):
     """One member's (W, b) for one layer; b is always drawn so RNG use never depends on `bias`."""
-    if cfg.init == "kaiming":
-        std = math.sqrt(2.0 / d_in)
-    elif cfg.init == "xavier":
-        std = math.sqrt(2.0 / (d_in + d_out))
-    else:
-        std = cfg.init_std
-    w = torch.randn(d_in, d_out, generator=gen) * std
+    w = torch.randn(d_in, d_out, generator=gen) * init_std(cfg, d_in, d_out)
     b = torch.randn(1, d_out, generator=gen) * cfg.bias_init
     return w, b
 
