@@ -21,6 +21,7 @@ SERVER_DIR ?= .mlflow-server
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
+export DVC_NO_ANALYTICS ?= true
 
 .PHONY: help repro test test-fast bench ui grid server bench-scaleout long deep clean
 .DEFAULT_GOAL := help

@@ -102,8 +102,8 @@ def screenshot(store: str, experiment: str, out: Path, *, width: int = 2200, hei
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/screenshot_runs.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--store", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
-                    help="tracking store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    ap.add_argument("--store", default=environment.tracking_uri(),
+                    help="tracking store (default: MLFLOW_TRACKING_URI, else the project's mlflow.db)")
     ap.add_argument("--experiment", default="normlab")
     ap.add_argument("--out", default="/tmp/normlab-runs.png")
     ap.add_argument("--query", default=TRAINING_VIEW, help=f"after the runs page's address (default {TRAINING_VIEW})")

@@ -29,7 +29,7 @@ from pipeline.report.load import long_history
 from pipeline.spec.variants import (NORM_SPECS, NormSpec, loss_fixed, names_where, refresh_interval, register_spec,
                                     unregister_spec)
 from pipeline.cell import run_cell
-from tests.conftest import make_cell, make_params
+from tests.conftest import BASE, make_cell, make_params, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "rms_detached"
@@ -118,3 +118,27 @@ def test_no_project_file_names_the_new_variant():
                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline")
                 for alias in node.names]
     assert imported and all(not name.startswith("_") for _, name in imported), imported
+
+
+def test_the_whole_report_runs_on_the_new_variant(tmp_path, row):
+    """The report command itself (params file, cell folders, tables, figures, verdicts), not only its
+    parts: the new variant's cell is read, not excluded, and its claim 2 rows follow the row."""
+    import pandas as pd
+    import yaml
+
+    from pipeline.config import cell_settings
+    from pipeline.report.cli import main as report
+
+    over = {"variants": VARIANTS, "grid": {"variants": [NAME], "datasets": ["synthetic"]},
+            "train": {"steps": 20, "log_every": 1, "eval_every": 5}}
+    params = make_params(**over)
+    cell = cell_settings(params, NAME, "synthetic")
+    run_cell(cell, tmp_path / "runs" / cell.name, track=False, progress=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(BASE, over)))  # what make_params validated
+    assert report(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "reports"),
+                   "--params", str(tmp_path / "params.yaml"), "--no-track"]) in (0, None)
+    members = pd.read_csv(tmp_path / "reports" / "tables" / "members.csv")
+    assert set(members["variant"]) == {NAME} and len(members) == len(cell.members())
+    growth = pd.read_csv(tmp_path / "reports" / "tables" / "claim2.csv")
+    assert (growth["variant"] == NAME).any() == row.detached
+    assert NAME in (tmp_path / "reports" / "report.md").read_text()

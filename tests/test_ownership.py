@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.spec import environment, names
 
@@ -222,3 +224,47 @@ def test_the_orphan_sweep_reads_process_fields_not_a_joined_string():
     # the display text alone is never parsed back: without the fields the sweep leaves the run alone
     assert ProcessId.from_tags({"normlab.proc": tags["normlab.proc"]}, "normlab.proc") is None
     assert not _process_gone(None)
+
+
+def test_the_makefile_exports_the_owners_telemetry_switches():
+    exports = dict(re.findall(r"^export (\w+) \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M))
+    assert {k: exports.get(k) for k in environment.NO_TELEMETRY} == environment.NO_TELEMETRY
+
+
+def _pipeline_imports(path: Path) -> set[str]:
+    """Every pipeline module a file imports, at any depth of its code (lazy imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("pipeline")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}  # `from pipeline import records`
+    return found
+
+
+def _module_file(name: str) -> Path | None:
+    base = ROOT.joinpath(*name.split("."))
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+
+
+def test_the_report_stage_lists_every_module_it_imports():
+    """dvc.yaml's report deps cover the import closure of `python -m pipeline.report` (a module the
+    report runs but DVC does not watch would change the report unseen)."""
+    deps = [ROOT / d for d in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["deps"]]
+    todo, seen = [ROOT / "pipeline" / "report" / "__main__.py"], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _pipeline_imports(path):
+            parts = name.split(".")
+            for i in range(2, len(parts) + 1):  # a package's __init__ runs on the way to its modules
+                f = _module_file(".".join(parts[:i]))
+                if f is not None:
+                    todo.append(f)
+    assert len(seen) > 10
+    unwatched = sorted(str(p.relative_to(ROOT)) for p in seen
+                       if not any(p == d or d in p.parents for d in deps))
+    assert unwatched == []

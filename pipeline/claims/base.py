@@ -112,16 +112,10 @@ def interval(t) -> dict:
 
 
 def _layers(m: pd.DataFrame, quantity: str) -> list[int]:
-    """The hidden layers (0-based) whose `quantity` the member table has a column for
-    (pipeline.spec.records.layer_column): range(depth) where the table carries the cells' `depth`;
-    without it (TODO(depth column): drop this fallback once the member table carries depth, as a
-    parallel change adds), 0, 1, ... while the column exists. Nothing here parses a column name."""
-    if "depth" in m.columns and m["depth"].notna().any():
-        return [i for i in range(int(m["depth"].max())) if layer_column(quantity, i) in m.columns]
-    n = 0
-    while layer_column(quantity, n) in m.columns:
-        n += 1
-    return list(range(n))
+    """The hidden layers (0-based) whose `quantity` the member table has a column for: range(depth)
+    over the cells' `depth` column, names built by pipeline.spec.records.layer_column, never parsed."""
+    depth = int(m["depth"].max()) if "depth" in m.columns and m["depth"].notna().any() else 0
+    return [i for i in range(depth) if layer_column(quantity, i) in m.columns]
 
 
 def _alive(m: pd.DataFrame) -> pd.DataFrame:

@@ -93,11 +93,12 @@ def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: di
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking.context.registry import resolve_tags
 
+    from pipeline.spec.names import REPORT_RUN, REPORT_STAGE
     from pipeline.tracking.runs import process_tag, signals_deferred
 
-    run = client.create_run(exp_id, run_name="report", tags={
+    run = client.create_run(exp_id, run_name=REPORT_RUN, tags={
         **resolve_tags(),  # MLflow's context tags: source, git commit, user
-        "normlab.kind": "report", **process_tag(), "dvc_stage": "report",
+        "normlab.kind": "report", **process_tag(), "dvc_stage": REPORT_STAGE,
         "cell_runs": ",".join(r for r in cell_runs.values() if r),
         "cells_without_run": ",".join(c for c, r in cell_runs.items() if r is None),
         "cells_excluded": ",".join(c for c, _ in excluded),
