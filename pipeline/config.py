@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.params_yaml import YamlError, error_line, read_yaml
 from pipeline.spec.variants import NORM_SPECS, allowed_text, norm_spec
 from pipeline.spec.names import cell_name
+from pipeline.spec.primaries import PRIMARY_TESTS, primary_test
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,6 +197,19 @@ class TrackingSettings(_Strict):
         return name
 
 
+class PrimarySettings(_Strict):
+    """The endpoint one primary test is read by (one of pipeline.spec.primaries' choices for it) and
+    the smallest effect that matters, in that endpoint's unit: an interval inside +/- it is negligible."""
+    endpoint: str
+    smallest_effect: float = Field(gt=0.0)
+
+
+def _default_primary() -> dict[str, PrimarySettings]:
+    chosen = {"claim1b": ("signed_gap", 0.05), "claim2": ("alpha_excess", 0.1), "claim3_fit": ("loss_matched_lr", 0.1),
+              "claim3_stability": ("divergence_rate", 0.1), "claim4": ("excess_divergence", 0.1)}
+    return {k: PrimarySettings(endpoint=e, smallest_effect=x) for k, (e, x) in chosen.items()}
+
+
 class ReportSettings(_Strict):
     """Every threshold of pipeline/outcomes.py and pipeline/claims/: the same object feeds the
     logic and the rule text the report prints, so the two cannot drift apart."""
@@ -227,6 +241,27 @@ class ReportSettings(_Strict):
     k_sweep: list[str] = ["population_detached_k1", "population_detached",  # claim 4: the refresh-interval sweep
                           "population_detached_k100"]
     figure_lrs: list[float] | None = None           # lrs shown in faceted figures (None: all)
+    # the primary tests (pipeline/spec/primaries.py, pipeline/claims/primary.py): one per measurement claim
+    family_alpha: float = Field(0.05, gt=0.0, lt=1.0)  # family-wise error over all primary tests (Holm)
+    primary: dict[str, PrimarySettings] = Field(default_factory=_default_primary)
+
+    @model_validator(mode="after")
+    def _primary_tests_declared(self):
+        # every primary test reads exactly one declared endpoint: a missing or unknown one is refused here,
+        # before any stage trains (the vocabulary is pipeline.spec.primaries, torch- and pandas-free)
+        known = [t.key for t in PRIMARY_TESTS]
+        for key, chosen in self.primary.items():
+            if key not in known:
+                raise ValueError(f"report.primary.{key}: unknown primary test (known: {', '.join(known)})")
+            choices = primary_test(key).endpoints
+            if chosen.endpoint not in choices:
+                raise ValueError(f"report.primary.{key}.endpoint: {chosen.endpoint!r} is not an endpoint of this "
+                                 f"test (allowed: {', '.join(choices)})")
+        missing = [k for k in known if k not in self.primary]
+        if missing:
+            raise ValueError(f"report.primary: no endpoint declared for {', '.join(missing)} (each primary test needs "
+                             f"{{endpoint, smallest_effect}})")
+        return self
 
 
 class Params(_Strict):

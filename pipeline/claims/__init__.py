@@ -2,8 +2,8 @@
 the data, and reads the member table (pipeline.outcomes) into a Verdict.
 
     from pipeline.claims import REGISTRY, answer_text
-    verdicts = [c.evaluate(members, histories, params.report) for c in REGISTRY]
-    print(answer_text(verdicts))
+    verdicts = evaluate_all(members, histories, params.report)   # primary tests Holm-adjusted together
+    print(answer_text(verdicts, members, params.report))
 
 A claim's rule and controls are templates filled from the same ReportSettings object its logic
 reads (`{alpha_unbounded}` in the text is `settings.alpha_unbounded` in the code), so the printed
@@ -13,11 +13,12 @@ Measurements need an interval over seeds that excludes no-effect to "hold"; iden
 checks of the implementation (with a control on which the same check must fail), never evidence.
 """
 from pipeline.claims.base import (  # noqa: F401  (the names callers import from pipeline.claims)
-    CHECK_FAILED, FAILS, HOLDS, MIXED, NAN, NOT_SHOWN, PASSED, SHARED, SIGNS, STATUSES, Claim, Endpoint, Judge,
-    Verdict, _alive, _context, _count, _g, _nonzero_mean, _paired, _read_signs, beyond_chance, interval)
+    CHECK_FAILED, FAILS, HOLDS, MIXED, NAN, NEGLIGIBLE, NOT_SHOWN, PASSED, STATUSES, Claim, Endpoint, Judge,
+    Judgement, Verdict, _alive, _context, _g, _nonzero_mean, _paired, interval)
+from pipeline.claims.answer import answer_text, claim_answer  # noqa: F401
 from pipeline.claims.blowup import judge_blows_up  # noqa: F401
 from pipeline.claims.growth import judge_b_grows  # noqa: F401
 from pipeline.claims.identity import judge_bn_redundant, judge_loss_independent  # noqa: F401
 from pipeline.claims.inference import judge_inference_leak  # noqa: F401
-from pipeline.claims.registry import REGISTRY, answer_text  # noqa: F401
+from pipeline.claims.registry import REGISTRY, evaluate_all  # noqa: F401
 from pipeline.claims.scaling import C3, _per_seed, judge_worse_scaling  # noqa: F401

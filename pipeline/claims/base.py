@@ -1,9 +1,12 @@
-"""What every claim shares: the Verdict and Claim records (the Endpoint is pipeline.spec.endpoints',
-re-exported), the statuses, the reading helpers the judges use (pairing by seed, counting
-intervals against chance: beyond_chance, _read_signs; the layers of a per-layer quantity:
-_layers), and the SHARED and SIGNS rule texts the registry appends.
+"""What every claim shares: the Verdict, Judgement and Claim records (the Endpoint is
+pipeline.spec.endpoints', re-exported), the statuses, and the reading helpers the judges use
+(pairing by seed, the layers of a per-layer quantity).
 
-    from pipeline.claims.base import HOLDS, Endpoint, beyond_chance
+    from pipeline.claims.base import HOLDS, Endpoint, Judgement
+
+A measurement claim's status is its primary tests' (pipeline.claims.primary: one paired comparison
+per claim, named in report.primary, Holm across claims); an identity claim's status is its judge's
+check. Every judge also returns its descriptive endpoints, evidence and table.
 """
 from __future__ import annotations
 
@@ -14,13 +17,29 @@ from typing import Callable
 import pandas as pd
 
 from pipeline.claims.endpoint_table import endpoint_frame
-from pipeline.spec.endpoints import Endpoint, layer_text, number_text
+from pipeline.spec.endpoints import Endpoint, layer_text, number_text  # noqa: F401  (re-exported)
+from pipeline.spec.primaries import PRIMARY_TESTS
 from pipeline.spec.records import layer_column
+from pipeline.stats.inference import FAILS, HOLDS, NEGLIGIBLE, NOT_SHOWN
 
-HOLDS, FAILS, MIXED, NOT_SHOWN = "holds", "does not hold", "mixed", "not shown at this scale"
+MIXED = "mixed"                                    # claim 3: its two sides point opposite ways
 PASSED, CHECK_FAILED = "check passed", "check failed"
-STATUSES = (HOLDS, FAILS, MIXED, NOT_SHOWN, PASSED, CHECK_FAILED)
+STATUSES = (HOLDS, FAILS, MIXED, NEGLIGIBLE, NOT_SHOWN, PASSED, CHECK_FAILED)
 NAN = float("nan")
+
+
+@dataclass
+class Judgement:
+    """What a judge reads from the member table."""
+    endpoints: list[Endpoint]                      # descriptive (and, for identities, deciding) endpoints
+    evidence: str
+    status: str | None = None                      # identity checks only: measurement claims are decided
+    #                                                by their primary tests
+    table: pd.DataFrame | None = None              # None: the verdict's table is its endpoints table
+    comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)  # primary test key -> rows diff,
+    #                                                dataset, seed (+ where): the paired comparisons
+    legacy: dict[str, str] = field(default_factory=dict)  # ledger commit -> the status under the rule that
+    #                                                commit replaced (pipeline/claims/ledger.py)
 
 
 @dataclass
@@ -38,36 +57,43 @@ class Verdict:
     table: pd.DataFrame | None = None
     figure: str | None = None
     settings_used: dict = field(default_factory=dict)
+    tests: list = field(default_factory=list)       # pipeline.claims.primary.TestResult, measurement claims
+    legacy: dict[str, str] = field(default_factory=dict)
 
 
-Judge = Callable[[pd.DataFrame, "pd.DataFrame | None", object], tuple]
+Judge = Callable[[pd.DataFrame, "pd.DataFrame | None", object], Judgement]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Claim:
-    """One claim, built by keyword. `endpoints` declares, before the data, every measure the judge
-    may report: (measure, how it is measured), the measure exactly as the judge's Endpoints name it;
-    `primary` is the one of them that the claim is read by (a study compares it across setups), the
-    others being decided by the rule too or only descriptive (each endpoint's `decides` says)."""
+    """One claim, built by keyword. `endpoints` declares every descriptive measure the judge may
+    report: (measure, how it is measured). A measurement claim names its primary tests (`tests`:
+    keys of report.primary / pipeline.spec.primaries) and is decided by them; an identity claim names
+    its deciding endpoint (`primary`, one of `endpoints`) and is decided by its judge's check."""
     key: str
     title: str
     statement: str                 # the paper's words (Ioffe & Szegedy 2015, sec. 2)
     kind: str                      # "measurement" | "identity"
-    endpoints: tuple               # declared in advance: ((measure, how it is measured), ...)
-    primary: str                   # the measure of the primary endpoint: one of `endpoints`
+    endpoints: tuple               # ((measure, how it is measured), ...)
+    tests: tuple = ()              # measurement claims: their primary tests' keys
+    primary: str | None = None     # identity claims: the measure their check reads
     controls: str                  # template
     rule: str                      # template, filled from ReportSettings
     figure: str | None = None
-    answers: dict                  # status -> the answer sentence
-    judge: Judge                   # (members, histories, settings) -> (status, endpoints, evidence, table);
-    #                                table None: the verdict's table is its endpoints table (endpoint_frame)
+    answers: dict                  # status -> the answer sentence (a template: pipeline.claims.answer)
+    judge: Judge
 
     def __post_init__(self):
-        declared = self.measures()
-        if self.primary not in declared:
-            raise ValueError(f"{self.key}: primary endpoint {self.primary!r} is not declared (declared: {declared})")
+        declared = [m for m, _ in self.endpoints]
         if len(set(declared)) != len(declared):
             raise ValueError(f"{self.key}: an endpoint is declared twice")
+        if self.kind == "measurement":
+            mine = [t.key for t in PRIMARY_TESTS if t.claim == self.key]
+            if not self.tests or sorted(self.tests) != sorted(mine):
+                raise ValueError(f"{self.key}: a measurement claim is decided by its primary tests "
+                                 f"(pipeline.spec.primaries declares {mine}; the claim names {list(self.tests)})")
+        elif self.primary not in declared:
+            raise ValueError(f"{self.key}: primary endpoint {self.primary!r} is not declared (declared: {declared})")
 
     def measures(self) -> list[str]:
         return [measure for measure, _ in self.endpoints]
@@ -76,21 +102,44 @@ class Claim:
         names = {f for text in (self.rule, self.controls) for _, f, _, _ in string.Formatter().parse(text) if f}
         return {n.split(":")[0].split(".")[0].removesuffix("_text") for n in names}
 
-    def evaluate(self, members: pd.DataFrame, histories, settings) -> Verdict:
-        """The judge's verdict, its endpoints marked primary where their measure is `primary`; the
-        verdict's table is the judge's own where it returns one, else its endpoints table."""
-        status, endpoints, evidence, table = self.judge(members, histories, settings)
-        undeclared = {e.measure for e in endpoints} - set(self.measures())
+    def verdict(self, j: Judgement, results: list, settings) -> Verdict:
+        """The verdict from the judge's reading and this claim's primary test results (already
+        Holm-adjusted with the report's other tests)."""
+        from pipeline.claims.answer import claim_answer
+        from pipeline.claims.primary import combine, primary_measure
+
+        undeclared = {e.measure for e in j.endpoints} - set(self.measures())
         if undeclared:
             raise ValueError(f"{self.key}: the judge reported undeclared endpoints {sorted(undeclared)}")
-        endpoints = [replace(e, primary=e.measure == self.primary) for e in endpoints]
-        if table is None:
-            table = endpoint_frame(endpoints)
+        if self.kind == "measurement":
+            missing = [k for k in self.tests if k not in j.comparisons]
+            if missing:
+                raise ValueError(f"{self.key}: the judge built no comparisons for primary test(s) {missing}")
+            mine = [r for r in results if r.key in self.tests]
+            status = combine(mine)
+            endpoints = [r.endpoint_row() for r in mine] + [replace(e, primary=False, decides=False)
+                                                              for e in j.endpoints]
+            assert all(e.measure == primary_measure(r.key, r.endpoint) for e, r in zip(endpoints, mine))
+        else:
+            mine, status = [], j.status
+            endpoints = [replace(e, primary=e.measure == self.primary) for e in j.endpoints]
+        table = j.table if j.table is not None else endpoint_frame(endpoints)
         ctx = _context(settings)
         return Verdict(key=self.key, title=self.title, statement=self.statement, kind=self.kind, status=status,
                        rule=self.rule.format(**ctx), controls=self.controls.format(**ctx), endpoints=endpoints,
-                       evidence=evidence, answer=self.answers.get(status, ""), table=table, figure=self.figure,
-                       settings_used={k: getattr(settings, k) for k in sorted(self.placeholders())})
+                       evidence=j.evidence, answer=claim_answer(self, status, mine, settings), table=table,
+                       figure=self.figure, settings_used={k: getattr(settings, k) for k in sorted(self.placeholders())
+                                                          if hasattr(settings, k)},
+                       tests=mine, legacy=dict(j.legacy))
+
+    def evaluate(self, members: pd.DataFrame, histories, settings) -> Verdict:
+        """This claim alone: its primary tests Holm-adjusted among themselves only (the report
+        adjusts every claim's tests together: pipeline.claims.registry.evaluate_all)."""
+        from pipeline.claims.primary import run_tests
+
+        j = self.judge(members, histories, settings)
+        results = run_tests({k: j.comparisons[k] for k in self.tests if k in j.comparisons}, members, settings)
+        return self.verdict(j, results, settings)
 
 
 def _context(s) -> dict:
@@ -131,46 +180,3 @@ def _paired(m: pd.DataFrame, a: str, b: str, cols: list[str]) -> pd.DataFrame:
 
 def _nonzero_mean(m: pd.DataFrame, s) -> list[str]:
     return list(dict.fromkeys(m.loc[m["input_mean_norm"].fillna(0) > s.nonzero_mean, "dataset"]))
-
-
-def beyond_chance(k: int, n: int, level: float) -> bool:
-    """Among n comparisons with no effect, each interval misses 0 on one given side with probability
-    (1 - level) / 2; k such misses count only if that many would arise by chance with probability
-    below 1 - level (binomial tail). One comparison: k = 1 counts; twenty: it takes 3."""
-    from scipy.stats import binom
-
-    return k > 0 and float(binom.sf(k - 1, n, (1 - level) / 2)) < 1 - level
-
-
-def informative(e: Endpoint) -> bool:
-    """A comparison whose every pair agreed exactly (interval [0, 0]) cannot miss 0 by chance:
-    it does not count in the family a count of hits is judged against."""
-    return not (e.lo == 0 and e.hi == 0)
-
-
-def _read_signs(decided: list[Endpoint], level: float) -> tuple[str, int, int]:
-    """Effects are oriented so that + is the claim's direction: holds if more intervals lie above 0
-    than chance would put there among the informative comparisons (beyond_chance), does not hold if
-    the same is true below 0, mixed if both, not shown if neither."""
-    n = sum(informative(e) for e in decided)
-    up = sum(e.lo > 0 for e in decided)
-    down = sum(e.hi < 0 for e in decided)
-    up_sig, down_sig = beyond_chance(up, n, level), beyond_chance(down, n, level)
-    status = MIXED if up_sig and down_sig else HOLDS if up_sig else FAILS if down_sig else NOT_SHOWN
-    return status, up, down
-
-
-def _count(n_up: int, n_down: int, n: int, up: str, down: str) -> str:
-    return f"of {n} decided comparisons, {n_up} {up} and {n_down} {down} (interval excluding 0)"
-
-
-# rule texts shared by the registry's claims
-SHARED = ("Intervals: {ci_level_text} over seeds (Student t for means, paired bootstrap with "
-          "{bootstrap} resamples for rates); a comparison with fewer than {min_members} paired seeds is not "
-          "decided; each interval is per comparison, the count of comparisons is judged against chance (above), "
-          "and with 5 seeds the intervals are wide.")
-SIGNS = ("holds if more decided intervals lie above 0 than chance would put there (with no effect, each "
-         "misses 0 on one side with probability (1 - {ci_level_text}) / 2: the count must have a binomial tail "
-         "below 1 - {ci_level_text} among the informative comparisons -- those whose pairs did not all agree "
-         "exactly; one comparison alone counts, of twenty it takes three), does not hold if the "
-         "same is true below 0, mixed if both, not shown at this scale if neither. ")

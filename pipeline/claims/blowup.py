@@ -1,57 +1,78 @@
-"""Claim 4 (measurement): the model blows up -- excess blow-ups of each detached variant over its
-twin, paired by seed, and the refresh-interval (K) sweep.
+"""Claim 4 (measurement): the model blows up -- each deciding detached variant against its twin,
+paired by seed, and the refresh-interval (K) sweep.
 
     from pipeline.claims.blowup import judge_blows_up
+
+Primary test (report.primary.claim4): per deciding pair (report.blowup_deciders vs their first twin:
+centering, where the theory's rank-1 term lives), data set, lr and seed, the detached member's 0/1
+outcome minus its twin's -- diverged, or (excess_blown) diverged or W/b grew past the declared
+factors. Pooled over the data sets with non-zero input mean; the zero-mean ones are the control.
+A population member that diverged before its statistics were first recomputed (step < K) was a fixed
+affine map like `frozen` then: its pair leaves the comparison.
 """
 from __future__ import annotations
 
-from pipeline.claims.base import FAILS, HOLDS, MIXED, NOT_SHOWN, Endpoint, _paired, beyond_chance, informative, interval
+import pandas as pd
+
+from pipeline.claims.base import Endpoint, Judgement, _paired, interval
+from pipeline.claims.legacy import FAILS, count_status
 from pipeline.outcomes import ci
 
+EXCESS, EXCESS_DIV, RATE = ("excess blow-up rate (detached minus twin)", "excess divergence rate (detached minus twin)",
+                            "blow-up rate")
 
-# -- claim 4: the model blows up ------------------------------------------------------------------
-def judge_blows_up(m, hist, s):
-    # a population_* member that diverged before its statistics were first recomputed (step < K) was a
-    # fixed affine map (like `frozen`): its pair is dropped from the deciding comparisons
+
+def judge_blows_up(m, hist, s) -> Judgement:
     early = m["diverged"].astype(bool) & (m["diverged_step"] < m["refresh_every"])
-    m = m.assign(blown=m["blown"].astype(float), before_refresh=early.astype(float))
-    eps = []
+    m = m.assign(blown=m["blown"].astype(float), diverged_=m["diverged"].astype(float),
+                 before_refresh=early.astype(float))
+    outcome = "diverged_" if s.primary["claim4"].endpoint == "excess_divergence" else "blown"
+    eps, rows, old_first, old_revised = [], [], [], []
     for det, twins in s.twins.items():
         for twin in twins:
-            decides = det in s.blowup_deciders and twin == twins[0]
-            p = _paired(m, det, twin, ["blown", "before_refresh"])
-            if decides:  # such a pair says nothing about detaching either way: it leaves the comparison
-                p = p[p["before_refresh_a"] == 0]
+            deciding = det in s.blowup_deciders and twin == twins[0]
+            every = _paired(m, det, twin, ["blown", "diverged_", "before_refresh"])
+            p = every[every["before_refresh_a"] == 0] if deciding else every
+            if deciding:
+                rows.append(pd.DataFrame({"diff": p[f"{outcome}_a"] - p[f"{outcome}_b"], "dataset": p["dataset"],
+                                          "seed": p["seed"], "variant": det, "twin": twin, "lr": p["lr"]}))
             for (ds, lr), g in p.groupby(["dataset", "lr"], sort=False):
-                eps.append(Endpoint(measure="excess blow-up rate (detached minus twin)",
-                                    **interval(ci(g["blown_a"].to_numpy(), paired=g["blown_b"].to_numpy(),
-                                                  n_boot=s.bootstrap, level=s.ci_level)),
-                                    n=len(g), unit="fraction", variant=det, twin=twin, dataset=ds, lr=lr,
-                                    decides=decides and len(g) >= s.min_members))
+                for col, name in (("blown", EXCESS), ("diverged_", EXCESS_DIV)):
+                    e = Endpoint(measure=name, **interval(ci(g[f"{col}_a"].to_numpy(), paired=g[f"{col}_b"].to_numpy(),
+                                                             n_boot=s.bootstrap, level=s.ci_level)),
+                                 n=len(g), unit="fraction", variant=det, twin=twin, dataset=ds, lr=lr)
+                    eps.append(e)
+                    if deciding and col == "blown" and len(g) >= s.min_members:
+                        old_revised.append(e)
+            if deciding:  # as first declared: early population pairs stayed, counted as not blown
+                first = every.assign(blown_a=every["blown_a"] * (1 - every["before_refresh_a"]))
+                for (ds, lr), g in first.groupby(["dataset", "lr"], sort=False):
+                    if len(g) >= s.min_members:
+                        old_first.append(Endpoint(measure=EXCESS, **interval(ci(
+                            g["blown_a"].to_numpy(), paired=g["blown_b"].to_numpy(), n_boot=s.bootstrap,
+                            level=s.ci_level)), n=len(g)))
     for v in s.k_sweep:
         for (ds, lr), g in m[m["variant"] == v].groupby(["dataset", "lr"], sort=False):
-            eps.append(Endpoint(measure="blow-up rate",
+            eps.append(Endpoint(measure=RATE,
                                 **interval(ci(g["blown"], n_boot=s.bootstrap, level=s.ci_level, method="bootstrap")),
                                 n=len(g), unit="fraction", variant=v, refresh_every=g["refresh_every"].iloc[0],
                                 dataset=ds, lr=lr))
-    decided = [e for e in eps if e.decides]
-    up = [e for e in decided if e.lo > 0]
-    down = [e for e in decided if e.hi < 0]
-    n = sum(informative(e) for e in decided)
-    up_sig, down_sig = beyond_chance(len(up), n, s.ci_level), beyond_chance(len(down), n, s.ci_level)
-    none_above = bool(decided) and all(e.effect <= 0 for e in decided)
-    status = (MIXED if up_sig and down_sig else HOLDS if up_sig else FAILS if down_sig or none_above
-              else NOT_SHOWN)
+    comp = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["diff", "dataset", "seed"])
     pop = m[m["refresh_every"].notna() & (m["blown"] > 0)]
     notes = [f"{v}: {int(g['before_refresh'].sum())} of {len(g)} blow-ups before the statistics were first "
              f"recomputed (step < K = {g['refresh_every'].iloc[0]:g}: a fixed affine map like `frozen` then; "
              f"such pairs leave the deciding comparisons)"
              for v, g in pop.groupby("variant", sort=False) if g["before_refresh"].sum() > 0]
-    ev = (f"Blow-up (diverged, or ||W||/||b|| growth past the declared factors) of each detached variant in "
-          f"excess of its twin, paired by seed, per data set and lr; deciding pairs ({', '.join(s.blowup_deciders)} "
-          f"vs their first twin): of {len(decided)} decided cells ({n} informative: not every pair agreed), "
-          f"{len(up)} with an interval above 0"
-          + (" (" + "; ".join(e.text() for e in up[:4]) + ")" if up else "")
-          + f" and {len(down)} below 0 (the twin blew up more)"
-          + (" (" + "; ".join(e.text() for e in down[:4]) + ")" if down else "") + ". " + "; ".join(notes))
-    return status, eps, ev.strip(), None
+    tally = comp.assign(det=comp["diff"] > 0, twin=comp["diff"] < 0).groupby("variant")[["det", "twin"]].sum() \
+        if len(comp) else pd.DataFrame()
+    ev = ("Deciding pairs (" + ", ".join(s.blowup_deciders) + " vs their first twin), paired by data set, lr and "
+          "seed: discordant pairs where only the detached member " + ("diverged" if outcome == "diverged_" else
+                                                                       "blew up") + " / only the twin: "
+          + ("; ".join(f"{v} {int(r['det'])} / {int(r['twin'])}" for v, r in tally.iterrows()) or "none") + ". "
+          + "; ".join(notes))
+    # the retired count (revised, ffaf633): cells with every decided excess <= 0 also read "does not hold"
+    revised = count_status(old_revised, s.ci_level)
+    if revised not in ("holds", "mixed", FAILS) and old_revised and all(e.effect <= 0 for e in old_revised):
+        revised = FAILS
+    first = count_status(old_first, s.ci_level, only_informative=False)
+    return Judgement(eps, ev.strip(), comparisons={"claim4": comp}, legacy={"ffaf633": first, "count": revised})

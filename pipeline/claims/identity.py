@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.claims.base import CHECK_FAILED, NAN, NOT_SHOWN, PASSED, Endpoint, _alive, _g, _paired, interval
+from pipeline.claims.base import CHECK_FAILED, NAN, NOT_SHOWN, PASSED, Endpoint, Judgement, _alive, _g, _paired, interval
 from pipeline.outcomes import ci
 from pipeline.spec.variants import names_where
 
 
 # -- claim 1: the loss does not depend on b (identity) ----------------------------------------------
-def judge_loss_independent(m, hist, s):
+def judge_loss_independent(m, hist, s) -> Judgement:
     tol = s.identity_rtol
     live = _alive(m)
     cancels = names_where(lambda spec: spec.cancels_b_in_training)  # training-mode x_hat cancels b
@@ -37,13 +37,17 @@ def judge_loss_independent(m, hist, s):
     ev = (f"Full training set, training mode: worst scaled |loss(b) - loss(b_0)| / max(loss, 1 nat) = {_g(worst)} over "
           f"{len(subj)} surviving detached-centering members whose b moved (tolerance {tol:g}); the control "
           f"`none` shows {_g(ctrl_med)} (median over {len(ctrl)} members).")
+    # as first declared (before 9baab89): relative to the loss itself, not to max(loss, 1 nat)
+    rel = subj["b_sens_rel"] if "b_sens_rel" in subj else pd.Series(dtype=float)
+    first = NOT_SHOWN if not decides or rel.isna().all() else PASSED if float(rel.max()) <= tol else CHECK_FAILED
     if not decides:
-        return NOT_SHOWN, eps, ev + " The check could not fail here, so it is not shown.", table
-    return (PASSED if worst <= tol else CHECK_FAILED), eps, ev, table
+        return Judgement(eps, ev + " The check could not fail here, so it is not shown.", NOT_SHOWN, table,
+                         legacy={"9baab89": first})
+    return Judgement(eps, ev, PASSED if worst <= tol else CHECK_FAILED, table, legacy={"9baab89": first})
 
 
 # -- claim 5: with real BN the bias is redundant (identity) ---------------------------------------
-def judge_bn_redundant(m, hist, s):
+def judge_bn_redundant(m, hist, s) -> Judgement:
     live = _alive(m)
     bn = live[live["variant"] == "bn"]
     ctrl = live[live["variant"].isin(["none", "frozen"])]
@@ -67,9 +71,17 @@ def judge_bn_redundant(m, hist, s):
                     **interval(ci(same, n_boot=s.bootstrap, level=s.ci_level, method="bootstrap")), n=len(same),
                     unit="fraction", variant="bn", twin="bn_nobias", over="paired by data set, lr, seed")]
     ev = "; ".join(e.text() for e in eps) + "."
+    # the rules as first declared: the claim-1 tolerance for the gradient ratio (before f3abcfc); the
+    # bn vs bn_nobias early loss gap decisive too (before 43d9b83)
+    first_tol = (NOT_SHOWN if not decides or ctrl_med <= s.identity_rtol
+                 else PASSED if eps[0].effect <= s.identity_rtol else CHECK_FAILED)
+    first_gap = (NOT_SHOWN if not decides
+                 else PASSED if eps[0].effect <= s.grad_rtol and float(early.max()) <= s.trajectory_rtol
+                 else CHECK_FAILED)
+    legacy = {"f3abcfc": first_tol, "43d9b83": first_gap}
     if not decides:
-        return NOT_SHOWN, eps, ev + " The check could not fail here, so it is not shown.", None
+        return Judgement(eps, ev + " The check could not fail here, so it is not shown.", NOT_SHOWN, legacy=legacy)
     # the two forwards are the same function of (W, data): their loss gap starts at float rounding
     # (~1e-7) and measures how fast the dynamics amplify it (fast in deep BN networks), not b's role
     ok = eps[0].effect <= s.grad_rtol
-    return (PASSED if ok else CHECK_FAILED), eps, ev, None
+    return Judgement(eps, ev, PASSED if ok else CHECK_FAILED, legacy=legacy)

@@ -1,19 +1,25 @@
-"""The registry: each claim's statement, declared endpoints, controls and rule (templates filled
-from ReportSettings), figure, answers and judge; and answer_text, the answer paragraph.
+"""The registry: each claim's statement, declared endpoints, primary tests, controls and rule
+(templates filled from ReportSettings), figure, answers and judge; evaluate_all, every verdict with
+the primary tests Holm-adjusted together.
 
-    from pipeline.claims.registry import REGISTRY, answer_text
+    from pipeline.claims.registry import REGISTRY, evaluate_all
+    verdicts = evaluate_all(members, histories, params.report)
+
+Answers are templates filled from the claim's primary test results (pipeline.claims.answer):
+`{t}` the first test's effect and interval, `{p}` its Holm-adjusted p, `{carried}` the data sets
+whose own interval carries it, `{control}` the controls' effects; for claim 3 `{fit}` and `{stability}`.
 """
 from __future__ import annotations
 
-from collections import Counter
-
-from pipeline.claims.base import (CHECK_FAILED, FAILS, HOLDS, MIXED, NOT_SHOWN, PASSED, SHARED, SIGNS, Claim,
-                                  Verdict)
-from pipeline.claims.blowup import judge_blows_up
-from pipeline.claims.growth import judge_b_grows
+from pipeline.claims.base import CHECK_FAILED, FAILS, HOLDS, MIXED, NEGLIGIBLE, NOT_SHOWN, PASSED, Claim, Verdict
+from pipeline.claims.blowup import EXCESS, EXCESS_DIV, RATE, judge_blows_up
+from pipeline.claims.growth import ALPHA, PERSIST, TOY as TOY_ALPHA, TWIN_DRIFT, judge_b_grows
 from pipeline.claims.identity import judge_bn_redundant, judge_loss_independent
-from pipeline.claims.inference import judge_inference_leak
+from pipeline.claims.inference import ABS, ABS_ACC, SIGNED, TOY as TOY_GAP, judge_inference_leak
 from pipeline.claims.scaling import C3, judge_worse_scaling
+
+SHARED = ("Descriptive intervals: {ci_level_text} over seeds (Student t for means, paired bootstrap with "
+          "{bootstrap} resamples for rates); they describe, the primary test decides.")
 
 # -- the registry ---------------------------------------------------------------------------------
 REGISTRY: list[Claim] = [
@@ -45,105 +51,97 @@ REGISTRY: list[Claim] = [
         statement="(Consequence of claim 1, not in the paper) b's drift is cancelled by batch statistics but not by the "
                   "running or population statistics used at inference.",
         kind="measurement",
-        endpoints=(("excess |eval-mode - train-mode loss|",
-                    "|full-set eval-mode loss - train-mode loss|, detached minus twin, per seed"),
-                   ("excess |train-mode - eval-mode accuracy|",
-                    "|full-set train-mode - eval-mode accuracy|, detached minus twin, per seed"),
-                   ("excess signed eval-mode - train-mode loss (sign only)",
-                    "eval-mode minus train-mode loss, detached minus twin: the direction, not decisive"),
-                   ("signed eval-mode - train-mode loss (toy: no twin, only b trains)",
-                    "the bias-only toy's eval-mode minus train-mode loss, shown apart")),
-        primary="excess |eval-mode - train-mode loss|",
+        endpoints=((SIGNED, "eval-mode minus train-mode full-set loss, detached minus twin, per (data set, lr)"),
+                   (ABS, "|full-set eval-mode - train-mode loss|, detached minus twin, per (data set, lr)"),
+                   (ABS_ACC, "|full-set train-mode - eval-mode accuracy|, detached minus twin, per (data set, lr)"),
+                   (TOY_GAP, "the bias-only toy's eval-mode minus train-mode loss, shown apart")),
+        tests=("claim1b",),
         controls="Twins (same cell, lr, seeds): {twins_text}; only the variants trained on detached batch statistics "
                  "are compared (population and EMA variants use the same statistics in both modes: no gap by "
                  "construction). The bias-only toy is shown apart (no twin).",
-        rule="Per detached variant, data set and lr, the excess of |gap| over the twin's is decided by its "
-             "interval (the signed gap is reported, not decisive): " + SIGNS + SHARED,
+        rule="The primary test pools every detached batch variant, data set and lr. " + SHARED,
         figure="train_eval_gap",
-        answers={HOLDS: "Inference with running/population statistics departs from training mode (in either "
-                        "direction: the signed endpoints say which) more for detached variants than for their twins: "
-                        "b's drift does reach the predictions.",
-                 FAILS: "The detached variants' inference-mode predictions stayed closer to their training-mode ones "
-                        "than their twins' did.",
-                 MIXED: "Some detached variants leak b's drift into inference more than their twins, others less.",
-                 NOT_SHOWN: "No detached variant's inference gap differed from its twin's beyond seed noise."},
+        answers={HOLDS: "At inference b's drift reached the predictions ({plus}): {t} (Holm p {p}), carried by "
+                        "{carried}.",
+                 FAILS: "At inference the detached variants' full-set loss was LOWER than in training mode, relative to "
+                        "their twins: {t} (Holm p {p}), carried by {carried} -- b's drift reaches the predictions, "
+                        "and here it helps them.",
+                 NEGLIGIBLE: "The detached variants' inference gap matched their twins' within the smallest effect "
+                             "that matters: {t}.",
+                 NOT_SHOWN: "The detached variants' inference gap could not be told from their twins': {t} (Holm p {p})."},
         judge=judge_inference_leak),
     Claim(
         key="claim2",
         title="b grows without bound",
         statement="b grows without bound (the normalization cancels every update of b).",
         kind="measurement",
-        endpoints=(("growth exponent alpha",
-                    "least-squares slope of log ||b_t - b_0|| on log t over t >= report.alpha_from x T, per layer"),
-                   ("mean-gradient persistence ||sum G|| / sum ||G||",
-                    "||sum_t G_t|| / sum_t ||G_t||, G_t = dl/db (1: persistent drive)"),
-                   ("twin's drift ||b_T - b_0||", "||b_T - b_0|| of the twin (the gradient through: 0 expected)"),
-                   ("growth exponent alpha (toy: identity, linear by construction)",
-                    "alpha of the bias-only toy, shown apart")),
-        primary="growth exponent alpha",
-        controls="Twins: {twins_text}. The bias-only toy (linear by construction) is shown apart, labelled identity.",
-        rule="A finite run cannot show 'without bound': the verdict reads the growth exponent alpha over the run "
-             "(alpha fitted over steps >= {alpha_from} x T, at least {alpha_min_points} points). Per detached "
-             "variant (real networks only), data set, lr and layer: unbounded where alpha's interval lies at or "
-             "above {alpha_unbounded} (a random walk's 1/2), saturating where it lies below; holds if more groups "
-             "are unbounded than chance would make so (binomial tail below 1 - {ci_level_text}, each group missing "
-             "on one side with probability (1 - {ci_level_text}) / 2), does not hold if the same is true of "
-             "saturating groups, mixed if both, else not shown. " + SHARED,
+        endpoints=((ALPHA, "least-squares slope of log ||b_t - b_0|| on log t over t >= report.alpha_from x T, per layer"),
+                   (PERSIST, "||sum_t G_t|| / sum_t ||G_t||, G_t = dl/db (1: persistent drive)"),
+                   (TWIN_DRIFT, "||b_T - b_0|| of the twin (the gradient through: 0 expected)"),
+                   (TOY_ALPHA, "alpha of the bias-only toy, shown apart")),
+        tests=("claim2",),
+        controls="Twins: {twins_text} (their b does not move: the gradient through the statistics is 0). The "
+                 "bias-only toy (linear by construction) is shown apart, labelled identity.",
+        rule="A finite run cannot show 'without bound': the test reads the growth exponent alpha of ||b_t - b_0|| "
+             "(fitted over steps >= {alpha_from} x T, at least {alpha_min_points} points) against {alpha_unbounded} "
+             "(a random walk's), per surviving detached member of the real networks and layer. " + SHARED,
         figure="b_drift_per_layer",
-        answers={HOLDS: "b kept growing at least like a random walk in every decided group over the run's horizon.",
-                 FAILS: "b's growth slowed below a random walk's in every decided group: over this horizon it saturates.",
-                 MIXED: "b grows at least like a random walk in some (variant, lr, layer) groups and saturates in others "
-                        "(see which layers carry it).",
-                 NOT_SHOWN: "The growth exponent could not be told apart from 1/2 at this scale."},
+        answers={HOLDS: "b's drift grew faster than a random walk's: alpha - {alpha_unbounded} = {t} (Holm p {p}).",
+                 FAILS: "b's drift grew, but more slowly than a random walk's over the run: alpha - "
+                        "{alpha_unbounded} = {t} (Holm p {p}) -- growth that slows, not shown to stop.",
+                 NEGLIGIBLE: "b's drift grew like a random walk (alpha - {alpha_unbounded} = {t}).",
+                 NOT_SHOWN: "b's growth exponent could not be told from a random walk's: alpha - {alpha_unbounded} "
+                            "= {t} (Holm p {p})."},
         judge=judge_b_grows),
     Claim(
         key="claim3",
         title="It is worse when the normalization also scales",
         statement="It is worse when the normalization also scales the activations.",
         kind="measurement",
-        endpoints=tuple((name, f"per seed: (standardize_detached - its twin) - (center_detached - its twin)")
+        endpoints=tuple((name, "per seed: (standardize_detached - its twin) - (center_detached - its twin)")
                         for name, *_ in C3),
-        primary="final full-set loss, train mode, matched lr",
-        controls="Twins (report.twins): {twins_text}; data sets with input mean norm ||E[u]|| > {nonzero_mean} only.",
-        rule="Each endpoint is oriented so + means standardizing is worse (a larger excess over its twin). "
-             "Rates average the members' 0/1 outcomes over lrs per seed; losses and accuracies average over lrs "
-             "where all four members survive; 'best lr' is each variant's lr of lowest mean train-mode loss with no "
-             "diverged seed; steps to the target ({target_loss_frac} x initial full-set loss) count as T when never "
-             "reached. The claim " + SIGNS + SHARED,
+        tests=("claim3_fit", "claim3_stability"),
+        controls="Twins (report.twins): {twins_text}; data sets with input mean norm ||E[u]|| > {nonzero_mean} "
+                 "pooled, the others shown as controls.",
+        rule="Two sides, each its own primary test, + = standardizing worse: fit and stability. The claim holds if a "
+             "side holds and the other does not point the other way; mixed if one side holds and the other does "
+             "not hold. Losses and accuracies average over lrs where all four members survive; rates over every lr; "
+             "'best lr' is each variant's lr of lowest mean train-mode loss with no diverged seed. " + SHARED,
         figure="scaling_excess",
         answers={HOLDS: "Standardizing outside the step was worse than centering outside it, each against its own "
-                        "gradient-through twin, on at least one declared endpoint and better on none.",
-                 FAILS: "Standardizing outside the step was better than centering outside it on the declared endpoints.",
-                 MIXED: "Standardizing outside the step was worse on some declared endpoints and better on others.",
-                 NOT_SHOWN: "No declared endpoint separated standardizing from centering beyond seed noise."},
+                        "twin: fit {fit}, stability {stability}.",
+                 FAILS: "Standardizing outside the step was better than centering outside it: fit {fit}, stability "
+                        "{stability}.",
+                 MIXED: "Standardizing outside the step fit worse than centering outside it ({fit}) but was more "
+                        "stable ({stability}); each against its own twin." ,
+                 NEGLIGIBLE: "Standardizing and centering outside the step differed by less than the smallest effects "
+                             "that matter: fit {fit}, stability {stability}.",
+                 NOT_SHOWN: "Neither side separated standardizing from centering: fit {fit}, stability {stability}."},
         judge=judge_worse_scaling),
     Claim(
         key="claim4",
         title="The model blows up",
         statement="If the normalization is computed outside the gradient step, the model blows up.",
         kind="measurement",
-        endpoints=(("excess blow-up rate (detached minus twin)",
-                    "diverged or blew_up, detached minus twin, paired by seed, per data set and lr"),
-                   ("blow-up rate", "the refresh-interval sweep: blow-up rate of population_detached at each K")),
-        primary="excess blow-up rate (detached minus twin)",
-        controls="Twins: {twins_text}; refresh-interval sweep: {k_sweep_text}.",
-        rule="Holds if the deciding pairs ({blowup_deciders_text} vs their first twin: centering, where the "
-             "theory's rank-1 term lives) have more cells with an excess interval above 0 than chance would give "
-             "(binomial tail below 1 - {ci_level_text} among the informative cells, those where not every pair "
-             "agreed; one cell alone counts); does not hold if the same is true of cells below 0 (the twin blew up "
-             "more) or every decided cell's excess is <= 0; mixed if both above and below are beyond chance; else "
-             "not shown. In deciding pairs a population member that diverged "
-             "before its statistics were first recomputed (step < K) was a fixed affine map like `frozen` then: its "
-             "pair leaves the comparison. Blown = diverged, or "
-             "some ||W_T||/||W_0|| > {blowup_w_factor}, or ||b_T - b_0||/sqrt(units) > {blowup_b_rms}. " + SHARED,
+        endpoints=((EXCESS, "diverged or W/b grew past the declared factors, detached minus twin, per (data set, lr)"),
+                   (EXCESS_DIV, "diverged, detached minus twin, per (data set, lr)"),
+                   (RATE, "the refresh-interval sweep: blow-up rate of population_detached at each K")),
+        tests=("claim4",),
+        controls="Twins: {twins_text}; deciding pairs: {blowup_deciders_text} against their first twin (centering, "
+                 "where the theory's rank-1 term lives); refresh-interval sweep: {k_sweep_text}; data sets with input "
+                 "mean norm ||E[u]|| > {nonzero_mean} pooled, the zero-mean ones are the control.",
+        rule="A population member that diverged before its statistics were first recomputed (step < K) was a fixed "
+             "affine map like `frozen` then: its pair leaves the comparison. Diverged = non-finite or huge loss, or "
+             "a parameter past train.diverge_param; W grew = some ||W_T||/||W_0|| > {blowup_w_factor}; b grew = "
+             "||b_T - b_0||/sqrt(units) > {blowup_b_rms}. " + SHARED,
         figure="blowup_excess",
-        answers={HOLDS: "Computing the centering outside the step made the model blow up more often than the same "
-                        "centering with the gradient through it, in the same cells and seeds.",
-                 FAILS: "The detached variants blew up no more often than their gradient-through twins: the blow-ups "
-                        "seen are not detaching's doing.",
-                 MIXED: "Detached centering blew up more often than centering with the gradient through it in some "
-                        "cells and less often in others (see which data sets and learning rates).",
-                 NOT_SHOWN: "Excess blow-ups over the twins were within seed noise at this scale."},
+        answers={HOLDS: "Computing the centering outside the step made the model diverge more often than the same "
+                        "centering with the gradient through it, in the same cells and seeds: {t} (Holm p {p}), "
+                        "carried by {carried}; control {control}.",
+                 FAILS: "The detached variants diverged less often than their gradient-through twins: {t} "
+                        "(Holm p {p}).",
+                 NEGLIGIBLE: "Detaching changed the divergence rate by less than the smallest effect that matters: {t}.",
+                 NOT_SHOWN: "Excess divergence over the twins could not be told from seed noise: {t} (Holm p {p})."},
         judge=judge_blows_up),
     Claim(
         key="claim5",
@@ -177,8 +175,12 @@ REGISTRY: list[Claim] = [
 ]
 
 
-def answer_text(verdicts: list[Verdict]) -> str:
-    """The answer paragraph: a tally of the statuses, then each verdict's answer for its status."""
-    tally = Counter(v.status for v in verdicts)
-    head = "Of {} verdicts: {}.".format(len(verdicts), ", ".join(f"{n} {st}" for st, n in tally.items()))
-    return " ".join([head] + [f"{v.title} ({v.status}): {v.answer}" for v in verdicts])
+def evaluate_all(members, histories, settings, registry: list[Claim] | None = None) -> list[Verdict]:
+    """Every claim's verdict; the primary tests of all claims Holm-adjusted together."""
+    from pipeline.claims.primary import run_tests
+
+    claims = REGISTRY if registry is None else registry
+    judged = [(c, c.judge(members, histories, settings)) for c in claims]
+    comparisons = {k: j.comparisons[k] for c, j in judged for k in c.tests if k in j.comparisons}
+    results = run_tests(comparisons, members, settings)
+    return [c.verdict(j, results, settings) for c, j in judged]

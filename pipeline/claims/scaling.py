@@ -2,13 +2,21 @@
 per seed (_per_seed) as standardize_detached's excess over its twin minus center_detached's.
 
     from pipeline.claims.scaling import C3, judge_worse_scaling
+
+Two primary tests, the claim's two sides, named before the report reads the data: fit
+(report.primary.claim3_fit: final loss or accuracy deficit at matched lr) and stability
+(report.primary.claim3_stability: the divergence rate over the lrs). + = standardizing worse on
+both; the verdict and the answer say which way each goes.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
-from pipeline.claims.base import Endpoint, _count, _nonzero_mean, _read_signs
+from pipeline.claims.base import Endpoint, Judgement, _nonzero_mean
+from pipeline.claims.legacy import any_side_status, count_status
 from pipeline.outcomes import ci
 
 
@@ -22,7 +30,13 @@ C3 = (  # endpoint, member column, how per seed, sign (+1: a larger value is wor
     ("final full-set accuracy deficit, train mode, each variant's best lr", "full_acc_train", "best", -1, "accuracy"),
     ("log10 W growth factor (largest layer), matched lr", "log_w_growth", "mean", 1, "log10"),
     ("steps to target loss (censored at T), matched lr", "steps_censored", "mean", 1, "steps"),
+    ("divergence rate", "diverged_", "mean", 1, "fraction"),
 )
+PRIMARY = {  # report.primary endpoint id -> the C3 row it reads
+    "loss_matched_lr": "final full-set loss, train mode, matched lr",
+    "acc_deficit_matched_lr": "final full-set accuracy deficit, train mode, matched lr",
+    "divergence_rate": "divergence rate",
+}
 
 
 def _per_seed(sub: pd.DataFrame, col: str, how: str, four: list[str]) -> pd.DataFrame:
@@ -42,21 +56,27 @@ def _per_seed(sub: pd.DataFrame, col: str, how: str, four: list[str]) -> pd.Data
     return pd.DataFrame(out).reindex(columns=four).dropna()
 
 
-def judge_worse_scaling(m, hist, s):
+def judge_worse_scaling(m, hist, s) -> Judgement:
     sd, cd = "standardize_detached", "center_detached"
     four = [sd, s.twins.get(sd, [""])[0], cd, s.twins.get(cd, [""])[0]]
     m = m.assign(failed_=(~m["trained"]).astype(float), blown=m["blown"].astype(float),
+                 diverged_=m["diverged"].astype(float),
                  # a diverged member's last finite ||W|| says nothing about its growth
                  log_w_growth=np.log10(m["w_growth_max"].where((m["w_growth_max"] > 0) & ~m["diverged"].astype(bool))),
                  steps_censored=m["steps_to_target"].fillna(m["steps"].astype(float)))
+    reads = {PRIMARY[s.primary[k].endpoint]: k for k in ("claim3_fit", "claim3_stability")}
+    rows = {k: [] for k in reads.values()}
     eps = []
-    for ds in _nonzero_mean(m, s):
+    for ds in list(dict.fromkeys(m["dataset"])):
         sub = m[(m["dataset"] == ds) & m["variant"].isin(four)]
         if sub["variant"].nunique() < 4:
             continue
         for name, col, how, sign, unit in C3:
             w = _per_seed(sub, col, how, four)
             a, b = sign * (w[four[0]] - w[four[1]]), sign * (w[four[2]] - w[four[3]])
+            if name in reads:  # a primary test's comparisons: one per data set and seed
+                rows[reads[name]].append(pd.DataFrame({"diff": (a - b).to_numpy(), "dataset": ds,
+                                                       "seed": w.index.to_numpy()}))
             if how == "rate":
                 mean, lo, hi = ci(a.to_numpy(), paired=b.to_numpy(), n_boot=s.bootstrap, level=s.ci_level)
             else:
@@ -65,11 +85,14 @@ def judge_worse_scaling(m, hist, s):
                                 unit=f"{unit} (+ = standardizing worse)", variant=four[0], twin=four[1],
                                 minus_variant=four[2], minus_twin=four[3], dataset=ds,
                                 decides=len(w) >= s.min_members))
-    decided = [e for e in eps if e.decides]
-    status, up, down = _read_signs(decided, s.ci_level)
+    # the retired rules read the first eight endpoints on the data sets with non-zero input mean
+    nonzero = set(_nonzero_mean(m, s))
+    old = [e for e in eps if e.decides and e.dataset in nonzero and e.measure != "divergence rate"]
+    legacy = {"ffaf633": any_side_status(old), "count": count_status(old, s.ci_level)}
+    shown = [e for e in eps if e.dataset in nonzero and (e.lo > 0 or e.hi < 0)]
     ev = ("Excess of standardize_detached over its twin minus the excess of center_detached over its twin, "
-          f"paired by seed, data sets with non-zero input mean: "
-          f"{_count(up, down, len(decided), 'show standardizing worse', 'show it better')}"
-          + ("; " + "; ".join(e.text() for e in decided if e.lo > 0 or e.hi < 0)
-             if up or down else "") + ".")
-    return status, eps, ev, None
+          "paired by seed; intervals excluding 0 on data sets with non-zero input mean: "
+          + ("; ".join(e.text() for e in shown) if shown else "none") + ".")
+    comparisons = {k: (pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=["diff", "dataset", "seed"]))
+                   for k, v in rows.items()}
+    return Judgement([replace(e, decides=False) for e in eps], ev, comparisons=comparisons, legacy=legacy)

@@ -31,8 +31,8 @@ def evaluate(params: Params, grid: Grid):
 
     members = outcomes.member_table(grid.summaries, grid.by_cell, params.report, grid.configs)
     largest = outcomes.largest_trained_lr(members)
-    verdicts = [c.evaluate(members, grid.histories, params.report) for c in claims.REGISTRY]
-    return members, largest, verdicts, claims.answer_text(verdicts)
+    verdicts = claims.evaluate_all(members, grid.histories, params.report)  # primary tests: Holm across claims
+    return members, largest, verdicts, claims.answer_text(verdicts, members, params.report)
 
 
 def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, verdicts, answer,

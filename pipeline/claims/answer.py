@@ -1,0 +1,141 @@
+"""The answers: each verdict's answer sentence (its claim's template for its status, filled from its
+primary test results) and the answer paragraph that opens the report.
+
+    from pipeline.claims.answer import claim_answer, answer_text
+"""
+from __future__ import annotations
+
+import math
+
+
+def _datasets(effects) -> str:
+    return ", ".join(f"{d.dataset} ({d.effect:+.3g} [{d.lo:+.3g}, {d.hi:+.3g}])" for d in effects
+                     if math.isfinite(d.lo)) or "no single data set"
+
+
+def test_fields(results) -> dict:
+    """Template fields from a claim's primary test results: {t}, {p}, {plus}, {carried}, {control}
+    of the first; {<side>} and {<side>_status} of each side (claim 3: {fit}, {stability})."""
+    if not results:
+        return {}
+    r = results[0]
+    out = {"t": r.interval_text(), "p": f"{r.p_holm:.2g}", "plus": r.plus, "carried": _datasets(r.carried_by()),
+           "control": _datasets(r.controls()) if r.controls() else "none in this grid"}
+    for x in results:
+        if x.side:
+            out[x.side] = f"{x.interval_text()} ({x.plus} if +; Holm p {x.p_holm:.2g}: {x.status})"
+            out[f"{x.side}_status"] = x.status
+    return out
+
+
+def claim_answer(claim, status: str, results, settings) -> str:
+    """The claim's answer template for `status`, filled from its test results and the report settings."""
+    template = claim.answers.get(status, "")
+    fields = {**settings.model_dump(), **test_fields(results)}
+    try:
+        return template.format(**fields)
+    except (KeyError, IndexError):
+        return template
+
+
+# -- the answer paragraph ------------------------------------------------------------------------
+def anchor(v) -> str:
+    """The verdict section's heading anchor (GitHub's slug of "<key>: <title>"; render adds the same id)."""
+    text = f"{v.key}: {v.title}".lower()
+    return "#" + "".join(ch for ch in text if ch.isalnum() or ch in " -_").replace(" ", "-")
+
+
+def _link(v) -> str:
+    return f"[{v.key}]({anchor(v)})"
+
+
+def _largest(members, variant: str) -> str:
+    """"lr X on data set D" per data set: the largest lr at which every seed trained."""
+    from pipeline.outcomes import largest_trained_lr
+
+    t = largest_trained_lr(members[members["variant"] == variant])
+    parts = [f"{r.largest_trained_lr:g} on {r.dataset}" if math.isfinite(r.largest_trained_lr)
+             else f"none on {r.dataset}" for r in t.itertuples()]
+    return ", ".join(parts) or "nothing (not in this grid)"
+
+
+def _bn_sentence(v5, v4, members) -> str:
+    from pipeline.claims.base import CHECK_FAILED, PASSED
+
+    bn = next((e.variant for e in v5.endpoints if e.primary), None) if v5 else None
+    worst = next((e.effect for e in v5.endpoints if e.primary), float("nan")) if v5 else float("nan")
+    if v5 is None or v5.status not in (PASSED, CHECK_FAILED):
+        head = "Real BN differentiates through the batch mean and variance, so in theory dl/db = 0 exactly and " \
+               "the rank-1 term of dl/dW along the input mean cancels; this grid could not check it"
+    elif v5.status == PASSED:
+        head = (f"Real BN differentiates through the batch mean and variance, so dl/db = 0 exactly and the rank-1 "
+                f"term of dl/dW along the input mean cancels: under {bn} the largest |dl/db| / |dl/dW| measured was "
+                f"{worst:.2g}, float rounding ({_link(v5)})")
+    else:
+        head = (f"Real BN should have dl/db = 0 exactly, but under {bn} |dl/db| / |dl/dW| reached {worst:.2g}: the "
+                f"implementation needs checking ({_link(v5)})")
+    if bn and v4 is not None and "variant" in members:
+        det = next((r.key for r in v4.tests), None) and _decider(v4)
+        tail = f"; {bn} trained up to lr {_largest(members, bn)}" + (
+            f", {det} up to lr {_largest(members, det)}" if det else "")
+        return head + tail + "."
+    return head + "."
+
+
+def _decider(v4) -> str | None:
+    """The first deciding detached variant of claim 4 (its descriptive endpoints name it)."""
+    return next((e.variant for e in v4.endpoints if e.twin and e.measure.startswith("excess")), None)
+
+
+def _status_clause(v, holds: str, fails: str, negligible: str, not_shown: str) -> str:
+    from pipeline.claims.base import FAILS, HOLDS, NEGLIGIBLE
+
+    r = v.tests[0]
+    clause = {HOLDS: holds, FAILS: fails, NEGLIGIBLE: negligible}.get(v.status, not_shown)
+    return f"{clause}: {r.interval_text()} (Holm p {r.p_holm:.2g}, {_link(v)})"
+
+
+def answer_text(verdicts, members, settings) -> str:
+    """At most six sentences answering the seed question's three parts -- why real BN does not blow up,
+    what b is for, how the paper's thought experiment differs -- each from a verdict's status and
+    numbers (a sentence per claim and status: other data, other sentences)."""
+    from pipeline.claims.base import CHECK_FAILED, PASSED
+
+    by = {v.key: v for v in verdicts}
+    v1, v1b, v2, v3, v4, v5 = (by.get(k) for k in ("claim1", "claim1b", "claim2", "claim3", "claim4", "claim5"))
+    out = [_bn_sentence(v5, v4, members)]
+    if v5 is not None and v5.status in (PASSED, CHECK_FAILED):
+        same = next((e for e in v5.endpoints if e.measure.startswith("same member status")), None)
+        out.append("So with real BN b never moves and is redundant -- the role of a per-unit offset is taken by "
+                   "beta, which BN keeps" + (f"; with and without b the same members trained or failed in "
+                                             f"{same.effect:.0%} of {same.n} pairs" if same and math.isfinite(
+                                                 same.effect) else "") + f" ({_link(v5)}).")
+    if v4 is not None and v4.tests:
+        det = _decider(v4) or "the detached centering"
+        out.append(f"The paper's thought experiment computes the statistics outside the gradient step; {det} "
+                   + _status_clause(v4, "diverged more often than the same centering with the gradient through it",
+                                    "diverged less often than the same centering with the gradient through it",
+                                    "diverged as often as the same centering with the gradient through it",
+                                    "could not be told apart from the same centering with the gradient through it")
+                   + f", carried by {_datasets(v4.tests[0].carried_by())}"
+                   + (f"; on zero-mean inputs (the control) {_datasets(v4.tests[0].controls())}"
+                      if v4.tests[0].controls() else "") + ".")
+    if v2 is not None and v2.tests:
+        ident = (f"the training loss did not move with b, an identity ({_link(v1)})" if v1 is not None and
+                 v1.status == PASSED else "the training loss should not move with b")
+        out.append(f"There {ident}, yet b kept drifting; its growth exponent minus a random walk's 1/2 "
+                   + _status_clause(v2, "was above 0", "was below 0 (growth that slows over the run)",
+                                    "was within the smallest effect of 0", "could not be told from 0") + ".")
+    if v1b is not None and v1b.tests:
+        out.append("At inference the running statistics stop cancelling b: eval-mode minus train-mode loss, detached "
+                   "minus twin, " + _status_clause(v1b, "was higher (inference worse)",
+                                                   "was lower (inference better)", "was negligible",
+                                                   "could not be told from 0")
+                   + f", carried by {_datasets(v1b.tests[0].carried_by())}.")
+    if v3 is not None and len(v3.tests) == 2:
+        fit, stab = sorted(v3.tests, key=lambda r: r.side)
+        word = {"holds": "worse", "does not hold": "better", "negligible": "no different", "not shown": "not shown"}
+        out.append(f"Standardizing as well as centering outside the step was {word.get(fit.status, fit.status)} on "
+                   f"fit ({fit.interval_text()}, Holm p {fit.p_holm:.2g}) and {word.get(stab.status, stab.status)} on "
+                   f"stability ({stab.interval_text()}, Holm p {stab.p_holm:.2g}) ({_link(v3)}).")
+    return " ".join(out[:6])

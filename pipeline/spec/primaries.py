@@ -1,0 +1,76 @@
+"""The primary tests: one per measurement claim (two for claim 3, which has two sides), each a
+paired comparison whose endpoint `report.primary` names in params before the report reads the
+data. Torch-free and pandas-free, so params validation (in every stage) knows the vocabulary.
+
+    from pipeline.spec.primaries import PRIMARY_TESTS, primary_test
+    primary_test("claim4").endpoints["excess_divergence"].unit     # "fraction"
+
+A test's comparisons are built by the claim's judge (pipeline/claims/) for the endpoint named in
+params; pipeline.claims.primary runs the test (sign flips by data set x seed), Holm across every
+test of the report, and the decision against the declared smallest effect.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class EndpointChoice:
+    """One endpoint a primary test may be read by: what one comparison is, its unit, what + means."""
+    text: str
+    unit: str
+    plus: str              # what a positive effect means, in the claim's words
+
+
+@dataclass(frozen=True)
+class PrimaryTest:
+    key: str               # the key under report.primary (a claim's key, or claim3_fit / claim3_stability)
+    claim: str             # the claim it decides
+    side: str              # "" or the side of the claim it reads (claim 3: "fit", "stability")
+    datasets: str          # "all" | "nonzero_mean": which data sets the test pools (the others: controls)
+    endpoints: Mapping[str, EndpointChoice] = field(default_factory=dict)
+
+
+def _test(key, claim, side, datasets, **endpoints: EndpointChoice) -> PrimaryTest:
+    return PrimaryTest(key, claim, side, datasets, MappingProxyType(endpoints))
+
+
+PRIMARY_TESTS: tuple[PrimaryTest, ...] = (
+    _test("claim1b", "claim1b", "", "all",
+          signed_gap=EndpointChoice("(eval-mode - train-mode full-set loss), detached minus twin, per cell, lr "
+                                    "and seed", "nats", "inference mode is worse for the detached variant"),
+          abs_gap=EndpointChoice("|eval-mode - train-mode full-set loss|, detached minus twin, per cell, lr and "
+                                 "seed", "nats", "inference departs more from training mode")),
+    _test("claim2", "claim2", "", "all",
+          alpha_excess=EndpointChoice("growth exponent alpha of ||b_t - b_0|| minus report.alpha_unbounded, per "
+                                      "detached member and layer", "alpha", "b grows faster than a random walk")),
+    _test("claim3_fit", "claim3", "fit", "nonzero_mean",
+          loss_matched_lr=EndpointChoice("final full-set train-mode loss at matched lr, (standardize_detached - "
+                                         "twin) - (center_detached - twin), per data set and seed", "nats",
+                                         "standardizing fits worse"),
+          acc_deficit_matched_lr=EndpointChoice("final full-set train-mode accuracy deficit at matched lr, the "
+                                                "same difference of differences", "accuracy",
+                                                "standardizing fits worse")),
+    _test("claim3_stability", "claim3", "stability", "nonzero_mean",
+          divergence_rate=EndpointChoice("divergence rate over the lrs, (standardize_detached - twin) - "
+                                         "(center_detached - twin), per data set and seed", "fraction",
+                                         "standardizing diverges more")),
+    _test("claim4", "claim4", "", "nonzero_mean",
+          excess_divergence=EndpointChoice("diverged (0/1), detached minus twin, per deciding pair, lr and seed",
+                                           "fraction", "detaching makes the model diverge"),
+          excess_blown=EndpointChoice("diverged or W/b grew past the declared factors (0/1), detached minus "
+                                      "twin, per deciding pair, lr and seed", "fraction",
+                                      "detaching makes the model blow up")),
+)
+
+_BY_KEY = {t.key: t for t in PRIMARY_TESTS}
+
+
+def primary_test(key: str) -> PrimaryTest:
+    return _BY_KEY[key]
+
+
+def primary_keys() -> tuple[str, ...]:
+    return tuple(_BY_KEY)
