@@ -1,8 +1,10 @@
-"""The ledger of decision rules changed AFTER the data had been seen: which claim, the rule as first
-declared, as revised, the commit that revised it, its date and why. The report prints it
-(ledger_markdown) so a reader can weigh verdicts whose rule moved after the data.
+"""The ledger of decision rules changed AFTER the data had been seen: which claims, the rule as
+first declared, as revised, the commit that revised it, its date and why. The report prints it
+(ledger_markdown) with each affected verdict's status under the rule the change replaced (the
+judges compute it: Verdict.legacy[key]) beside its status now, so a reader can weigh verdicts whose
+rule moved after the data; a verdict is "declared before the data" only if no row names its claim.
 
-    from pipeline.claims.ledger import LEDGER, ledger_markdown
+    from pipeline.claims.ledger import LEDGER, ledger_markdown, changes_for
 """
 from __future__ import annotations
 
@@ -11,12 +13,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RuleChange:
-    claim: str
+    claim: str      # the claims it names, as the reader sees them
     first: str      # the rule as first declared
     revised: str    # the rule as revised
     commit: str     # short hash of the revising commit
     date: str       # its commit date (UTC)
     why: str        # the reason the commit gave
+    claims: tuple[str, ...] = ()  # the claim keys whose verdict it changed
+    key: str = ""   # Verdict.legacy key holding the status under the replaced rule ("" = the commit)
+
+    @property
+    def legacy_key(self) -> str:
+        return self.key or self.commit
 
 
 LEDGER: tuple[RuleChange, ...] = (
@@ -31,7 +39,7 @@ LEDGER: tuple[RuleChange, ...] = (
         "All-agreeing cells 'cannot miss 0 by chance'. A smaller family lowers the count needed. Claim 3's "
         "code had read the binomial count since 6d528e6 (same day); this commit brought its declared text "
         "to the count: on the default report (6 above, 1 below of 16) the declared rule says mixed, the "
-        "revised one holds (issue 17)."),
+        "revised one holds (issue 17).", claims=("claim1b", "claim3", "claim4")),
     RuleChange(
         "claim4",
         "A population member that blew up before its statistics were first recomputed (step < K) counted "
@@ -40,20 +48,21 @@ LEDGER: tuple[RuleChange, ...] = (
         "a 'does not hold' when the count below 0 is beyond chance.",
         "ffaf633", "2026-11-26",
         "Before the first refresh the variant is a fixed affine map like `frozen`: the pair says nothing "
-        "about detaching (20 of 22 population_detached blow-ups were early)."),
+        "about detaching (20 of 22 population_detached blow-ups were early).", claims=("claim4",)),
     RuleChange(
         "claim1",
         "Check passed if |loss(b) - loss(b_0)| / loss / (1 + rms b) <= identity_rtol (relative to the loss).",
         "|loss(b) - loss(b_0)| / max(loss, 1 nat) / (1 + rms b) <= identity_rtol (absolute below 1 nat).",
         "9baab89", "2026-11-26",
         "The long study: a member fitted to loss 5e-6 failed the check on 7e-11 nats; float32 "
-        "cross-entropy rounds absolutely below 1 nat."),
+        "cross-entropy rounds absolutely below 1 nat.", claims=("claim1",)),
     RuleChange(
         "claim5",
         "Check passed if under bn every |dl/db| / |dl/dW| <= identity_rtol (1e-5), the claim-1 tolerance.",
         "A separate grad_rtol = 1e-4 for |dl/db| / |dl/dW| (and the controls must exceed it).",
         "f3abcfc", "2026-11-26",
-        "Studies with conv networks: a float32 sum over a channel's batch x H x W terms rounds near 1e-5."),
+        "Studies with conv networks: a float32 sum over a channel's batch x H x W terms rounds near 1e-5.",
+        claims=("claim5",)),
     RuleChange(
         "claim5",
         "Check passed also required the bn vs bn_nobias mini-batch loss gap <= trajectory_rtol over the "
@@ -61,15 +70,40 @@ LEDGER: tuple[RuleChange, ...] = (
         "That gap is reported, not decisive; only |dl/db| / |dl/dW| <= grad_rtol decides.",
         "43d9b83", "2026-11-26",
         "The deep study's 10-layer BN network amplified float rounding past 1e-3 within 10 steps: the gap "
-        "measures the dynamics' amplification, not b's role (the check failed there for that reason)."),
+        "measures the dynamics' amplification, not b's role (the check failed there for that reason).",
+        claims=("claim5",)),
+    RuleChange(
+        "claim1b, claim2, claim3, claim4 (every measurement claim)",
+        "The count of per-comparison intervals missing 0, judged against a binomial tail as if the comparisons "
+        "were independent (claim 2: alpha intervals against 1/2 counted the same way); claim 4 read 'blown' = "
+        "diverged or ||W|| / b grown past the declared factors; claim 3 pooled its eight endpoints.",
+        "One primary test per claim (claim 3: fit and stability), its endpoint and smallest effect named in "
+        "report.primary: paired comparisons within cell, lr and seed, an exact sign-flip test with every "
+        "comparison of a (data set, seed) flipping together, a cluster-bootstrap interval, Holm across claims, "
+        "'negligible' inside the smallest effect; claim 4 reads divergence; claims 3 and 4 pool the data sets "
+        "with non-zero input mean, the others shown as controls.",
+        "a7627f7", "2026-12-04",
+        "Issue 17: on simulated null grids with the real grid's sharing of seeds the count said 'holds' 5.7 % "
+        "(16 comparisons) to 32.5 % (225) of the time, and it could not see consistent 0/1 effects spread over "
+        "cells of 5 seeds; 'blown' counted networks at 99.9 % accuracy whose W had grown.",
+        claims=("claim1b", "claim2", "claim3", "claim4"), key="count"),
 )
 
 
-def ledger_markdown(ledger: tuple[RuleChange, ...] = LEDGER) -> str:
-    """The ledger as a Markdown table, one row per change, for the report."""
+def changes_for(claim: str, ledger: tuple[RuleChange, ...] = LEDGER) -> list[RuleChange]:
+    return [e for e in ledger if claim in e.claims]
+
+
+def ledger_markdown(verdicts=(), ledger: tuple[RuleChange, ...] = LEDGER) -> str:
+    """The ledger as a Markdown table, one row per change; with verdicts, each affected claim's status
+    under the rule the change replaced and now."""
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731 -- rules quote |dl/db|
-    rows = ["| claim | rule as first declared | rule as revised | commit | date | why |",
-            "|---|---|---|---|---|---|"]
-    rows += [f"| {esc(e.claim)} | {esc(e.first)} | {esc(e.revised)} | `{e.commit}` | {e.date} | {esc(e.why)} |"
-             for e in ledger]
+    by = {v.key: v for v in verdicts}
+    rows = ["| claim | rule as first declared | rule as revised | commit | date | why | status under the replaced "
+            "rule -> now |", "|---|---|---|---|---|---|---|"]
+    for e in ledger:
+        then = "; ".join(f"{k}: {by[k].legacy.get(e.legacy_key, 'not computed')} -> {by[k].status}"
+                         for k in e.claims if k in by) or "–"
+        rows.append(f"| {esc(e.claim)} | {esc(e.first)} | {esc(e.revised)} | `{e.commit}` | {e.date} | {esc(e.why)} "
+                    f"| {esc(then)} |")
     return "\n".join(rows)

@@ -4,8 +4,9 @@
     text = markdown(ctx); html = to_html(text, out_folder)
 
 Every claim of the registry is rendered the same way: statement, kind (an identity is shown
-as a check of the implementation, never as evidence), status, the rule declared before the
-data, controls, endpoints with 95% CIs over seeds, evidence, answer, figure and table.
+as a check of the implementation, never as evidence), status, its primary tests (measurements),
+the rule and whether it was declared before the data (the ledger of rules changed after it,
+pipeline/claims/ledger.py), controls, descriptive endpoints, evidence, answer, figure and table.
 """
 from __future__ import annotations
 
@@ -56,6 +57,12 @@ def _num(x, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def _anchor(v) -> str:
+    from pipeline.claims.answer import anchor
+
+    return anchor(v)
 
 
 def md_table(frame: pd.DataFrame) -> str:
@@ -111,12 +118,48 @@ def _figure_links(ctx: ReportContext, name: str | None) -> list[str]:
     return [f"![{f.key}]({f.path})" for f in hits]
 
 
+def _tests(ctx: ReportContext, v) -> str:
+    """The primary tests of a measurement claim: the pooled result, then each data set's."""
+    from pipeline.stats.inference import Rule, rule_text
+
+    if not v.tests:
+        return ""
+    rows = []
+    for r in v.tests:
+        rows.append({"test": r.key, "endpoint (declared in report.primary)": f"{r.endpoint}: {r.text}; + = {r.plus}",
+                     "effect [95% CI]": r.interval_text(), "p": f"{r.p:.3g}", "Holm p": f"{r.p_holm:.3g}",
+                     "comparisons / clusters": f"{r.n} / {r.clusters} (smallest p possible {r.min_p:.2g})",
+                     "smallest effect": f"+/-{r.smallest_effect:g} {r.unit}", "status": f"**{r.status}**"})
+        for d in r.by_dataset:
+            ci = f" [{_num(d.lo)}, {_num(d.hi)}]" if math.isfinite(d.lo) else ""
+            rows.append({"test": "", "endpoint (declared in report.primary)": f"{d.dataset} ({d.role})",
+                         "effect [95% CI]": f"{_num(d.effect)}{ci}", "p": f"{d.p:.3g}", "Holm p": "",
+                         "comparisons / clusters": f"{d.n} / {d.seeds}", "smallest effect": "", "status": ""})
+    s = ctx.params.report
+    rule = rule_text(Rule(smallest_effect=v.tests[0].smallest_effect, unit=v.tests[0].unit, alpha=s.family_alpha,
+                          level=s.ci_level))
+    return (md_table(pd.DataFrame(rows)) + "\n\n_Primary test: " + rule + " Per data set: the same comparison "
+            "on that data set alone (its p unadjusted, descriptive; interval over its seeds)._")
+
+
+def _declared(v) -> str:
+    from pipeline.claims.ledger import changes_for
+
+    changes = changes_for(v.key)
+    if not changes:
+        return "declared before the data"
+    return ("revised after the data -- " + "; ".join(
+        f"`{e.commit}` ({e.date}): status under the replaced rule **{v.legacy.get(e.legacy_key, 'not computed')}**"
+        for e in changes) + " ([the ledger](#rules-changed-after-the-data))")
+
+
 def _verdict_section(ctx: ReportContext, i: int, v) -> list[str]:
-    md = [f"### {i}. {v.title}", "", f"> {v.statement}", "",
+    md = [f"### {v.key}: {v.title}", "", f"> {v.statement}", "",
           f"- **Kind:** {KIND_TEXT.get(v.kind, v.kind)}",
           f"- **Status:** **{v.status}**",
-          f"- **Rule (declared before the data):** {v.rule}",
-          f"- **Controls:** {v.controls or '–'}", "", _endpoints(v), "",
+          f"- **Rule:** {v.rule}",
+          f"- **Declared:** {_declared(v)}",
+          f"- **Controls:** {v.controls or '–'}", "", _tests(ctx, v), "", _endpoints(v), "",
           f"**Evidence.** {v.evidence}", "", f"**Answer.** {v.answer}", ""]
     if v.table is not None:
         md += [f"Table: [tables/{v.key}.csv](tables/{v.key}.csv).", ""]
@@ -146,14 +189,25 @@ def markdown(ctx: ReportContext) -> str:
           + (f"CNN {p.model.depth} blocks x {p.model.channels} channels" if p.model.kind == "cnn"
            else f"MLP {p.model.depth}x{p.model.width}") + f" {p.model.activation}.", "", MODES, "",
           f"The variants, what each claim predicts, the endpoints and rules: {_science_link(ctx.out)}.", "",
-          "## The answer", "", ctx.answer, "", "## Verdicts", "",
-          "| # | claim | kind | status | figure |", "|---|---|---|---|---|"]
-    for i, v in enumerate(ctx.verdicts, 1):
+          "## The answer", "", ctx.answer, ""]
+    md += [f"![{f.key}]({f.path})" for f in ctx.figures if f.figure == "answer_summary"]
+    md += ["", "## Verdicts", "",
+           "| claim | title | kind | primary effect [95% CI] | Holm p | status |", "|---|---|---|---|---|---|"]
+    for v in ctx.verdicts:
         kind = "identity check (not evidence)" if v.kind == "identity" else v.kind
-        md.append(f"| {i} | {cell_text(v.title)} | {kind} | **{v.status}** | {cell_text(v.figure or '–')} |")
+        eff = "; ".join(f"{r.side + ': ' if r.side else ''}{r.interval_text()}" for r in v.tests) or "–"
+        hp = "; ".join(f"{r.p_holm:.2g}" for r in v.tests) or "–"
+        md.append(f"| [{v.key}]({_anchor(v)}) | {cell_text(v.title)} | {kind} | {cell_text(eff)} | {hp} | "
+                  f"**{v.status}** |")
     md.append("")
     for i, v in enumerate(ctx.verdicts, 1):
         md += _verdict_section(ctx, i, v)
+    from pipeline.claims.ledger import ledger_markdown
+
+    md += ["## Rules changed after the data", "",
+           "Each rule below was changed after data had been seen; the last column gives each affected verdict's "
+           "status under the rule the change replaced, and now. A verdict whose claim no row names was decided "
+           "by the rule declared before the data.", "", ledger_markdown(ctx.verdicts), ""]
     md += ["## Member outcomes", "",
            "Each member (lr x seed) is judged against a baseline fixed before it trains (its full-train-set "
            "loss in training mode at initialization, and chance: ln C, accuracy 1/C), never its own early "
@@ -187,6 +241,13 @@ def markdown(ctx: ReportContext) -> str:
     return "\n".join(md) + "\n"
 
 
+def _slug(html_text: str) -> str:
+    import html
+
+    text = html.unescape(re.sub(r"<[^>]+>", "", html_text)).lower()
+    return "".join(ch for ch in text if ch.isalnum() or ch in " -_").replace(" ", "-")
+
+
 def to_html(markdown_text: str, base: Path) -> str:
     """Markdown -> one HTML page, figures inlined as data URIs (opens with no server)."""
     from markdown_it import MarkdownIt
@@ -198,6 +259,9 @@ def to_html(markdown_text: str, base: Path) -> str:
         return f'src="data:image/png;base64,{data}"'
 
     body = re.sub(r'src="(figures/[^"]+\.png)"', inline, body)
+    # the ids GitHub gives headings, so the answer's links to the verdicts work in the HTML page too
+    body = re.sub(r"<h([23])>(.*?)</h\1>", lambda m: f'<h{m.group(1)} id="{_slug(m.group(2))}">{m.group(2)}</h{m.group(1)}>',
+                  body)
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
              "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
              "th{background:#f3f3f3}img{max-width:100%}code{background:#f6f6f6;padding:1px 3px}"
