@@ -256,7 +256,84 @@ def test_every_figure_a_claim_declares_is_drawn(built):
         if v.figure:
             assert v.figure in figures.FIGURES, v.figure
     names = {p.stem for p in (built / "reports" / "figures").glob("*.png")}
-    assert {"member_status", "b_drift_per_layer", "train_eval_gap", "b_norm_synthetic", "loss_synthetic"} <= names
+    assert {"answer_summary", "member_status", "b_drift_per_layer", "train_eval_gap", "b_norm_synthetic",
+            "loss_synthetic"} <= names
+    md = (built / "reports" / "report.md").read_text()
+    answer = md[md.index("## The answer"):md.index("## Verdicts")]  # the summary figure comes right after the answer
+    assert "![answer_summary](figures/answer_summary.png)" in answer and md.count("figures/answer_summary.png") == 1
+
+
+# -- the summary figure under the answer (pipeline/report/summary_figure.py) -------------------------
+def _summary_members(variants=("center_detached", "center", "bn"), lrs=(0.05, 0.5), seeds=range(5)) -> pd.DataFrame:
+    """A crafted member table: the detached variant diverges at the top lr on every data set, nothing else does."""
+    rows = []
+    for ds, mean in (("synthetic_zero_mean", 0.07), ("synthetic", 3.0)):
+        for v in variants:
+            for lr in lrs:
+                for seed in seeds:
+                    div = v == "center_detached" and lr == max(lrs)
+                    rows.append({"variant": v, "dataset": ds, "lr": lr, "seed": seed, "diverged": div,
+                                 "b_rms_max": 0.0 if div else (0.1 + seed if v == "center_detached" else 1e-9),
+                                 "input_mean_norm": mean, "norm": v, "has_bias": True,
+                                 "status": "diverged" if div else "trained"})
+    return pd.DataFrame(rows)
+
+
+def _summary_params(variants=("center_detached", "center", "bn")):
+    from tests.conftest import make_params
+
+    # the zero-mean data set listed first: the figure still puts it last, as the control
+    return make_params(grid={"variants": list(variants), "datasets": ["synthetic_zero_mean", "synthetic"]})
+
+
+def test_answer_summary_figure_plots_divergence_rates_with_exact_intervals(tmp_path):
+    from pipeline.report.summary_figure import summary_frame
+
+    params, members = _summary_params(), _summary_members()
+    t = summary_frame(members, params)
+    assert list(dict.fromkeys(t["dataset"])) == ["synthetic", "synthetic_zero_mean"]
+    assert t.set_index("dataset")["control"].groupby(level=0).all().to_dict() == {"synthetic": False,
+                                                                                   "synthetic_zero_mean": True}
+    assert list(dict.fromkeys(t["variant"])) == ["center_detached", "center", "bn"]
+    top = t[(t["lr"] == 0.5)].set_index(["dataset", "variant"])
+    for ds in ("synthetic", "synthetic_zero_mean"):
+        det, twin = top.loc[(ds, "center_detached")], top.loc[(ds, "center")]
+        assert (det["k"], det["n"], det["rate"], twin["rate"]) == (5, 5, 1.0, 0.0)
+        assert (det["lo"], det["hi"]) == (pytest.approx(0.478, abs=5e-4), 1.0)  # Clopper-Pearson for 5/5
+        assert (twin["lo"], twin["hi"]) == (0.0, pytest.approx(0.522, abs=5e-4))
+        assert math.isnan(det["b_rms_median"]) and det["survivors"] == 0  # no seed survived: no drift point
+    low = t[(t["lr"] == 0.05) & (t["variant"] == "center_detached")]
+    assert low["b_rms_median"].tolist() == [2.1, 2.1] and low["survivors"].tolist() == [5, 5]  # median of 0.1..4.1
+
+    drawn, unknown = figures.draw(["answer_summary"], figures.FigureData(params, pd.DataFrame(), members,
+                                                                         pd.DataFrame(), tmp_path), jobs=1)
+    assert unknown == [] and [(d.key, d.figure) for d in drawn] == [("answer_summary", "answer_summary")]
+    png = tmp_path / "answer_summary.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "\n" not in drawn[0].caption and "training-mode" in drawn[0].caption and "Clopper-Pearson" in drawn[0].caption
+
+
+def test_answer_summary_figure_without_the_detached_variant_draws_nothing_and_the_report_says_so(tmp_path):
+    from pipeline.report import render
+    from pipeline.report.plotting import Drawn
+    from pipeline.report.summary_figure import summary_frame
+
+    params = _summary_params(("center", "bn"))
+    members = _summary_members(("center", "bn"))
+    assert summary_frame(members, params).empty
+    drawn, unknown = figures.draw(["answer_summary"], figures.FigureData(params, pd.DataFrame(), members,
+                                                                         pd.DataFrame(), tmp_path), jobs=1)
+    assert drawn == [] and unknown == [] and not list(tmp_path.glob("*.png"))
+
+    def md(figs) -> str:
+        ctx = render.ReportContext(params, tmp_path, [], [], [], "The answer paragraph.",
+                                   {"largest_trained_lr": pd.DataFrame()}, figs, [])
+        text = render.markdown(ctx)
+        return text[text.index("The answer paragraph."):text.index("## Verdicts")]
+
+    assert "nothing to draw" in md([]) and "`center_detached`" in md([])
+    shown = md([Drawn("answer_summary", "answer_summary", "figures/answer_summary.png", "Top: rates; bottom: drift.")])
+    assert "![answer_summary](figures/answer_summary.png)" in shown and "_Top: rates; bottom: drift._" in shown
 
 
 def _figure_data(root: Path, figdir: Path):

@@ -5,7 +5,8 @@
 
 FIGURES maps a name to its drawer; a claim names its figure from this list. A drawer returns
 one Drawn per file (per data set where the figure is per data set). A name with no drawer is
-returned in `unknown` and the report says so. Every loss axis names its mode: training mode
+returned in `unknown` and the report says so. SUMMARY (answer_summary, pipeline/report/summary_figure.py)
+is the one figure shown right after the answer paragraph. Every loss axis names its mode: training mode
 (batch statistics) or inference mode (running / population statistics, torch eval()).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 
 from pipeline.report import claim_figures as cf
 from pipeline.report.plotting import Drawn, FigureData, palette, plain_ticks, plt_, save, variants_in
+from pipeline.report.summary_figure import FIGURE as SUMMARY, fig_answer_summary
 from pipeline.spec.records import layer_column
 
 
@@ -126,13 +128,13 @@ def fig_member_status(data: FigureData) -> list[Drawn]:
                   "largest trained lr.")]
 
 
-FIGURES = {"b_norm": fig_b_norm, "loss": fig_loss, "weight_norm": fig_weight_norm,
+FIGURES = {SUMMARY: fig_answer_summary, "b_norm": fig_b_norm, "loss": fig_loss, "weight_norm": fig_weight_norm,
            "member_status": fig_member_status, "b_drift_per_layer": cf.fig_b_drift_per_layer,
            "train_eval_gap": cf.fig_train_eval_gap, "toy_drift": cf.fig_toy_drift,
            "scaling_excess": cf.endpoints_figure("scaling_excess"),
            "blowup_excess": cf.fig_blowup_excess, "bn_vs_nobias": cf.fig_bn_vs_nobias}
 # drawn whatever the claims name (the claims' own figures are added to these)
-ALWAYS = ("member_status", "b_norm", "loss", "weight_norm", "b_drift_per_layer", "train_eval_gap", "toy_drift")
+ALWAYS = (SUMMARY, "member_status", "b_norm", "loss", "weight_norm", "b_drift_per_layer", "train_eval_gap", "toy_drift")
 
 
 _DATA: list = []  # the FigureData a forked drawer inherits (not pickled: it holds the whole grid)

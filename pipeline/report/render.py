@@ -21,6 +21,7 @@ import pandas as pd
 
 
 from pipeline.config import REPO_ROOT, Params
+from pipeline.report.summary_figure import BN_VARIANT, FIGURE as SUMMARY
 
 MODES = ("Every loss says its mode: **training mode** = the normalization uses the mini-batch's statistics "
          "(as in a training step); **inference mode** = it uses its running / population statistics "
@@ -153,6 +154,20 @@ def _declared(v) -> str:
         for e in changes) + " ([the ledger](#rules-changed-after-the-data))")
 
 
+def _summary_figure(ctx: ReportContext) -> list[str]:
+    """The one figure right after the answer, with its caption; or why there is none."""
+    hits = [f for f in ctx.figures if f.figure == SUMMARY]
+    if hits:
+        return [line for f in hits for line in (f"![{f.key}]({f.path})", "", f"_{f.caption}_", "")]
+    if SUMMARY in ctx.unknown_figures:
+        return [*_figure_links(ctx, SUMMARY), ""]
+    deciders = ctx.params.report.blowup_deciders
+    det = f"`{deciders[0]}` (report.blowup_deciders[0], the variant that decides claim 4)" if deciders \
+        else "a detached centering variant (report.blowup_deciders is empty)"
+    return [f"_Summary figure `{SUMMARY}`: nothing to draw: the grid has no member of {det}, the variant it "
+            f"compares with its gradient-through twin and `{BN_VARIANT}`._", ""]
+
+
 def _verdict_section(ctx: ReportContext, i: int, v) -> list[str]:
     md = [f"### {v.key}: {v.title}", "", f"> {v.statement}", "",
           f"- **Kind:** {KIND_TEXT.get(v.kind, v.kind)}",
@@ -189,10 +204,8 @@ def markdown(ctx: ReportContext) -> str:
           + (f"CNN {p.model.depth} blocks x {p.model.channels} channels" if p.model.kind == "cnn"
            else f"MLP {p.model.depth}x{p.model.width}") + f" {p.model.activation}.", "", MODES, "",
           f"The variants, what each claim predicts, the endpoints and rules: {_science_link(ctx.out)}.", "",
-          "## The answer", "", ctx.answer, ""]
-    md += [f"![{f.key}]({f.path})" for f in ctx.figures if f.figure == "answer_summary"]
-    md += ["", "## Verdicts", "",
-           "| claim | title | kind | primary effect [95% CI] | Holm p | status |", "|---|---|---|---|---|---|"]
+          "## The answer", "", ctx.answer, "", *_summary_figure(ctx), "## Verdicts", "",
+          "| claim | title | kind | primary effect [95% CI] | Holm p | status |", "|---|---|---|---|---|---|"]
     for v in ctx.verdicts:
         kind = "identity check (not evidence)" if v.kind == "identity" else v.kind
         eff = "; ".join(f"{r.side + ': ' if r.side else ''}{r.interval_text()}" for r in v.tests) or "–"
@@ -219,6 +232,8 @@ def markdown(ctx: ReportContext) -> str:
            _largest_lr(ctx), ""]
     md += ["## Figures", ""]
     for f in ctx.figures:
+        if f.figure == SUMMARY:
+            continue  # shown once, under the answer
         md += [f"### {f.key.replace('_', ' ')}", "", f.caption, "", f"![{f.key}]({f.path})", ""]
     md += ["## Cells excluded", ""]
     if ctx.excluded:
