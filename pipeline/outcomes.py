@@ -27,6 +27,11 @@ Growth of the parameters is a flag beside the status, not an outcome: a net that
   w_grew      some layer's ||W_T|| / ||W_0|| > report.blowup_w_factor
   b_grew      some layer's ||b_T - b_0|| / sqrt(units) (rms drift per unit or channel) > report.blowup_b_rms
   blown       diverged or w_grew or b_grew: claim 4's "the model blows up", either reading
+
+Claim 1b's inference-mode gap loss_gap = full_loss_eval - full_loss_train is split exactly into
+loss_gap_b = full_loss_eval - full_loss_eval_bema (b's own lag: eval adds b_T while the running mean
+holds an EMA of b_t) and loss_gap_lag = full_loss_eval_bema - full_loss_train (the lag of W's
+statistics); NaN where the pass without b's lag is not measured (pipeline/module.py).
 """
 from __future__ import annotations
 
@@ -304,6 +309,11 @@ def member_table(summaries: list[CellSummary], histories: dict[str, pd.DataFrame
             row["w_growth_max"] = float(np.nanmax(growth)) if np.isfinite(growth).any() else float("nan")
             row["b_rms_max"] = float(np.nanmax(rms)) if rms and np.isfinite(rms).any() else float("nan")
             row["loss_gap"] = row.get("full_loss_eval", np.nan) - row.get("full_loss_train", np.nan)
+            # the gap split exactly (pipeline/module.py): b's own lag in the running mean, and the lag of
+            # W's statistics (NaN where the b-lag-free pass is not measured)
+            bema = row.get("full_loss_eval_bema", np.nan)
+            row["loss_gap_b"] = row.get("full_loss_eval", np.nan) - bema
+            row["loss_gap_lag"] = bema - row.get("full_loss_train", np.nan)
             row["acc_gap"] = row.get("full_acc_train", np.nan) - row.get("full_acc_eval", np.nan)
             h = hist.get(m.member)
             if h is not None and len(h["step"]):
@@ -311,6 +321,7 @@ def member_table(summaries: list[CellSummary], histories: dict[str, pd.DataFrame
             rows.append(row)
     t = pd.DataFrame(rows)
     for col in ("full_loss_train", "full_acc_train", "init_full_loss_train", "full_loss_eval", "full_acc_eval",
+                "full_loss_eval_bema", "loss_gap", "loss_gap_b", "loss_gap_lag",
                 "steps_to_target", "b_sens_scaled", "grad_b_rel_max", "diverged_step"):
         if col not in t:
             t[col] = np.nan
