@@ -114,7 +114,9 @@ def _first(frame, col: str) -> float:
 
 PER_LAYER_FINAL = ("W_norm", "b_norm", "b_drift")  # their last value per member goes in the summary
 PER_LAYER_INIT = ("W_norm", "b_norm")              # ... and their value at init, as "<name>0"
-EVALS = ("full_loss_train", "full_acc_train", "full_loss_eval", "full_acc_eval", "val_loss_eval", "val_acc_eval")
+# full_loss_eval_bema: inference mode with b's lag removed (pipeline/module.py; NaN where it is not measured)
+EVALS = ("full_loss_train", "full_acc_train", "full_loss_eval", "full_acc_eval", "val_loss_eval", "val_acc_eval",
+         "full_loss_eval_bema")
 
 
 def _layer_stats(h, layer: int):

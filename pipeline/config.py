@@ -214,10 +214,11 @@ class ReportSettings(_Strict):
     """Every threshold of pipeline/outcomes.py and pipeline/claims/: the same object feeds the
     logic and the rule text the report prints, so the two cannot drift apart."""
     # member status, against baselines fixed before training (pipeline/outcomes.py)
-    blowup_w_factor: float = Field(10.0, gt=1.0)    # blew_up: some layer's ||W_T|| / ||W_0|| above this
-    blowup_b_rms: float = Field(100.0, gt=0.0)      # blew_up: some layer's ||b_T - b_0|| / sqrt(width) above this
+    blowup_w_factor: float = Field(10.0, gt=1.0)    # flag w_grew: some layer's ||W_T|| / ||W_0|| above this
+    blowup_b_rms: float = Field(100.0, gt=0.0)      # flag b_grew: some layer's ||b_T - b_0|| / sqrt(width) above this
     trained_loss_ratio: float = Field(0.75, gt=0.0, le=1.0)  # trained: final full-set train-mode loss <= this x min(init loss, ln C)
-    trained_acc_margin: float = Field(0.2, ge=0.0, lt=1.0)   # trained: final full-set train-mode accuracy >= 1/C + this
+    trained_acc_gap: float = Field(0.1, gt=0, lt=1)  # trained: final full-set train-mode accuracy >= the data set's best - this
+    trained_acc_margin: float = Field(0.2, ge=0.0, lt=1.0)   # ... and >= 1/C + this (a floor: a grid of broken variants is not "trained")
     target_loss_frac: float = Field(0.5, gt=0.0, lt=1.0)     # steps to target: smoothed mini-batch loss below this x init loss
     target_smooth: int = Field(10, gt=0)            # mini-batch losses in the trailing mean for the target
     alpha_from: float = Field(0.5, ge=0.0, lt=1.0)  # growth exponent alpha fitted over steps t >= this x T

@@ -9,6 +9,9 @@ stacked step) plus the bias drive sums; the gradient hooks of x_hat run only on 
 backward and the optimizer step are called directly (no Lightning wrapper per step: its hooks
 are unused here), and an all-alive stack skips the masking. Every recorded number is the same
 float operation as before, so a cell's outputs are bit-identical (tests/test_module_identity.py).
+A variant whose running means are EMAs from 0 and that has b also follows b's EMA (one lerp per
+hidden layer a step) and runs the full set once more per evaluation: claim 1b's gap split
+(full_loss_eval_bema, docs/science.md).
 """
 from __future__ import annotations
 
@@ -66,6 +69,17 @@ class NormLabModule(pl.LightningModule):
         # the spec's mode_free: training- and inference-mode passes are the same float operations, so an
         # interval evaluation runs the full set once for both (a layer without a registered row: two passes)
         self._mode_free = all(n.spec is not None and n.spec.mode_free for _, n in self._hidden)
+        # claim 1b's inference-mode gap, split: where every layer with b keeps a running mean that is an EMA
+        # from 0 of its batch means (norm.ema_mean_from_zero), that mean is EMA(mean(W u)) + EMA(b) exactly
+        # (b is constant over the batch). b_ema_<i> follows EMA(b) with the norm's momentum at the same
+        # forwards, so an inference-mode pass with b -> b_ema has b's own lag removed and what is left of
+        # the gap is the lag of W's statistics. Elsewhere (mode-free, no b, EMAs that copy their first
+        # batch) nothing is tracked and full_loss_eval_bema is not recorded (NaN in the summary).
+        with_b = [i for i, has in enumerate(self.has_bias) if has]
+        follows = all(getattr(self._hidden[i][1], "ema_mean_from_zero", False) for i in with_b)
+        self._b_ema = with_b if with_b and follows and not self._mode_free else []
+        for i in self._b_ema:
+            self.register_buffer(f"b_ema_{i}", torch.zeros_like(getattr(self, f"b0_{i}")))
 
     # -- the mean gradient sum_i dl/dx_hat_i that drives b (docs/science.md) --------------
     def _make_xhat_hook(self, layer: int):
@@ -121,6 +135,7 @@ class NormLabModule(pl.LightningModule):
         record = t % tr.log_every == 0
         self._recording = record
         loss, _ = self.member_losses(x, y, with_acc=False)
+        self._follow_b()  # the forward just moved every running mean: b's EMA moves with it
         self.loss_hist[t] = loss.detach()
         live = self.alive & torch.isfinite(loss) & (loss < tr.diverge_loss)
         all_live = bool(live.all())  # a CPU tensor: no device sync; on a GPU, one per step
@@ -148,6 +163,15 @@ class NormLabModule(pl.LightningModule):
             newly = self.alive & ~ok
             self.diverged_step.copy_(torch.where(newly, t, self.diverged_step))
             self.alive &= ok
+
+    @torch.no_grad()
+    def _follow_b(self) -> None:
+        """b_ema_<i> <- lerp(b_ema_<i>, b_t, momentum): the norm's own running-mean update, applied to
+        the b this training-mode forward used. Called right after every training-mode forward of
+        self.model (the only forward that moves its running means: evaluations run on copies)."""
+        for i in self._b_ema:
+            lin, norm = self._hidden[i]
+            getattr(self, f"b_ema_{i}").lerp_(lin.bias.detach(), norm.momentum)
 
     def _max_abs_param(self) -> torch.Tensor:
         return torch.stack([p.detach().abs().flatten(1).amax(1) for p in self.model.parameters()]).amax(0)
@@ -213,7 +237,20 @@ class NormLabModule(pl.LightningModule):
             rec["full_loss_eval"], rec["full_acc_eval"] = self.member_losses(x, y, inference)
         xv, yv = (t.to(self.device) for t in self.eval_sets["val"])
         rec["val_loss_eval"], rec["val_acc_eval"] = self.member_losses(xv.expand(m, *xv.shape), yv.expand(m, -1), inference)
+        if self._b_ema:
+            rec["full_loss_eval_bema"] = self._loss_eval_bema(inference, x, y)
         self.records.append((step, rec))
+
+    @torch.no_grad()
+    def _loss_eval_bema(self, inference, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The inference-mode full-set loss with every b replaced by b_ema (b's lag removed): one more
+        forward of the full set. Changes `inference`'s biases (a throw-away copy: call it last).
+        full_loss_eval - this = b's share of the inference-mode gap; this - full_loss_train = the
+        share of the lag of W's statistics (they sum to the gap by construction)."""
+        hidden = inference.hidden
+        for i in self._b_ema:
+            hidden[i][0].bias.copy_(getattr(self, f"b_ema_{i}"))
+        return self.member_losses(x, y, inference, with_acc=False)[0]
 
     def _probe(self):
         """A training-mode copy of the model, without the gradient hooks."""

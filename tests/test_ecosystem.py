@@ -178,14 +178,15 @@ def test_metrics_json_is_a_few_numbers_per_claim_and_data_set():
     from pipeline.report.tables import metrics
 
     members = pd.DataFrame({"dataset": ["a"] * 4 + ["b"] * 2,
-                            "status": ["trained", "trained", "diverged", "blew_up", "failed", "fixed_loss"]})
+                            "status": ["trained", "trained", "diverged", "failed", "failed", "fixed_loss"],
+                            "w_grew": [True, False, False, False, False, False]})  # a flag beside the outcome
     verdicts = [_verdict("claim1", "holds"), _verdict("claim2", "mixed"), _verdict("claim3", "not shown at this scale"),
                 _verdict("claim4", "check failed")]
     m = metrics(verdicts, members, pd.DataFrame({"variant": ["v"], "dataset": ["a"], "largest_trained_lr": [float("nan")]}), 1)
     assert m == {"claims": {"claim1": {"shown": 1.0, "status": 1.0}, "claim2": {"shown": 1.0, "status": 0.5},
                             "claim3": {"shown": 0.0}, "claim4": {"shown": 1.0, "status": 0.0}},
-                 "datasets": {"a": {"frac_trained": 0.5, "frac_diverged": 0.25, "frac_blew_up": 0.25},
-                              "b": {"frac_trained": 0.0, "frac_diverged": 0.0, "frac_blew_up": 0.0}},
+                 "datasets": {"a": {"frac_trained": 0.5, "frac_diverged": 0.25, "frac_w_grew": 0.25},
+                              "b": {"frac_trained": 0.0, "frac_diverged": 0.0, "frac_w_grew": 0.0}},
                  "cells_excluded": 1.0}
     json.dumps(m, allow_nan=False)
 
@@ -283,7 +284,7 @@ def test_dvc_metrics_are_numeric_and_narrow(study):
     claims = {p for p in flat if p.startswith(".claims.")}
     assert len(flat) <= 2 * len(claims) + 3 * 2 + 1  # shown/status per claim, 3 per data set, cells_excluded
     assert {p for p in flat if p.startswith(".datasets.")} == {
-        f".datasets.{ds}.frac_{s}" for ds in ("synthetic", "synthetic_zero_mean") for s in ("trained", "diverged", "blew_up")}
+        f".datasets.{ds}.frac_{s}" for ds in ("synthetic", "synthetic_zero_mean") for s in ("trained", "diverged", "w_grew")}
 
 
 def _plots(study, *args) -> dict:

@@ -46,6 +46,7 @@ class ReferenceModule(NormLabModule):
             self._evaluate(t)
         record = t % tr.log_every == 0
         loss, _ = self.member_losses(x, y)
+        self._follow_b()  # b's EMA beside the running means (claim 1b's split): not part of issue 11's work
         self.loss_hist[t] = loss.detach()
         loss_ok = torch.isfinite(loss) & (loss < tr.diverge_loss)
         live = self.alive & loss_ok
@@ -88,6 +89,8 @@ class ReferenceModule(NormLabModule):
         rec["full_loss_eval"], rec["full_acc_eval"] = self.member_losses(x, y, inference)
         xv, yv = (t.to(self.device) for t in self.eval_sets["val"])
         rec["val_loss_eval"], rec["val_acc_eval"] = self.member_losses(xv.expand(m, *xv.shape), yv.expand(m, -1), inference)
+        if self._b_ema:  # added after issue 11 (claim 1b's split), the same in both paths
+            rec["full_loss_eval_bema"] = self._loss_eval_bema(inference, x, y)
         self.records.append((step, rec))
 
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import ReportSettings
-from pipeline.outcomes import ci, classify, growth_exponent, largest_trained_lr, member_table, steps_to_target
+from pipeline.outcomes import (STATUSES, accuracy_bar, best_accuracy, ci, classify, growth_exponent,
+                               largest_trained_lr, member_table, steps_to_target)
 from pipeline.spec.records import CellSummary
 from tests.conftest import layer_dict, member_dict
 
@@ -19,14 +20,26 @@ LN4 = math.log(4)
 
 def status_row(**kw):
     """One member as classify() reads it: 4 classes, trained well unless told otherwise."""
-    row = dict(diverged=False, loss_fixed=False, full_loss_train=0.2, full_acc_train=0.95, init_full_loss_train=1.5,
-               chance_loss=LN4, classes=4, w_growth_max=1.3, b_rms_max=0.5)
+    row = dict(dataset="synthetic", variant="v", lr=0.1, diverged=False, loss_fixed=False, full_loss_train=0.2,
+               full_acc_train=0.95, init_full_loss_train=1.5, chance_loss=LN4, classes=4, w_growth_max=1.3,
+               b_rms_max=0.5)
     row.update(kw)
     return row
 
 
 def status_of(**kw) -> str:
     return classify(pd.DataFrame([status_row(**kw)]), S).iloc[0]
+
+
+def grid_statuses(best_acc: float, acc: float = 0.55, **kw) -> pd.Series:
+    """A member at accuracy `acc` in a grid whose best variant ("best", 5 seeds around best_acc) reached
+    `best_acc` on the same data set, on 10 classes (chance 0.1); returns every row's status (the member's
+    is the last row)."""
+    best = [status_row(variant="best", seed=s, full_acc_train=best_acc + d, classes=10, chance_loss=math.log(10),
+                       init_full_loss_train=2.3) for s, d in enumerate((-0.01, 0.0, 0.0, 0.01, 0.02))]
+    mine = status_row(variant="mine", full_acc_train=acc, classes=10, chance_loss=math.log(10),
+                      init_full_loss_train=2.3, **kw)
+    return classify(pd.DataFrame(best + [mine]), S)
 
 
 # -- the status rule ------------------------------------------------------------------------------
@@ -47,13 +60,63 @@ def test_the_baseline_is_the_lower_of_the_initial_loss_and_chance():
     assert status_of(init_full_loss_train=float("nan"), full_loss_train=0.3) == "trained"  # chance still anchors
 
 
-def test_diverged_blew_up_and_na_take_precedence():
+def test_diverged_and_fixed_loss_take_precedence():
     assert status_of(diverged=True, full_loss_train=float("nan")) == "diverged"
     assert status_of(full_loss_train=float("inf")) == "diverged"              # an infinite full-set loss
-    assert status_of(w_growth_max=40.0) == "blew_up"                          # ||W|| 40x, no NaN
-    assert status_of(b_rms_max=S.blowup_b_rms * 2) == "blew_up"
     assert status_of(loss_fixed=True, full_loss_train=LN4, full_acc_train=0.25) == "fixed_loss"   # the toy
     assert status_of(loss_fixed=True, diverged=True) == "diverged"
+
+
+def test_grown_weights_are_a_flag_not_an_outcome():
+    # ||W|| grew 40x and the net fits at 99 %: trained, flagged w_grew (no "blew_up" status any more)
+    s, h = _cell("center_detached-synthetic", [_member(0, 0.1, 0, full_acc_train=0.99,
+                                                       layers=[layer_dict(0, W_norm=160.0, W_norm0=4.0)])],
+                 [_history(0, 0.1, 0)])
+    row = member_table([s], {s.cell: h}, S, {s.cell: _config()}).iloc[0]
+    assert row["w_growth_max"] == pytest.approx(40.0)
+    assert row["status"] == "trained" and row["w_grew"] and not row["b_grew"] and row["blown"]
+    assert "blew_up" not in STATUSES
+
+
+def test_a_drifted_b_is_flagged_and_counts_as_blown():
+    drift = S.blowup_b_rms * 2 * 4.0  # rms per unit 2 x the bound, 16 units
+    s, h = _cell("center_detached-synthetic",
+                 [_member(0, 0.1, 0, layers=[layer_dict(0, b_drift=drift, b_norm=drift)]), _member(1, 0.1, 1)],
+                 [_history(0, 0.1, 0), _history(1, 0.1, 1)])
+    t = member_table([s], {s.cell: h}, S, {s.cell: _config(width=16)})
+    assert t["b_grew"].tolist() == [True, False] and t["w_grew"].tolist() == [False, False]
+    assert t["status"].tolist() == ["trained", "trained"] and t["blown"].tolist() == [True, False]
+
+
+def test_the_accuracy_bar_is_relative_to_the_data_sets_best():
+    # the same member at 0.55 on 10 classes: trained beside a best of 0.6, failed beside a best of 0.97
+    assert grid_statuses(best_acc=0.6).iloc[-1] == "trained"
+    assert grid_statuses(best_acc=0.97).iloc[-1] == "failed"
+    # the bar is the median over seeds of the best (variant, lr) group: one lucky seed does not set it
+    rows = [status_row(variant="best", seed=s, full_acc_train=a, classes=10, chance_loss=math.log(10),
+                       init_full_loss_train=2.3) for s, a in enumerate((0.6, 0.6, 0.6, 0.6, 0.99))]
+    rows.append(status_row(variant="mine", full_acc_train=0.55, classes=10, chance_loss=math.log(10),
+                           init_full_loss_train=2.3))
+    t = pd.DataFrame(rows)
+    assert accuracy_bar(t, S).iloc[-1] == pytest.approx(0.6 - S.trained_acc_gap)
+    assert classify(t, S).iloc[-1] == "trained"
+
+
+def test_the_best_accuracy_leaves_out_the_toy_diverged_members_and_other_data_sets():
+    rows = [status_row(variant="a", seed=s, full_acc_train=0.6) for s in range(3)]
+    rows += [status_row(variant="toy", seed=s, loss_fixed=True, full_acc_train=0.99) for s in range(3)]
+    rows += [status_row(variant="b", seed=s, diverged=True, full_acc_train=0.99) for s in range(3)]
+    rows += [status_row(dataset="other", variant="a", seed=s, full_acc_train=0.99) for s in range(3)]
+    t = pd.DataFrame(rows)
+    assert best_accuracy(t).tolist() == [0.6] * 9 + [0.99] * 3
+
+
+def test_the_floor_still_applies():
+    # a grid of only broken variants (best 0.3 on 4 classes): 0.3 >= 0.3 - gap, but below 1/4 + margin
+    rows = [status_row(variant="broken", seed=s, full_acc_train=0.3, full_loss_train=0.2) for s in range(3)]
+    t = pd.DataFrame(rows)
+    assert accuracy_bar(t, S).tolist() == pytest.approx([0.25 + S.trained_acc_margin] * 3)
+    assert (classify(t, S) == "failed").all()
 
 
 def test_a_missing_final_evaluation_is_not_trained():
@@ -175,13 +238,22 @@ def test_member_table_needs_the_cell_config():
 
 # -- largest trained lr ---------------------------------------------------------------------------------
 def test_largest_trained_lr_never_counts_a_chance_level_member():
-    rows = [dict(variant="none", dataset="digits", lr=lr, seed=seed, status=st)
+    rows = [dict(variant="none", dataset="digits", lr=lr, seed=seed, status=st, full_acc_train=0.9)
             for lr, sts in ((0.1, ["trained"] * 3), (1.0, ["trained", "failed", "trained"]), (3.0, ["diverged"] * 3))
             for seed, st in enumerate(sts)]
-    rows += [dict(variant="bn", dataset="digits", lr=0.1, seed=s, status="failed") for s in range(3)]
+    rows += [dict(variant="bn", dataset="digits", lr=0.1, seed=s, status="failed", full_acc_train=0.3) for s in range(3)]
     out = largest_trained_lr(pd.DataFrame(rows)).set_index("variant")
     assert out.loc["none", "largest_trained_lr"] == 0.1     # lr 1 has one seed at chance: not counted
     assert np.isnan(out.loc["bn", "largest_trained_lr"]) and out.loc["bn", "note"]
+    assert np.isnan(out.loc["bn", "acc_at_largest"])        # no such lr: no accuracy either
+
+
+def test_largest_trained_lr_carries_the_median_accuracy_at_that_lr():
+    accs = {0.1: [0.97, 0.98, 0.99], 0.3: [0.96, 0.90, 0.97], 1.0: [0.6, 0.7, 0.2]}
+    rows = [dict(variant="bn", dataset="digits", lr=lr, seed=s, status="failed" if lr == 1.0 else "trained",
+                 full_acc_train=a) for lr, acc in accs.items() for s, a in enumerate(acc)]
+    row = largest_trained_lr(pd.DataFrame(rows)).iloc[0]
+    assert row["largest_trained_lr"] == 0.3 and row["acc_at_largest"] == pytest.approx(0.96)  # median at lr 0.3
 
 
 # -- growth exponent, steps to target, intervals ------------------------------------------------------

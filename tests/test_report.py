@@ -135,13 +135,29 @@ def test_tables_hold_the_cells_numbers(built):
     # counts per variant x data set x lr: equal to the member table's, every member counted once
     want = members.groupby(["variant", "dataset", "lr"]).size()
     assert status.set_index(["variant", "dataset", "lr"])["members"].sort_index().tolist() == want.sort_index().tolist()
-    for s in ("trained", "failed", "blew_up", "diverged", "fixed_loss"):
+    for s in ("trained", "failed", "diverged", "fixed_loss"):
         assert status[s].sum() == (members["status"] == s).sum()
+    assert "blew_up" not in status  # growth is a flag of the member table (w_grew, b_grew), not an outcome
+    assert {"w_grew", "b_grew", "acc_bar"} <= set(members.columns)
     assert set(pd.read_csv(tab / "largest_trained_lr.csv")["variant"]) == set(largest["variant"])
     for name in ("b_norm", "loss"):  # dvc.yaml's plots: one CSV per data set, a series per variant and lr
         csv = pd.read_csv(built / "reports" / "plots" / name / "synthetic.csv")
         assert {"step", "variant", "lr", name} <= set(csv.columns) and csv[name].notna().all()
         assert {"center_detached", "center"} <= set(csv["variant"])
+
+
+def test_largest_lr_table_prints_the_accuracy_beside_the_lr():
+    from types import SimpleNamespace
+
+    from pipeline.report.render import _largest_lr
+
+    t = pd.DataFrame({"variant": ["bn", "center_detached", "bias_only_toy"], "dataset": ["synthetic"] * 3,
+                      "largest_trained_lr": [0.3, float("nan"), float("nan")],
+                      "acc_at_largest": [0.9712, float("nan"), float("nan")], "note": ["", "none", "n/a"]})
+    grid = SimpleNamespace(variants=["bn", "center_detached", "bias_only_toy"], datasets=["synthetic"])
+    text = _largest_lr(SimpleNamespace(tables={"largest_trained_lr": t}, params=SimpleNamespace(grid=grid)))
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in text.splitlines()[2:]}
+    assert rows == {"bn": "0.3 (acc 0.97)", "center_detached": "none", "bias_only_toy": "none"}
 
 
 def test_metrics_json_is_numbers_only(built):
@@ -160,7 +176,7 @@ def test_metrics_json_is_numbers_only(built):
         assert ("status" in entry) == (v.status != "not shown at this scale")
         assert entry["shown"] == (0.0 if v.status == "not shown at this scale" else 1.0)
     ds = metrics["datasets"]["synthetic"]  # a few headline shares per data set (dvc exp show stays narrow)
-    assert set(ds) == {"frac_trained", "frac_diverged", "frac_blew_up"}
+    assert set(ds) == {"frac_trained", "frac_diverged", "frac_w_grew"}
     assert ds["frac_trained"] == (members[members["dataset"] == "synthetic"]["status"] == "trained").mean()
 
 
@@ -466,7 +482,7 @@ def test_parent_runs_get_the_cell_numbers_at_the_reports_thresholds(grid, mlflow
     for cell, run in parents().items():
         row, mine = cells.loc[cell], members[members["cell"] == cell]
         assert row["frac_trained"] == pytest.approx((mine["status"] == "trained").mean())
-        assert row["frac_blew_up"] == pytest.approx((mine["status"] == "blew_up").mean())
+        assert row["frac_w_grew"] == pytest.approx(mine["w_grew"].mean())
         for key in CELL_METRICS:
             if pd.isna(row[key]):
                 assert key not in run.data.metrics, (cell, key)  # absent, never 0

@@ -91,6 +91,12 @@ class StackedNorm(nn.Module):
         """The training step about to run; only layers with a schedule (batch_renorm) use it."""
 
     positions = 1  # rows per example: H*W while a conv-form input runs, else 1
+    # True: the layer keeps `running_mean`, starts it at 0, lerps it toward the batch mean by `momentum`
+    # at every training-mode forward and subtracts it in eval mode. By linearity it then holds
+    # EMA(mean(W u)) + EMA(b) exactly (b is constant over the batch), and the trainer can follow
+    # EMA(b) beside it to split the inference-mode gap (pipeline/module.py, b_ema). False for layers
+    # that copy the first batch (running_*, batch_renorm) or keep no EMA.
+    ema_mean_from_zero = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 5:
@@ -190,6 +196,8 @@ class Identity(StackedNorm):
 class BatchNorm(_RunningStats):
     """`bn`: x_hat = (x - mu_B) / sigma_B, gradient through both statistics."""
 
+    ema_mean_from_zero = True  # F.batch_norm: running = (1 - m) running + m mu_B, from zeros
+
     def normalize(self, x):
         if not self.training:
             return self._eval(x)
@@ -206,6 +214,7 @@ class Center(_RunningStats):
     """`center`: x_hat = x - mu_B, gradient through mu_B (mean-only BN)."""
 
     detach_mean = False
+    ema_mean_from_zero = True
 
     def normalize(self, x):
         if not self.training:
@@ -225,6 +234,8 @@ class CenterDetached(Center):
 @implements("standardize_detached")
 class StandardizeDetached(_RunningStats):
     """`standardize_detached`: x_hat = (x - sg(mu_B)) / sg(sigma_B) -- "also scales"."""
+
+    ema_mean_from_zero = True
 
     def normalize(self, x):
         if not self.training:

@@ -99,7 +99,7 @@ def fig_member_status(data: FigureData) -> list[Drawn]:
     lrs = sorted(m["lr"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(1.0 * len(lrs) * len(datasets) + 3, 0.32 * len(variants) + 1.4),
                              sharey=True, squeeze=False)
-    short = {"trained": "T", "failed": "F", "blew_up": "B", "diverged": "D", "fixed_loss": "fixed"}
+    short = {"trained": "T", "failed": "F", "diverged": "D", "fixed_loss": "fixed"}
     for ax, ds in zip(axes[0], datasets):
         d = m[m["dataset"] == ds]
         frac = d.assign(ok=d["status"] == "trained").pivot_table(index="variant", columns="lr", values="ok",
@@ -109,9 +109,12 @@ def fig_member_status(data: FigureData) -> list[Drawn]:
         frac = frac.where(movable.fillna(False).astype(bool))  # all n/a: no colour (grey)
         text = d.groupby(["variant", "lr"])["status"].agg(
             lambda s: " ".join(f"{n} {short.get(k, k)}" if k != "fixed_loss" else "fixed loss" for k, n in s.value_counts().items()))
+        # the w_grew flag (||W|| past the declared factor) beside the outcome counts, e.g. "3 T 2 D, 3 W"
+        grown = d.groupby(["variant", "lr"])["w_grew"].sum() if "w_grew" in d else pd.Series(dtype=float)
         annot = pd.DataFrame("", index=variants, columns=lrs)
         for (v, lr), t in text.items():
-            annot.loc[v, lr] = t
+            n_w = int(grown.get((v, lr), 0))
+            annot.loc[v, lr] = t + (f", {n_w} W" if n_w else "")
         sns.heatmap(frac.astype(float), annot=annot, fmt="", cmap="RdYlGn", vmin=0, vmax=1, ax=ax, cbar=ax is axes[0][-1],
                     cbar_kws={"label": "share of seeds trained"}, annot_kws={"fontsize": 7}, linewidths=0.5)
         for r in data.largest[data.largest["dataset"] == ds].itertuples():
@@ -121,8 +124,8 @@ def fig_member_status(data: FigureData) -> list[Drawn]:
                                            edgecolor="black", lw=1.8))
         ax.set_facecolor("#dddddd")  # n/a cells (no colour) show grey
         ax.set(title=ds, xlabel="learning rate", ylabel="variant" if ax is axes[0][0] else "")
-    fig.suptitle("Member outcomes: T trained, F failed to train (at chance), B parameters blew up, D diverged, "
-                 "n/a (grey) loss cannot move; frame = largest trained lr", fontsize=8, y=0.995)
+    fig.suptitle("Member outcomes: T trained, F failed to train (short of the accuracy bar), D diverged, "
+                 "n/a (grey) loss cannot move; W = flag w_grew (||W|| grew past the declared factor); frame = largest trained lr", fontsize=8, y=0.995)
     return [save(fig, data, "member_status", "member_status",
                   "Outcome of every member per variant x lr (counts over seeds); the frame marks each variant's "
                   "largest trained lr.")]

@@ -28,9 +28,14 @@ MODES = ("Every loss says its mode: **training mode** = the normalization uses t
          "(torch `eval()`), as at prediction time.")
 KIND_TEXT = {"identity": "identity: a check of the implementation (true by construction), not evidence",
              "measurement": "measurement"}
-STATUS_TEXT = {"trained": "trained", "failed": "failed to train (at or near chance)",
-               "blew_up": "parameters blew up (||W|| or ||b|| past the declared factor, no NaN needed)",
+STATUS_TEXT = {"trained": "trained (loss well below its baseline, accuracy at least the row's `acc_bar`: the data "
+                          "set's best median accuracy minus the declared gap, and never below chance plus a margin)",
+               "failed": "failed to train (loss or accuracy short of that)",
                "diverged": "diverged (non-finite or huge loss)", "fixed_loss": "fixed_loss (the loss cannot move by construction)"}
+# growth of the parameters is flagged beside the outcome, never instead of it: a net that fits with a
+# grown ||W|| is trained, and its flag says the weights grew
+FLAG_TEXT = {"w_grew": "some layer's ||W_T|| / ||W_0|| past the declared factor (a flag: a member that fits is still trained)",
+             "b_grew": "b's rms drift per unit past the declared bound"}
 
 
 @dataclass
@@ -186,11 +191,14 @@ def _largest_lr(ctx: ReportContext) -> str:
     t = ctx.tables["largest_trained_lr"]
     if t.empty or "largest_trained_lr" not in t:
         return "_none_"
-    piv = t.pivot(index="variant", columns="dataset", values="largest_trained_lr")
+    # each lr beside the median accuracy its seeds reached there: "0.3 (acc 0.97)"
+    acc = t["acc_at_largest"] if "acc_at_largest" in t else pd.Series(float("nan"), index=t.index)
+    text = [f"{lr:g}" + (f" (acc {a:.2g})" if math.isfinite(a) else "") if math.isfinite(lr) else "none"
+            for lr, a in zip(t["largest_trained_lr"].astype(float), acc.astype(float))]
+    piv = t.assign(text=text).pivot(index="variant", columns="dataset", values="text")
     piv = piv.reindex(index=[v for v in ctx.params.grid.variants if v in piv.index],
                       columns=[d for d in ctx.params.grid.datasets if d in piv.columns])
-    return md_table(piv.map(lambda x: f"{x:g}" if isinstance(x, float) and math.isfinite(x) else "none")
-                    .reset_index())
+    return md_table(piv.fillna("none").reset_index())
 
 
 def markdown(ctx: ReportContext) -> str:
@@ -225,10 +233,13 @@ def markdown(ctx: ReportContext) -> str:
            "Each member (lr x seed) is judged against a baseline fixed before it trains (its full-train-set "
            "loss in training mode at initialization, and chance: ln C, accuracy 1/C), never its own early "
            "mini-batches. Outcomes: " + "; ".join(f"`{k}` = {t}" for k, t in STATUS_TEXT.items()) + ". "
+           "Flags beside the outcome (columns of the member table): "
+           + "; ".join(f"`{k}` = {t}" for k, t in FLAG_TEXT.items()) + ". "
            "Counts per variant x data set x lr: [tables/status.csv](tables/status.csv); every member: "
            "[tables/members.csv](tables/members.csv).", "",
            "Largest trained learning rate per variant and data set (`pipeline.outcomes.largest_trained_lr`; "
-           "`none` = no lr of the grid trained; [tables/largest_trained_lr.csv](tables/largest_trained_lr.csv)):", "",
+           "`none` = no lr of the grid trained; (acc x) = the median over seeds of the final full-set "
+           "training-mode accuracy at that lr; [tables/largest_trained_lr.csv](tables/largest_trained_lr.csv)):", "",
            _largest_lr(ctx), ""]
     md += ["## Figures", ""]
     for f in ctx.figures:

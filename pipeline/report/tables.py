@@ -22,7 +22,7 @@ from pipeline.claims.endpoint_table import endpoint_frame
 from pipeline.spec.records import layer_column
 
 # member outcomes (pipeline.outcomes), in the order the tables show them
-STATUSES = ("trained", "failed", "blew_up", "diverged", "fixed_loss")
+STATUSES = ("trained", "failed", "diverged", "fixed_loss")
 # a verdict's status as a number for metrics.json; "not shown at this scale" has none (shown = 0)
 STATUS_CODE = {"holds": 1.0, "check passed": 1.0, "mixed": 0.5, "does not hold": 0.0, "check failed": 0.0}
 
@@ -38,13 +38,14 @@ def status_table(members: pd.DataFrame) -> pd.DataFrame:
     return counts.reset_index()
 
 
-CELL_METRICS = ("frac_trained", "frac_diverged", "frac_blew_up", "best_full_loss_train", "best_full_acc_train",
+CELL_METRICS = ("frac_trained", "frac_diverged", "frac_w_grew", "best_full_loss_train", "best_full_acc_train",
                 "largest_trained_lr")
 
 
 def cell_table(members: pd.DataFrame, largest: pd.DataFrame) -> pd.DataFrame:
     """One row per cell, from the member table at the report's own thresholds: frac_trained /
-    frac_diverged / frac_blew_up (shares of its members by outcome), best_full_loss_train /
+    frac_diverged (shares of its members by outcome), frac_w_grew (share flagged w_grew: ||W|| grew
+    past the declared factor, whatever the outcome), best_full_loss_train /
     best_full_acc_train (the best member's final full-training-set loss and accuracy, training
     mode), largest_trained_lr (every seed trained at it). NaN where a value does not exist (no lr
     at which every seed trained, no finite final loss). The report logs these numbers onto each
@@ -55,7 +56,8 @@ def cell_table(members: pd.DataFrame, largest: pd.DataFrame) -> pd.DataFrame:
         loss, acc = g["full_loss_train"].astype(float), g["full_acc_train"].astype(float)
         finite = loss[loss.map(math.isfinite)]
         row = {"cell": cell, "variant": g["variant"].iloc[0], "dataset": g["dataset"].iloc[0]}
-        row.update({f"frac_{s}": float((g["status"] == s).mean()) for s in ("trained", "diverged", "blew_up")})
+        row.update({f"frac_{s}": float((g["status"] == s).mean()) for s in ("trained", "diverged")})
+        row["frac_w_grew"] = float(g["w_grew"].astype(bool).mean())  # a flag beside the outcome, not one
         row.update(best_full_loss_train=float(finite.min()) if len(finite) else float("nan"),
                    best_full_acc_train=float(acc.max()) if acc.notna().any() else float("nan"),
                    largest_trained_lr=float(lr.get((row["variant"], row["dataset"]), float("nan"))))
@@ -111,8 +113,10 @@ def write_tables(tabdir: Path, members: pd.DataFrame, largest: pd.DataFrame, ver
     return out
 
 
-# the member outcomes metrics.json gives per data set (shares of its members): a few headline numbers
-HEADLINE_STATUSES = ("trained", "diverged", "blew_up")
+# the member outcomes metrics.json gives per data set (shares of its members): a few headline numbers,
+# and the share flagged w_grew (||W|| grew past the declared factor: a flag, not an outcome)
+HEADLINE_STATUSES = ("trained", "diverged")
+HEADLINE_FLAGS = ("w_grew",)
 
 
 def metrics(verdicts, members: pd.DataFrame, largest: pd.DataFrame, n_excluded: int) -> dict:
@@ -123,7 +127,7 @@ def metrics(verdicts, members: pd.DataFrame, largest: pd.DataFrame, n_excluded: 
     claims.<key>.status   1 holds / check passed, 0.5 mixed, 0 does not hold / check failed (absent: not shown
                           or negligible)
     claims.<key>.<test>.effect / lo / hi / p_holm   each primary test's effect, interval and Holm p
-    datasets.<ds>.frac_trained / frac_diverged / frac_blew_up   shares of the data set's members
+    datasets.<ds>.frac_trained / frac_diverged / frac_w_grew   shares of the data set's members
     cells_excluded        cells the report could not read
     The per-variant largest trained lr stays in tables/largest_trained_lr.csv (`largest` is unused
     here: 19 variants x 3 data sets of it would make `dvc exp show` 57 columns wider)."""
@@ -136,7 +140,8 @@ def metrics(verdicts, members: pd.DataFrame, largest: pd.DataFrame, n_excluded: 
             nums = {"effect": r.effect, "lo": r.lo, "hi": r.hi, "p_holm": r.p_holm}
             entry[r.key] = {k: float(x) for k, x in nums.items() if math.isfinite(x)}
         claims[v.key] = entry
-    datasets = {ds: {f"frac_{s}": float((g["status"] == s).mean()) for s in HEADLINE_STATUSES}
+    datasets = {ds: {**{f"frac_{s}": float((g["status"] == s).mean()) for s in HEADLINE_STATUSES},
+                     **{f"frac_{f}": float(g[f].astype(bool).mean()) for f in HEADLINE_FLAGS}}
                 for ds, g in members.groupby("dataset", sort=False)}
     return {"claims": claims, "datasets": datasets, "cells_excluded": float(n_excluded)}
 

@@ -71,6 +71,10 @@ class MemberSummary(_Record):
     full_acc_eval: float
     val_loss_eval: float           # ... inference mode on the validation set
     val_acc_eval: float
+    # inference mode on the full training set with every b replaced by its EMA (b's lag removed:
+    # pipeline/module.py). NaN where it is not measured (mode-free variants, no b, EMAs that copy their
+    # first batch) and in records written before it existed: optional, so those still load
+    full_loss_eval_bema: float = float("nan")
     layers: list[LayerStats]
 
     @model_validator(mode="after")

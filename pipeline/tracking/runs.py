@@ -7,7 +7,7 @@ mlflow.user) and the cell's (variant, dataset, lr, seed ...). Each run records t
 split as a dataset input (name = the data set's name, MLflow's digest of the arrays). A finished
 parent run carries the tag diverged_members and one figure, figures/b_norm_loss.png (||b|| and loss
 per lr, log scales). Training does not judge its members: the cell's numbers (frac_trained,
-frac_diverged, frac_blew_up, best_full_loss_train, best_full_acc_train, largest_trained_lr) are
+frac_diverged, frac_w_grew, best_full_loss_train, best_full_acc_train, largest_trained_lr) are
 logged onto this run by the report, at the report's thresholds (pipeline/report/mlflow_run.py). The experiment is tagged
 mlflow.experimentKind = custom_model_development, so the UI treats it as model training.
 The store is `MLFLOW_TRACKING_URI` if set, else `sqlite:///<repo>/mlflow.db` (pipeline.spec.environment). Metrics go
