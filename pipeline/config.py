@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -156,7 +156,8 @@ class OptimSettings(_Strict):
     seeds: list[int] = Field(min_length=1)          # member axis
     momentum: float = Field(0.0, ge=0.0, lt=1.0)    # sgd only
     weight_decay: float = Field(0.0, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)       # adam only
+    # adam only; YAML has no tuples, so a two-number list is accepted (strict mode refuses list -> tuple)
+    betas: Annotated[tuple[float, float], Field(strict=False)] = (0.9, 0.999)
     batch_size: int = Field(64, gt=0)
 
     @model_validator(mode="after")

@@ -223,7 +223,7 @@ def _from_history(h: _Member, row: dict, layers: range, width: float, settings) 
     # |loss(b) - loss(b_0)| / max(|loss|, 1 nat) / (1 + rms of b per unit), worst evaluation of the run:
     # below 1 nat the rounding of a float32 cross-entropy is absolute (set by the logits' size), not
     # relative to the loss -- a member fitted to a loss of 5e-6 rounds at ~1e-10, 1e-5 of its loss
-    out["b_sens_scaled"] = float("nan")
+    out["b_sens_scaled"] = out["b_sens_rel"] = float("nan")
     bcols = [layer_column("b_norm", layer) for layer in layers if layer_column("b_norm", layer) in h]
     if "b_sensitivity" in h and "full_loss_train" in h and bcols:
         sens, full = h["b_sensitivity"], h["full_loss_train"]
@@ -235,6 +235,9 @@ def _from_history(h: _Member, row: dict, layers: range, width: float, settings) 
                 / math.sqrt(width)
             rel = sens[ev] / np.maximum(np.abs(full[ev]), 1.0)
             out["b_sens_scaled"] = _nanmax(rel / (1.0 + rms))
+            # claim 1's tolerance as first declared (before 9baab89): relative to the loss itself; the
+            # rule ledger prints the verdict under it
+            out["b_sens_rel"] = _nanmax(sens[ev] / np.abs(full[ev]) / (1.0 + rms))
     return out
 
 
@@ -322,7 +325,7 @@ def member_table(summaries: list[CellSummary], histories: dict[str, pd.DataFrame
     t = pd.DataFrame(rows)
     for col in ("full_loss_train", "full_acc_train", "init_full_loss_train", "full_loss_eval", "full_acc_eval",
                 "full_loss_eval_bema", "loss_gap", "loss_gap_b", "loss_gap_lag",
-                "steps_to_target", "b_sens_scaled", "grad_b_rel_max", "diverged_step"):
+                "steps_to_target", "b_sens_scaled", "b_sens_rel", "grad_b_rel_max", "diverged_step"):
         if col not in t:
             t[col] = np.nan
         t[col] = t[col].astype(float)

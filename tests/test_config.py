@@ -134,3 +134,13 @@ def test_cli_unreachable_tracking_server_fails_before_work(tmp_path):
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("normlab: MLFLOW_TRACKING_URI: tracking store http://127.0.0.1:9 is not reachable")
     assert not out.exists() and not db.exists()
+
+
+def test_adam_betas_from_yaml_list_and_bad_ones_refused():
+    """YAML has no tuples: `betas: [0.9, 0.99]` is accepted; a wrong length or a non-number is refused."""
+    from pipeline.config import OptimSettings
+
+    assert OptimSettings(name="adam", lrs=[0.1], seeds=[0], betas=[0.9, 0.99]).betas == (0.9, 0.99)
+    for bad in ([0.9], [0.9, 0.99, 0.5], ["x", 0.9]):
+        with pytest.raises(ValueError, match="betas"):
+            OptimSettings(name="adam", lrs=[0.1], seeds=[0], betas=bad)

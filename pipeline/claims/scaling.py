@@ -22,7 +22,7 @@ from pipeline.outcomes import ci
 
 # -- claim 3: worse when the normalization also scales -------------------------------------------
 C3 = (  # endpoint, member column, how per seed, sign (+1: a larger value is worse), unit
-    ("blow-up rate (diverged or blew_up)", "blown", "rate", 1, "fraction"),
+    ("blow-up rate (diverged, or W or b grew)", "blown", "rate", 1, "fraction"),
     ("failure rate (not trained)", "failed_", "rate", 1, "fraction"),
     ("final full-set loss, train mode, matched lr", "full_loss_train", "mean", 1, "nats"),
     ("final full-set accuracy deficit, train mode, matched lr", "full_acc_train", "mean", -1, "accuracy"),
