@@ -85,11 +85,14 @@ def test_report_md_has_every_registry_verdict_with_rule_endpoints_and_status(bui
     md = (built / "reports" / "report.md").read_text()
     _, _, verdicts, answer = verdicts_of(built)
     assert len(verdicts) == len(claims.REGISTRY) and len({v.key for v in verdicts}) == len(verdicts)
-    sections = re.split(r"^### \d+\. ", md, flags=re.M)[1:]  # one numbered section per verdict
+    sections = re.split(r"^### (?=claim\w*: )", md, flags=re.M)[1:]  # one section per verdict, "<key>: <title>"
     assert len(sections) == len(verdicts)
     for i, v in enumerate(verdicts):
         sec = sections[i]
-        assert sec.startswith(v.title)
+        assert sec.startswith(f"{v.key}: {v.title}")
+        for r in v.tests:  # a measurement's primary tests: pooled row with its interval, p and status
+            row = next(line for line in sec.splitlines() if line.startswith(f"| {r.key} |"))
+            assert r.interval_text() in row and f"**{r.status}**" in row and f"{r.p_holm:.3g}" in row
         assert v.rule in sec and f"**Status:** **{v.status}**" in sec and v.statement in sec
         from pipeline.report.render import MAX_ENDPOINT_ROWS
         listed = v.endpoints
@@ -105,8 +108,11 @@ def test_report_md_has_every_registry_verdict_with_rule_endpoints_and_status(bui
         if v.kind == "identity":  # an identity is never shown as evidence
             assert "check of the implementation" in sec and "not evidence" in sec
     assert answer in md
-    assert re.search(r"^\| \d+ \| .* \| \*\*(holds|does not hold|mixed|not shown at this scale|check passed|"
-                     r"check failed)\*\* \|", md, flags=re.M)
+    from pipeline.claims import STATUSES
+
+    for v in verdicts:  # the verdict table: one row per claim, linked to its section, with its status
+        assert v.status in STATUSES
+        assert re.search(rf"^\| \[{v.key}\]\(#{v.key}-[^)]*\) \| .* \| \*\*{v.status}\*\* \|$", md, flags=re.M), v.key
 
 
 def test_tables_hold_the_cells_numbers(built):
@@ -128,7 +134,11 @@ def test_tables_hold_the_cells_numbers(built):
             continue
         assert [e.key for e in endpoints_of(t)] == [e.key for e in v.endpoints]
         assert t["detail"].tolist() == [e.detail for e in v.endpoints]
-        assert t["primary"].tolist() == [e.measure == CLAIMS[v.key].primary for e in v.endpoints]
+        # primary: a measurement claim's test rows (one per primary test, named as in report.primary), an
+        # identity's deciding endpoint
+        want = {r.measure for r in v.tests} if v.kind == "measurement" else {CLAIMS[v.key].primary}
+        assert t["primary"].tolist() == [e.measure in want for e in v.endpoints]
+        assert int(t["primary"].sum()) == (len(v.tests) if v.kind == "measurement" else 1)
         mine = every[every["claim"] == v.key]
         assert mine["detail"].tolist() == t["detail"].tolist() and mine["decides"].tolist() == t["decides"].tolist()
     status = pd.read_csv(tab / "status.csv")
@@ -173,8 +183,10 @@ def test_metrics_json_is_numbers_only(built):
         assert math.isfinite(value), path
     for v in verdicts:
         entry = metrics["claims"][v.key]
-        assert ("status" in entry) == (v.status != "not shown at this scale")
-        assert entry["shown"] == (0.0 if v.status == "not shown at this scale" else 1.0)
+        assert ("status" in entry) == (v.status not in ("not shown", "negligible"))
+        assert entry["shown"] == (0.0 if v.status == "not shown" else 1.0)
+        for r in v.tests:  # each primary test's numbers, where they exist
+            assert entry[r.key].get("p_holm") == pytest.approx(r.p_holm)
     ds = metrics["datasets"]["synthetic"]  # a few headline shares per data set (dvc exp show stays narrow)
     assert set(ds) == {"frac_trained", "frac_diverged", "frac_w_grew"}
     assert ds["frac_trained"] == (members[members["dataset"] == "synthetic"]["status"] == "trained").mean()
@@ -187,6 +199,9 @@ def test_html_is_self_contained_and_links_stay_inside(built):
     md = (out / "report.md").read_text()
     for target in re.findall(r"\]\(([^)]+)\)", md):
         assert not re.match(r"[a-z]+:", target) and not target.startswith("/"), target
+        if target.startswith("#"):  # a link within the page: a heading with that anchor (GitHub's slug)
+            assert f'id="{target[1:]}"' in html, target
+            continue
         assert (out / target).resolve().is_relative_to(out.resolve()), target  # outside the repo: no docs link
         assert (out / target).exists(), target
     assert "training mode" in md and "inference mode" in md
