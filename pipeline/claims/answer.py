@@ -55,7 +55,7 @@ def _largest(members, variant: str) -> str:
 
     t = largest_trained_lr(members[members["variant"] == variant])
     parts = [f"{r.largest_trained_lr:g} on {r.dataset}" if math.isfinite(r.largest_trained_lr)
-             else f"none on {r.dataset}" for r in t.itertuples()]
+             else f"no lr of the grid on {r.dataset}" for r in t.itertuples()]
     return ", ".join(parts) or "nothing (not in this grid)"
 
 
@@ -123,7 +123,10 @@ def answer_text(verdicts, members, settings) -> str:
     if v2 is not None and v2.tests:
         ident = (f"the training loss did not move with b, an identity ({_link(v1)})" if v1 is not None and
                  v1.status == PASSED else "the training loss should not move with b")
-        out.append(f"There {ident}, yet b kept drifting; its growth exponent minus a random walk's 1/2 "
+        alpha = v2.tests[0].effect + settings.alpha_unbounded  # the mean exponent: > 0 is a drift still growing
+        drift = ("yet b kept drifting" if alpha > 0 else "and b's drift stopped growing") if math.isfinite(alpha) \
+            else "and b's drift could not be measured"
+        out.append(f"There {ident}, {drift}; its growth exponent minus a random walk's {settings.alpha_unbounded:g} "
                    + _status_clause(v2, "was above 0", "was below 0 (growth that slows over the run)",
                                     "was within the smallest effect of 0", "could not be told from 0") + ".")
     if v1b is not None and v1b.tests:
@@ -134,7 +137,8 @@ def answer_text(verdicts, members, settings) -> str:
                    + f", carried by {_datasets(v1b.tests[0].carried_by())}.")
     if v3 is not None and len(v3.tests) == 2:
         fit, stab = sorted(v3.tests, key=lambda r: r.side)
-        word = {"holds": "worse", "does not hold": "better", "negligible": "no different", "not shown": "not shown"}
+        word = {"holds": "worse", "does not hold": "better", "negligible": "no different (negligible)",
+                "not shown": "not distinguishable from centering"}
         out.append(f"Standardizing as well as centering outside the step was {word.get(fit.status, fit.status)} on "
                    f"fit ({fit.interval_text()}, Holm p {fit.p_holm:.2g}) and {word.get(stab.status, stab.status)} on "
                    f"stability ({stab.interval_text()}, Holm p {stab.p_holm:.2g}) ({_link(v3)}).")

@@ -19,6 +19,7 @@ from pipeline.spec.variants import names_where
 ABS, ABS_ACC, SIGNED = ("excess |eval-mode - train-mode loss|", "excess |train-mode - eval-mode accuracy|",
                         "excess signed eval-mode - train-mode loss")
 TOY = "signed eval-mode - train-mode loss (toy: no twin, only b trains)"
+B_SHARE, LAG_SHARE = ("b's share of the eval-mode gap", "the statistics' lag share of the eval-mode gap")
 
 
 def judge_inference_leak(m, hist, s) -> Judgement:
@@ -45,6 +46,17 @@ def judge_inference_leak(m, hist, s) -> Judgement:
                 eps.append(e)
                 if col_ != "loss_gap" and n >= s.min_members:
                     old_family.append(e)  # the retired count read the two |gap| endpoints
+    # the gap split exactly (pipeline/module.py): b's share = eval(b_T) - eval(b's EMA), the statistics'
+    # lag = eval(b's EMA) - train; per detached variant and data set, over its surviving members
+    split = live[live["variant"].isin([d for d in s.twins if d in batch])]
+    shares = []
+    if "loss_gap_b" in split:
+        for (v, ds), g in split.groupby(["variant", "dataset"], sort=False):
+            for col, name in (("loss_gap_b", B_SHARE), ("loss_gap_lag", LAG_SHARE)):
+                e = Endpoint(measure=name, **interval(ci(g[col], level=s.ci_level)), n=int(g[col].notna().sum()),
+                             unit="nats", variant=v, dataset=ds, over="members of every lr")
+                eps.append(e)
+                shares.append(e)
     toy = live[live["trainable"] == "bias"]
     for (v, ds, lr), g in toy.groupby(["variant", "dataset", "lr"], sort=False):
         eps.append(Endpoint(measure=TOY, **interval(ci(g["loss_gap"], level=s.ci_level)),
@@ -55,7 +67,9 @@ def judge_inference_leak(m, hist, s) -> Judgement:
           "variant minus its twin, paired by data set, lr and seed"
           + (": mean excess by variant " + "; ".join(f"{v} {r['mean']:+.3g} nats over {int(r['size'])} pairs"
                                                       for v, r in carriers.iterrows()) if carriers is not None else "")
-          + ". Negative = inference mode fits the training set better than training mode does.")
+          + ". Negative = inference mode fits the training set better than training mode does."
+          + (" Split of the detached variants' own gap (eval - train) into b's lag and the statistics' lag: "
+             + "; ".join(e.text() for e in shares) + "." if shares else ""))
     legacy = {"ffaf633": count_status(old_family, s.ci_level, only_informative=False),
               "count": count_status(old_family, s.ci_level)}
     return Judgement(eps, ev, comparisons={"claim1b": comp}, legacy=legacy)

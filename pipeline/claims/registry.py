@@ -15,7 +15,7 @@ from pipeline.claims.base import CHECK_FAILED, FAILS, HOLDS, MIXED, NEGLIGIBLE, 
 from pipeline.claims.blowup import EXCESS, EXCESS_DIV, RATE, judge_blows_up
 from pipeline.claims.growth import ALPHA, PERSIST, TOY as TOY_ALPHA, TWIN_DRIFT, judge_b_grows
 from pipeline.claims.identity import judge_bn_redundant, judge_loss_independent
-from pipeline.claims.inference import ABS, ABS_ACC, SIGNED, TOY as TOY_GAP, judge_inference_leak
+from pipeline.claims.inference import ABS, ABS_ACC, B_SHARE, LAG_SHARE, SIGNED, TOY as TOY_GAP, judge_inference_leak
 from pipeline.claims.scaling import C3, judge_worse_scaling
 
 SHARED = ("Descriptive intervals: {ci_level_text} over seeds (Student t for means, paired bootstrap with "
@@ -54,7 +54,10 @@ REGISTRY: list[Claim] = [
         endpoints=((SIGNED, "eval-mode minus train-mode full-set loss, detached minus twin, per (data set, lr)"),
                    (ABS, "|full-set eval-mode - train-mode loss|, detached minus twin, per (data set, lr)"),
                    (ABS_ACC, "|full-set train-mode - eval-mode accuracy|, detached minus twin, per (data set, lr)"),
-                   (TOY_GAP, "the bias-only toy's eval-mode minus train-mode loss, shown apart")),
+                   (TOY_GAP, "the bias-only toy's eval-mode minus train-mode loss, shown apart"),
+                   (B_SHARE, "eval-mode loss with b minus with b replaced by its EMA (the running mean's copy of b): "
+                             "what b's drift adds at inference, per detached variant and data set"),
+                   (LAG_SHARE, "eval-mode loss with b's EMA minus train-mode loss: the lag of W's statistics")),
         tests=("claim1b",),
         controls="Twins (same cell, lr, seeds): {twins_text}; only the variants trained on detached batch statistics "
                  "are compared (population and EMA variants use the same statistics in both modes: no gap by "

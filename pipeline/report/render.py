@@ -159,6 +159,21 @@ def _declared(v) -> str:
         for e in changes) + " ([the ledger](#rules-changed-after-the-data))")
 
 
+def _design_note(ctx: ReportContext) -> list[str]:
+    """Where a primary test pools too few (data set, seed) clusters for an exact test to reach Holm's
+    first threshold, no data could decide it: say so beside the answer, not only in a table."""
+    tests = [r for v in ctx.verdicts for r in v.tests]
+    first = ctx.params.report.family_alpha / max(len(tests), 1)
+    short = [r for r in tests if r.clusters and r.min_p > first]
+    if not short:
+        return []
+    return [f"_Design: {', '.join(f'{r.key} pools {r.clusters} (data set, seed) clusters' for r in short)}; the "
+            f"smallest p an exact sign-flip test can give there ({', '.join(f'{r.min_p:.2g}' for r in short)}) is "
+            f"above Holm's first threshold ({ctx.params.report.family_alpha:g} / {len(tests)} tests = {first:.2g}): "
+            f"such a test decides only after Holm's steps have rejected others, and never where its smallest p exceeds "
+            f"{ctx.params.report.family_alpha:g} -- more seeds or data sets are needed._", ""]
+
+
 def _summary_figure(ctx: ReportContext) -> list[str]:
     """The one figure right after the answer, with its caption; or why there is none."""
     hits = [f for f in ctx.figures if f.figure == SUMMARY]
@@ -212,7 +227,7 @@ def markdown(ctx: ReportContext) -> str:
           + (f"CNN {p.model.depth} blocks x {p.model.channels} channels" if p.model.kind == "cnn"
            else f"MLP {p.model.depth}x{p.model.width}") + f" {p.model.activation}.", "", MODES, "",
           f"The variants, what each claim predicts, the endpoints and rules: {_science_link(ctx.out)}.", "",
-          "## The answer", "", ctx.answer, "", *_summary_figure(ctx), "## Verdicts", "",
+          "## The answer", "", ctx.answer, "", *_design_note(ctx), *_summary_figure(ctx), "## Verdicts", "",
           "| claim | title | kind | primary effect [95% CI] | Holm p | status |", "|---|---|---|---|---|---|"]
     for v in ctx.verdicts:
         kind = "identity check (not evidence)" if v.kind == "identity" else v.kind
