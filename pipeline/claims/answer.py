@@ -13,6 +13,13 @@ def _datasets(effects) -> str:
                      if math.isfinite(d.lo)) or "no single data set"
 
 
+def _controls(effects) -> str:
+    """Each control data set: whether it showed nothing (its interval covers 0) or an effect."""
+    return ", ".join(f"{d.dataset} showed " + ("nothing" if d.lo <= 0 <= d.hi else "an effect") +
+                     f" ({d.effect:+.3g} [{d.lo:+.3g}, {d.hi:+.3g}])" for d in effects if math.isfinite(d.lo)) \
+        or "no control could be read"
+
+
 def test_fields(results) -> dict:
     """Template fields from a claim's primary test results: {t}, {p}, {plus}, {carried}, {control}
     of the first; {<side>} and {<side>_status} of each side (claim 3: {fit}, {stability})."""
@@ -20,7 +27,7 @@ def test_fields(results) -> dict:
         return {}
     r = results[0]
     out = {"t": r.interval_text(), "p": f"{r.p_holm:.2g}", "plus": r.plus, "carried": _datasets(r.carried_by()),
-           "control": _datasets(r.controls()) if r.controls() else "none in this grid"}
+           "control": _controls(r.controls()) if r.controls() else "none in this grid"}
     for x in results:
         if x.side:
             out[x.side] = f"{x.interval_text()} ({x.plus} if +; Holm p {x.p_holm:.2g}: {x.status})"
@@ -118,7 +125,7 @@ def answer_text(verdicts, members, settings) -> str:
                                     "diverged as often as the same centering with the gradient through it",
                                     "could not be told apart from the same centering with the gradient through it")
                    + f", carried by {_datasets(v4.tests[0].carried_by())}"
-                   + (f"; on zero-mean inputs (the control) {_datasets(v4.tests[0].controls())}"
+                   + (f"; on zero-mean inputs (the control) {_controls(v4.tests[0].controls())}"
                       if v4.tests[0].controls() else "") + ".")
     if v2 is not None and v2.tests:
         ident = (f"the training loss did not move with b, an identity ({_link(v1)})" if v1 is not None and

@@ -160,6 +160,32 @@ def interval(t) -> dict:
     return dict(zip(("effect", "lo", "hi"), t))
 
 
+def rate_interval(x, level: float) -> dict:
+    """A rate of 0/1 outcomes with its exact (Clopper-Pearson) interval, as Endpoint keywords: 5/5 is
+    [0.478, 1] at 95%, never a bootstrap's "[1, 1]"."""
+    from pipeline.stats.inference import clopper_pearson
+
+    x = pd.Series(x, dtype=float).dropna()
+    if x.empty:
+        return dict(effect=NAN, lo=NAN, hi=NAN)
+    lo, hi = clopper_pearson(int(x.sum()), len(x), level)
+    return dict(effect=float(x.mean()), lo=lo, hi=hi)
+
+
+def excess_rate_interval(a, b, level: float) -> dict:
+    """The excess rate of paired 0/1 outcomes a - b (same seeds, same order) with Newcombe's hybrid
+    score interval for paired proportions, as Endpoint keywords."""
+    from pipeline.stats.inference import newcombe_paired
+
+    pair = pd.DataFrame({"a": pd.Series(a, dtype=float).to_numpy(), "b": pd.Series(b, dtype=float).to_numpy()}).dropna()
+    if pair.empty:
+        return dict(effect=NAN, lo=NAN, hi=NAN)
+    a_, b_ = pair["a"] > 0, pair["b"] > 0
+    d, lo, hi = newcombe_paired(int((a_ & b_).sum()), int((a_ & ~b_).sum()), int((~a_ & b_).sum()),
+                                int((~a_ & ~b_).sum()), level)
+    return dict(effect=d, lo=lo, hi=hi)
+
+
 def _layers(m: pd.DataFrame, quantity: str) -> list[int]:
     """The hidden layers (0-based) whose `quantity` the member table has a column for: range(depth)
     over the cells' `depth` column, names built by pipeline.spec.records.layer_column, never parsed."""

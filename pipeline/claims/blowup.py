@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.claims.base import Endpoint, Judgement, _paired, interval
+from pipeline.claims.base import Endpoint, Judgement, _paired, excess_rate_interval, interval, rate_interval
 from pipeline.claims.legacy import FAILS, count_status
 from pipeline.outcomes import ci
 
@@ -38,12 +38,12 @@ def judge_blows_up(m, hist, s) -> Judgement:
                                           "seed": p["seed"], "variant": det, "twin": twin, "lr": p["lr"]}))
             for (ds, lr), g in p.groupby(["dataset", "lr"], sort=False):
                 for col, name in (("blown", EXCESS), ("diverged_", EXCESS_DIV)):
-                    e = Endpoint(measure=name, **interval(ci(g[f"{col}_a"].to_numpy(), paired=g[f"{col}_b"].to_numpy(),
-                                                             n_boot=s.bootstrap, level=s.ci_level)),
-                                 n=len(g), unit="fraction", variant=det, twin=twin, dataset=ds, lr=lr)
-                    eps.append(e)
-                    if deciding and col == "blown" and len(g) >= s.min_members:
-                        old_revised.append(e)
+                    eps.append(Endpoint(measure=name, **excess_rate_interval(g[f"{col}_a"], g[f"{col}_b"], s.ci_level),
+                                        n=len(g), unit="fraction", variant=det, twin=twin, dataset=ds, lr=lr))
+                if deciding and len(g) >= s.min_members:  # the retired count read paired-bootstrap intervals
+                    old_revised.append(Endpoint(measure=EXCESS, **interval(ci(
+                        g["blown_a"].to_numpy(), paired=g["blown_b"].to_numpy(), n_boot=s.bootstrap,
+                        level=s.ci_level)), n=len(g)))
             if deciding:  # as first declared: early population pairs stayed, counted as not blown
                 first = every.assign(blown_a=every["blown_a"] * (1 - every["before_refresh_a"]))
                 for (ds, lr), g in first.groupby(["dataset", "lr"], sort=False):
@@ -54,7 +54,7 @@ def judge_blows_up(m, hist, s) -> Judgement:
     for v in s.k_sweep:
         for (ds, lr), g in m[m["variant"] == v].groupby(["dataset", "lr"], sort=False):
             eps.append(Endpoint(measure=RATE,
-                                **interval(ci(g["blown"], n_boot=s.bootstrap, level=s.ci_level, method="bootstrap")),
+                                **rate_interval(g["blown"], s.ci_level),
                                 n=len(g), unit="fraction", variant=v, refresh_every=g["refresh_every"].iloc[0],
                                 dataset=ds, lr=lr))
     comp = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["diff", "dataset", "seed"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.claims.base import CHECK_FAILED, NAN, NOT_SHOWN, PASSED, Endpoint, Judgement, _alive, _g, _paired, interval
+from pipeline.claims.base import CHECK_FAILED, NAN, NOT_SHOWN, PASSED, Endpoint, Judgement, _alive, _g, _paired, interval, rate_interval
 from pipeline.outcomes import ci
 from pipeline.spec.variants import names_where
 
@@ -68,7 +68,7 @@ def judge_bn_redundant(m, hist, s) -> Judgement:
                     note=f"{int((early > s.trajectory_rtol).sum())} of {len(early)} pairs above "
                          f"{s.trajectory_rtol:g} (rounding amplified by the dynamics)"),
            Endpoint(measure="same member status, bn vs bn_nobias (reported, not decisive)",
-                    **interval(ci(same, n_boot=s.bootstrap, level=s.ci_level, method="bootstrap")), n=len(same),
+                    **rate_interval(same, s.ci_level), n=len(same),
                     unit="fraction", variant="bn", twin="bn_nobias", over="paired by data set, lr, seed")]
     ev = "; ".join(e.text() for e in eps) + "."
     # the rules as first declared: the claim-1 tolerance for the gradient ratio (before f3abcfc); the
