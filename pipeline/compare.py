@@ -2,13 +2,12 @@
 
     python -m pipeline.compare --study studies/deep.yaml --reports reports/deep
 
-Reads what each setup's report wrote (tables/verdicts.csv; tables/<claim>.csv, the endpoints
-table with every endpoint, whether it decided and whether it is the claim's primary endpoint,
-read through its owner pipeline.claims.endpoint_table) and writes, beside them, report.md,
-tables/by_setup.csv, tables/primary_by_setup.csv (each decided primary endpoint matched across
-setups by its fields, Endpoint.key, never by its display text) and one figure per measured
-claim: its primary endpoint across setups. Nothing is re-judged here: each status is the one its
-setup's report computed with its own rule, and the primary endpoint is the one its registry named.
+Reads what each setup's report wrote (tables/verdicts.csv; tables/primary_tests.csv, each primary
+test pooled and per data set) and writes, beside them, report.md, tables/by_setup.csv,
+tables/primary_by_setup.csv (each primary test's effect, interval, Holm p and status per setup,
+matched by the test's key and endpoint, never by display text) and one figure per measured claim:
+its primary test(s) across setups. Nothing is re-judged here: each status is the one its setup's
+report computed with its own rule (Holm within that report).
 """
 from __future__ import annotations
 
@@ -18,8 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.claims.endpoint_table import read_endpoint_table, with_keys
-from pipeline.spec.endpoints import WHERE
 
 RESERVED = {"figures", "tables", "report.md"}
 
@@ -33,45 +30,34 @@ def setup_label(params: dict) -> str:
 
 
 def collect(reports: Path, setups: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(status per claim x setup, decided endpoints of every setup, setups without a report)."""
-    status, endpoints, missing = [], [], []
+    """(status per claim x setup, the pooled primary tests of every setup, setups without a report)."""
+    status, tests, missing = [], [], []
     for name, params in setups.items():
         tab = reports / name / "tables"
         if not (tab / "verdicts.csv").exists():
             missing.append(name)
             continue
         label = setup_label(params)
-        for r in pd.read_csv(tab / "verdicts.csv").itertuples():
-            row = {"setup": name, "label": label, "claim": r.key, "title": r.title, "kind": r.kind,
-                   "status": r.status}
-            e = read_endpoint_table(tab / f"{r.key}.csv")
-            if e is not None:  # an endpoints table (claim 1 writes its own table instead)
-                dec = e[e["decides"]]
-                row.update(decided=len(dec), above=int((dec["ci_lo"] > 0).sum()), below=int((dec["ci_hi"] < 0).sum()))
-                if r.kind == "measurement":
-                    endpoints.append(with_keys(dec[dec["primary"]]).assign(setup=name, label=label, claim=r.key))
-            else:
-                row.update(decided=float("nan"), above=float("nan"), below=float("nan"))
-            status.append(row)
-    ends = pd.concat([e for e in endpoints if len(e)], ignore_index=True) if any(len(e) for e in endpoints) \
-        else pd.DataFrame()
-    return pd.DataFrame(status), ends, missing
+        status += [{"setup": name, "label": label, "claim": r.key, "title": r.title, "kind": r.kind,
+                    "status": r.status} for r in pd.read_csv(tab / "verdicts.csv").itertuples()]
+        if (tab / "primary_tests.csv").exists():
+            t = pd.read_csv(tab / "primary_tests.csv")
+            tests.append(t[t["role"] == "test"].assign(setup=name, label=label))
+    found = [t for t in tests if len(t)]
+    return pd.DataFrame(status), (pd.concat(found, ignore_index=True) if found else pd.DataFrame()), missing
 
 
-def matched(ends: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """The decided primary endpoints matched across setups by Endpoint.key (measure, variant, twin,
-    data set, lr, layer, ...): one row per claim and key, its fields, then effect / ci_lo / ci_hi per
-    setup label (NaN where that setup has no such endpoint). Equal display text does not match
-    endpoints whose fields differ."""
-    where = ["measure", *WHERE]
-    cols = ["claim", *where, "detail"] + [f"{x} {lab}" for lab in order for x in ("effect", "ci_lo", "ci_hi")]
-    if ends.empty:
+def matched(tests: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """One row per primary test (claim, test key, endpoint): effect / ci_lo / ci_hi / p_holm / status
+    per setup label (NaN where that setup has no such test)."""
+    where = ["claim", "test", "endpoint", "unit"]
+    cols = where + [f"{x} {lab}" for lab in order for x in ("effect", "ci_lo", "ci_hi", "p_holm", "status")]
+    if tests.empty:
         return pd.DataFrame(columns=cols)
     rows: dict = {}
-    for r in ends.itertuples(index=False):
-        row = rows.setdefault((r.claim, r.key), {"claim": r.claim, **{f: getattr(r, f) for f in where},
-                                                 "detail": r.detail})
-        row.update({f"effect {r.label}": r.effect, f"ci_lo {r.label}": r.ci_lo, f"ci_hi {r.label}": r.ci_hi})
+    for r in tests.itertuples(index=False):
+        row = rows.setdefault((r.claim, r.test, r.endpoint), {f: getattr(r, f) for f in where})
+        row.update({f"{x} {r.label}": getattr(r, x) for x in ("effect", "ci_lo", "ci_hi", "p_holm", "status")})
     return pd.DataFrame(list(rows.values())).reindex(columns=cols)
 
 
@@ -84,16 +70,16 @@ def draw(ends: pd.DataFrame, claim: str, order: list[str], path: Path) -> bool:
     d = ends[ends["claim"] == claim] if len(ends) else ends
     if d.empty:
         return False
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(order), 3.4))
-    for i, label in enumerate(order):
-        g = d[d["label"] == label]
-        x = [i] * len(g)
-        ax.errorbar(x, g["effect"], yerr=[g["effect"] - g["ci_lo"], g["ci_hi"] - g["effect"]], fmt="o", ms=3,
-                    alpha=0.6, lw=0.8)
-    ax.axhline(0.5 if claim == "claim2" else 0.0, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(d["measure"].iloc[0], fontsize=8)
-    ax.set_title(f"{claim}: one point per decided comparison (95% CI over seeds)", fontsize=9)
+    keys = list(dict.fromkeys(d["test"]))
+    fig, axes = plt.subplots(1, len(keys), figsize=((1.6 + 1.1 * len(order)) * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        t = d[d["test"] == key].set_index("label").reindex(order)
+        ax.errorbar(range(len(order)), t["effect"], yerr=[t["effect"] - t["ci_lo"], t["ci_hi"] - t["effect"]],
+                    fmt="o", ms=4, lw=1)
+        ax.axhline(0.0, color="grey", lw=0.8, ls="--")  # every primary endpoint is centred: 0 = no effect
+        ax.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(f"{t['endpoint'].dropna().iloc[0]} ({t['unit'].dropna().iloc[0]})", fontsize=8)
+        ax.set_title(f"{key}: effect, 95% CI over (data set, seed) clusters", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -108,8 +94,8 @@ def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missi
     matched(ends, order).to_csv(out / "tables" / "primary_by_setup.csv", index=False)
     md = [f"# {study}: do the claims depend on depth, architecture and optimizer?", "",
           "Each setup is the same grid under other model/optimizer settings, with its own report (linked). "
-          "Statuses are those reports' verdicts, each by its own pre-declared rule; counts are the decided "
-          "comparisons whose 95% interval lies above / below 0 (+ = the claim's direction).", ""]
+          "Statuses are those reports' verdicts, each decided by its primary test(s) (Holm within that "
+          "report); effects are + in the claim's direction.", ""]
     if missing:
         md += [f"Setups without a report yet (not compared): {', '.join(missing)}.", ""]
     if len(status):
@@ -124,14 +110,16 @@ def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missi
         md += ["## Per claim", ""]
         for claim in dict.fromkeys(status.loc[status["kind"] == "measurement", "claim"]):
             rows = status[status["claim"] == claim]
-            md += [f"### {rows['title'].iloc[0]}", "",
-                   "| setup | status | decided | above 0 | below 0 |", "|---|---|---|---|---|"]
-            md += [f"| {r.label} | {r.status} | {r.decided:.0f} | {r.above:.0f} | {r.below:.0f} |"
-                   for r in rows.fillna(0).itertuples()]
+            md += [f"### {claim}: {rows['title'].iloc[0]}", "",
+                   "| setup | status | primary test | effect [95% CI] | Holm p |", "|---|---|---|---|---|"]
+            mine = ends[ends["claim"] == claim] if len(ends) else ends
+            for r in rows.itertuples():
+                for t in (mine[mine["setup"] == r.setup].itertuples() if len(mine) else []):
+                    md.append(f"| {r.label} | {r.status} | {t.test}: {t.endpoint} | {t.effect:+.3g} "
+                              f"[{t.ci_lo:+.3g}, {t.ci_hi:+.3g}] {t.unit} | {t.p_holm:.2g} |")
             if draw(ends, claim, order, out / "figures" / f"{claim}.png"):
                 md += ["", f"![{claim}](figures/{claim}.png)", "",
-                       f"Primary endpoint: {ends.loc[ends['claim'] == claim, 'measure'].iloc[0]}; each decided "
-                       "comparison matched across setups by its fields: "
+                       "Every setup's primary test(s) of this claim, matched by test and endpoint: "
                        "[tables/primary_by_setup.csv](tables/primary_by_setup.csv)."]
             md.append("")
     (out / "report.md").write_text("\n".join(md) + "\n")
@@ -158,8 +146,6 @@ def main(argv: list[str] | None = None) -> int:
         records.check_report_out(reports, "--reports")  # someone's own folder is refused before any work
         status, ends, missing = collect(reports, setups)
     except records.RecordError as err:
-        die(str(err))
-    except ValueError as err:  # a setup's endpoints table the reader refuses (an older layout)
         die(str(err))
     if status.empty:
         die(f"{reports}: no setup report found (run: python -m pipeline.study {args.study})")

@@ -46,21 +46,21 @@ def test_study_runs_every_setup_and_compares_them(tmp_path):
     verdicts = pd.read_csv(out / "cnn2_sgd" / "tables" / "verdicts.csv")
     got = table[table["setup"] == "cnn2_sgd"].set_index("claim")["status"]
     assert got.to_dict() == verdicts.set_index("key")["status"].to_dict()  # statuses are the setups' own
-    # the compared endpoints are each setup's primary ones, read through the table's owner, matched by fields
+    # the compared numbers are each setup's own primary tests, matched by test key and endpoint
     from pipeline.claims import REGISTRY
-    from pipeline.claims.endpoint_table import read_endpoint_table
-    from pipeline.spec.endpoints import WHERE
 
-    primary = {c.key: c.primary for c in REGISTRY}
-    for setup in ("mlp3_sgd", "mlp4_adam", "cnn2_sgd"):
-        for key, measure in primary.items():
-            t = read_endpoint_table(out / setup / "tables" / f"{key}.csv")
-            if t is not None:
-                assert t["primary"].tolist() == (t["measure"] == measure).tolist(), (setup, key)
+    tests = {k: c.key for c in REGISTRY for k in c.tests}
     matched = pd.read_csv(out / "tables" / "primary_by_setup.csv")
-    assert {"claim", "measure", *WHERE, "detail"} <= set(matched.columns)
-    assert set(matched["claim"]) <= {"claim1b", "claim2", "claim3", "claim4"}
-    assert all((matched["measure"] == matched["claim"].map(primary)))
+    assert {"claim", "test", "endpoint", "unit"} <= set(matched.columns)
+    assert set(matched["test"]) <= set(tests) and all(matched["claim"] == matched["test"].map(tests))
+    for setup, label in (("mlp3_sgd", "mlp 3x32, sgd"), ("cnn2_sgd", "cnn 2x4, sgd")):
+        own = pd.read_csv(out / setup / "tables" / "primary_tests.csv")
+        own = own[own["role"] == "test"].set_index("test")
+        for r in matched.itertuples(index=False):
+            if r.test in own.index:  # the setup's own numbers, not recomputed
+                row = matched[matched["test"] == r.test].iloc[0]
+                assert row[f"p_holm {label}"] == pytest.approx(own.loc[r.test, "p_holm"])
+                assert row[f"status {label}"] == own.loc[r.test, "status"]
     # a second run finds every cell up to date and trains nothing
     again = _run(["pipeline.study", "tiny.yaml", "--jobs", "2"], tmp_path)
     assert again.returncode == 0 and "ran" not in again.stdout.replace("ran ", "")
