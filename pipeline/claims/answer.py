@@ -106,7 +106,7 @@ def answer_text(verdicts, members, settings) -> str:
     """At most six sentences answering the seed question's three parts -- why real BN does not blow up,
     what b is for, how the paper's thought experiment differs -- each from a verdict's status and
     numbers (a sentence per claim and status: other data, other sentences)."""
-    from pipeline.claims.base import CHECK_FAILED, PASSED
+    from pipeline.claims.base import CHECK_FAILED, NEGLIGIBLE, PASSED
 
     by = {v.key: v for v in verdicts}
     v1, v1b, v2, v3, v4, v5 = (by.get(k) for k in ("claim1", "claim1b", "claim2", "claim3", "claim4", "claim5"))
@@ -124,7 +124,7 @@ def answer_text(verdicts, members, settings) -> str:
                                     "diverged less often than the same centering with the gradient through it",
                                     "diverged as often as the same centering with the gradient through it",
                                     "could not be told apart from the same centering with the gradient through it")
-                   + f", carried by {_datasets(v4.tests[0].carried_by())}"
+                   + (f", carried by {_datasets(v4.tests[0].carried_by())}" if v4.status != NEGLIGIBLE else "")
                    + (f"; on zero-mean inputs (the control) {_controls(v4.tests[0].controls())}"
                       if v4.tests[0].controls() else "") + ".")
     if v2 is not None and v2.tests:
@@ -141,7 +141,9 @@ def answer_text(verdicts, members, settings) -> str:
                    "minus twin, " + _status_clause(v1b, "was higher (inference worse)",
                                                    "was lower (inference better)", "was negligible",
                                                    "could not be told from 0")
-                   + f", carried by {_datasets(v1b.tests[0].carried_by())}.")
+                   + (f", carried by {_datasets(v1b.tests[0].carried_by())}" if v1b.status != NEGLIGIBLE else "")
+                   + (f"; by variant {_datasets(v1b.tests[0].by_variant)}" if len(v1b.tests[0].by_variant) > 1 else "")
+                   + ".")
     if v3 is not None and len(v3.tests) == 2:
         fit, stab = sorted(v3.tests, key=lambda r: r.side)
         word = {"holds": "worse", "does not hold": "better", "negligible": "no different (negligible)",

@@ -63,6 +63,8 @@ class TestResult:
     min_p: float           # the smallest p this many clusters can give (2 / 2^clusters): below alpha or not
     status: str
     by_dataset: tuple[DatasetEffect, ...]
+    by_variant: tuple[DatasetEffect, ...] = ()  # the pooled comparisons split by the claim's subject variant
+    #                                            (its `dataset` field holds the variant's name)
 
     @property
     def measure(self) -> str:
@@ -144,7 +146,11 @@ def run_tests(comparisons: dict[str, pd.DataFrame], members: pd.DataFrame, setti
         for ds, g in frame.groupby("dataset", sort=False):
             e, dlo, dhi, dp, dn, ds_seeds = _one(g, settings.ci_level, settings.bootstrap, t_interval=True)
             per.append(DatasetEffect(str(ds), "pooled" if ds in pooled else "control", e, dlo, dhi, dp, dn, ds_seeds))
+        inside = frame[frame["dataset"].isin(pooled)]
+        by_variant = tuple(DatasetEffect(str(v), "pooled", *_one(g, settings.ci_level, settings.bootstrap, t_interval=True))
+                           for v, g in inside.groupby("variant", sort=False)) if "variant" in inside else ()
         raw.append(dict(key=key, claim=spec.claim, side=spec.side, endpoint=chosen.endpoint, text=choice.text,
+                        by_variant=by_variant,
                         unit=choice.unit, plus=choice.plus, smallest_effect=chosen.smallest_effect, effect=effect,
                         lo=lo, hi=hi, p=p, n=n, clusters=clusters,
                         min_p=min(1.0, 2.0 / 2 ** clusters) if clusters else 1.0, by_dataset=tuple(per)))

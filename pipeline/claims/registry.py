@@ -18,8 +18,8 @@ from pipeline.claims.identity import judge_bn_redundant, judge_loss_independent
 from pipeline.claims.inference import ABS, ABS_ACC, B_SHARE, LAG_SHARE, SIGNED, TOY as TOY_GAP, judge_inference_leak
 from pipeline.claims.scaling import C3, judge_worse_scaling
 
-SHARED = ("Descriptive intervals: {ci_level_text} over seeds (Student t for means, paired bootstrap with "
-          "{bootstrap} resamples for rates); they describe, the primary test decides.")
+SHARED = ("Descriptive intervals: {ci_level_text} over seeds (Student t for means, Clopper-Pearson for a rate, "
+          "Newcombe's paired score interval for an excess rate); they describe, the primary test decides.")
 
 # -- the registry ---------------------------------------------------------------------------------
 REGISTRY: list[Claim] = [

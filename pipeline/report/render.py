@@ -136,16 +136,18 @@ def _tests(ctx: ReportContext, v) -> str:
                      "effect [95% CI]": r.interval_text(), "p": f"{r.p:.3g}", "Holm p": f"{r.p_holm:.3g}",
                      "comparisons / clusters": f"{r.n} / {r.clusters} (smallest p possible {r.min_p:.2g})",
                      "smallest effect": f"+/-{r.smallest_effect:g} {r.unit}", "status": f"**{r.status}**"})
-        for d in r.by_dataset:
+        parts = [(d, f"{d.dataset} ({d.role})") for d in r.by_dataset]
+        parts += [(d, f"variant {d.dataset} (pooled data sets)") for d in r.by_variant] if len(r.by_variant) > 1 else []
+        for d, label in parts:
             ci = f" [{_num(d.lo)}, {_num(d.hi)}]" if math.isfinite(d.lo) else ""
-            rows.append({"test": "", "endpoint (declared in report.primary)": f"{d.dataset} ({d.role})",
+            rows.append({"test": "", "endpoint (declared in report.primary)": label,
                          "effect [95% CI]": f"{_num(d.effect)}{ci}", "p": f"{d.p:.3g}", "Holm p": "",
                          "comparisons / clusters": f"{d.n} / {d.seeds}", "smallest effect": "", "status": ""})
     s = ctx.params.report
     rule = rule_text(Rule(smallest_effect=v.tests[0].smallest_effect, unit=v.tests[0].unit, alpha=s.family_alpha,
                           level=s.ci_level))
-    return (md_table(pd.DataFrame(rows)) + "\n\n_Primary test: " + rule + " Per data set: the same comparison "
-            "on that data set alone (its p unadjusted, descriptive; interval over its seeds)._")
+    return (md_table(pd.DataFrame(rows)) + "\n\n_Primary test: " + rule + " Per data set (and per variant): the "
+            "same comparison on that part alone (its p unadjusted, descriptive; Student t interval over its seeds)._")
 
 
 def _declared(v) -> str:
