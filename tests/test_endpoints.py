@@ -1,6 +1,6 @@
 """An endpoint's identity is its fields, not its display text: the text is derived from the fields,
 endpoints match by key, the endpoints table round-trips through its owner, and a Claim is built by
-keyword and names its primary endpoint."""
+keyword and names its primary endpoint (identity) or its primary tests (measurement)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 
-from pipeline.claims import REGISTRY, Claim, Endpoint
+from pipeline.claims import PASSED, REGISTRY, Claim, Endpoint, Judgement
 from pipeline.claims.endpoint_table import endpoint_frame, endpoints_of, read_endpoint_table
 from pipeline.compare import collect, matched
 from pipeline.config import ReportSettings
@@ -109,11 +109,15 @@ def test_the_table_round_trips_through_its_owner(tmp_path):
 
 
 # -- Claim -------------------------------------------------------------------------------------------
+def _judge(*eps):
+    return lambda m, h, s: Judgement(list(eps) or [excess(measure="m1"), excess(measure="m2", lr=3.0)], "ev", PASSED)
+
+
 def _claim(**kw) -> dict:
-    base = dict(key="claimX", title="t", statement="s", kind="measurement",
+    """A plug-in identity claim: decided by its judge's check, naming the endpoint that check reads."""
+    base = dict(key="claimX", title="t", statement="s", kind="identity",
                 endpoints=(("m1", "how 1"), ("m2", "how 2")), primary="m1", controls="c", rule="r {ci_level}",
-                answers={}, judge=lambda m, h, s: ("holds", [excess(measure="m1"), excess(measure="m2", lr=3.0)],
-                                                   "ev", None))
+                answers={PASSED: "checked"}, judge=_judge())
     return {**base, **kw}
 
 
@@ -124,21 +128,37 @@ def test_a_claim_is_built_by_keyword_and_names_a_declared_primary_endpoint():
     with pytest.raises(ValueError, match="not declared"):
         Claim(**_claim(primary="m3"))
     v = Claim(**kw).evaluate(pd.DataFrame(), None, ReportSettings())
+    assert (v.status, v.answer, v.rule, v.tests) == (PASSED, "checked", "r 0.95", [])
     assert [e.primary for e in v.endpoints] == [True, False]
     assert v.table["primary"].tolist() == [True, False] and v.table["measure"].tolist() == ["m1", "m2"]
-    bad = Claim(**_claim(judge=lambda m, h, s: ("holds", [excess(measure="m9")], "ev", None)))
+    bad = Claim(**_claim(judge=_judge(excess(measure="m9"))))
     with pytest.raises(ValueError, match="undeclared"):
         bad.evaluate(pd.DataFrame(), None, ReportSettings())
 
 
-def test_every_registry_claim_names_its_primary_endpoint():
-    primary = {c.key: c.primary for c in REGISTRY}
-    assert primary == {"claim1": "worst |loss(b) - loss(b_0)| / max(loss, 1) / (1 + rms b)",
-                       "claim1b": "excess |eval-mode - train-mode loss|",
-                       "claim2": "growth exponent alpha",
-                       "claim3": "final full-set loss, train mode, matched lr",
-                       "claim4": "excess blow-up rate (detached minus twin)",
-                       "claim5": "worst |dl/db| / |dl/dW|"}
+def test_a_measurement_claim_is_decided_by_the_primary_tests_its_spec_rows_declare():
+    # a measurement claim names exactly the tests pipeline.spec.primaries declares for its key: a plug-in
+    # key has none there, so it cannot be a measurement claim (nor borrow another claim's test)
+    with pytest.raises(ValueError, match=r"pipeline.spec.primaries declares \[\]; the claim names \[\]"):
+        Claim(**_claim(kind="measurement", primary=None))
+    with pytest.raises(ValueError, match=r"declares \[\]; the claim names \['claim4'\]"):
+        Claim(**_claim(kind="measurement", primary=None, tests=("claim4",)))
+    with pytest.raises(ValueError, match=r"declares \['claim3_fit', 'claim3_stability'\]"):
+        Claim(**_claim(key="claim3", kind="measurement", primary=None, tests=("claim3_fit",)))
+    # its judge must build the comparisons of each of its tests
+    mute = Claim(**_claim(key="claim2", kind="measurement", primary=None, tests=("claim2",),
+                          endpoints=(("m1", "how 1"), ("m2", "how 2"))))
+    with pytest.raises(ValueError, match=r"built no comparisons for primary test\(s\) \['claim2'\]"):
+        mute.evaluate(pd.DataFrame(), None, ReportSettings())
+
+
+def test_every_registry_claim_names_its_primary_endpoint_or_tests():
+    assert {c.key: c.primary for c in REGISTRY if c.kind == "identity"} == {
+        "claim1": "worst |loss(b) - loss(b_0)| / max(loss, 1) / (1 + rms b)",
+        "claim5": "worst |dl/db| / |dl/dW|"}
+    assert {c.key: (c.primary, c.tests) for c in REGISTRY if c.kind == "measurement"} == {
+        "claim1b": (None, ("claim1b",)), "claim2": (None, ("claim2",)),
+        "claim3": (None, ("claim3_fit", "claim3_stability")), "claim4": (None, ("claim4",))}
 
 
 # -- compare: endpoints matched across setups by key -----------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from pipeline.claims import REGISTRY
+from pipeline.claims import evaluate_all
 from pipeline.config import Params
 from pipeline.nets.norms import NORMS, StackedNorm, implements, make_norm, unregister_norm
 from pipeline.outcomes import member_table
@@ -103,9 +103,10 @@ def test_a_new_variant_trains_and_is_judged_by_its_row(tmp_path, row):
     members = member_table([rec.summary], {cell.name: rec.history}, settings, {cell.name: rec.config})
     assert len(members) == len(cell.members()) and (members["norm"] == NAME).all()
     assert members["refresh_every"].isna().all() and not members["loss_fixed"].any()
-    verdicts = {c.key: c.evaluate(members, long_history([rec]), settings) for c in REGISTRY}
+    verdicts = {v.key: v for v in evaluate_all(members, long_history([rec]), settings)}  # Holm across claims
     measured = [e for e in verdicts["claim2"].endpoints if e.variant == NAME]
     assert bool(measured) == row.detached  # claim 2 measures b's growth on exactly the detached rows
+    assert (verdicts["claim2"].tests[0].n > 0) == row.detached  # ... and its primary test pools exactly those
     assert not [e for e in verdicts["claim1"].endpoints if NAME in (e.variant, *e.variants)]  # no centering: not claim 1's subject
 
 
