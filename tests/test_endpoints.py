@@ -170,26 +170,37 @@ def _setup(root, name, eps, kind="measurement"):
     endpoint_frame(eps).to_csv(tab / "claimX.csv", index=False)
 
 
-def test_compare_reads_the_owned_table_and_matches_primary_endpoints_by_key(tmp_path):
-    one = dict(decides=True, primary=True)
-    _setup(tmp_path, "a", [excess(lr=0.1, **one), excess(lr=1.0, **one), excess(lr=3.0, decides=True),
-                           excess(measure="m2", lr=0.1, decides=True)])
-    _setup(tmp_path, "b", [excess(lr=0.1000001, effect=0.5, **one), excess(lr=1.0, effect=0.4, **one),
-                           excess(lr=3.0, primary=True)])
+def _tests_csv(root, name, rows):
+    """A setup's tables/primary_tests.csv as pipeline.report.tables.test_rows writes it."""
+    cols = ["claim", "test", "endpoint", "unit", "smallest_effect", "dataset", "role", "effect", "ci_lo", "ci_hi",
+            "p", "p_holm", "n", "clusters", "status"]
+    pd.DataFrame([dict(zip(cols, r)) for r in rows], columns=cols).to_csv(root / name / "tables" / "primary_tests.csv",
+                                                                          index=False)
+
+
+def test_compare_matches_each_setups_primary_tests_by_key_and_endpoint(tmp_path):
+    for name in ("a", "b"):
+        _setup(tmp_path, name, [excess(decides=True, primary=True)])
+    pooled = ("(pooled)", "test")
+    _tests_csv(tmp_path, "a", [("claim4", "claim4", "excess_divergence", "fraction", 0.1, *pooled, 0.3, 0.1, 0.5,
+                                0.001, 0.004, 90, 10, "holds"),
+                               ("claim4", "claim4", "excess_divergence", "fraction", 0.1, "digits", "pooled", 0.5, 0.3,
+                                0.7, 0.06, float("nan"), 45, 5, "")])
+    _tests_csv(tmp_path, "b", [("claim4", "claim4", "excess_divergence", "fraction", 0.1, *pooled, 0.05, -0.1, 0.2,
+                                0.4, 1.0, 90, 10, "not shown"),
+                               ("claim4", "claim4", "excess_blown", "fraction", 0.1, *pooled, 0.6, 0.4, 0.8, 0.002,
+                                0.004, 90, 10, "holds")])
     setups = {s: {"model": {"depth": d, "width": 32}, "optim": {"name": "sgd"}} for s, d in (("a", 3), ("b", 6))}
-    status, ends, missing = collect(tmp_path, setups)
-    assert not missing and status.set_index("setup")["decided"].to_dict() == {"a": 4, "b": 2}
-    # only decided primary rows are compared; b's lr 3 is primary but undecided
-    assert sorted(ends["lr"].tolist()) == [0.1, 0.1000001, 1.0, 1.0]
-    order = ["mlp 3x32, sgd", "mlp 6x32, sgd"]
-    m = matched(ends, order)
-    # lr 1 matches (one row, both setups); lr 0.1 and 0.1000001 read alike ("lr 0.1") but do not match
-    assert len(m) == 3 and (m["detail"] == "center_detached vs center, digits, lr 0.1").sum() == 2
-    both = m[m["lr"] == 1.0].iloc[0]
-    assert both["effect mlp 3x32, sgd"] == 0.2 and both["effect mlp 6x32, sgd"] == 0.4
-    for lr in (0.1, 0.1000001):
-        row = m[m["lr"] == lr].iloc[0]
-        assert math.isnan(row["effect mlp 3x32, sgd"]) != math.isnan(row["effect mlp 6x32, sgd"])
+    status, tests, missing = collect(tmp_path, setups)
+    assert not missing and set(status["setup"]) == {"a", "b"}
+    assert len(tests) == 3 and set(tests["role"]) == {"test"}  # per data set rows are not compared
+    m = matched(tests, ["mlp 3x32, sgd", "mlp 6x32, sgd"]).set_index("endpoint")
+    # the same test and endpoint match across setups; another endpoint is another row, never mixed in
+    assert len(m) == 2
+    div = m.loc["excess_divergence"]
+    assert (div["p_holm mlp 3x32, sgd"], div["status mlp 3x32, sgd"]) == (0.004, "holds")
+    assert (div["p_holm mlp 6x32, sgd"], div["status mlp 6x32, sgd"]) == (1.0, "not shown")
+    assert math.isnan(m.loc["excess_blown", "effect mlp 3x32, sgd"]) and m.loc["excess_blown", "effect mlp 6x32, sgd"] == 0.6
 
 
 def test_the_blowup_figure_reads_the_fields_not_the_text():
@@ -216,11 +227,9 @@ def test_the_spec_module_needs_neither_pandas_nor_torch():
     assert out.stdout.strip() == "[]"
 
 
-def test_compare_refuses_an_endpoints_table_it_would_have_to_parse(tmp_path):
+def test_compare_without_a_setups_primary_tests_compares_no_numbers_for_it(tmp_path):
+    """An older setup report (no tables/primary_tests.csv): its statuses are listed, no number is made up."""
     _setup(tmp_path, "a", [excess(decides=True, primary=True)])
-    old = tmp_path / "a" / "tables" / "claimX.csv"
-    pd.DataFrame([{"endpoint": "excess blow-up rate (detached minus twin)", "detail": "center_detached vs center, "
-                   "digits, lr 1", "effect": 0.2, "ci_lo": 0.0, "ci_hi": 0.6, "n": 5, "unit": "fraction",
-                   "decides": True}]).to_csv(old, index=False)
-    with pytest.raises(ValueError, match="old layout"):
-        collect(tmp_path, {"a": {"model": {"depth": 3, "width": 32}, "optim": {"name": "sgd"}}})
+    status, tests, missing = collect(tmp_path, {"a": {"model": {"depth": 3, "width": 32}, "optim": {"name": "sgd"}}})
+    assert list(status["status"]) == ["holds"] and tests.empty and not missing
+

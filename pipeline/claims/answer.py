@@ -20,6 +20,10 @@ def _controls(effects) -> str:
         or "no control could be read"
 
 
+SIDE_WORD = {"holds": "worse", "does not hold": "better", "negligible": "no different (negligible)",
+             "not shown": "not distinguishable"}
+
+
 def test_fields(results) -> dict:
     """Template fields from a claim's primary test results: {t}, {p}, {plus}, {carried}, {control}
     of the first; {<side>} and {<side>_status} of each side (claim 3: {fit}, {stability})."""
@@ -32,6 +36,7 @@ def test_fields(results) -> dict:
         if x.side:
             out[x.side] = f"{x.interval_text()} ({x.plus} if +; Holm p {x.p_holm:.2g}: {x.status})"
             out[f"{x.side}_status"] = x.status
+            out[f"{x.side}_word"] = SIDE_WORD.get(x.status, x.status)
     return out
 
 
@@ -66,7 +71,7 @@ def _largest(members, variant: str) -> str:
     return ", ".join(parts) or "nothing (not in this grid)"
 
 
-def _bn_sentence(v5, v4, members) -> str:
+def _bn_sentence(v5, v4, members, settings) -> str:
     from pipeline.claims.base import CHECK_FAILED, PASSED
 
     bn = next((e.variant for e in v5.endpoints if e.primary), None) if v5 else None
@@ -82,16 +87,21 @@ def _bn_sentence(v5, v4, members) -> str:
         head = (f"Real BN should have dl/db = 0 exactly, but under {bn} |dl/db| / |dl/dW| reached {worst:.2g}: the "
                 f"implementation needs checking ({_link(v5)})")
     if bn and v4 is not None and "variant" in members:
-        det = next((r.key for r in v4.tests), None) and _decider(v4)
+        det = _decider(v4, settings)
         tail = f"; {bn} trained up to lr {_largest(members, bn)}" + (
             f", {det} up to lr {_largest(members, det)}" if det else "")
         return head + tail + "."
     return head + "."
 
 
-def _decider(v4) -> str | None:
-    """The first deciding detached variant of claim 4 (its descriptive endpoints name it)."""
-    return next((e.variant for e in v4.endpoints if e.twin and e.measure.startswith("excess")), None)
+def _decider(v4, settings) -> str | None:
+    """The deciding detached variant claim 4's test is carried by: the first of report.blowup_deciders
+    with comparisons in the test (the one with the largest |effect| when several have)."""
+    if not v4.tests:
+        return None
+    parts = {d.dataset: d for d in v4.tests[0].by_variant if math.isfinite(d.effect)}
+    found = [d for d in settings.blowup_deciders if d in parts]
+    return max(found, key=lambda d: abs(parts[d].effect), default=None)
 
 
 def _status_clause(v, holds: str, fails: str, negligible: str, not_shown: str) -> str:
@@ -110,7 +120,7 @@ def answer_text(verdicts, members, settings) -> str:
 
     by = {v.key: v for v in verdicts}
     v1, v1b, v2, v3, v4, v5 = (by.get(k) for k in ("claim1", "claim1b", "claim2", "claim3", "claim4", "claim5"))
-    out = [_bn_sentence(v5, v4, members)]
+    out = [_bn_sentence(v5, v4, members, settings)]
     if v5 is not None and v5.status in (PASSED, CHECK_FAILED):
         same = next((e for e in v5.endpoints if e.measure.startswith("same member status")), None)
         out.append("So with real BN b never moves and is redundant -- the role of a per-unit offset is taken by "
@@ -118,7 +128,7 @@ def answer_text(verdicts, members, settings) -> str:
                                              f"{same.effect:.0%} of {same.n} pairs" if same and math.isfinite(
                                                  same.effect) else "") + f" ({_link(v5)}).")
     if v4 is not None and v4.tests:
-        det = _decider(v4) or "the detached centering"
+        det = _decider(v4, settings) or "the detached centering"
         out.append(f"The paper's thought experiment computes the statistics outside the gradient step; {det} "
                    + _status_clause(v4, "diverged more often than the same centering with the gradient through it",
                                     "diverged less often than the same centering with the gradient through it",
@@ -146,8 +156,7 @@ def answer_text(verdicts, members, settings) -> str:
                    + ".")
     if v3 is not None and len(v3.tests) == 2:
         fit, stab = sorted(v3.tests, key=lambda r: r.side)
-        word = {"holds": "worse", "does not hold": "better", "negligible": "no different (negligible)",
-                "not shown": "not distinguishable from centering"}
+        word = {**SIDE_WORD, "not shown": "not distinguishable from centering"}
         out.append(f"Standardizing as well as centering outside the step was {word.get(fit.status, fit.status)} on "
                    f"fit ({fit.interval_text()}, Holm p {fit.p_holm:.2g}) and {word.get(stab.status, stab.status)} on "
                    f"stability ({stab.interval_text()}, Holm p {stab.p_holm:.2g}) ({_link(v3)}).")

@@ -24,7 +24,7 @@ EXCESS, EXCESS_DIV, RATE = ("excess blow-up rate (detached minus twin)", "excess
 
 def judge_blows_up(m, hist, s) -> Judgement:
     early = m["diverged"].astype(bool) & (m["diverged_step"] < m["refresh_every"])
-    m = m.assign(blown=m["blown"].astype(float), diverged_=m["diverged"].astype(float),
+    m = m.assign(blown=m["blown"].astype(float), diverged_=(m["status"] == "diverged").astype(float),
                  before_refresh=early.astype(float))
     outcome = "diverged_" if s.primary["claim4"].endpoint == "excess_divergence" else "blown"
     eps, rows, old_first, old_revised = [], [], [], []

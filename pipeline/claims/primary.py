@@ -154,14 +154,26 @@ def run_tests(comparisons: dict[str, pd.DataFrame], members: pd.DataFrame, setti
                         unit=choice.unit, plus=choice.plus, smallest_effect=chosen.smallest_effect, effect=effect,
                         lo=lo, hi=hi, p=p, n=n, clusters=clusters,
                         min_p=min(1.0, 2.0 / 2 ** clusters) if clusters else 1.0, by_dataset=tuple(per)))
-    adjusted = holm([r["p"] for r in raw]) if raw else []
+    # the family: the tests that have comparisons (a test this grid cannot run costs the others nothing)
+    run = [r for r in raw if r["n"]]
+    adjusted = dict(zip([r["key"] for r in run], holm([r["p"] for r in run]))) if run else {}
     out = []
-    for r, p_holm in zip(raw, adjusted):
+    for r in raw:
+        p_holm = float(adjusted.get(r["key"], NAN))
         rule = Rule(smallest_effect=r["smallest_effect"], unit=r["unit"], alpha=settings.family_alpha,
                     level=settings.ci_level)
-        status = decide(r["lo"], r["hi"], float(p_holm), rule) if r["n"] else NOT_SHOWN
-        out.append(TestResult(**r, p_holm=float(p_holm), status=status))
+        status = decide(r["lo"], r["hi"], p_holm, rule) if r["n"] else NOT_SHOWN
+        if status == NEGLIGIBLE and not could_decide(r, settings.family_alpha):
+            status = NOT_SHOWN
+        out.append(TestResult(**r, p_holm=p_holm, status=status))
     return out
+
+
+def could_decide(r: dict, alpha: float) -> bool:
+    """'Negligible' needs an interval that could have excluded it: enough clusters for the exact test to
+    reach alpha at all, and not every comparison equal (pairs that all agree -- nothing diverged, or
+    everything did -- give a [0, 0] interval that says nothing about the effect's size)."""
+    return r["min_p"] <= alpha and np.isfinite(r["lo"]) and r["hi"] > r["lo"]
 
 
 def combine(results: list[TestResult]) -> str:

@@ -115,8 +115,8 @@ REGISTRY: list[Claim] = [
                         "twin: fit {fit}, stability {stability}.",
                  FAILS: "Standardizing outside the step was better than centering outside it: fit {fit}, stability "
                         "{stability}.",
-                 MIXED: "Standardizing outside the step fit worse than centering outside it ({fit}) but was more "
-                        "stable ({stability}); each against its own twin." ,
+                 MIXED: "Standardizing outside the step was {fit_word} than centering outside it on fit ({fit}) but "
+                        "{stability_word} on stability ({stability}); each against its own twin.",
                  NEGLIGIBLE: "Standardizing and centering outside the step differed by less than the smallest effects "
                              "that matter: fit {fit}, stability {stability}.",
                  NOT_SHOWN: "Neither side separated standardizing from centering: fit {fit}, stability {stability}."},

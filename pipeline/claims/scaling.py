@@ -60,7 +60,7 @@ def judge_worse_scaling(m, hist, s) -> Judgement:
     sd, cd = "standardize_detached", "center_detached"
     four = [sd, s.twins.get(sd, [""])[0], cd, s.twins.get(cd, [""])[0]]
     m = m.assign(failed_=(~m["trained"]).astype(float), blown=m["blown"].astype(float),
-                 diverged_=m["diverged"].astype(float),
+                 diverged_=(m["status"] == "diverged").astype(float),
                  # a diverged member's last finite ||W|| says nothing about its growth
                  log_w_growth=np.log10(m["w_growth_max"].where((m["w_growth_max"] > 0) & ~m["diverged"].astype(bool))),
                  steps_censored=m["steps_to_target"].fillna(m["steps"].astype(float)))

@@ -145,7 +145,7 @@ def _tests(ctx: ReportContext, v) -> str:
                          "comparisons / clusters": f"{d.n} / {d.seeds}", "smallest effect": "", "status": ""})
     s = ctx.params.report
     rule = rule_text(Rule(smallest_effect=v.tests[0].smallest_effect, unit=v.tests[0].unit, alpha=s.family_alpha,
-                          level=s.ci_level))
+                          level=s.ci_level, resamples=s.bootstrap))
     return (md_table(pd.DataFrame(rows)) + "\n\n_Primary test: " + rule + " Per data set (and per variant): the "
             "same comparison on that part alone (its p unadjusted, descriptive; Student t interval over its seeds)._")
 

@@ -151,6 +151,7 @@ class Rule:
     unit: str = ""
     alpha: float = 0.05           # family-wise, across claims (Holm)
     level: float = 0.95           # interval for the effect
+    resamples: int = 4000         # cluster-bootstrap resamples of that interval
 
 
 def decide(lo: float, hi: float, p_adjusted: float, rule: Rule) -> str:
@@ -174,7 +175,9 @@ def rule_text(rule: Rule) -> str:
     return (f"One primary endpoint per claim: the detached variant minus its gradient-through twin, paired within "
             f"cell and seed, averaged over the claim's cells. Its p-value is an exact sign-flip test in which all "
             f"comparisons sharing a (data set, seed) flip together (for 0/1 outcomes: a stratified sign test on "
-            f"discordant pairs); its {rule.level:.0%} interval resamples (data set, seed) clusters. p-values are "
-            f"Holm-adjusted across claims. Negligible if the interval lies within +/-{rule.smallest_effect:g}{u} "
-            f"(the smallest effect declared to matter); holds if the adjusted p <= {rule.alpha:g} and the interval "
+            f"discordant pairs); its {rule.level:.0%} interval resamples (data set, seed) clusters ({rule.resamples} "
+            f"resamples, RNG seed 0). p-values are "
+            f"Holm-adjusted across claims (the tests this grid can run). Negligible if the interval lies within "
+            f"+/-{rule.smallest_effect:g}{u} (the smallest effect declared to matter) and could have excluded it "
+            f"(enough clusters for the exact test to reach {rule.alpha:g}, not every comparison equal); holds if the adjusted p <= {rule.alpha:g} and the interval "
             f"lies above 0; does not hold if the adjusted p <= {rule.alpha:g} and it lies below 0; otherwise not shown.")
