@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.params_yaml import YamlError, error_line, read_yaml
 from pipeline.spec.variants import NORM_SPECS, allowed_text, norm_spec
 from pipeline.spec.names import cell_name
-from pipeline.spec.primaries import PRIMARY_TESTS, primary_test
+from pipeline.spec.primaries import primary_test, primary_tests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,7 +251,7 @@ class ReportSettings(_Strict):
     def _primary_tests_declared(self):
         # every primary test reads exactly one declared endpoint: a missing or unknown one is refused here,
         # before any stage trains (the vocabulary is pipeline.spec.primaries, torch- and pandas-free)
-        known = [t.key for t in PRIMARY_TESTS]
+        known = [t.key for t in primary_tests()]
         for key, chosen in self.primary.items():
             if key not in known:
                 raise ValueError(f"report.primary.{key}: unknown primary test (known: {', '.join(known)})")

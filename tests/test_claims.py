@@ -663,3 +663,37 @@ def test_layers_come_from_the_depth_or_the_built_column_names_never_parsed_ones(
     assert _layers(m, "alpha") == [0, 1] and _layers(m, "gsum_persist") == [0] and _layers(m, "nope") == []
     assert _layers(m.assign(depth=3, **{"alpha/l2": 0.1}), "alpha") == [0, 1, 2]
     assert _layers(m.assign(depth=1), "alpha") == [0]  # the cell's depth bounds the layers read
+
+
+def test_a_plug_in_measurement_claim_registers_its_primary_test():
+    """The README's recipe: register the test's spec row, declare its endpoint in report.primary, append the
+    claim; the report's Holm family then holds it too. Undeclared in params: refused in one line."""
+    from pipeline.claims import Judgement
+    from pipeline.config import PrimarySettings
+    from pipeline.spec.primaries import EndpointChoice, PrimaryTest, register_primary, unregister_primary
+
+    with pytest.raises(ValueError, match="exactly|declares"):
+        Claim(key="claimZ", title="t", statement="s", kind="measurement", endpoints=(), tests=("claimZ",),
+              controls="", rule="", answers={}, judge=lambda m, h, s: None)
+    register_primary(PrimaryTest("claimZ", "claimZ", "", "all", {"gap": EndpointChoice("a gap", "nats", "bigger")}))
+    try:
+        with pytest.raises(ValueError, match="report.primary: no endpoint declared for claimZ"):
+            ReportSettings()
+        s = ReportSettings(primary={**S.primary, "claimZ": PrimarySettings(endpoint="gap", smallest_effect=0.1)})
+
+        def judge(m, h, st):
+            comp = pd.DataFrame({"diff": [1.0] * 10, "dataset": ["synthetic"] * 5 + ["digits"] * 5,
+                                 "seed": list(range(5)) * 2})
+            return Judgement([], "e", comparisons={"claimZ": comp})
+
+        z = Claim(key="claimZ", title="t", statement="s", kind="measurement", endpoints=(), tests=("claimZ",),
+                  controls="", rule="", answers={HOLDS: "{t}"}, judge=judge)
+        rows = pd.DataFrame(_claim2(1.0, lr=0.1))
+        from pipeline.claims import evaluate_all
+
+        got = {v.key: v for v in evaluate_all(rows, None, s, registry=[*REGISTRY, z])}
+        assert got["claimZ"].status == HOLDS and got["claimZ"].tests[0].p_holm == pytest.approx(2 * 2 / 2 ** 10)
+        assert got["claimZ"].answer.startswith("+1")
+    finally:
+        unregister_primary("claimZ")
+    assert "claimZ" not in {k for k in ReportSettings().primary}

@@ -18,7 +18,7 @@ import pandas as pd
 
 from pipeline.claims.endpoint_table import endpoint_frame
 from pipeline.spec.endpoints import Endpoint, layer_text, number_text  # noqa: F401  (re-exported)
-from pipeline.spec.primaries import PRIMARY_TESTS
+from pipeline.spec.primaries import primary_tests
 from pipeline.spec.records import layer_column
 from pipeline.stats.inference import FAILS, HOLDS, NEGLIGIBLE, NOT_SHOWN
 
@@ -88,7 +88,7 @@ class Claim:
         if len(set(declared)) != len(declared):
             raise ValueError(f"{self.key}: an endpoint is declared twice")
         if self.kind == "measurement":
-            mine = [t.key for t in PRIMARY_TESTS if t.claim == self.key]
+            mine = [t.key for t in primary_tests() if t.claim == self.key]
             if not self.tests or sorted(self.tests) != sorted(mine):
                 raise ValueError(f"{self.key}: a measurement claim is decided by its primary tests "
                                  f"(pipeline.spec.primaries declares {mine}; the claim names {list(self.tests)})")

@@ -2,8 +2,11 @@
 paired comparison whose endpoint `report.primary` names in params before the report reads the
 data. Torch-free and pandas-free, so params validation (in every stage) knows the vocabulary.
 
-    from pipeline.spec.primaries import PRIMARY_TESTS, primary_test
+    from pipeline.spec.primaries import PRIMARY_TESTS, primary_test, register_primary
     primary_test("claim4").endpoints["excess_divergence"].unit     # "fraction"
+    register_primary(PrimaryTest("my_claim", "my_claim", "", "all", {"my_endpoint": EndpointChoice(...)}))
+    # a plug-in measurement claim's test (undo: unregister_primary); params must then declare
+    # report.primary.my_claim: {endpoint: my_endpoint, smallest_effect: ...}
 
 A test's comparisons are built by the claim's judge (pipeline/claims/) for the endpoint named in
 params; pipeline.claims.primary runs the test (sign flips by data set x seed), Holm across every
@@ -65,12 +68,28 @@ PRIMARY_TESTS: tuple[PrimaryTest, ...] = (
                                       "detaching makes the model blow up")),
 )
 
-_BY_KEY = {t.key: t for t in PRIMARY_TESTS}
+_BY_KEY: dict[str, PrimaryTest] = {t.key: t for t in PRIMARY_TESTS}
 
 
 def primary_test(key: str) -> PrimaryTest:
     return _BY_KEY[key]
 
 
-def primary_keys() -> tuple[str, ...]:
-    return tuple(_BY_KEY)
+def primary_tests() -> tuple[PrimaryTest, ...]:
+    """Every primary test: the built-in ones and those registered at run time."""
+    return tuple(_BY_KEY.values())
+
+
+def register_primary(test: PrimaryTest) -> None:
+    """Adds a plug-in measurement claim's test (a key already taken is refused)."""
+    if test.key in _BY_KEY:
+        raise ValueError(f"primary test {test.key!r} exists already")
+    if not test.endpoints:
+        raise ValueError(f"primary test {test.key!r}: declare at least one endpoint")
+    _BY_KEY[test.key] = PrimaryTest(test.key, test.claim, test.side, test.datasets, MappingProxyType(dict(test.endpoints)))
+
+
+def unregister_primary(key: str) -> None:
+    if key in {t.key for t in PRIMARY_TESTS}:
+        raise ValueError(f"primary test {key!r} is built in")
+    _BY_KEY.pop(key, None)
