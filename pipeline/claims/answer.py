@@ -104,6 +104,23 @@ def _decider(v4, settings) -> str | None:
     return max(found, key=lambda d: abs(parts[d].effect), default=None)
 
 
+def _split_clause(v1b) -> str:
+    """b's share and the statistics' lag of the detached variants' own inference gap (member-weighted
+    means of claim 1b's descriptive split endpoints), where the records have the split."""
+    from pipeline.claims.inference import B_SHARE, LAG_SHARE
+
+    def mean(measure):
+        es = [e for e in v1b.endpoints if e.measure == measure and e.n and math.isfinite(e.effect)]
+        n = sum(e.n for e in es)
+        return sum(e.effect * e.n for e in es) / n if n else float("nan")
+
+    b, lag = mean(B_SHARE), mean(LAG_SHARE)
+    if not (math.isfinite(b) and math.isfinite(lag)):
+        return ""
+    return (f"; of the detached variants' own gap, b's lag behind the running mean accounts for {b:+.3g} nats and "
+            f"the lag of W's statistics for {lag:+.3g} (mean over members)")
+
+
 def _status_clause(v, holds: str, fails: str, negligible: str, not_shown: str) -> str:
     from pipeline.claims.base import FAILS, HOLDS, NEGLIGIBLE
 
@@ -153,7 +170,7 @@ def answer_text(verdicts, members, settings) -> str:
                                                    "could not be told from 0")
                    + (f", carried by {_datasets(v1b.tests[0].carried_by())}" if v1b.status != NEGLIGIBLE else "")
                    + (f"; by variant {_datasets(v1b.tests[0].by_variant)}" if len(v1b.tests[0].by_variant) > 1 else "")
-                   + ".")
+                   + _split_clause(v1b) + ".")
     if v3 is not None and len(v3.tests) == 2:
         fit, stab = sorted(v3.tests, key=lambda r: r.side)
         word = {**SIDE_WORD, "not shown": "not distinguishable from centering"}
