@@ -140,13 +140,14 @@ def answer_text(verdicts, members, settings) -> str:
     out = [_bn_sentence(v5, v4, members, settings)]
     if v5 is not None and v5.status in (PASSED, CHECK_FAILED):
         same = next((e for e in v5.endpoints if e.measure.startswith("same member status")), None)
-        out.append("So with real BN b never moves and is redundant -- the role of a per-unit offset is taken by "
-                   "beta, which BN keeps" + (f"; with and without b the same members trained or failed in "
+        out.append("So b has no point in real BN: it never moves and is redundant -- the role of a per-unit offset "
+                   "is taken by beta, which BN applies after normalizing" + (f"; with and without b the same members trained or failed in "
                                              f"{same.effect:.0%} of {same.n} pairs" if same and math.isfinite(
                                                  same.effect) else "") + f" ({_link(v5)}).")
     if v4 is not None and v4.tests:
         det = _decider(v4, settings) or "the detached centering"
-        out.append(f"The paper's thought experiment computes the statistics outside the gradient step; {det} "
+        out.append(f"The paper's thought experiment is its argument for differentiating through the statistics: with "
+                   f"them computed outside the gradient step, {det} "
                    + _status_clause(v4, "diverged more often than the same centering with the gradient through it",
                                     "diverged less often than the same centering with the gradient through it",
                                     "diverged as often as the same centering with the gradient through it",
