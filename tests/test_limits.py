@@ -530,3 +530,19 @@ def test_an_unreachable_postgresql_store_is_one_line_without_retries(tmp_path):
     _one_line(code, err, "MLFLOW_TRACKING_URI: tracking store postgresql+psycopg://me:***@127.0.0.1:1/mlflow is not "
                          "reachable (")
     assert "s3cr3t" not in err and not (tmp_path / "cell").exists()
+
+
+def test_fetch_refuses_to_extract_a_gzip_bomb(tmp_path, monkeypatch):
+    """The downloads are checked against the official MD5s before extraction; were one to pass (a
+    collision, a tampered checksum table), extraction still stops at the declared bound."""
+    from pipeline.data import fetch as fetch_data
+
+    folder = tmp_path / "MNIST" / "raw"
+    names = list(fetch_data.SETS["mnist"]["gz"])
+    _gzip_bomb(folder / f"{names[0]}.gz", 300)
+    for name in names[1:]:
+        (folder / f"{name}.gz").write_bytes(gzip.compress(b"\0\0\x08\x01\0\0\0\0"))
+    monkeypatch.setattr(fetch_data, "verified", lambda path, expected: True)
+    with pytest.raises(fetch_data.FetchError, match=r"decompresses to more than 200000000 bytes \(at most 200000000: "):
+        fetch_data.fetch("mnist", tmp_path, log=lambda msg: None)
+    assert not (folder / names[0]).exists() and not (folder / f"{names[0]}.part").exists()
