@@ -8,19 +8,24 @@ Every mistake becomes one line naming the key and what is allowed, before any wo
 
 What needs the data set or the machine (a csv's contents, batch vs training split, a GPU) is
 checked by pipeline.data.sets.preflight; the tracking URI's form by check_tracking_uri below.
+Sizes have declared upper bounds (LIMITS: members per cell, cells, runs, depth, width, samples, ...),
+each refused with its reason, and the params file itself is read within bounds (pipeline/params_yaml.py):
+
+    normlab: params.yaml: model.depth: 100000 is too large (at most 100: each hidden layer adds ...)
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.params_yaml import YamlError, error_line, read_yaml
+from pipeline.params_yaml import MAX_LINE, YamlError, clip, error_line, read_yaml, shown
 from pipeline.spec.variants import NORM_SPECS, allowed_text, norm_spec
 from pipeline.spec.names import cell_name
 from pipeline.spec.primaries import primary_test, primary_tests
@@ -29,6 +34,73 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_]+")  # variant and data-set names (folders, stage names)
+
+
+class Limit(NamedTuple):
+    most: int
+    why: str
+
+
+# Upper bounds, each with its reason (printed in the error line: `key: ... (at most N: why)`).
+# Sized against the largest study (studies/paper.yaml: MLP 10x128 and CNN 6x32, 5 lrs x 8 seeds =
+# 40 members, 3000 steps, CIFAR-10/MNIST subsets of 20000; the long study: 30 members, 2000 steps)
+# with a wide margin: they refuse what cannot finish or fit (a hang, a swap storm, 64,308 runs
+# left RUNNING), not what is merely large.
+LIMITS = {
+    # members of one cell (optim.lrs x optim.seeds) train stacked in one process, each an MLflow run
+    "members": Limit(1024, "a cell's lrs x seeds members train stacked in one process and each is an MLflow run; "
+                           "the paper study has 40"),
+    # cells (grid.variants x grid.datasets): each a process, a DVC stage and an MLflow parent run
+    "cells": Limit(1000, "each cell is a DVC stage, a process and an MLflow parent run; the default grid has 57"),
+    # every member of every cell is an MLflow run: the store and its sweeps slow down with all of them
+    "runs": Limit(100_000, "each member is an MLflow run and the store's sweeps read them all; the default grid "
+                           "makes 1425"),
+    "depth": Limit(100, "each hidden layer adds its norms, gradients and drift to the history, the summary and the "
+                        "figures; the deepest study uses 10"),
+    "width": Limit(4096, "each hidden layer holds width x width weights per member; the paper study uses 128"),
+    "channels": Limit(1024, "each conv block holds channels x channels x k x k weights per member; the paper's CNNs "
+                            "use 32"),
+    "kernel_size": Limit(31, "the largest images (CIFAR-10) are 32x32: a wider kernel sees only padding"),
+    # one cell's weights, all members: weights, gradients and the optimizer's two moments (Adam) in float32
+    "weights": Limit(500_000_000, "weights, gradients and Adam's moments of every member live in one process "
+                                  "(8 GB at this bound); the paper study's largest cell has 1e7"),
+    "dim": Limit(10_000, "the synthetic set's features; the first layer holds dim x width weights per member; "
+                         "CIFAR-10 has 3072"),
+    "samples": Limit(1_000_000, "the set is held in memory and evaluated in full by every member every eval_every "
+                                "steps; MNIST has 60000"),
+    "values": Limit(100_000_000, "samples x dim float32 values held in memory (400 MB at this bound)"),
+    "classes": Limit(1000, "class centres of the synthetic set; the paper's sets have 10"),
+    "steps": Limit(100_000, "the loss of every step of every member is kept in memory and in history.parquet; the "
+                            "paper study trains 3000"),
+    "history": Limit(10_000_000, "history.parquet has a row per member and step, built in memory; the paper study's "
+                                 "cells have 120000"),
+    "every": Limit(100_000, "a number of steps: at most train.steps' bound"),
+    "threads": Limit(1024, "torch threads per process: more than any machine has cores"),
+    "bootstrap": Limit(100_000, "resamples per comparison: the report's time grows with them; the studies use 2000"),
+    "name": Limit(64, "a name becomes part of a cell folder and a DVC stage name (file names end at 255 bytes)"),
+    "experiment": Limit(500, "MLflow's longest experiment name"),
+    "path_part": Limit(255, "the file system's longest file or folder name, in bytes"),
+    "path": Limit(4096, "the system's longest path, in bytes"),
+}
+
+
+def at_most(key: str, value: int, limit: str, what: str | None = None, hint: str = "") -> None:
+    """ValueError `key: <what> is too large (at most N: why)[; hint]` when `value` exceeds LIMITS[limit]."""
+    lim = LIMITS[limit]
+    if value > lim.most:
+        raise ValueError(f"{key}: {what or value} is too large (at most {lim.most}: {lim.why})"
+                         + (f"; {hint}" if hint else ""))
+
+
+def _path_bounded(key: str, path: str) -> None:
+    """A path the file system can look up: no NUL, no part or whole past its limits (Path.exists()
+    raises, rather than answering False, on a name too long)."""
+    if "\0" in path:
+        raise ValueError(f"{key}: holds a NUL character; give a path")
+    encoded = os.fsencode(path)
+    at_most(key, len(encoded), "path", f"a path of {len(encoded)} bytes")
+    for part in encoded.split(b"/"):
+        at_most(key, len(part), "path_part", f"a path part of {len(part)} bytes")
 
 
 class ConfigError(ValueError):
@@ -70,6 +142,12 @@ class VariantSettings(_Strict):
     renorm_ramp: int = Field(200, ge=0)             # batch_renorm: then steps to relax linearly to rmax, dmax (500-step grid)
     refresh_every: int = Field(10, gt=0)            # norms that refresh (population_*): K, steps between recomputations
 
+    @model_validator(mode="after")
+    def _bounded(self):
+        for key in ("renorm_hold", "renorm_ramp", "refresh_every"):
+            at_most(key, getattr(self, key), "every")
+        return self
+
     @field_validator("norm")
     @classmethod
     def _known_norm(cls, name: str) -> str:
@@ -105,6 +183,19 @@ class DatasetSettings(_Strict):
     seed: int = 0                                   # fixes the data and the train/val split
 
     @model_validator(mode="after")
+    def _bounded(self):
+        at_most("dim", self.dim, "dim")
+        at_most("samples", self.samples, "samples")
+        at_most("classes", self.classes, "classes")
+        if self.kind == "synthetic":
+            at_most("samples", self.samples * self.dim, "values", f"{self.samples} samples x dim {self.dim} = "
+                                                                   f"{self.samples * self.dim} values")
+        _path_bounded("root", self.root)
+        if self.path is not None:
+            _path_bounded("path", self.path)
+        return self
+
+    @model_validator(mode="after")
     def _csv_needs_path(self):
         if self.kind == "csv" and not self.path:
             raise ValueError("path: required when kind is csv")
@@ -121,6 +212,9 @@ class GridSettings(_Strict):
 
     @model_validator(mode="after")
     def _each_cell_once(self):
+        n = len(self.variants) * len(self.datasets)
+        at_most("variants" if len(self.variants) >= len(self.datasets) else "datasets", n, "cells",
+                f"{len(self.variants)} variants x {len(self.datasets)} data sets = {n} cells")
         _unique(self.variants, "variants")
         _unique(self.datasets, "datasets")
         return self
@@ -137,6 +231,14 @@ class ModelSettings(_Strict):
     init: Literal["kaiming", "xavier", "normal"] = "kaiming"
     init_std: float = Field(0.05, gt=0.0)           # init == "normal" only
     bias_init: float = 0.0                          # std of b at init (0: zeros)
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        at_most("depth", self.depth, "depth")
+        at_most("width", self.width, "width")
+        at_most("channels", self.channels, "channels")
+        at_most("kernel_size", self.kernel_size, "kernel_size")
+        return self
 
     @model_validator(mode="after")
     def _odd_kernel(self):
@@ -162,6 +264,9 @@ class OptimSettings(_Strict):
 
     @model_validator(mode="after")
     def _members(self):
+        n = len(self.lrs) * len(self.seeds)
+        at_most("lrs" if len(self.lrs) >= len(self.seeds) else "seeds", n, "members",
+                f"{len(self.lrs)} lrs x {len(self.seeds)} seeds = {n} members per cell")
         for i, lr in enumerate(self.lrs):
             if not lr > 0:
                 raise ValueError(f"lrs.{i}: must be > 0 (got {lr})")
@@ -182,6 +287,14 @@ class TrainSettings(_Strict):
     # one device per cell; whether a GPU is really there is checked by pipeline.data.sets.preflight
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
 
+    @model_validator(mode="after")
+    def _bounded(self):
+        at_most("steps", self.steps, "steps")
+        at_most("log_every", self.log_every, "every")
+        at_most("eval_every", self.eval_every, "every")
+        at_most("threads", self.threads, "threads")
+        return self
+
 
 class TrackingSettings(_Strict):
     enabled: bool = True
@@ -195,7 +308,16 @@ class TrackingSettings(_Strict):
     def _named(cls, name: str) -> str:
         if not name.strip():
             raise ValueError("must be a non-empty experiment name")
+        if not name.isprintable():
+            raise ValueError("must be printable text (no NUL, newline or other control character)")
         return name
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        at_most("experiment", len(self.experiment), "experiment", f"a name of {len(self.experiment)} characters")
+        at_most("log_every", self.log_every, "every")
+        at_most("flush_every", self.flush_every, "every")
+        return self
 
 
 class PrimarySettings(_Strict):
@@ -248,6 +370,13 @@ class ReportSettings(_Strict):
     primary: dict[str, PrimarySettings] = Field(default_factory=_default_primary)
 
     @model_validator(mode="after")
+    def _bounded(self):
+        at_most("bootstrap", self.bootstrap, "bootstrap")
+        for key in ("target_smooth", "alpha_min_points", "trajectory_steps"):
+            at_most(key, getattr(self, key), "every")
+        return self
+
+    @model_validator(mode="after")
     def _primary_tests_declared(self):
         # every primary test reads exactly one declared endpoint: a missing or unknown one is refused here,
         # before any stage trains (the vocabulary is pipeline.spec.primaries, torch- and pandas-free)
@@ -283,8 +412,22 @@ class Params(_Strict):
         for section in ("variants", "datasets"):
             for name in getattr(self, section):
                 if not SAFE_NAME.fullmatch(name):
-                    raise ValueError(f"{section}.{name}: a name may hold only letters, digits and _ "
-                                     f"(it becomes a cell folder and a stage name; got {name!r})")
+                    raise ValueError(f"{section}.{clip(name, 60)}: a name may hold only letters, digits and _ "
+                                     f"(it becomes a cell folder and a stage name; got {shown(name)})")
+                at_most(f"{section}.{clip(name, 60)}", len(name), "name", f"a name of {len(name)} characters")
+        return self
+
+    @model_validator(mode="after")
+    def _grid_bounded(self):
+        cells = len(self.grid.variants) * len(self.grid.datasets)
+        members = len(self.optim.lrs) * len(self.optim.seeds)
+        at_most("grid", cells * members, "runs", f"{cells} cells x {members} members = {cells * members} MLflow runs")
+        rows = members * self.train.steps
+        at_most("train.steps", rows, "history", f"{self.train.steps} steps x {members} members = {rows} history "
+                                                f"rows per cell")
+        for name in self.grid.datasets:
+            if name in self.datasets:
+                _check_cell_weights(self.model, self.optim, self.datasets[name], name)
         return self
 
     @model_validator(mode="after")
@@ -351,10 +494,36 @@ class CellSettings(_Strict):
         return out
 
 
+# examples' shape (C, H, W) or (features,) and classes, where the kind fixes them (csv: read later)
+_KNOWN_SHAPES = {"digits": ((64,), 10), "digits_images": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
+                 "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
+
+
+def cell_weights(model: ModelSettings, members: int, dataset: DatasetSettings) -> int:
+    """The weights of one cell, all members together (biases and norms' affine parameters, a
+    fraction of a percent, left out); a csv's input width is unknown here and counted as 0."""
+    shape, classes = _KNOWN_SHAPES.get(dataset.kind, ((dataset.dim,), dataset.classes) if dataset.kind == "synthetic"
+                                       else ((0,), 0))
+    u = model.units
+    if model.kind == "cnn":
+        k2 = model.kernel_size ** 2
+        first = (shape[0] if len(shape) == 3 else 0) * u * k2
+        hidden = (model.depth - 1) * u * u * k2
+    else:
+        first = math.prod(shape) * u
+        hidden = (model.depth - 1) * u * u
+    return members * (first + hidden + u * classes)
+
+
+def _check_cell_weights(model: ModelSettings, optim: OptimSettings, dataset: DatasetSettings, name: str) -> None:
+    members = len(optim.lrs) * len(optim.seeds)
+    n = cell_weights(model, members, dataset)
+    at_most("model", n, "weights", f"a cell on datasets.{name} of {n} weights ({members} members x {n // members} each)",
+            "lower model.width (channels), model.depth or the members (optim.lrs x optim.seeds)")
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: file not found")
     try:
         raw = read_yaml(path) or {}  # YAML 1.2 as DVC reads it; a duplicate key is an error
     except YamlError as exc:
@@ -371,10 +540,16 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def cell_settings(params: Params, variant: str, dataset: str) -> CellSettings:
     if variant not in params.variants:
-        raise ConfigError(f"--variant: unknown variant {variant!r} (defined: {', '.join(params.variants)})")
+        raise ConfigError(f"--variant: unknown variant {shown(variant)} "
+                          f"(defined: {clip(', '.join(params.variants), 600)})")
     if dataset not in params.datasets:
-        raise ConfigError(f"--dataset: unknown dataset {dataset!r} (defined: {', '.join(params.datasets)})")
+        raise ConfigError(f"--dataset: unknown dataset {shown(dataset)} "
+                          f"(defined: {clip(', '.join(params.datasets), 600)})")
     ds = params.datasets[dataset]
+    try:  # the grid's data sets were checked with the params; --dataset may name another
+        _check_cell_weights(params.model, params.optim, ds, dataset)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if ds.kind == "csv" and not (REPO_ROOT / ds.path).exists() and not Path(ds.path).exists():
         raise ConfigError(f"datasets.{dataset}.path: file not found: {ds.path}")
     if ds.kind == "csv" and os.environ.get("DVC_STAGE") and not _inside(REPO_ROOT / ds.path, REPO_ROOT / "data"):
@@ -427,5 +602,6 @@ def check_tracking_uri(uri: str) -> None:
 
 
 def die(msg: str) -> None:
-    print(f"normlab: {msg}", file=sys.stderr)
+    """One line on stderr, `normlab: <msg>`, at most MAX_LINE characters; exit status 2."""
+    print(f"normlab: {clip(msg, MAX_LINE)}", file=sys.stderr)
     raise SystemExit(2)

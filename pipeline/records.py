@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -40,11 +41,13 @@ class RecordError(ValueError):
 @dataclass
 class CellRecord:
     """A cell folder as read back: the typed summary, the history and config.json as a plain dict
-    (the resolved CellSettings' JSON, tracking excluded: cell_config)."""
+    (the resolved CellSettings' JSON, tracking excluded: cell_config), all from one write, and
+    the outputs hash of exactly the bytes they were parsed from (read_cell)."""
     folder: Path
     summary: CellSummary
     history: Any  # pandas.DataFrame
     config: dict
+    outputs_hash: str | None = None
 
 
 @dataclass
@@ -59,9 +62,15 @@ def _one_line(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         errs = exc.errors()
         first = errs[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        where = ".".join(str(x) for x in first["loc"])
+        msg = first["msg"]
+        if msg.startswith("Value error, "):  # a validator's own message, `key: what` under its model
+            msg = msg[len("Value error, "):]
+            key, sep, rest = msg.partition(": ")
+            if sep and re.fullmatch(r"[\w.]+", key):
+                where, msg = f"{where}.{key}" if where else key, rest
         more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
-        return f"{where}: {first['msg']}{more}"[:200]
+        return f"{where or '(top level)'}: {msg}{more}"[:200]
     return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
 
 
@@ -86,9 +95,13 @@ def config_hash(cell_or_config) -> str:
 
 def outputs_hash(folder: Path) -> str:
     """A digest of what the cell folder holds: it names the run that produced these exact bytes."""
+    return _digest({name: (Path(folder) / name).read_bytes() for name in FILES})
+
+
+def _digest(files: dict[str, bytes]) -> str:
     h = hashlib.sha256()
     for name in FILES:
-        h.update(name.encode() + b"\0" + (Path(folder) / name).read_bytes())
+        h.update(name.encode() + b"\0" + files[name])
     return h.hexdigest()[:20]
 
 
@@ -245,33 +258,126 @@ def claim_report_out(out: str | Path, flag: str = "--out") -> Path:
 
 # -- reading -----------------------------------------------------------------------------
 def read_summary(folder: Path) -> CellSummary:
+    """summary.json alone (read_cell reads a whole cell as one snapshot)."""
     path = Path(folder) / "summary.json"
     try:
-        return CellSummary.model_validate(json.loads(path.read_text()))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise RecordError(f"{path}: missing (re-run the cell: dvc repro {stage_name(Path(folder).name)})") from None
-    except ValueError as exc:  # ValidationError is one
+    return _parse_summary(raw, path, folder)
+
+
+SNAPSHOT_TRIES = 50  # reads of a cell that changed while being read, before giving up with one line
+
+
+class _Changed(Exception):
+    """The folder changed while it was being read: read it again."""
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """The bytes of FILES as one consistent snapshot of `folder`.
+
+    What it guarantees: the files are opened through one handle on the folder, so they come from one
+    directory; normlab writes a cell only by building a new folder and renaming it over the old one
+    (write_cell), so one directory is one write, and a rename during the read cannot mix two. After
+    reading, the folder's path must still name that directory, each file's name the file read, and
+    the directory must be unmodified since it was opened (its mtime: a file replaced by rename inside
+    it, as `dvc checkout` does one by one, changes it); otherwise the read starts again (up to
+    SNAPSHOT_TRIES times, then RecordError). It does not see a file rewritten in place (nothing
+    normlab or DVC does), nor two in-folder renames within one tick of the file system's clock."""
+    for _ in range(SNAPSHOT_TRIES):
+        try:
+            return _read_once(folder)
+        except _Changed:
+            continue
+    raise RecordError(f"{folder}: changed {SNAPSHOT_TRIES} times while being read (a cell is being written "
+                      "there?); read it again when the grid is done")
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _read_once(folder: Path) -> dict[str, bytes]:
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        dfd = os.open(folder, flags)
+    except FileNotFoundError:
+        if folder.parent.is_dir() and any(folder.parent.glob(f".{folder.name}.old-*")):
+            raise _Changed from None  # between the two renames of a swap: the new folder is a moment away
+        raise
+    fds: dict[str, int] = {}
+    try:
+        before = os.fstat(dfd)
+        for name in FILES:
+            try:
+                fds[name] = os.open(name, os.O_RDONLY, dir_fd=dfd)
+            except FileNotFoundError:
+                if _moved(folder, before):
+                    raise _Changed from None  # the folder was replaced (and the old one emptied) meanwhile
+                raise FileNotFoundError(2, "No such file or directory", str(folder / name)) from None
+        data = {}
+        for name, fd in fds.items():
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data[name] = fh.read()
+        if _moved(folder, before) or os.fstat(dfd).st_mtime_ns != before.st_mtime_ns:
+            raise _Changed
+        for name, fd in fds.items():
+            try:
+                now = os.stat(name, dir_fd=dfd)
+            except FileNotFoundError:
+                raise _Changed from None
+            if not _same(now, os.fstat(fd)):
+                raise _Changed
+        return data
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+        os.close(dfd)
+
+
+def _moved(folder: Path, opened: os.stat_result) -> bool:
+    try:
+        return not _same(os.stat(folder), opened)
+    except FileNotFoundError:
+        return True
+
+
+def _parse_summary(raw: bytes, path: Path, folder: Path) -> CellSummary:
+    try:
+        return CellSummary.model_validate(json.loads(raw))
+    except ValueError as exc:  # ValidationError is one; so are JSON and UTF-8 errors
         raise RecordError(f"{path}: corrupt ({_one_line(exc)}); re-run the cell: "
                           f"dvc repro -f {stage_name(Path(folder).name)}") from None
 
 
 def read_cell(folder: str | Path) -> CellRecord:
+    """The cell's summary, history and config as one consistent snapshot (_snapshot says what that
+    guarantees), with the outputs hash of the bytes read; RecordError, one line naming the file, for a
+    missing or corrupt one."""
+    import io
+
     import pandas as pd
 
     folder = Path(folder)
-    summary = read_summary(folder)
+    try:
+        files = _snapshot(folder)
+    except FileNotFoundError as exc:
+        missing = Path(exc.filename) if exc.filename and Path(exc.filename) != folder else folder / "summary.json"
+        raise RecordError(f"{missing}: missing (re-run the cell: dvc repro {stage_name(folder.name)})") from None
+    except OSError as exc:
+        raise RecordError(f"{folder}: cannot be read ({exc.strerror or exc})") from None
+    summary = _parse_summary(files["summary.json"], folder / "summary.json", folder)
     path = folder / "history.parquet"
     try:
-        history = pd.read_parquet(path)
-    except FileNotFoundError:
-        raise RecordError(f"{path}: missing (re-run the cell: dvc repro {stage_name(folder.name)})") from None
+        history = pd.read_parquet(io.BytesIO(files["history.parquet"]))
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
         raise RecordError(f"{path}: corrupt ({_one_line(exc)}); re-run the cell: dvc repro -f {stage_name(folder.name)}") from None
     try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise RecordError(f"{folder / 'config.json'}: missing or corrupt ({exc})") from None
-    return CellRecord(folder, summary, history, config)
+        config = json.loads(files["config.json"])
+    except ValueError as exc:
+        raise RecordError(f"{folder / 'config.json'}: missing or corrupt ({_one_line(exc)})") from None
+    return CellRecord(folder, summary, history, config, _digest(files))
 
 
 def read_meta(folder: Path) -> dict | None:

@@ -181,8 +181,10 @@ def test_preflight_refuses_a_cnn_on_tabular_data():
 
 
 def test_preflight_refuses_full_set_evaluations_that_cannot_fit_memory():
-    cell = make_cell("bn", "digits_images", model={"kind": "cnn", "channels": 10 ** 6},
-                     datasets={"digits_images": {"subset": None}})
+    # inside the declared bounds (1024 members, 200 channels: 3.7e8 weights), ~300 GB of activations
+    cell = make_cell("bn", "digits_images", model={"kind": "cnn", "channels": 200},
+                     datasets={"digits_images": {"subset": None}},
+                     optim={"lrs": [0.001 * (i + 1) for i in range(32)], "seeds": list(range(32)), "batch_size": 16})
     with pytest.raises(ConfigError, match=r"datasets.digits_images.subset: .*GiB"):
         preflight(cell)
 

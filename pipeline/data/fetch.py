@@ -20,6 +20,7 @@ import shutil
 import sys
 import tarfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -47,6 +48,13 @@ SETS = {
                   "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e"},
     },
 }
+
+
+# Bytes one file of these sets may hold, decompressed (read here when a .gz is extracted, and by
+# pipeline/data/images.py): a damaged or hostile file (a gzip "bomb": a few KB that inflate to
+# gigabytes) is refused before it is inflated past them.
+MAX_IDX_BYTES = 200_000_000    # the largest IDX file, MNIST's training images, is 47,040,016 bytes
+MAX_CIFAR_BYTES = 200_000_000  # a CIFAR-10 batch is 31,035,704 bytes
 
 
 class FetchError(RuntimeError):
@@ -100,9 +108,17 @@ def _fetch_idx(spec: dict, folder: Path, log) -> bool:
             fresh = False
             _download([m + gz.name for m in spec["mirrors"]], gz, expected, log)
         raw = folder / name  # torchvision keeps both; re-extracting a verified gz repairs a damaged raw file
-        with gzip.open(gz, "rb") as src, open(raw.with_name(name + ".part"), "wb") as out:
-            shutil.copyfileobj(src, out)
-        raw.with_name(name + ".part").replace(raw)
+        part = raw.with_name(name + ".part")
+        with gzip.open(gz, "rb") as src, open(part, "wb") as out:
+            left = MAX_IDX_BYTES + 1
+            while left > 0 and (block := src.read(min(1 << 20, left))):
+                out.write(block)
+                left -= len(block)
+        if left <= 0:  # the official files are far smaller: this is not one of them
+            part.unlink(missing_ok=True)
+            raise FetchError(f"{gz}: decompresses to more than {MAX_IDX_BYTES} bytes (at most {MAX_IDX_BYTES}: the "
+                             "largest IDX file, MNIST's training images, is 47,040,016)")
+        part.replace(raw)
     return fresh
 
 
@@ -141,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         fetch(args.dataset, args.root)
-    except (FetchError, OSError, tarfile.TarError, EOFError) as exc:
+    except (FetchError, OSError, tarfile.TarError, EOFError, zlib.error) as exc:
         print(f"normlab: fetch_data: {exc}", file=sys.stderr)
         return 1
     return 0

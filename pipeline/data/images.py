@@ -14,27 +14,56 @@ naming the file and the command that fetches it:
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import REPO_ROOT, ConfigError, DatasetSettings
-from pipeline.data.fetch import SETS, hint
+from pipeline.data.fetch import MAX_CIFAR_BYTES, MAX_IDX_BYTES, SETS, hint
 
 _IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes (the only one these sets use)
+CLASSES = 10       # every image set here has 10 classes: a label outside [0, 10) is damage
+
+# Bytes a file may hold, decompressed (pipeline/data/fetch.py declares them, with their reasons):
+# a damaged or hostile file (a gzip "bomb": a few KB that inflate to gigabytes) is refused before
+# it is inflated past them.
 
 
 class DamagedFile(ValueError):
     """The file exists but does not hold what its format promises."""
 
 
+IDX_WHY = "the largest IDX file, MNIST's training images, has 47040016"
+CIFAR_WHY = "a CIFAR-10 batch has 31035704"
+
+
+def _too_big(n: int, limit: int, what: str, why: str) -> DamagedFile:
+    return DamagedFile(f"{what} {n} bytes (at most {limit}: {why})")
+
+
+def _read_bounded(path: Path, limit: int = MAX_IDX_BYTES) -> bytes:
+    """The file's bytes, inflated when it ends in .gz, never more than limit + 1 of them."""
+    try:
+        if path.suffix != ".gz":
+            size = path.stat().st_size
+            if size > limit:
+                raise _too_big(size, limit, "holds", IDX_WHY)
+            return path.read_bytes()
+        with gzip.open(path, "rb") as fh:
+            data = fh.read(limit + 1)  # inflates at most this much, however small the file
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut-off gz raises EOFError
+        raise DamagedFile(f"not a readable gzip file ({str(exc)[:160]})") from None
+    if len(data) > limit:
+        raise _too_big(limit, limit, "decompresses to more than", IDX_WHY)
+    return data
+
+
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """An IDX file (gzipped when it ends in .gz) of unsigned bytes with `ndim` dimensions."""
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as exc:  # BadGzipFile is an OSError; a cut-off gz raises EOFError
-        raise DamagedFile(f"not a readable gzip file ({exc})") from None
+    data = _read_bounded(path, MAX_IDX_BYTES)
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DamagedFile("no IDX magic number (first two bytes must be 0)")
     if data[2] != _IDX_UBYTE or data[3] != ndim:
@@ -43,9 +72,13 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(data) < head:
         raise DamagedFile("header cut short")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    if len(data) - head != int(np.prod(shape)):
-        raise DamagedFile(f"{len(data) - head} data bytes for shape {shape} ({int(np.prod(shape))} expected)")
-    return np.frombuffer(data, dtype=np.uint8, offset=head).reshape(shape)
+    want = math.prod(shape)  # exact: numpy's prod would wrap around past 2**63
+    if len(data) - head != want:
+        raise DamagedFile(f"{len(data) - head} data bytes for shape {shape} ({want} expected)")
+    out = np.frombuffer(data, dtype=np.uint8, offset=head).reshape(shape)
+    if ndim == 1 and len(out) and int(out.max()) >= CLASSES:
+        raise DamagedFile(f"label {int(out.max())}: the labels are 0..{CLASSES - 1}")
+    return out
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -65,19 +98,33 @@ class _ArraysOnly(pickle.Unpickler):
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python batch: images uint8 [n, 3, 32, 32], labels [n]."""
     try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DamagedFile(f"cannot be read ({exc.strerror or exc})") from None
+    if size > MAX_CIFAR_BYTES:
+        raise _too_big(size, MAX_CIFAR_BYTES, "holds", CIFAR_WHY)
+    try:
         with open(path, "rb") as fh:
             batch = _ArraysOnly(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise DamagedFile(str(exc) if isinstance(exc, DamagedFile) else f"not a CIFAR-10 batch ({exc})") from None
+    except DamagedFile:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle can raise anything the allowed names raise
+        raise DamagedFile(f"not a CIFAR-10 batch ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(batch, dict):
         raise DamagedFile("not a CIFAR-10 batch (no dict inside)")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    batch = {k.decode(errors="replace") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or "labels" not in batch:
         raise DamagedFile("not a CIFAR-10 batch (needs the keys data and labels)")
-    x, y = np.asarray(batch["data"]), np.asarray(batch["labels"])
+    try:
+        x, y = np.asarray(batch["data"]), np.asarray(batch["labels"])
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # ragged or odd lists
+        raise DamagedFile(f"not a CIFAR-10 batch (data or labels are not arrays: {str(exc)[:120]})") from None
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),):
         raise DamagedFile(f"data {x.dtype} {x.shape} with {y.shape} labels; expected uint8 [n, 3072] and n labels")
-    return x.reshape(-1, 3, 32, 32), y
+    if y.dtype.kind not in "iu" or (len(y) and (int(y.min()) < 0 or int(y.max()) >= CLASSES)):
+        span = f" from {y.min()} to {y.max()}" if len(y) and y.dtype.kind in "iuf" else ""
+        raise DamagedFile(f"labels must be integers 0..{CLASSES - 1} (got {y.dtype}{span})")
+    return x.reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
 def _first(n: int | None, *arrays):

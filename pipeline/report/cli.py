@@ -52,7 +52,7 @@ def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, ve
         step(f"figure {name!r} declared by a claim has no drawer in pipeline/report/figures.py; the report says so")
 
     step("rendering report.md, report.html")
-    hashes = {c.summary.cell: records.outputs_hash(c.folder) for c in grid.cells}
+    hashes = {c.summary.cell: c.outputs_hash for c in grid.cells}  # of the very bytes the report read
     ctx = render.ReportContext(params, out, grid.summaries, grid.excluded, verdicts, answer, written, drawn,
                                unknown, hashes)
     text = render.markdown(ctx)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if store:
         from pipeline.report.mlflow_run import find_cell_runs
 
-        cell_runs = find_cell_runs(*store, {c.summary.cell: c.folder for c in grid.cells})
+        cell_runs = find_cell_runs(*store, {c.summary.cell: c.outputs_hash for c in grid.cells})
     step(f"tables ({len(grid.cells)} cells)")
     members, largest, verdicts, answer = evaluate(params, grid)
     result = {}

@@ -8,6 +8,9 @@ its summary's config_hash must equal the hash of the cell settings params.yaml g
 A cell trained under other params, or never trained, is excluded and named (the report lists
 it under "Cells excluded", and so does stderr). A corrupt or half-missing record is not
 skipped: records.RecordError (one line naming the file) stops the report before any work.
+Each cell is read as one consistent snapshot (records.read_cell: summary, history and config from
+one write, even while a grid rewrites the cell; the CellRecord carries the outputs hash of exactly
+the bytes read, which the report uses to find the cell's MLflow run).
 """
 from __future__ import annotations
 

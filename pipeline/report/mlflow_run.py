@@ -37,11 +37,15 @@ def open_store(params):
     return client, exp
 
 
-def find_cell_runs(client, exp_id: str, folders: dict[str, Path]) -> dict[str, str | None]:
-    """cell name -> id of the latest FINISHED parent run tagged with the cell's outputs hash, or None."""
+def find_cell_runs(client, exp_id: str, cells: dict[str, "Path | str"]) -> dict[str, str | None]:
+    """cell name -> id of the latest FINISHED parent run tagged with the cell's outputs hash, or None.
+    Each cell is given by its folder, or by the outputs hash of the bytes already read from it
+    (records.read_cell: CellRecord.outputs_hash, so the run found is the one behind what was read)."""
     found = {}
-    for name, folder in folders.items():
-        digest = records.outputs_hash(folder)  # hex digits only: safe inside the filter string
+    for name, cell in cells.items():
+        digest = cell if isinstance(cell, str) else records.outputs_hash(cell)
+        if not all(c in "0123456789abcdef" for c in digest):  # hex digits only: safe inside the filter string
+            raise ValueError(f"{name}: not an outputs hash: {digest!r}")
         runs = client.search_runs([exp_id], max_results=1, order_by=["attributes.start_time DESC"],
                                   filter_string=f"tags.`{HASH_TAG}` = '{digest}' and tags.`normlab.kind` = 'cell' "
                                                 f"and attributes.status = 'FINISHED'")

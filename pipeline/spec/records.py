@@ -11,11 +11,17 @@ summary.json is a `CellSummary`:
                   "initial_loss": ..., "final_loss": ..., "init_full_loss_train": ..., ...,
                   "layers": [{"layer": 0, "W_norm": ..., "W_norm0": ..., "b_norm": ..., "b_norm0": ...,
                               "b_drift": ..., "gsum_persist": ...}, ...]}, ...]}
-Every model refuses a key it does not know and a value of the wrong type (strict: "1.5" is not a
-number, 1 is not a bool); NaN is a number (a quantity that was recorded but has no value).
+Every model refuses a key it does not know and a value of the wrong type (strict: "1.5" and "NaN"
+are not numbers, 1 is not a bool); NaN is a number (a quantity that was recorded but has no value).
+What training can never write is refused too, so a hand-edited or damaged summary is not read as
+data: a cell without members, a member numbered twice, an lr that is not finite and > 0, a seed
+outside [0, 2**32), a diverged member without its step (or a step without divergence), a negative
+loss, norm or step count, an accuracy outside [0, 1]. Every rule holds for every summary normlab has
+written, so older records load as before.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -30,6 +36,21 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _not_negative(obj, names) -> None:
+    """NaN (recorded, no value) and +inf (a diverged member's loss or norm) pass; a negative does not."""
+    for name in names:
+        v = getattr(obj, name)
+        if v is not None and v < 0:
+            raise ValueError(f"{name}: must not be negative (got {v!r})")
+
+
+def _in_unit_interval(obj, names) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if not (math.isnan(v) or 0.0 <= v <= 1.0):
+            raise ValueError(f"{name}: an accuracy is in [0, 1] or NaN (got {v!r})")
+
+
 class LayerStats(_Record):
     """One hidden layer's numbers in a member's summary. `W_norm`, `b_norm`, `b_drift`: at the
     final state theta_T; `W_norm0`, `b_norm0`: at initialization; `gsum_persist`: ||sum_t G_t|| /
@@ -42,6 +63,13 @@ class LayerStats(_Record):
     b_norm0: float | None = None
     b_drift: float | None = None
     gsum_persist: float | None = None
+
+    @model_validator(mode="after")
+    def _possible(self):
+        if self.layer < 0:
+            raise ValueError(f"layer: must not be negative (got {self.layer})")
+        _not_negative(self, self.quantities())
+        return self
 
     @classmethod
     def quantities(cls) -> tuple[str, ...]:
@@ -76,6 +104,24 @@ class MemberSummary(_Record):
     # first batch) and in records written before it existed: optional, so those still load
     full_loss_eval_bema: float = float("nan")
     layers: list[LayerStats]
+
+    @model_validator(mode="after")
+    def _possible(self):
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr: must be a finite number > 0 (got {self.lr!r})")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed: must be in [0, 2**32) (got {self.seed})")
+        if self.member < 0:
+            raise ValueError(f"member: must not be negative (got {self.member})")
+        if self.diverged != (self.diverged_step is not None):
+            raise ValueError(f"diverged_step: set exactly when diverged is true (diverged {self.diverged}, "
+                             f"diverged_step {self.diverged_step})")
+        if self.diverged_step is not None and self.diverged_step < 0:
+            raise ValueError(f"diverged_step: must not be negative (got {self.diverged_step})")
+        _not_negative(self, ("initial_loss", "final_loss", "init_full_loss_train", "full_loss_train", "full_loss_eval",
+                             "val_loss_eval", "full_loss_eval_bema"))
+        _in_unit_interval(self, ("init_full_acc_train", "full_acc_train", "full_acc_eval", "val_acc_eval"))
+        return self
 
     @model_validator(mode="after")
     def _layers_in_order(self):
@@ -114,6 +160,22 @@ class CellSummary(_Record):
     members: list[MemberSummary]
 
     @model_validator(mode="after")
+    def _possible(self):
+        if not self.members:
+            raise ValueError("members: a cell has at least one member (an lr x seed); got none")
+        seen: dict[int, int] = {}
+        for i, m in enumerate(self.members):
+            if m.member in seen:
+                raise ValueError(f"members.{i}.member: {m.member} is listed twice (also at index {seen[m.member]})")
+            seen[m.member] = i
+        if self.steps <= 0:
+            raise ValueError(f"steps: must be > 0 (got {self.steps})")
+        if self.classes < 2:
+            raise ValueError(f"classes: must be at least 2 (got {self.classes})")
+        _not_negative(self, ("input_mean_norm", "chance_loss"))
+        return self
+
+    @model_validator(mode="after")
     def _one_depth(self):
         depths = sorted({m.depth for m in self.members})
         if len(depths) > 1:
@@ -122,8 +184,8 @@ class CellSummary(_Record):
 
     @property
     def depth(self) -> int:
-        """The number of hidden layers (0 for a cell without members)."""
-        return self.members[0].depth if self.members else 0
+        """The number of hidden layers."""
+        return self.members[0].depth
 
 
 class CellMeta(BaseModel):

@@ -130,6 +130,7 @@ def connect(uri: str | None = None):
         # fail fast on an unreachable server instead of MLflow's minutes of retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    _probe_database(uri)
     from mlflow.tracking import MlflowClient
 
     try:
@@ -140,6 +141,41 @@ def connect(uri: str | None = None):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"MLFLOW_TRACKING_URI: tracking store {uri} is not reachable ({first[:160]})") from None
     return client
+
+
+DB_CONNECT_TIMEOUT_S = 10  # one connection attempt to a database store (PostgreSQL, MySQL), at most this long
+
+
+def _probe_database(uri: str) -> None:
+    """One connection to a database store, before MLflow makes its own: MLflow's SQLAlchemy store
+    retries an engine that cannot connect 10 times with backoff (mlflow.store.db.utils, MAX_RETRY_COUNT:
+    ~100 s, not configurable by any setting), so an unreachable PostgreSQL took 108 s and a page of
+    warnings before its one line. A ConfigError naming the URI (password masked) instead; a store that
+    answers is left to MLflow. The URI's own connect_timeout, if it has one, is kept."""
+    dialect = uri.split(":", 1)[0].split("+")[0].lower()
+    if dialect not in ("postgresql", "mysql", "mssql"):
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        url = sqlalchemy.engine.make_url(uri)
+        shown = url.render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - check_tracking_uri passed it; MLflow will word what it dislikes
+        return
+    args = {} if dialect == "mssql" or "connect_timeout" in url.query else {"connect_timeout": DB_CONNECT_TIMEOUT_S}
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=args)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"MLFLOW_TRACKING_URI: the {dialect} driver for {shown} is not installed ({exc.name}); "
+                          "install it, or use postgresql+psycopg:// (its driver is installed)") from None
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "store not usable"
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise ConfigError(f"MLFLOW_TRACKING_URI: tracking store {shown} is not reachable "
+                          f"({(first[0] if first else type(exc).__name__)[:160]})") from None
 
 
 @contextlib.contextmanager
