@@ -170,8 +170,8 @@ def test_telemetry_is_off_unless_the_user_turned_it_on():
 
 
 # -- metrics.json and the plot CSVs ---------------------------------------------------------------
-def _verdict(key, status):
-    return SimpleNamespace(key=key, status=status, kind="measurement", endpoints=[])
+def _verdict(key, status, tests=()):
+    return SimpleNamespace(key=key, status=status, kind="measurement", endpoints=[], tests=list(tests))
 
 
 def test_metrics_json_is_a_few_numbers_per_claim_and_data_set():
@@ -180,11 +180,13 @@ def test_metrics_json_is_a_few_numbers_per_claim_and_data_set():
     members = pd.DataFrame({"dataset": ["a"] * 4 + ["b"] * 2,
                             "status": ["trained", "trained", "diverged", "failed", "failed", "fixed_loss"],
                             "w_grew": [True, False, False, False, False, False]})  # a flag beside the outcome
-    verdicts = [_verdict("claim1", "holds"), _verdict("claim2", "mixed"), _verdict("claim3", "not shown at this scale"),
-                _verdict("claim4", "check failed")]
+    test = SimpleNamespace(key="claim4", effect=0.2, lo=0.1, hi=float("nan"), p_holm=0.01)  # a number that does
+    verdicts = [_verdict("claim1", "holds"), _verdict("claim2", "mixed"), _verdict("claim3", "not shown"),  # not exist:
+                _verdict("claim4", "check failed", [test])]                                          # an absent key
     m = metrics(verdicts, members, pd.DataFrame({"variant": ["v"], "dataset": ["a"], "largest_trained_lr": [float("nan")]}), 1)
     assert m == {"claims": {"claim1": {"shown": 1.0, "status": 1.0}, "claim2": {"shown": 1.0, "status": 0.5},
-                            "claim3": {"shown": 0.0}, "claim4": {"shown": 1.0, "status": 0.0}},
+                            "claim3": {"shown": 0.0},
+                            "claim4": {"shown": 1.0, "status": 0.0, "claim4": {"effect": 0.2, "lo": 0.1, "p_holm": 0.01}}},
                  "datasets": {"a": {"frac_trained": 0.5, "frac_diverged": 0.25, "frac_w_grew": 0.25},
                               "b": {"frac_trained": 0.0, "frac_diverged": 0.0, "frac_w_grew": 0.0}},
                  "cells_excluded": 1.0}
