@@ -12,9 +12,13 @@ atomically, into `out`:
   summary.json     per member: lr, seed, diverged (and at which step), final numbers, per-layer
                    stats as a list (pipeline.spec.records.CellSummary)
   config.json      the cell's resolved settings
+The folder goes in only after every MLflow run is closed FINISHED: when the tracking store fails
+(a server that died mid-cell), run_cell raises pipeline.tracking.runs.TrackingError and `out` is
+left as it was, so a cell is never complete on disk without its records.
 `launch(Launch(...))` is what the training command runs once its arguments are parsed: the params
 file read and validated (one error line and exit 2 on a bad setting, before any work), run_cell,
-one summary line; Ctrl-C or SIGTERM ends it with 130 and its MLflow runs KILLED.
+one summary line; Ctrl-C or SIGTERM ends it with 130 and its MLflow runs KILLED; a tracking
+failure is one line and exit 1.
 
 Who calls it: `python -m pipeline.train` (pipeline/train.py: the command line, cold), a child of the
 warm server (pipeline/warm/server.py: the same Launch, forked warm), the local executor's workers
@@ -195,7 +199,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     tracker = make_tracker(cell, members, stage) if track else None
     if cell.train.threads:
         torch.set_num_threads(cell.train.threads)
-    status, summary, meta, written = "FAILED", None, {}, None
+    status, summary, meta, written, staged = "FAILED", None, {}, None, None
     try:
         if tracker:
             tracker.start()  # an unreachable store fails here, before any training
@@ -236,23 +240,34 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
                   "device": str(trainer.strategy.root_device)}
         summary = summarize(cell, history, module, members, float(dm.input_mean.norm()), dm.num_classes)
         meta = {"cell": cell.name, "timing": timing}
-        records.write_cell(out, history, summary, records.cell_config(cell))
-        written = records.outputs_hash(out)
+        # complete beside `out`, not yet in it: it goes in only once every run is closed FINISHED
+        staged = records.stage_cell(out, history, summary, records.cell_config(cell))
+        written = records.outputs_hash(staged)
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
         raise
     finally:
-        if tracker:
-            tracker.finish(status, summary, [out / f for f in records.FILES] if written else [], written)
-            if meta:  # the time the cell waited for MLflow (a tracking process works beside it)
-                meta["timing"]["tracking_s"] = tracker.seconds
-                meta["timing"]["tracking_process_s"] = getattr(tracker, "child_seconds", None)
-                meta["mlflow"] = {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
-                                  "parent_run_id": tracker.parent_id, "member_run_ids": tracker.child_ids}
-        if meta and written:  # only beside outputs that were written
-            meta["outputs_hash"] = written
-            records.write_meta(out, meta)
+        from pipeline.tracking.runs import signals_deferred
+
+        # a Ctrl-C now waits until the runs are closed and the folder is in: never FINISHED runs without it
+        with signals_deferred():
+            try:
+                if tracker:  # a TrackingError (runs not recorded or not closed) leaves `out` as it was
+                    tracker.finish(status, summary, [staged / f for f in records.FILES] if written else [], written)
+                    if meta:  # the time the cell waited for MLflow (a tracking process works beside it)
+                        meta["timing"]["tracking_s"] = tracker.seconds
+                        meta["timing"]["tracking_process_s"] = getattr(tracker, "child_seconds", None)
+                        meta["mlflow"] = {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
+                                          "parent_run_id": tracker.parent_id, "member_run_ids": tracker.child_ids}
+                if status == "FINISHED":
+                    records.commit_cell(staged, out)
+                    staged = None
+                    meta["outputs_hash"] = written  # only beside outputs that were written
+                    records.write_meta(out, meta)
+            finally:
+                if staged is not None:  # ours, never swapped in: the cell is not written
+                    records.discard_staged(staged)
     return records.CellRun(summary, records.CellMeta.model_validate(meta))  # after the tracker's finish: its run ids are known only then
 
 
@@ -266,6 +281,7 @@ def launch(req: Launch) -> int:
     from pipeline.config import ConfigError, cell_settings, die, load_params
     from pipeline.records import RecordError
     from pipeline.spec.names import cell_name
+    from pipeline.tracking.runs import TrackingError
 
     try:
         cell = cell_settings(load_params(req.params), req.variant, req.dataset)
@@ -274,6 +290,9 @@ def launch(req: Launch) -> int:
         run = run_cell(cell, req.out, track=False if req.no_track else None)
     except (ConfigError, RecordError) as err:
         die(str(err))
+    except TrackingError as err:  # the store failed mid-cell: nothing was written to --out
+        print(f"normlab: {err}; {req.out} not written", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"normlab: interrupted: {cell_name(req.variant, req.dataset)} not written, its MLflow runs ended KILLED",
               file=sys.stderr)

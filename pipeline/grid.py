@@ -11,7 +11,12 @@ training), so dvc.lock is what a sequential `dvc repro` writes; then `dvc repro`
 Another params file (a study beside the default one): no DVC; a cell whose folder under --runs
 holds records of the same settings (config hash) is skipped, and the report goes to --report.
 
-A cell that fails is reported by name and the others go on (exit 1). A worker or node lost
+One grid at a time on a cell folder: the grid holds pipeline/repo_lock.py's lock from before its
+first orphan sweep to its report; a second grid, or `dvc repro` reaching a train stage meanwhile,
+is one line and exit 2 (neither waits). Its cells' runs are tagged with the grid (normlab.grid), and
+its last sweep ends KILLED only those, never one whose process is alive.
+A cell that fails is reported by name and the others go on (exit 1); a tracking store that dies
+mid-grid fails each cell with one line, and none of them is written or committed. A worker or node lost
 mid-cell: the cell is retried (--retries). Ctrl-C cancels what is queued, stops running cells
 with SIGINT (their MLflow runs end KILLED), records the cells already finished, exits 130.
 The Ray executor needs a tracking server every node reaches (MLFLOW_TRACKING_URI=http://...,
@@ -29,6 +34,7 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline import repo_lock
 from pipeline.spec.names import cell_of_stage, stage_name
 
 BIN = Path(sys.executable).parent
@@ -108,36 +114,42 @@ def _up_to_date(folder: Path, cell) -> bool:
 
 def _open_store(experiment: str):
     """(client, experiment id or None) of the tracking store; runs a SIGKILLed process left RUNNING end KILLED."""
-    from pipeline.tracking.runs import close_orphans, connect
+    from pipeline.config import ConfigError
+    from pipeline.tracking.runs import close_orphans, connect, first_line
 
     client = connect()  # a ConfigError (one line) when the store does not answer
-    exp = client.get_experiment_by_name(experiment)
-    if exp is not None:
-        closed = close_orphans(client, [exp.experiment_id])
-        if closed:
-            print(f"closed {len(closed)} MLflow run(s) left RUNNING by a killed process (now KILLED)", file=sys.stderr)
+    try:
+        exp = client.get_experiment_by_name(experiment)
+        closed = close_orphans(client, [exp.experiment_id]) if exp is not None else []
+    except Exception as exc:  # noqa: BLE001 - the store went away after answering
+        raise ConfigError(f"MLFLOW_TRACKING_URI: the tracking store failed ({first_line(exc)})") from None
+    if closed:
+        print(f"closed {len(closed)} MLflow run(s) left RUNNING by a killed process (now KILLED)", file=sys.stderr)
     return client
 
 
-def close_dead_attempts(client, experiment: str, cells: set[str], since_ms: int) -> int:
-    """After the grid: runs of its cells started since `since_ms` and still RUNNING belong to attempts
-    whose worker or node died (on any host: the orphan sweep sees this host only); they end KILLED."""
+def close_dead_attempts(client, experiment: str, grid: str) -> int:
+    """After the grid: its runs (tagged normlab.grid = `grid`) still RUNNING belong to attempts whose
+    worker or node died (on any host: the orphan sweep sees this host only); they end KILLED. Never
+    a run whose process still runs on this host, nor another grid's or a `dvc repro`'s (no such tag)."""
+    from pipeline.tracking.runs import GRID_TAG, ProcessId, process_alive, search_all
+
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return 0
-    runs = client.search_runs([exp.experiment_id], f"attributes.status = 'RUNNING' and tags.`normlab.kind` != '' "
-                              f"and attributes.start_time >= {since_ms}", max_results=5000)
     n = 0
-    for run in runs:
-        if run.data.tags.get("cell") in cells:
-            client.set_tag(run.info.run_id, "normlab.closed_by", "grid: its attempt's worker died; cell retried")
-            client.set_terminated(run.info.run_id, status="KILLED")
-            n += 1
+    for run in search_all(client, [exp.experiment_id],
+                          f"attributes.status = 'RUNNING' and tags.`{GRID_TAG}` = '{grid}'"):
+        if process_alive(ProcessId.from_tags(run.data.tags, "normlab.proc")):
+            continue  # e.g. a tracking process still closing its cell's runs itself
+        client.set_tag(run.info.run_id, "normlab.closed_by", "grid: its attempt's worker died; cell retried")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        n += 1
     return n
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.executors import EXECUTORS, ExecutorError, Job, Options
+    from pipeline.executors import EXECUTORS
 
     ap = argparse.ArgumentParser(prog="python -m pipeline.grid", description=__doc__.splitlines()[0])
     ap.add_argument("--executor", default="local", help=" | ".join(EXECUTORS) + " (pipeline/executors/)")
@@ -149,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default="runs", help="cell folders (another params file only)")
     ap.add_argument("--report", default="reports", help="report folder (another params file only)")
     args = ap.parse_args(argv)
-    from pipeline import records
     from pipeline.config import ConfigError, cell_settings, die, load_params
-    from pipeline.spec.environment import tracking_uri
 
     # bad input: one line, exit 2, before any work
     if args.executor not in EXECUTORS:
@@ -172,6 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = Path("runs") if with_dvc else Path(args.runs)
     if not with_dvc and Path(args.runs).resolve() == Path("runs").resolve():
         die(f"--runs: another params file ({args.params}) needs its own runs folder, not the DVC study's runs/")
+    try:  # before the first sweep: one grid at a time on these cells, no `dvc repro` beside it
+        lock = repo_lock.grid_lock(runs_dir, Path.cwd())
+    except (repo_lock.Held, OSError) as err:
+        die(str(err) if isinstance(err, repo_lock.Held) else f"{runs_dir}: cannot take the grid's lock ({err})")
+    os.environ[repo_lock.GRID_ENV] = repo_lock.process_id()  # its cells' runs and its DVC calls carry it
+    try:
+        return _grid(args, params, cells, kind, with_dvc, runs_dir)
+    finally:
+        os.environ.pop(repo_lock.GRID_ENV, None)
+        lock.release()
+
+
+def _grid(args, params, cells, kind, with_dvc: bool, runs_dir: Path) -> int:
+    """The grid, under its lock: sweep, run the stale cells, commit them, last sweep, report."""
+    from pipeline import records
+    from pipeline.config import ConfigError, die
+    from pipeline.executors import ExecutorError, Job, Options
+    from pipeline.spec.environment import tracking_uri
+    from pipeline.tracking.runs import first_line
+
     options = Options(args.jobs, args.retries, args.address, runs_dir, cells)
     client = None
     if params.tracking.enabled:
@@ -196,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
             records.check_report_out(args.report, "--report")
         except records.RecordError as err:
             die(str(err))
-    since_ms = int(time.time() * 1000)
     try:
         executor = kind.create(options) if jobs else None
         if executor:
@@ -233,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 committer.add(outcome.job.name)
             elif outcome.status == "failed":
                 failed.append(outcome.job.name)
-                print(f"  {outcome.job.name}: {outcome.error.strip()}", file=sys.stderr, flush=True)
+                error = outcome.error.strip().removeprefix(f"{outcome.job.name}: ")  # a TrackingError names its cell
+                print(f"  {outcome.job.name}: {error}", file=sys.stderr, flush=True)
     except ExecutorError as err:
         print(f"normlab: {err}", file=sys.stderr)
         failed.append("(executor)")
@@ -244,7 +274,12 @@ def main(argv: list[str] | None = None) -> int:
             executor.close()
         errors = committer.close() if committer else []
         if client is not None and jobs:
-            closed = close_dead_attempts(client, params.tracking.experiment, {j.name for j in jobs}, since_ms)
+            try:
+                closed = close_dead_attempts(client, params.tracking.experiment, os.environ[repo_lock.GRID_ENV])
+            except Exception as exc:  # noqa: BLE001 - a store that died mid-grid: said once, no traceback
+                closed = 0
+                errors.append(f"MLflow: runs of dead attempts not closed, the tracking store failed "
+                              f"({first_line(exc)}); the next sweep ends those of this host KILLED")
             if closed:
                 print(f"ended KILLED {closed} MLflow run(s) of attempts whose worker died", file=sys.stderr)
     for line in errors:

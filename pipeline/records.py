@@ -172,10 +172,17 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 def write_cell(out: str | Path, history, summary: CellSummary | dict, config: dict) -> None:
-    """Write the three files and the marker into a temp folder beside `out`, then swap it in whole.
-    `out` was checked by check_out(): absent or a normlab cell folder. The summary is validated
-    (again, if it is a model: it may have been built without validation or changed since) before
-    anything is written: a RecordError naming summary.json if it breaks the schema."""
+    """Write the three files and the marker into a temp folder beside `out`, then swap it in whole."""
+    commit_cell(stage_cell(out, history, summary, config), out)
+
+
+def stage_cell(out: str | Path, history, summary: CellSummary | dict, config: dict) -> Path:
+    """The cell's three files and its marker, complete, in a new temp folder beside `out`; `out`
+    itself is not touched until commit_cell (run_cell first closes the cell's MLflow runs: a cell
+    whose records failed is discarded, never left in `out` looking complete). `out` was checked by
+    check_out(): absent or a normlab cell folder. The summary is validated (again, if it is a model:
+    it may have been built without validation or changed since) before anything is written: a
+    RecordError naming summary.json if it breaks the schema."""
     out = Path(out)
     raw = summary.model_dump() if isinstance(summary, BaseModel) else summary
     try:
@@ -188,12 +195,32 @@ def write_cell(out: str | Path, history, summary: CellSummary | dict, config: di
         (tmp / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2, allow_nan=True))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         (tmp / MARKER).write_text(json.dumps({"written_by": "normlab", "cell": summary.cell}) + "\n")
-        if out.exists() and not is_cell_folder(out):  # re-checked: it may have appeared since
-            raise RecordError(f"--out {out}: appeared during training and is not a normlab cell folder")
-        _swap_in(tmp, out)
+        _check_still_ours(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return tmp
+
+
+def _check_still_ours(out: Path) -> None:
+    if out.exists() and not is_cell_folder(out):  # re-checked: it may have appeared since check_out
+        raise RecordError(f"--out {out}: appeared during training and is not a normlab cell folder")
+
+
+def commit_cell(staged: Path, out: str | Path) -> None:
+    """Swap the folder stage_cell made in as `out`, whole (the temp folder is gone either way)."""
+    out = Path(out)
+    try:
+        _check_still_ours(out)
+        _swap_in(staged, out)
+    except BaseException:
+        discard_staged(staged)
+        raise
+
+
+def discard_staged(staged: Path) -> None:
+    """Drop a folder stage_cell made (ours: a `.<cell>.tmp-*` beside the cell)."""
+    shutil.rmtree(staged, ignore_errors=True)
 
 
 def write_meta(folder: Path, meta: CellMeta | dict) -> None:

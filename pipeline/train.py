@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)  # --help and a missing option end here, before any server
     req = Launch(args.variant, args.dataset, args.out, args.params, args.no_track)
+    from pipeline.repo_lock import Held, hold_for_dvc_stage
+
+    try:  # under `dvc repro`: never beside a grid training the same cells (pipeline/repo_lock.py)
+        hold_for_dvc_stage()
+    except Held as err:
+        print(f"normlab: {err}", file=sys.stderr)
+        return 2
     from pipeline.warm.client import run_warm
 
     code = run_warm(req.to_json())  # a forked child of the warm server, if one is up

@@ -71,6 +71,45 @@ def mlflow_uri(tmp_path, monkeypatch):
     return uri
 
 
+class LoopbackServer:
+    """An MLflow server process on 127.0.0.1 (tests/mlflow_loopback.py) over `db`; kill() is its death."""
+
+    def __init__(self, folder):
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from pipeline.spec import environment
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.db = Path(folder) / "server.db"
+        script = Path(__file__).with_name("mlflow_loopback.py")
+        self.proc = subprocess.Popen([sys.executable, str(script), str(self.db), str(Path(folder) / "artifacts")],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, **environment.NO_TELEMETRY})
+        line = self.proc.stdout.readline()  # "port N" once the store is migrated and the socket listens
+        if not line.startswith("port "):
+            self.kill()
+            raise RuntimeError(f"the loopback MLflow server did not start (exit {self.proc.returncode})")
+        self.uri = f"http://127.0.0.1:{int(line.split()[1])}"
+
+    def kill(self) -> None:
+        """SIGKILL by pid, as a server dies; returns once it is gone (its port refuses from then on)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A live MLflow server on loopback (HTTP), killed by the test when it wants it dead; always gone after."""
+    server = LoopbackServer(tmp_path / "mlflow-server")
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
 # -- hand-built cell records (the shape of summary.json: pipeline.spec.records) ------------------
 def layer_dict(layer: int = 0, **over) -> dict:
     """One hidden layer's LayerStats as summary.json holds it (a layer with b, by default)."""

@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.spec import environment
-from pipeline.tracking.runs import CellTracker, close_orphans, workspace_root
+from pipeline.tracking.runs import CellTracker, close_orphans, process_tag, workspace_root
 from tests.conftest import BASE, make_cell, merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,3 +228,56 @@ def test_a_dead_unreaped_process_counts_as_gone():
     assert Path(f"/proc/{proc.pid}/stat").exists()
     assert _process_gone(tagged)
     proc.wait()
+
+
+# -- issue 18: the sweeps page through every leftover and never close a live process's runs --------------
+def _leftovers(client, exp: str, n: int, proc: dict, **tags) -> list[str]:
+    return [client.create_run(exp, tags={"normlab.kind": "member", "cell": "bn-synthetic", **proc, **tags}).info.run_id
+            for _ in range(n)]
+
+
+def test_the_orphan_sweep_pages_through_every_leftover(mlflow_uri):
+    """Item 6: the sweep closed one page (5,000 runs) per call: 44,308 runs were still RUNNING after
+    four starts. A store that answers 3 runs a page stands in for that backlog."""
+    import socket
+
+    from pipeline.tracking.runs import ProcessId
+
+    client = MlflowClient(mlflow_uri)
+    exp = client.create_experiment("sweep")
+    gone = ProcessId(socket.gethostname(), os.getpid(), "0").tags("normlab.proc")  # this pid, another start: gone
+    orphans = _leftovers(client, exp, 8, gone)
+    live = _leftovers(client, exp, 2, process_tag())
+    real = client.search_runs
+
+    def three_a_page(experiment_ids, filter_string="", *args, max_results=1000, **kwargs):
+        return real(experiment_ids, filter_string, *args, max_results=min(max_results, 3), **kwargs)
+
+    client.search_runs = three_a_page
+    assert sorted(close_orphans(client, [exp])) == sorted(orphans)
+    assert {client.get_run(r).info.status for r in orphans} == {"KILLED"}
+    assert {client.get_run(r).info.status for r in live} == {"RUNNING"}
+
+
+def test_the_grids_last_sweep_closes_only_its_own_dead_attempts(mlflow_uri):
+    """Item 8: a grid's last sweep ended KILLED the runs of a live `dvc repro` cell (any RUNNING run of
+    its cells started since the grid began), tagged "its attempt's worker died". Now only runs of its
+    own attempts (tagged with the grid) whose process is not alive here."""
+    import socket
+
+    from pipeline.grid import close_dead_attempts
+    from pipeline.tracking.runs import GRID_TAG, ProcessId
+
+    client = MlflowClient(mlflow_uri)
+    exp = client.create_experiment("normlab")
+    gone = ProcessId(socket.gethostname(), os.getpid(), "0").tags("normlab.proc")
+    remote = ProcessId("another-node", 4242, "17").tags("normlab.proc")  # a Ray node that died with its attempt
+    grid = "this-host:1234:99"
+    dead = _leftovers(client, exp, 2, gone, **{GRID_TAG: grid}) + _leftovers(client, exp, 1, remote, **{GRID_TAG: grid})
+    closing = _leftovers(client, exp, 1, process_tag(), **{GRID_TAG: grid})  # its tracking process still closing it
+    repro = _leftovers(client, exp, 2, process_tag())  # a `dvc repro` cell training beside the grid
+    other = _leftovers(client, exp, 1, gone, **{GRID_TAG: "this-host:999:1"})  # another grid's
+    assert close_dead_attempts(client, "normlab", grid) == 3
+    assert {client.get_run(r).info.status for r in dead} == {"KILLED"}
+    assert {client.get_run(r).info.status for r in closing + repro + other} == {"RUNNING"}
+    assert all("normlab.closed_by" not in client.get_run(r).data.tags for r in closing + repro + other)

@@ -340,3 +340,92 @@ def test_ray_two_nodes_postgres_server_worker_killed(template, sequential, tmp_p
     assert result["leftovers"] == []  # PostgreSQL, the MLflow server, both Ray nodes: stopped by pid
     assert_same_as_sequential(sequential, par)
     assert_runs_once(result["runs"], par, result["killed"]["cell"])
+
+
+# -- issue 18: a tracking server that dies mid-grid; two grids, or a grid and `dvc repro`, on one repo ----------
+def _runs_in(db: Path) -> int:
+    """Runs in a SQLite store, read-only (never an MlflowClient beside the cells migrating it)."""
+    from tests.test_safety import _run_count
+
+    return _run_count(db)
+
+
+def _wait_until_training(db: Path, proc: subprocess.Popen, runs: int) -> None:
+    deadline = time.monotonic() + 300
+    while _runs_in(db) < runs:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no cell was seen training"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_local_executor_survives_a_tracking_server_that_dies(tmp_path, mlflow_server):
+    """Item 4: the server died mid-grid: one cell reported "ran" with its runs RUNNING, the other failed
+    but wrote its folder, and the grid crashed in its last sweep with a traceback. Now every cell is
+    FAILED with one line, none is written, and the grid ends with one line about the sweep, exit 1."""
+    study = {**GRID, "grid": {"variants": ["bn"], "datasets": ["synthetic", "shifted"]},
+             "train": {**GRID["train"], "steps": 5000}}
+    d = _study(tmp_path, **study)
+    e = {**os.environ, **QUIET, "MLFLOW_TRACKING_URI": mlflow_server.uri}
+    proc = grid(d, "--params", "study.yaml", "--runs", "r", "--report", "rep", "--jobs", "1", env=e)
+    try:
+        _wait_until_training(mlflow_server.db, proc, 3)  # the first cell's parent and 2 members exist
+        mlflow_server.kill()
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out + err
+    assert "Traceback" not in err and "Traceback" not in out, err
+    progress = sorted(ln.split("] ", 1)[1].split("  (")[0] for ln in out.splitlines() if ln.startswith("["))
+    assert progress == ["bn-shifted: FAILED", "bn-synthetic: FAILED"], out
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    for cell in ("bn-synthetic", "bn-shifted"):
+        assert len([ln for ln in lines if ln.startswith(f"  {cell}: ")]) == 1, err
+    first = [ln for ln in lines if ln.startswith("  bn-synthetic: ")][0]
+    assert "MLflow run(s) left RUNNING, the tracking store failed" in first, err
+    assert any(ln.startswith("normlab: MLflow: runs of dead attempts not closed") for ln in lines), err
+    assert "2 cell(s) failed: " in err
+    assert not (d / "r").exists() or not list((d / "r").iterdir())  # nothing written, not even a temp folder
+
+
+@pytest.mark.slow
+def test_a_second_grid_or_dvc_repro_beside_a_grid_stops_with_one_line(tmp_path):
+    """Item 8: two grids on one repo both trained every cell, and the grid's last sweep ended KILLED the
+    runs of a cell trained beside it. Now the repository lock (pipeline/repo_lock.py) stops a second grid
+    and `dvc repro` with one line, and the grid's sweep leaves the runs of a live process alone."""
+    from pipeline.tracking.runs import CellTracker
+    from tests.conftest import make_cell
+
+    d = make_repo(tmp_path / "repo", {**GRID, "train": {**GRID["train"], "steps": 3000}})
+    first = grid(d, "--jobs", "1")
+    beside = None
+    try:
+        _wait_until_training(d / "mlflow.db", first, 3)
+        # a cell of the grid trained beside it (by `normlab train` outside DVC): its runs, of this live process
+        beside = CellTracker(make_cell("bn", tracking={"experiment": "normlab"}), [(0.1, 0)], "train@bn-synthetic",
+                             uri=f"sqlite:///{d / 'mlflow.db'}")
+        beside.start()
+        second = subprocess.run([sys.executable, "-m", "pipeline.grid", "--jobs", "1"], cwd=d, env=env(d),
+                                capture_output=True, text=True, timeout=600)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert second.stderr.startswith(f"normlab: runs: another grid (pid {first.pid}: ") and \
+            second.stderr.count("\n") == 1, second.stderr
+        repro = subprocess.run([str(BIN / "dvc"), "--wait-for-lock", "repro"], cwd=d, env=env(d), capture_output=True,
+                               text=True, timeout=600)
+        assert repro.returncode != 0, repro.stdout + repro.stderr
+        ours = [ln for ln in repro.stderr.splitlines() if ln.startswith("normlab: ")]
+        assert len(ours) == 1, repro.stderr
+        assert f"a grid (pid {first.pid}) is training this repository's cells" in ours[0], repro.stderr
+        out, err = first.communicate(timeout=900)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, out + err
+    runs = sqlite_runs(d)
+    mine = {beside.parent_id, *beside.child_ids}
+    assert {r["status"] for r in runs if r["id"] in mine} == {"RUNNING"}
+    assert all("normlab.closed_by" not in r["tags"] for r in runs if r["id"] in mine)
+    beside.finish("KILLED")
+    assert_runs_once([r for r in runs if r["id"] not in mine], d, None)  # every cell trained once
+    assert "Data and pipelines are up to date" in dvcp.dvc(d, "status")

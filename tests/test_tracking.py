@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -154,3 +155,123 @@ def test_both_trackers_write_the_same_records(tmp_path, monkeypatch):
         stores[kind] = _content(uri)
     assert len(stores["process"]) == 3
     assert stores["process"] == stores["in_process"]
+
+
+# -- issue 18: a tracking store that fails is a failed cell; the cell's stop reaches its tracking process ----
+@pytest.mark.usefixtures("tracker_kind")
+def test_runs_that_cannot_be_closed_fail_the_cell_and_leave_its_folder_as_it_was(tmp_path, mlflow_uri, monkeypatch):
+    """Item 4: the store died while the runs were being closed; the failures were swallowed, the cell
+    counted as done (the grid `dvc commit`ed it) with its runs RUNNING. Now it is a TrackingError, and
+    the folder an earlier run wrote is left as it was (the new outputs are never swapped in)."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking.runs import TrackingError
+
+    out = tmp_path / "cell"
+    run_cell(make_cell("bn", **CELL), out, progress=False)  # an earlier, complete cell
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    meta = (tmp_path / "cell.meta.json").read_bytes()
+    real, calls = MlflowClient.set_terminated, []
+
+    def dying(self, run_id, status=None, end_time=None):  # inherited by a forked tracking process
+        calls.append(run_id)
+        if len(calls) > 1:  # the store dies after the first run is closed
+            raise MlflowException("API request to http://127.0.0.1:9/api/2.0/mlflow/runs/update failed: refused")
+        return real(self, run_id, status=status, end_time=end_time)
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", dying)
+    longer = make_cell("bn", **{**CELL, "train": {**CELL["train"], "steps": 25}})  # other outputs than the earlier cell
+    with pytest.raises(TrackingError, match=r"^bn-synthetic: 2 of 3 MLflow run\(s\) left RUNNING, the tracking store "
+                                             r"failed \(API request .* refused\); a later sweep ends them KILLED$"):
+        run_cell(longer, out, progress=False)
+    monkeypatch.setattr(MlflowClient, "set_terminated", real)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert (tmp_path / "cell.meta.json").read_bytes() == meta
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # the new outputs are gone, not left aside
+    _, parents, children = _runs(mlflow_uri)
+    new = [r for r in parents + children if r.data.params.get("train.steps") == "25"]
+    assert len(new) == 3 and sorted(r.info.status for r in new) == ["FINISHED", "RUNNING", "RUNNING"]
+
+
+@pytest.mark.slow
+def test_training_command_on_a_server_that_dies_mid_cell_is_one_line_and_writes_nothing(tmp_path, mlflow_server):
+    """Item 4 by the default path (NORMLAB_WARM unset, as `dvc repro` runs it), through a warm
+    server's child: the server dies while the cell trains; the command stops with one line, exit 1,
+    and --out is not written (before: a traceback, and the folder written beside runs left RUNNING)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    from pipeline.spec import environment
+    from tests.conftest import BASE, merge
+    from tests.test_safety import ROOT, _wait_for_runs
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(BASE, {
+        "train": {"steps": 20000, "log_every": 100, "eval_every": 10000, "threads": 1},
+        "tracking": {"experiment": "test", "log_every": 100, "flush_every": 100}})))
+    private = Path(tempfile.mkdtemp(prefix="nw", dir="/tmp"))  # the warm server's own folder (a short socket path)
+    env = {k: v for k, v in os.environ.items() if k not in ("NORMLAB_WARM", "XDG_RUNTIME_DIR")}
+    env.update({"MLFLOW_TRACKING_URI": mlflow_server.uri, "PYTHONPATH": str(ROOT), "TMPDIR": str(private),
+                "NORMLAB_WARM_IDLE": "120", **environment.NO_TELEMETRY})
+    warm = [sys.executable, "-m", "pipeline.warm"]
+    try:
+        up = subprocess.run([*warm, "start", "--wait"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        log = Path(up.stdout.strip().rsplit(" at ", 1)[1]).with_suffix(".log")
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "--params", "params.yaml", "--variant", "bn",
+                                 "--dataset", "synthetic", "--out", "runs/bn-synthetic"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            _wait_for_runs(f"sqlite:///{mlflow_server.db}", proc)  # the parent and its 4 members: training has started
+            mlflow_server.kill()
+            out, err = proc.communicate(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert log.read_text().count(" started") == 1  # the cell ran in a warm child
+    finally:
+        subprocess.run([*warm, "stop"], cwd=ROOT, env=env, capture_output=True, timeout=120)
+        shutil.rmtree(private, ignore_errors=True)
+    assert proc.returncode == 1, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("normlab: bn-synthetic: 5 of 5 MLflow run(s) left RUNNING, the "
+                                                   "tracking store failed ("), err
+    assert lines[0].endswith("; runs/bn-synthetic not written"), err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # no folder, no temp folder
+
+
+def test_the_tracking_process_stops_on_the_cells_signal(mlflow_uri, monkeypatch):
+    """Item 6: the tracking process ignored every signal, so a cell stopped while its runs were being
+    created waited until every one existed (SIGTERM ignored > 400 s with 100,000 members). Now the
+    cell's stop reaches it: no more runs are made, and those made end KILLED."""
+    import pipeline.tracking.process as tp
+
+    monkeypatch.setattr(tp, "_threads", lambda: 1)
+    started_r, started_w = os.pipe()
+    real = MlflowClient.create_run
+
+    def create_run(self, *args, **kwargs):  # in the forked tracking process: says when the members begin
+        run = real(self, *args, **kwargs)
+        if kwargs.get("tags", {}).get("normlab.kind") == "member":
+            os.write(started_w, b"m")
+        return run
+
+    monkeypatch.setattr(MlflowClient, "create_run", create_run)
+    cell = make_cell("bn", optim={"lrs": [round(0.01 * (i + 1), 2) for i in range(200)], "seeds": [0]})
+    tracker = tp.TrackerProcess(cell, cell.members(), "train@bn-synthetic")
+    tracker.start()
+    try:
+        os.read(started_r, 1)  # the first member run exists: the child is in its loop of 200
+        tracker.finish("KILLED")  # what run_cell does on Ctrl-C or SIGTERM
+    finally:
+        os.close(started_r)
+        os.close(started_w)
+    _, parents, children = _runs(mlflow_uri)
+    assert len(parents) == 1 and 1 <= len(children) < 200, len(children)
+    assert {r.info.status for r in parents + children} == {"KILLED"}
+    assert tracker.child_ids == [r.info.run_id for r in sorted(children, key=lambda r: float(r.data.tags["lr"]))]

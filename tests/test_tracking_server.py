@@ -112,3 +112,33 @@ def test_folder_postgres_cannot_enter_is_one_line(tmp_path, monkeypatch):
         assert stat.S_IMODE(private.stat().st_mode) == 0o700  # kept, not opened up (item 10)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("dies", ["mlflow", "postgres"])
+def test_the_command_exits_1_with_one_line_when_its_server_dies(tmp_path, monkeypatch, capsys, dies):
+    """Issue 18 item 4: the MLflow server died under a grid and `normlab server` exited 0 without a word.
+    Stand-ins: the process that dies exits 3 at once; the other runs until it is stopped (by pid)."""
+    import signal
+    import sys
+
+    started = {}
+
+    def start(self):
+        self.folder = tmp_path
+        for name in ("mlflow", "postgres"):
+            code = "import sys; sys.exit(3)" if name == dies else "import time; time.sleep(600)"
+            started[name] = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)  # as the real ones
+        self.mlflow, self.postgres = started["mlflow"], started["postgres"]
+        return "http://127.0.0.1:1"
+
+    monkeypatch.setattr(ts.TrackingServer, "start", start)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = ts.main(["--folder", str(tmp_path)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # main() installs its own, as a command does
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("normlab")]
+    name = {"mlflow": "the MLflow server", "postgres": "PostgreSQL"}[dies]
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"normlab: tracking server: {name} (pid {started[dies].pid}) died (exit code 3; "), err
+    assert all(p.poll() is not None for p in started.values())  # the other one stopped, by its pid

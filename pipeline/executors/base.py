@@ -7,19 +7,22 @@ executors only through these two protocols and the EXECUTORS registry (pipeline/
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator, Protocol, Sequence, runtime_checkable
 
+from pipeline.repo_lock import GRID_ENV
 from pipeline.spec import environment
 
 
 def worker_env() -> dict[str, str]:
     """What a worker process (pool or Ray) is given: telemetry as this process has it
-    (pipeline.spec.environment), and no warm-start server (a worker is warm already)."""
-    return {**environment.telemetry_env(), "NORMLAB_WARM": "0"}
+    (pipeline.spec.environment), no warm-start server (a worker is warm already), and the grid's id."""
+    grid = {GRID_ENV: os.environ[GRID_ENV]} if os.environ.get(GRID_ENV) else {}  # the grid's tag on its runs
+    return {**environment.telemetry_env(), "NORMLAB_WARM": "0", **grid}
 
 
 class ExecutorError(RuntimeError):
@@ -106,5 +109,17 @@ def local_gpu_count() -> int:
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
+def failure_text(exc: BaseException, traceback_text: str) -> str:
+    """A failed cell as the grid shows it: a bad setting or record, or a tracking store that failed
+    (a server that died), is its own one line; anything else, one line and the traceback's tail."""
+    from pipeline.config import ConfigError
+    from pipeline.records import RecordError
+    from pipeline.tracking.runs import TrackingError
+
+    if isinstance(exc, (ConfigError, RecordError, TrackingError)):
+        return str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+    return f"{one_line(exc)}\n{traceback_text[-1500:]}"
 
 

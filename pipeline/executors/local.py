@@ -11,7 +11,7 @@ from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.executors.base import (ExecutorError, Job, Options, Outcome, local_gpu_count, one_line, wants_gpu,
+from pipeline.executors.base import (ExecutorError, Job, Options, Outcome, failure_text, local_gpu_count, wants_gpu,
                                      worker_env)
 
 
@@ -46,8 +46,7 @@ def _worker_main(conn, env: dict) -> None:
             conn.send(("interrupted", job.name, ""))
             return
         except BaseException as exc:  # noqa: BLE001 - a failed cell is reported, the worker goes on
-            tail = "".join(traceback.format_exception(exc))[-1500:]
-            conn.send(("failed", job.name, f"{one_line(exc)}\n{tail}"))
+            conn.send(("failed", job.name, failure_text(exc, "".join(traceback.format_exception(exc)))))
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.spec.names import stage_name
-from pipeline.executors.base import ExecutorError, Job, Options, Outcome, one_line, wants_gpu, worker_env
+from pipeline.executors.base import ExecutorError, Job, Options, Outcome, failure_text, one_line, wants_gpu, worker_env
 
 # never shipped to Ray workers: environments, records, stores, caches, reports
 RAY_EXCLUDES = [".venv", "runs", "mlruns", "mlflow.db", "mlflow.db-journal", "mlflow.db.init-lock", "mlartifacts",
@@ -199,7 +199,7 @@ class RayExecutor:
             cause = err.cause if getattr(err, "cause", None) is not None else err
             if isinstance(cause, KeyboardInterrupt) or self._stopping:
                 return Outcome(job, "interrupted")
-            return Outcome(job, "failed", f"{one_line(cause)}\n{str(err)[-1500:]}")
+            return Outcome(job, "failed", failure_text(cause, str(err)))
         except rx.RayError as err:  # worker or node died on every allowed attempt
             return Outcome(job, "failed", f"{one_line(err)} (after {self.retries + 1} attempts)", self.retries + 1)
         write_returned(job.out, payload)

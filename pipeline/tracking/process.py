@@ -10,10 +10,14 @@ on another core, while the cell trains; the cell waits for it twice: at start, u
 answered (an unreachable one is still a ConfigError before any training), and at finish, until
 every run is closed and the child has exited -- so no record is lost once the cell's stage ends.
 
-The child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group): the cell tells
-it how the runs end (finish(KILLED) on an interrupt); if the cell dies without a word (SIGKILL),
-the child sees its pipe close and ends every run KILLED itself. Runs carry the child's
-normlab.proc tag (normlab.cell_proc names the cell's process), so if both die, the next orphan sweep (pipeline.tracking.runs.close_orphans) closes them.
+The child ignores SIGINT (a Ctrl-C reaches the whole process group): the cell tells it how the runs
+end (finish(KILLED) on an interrupt), and signals it (SIGTERM) first, so that a child busy sweeping
+orphans or creating runs stops there and closes at once what it made. If the cell dies without a
+word (SIGKILL), the child sees its pipe close and ends every run KILLED itself. A failure to record
+(the store is gone) is sent to the cell at once, which stops at its next flush; a cell whose runs
+could not all be written and closed gets a TrackingError from finish() (it is then not written).
+Runs carry the child's normlab.proc tag (normlab.cell_proc names the cell's process), so if both
+die, the next orphan sweep (pipeline.tracking.runs.close_orphans) closes them.
 
 Only a single-threaded process forks (as the warm server's cells are): forking a threaded one can
 deadlock the child; elsewhere (and where fork does not exist) the CellTracker runs in-process.
@@ -29,7 +33,7 @@ from pathlib import Path
 
 from pipeline.config import CellSettings, ConfigError
 from pipeline.spec.environment import tracking_uri
-from pipeline.tracking.runs import CellTracker, ProcessId, dataset_inputs, signals_deferred
+from pipeline.tracking.runs import CellTracker, ProcessId, TrackingError, dataset_inputs, first_line, signals_deferred
 
 
 def _threads() -> int:
@@ -47,11 +51,15 @@ def make_tracker(cell: CellSettings, members, stage: str):
 
 def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str, cell_proc: ProcessId) -> None:
     """The child: connect, answer, create the runs, then log what the cell sends until finish."""
+    tracker = CellTracker(cell, members, stage, uri)
+
+    def stop(signum, frame):  # the cell is being stopped (TrackerProcess.finish): skip the long loops
+        tracker.stopped = True
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the group: the cell decides, then signals
+    signal.signal(signal.SIGTERM, stop)
     cells_end.close()  # the cell's end, inherited: only then does the cell's death close the pipe
     gc.freeze()  # the inherited heap (torch, pandas ...) out of the collector: a full collection of it took ~0.4 s
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    tracker = CellTracker(cell, members, stage, uri)
     tracker.asynchronous = False  # this process is the one beside training: no writer thread needed
     tracker.cell_proc = cell_proc
     try:
@@ -65,24 +73,28 @@ def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str, c
         tracker.create_runs()
     except Exception as exc:  # noqa: BLE001 - reported at finish, after closing what exists
         error = exc
+        _tell(conn, ("failed", _describe(error)))  # the cell stops at its first flush
     status, finish = "KILLED", None
     while True:
         try:
             kind, *args = conn.recv()
         except (EOFError, OSError):  # the cell is gone without a word: its runs end KILLED
             break
-        if error is not None and kind != "finish":
+        if kind == "finish":
+            status, finish = args[0], args
+            break
+        if error is not None:
             continue
         try:
             if kind == "rows":
                 tracker.log_rows(*args)
             elif kind == "inputs":
                 tracker.log_inputs(*args)
-            elif kind == "finish":
-                status, finish = args[0], args
-                break
         except Exception as exc:  # noqa: BLE001
-            error = error or exc
+            error = exc
+        if error is not None:  # the cell stops at its next flush instead of training for nothing
+            _tell(conn, ("failed", _describe(error)))
+    closing = None
     try:
         if error is not None:
             tracker.finish("FAILED" if status == "FINISHED" else status)
@@ -91,22 +103,32 @@ def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str, c
         else:
             tracker.finish("KILLED")
     except Exception as exc:  # noqa: BLE001
-        error = error or exc
+        closing = exc
+    # a run left RUNNING says more than the failure before it; else the failure that ended the runs FAILED
+    error = closing or (error and TrackingError(f"{cell.name}: recording into MLflow failed ({first_line(error)}); "
+                                                f"its runs ended {'FAILED' if status == 'FINISHED' else status}"))
+    _tell(conn, ("done", tracker.parent_id, tracker.child_ids, tracker.seconds,
+                 None if error is None else _describe(error)))
+
+
+def _tell(conn, message) -> None:
     try:
-        conn.send(("done", tracker.parent_id, tracker.child_ids, tracker.seconds,
-                   None if error is None else _describe(error)))
+        conn.send(message)
     except (OSError, ValueError):
-        pass
+        pass  # the cell is gone: its runs are closed all the same
 
 
 def _describe(exc: Exception) -> tuple[bool, str]:
-    """(a ConfigError?, its message): what crosses the pipe (exceptions need not pickle)."""
-    return isinstance(exc, ConfigError), str(exc) or type(exc).__name__
+    """(a ConfigError?, its one line): what crosses the pipe (exceptions need not pickle)."""
+    if isinstance(exc, (ConfigError, TrackingError)):
+        return isinstance(exc, ConfigError), str(exc) or type(exc).__name__
+    return False, f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _raise(error: tuple[bool, str]):
+    """Anything the tracking process reports, but a bad store at connect, is a tracking failure."""
     config, message = error
-    raise (ConfigError if config else RuntimeError)(message)
+    raise (ConfigError if config else TrackingError)(message)
 
 
 class TrackerProcess:
@@ -156,8 +178,12 @@ class TrackerProcess:
     def _send(self, *message) -> None:
         t0 = time.perf_counter()
         try:
+            if self._conn.poll():  # while the cell trains, the child speaks only when it failed to record
+                kind, *rest = self._conn.recv()
+                if kind == "failed":
+                    _raise(rest[0])
             self._conn.send(message)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             pass  # the child is gone: finish() reports it
         finally:
             self.seconds += time.perf_counter() - t0
@@ -173,17 +199,27 @@ class TrackerProcess:
 
     def finish(self, status: str, summary=None, artifacts: list[Path] = (),
                outputs_hash: str | None = None) -> None:
-        """Tell the child how the runs end, and wait until it has closed them and exited."""
+        """Tell the child how the runs end, and wait until it has closed them and exited. A cell being
+        stopped signals the child first, so that it leaves a long sweep or run creation at once."""
         if self._pid is None:
             return
         t0 = time.perf_counter()
         with signals_deferred():  # a Ctrl-C now waits until every run is closed
-            self._send("finish", status, summary, [str(p) for p in artifacts], outputs_hash)
+            if status == "KILLED":
+                os.kill(self._pid, signal.SIGTERM)  # our own child, not yet reaped: its pid is its own
             try:
-                _, self.parent_id, self.child_ids, self.child_seconds, error = self._conn.recv()
+                self._conn.send(("finish", status, summary, [str(p) for p in artifacts], outputs_hash))
+                while True:  # "connected" or "failed" may still be unread (a cell stopped early)
+                    kind, *rest = self._conn.recv()
+                    if kind == "done":
+                        self.parent_id, self.child_ids, self.child_seconds, error = rest
+                        break
+                    if kind == "error":  # it never connected: no run exists (the cell stopped before)
+                        error = None
+                        break
             except (EOFError, OSError):
-                error = (False, f"the tracking process of {self.cell.name} died; its runs are ended "
-                                f"KILLED by the next orphan sweep")
+                error = (False, f"{self.cell.name}: the tracking process died; its runs are ended KILLED by "
+                                f"the next orphan sweep")
             finally:
                 self._conn.close()
                 os.waitpid(self._pid, 0)

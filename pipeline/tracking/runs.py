@@ -28,15 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import CellSettings, ConfigError
+from pipeline.repo_lock import GRID_ENV
 from pipeline.spec import names
 from pipeline.spec.environment import tracking_uri, workspace_root  # noqa: F401 (the rule's owner; re-exported)
 
 # no usage telemetry from MLflow in anything that records runs: importing `pipeline` applied
 # pipeline.spec.environment (a user opts in by setting MLFLOW_DISABLE_TELEMETRY=false DO_NOT_TRACK=false)
 BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch request
+PAGE = 1000        # runs per search request of a sweep (it pages through all of them)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # the UI's experiment type (its own selector sets this tag)
 EXPERIMENT_KIND = "custom_model_development"    # "model training": runs table, not the GenAI overview
 FIGURE = "figures/b_norm_loss.png"              # the cell's own figure, on its parent run
+GRID_TAG = "normlab.grid"  # the grid that ran a cell (its GRID_ENV, host:pid:start): its last sweep closes only these
 
 
 def _proc_start(pid: int) -> str | None:
@@ -47,6 +50,16 @@ def _proc_start(pid: int) -> str | None:
     except (OSError, IndexError):
         return None
     return None if fields[0] in ("Z", "X") else fields[19]
+
+
+class TrackingError(RuntimeError):
+    """The tracking store failed while a cell recorded itself (a server that died, a full disk): the
+    message is the one line shown. A cell whose records are incomplete is not written."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -88,14 +101,37 @@ def _process_gone(proc: "ProcessId | None") -> bool:
     return _proc_start(proc.pid) != proc.start
 
 
-def close_orphans(client, experiment_ids: list[str], cell: str | None = None) -> list[str]:
+def process_alive(proc: "ProcessId | None") -> bool:
+    """True when the tagged process ran on this host and still runs (the same pid and start time)."""
+    return proc is not None and proc.host == socket.gethostname() and proc.start is not None \
+        and _proc_start(proc.pid) == proc.start
+
+
+def search_all(client, experiment_ids: list[str], query: str) -> list:
+    """Every run `query` matches, page by page (MLflow's page tokens). All pages are read before the
+    caller changes any run: the SQL store's token is an offset, so closing runs that match
+    `attributes.status = 'RUNNING'` between pages would skip as many others."""
+    runs, token = {}, None
+    while True:  # oldest first: runs started meanwhile join the end instead of shifting the pages
+        page = client.search_runs(experiment_ids, query, max_results=PAGE, order_by=["attributes.start_time ASC"],
+                                  page_token=token)
+        runs.update((run.info.run_id, run) for run in page)
+        token = page.token
+        if not token or not page:
+            return list(runs.values())
+
+
+def close_orphans(client, experiment_ids: list[str], cell: str | None = None, stop=lambda: False) -> list[str]:
     """End KILLED every normlab run left RUNNING by a process of this host that is gone (SIGKILL,
-    power loss): it can never close them itself. Runs of other hosts or live processes are left."""
+    power loss): it can never close them itself. Runs of other hosts or live processes are left.
+    `stop()` true ends the sweep early (a cell being stopped; the next sweep goes on)."""
     query = "attributes.status = 'RUNNING' and tags.`normlab.kind` != ''"
     if cell:
         query += f" and tags.cell = '{cell}'"
     closed = []
-    for run in client.search_runs(experiment_ids, query, max_results=5000):
+    for run in search_all(client, experiment_ids, query):
+        if stop():
+            break
         if _process_gone(ProcessId.from_tags(run.data.tags, "normlab.proc")):
             client.set_tag(run.info.run_id, "normlab.closed_by", "orphan sweep: its process is gone")
             client.set_terminated(run.info.run_id, status="KILLED")
@@ -245,6 +281,9 @@ class CellTracker:
         self.asynchronous = True
         self._members_closed = False
         self.cell_proc: ProcessId | None = None  # the training process, when another process tracks
+        # set (by a tracking process's signal handler) when the cell is being stopped: the long loops
+        # (the orphan sweep, creating the runs) end early, so the cell's signal is obeyed at once
+        self.stopped = False
 
     def _timed(self, fn, *a, **kw):
         t0 = time.perf_counter()
@@ -262,7 +301,8 @@ class CellTracker:
         t0 = time.perf_counter()
         self.client = connect(self.uri)
         self.experiment_id = experiment_id(self.client, self.cell.tracking.experiment, self.uri)
-        close_orphans(self.client, [self.experiment_id], self.cell.name)  # runs of a killed earlier try
+        close_orphans(self.client, [self.experiment_id], self.cell.name,  # runs of a killed earlier try
+                      stop=lambda: self.stopped)
         self.seconds += time.perf_counter() - t0
 
     def create_runs(self) -> None:
@@ -271,6 +311,8 @@ class CellTracker:
 
         from pipeline.records import config_hash
 
+        if self.stopped:  # stopped while connecting: the cell trains nothing, so no run is made
+            return
         t0 = time.perf_counter()
         # MLflow's own context tags (source, git commit, user), then the cell's
         common = {**resolve_tags(), "variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
@@ -280,6 +322,8 @@ class CellTracker:
                   "normlab.config_hash": config_hash(self.cell)}
         if os.environ.get("DVC_EXP_NAME"):
             common["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+        if os.environ.get(GRID_ENV):  # the grid that runs this cell: its last sweep closes only its own runs
+            common[GRID_TAG] = os.environ[GRID_ENV]
         flat = {k: v for k, v in self.cell.flat().items() if k not in ("optim.lrs", "optim.seeds")}
         parent = self.client.create_run(self.experiment_id, run_name=names.parent_run_name(self.cell.name),
                                         tags={**common, "normlab.kind": "cell"})
@@ -287,6 +331,8 @@ class CellTracker:
         self._params[self.parent_id] = [Param(k, v) for k, v in {
             **flat, "optim.lrs": str(list(self.cell.optim.lrs)), "optim.seeds": str(list(self.cell.optim.seeds))}.items()]
         for lr, seed in self.members:
+            if self.stopped:  # the cell is being stopped: the runs made so far are closed KILLED
+                break
             tags = {**common, "normlab.kind": "member", "mlflow.parentRunId": self.parent_id,
                     "seed": str(seed), "lr": str(lr), "diverged": "false"}
             run = self.client.create_run(self.experiment_id, run_name=names.member_run_name(self.cell.name, lr, seed),
@@ -316,10 +362,19 @@ class CellTracker:
     def log_inputs(self, inputs: list) -> None:
         t0 = time.perf_counter()
         try:
-            for run_id in [self.parent_id, *self.child_ids]:
-                self.client.log_inputs(run_id, datasets=inputs)
+            with self._recording():
+                for run_id in [self.parent_id, *self.child_ids]:
+                    self.client.log_inputs(run_id, datasets=inputs)
         finally:
             self.seconds += time.perf_counter() - t0
+
+    @contextlib.contextmanager
+    def _recording(self):
+        """A store failing during training is a TrackingError (one line), which stops the cell."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - whatever MLflow or the network raised
+            raise TrackingError(f"{self.cell.name}: recording into MLflow failed ({first_line(exc)})") from exc
 
     def log_rows(self, rows: dict[int, list[tuple[int, str, float]]], final: bool = False,
                  diverged: dict[int, int] | None = None) -> None:
@@ -330,13 +385,17 @@ class CellTracker:
 
         now = int(time.time() * 1000)
         for member, member_rows in rows.items():
+            if member >= len(self.child_ids):  # its run was never made (the cell was stopped meanwhile)
+                continue
             metrics = [Metric(k, float(v), now, int(s)) for s, k, v in member_rows]
             if final:
                 self._final.setdefault(member, []).extend(metrics)
             else:
-                self._timed(self._batch, self.child_ids[member], metrics=metrics, synchronous=not self.asynchronous)
+                with self._recording():
+                    self._timed(self._batch, self.child_ids[member], metrics=metrics, synchronous=not self.asynchronous)
         if final and not self.asynchronous:
-            self._close_members(diverged or {})
+            with self._recording():
+                self._close_members(diverged or {})
 
     def _close_members(self, diverged: dict[int, int]) -> None:
         """Each member run's last request: its final metrics, unsent params, and divergence tags."""
@@ -361,9 +420,12 @@ class CellTracker:
             self._finish(status, summary, artifacts, outputs_hash)
 
     def _finish(self, status, summary, artifacts, outputs_hash) -> None:
+        """Raises TrackingError when a record could not be written (the runs then end FAILED, not
+        FINISHED) or a run could not be closed (it stays RUNNING until a later sweep ends it KILLED)."""
         from mlflow.entities import RunTag
 
         t0 = time.perf_counter()
+        error = None
         try:
             for op in self._pending:  # every metric is stored before a run is closed
                 op.wait()
@@ -385,13 +447,26 @@ class CellTracker:
             for path in artifacts:
                 if Path(path).exists():
                     self.client.log_artifact(self.parent_id, str(path))
+        except Exception as exc:  # noqa: BLE001 - the runs are still closed below, as FAILED
+            error = exc
+            status = "FAILED" if status == "FINISHED" else status  # incomplete records are no finished run
         finally:
-            for run_id in [*self.child_ids, self.parent_id]:
+            runs, unclosed = [*self.child_ids, self.parent_id], 0
+            for run_id in runs:
+                if run_id == self.parent_id and unclosed and status == "FINISHED":
+                    status = "FAILED"  # a cell whose member runs stay RUNNING is not a finished cell
                 try:
                     self.client.set_terminated(run_id, status=status)
-                except Exception:  # noqa: BLE001 - closing the others matters more
-                    pass
+                except Exception as exc:  # noqa: BLE001 - closing the others matters more
+                    unclosed += 1
+                    error = error or exc
             self.seconds += time.perf_counter() - t0
+        if unclosed:
+            raise TrackingError(f"{self.cell.name}: {unclosed} of {len(runs)} MLflow run(s) left RUNNING, the "
+                                f"tracking store failed ({first_line(error)}); a later sweep ends them KILLED")
+        if error is not None:
+            raise TrackingError(f"{self.cell.name}: recording into MLflow failed ({first_line(error)}); "
+                                f"its runs ended {status}")
 
     def _log_figure(self, history_file) -> None:
         import pandas as pd

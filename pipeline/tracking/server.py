@@ -8,9 +8,10 @@ Starts PostgreSQL (the Debian `postgresql` package's initdb/postgres, as the `po
 when run as root: PostgreSQL refuses root) on 127.0.0.1 with a free port, then
 `mlflow server --backend-store-uri postgresql+psycopg://... --artifacts-destination <folder>/artifacts`
 on 127.0.0.1, prints `MLFLOW_TRACKING_URI=http://127.0.0.1:<port>` and waits; Ctrl-C or SIGTERM
-stops the MLflow server, then PostgreSQL, each by its pid. Loopback only, no Unix socket;
-PostgreSQL uses scram-sha-256 password authentication for every connection, with a random
-password generated at first start and kept (mode 0600) in <folder>/pg-password, so a restart
+stops the MLflow server, then PostgreSQL, each by its pid (exit 0). If either dies on its own, the
+other is stopped and the command exits 1 with one line saying which died and how. Loopback only,
+no Unix socket; PostgreSQL uses scram-sha-256 password authentication for every connection, with a
+random password generated at first start and kept (mode 0600) in <folder>/pg-password, so a restart
 with the same folder reuses it. The folder is created 0700 and its logs 0600. A data folder
 initialised by an older version with trust authentication is refused: remove it and start again.
 The MLflow server itself has no authentication: put `mlflow server --app-name basic-auth` or
@@ -260,6 +261,16 @@ class TrackingServer:
                                   f"({self._tail('mlflow.log')})")
             time.sleep(0.3)
 
+    def died(self) -> str:
+        """What stopped on its own, with its exit status and its log's last lines (one line)."""
+        for name, proc, log in (("the MLflow server", self.mlflow, "mlflow.log"),
+                                ("PostgreSQL", self.postgres, "postgres.log")):
+            if proc is not None and proc.poll() is not None:
+                code = proc.returncode
+                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                return f"{name} (pid {proc.pid}) died ({how}; {self._tail(log)}); the other is stopped"
+        return "stopped"
+
     def _tail(self, name: str) -> str:
         try:
             lines = (self.folder / name).read_text(errors="replace").strip().splitlines()
@@ -323,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
               f"server (data in {server.folder}{'' if args.folder else ', dropped at exit'})", file=sys.stderr, flush=True)
         while not stop and server.mlflow.poll() is None and server.postgres.poll() is None:
             time.sleep(0.5)
+        if not stop:  # one of them died on its own: every client's records fail from now on
+            raise ServerError(server.died())
     except ServerError as err:
         print(f"normlab: tracking server: {err}", file=sys.stderr)
         return 1
