@@ -184,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         die(f"--runs: another params file ({args.params}) needs its own runs folder, not the DVC study's runs/")
     try:  # before the first sweep: one grid at a time on these cells, no `dvc repro` beside it
         lock = repo_lock.grid_lock(runs_dir, Path.cwd())
-    except (repo_lock.Held, OSError) as err:
-        die(str(err) if isinstance(err, repo_lock.Held) else f"{runs_dir}: cannot take the grid's lock ({err})")
+    except repo_lock.Held as err:
+        die(str(err))
+    except OSError as err:
+        die(f"{runs_dir}: cannot take the grid's lock ({err})")
     os.environ[repo_lock.GRID_ENV] = repo_lock.process_id()  # its cells' runs and its DVC calls carry it
     try:
         return _grid(args, params, cells, kind, with_dvc, runs_dir)
