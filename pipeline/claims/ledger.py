@@ -62,6 +62,20 @@ LEDGER: tuple[RuleChange, ...] = (
         "43d9b83", "2026-11-26",
         "The deep study's 10-layer BN network amplified float rounding past 1e-3 within 10 steps: the gap "
         "measures the dynamics' amplification, not b's role (the check failed there for that reason)."),
+    RuleChange(
+        "claim4",
+        "A deciding pair left the comparison when its population member diverged before its statistics "
+        "were first recomputed (step < K); a pair whose twin diverged before step K stayed, counting "
+        "against detaching.",
+        "A landmark at step K for both members: the pair leaves if either member diverged before step K.",
+        "61c2b93", "2026-12-04",
+        "Calibration through the report's code path (pipeline/stats/null_members.py): with the arms "
+        "exchangeable, dropping only the detached member's early blow-ups removes pairs that would count "
+        "+1 and keeps those that count -1, so population_center_detached's comparisons averaged -0.028 "
+        "(-5.7 Monte-Carlo s.e., the 120 null grids of tests/test_calibration.py) instead of 0, and the "
+        "sign flip was no longer exact. On the shipped grid no pair "
+        "changes: its 10 twin blow-ups before step 10 are in pairs whose population member also blew up "
+        "early (same 205 comparisons, same p)."),
 )
 
 
