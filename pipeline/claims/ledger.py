@@ -87,6 +87,20 @@ LEDGER: tuple[RuleChange, ...] = (
         "(16 comparisons) to 32.5 % (225) of the time, and it could not see consistent 0/1 effects spread over "
         "cells of 5 seeds; 'blown' counted networks at 99.9 % accuracy whose W had grown.",
         claims=("claim1b", "claim2", "claim3", "claim4"), key="count"),
+    RuleChange(
+        "claim4",
+        "A deciding pair left the comparison when its population member diverged before its statistics "
+        "were first recomputed (step < K); a pair whose twin diverged before step K stayed, counting "
+        "against detaching.",
+        "A landmark at step K for both members: the pair leaves if either member diverged before step K.",
+        "61c2b93", "2026-12-04",
+        "Calibration through the report's code path (pipeline/stats/null_members.py): with the arms "
+        "exchangeable, dropping only the detached member's early blow-ups removes pairs that would count "
+        "+1 and keeps those that count -1, so population_center_detached's comparisons averaged -0.028 "
+        "(-5.7 Monte-Carlo s.e., the 120 null grids of tests/test_calibration.py) instead of 0, and the "
+        "sign flip was no longer exact. On the shipped grid no pair "
+        "changes: its 10 twin blow-ups before step 10 are in pairs whose population member also blew up "
+        "early (same 205 comparisons, same p).", claims=("claim4",)),
 )
 
 

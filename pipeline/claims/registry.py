@@ -134,7 +134,8 @@ REGISTRY: list[Claim] = [
                  "where the theory's rank-1 term lives); refresh-interval sweep: {k_sweep_text}; data sets with input "
                  "mean norm ||E[u]|| > {nonzero_mean} pooled, the zero-mean ones are the control.",
         rule="A population member that diverged before its statistics were first recomputed (step < K) was a fixed "
-             "affine map like `frozen` then: its pair leaves the comparison. Diverged = non-finite or huge loss, or "
+             "affine map like `frozen` then: its pair leaves the comparison, and so does a pair whose twin diverged "
+             "before that step (both members are compared from step K on). Diverged = non-finite or huge loss, or "
              "a parameter past train.diverge_param; W grew = some ||W_T||/||W_0|| > {blowup_w_factor}; b grew = "
              "||b_T - b_0||/sqrt(units) > {blowup_b_rms}. " + SHARED,
         figure="blowup_excess",

@@ -40,6 +40,22 @@ class Shape:
         return self.variants * self.datasets * self.lrs * self.layers * self.endpoints
 
 
+def arm_latent(rng: np.random.Generator, cells: tuple[int, ...], endpoints: int, seeds: int, rho: float = 0.3,
+               endpoint_corr: float = 0.5, level=0.0) -> np.ndarray:
+    """ONE arm's latent, shape cells + (endpoints, seeds): `level` (the cell's level, shared by both arms,
+    broadcast) plus a unit-variance, mean-0 part (the owner of the latent
+    model: `draw` and pipeline.stats.null_members both call it). cells[1] is the data-set axis. Three
+    parts: a (data set, seed) effect of variance rho shared by every cell, lr and endpoint of this arm in
+    that data set and seed (what makes comparisons sharing a seed move together); a member effect shared
+    by the member's endpoints (latent endpoint correlation endpoint_corr); a part of its own per endpoint.
+    Arms drawn by separate calls are independent and identically distributed: exchangeable under the null."""
+    d = cells[1]
+    w = rng.normal(size=(1, d) + (1,) * (len(cells) - 2) + (1, seeds)) * np.sqrt(rho)   # seed x arm, whole data set
+    z1 = rng.normal(size=cells + (1, seeds))                                           # shared by a member's endpoints
+    z2 = rng.normal(size=cells + (endpoints, seeds))
+    return level + w + np.sqrt(1 - rho) * (np.sqrt(endpoint_corr) * z1 + np.sqrt(1 - endpoint_corr) * z2)
+
+
 def draw(shape: Shape, rng: np.random.Generator, kind: str = "continuous", rho: float = 0.3,
          effect: float = 0.0, endpoint_corr: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """One grid: (diff, cluster), diff of shape (cells, seeds) = detached minus twin; cluster the
@@ -50,15 +66,8 @@ def draw(shape: Shape, rng: np.random.Generator, kind: str = "continuous", rho: 
     lognormal (skewed). effect: added to the detached arm (continuous, natural scale) or, for binary,
     the probability that a detached member whose twin stayed 0 turns 1 (an excess rate)."""
     v, d, l, k, e, s = shape.variants, shape.datasets, shape.lrs, shape.layers, shape.endpoints, shape.seeds
-    arms = []
     base = rng.normal(size=(v, d, l, k, 1, 1)) * (1.5 if kind == "binary" else 0.5)   # cell level, both arms
-    for _ in range(2):
-        w = rng.normal(size=(1, d, 1, 1, 1, s)) * np.sqrt(rho)                        # seed x arm, whole data set
-        z1 = rng.normal(size=(v, d, l, k, 1, s))                                     # shared by the cell's endpoints
-        z2 = rng.normal(size=(v, d, l, k, e, s))
-        noise = np.sqrt(endpoint_corr) * z1 + np.sqrt(1 - endpoint_corr) * z2
-        arms.append(base + w + np.sqrt(1 - rho) * noise)
-    det, twin = arms
+    det, twin = (arm_latent(rng, (v, d, l, k), e, s, rho, endpoint_corr, level=base) for _ in range(2))
     if kind == "binary":
         thr = 1.5  # most cells far from the threshold: all pairs equal, as in the real grid
         yd, yt = (det > thr).astype(float), (twin > thr).astype(float)
@@ -103,7 +112,7 @@ def old_rule_intervals(diff: np.ndarray, kind: str, level: float = 0.95) -> tupl
 
 
 def old_rule(diff: np.ndarray, kind: str, level: float = 0.95) -> str:
-    """The report's current reading (pipeline.claims.base._read_signs with beyond_chance): count the
+    """The report's reading before issue 17 (pipeline.claims.legacy.count_status): count the
     intervals above / below 0 among the informative comparisons, binomial tail against chance."""
     lo, hi = old_rule_intervals(diff, kind, level)
     n = int(np.sum(~((lo == 0) & (hi == 0))))
