@@ -243,12 +243,13 @@ def test_claim4_landmark_drops_early_blow_ups_of_either_member():
 
     m = NM.simulate(NM.Skeleton(), np.random.default_rng(2), SETTINGS)
     pcd, twin = m["variant"] == "population_center_detached", m["variant"] == "center"
-    m.loc[pcd, "diverged"], m.loc[pcd, "diverged_step"] = False, np.nan
+    # the judges read divergence from the member status (pipeline.outcomes.classify), the step from the record
+    m.loc[pcd, ["diverged", "diverged_step", "status"]] = [False, np.nan, "trained"]
     for step, rows in ((3.0, 0), (30.0, int(pcd.sum()))):
-        m.loc[twin, "diverged"], m.loc[twin, "diverged_step"] = True, step
+        m.loc[twin, ["diverged", "diverged_step", "status"]] = [True, step, "diverged"]
         c = judge_blows_up(m, None, SETTINGS).comparisons["claim4"]
         c = c[c["variant"] == "population_center_detached"]
         assert len(c) == rows and (c["diff"] == -1).all(), (step, len(c))
-    m.loc[twin, "diverged"], m.loc[twin, "diverged_step"] = False, np.nan
-    m.loc[pcd, "diverged"], m.loc[pcd, "diverged_step"] = True, 3.0
+    m.loc[twin, ["diverged", "diverged_step", "status"]] = [False, np.nan, "trained"]
+    m.loc[pcd, ["diverged", "diverged_step", "status"]] = [True, 3.0, "diverged"]
     assert (judge_blows_up(m, None, SETTINGS).comparisons["claim4"]["variant"] != "population_center_detached").all()
