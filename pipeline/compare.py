@@ -95,7 +95,9 @@ def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missi
     md = [f"# {study}: do the claims depend on depth, architecture and optimizer?", "",
           "Each setup is the same grid under other model/optimizer settings, with its own report (linked). "
           "Statuses are those reports' verdicts, each decided by its primary test(s) (Holm within that "
-          "report); effects are + in the claim's direction.", ""]
+          "report; 'negligible' takes precedence over a significant p when the interval lies inside the smallest "
+          "effect); the table per claim gives each test's own status. Each test's sign is its endpoint's: "
+          "+ = the claim's subject minus its control (claim 2: alpha minus 1/2; claim 3: standardizing worse).", ""]
     if missing:
         md += [f"Setups without a report yet (not compared): {', '.join(missing)}.", ""]
     if len(status):
@@ -111,11 +113,11 @@ def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missi
         for claim in dict.fromkeys(status.loc[status["kind"] == "measurement", "claim"]):
             rows = status[status["claim"] == claim]
             md += [f"### {claim}: {rows['title'].iloc[0]}", "",
-                   "| setup | status | primary test | effect [95% CI] | Holm p |", "|---|---|---|---|---|"]
+                   "| setup | test status | primary test | effect [95% CI] | Holm p |", "|---|---|---|---|---|"]
             mine = ends[ends["claim"] == claim] if len(ends) else ends
             for r in rows.itertuples():
                 for t in (mine[mine["setup"] == r.setup].itertuples() if len(mine) else []):
-                    md.append(f"| {r.label} | {r.status} | {t.test}: {t.endpoint} | {t.effect:+.3g} "
+                    md.append(f"| {r.label} | {t.status} | {t.test}: {t.endpoint} | {t.effect:+.3g} "
                               f"[{t.ci_lo:+.3g}, {t.ci_hi:+.3g}] {t.unit} | {t.p_holm:.2g} |")
             if draw(ends, claim, order, out / "figures" / f"{claim}.png"):
                 md += ["", f"![{claim}](figures/{claim}.png)", "",

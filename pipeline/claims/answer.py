@@ -62,13 +62,16 @@ def _link(v) -> str:
 
 
 def _largest(members, variant: str) -> str:
-    """"lr X on data set D" per data set: the largest lr at which every seed trained."""
+    """"X on data set D" per data set: the largest lr at which every seed trained ("none" where no lr of
+    the grid trained; ">= X (the grid's top)" where the largest lr of the grid did: censored)."""
     from pipeline.outcomes import largest_trained_lr
 
+    top = float(members["lr"].max())
     t = largest_trained_lr(members[members["variant"] == variant])
-    parts = [f"{r.largest_trained_lr:g} on {r.dataset}" if math.isfinite(r.largest_trained_lr)
-             else f"no lr of the grid on {r.dataset}" for r in t.itertuples()]
-    return ", ".join(parts) or "nothing (not in this grid)"
+    parts = [(f">= {r.largest_trained_lr:g} (the grid's top)" if r.largest_trained_lr >= top else
+              f"{r.largest_trained_lr:g}") + f" on {r.dataset}" if math.isfinite(r.largest_trained_lr)
+             else f"none on {r.dataset}" for r in t.itertuples()]
+    return ", ".join(parts) or "not in this grid"
 
 
 def _bn_sentence(v5, v4, members, settings) -> str:
@@ -80,28 +83,31 @@ def _bn_sentence(v5, v4, members, settings) -> str:
         head = "Real BN differentiates through the batch mean and variance, so in theory dl/db = 0 exactly and " \
                "the rank-1 term of dl/dW along the input mean cancels; this grid could not check it"
     elif v5.status == PASSED:
-        head = (f"Real BN differentiates through the batch mean and variance, so dl/db = 0 exactly and the rank-1 "
-                f"term of dl/dW along the input mean cancels: under {bn} the largest |dl/db| / |dl/dW| measured was "
-                f"{worst:.2g}, float rounding ({_link(v5)})")
+        head = (f"Real BN differentiates through the batch mean and variance, so dl/db = 0 exactly (and, by the "
+                f"same algebra, dl/dW has no rank-1 part along the input mean; not measured here): under {bn} the "
+                f"largest |dl/db| / |dl/dW| measured was {worst:.2g}, float rounding ({_link(v5)})")
     else:
         head = (f"Real BN should have dl/db = 0 exactly, but under {bn} |dl/db| / |dl/dW| reached {worst:.2g}: the "
                 f"implementation needs checking ({_link(v5)})")
     if bn and v4 is not None and "variant" in members:
-        det = _decider(v4, settings)
-        tail = f"; {bn} trained up to lr {_largest(members, bn)}" + (
-            f", {det} up to lr {_largest(members, det)}" if det else "")
+        det = settings.blowup_deciders[0] if settings.blowup_deciders else None
+        twin = settings.twins.get(det, [None])[0] if det else None
+        tail = f"; every seed trained at lrs up to: {bn} {_largest(members, bn)}" + "".join(
+            f"; {v} {_largest(members, v)}" for v in (twin, det) if v)
         return head + tail + "."
     return head + "."
 
 
-def _decider(v4, settings) -> str | None:
-    """The deciding detached variant claim 4's test is carried by: the first of report.blowup_deciders
-    with comparisons in the test (the one with the largest |effect| when several have)."""
+def _deciders(v4, settings) -> str | None:
+    """The deciding detached variants claim 4's test pools (report.blowup_deciders with comparisons)."""
     if not v4.tests:
         return None
-    parts = {d.dataset: d for d in v4.tests[0].by_variant if math.isfinite(d.effect)}
+    parts = {d.dataset for d in v4.tests[0].by_variant if math.isfinite(d.effect)} or \
+        {v for v in settings.blowup_deciders}
     found = [d for d in settings.blowup_deciders if d in parts]
-    return max(found, key=lambda d: abs(parts[d].effect), default=None)
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else f"the detached centerings pooled ({', '.join(found)})"
 
 
 def _split_clause(v1b) -> str:
@@ -126,7 +132,21 @@ def _status_clause(v, holds: str, fails: str, negligible: str, not_shown: str) -
 
     r = v.tests[0]
     clause = {HOLDS: holds, FAILS: fails, NEGLIGIBLE: negligible}.get(v.status, not_shown)
-    return f"{clause}: {r.interval_text()} (Holm p {r.p_holm:.2g}, {_link(v)})"
+    note = ""
+    if v.status not in (HOLDS, FAILS) and math.isfinite(r.lo) and (r.lo > 0 or r.hi < 0):
+        note = ("; its bootstrap interval excludes 0, but the exact test does not reach the family-wise level"
+                if v.status != NEGLIGIBLE else "; within the smallest effect that matters, though not 0")
+    return f"{clause}: {r.interval_text()} (p {r.p:.2g}, Holm p {r.p_holm:.2g}{note}, {_link(v)})"
+
+
+def _by_variant(r) -> str:
+    return f"; by variant {_datasets(r.by_variant)}" if len(r.by_variant) > 1 else ""
+
+
+def _not_carried(r) -> str:
+    """The pooled data sets that do not carry the effect (their own interval covers 0)."""
+    quiet = [d for d in r.by_dataset if d.role == "pooled" and math.isfinite(d.lo) and d.lo <= 0 <= d.hi]
+    return f"; not on {_datasets(quiet)}" if quiet and r.carried_by() else ""
 
 
 def answer_text(verdicts, members, settings) -> str:
@@ -145,14 +165,15 @@ def answer_text(verdicts, members, settings) -> str:
                                              f"{same.effect:.0%} of {same.n} pairs" if same and math.isfinite(
                                                  same.effect) else "") + f" ({_link(v5)}).")
     if v4 is not None and v4.tests:
-        det = _decider(v4, settings) or "the detached centering"
+        det = _deciders(v4, settings) or "the detached centering"
         out.append(f"The paper's thought experiment is its argument for differentiating through the statistics: with "
                    f"them computed outside the gradient step, {det} "
                    + _status_clause(v4, "diverged more often than the same centering with the gradient through it",
                                     "diverged less often than the same centering with the gradient through it",
                                     "diverged as often as the same centering with the gradient through it",
                                     "could not be told apart from the same centering with the gradient through it")
-                   + (f", carried by {_datasets(v4.tests[0].carried_by())}" if v4.status != NEGLIGIBLE else "")
+                   + (f", carried by {_datasets(v4.tests[0].carried_by())}{_not_carried(v4.tests[0])}"
+                      if v4.status != NEGLIGIBLE else "") + _by_variant(v4.tests[0])
                    + (f"; on zero-mean inputs (the control) {_controls(v4.tests[0].controls())}"
                       if v4.tests[0].controls() else "") + ".")
     if v2 is not None and v2.tests:
@@ -162,20 +183,27 @@ def answer_text(verdicts, members, settings) -> str:
         drift = ("yet b kept drifting" if alpha > 0 else "and b's drift stopped growing") if math.isfinite(alpha) \
             else "and b's drift could not be measured"
         out.append(f"There {ident}, {drift}; its growth exponent minus a random walk's {settings.alpha_unbounded:g} "
-                   + _status_clause(v2, "was above 0", "was below 0 (growth that slows over the run)",
-                                    "was within the smallest effect of 0", "could not be told from 0") + ".")
+                   + _status_clause(v2, "was above 0", "was below 0 (growth that slows over the run, not shown "
+                                    "to stop)", "was within the smallest effect of 0 (random-walk growth, which is "
+                                    "still unbounded; a run this short cannot tell a bound)", "could not be told from 0")
+                   + _by_variant(v2.tests[0]) + ".")
     if v1b is not None and v1b.tests:
-        out.append("At inference the running statistics stop cancelling b: eval-mode minus train-mode loss, detached "
-                   "minus twin, " + _status_clause(v1b, "was higher (inference worse)",
+        out.append("At inference the running statistics no longer cancel b; whether that reached the predictions: "
+                   "eval-mode minus train-mode loss, detached minus twin, " + _status_clause(v1b, "was higher (inference worse)",
                                                    "was lower (inference better)", "was negligible",
                                                    "could not be told from 0")
                    + (f", carried by {_datasets(v1b.tests[0].carried_by())}" if v1b.status != NEGLIGIBLE else "")
-                   + (f"; by variant {_datasets(v1b.tests[0].by_variant)}" if len(v1b.tests[0].by_variant) > 1 else "")
+                   + _by_variant(v1b.tests[0])
                    + _split_clause(v1b) + ".")
     if v3 is not None and len(v3.tests) == 2:
         fit, stab = sorted(v3.tests, key=lambda r: r.side)
         word = {**SIDE_WORD, "not shown": "not distinguishable from centering"}
-        out.append(f"Standardizing as well as centering outside the step was {word.get(fit.status, fit.status)} on "
-                   f"fit ({fit.interval_text()}, Holm p {fit.p_holm:.2g}) and {word.get(stab.status, stab.status)} on "
-                   f"stability ({stab.interval_text()}, Holm p {stab.p_holm:.2g}) ({_link(v3)}).")
+        def side(r) -> str:
+            lean = ("; its interval lies " + ("above" if r.lo > 0 else "below") + " 0 but the test does not decide"
+                    if r.status not in ("holds", "does not hold") and math.isfinite(r.lo) and (r.lo > 0 or r.hi < 0)
+                    else "")
+            return f"{word.get(r.status, r.status)} on {r.side} ({r.interval_text()}, Holm p {r.p_holm:.2g}{lean})"
+
+        out.append(f"Standardizing as well as centering outside the step was {side(fit)} and {side(stab)}, + meaning "
+                   f"worse ({_link(v3)}).")
     return " ".join(out[:6])

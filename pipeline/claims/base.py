@@ -26,6 +26,7 @@ MIXED = "mixed"                                    # claim 3: its two sides poin
 PASSED, CHECK_FAILED = "check passed", "check failed"
 STATUSES = (HOLDS, FAILS, MIXED, NEGLIGIBLE, NOT_SHOWN, PASSED, CHECK_FAILED)
 NAN = float("nan")
+SAME_AS_NOW = "same as now"  # a Judgement.legacy value: the replaced rule reads the very same comparisons
 
 
 @dataclass
@@ -130,7 +131,8 @@ class Claim:
                        evidence=j.evidence, answer=claim_answer(self, status, mine, settings), table=table,
                        figure=self.figure, settings_used={k: getattr(settings, k) for k in sorted(self.placeholders())
                                                           if hasattr(settings, k)},
-                       tests=mine, legacy=dict(j.legacy))
+                       tests=mine, legacy={k: (f"{status} (the same comparisons)" if x == SAME_AS_NOW else x)
+                                           for k, x in j.legacy.items()})
 
     def evaluate(self, members: pd.DataFrame, histories, settings) -> Verdict:
         """This claim alone: its primary tests Holm-adjusted among themselves only (the report

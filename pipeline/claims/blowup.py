@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.claims.base import Endpoint, Judgement, _paired, excess_rate_interval, interval, rate_interval
+from pipeline.claims.base import SAME_AS_NOW, Endpoint, Judgement, _paired, excess_rate_interval, interval, rate_interval
 from pipeline.claims.legacy import FAILS, count_status
 from pipeline.outcomes import ci
 
@@ -92,7 +92,7 @@ def judge_blows_up(m, hist, s) -> Judgement:
     first = count_status(old_first, s.ci_level, only_informative=False)
     # 61c2b93 (the landmark for both members): the test's pairs under the replaced rule differ only where a
     # twin diverged before K while its population member did not; with none, the replaced rule's test is this one
-    landmark = ("the same (no pair differs)" if not twin_early else
+    landmark = (SAME_AS_NOW if not twin_early else
                 f"not recomputed ({sum(twin_early.values())} pairs differ)")
     return Judgement(eps, ev.strip(), comparisons={"claim4": comp},
                      legacy={"ffaf633": first, "count": revised, "61c2b93": landmark})

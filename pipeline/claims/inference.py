@@ -65,9 +65,10 @@ def judge_inference_leak(m, hist, s) -> Judgement:
     carriers = comp.groupby("variant")["diff"].agg(["mean", "size"]) if len(comp) else None
     ev = ("Full training set, eval mode (running statistics) minus train mode (batch statistics), detached "
           "variant minus its twin, paired by data set, lr and seed"
-          + (": mean excess by variant " + "; ".join(f"{v} {r['mean']:+.3g} nats over {int(r['size'])} pairs"
+          + (": mean excess per pair by variant " + "; ".join(f"{v} {r['mean']:+.3g} nats over {int(r['size'])} pairs"
                                                       for v, r in carriers.iterrows()) if carriers is not None else "")
-          + ". Negative = inference mode fits the training set better than training mode does."
+          + " (the primary test's per-variant rows average per seed first). Negative = inference mode fits the "
+            "training set better than training mode does."
           + (" Split of the detached variants' own gap (eval - train) into b's lag and the statistics' lag: "
              + "; ".join(e.text() for e in shares) + "." if shares else ""))
     legacy = {"ffaf633": count_status(old_family, s.ci_level, only_informative=False),

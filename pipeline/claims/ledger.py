@@ -38,7 +38,7 @@ LEDGER: tuple[RuleChange, ...] = (
         "ffaf633", "2026-11-26",
         "All-agreeing cells 'cannot miss 0 by chance'. A smaller family lowers the count needed. Claim 3's "
         "code had read the binomial count since 6d528e6 (same day); this commit brought its declared text "
-        "to the count: on the default report (6 above, 1 below of 16) the declared rule says mixed, the "
+        "to the count: on the default grid's report at that commit (6 above, 1 below of 16) the declared rule says mixed, the "
         "revised one holds (issue 17).", claims=("claim1b", "claim3", "claim4")),
     RuleChange(
         "claim4",
@@ -48,7 +48,7 @@ LEDGER: tuple[RuleChange, ...] = (
         "a 'does not hold' when the count below 0 is beyond chance.",
         "ffaf633", "2026-11-26",
         "Before the first refresh the variant is a fixed affine map like `frozen`: the pair says nothing "
-        "about detaching (20 of 22 population_detached blow-ups were early).", claims=("claim4",)),
+        "about detaching (default grid at that commit: 20 of 22 population_detached blow-ups were early).", claims=("claim4",)),
     RuleChange(
         "claim1",
         "Check passed if |loss(b) - loss(b_0)| / loss / (1 + rms b) <= identity_rtol (relative to the loss).",
@@ -98,7 +98,7 @@ LEDGER: tuple[RuleChange, ...] = (
         "exchangeable, dropping only the detached member's early blow-ups removes pairs that would count "
         "+1 and keeps those that count -1, so population_center_detached's comparisons averaged -0.028 "
         "(-5.7 Monte-Carlo s.e., the 120 null grids of tests/test_calibration.py) instead of 0, and the "
-        "sign flip was no longer exact. On the shipped grid no pair "
+        "sign flip was no longer exact. On the default grid no pair "
         "changes: its 10 twin blow-ups before step 10 are in pairs whose population member also blew up "
         "early (same 205 comparisons, same p).", claims=("claim4",)),
 )
@@ -113,8 +113,8 @@ def ledger_markdown(verdicts=(), ledger: tuple[RuleChange, ...] = LEDGER) -> str
     under the rule the change replaced and now."""
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731 -- rules quote |dl/db|
     by = {v.key: v for v in verdicts}
-    rows = ["| claim | rule as first declared | rule as revised | commit | date | why | status under the replaced "
-            "rule -> now |", "|---|---|---|---|---|---|---|"]
+    rows = ["| claim | rule as first declared | rule as revised | commit | date | why | this report's verdict under "
+            "the rule the change replaced -> under today's rules |", "|---|---|---|---|---|---|---|"]
     for e in ledger:
         then = "; ".join(f"{k}: {by[k].legacy.get(e.legacy_key, 'not computed')} -> {by[k].status}"
                          for k in e.claims if k in by) or "–"

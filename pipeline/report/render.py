@@ -153,7 +153,7 @@ def _tests(ctx: ReportContext, v) -> str:
 def _declared(v) -> str:
     from pipeline.claims.ledger import changes_for
 
-    changes = changes_for(v.key)
+    changes = list({e.commit: e for e in changes_for(v.key)}.values())  # one mention per commit
     if not changes:
         return "declared before the data"
     return ("revised after the data -- " + "; ".join(
@@ -243,9 +243,10 @@ def markdown(ctx: ReportContext) -> str:
     from pipeline.claims.ledger import ledger_markdown
 
     md += ["## Rules changed after the data", "",
-           "Each rule below was changed after data had been seen; the last column gives each affected verdict's "
-           "status under the rule the change replaced, and now. A verdict whose claim no row names was decided "
-           "by the rule declared before the data.", "", ledger_markdown(ctx.verdicts), ""]
+           "Each rule below was changed after data had been seen. The last column re-reads THIS report's data "
+           "under the rule each change replaced (all later rules kept), beside today's verdict -- not a history "
+           "of past reports; numbers quoted in 'why' are from the grid named there. A verdict whose claim no row "
+           "names was decided by the rule declared before the data.", "", ledger_markdown(ctx.verdicts), ""]
     md += ["## Member outcomes", "",
            "Each member (lr x seed) is judged against a baseline fixed before it trains (its full-train-set "
            "loss in training mode at initialization, and chance: ln C, accuracy 1/C), never its own early "

@@ -179,5 +179,6 @@ def rule_text(rule: Rule) -> str:
             f"resamples, RNG seed 0). p-values are "
             f"Holm-adjusted across claims (the tests this grid can run). Negligible if the interval lies within "
             f"+/-{rule.smallest_effect:g}{u} (the smallest effect declared to matter) and could have excluded it "
-            f"(enough clusters for the exact test to reach {rule.alpha:g}, not every comparison equal); holds if the adjusted p <= {rule.alpha:g} and the interval "
+            f"(enough clusters for the exact test to reach {rule.alpha:g}, not every comparison equal) -- this takes "
+            f"precedence over a small p; holds if the adjusted p <= {rule.alpha:g} and the interval "
             f"lies above 0; does not hold if the adjusted p <= {rule.alpha:g} and it lies below 0; otherwise not shown.")
