@@ -131,7 +131,11 @@ def main() -> int:
             sessions |= server_pids()
         result["server_start_s"] = time.monotonic() - t0
         t0 = time.monotonic()
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        # a private HOME for Ray and the grid: Ray keeps user state in ~/.ray (e.g. an auth token file that made
+        # this test fail with InvalidAuthToken on a machine whose user had one); the test reads none of it
+        home = work / "home"
+        home.mkdir(mode=0o700, exist_ok=True)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HOME": str(home)}
         address = start_ray(work / "r", env, ray_procs)
         result["ray_start_s"] = time.monotonic() - t0
         client = MlflowClient(uri)
