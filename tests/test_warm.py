@@ -70,3 +70,15 @@ def test_warm_child_matches_cold_process_and_passes_errors_through():
             except ProcessLookupError:
                 pass
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_warm_command_line_help_and_bad_words():
+    """`normlab warm --help` prints its options and exits 0; a word it does not know is its usage, exit 2."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "pipeline.warm", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "status" in ok.stdout and "--wait" in ok.stdout
+    for bad in (["restart"], ["stop", "--wait"], ["status", "extra"]):
+        r = subprocess.run([sys.executable, "-m", "pipeline.warm", *bad], capture_output=True, text=True)
+        assert r.returncode == 2 and "usage: normlab warm" in r.stderr and r.stdout == "", (bad, r.stderr)

@@ -310,11 +310,17 @@ def _ask(path: Path, op: str, timeout: float) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    cmd = argv[0] if argv else "status"
-    if cmd not in ("status", "start", "stop") or argv[1:] not in ([], ["--wait"]):
-        print("usage: python -m pipeline.warm status|start [--wait]|stop", file=sys.stderr)
-        return 2
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="normlab warm", description="The warm-start server: one process per user and "
+                                 "interpreter that keeps torch, Lightning and MLflow imported, so a cell starts fast.")
+    ap.add_argument("command", nargs="?", default="status", choices=("status", "start", "stop"),
+                    help="status (default): is it up, and its pid; start: start it if it is down; stop: stop it")
+    ap.add_argument("--wait", action="store_true", help="with start: return only when it answers")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)  # --help: exit 0; a bad word: usage, exit 2
+    if args.wait and args.command != "start":
+        ap.error("--wait goes with start")
+    cmd = args.command
     path = socket_path()
     if path is None:
         return 1
@@ -335,14 +341,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if cmd == "start" and not pid:
         start_server()
-        for _ in range(240 if "--wait" in argv else 0):
+        for _ in range(240 if args.wait else 0):
             time.sleep(0.5)
             pid = _ask(path, "ping", REPLY_S)
             if pid:
                 break
     state = f"up (pid {pid})" if pid else f"starting (pid {holder})" if holder else "down"
     print(f"warm server {state} at {path}")
-    return 0 if pid or (cmd == "start" and "--wait" not in argv) else 1
+    return 0 if pid or (cmd == "start" and not args.wait) else 1
 
 
 if __name__ == "__main__":
