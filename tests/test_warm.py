@@ -82,3 +82,26 @@ def test_warm_command_line_help_and_bad_words():
     for bad in (["restart"], ["stop", "--wait"], ["status", "extra"]):
         r = subprocess.run([sys.executable, "-m", "pipeline.warm", *bad], capture_output=True, text=True)
         assert r.returncode == 2 and "usage: normlab warm" in r.stderr and r.stdout == "", (bad, r.stderr)
+
+
+def test_one_warm_server_whatever_name_started_the_interpreter():
+    """DVC's stages run `python`, `normlab` runs `python3`: the same venv's interpreter under either name
+    must find the same server (the socket name), and another environment must not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from pipeline.warm.client import fingerprint; print(fingerprint())"
+    names = [p for p in (Path(sys.executable).parent / n for n in ("python", "python3")) if p.exists()]
+    assert len(names) == 2, names
+    got = {subprocess.run([str(p), "-c", code], capture_output=True, text=True, check=True).stdout for p in names}
+    assert len(got) == 1
+    from pipeline.warm import client
+
+    here = client.fingerprint()
+    sys_prefix = sys.prefix
+    try:  # another environment (venv) on the same interpreter binary: another server
+        sys.prefix = "/elsewhere/venv"
+        assert client.fingerprint() != here
+    finally:
+        sys.prefix = sys_prefix

@@ -114,8 +114,11 @@ def _site_dirs() -> list[Path]:
 
 
 def fingerprint() -> str:
-    """Changes when a training module, the interpreter, or an installed package changes."""
-    h = hashlib.sha1(f"{sys.executable}\0{ROOT}\0".encode())
+    """Changes when a training module, the interpreter, or an installed package changes. The
+    interpreter is named by what it is -- its resolved binary and its environment (sys.prefix) -- not
+    by the name it was started under: `python` (DVC's stages) and `python3` (`normlab`) of one venv are
+    one server."""
+    h = hashlib.sha1(f"{os.path.realpath(sys.executable)}\0{sys.prefix}\0{ROOT}\0".encode())
     files = sorted((ROOT / "pipeline").rglob("*.py"))  # every module a child may import
     for site in _site_dirs():  # a pip install touches the folder and the packages' dist-info
         files.append(site)
