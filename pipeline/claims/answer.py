@@ -1,5 +1,5 @@
-"""The answers: each verdict's answer sentence (its claim's template for its status, filled from its
-primary test results) and the answer paragraph that opens the report.
+"""The answer paragraph that opens the report, assembled from the verdicts (each verdict's own answer
+sentence is pipeline.claims.templates').
 
     from pipeline.claims.answer import claim_answer, answer_text
 """
@@ -7,47 +7,10 @@ from __future__ import annotations
 
 import math
 
-
-def _datasets(effects) -> str:
-    return ", ".join(f"{d.dataset} ({d.effect:+.3g} [{d.lo:+.3g}, {d.hi:+.3g}])" for d in effects
-                     if math.isfinite(d.lo)) or "no single data set"
-
-
-def _controls(effects) -> str:
-    """Each control data set: whether it showed nothing (its interval covers 0) or an effect."""
-    return ", ".join(f"{d.dataset} showed " + ("nothing" if d.lo <= 0 <= d.hi else "an effect") +
-                     f" ({d.effect:+.3g} [{d.lo:+.3g}, {d.hi:+.3g}])" for d in effects if math.isfinite(d.lo)) \
-        or "no control could be read"
-
-
-SIDE_WORD = {"holds": "worse", "does not hold": "better", "negligible": "no different (negligible)",
-             "not shown": "not distinguishable"}
-
-
-def test_fields(results) -> dict:
-    """Template fields from a claim's primary test results: {t}, {p}, {plus}, {carried}, {control}
-    of the first; {<side>} and {<side>_status} of each side (claim 3: {fit}, {stability})."""
-    if not results:
-        return {}
-    r = results[0]
-    out = {"t": r.interval_text(), "p": f"{r.p_holm:.2g}", "plus": r.plus, "carried": _datasets(r.carried_by()),
-           "control": _controls(r.controls()) if r.controls() else "none in this grid"}
-    for x in results:
-        if x.side:
-            out[x.side] = f"{x.interval_text()} ({x.plus} if +; Holm p {x.p_holm:.2g}: {x.status})"
-            out[f"{x.side}_status"] = x.status
-            out[f"{x.side}_word"] = SIDE_WORD.get(x.status, x.status)
-    return out
-
-
-def claim_answer(claim, status: str, results, settings) -> str:
-    """The claim's answer template for `status`, filled from its test results and the report settings."""
-    template = claim.answers.get(status, "")
-    fields = {**settings.model_dump(), **test_fields(results)}
-    try:
-        return template.format(**fields)
-    except (KeyError, IndexError):
-        return template
+from pipeline.claims.base import CHECK_FAILED, FAILS, HOLDS, NEGLIGIBLE, PASSED
+from pipeline.claims.inference import B_SHARE, LAG_SHARE
+from pipeline.claims.templates import SIDE_WORD, _controls, _datasets
+from pipeline.claims.templates import claim_answer  # noqa: F401  (re-exported: pipeline.claims)
 
 
 # -- the answer paragraph ------------------------------------------------------------------------
@@ -75,8 +38,6 @@ def _largest(members, variant: str) -> str:
 
 
 def _bn_sentence(v5, v4, members, settings) -> str:
-    from pipeline.claims.base import CHECK_FAILED, PASSED
-
     bn = next((e.variant for e in v5.endpoints if e.primary), None) if v5 else None
     worst = next((e.effect for e in v5.endpoints if e.primary), float("nan")) if v5 else float("nan")
     if v5 is None or v5.status not in (PASSED, CHECK_FAILED):
@@ -113,8 +74,6 @@ def _deciders(v4, settings) -> str | None:
 def _split_clause(v1b) -> str:
     """b's share and the statistics' lag of the detached variants' own inference gap (member-weighted
     means of claim 1b's descriptive split endpoints), where the records have the split."""
-    from pipeline.claims.inference import B_SHARE, LAG_SHARE
-
     def mean(measure):
         es = [e for e in v1b.endpoints if e.measure == measure and e.n and math.isfinite(e.effect)]
         n = sum(e.n for e in es)
@@ -128,8 +87,6 @@ def _split_clause(v1b) -> str:
 
 
 def _status_clause(v, holds: str, fails: str, negligible: str, not_shown: str) -> str:
-    from pipeline.claims.base import FAILS, HOLDS, NEGLIGIBLE
-
     r = v.tests[0]
     clause = {HOLDS: holds, FAILS: fails, NEGLIGIBLE: negligible}.get(v.status, not_shown)
     note = ""
@@ -153,8 +110,6 @@ def answer_text(verdicts, members, settings) -> str:
     """At most six sentences answering the seed question's three parts -- why real BN does not blow up,
     what b is for, how the paper's thought experiment differs -- each from a verdict's status and
     numbers (a sentence per claim and status: other data, other sentences)."""
-    from pipeline.claims.base import CHECK_FAILED, NEGLIGIBLE, PASSED
-
     by = {v.key: v for v in verdicts}
     v1, v1b, v2, v3, v4, v5 = (by.get(k) for k in ("claim1", "claim1b", "claim2", "claim3", "claim4", "claim5"))
     out = [_bn_sentence(v5, v4, members, settings)]

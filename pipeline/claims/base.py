@@ -17,12 +17,13 @@ from typing import Callable
 import pandas as pd
 
 from pipeline.claims.endpoint_table import endpoint_frame
+from pipeline.claims.primary import MIXED, combine, primary_measure, run_tests
+from pipeline.claims.templates import claim_answer
 from pipeline.spec.endpoints import Endpoint, layer_text, number_text  # noqa: F401  (re-exported)
 from pipeline.spec.primaries import primary_tests
 from pipeline.spec.records import layer_column
-from pipeline.stats.inference import FAILS, HOLDS, NEGLIGIBLE, NOT_SHOWN
+from pipeline.stats.inference import FAILS, HOLDS, NEGLIGIBLE, NOT_SHOWN, clopper_pearson, newcombe_paired
 
-MIXED = "mixed"                                    # claim 3: its two sides point opposite ways
 PASSED, CHECK_FAILED = "check passed", "check failed"
 STATUSES = (HOLDS, FAILS, MIXED, NEGLIGIBLE, NOT_SHOWN, PASSED, CHECK_FAILED)
 NAN = float("nan")
@@ -106,9 +107,6 @@ class Claim:
     def verdict(self, j: Judgement, results: list, settings) -> Verdict:
         """The verdict from the judge's reading and this claim's primary test results (already
         Holm-adjusted with the report's other tests)."""
-        from pipeline.claims.answer import claim_answer
-        from pipeline.claims.primary import combine, primary_measure
-
         undeclared = {e.measure for e in j.endpoints} - set(self.measures())
         if undeclared:
             raise ValueError(f"{self.key}: the judge reported undeclared endpoints {sorted(undeclared)}")
@@ -137,8 +135,6 @@ class Claim:
     def evaluate(self, members: pd.DataFrame, histories, settings) -> Verdict:
         """This claim alone: its primary tests Holm-adjusted among themselves only (the report
         adjusts every claim's tests together: pipeline.claims.registry.evaluate_all)."""
-        from pipeline.claims.primary import run_tests
-
         j = self.judge(members, histories, settings)
         results = run_tests({k: j.comparisons[k] for k in self.tests if k in j.comparisons}, members, settings)
         return self.verdict(j, results, settings)
@@ -165,8 +161,6 @@ def interval(t) -> dict:
 def rate_interval(x, level: float) -> dict:
     """A rate of 0/1 outcomes with its exact (Clopper-Pearson) interval, as Endpoint keywords: 5/5 is
     [0.478, 1] at 95%, never a bootstrap's "[1, 1]"."""
-    from pipeline.stats.inference import clopper_pearson
-
     x = pd.Series(x, dtype=float).dropna()
     if x.empty:
         return dict(effect=NAN, lo=NAN, hi=NAN)
@@ -177,8 +171,6 @@ def rate_interval(x, level: float) -> dict:
 def excess_rate_interval(a, b, level: float) -> dict:
     """The excess rate of paired 0/1 outcomes a - b (same seeds, same order) with Newcombe's hybrid
     score interval for paired proportions, as Endpoint keywords."""
-    from pipeline.stats.inference import newcombe_paired
-
     pair = pd.DataFrame({"a": pd.Series(a, dtype=float).to_numpy(), "b": pd.Series(b, dtype=float).to_numpy()}).dropna()
     if pair.empty:
         return dict(effect=NAN, lo=NAN, hi=NAN)

@@ -23,9 +23,12 @@ import pandas as pd
 
 from pipeline.spec.endpoints import Endpoint
 from pipeline.spec.primaries import primary_test
-from pipeline.stats.inference import NEGLIGIBLE, NOT_SHOWN, Rule, cluster_bootstrap_ci, decide, holm, signflip_p
+from pipeline.outcomes import ci
+from pipeline.stats.inference import (FAILS, HOLDS, NEGLIGIBLE, NOT_SHOWN, Rule, cluster_bootstrap_ci, decide, holm,
+                                     signflip_p)
 
 NAN = float("nan")
+MIXED = "mixed"  # a claim with two sides (claim 3) whose tests point opposite ways
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,6 @@ def _one(frame: pd.DataFrame, level: float, n_boot: int, t_interval: bool = Fals
         return float(f["diff"].mean()), NAN, NAN, 1.0, len(f), clusters
     sums = pd.Series(f["diff"].to_numpy(float)).groupby(cl).sum().to_numpy()
     if t_interval:
-        from pipeline.outcomes import ci
-
         effect, lo, hi = ci(pd.Series(f["diff"].to_numpy(float)).groupby(cl).mean().to_numpy(), level=level)
     else:
         effect, lo, hi = cluster_bootstrap_ci(f["diff"].to_numpy(float), cl, level, n_boot=n_boot)
@@ -179,14 +180,12 @@ def could_decide(r: dict, alpha: float) -> bool:
 def combine(results: list[TestResult]) -> str:
     """A claim's status from its tests: one test -> its status; two sides (claim 3) -> the one
     decided side's status, "mixed" when they point opposite ways, "negligible" if both are."""
-    from pipeline.stats.inference import FAILS, HOLDS
-
     st = [r.status for r in results]
     if len(st) == 1:
         return st[0]
     decided = {s for s in st if s in (HOLDS, FAILS)}
     if decided == {HOLDS, FAILS}:
-        return "mixed"
+        return MIXED
     if decided:
         return decided.pop()
     return NEGLIGIBLE if all(s == NEGLIGIBLE for s in st) else NOT_SHOWN
