@@ -101,6 +101,33 @@ def test_repro_runs_every_cell_then_the_report(repo):
     assert "## Verdicts" in md and "## The answer" in md and "figures/b_norm_synthetic.png" in md
 
 
+def test_every_run_carries_the_git_commit_and_entry_point_on_the_warm_path(tmp_path):
+    """Issue 20: with the default warm start only the first cell's runs carried MLflow's source tags.
+    The warm server is started (and waited for) first, so every cell below runs in a forked child."""
+    from mlflow.tracking import MlflowClient
+
+    repo = _make_repo(tmp_path / "repo")
+    env = _env(repo)
+    env.pop("NORMLAB_WARM", None)  # the default path
+    warm = [sys.executable, "-m", "pipeline.warm"]
+    subprocess.run([*warm, "start", "--wait"], cwd=repo, env=env, check=True, capture_output=True, timeout=300)
+    try:
+        proc = subprocess.run(["dvc", "repro", "train@center_detached-synthetic", "train@bn-synthetic"], cwd=repo,
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert subprocess.run([*warm, "status"], cwd=repo, env=env, capture_output=True).returncode == 0
+    finally:
+        subprocess.run([*warm, "stop"], cwd=repo, env=env, capture_output=True, timeout=300)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("normlab").experiment_id], max_results=1000)
+    assert len(runs) == 2 * (1 + 4)  # two cells, each a parent and 2 lrs x 2 seeds
+    assert {r.data.tags.get("mlflow.source.git.commit") for r in runs} == {head}
+    names = {r.data.tags.get("mlflow.source.name", "") for r in runs}
+    assert {Path(n).parts[-2:] == ("pipeline", "train.py") for n in names} == {True}, names
+
+
 def test_second_repro_does_nothing(repo):
     assert ran(dvc(repo, "repro")) == set()
     assert "up to date" in dvc(repo, "status") or dvc(repo, "status").strip().startswith("Data and pipelines are up to date")
