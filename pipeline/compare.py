@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.spec import environment
+
 
 RESERVED = {"figures", "tables", "report.md"}
 
@@ -128,7 +130,7 @@ def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missi
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.compare"), description=__doc__.splitlines()[0])
     ap.add_argument("--study", required=True, help="the study file (studies/<name>.yaml)")
     ap.add_argument("--reports", required=True, help="the study's report folder (one subfolder per setup)")
     args = ap.parse_args(argv)

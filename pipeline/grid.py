@@ -34,6 +34,7 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.spec import environment
 from pipeline import repo_lock
 from pipeline.spec.names import cell_of_stage, stage_name
 
@@ -151,7 +152,7 @@ def close_dead_attempts(client, experiment: str, grid: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.executors import EXECUTORS
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.grid", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.grid"), description=__doc__.splitlines()[0])
     ap.add_argument("--executor", default="local", help=" | ".join(EXECUTORS) + " (pipeline/executors/)")
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                     help="local: worker processes (default: cores); ray without --address: CPUs of the local Ray")

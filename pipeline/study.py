@@ -27,11 +27,12 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.spec import environment
 from pipeline.study_file import load_study
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.study", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.study"), description=__doc__.splitlines()[0])
     ap.add_argument("study", help="a study file, e.g. studies/deep.yaml")
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="cells at once")
     ap.add_argument("--executor", default="local", help="local | ray (as pipeline.grid)")

@@ -16,15 +16,16 @@ import sys
 
 # only the standard library at import (and pipeline.cell / pipeline.warm.client, which import nothing
 # heavy): the warm path must not pay for torch, pandas or Lightning
+from pipeline.spec import environment
 from pipeline.cell import Launch, launch
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.train"), description=__doc__.splitlines()[0])
     ap.add_argument("--variant", required=True, help="a name under `variants:` in params.yaml")
     ap.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
     ap.add_argument("--out", required=True, help="output folder: new, or a normlab cell folder (replaced whole)")
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", default="params.yaml", help="the params file (default params.yaml): grid, variants, data sets, model, optim, train, tracking")
     ap.add_argument("--no-track", action="store_true", help="skip MLflow (outputs are still written)")
     return ap
 

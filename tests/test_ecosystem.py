@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -360,6 +361,54 @@ def test_console_command_lists_and_dispatches():
         "normlab: unknown command 'bogus' (commands: train, grid, report, ui, warm, server, fetch-data)"]
     port = _normlab("ui", "--port", "0")
     assert port.returncode == 2 and "--port: must be 1..65535" in port.stderr
+
+
+def _options_without_help(text: str) -> list[str]:
+    """Option entries of an argparse help text that carry no description."""
+    lines = text.split("options:", 1)[1].splitlines()
+    entries: list[list[str]] = []
+    for line in lines:
+        if line.startswith("  -"):
+            entries.append([line])
+        elif entries and line.startswith("    "):
+            entries[-1].append(line)
+    return [e[0].strip() for e in entries
+            if len(e) == 1 and len(re.split(r"\s{2,}", e[0].strip())) < 2]
+
+
+@pytest.mark.parametrize("command", ["train", "grid", "report", "ui", "warm", "server"])
+def test_every_command_has_help_on_every_option(command):
+    """Issue 20 item 9: `normlab <cmd> --help` exits 0, calls itself `normlab <cmd>` and describes every
+    option (before: train's usage said `python -m pipeline.train`; --params had no text)."""
+    out = _normlab(command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"usage: normlab {command}"), out.stdout[:80]
+    assert _options_without_help(out.stdout) == [], out.stdout
+
+
+def test_normlab_train_runs_carry_the_entry_point_and_git_commit(tmp_path):
+    """Issue 20 item 1: MLflow reads sys.argv[0], which the console command sets to `normlab train`; the
+    runs must still name pipeline/train.py as their source and carry the commit of the code that ran."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_dvc_pipeline import TINY, _params
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_params(TINY), sort_keys=False))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exe = BIN / "normlab"
+    proc = subprocess.run([str(exe), "train", "--variant", "bn", "--dataset", "synthetic", "--out",
+                           str(tmp_path / "cell"), "--params", str(params)], cwd=tmp_path,
+                          env={**os.environ, **QUIET, "MLFLOW_TRACKING_URI": store}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("normlab").experiment_id])
+    assert len(runs) == 1 + 4
+    assert {r.data.tags.get("mlflow.source.name") for r in runs} == {str(ROOT / "pipeline" / "train.py")}
+    assert {r.data.tags.get("mlflow.source.git.commit") for r in runs} == {head or None}
 
 
 def test_normlab_ui_opens_the_projects_store_on_localhost(monkeypatch):

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.spec import environment
 from pipeline import records
 from pipeline.config import ConfigError, Params, die, load_params
 from pipeline.report import figures, render, tables
@@ -69,10 +70,10 @@ def _check_out(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.report"), description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs", help="folder holding the cells' records")
     ap.add_argument("--out", default="reports", help="report folder (only the report's own entries are replaced)")
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", default="params.yaml", help="the params file the cells were trained with (default params.yaml)")
     ap.add_argument("--no-track", action="store_true", help="do not log the report to MLflow")
     args = ap.parse_args(argv)
     out = Path(args.out)

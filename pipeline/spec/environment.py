@@ -66,3 +66,11 @@ def default_store(root: Path = REPO_ROOT) -> str:
 def tracking_uri() -> str:
     """Where every normlab process records: MLFLOW_TRACKING_URI if set, else default_store()."""
     return os.environ.get("MLFLOW_TRACKING_URI") or default_store()
+
+
+def command_name(module: str) -> str:
+    """What a command's usage and --help call it: `normlab <cmd>` when started by the normlab CLI
+    (pipeline/cli.py sets sys.argv[0] so), else the `python -m` form it was started with."""
+    import sys
+
+    return sys.argv[0] if sys.argv and sys.argv[0].startswith("normlab ") else f"python -m {module}"

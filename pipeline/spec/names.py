@@ -15,6 +15,7 @@ from __future__ import annotations
 TRAIN_STAGE = "train"    # dvc.yaml's matrix stage: one `train@<cell>` per cell
 REPORT_STAGE = "report"  # dvc.yaml's report stage
 REPORT_RUN = "report"    # the MLflow run the report logs
+TRAIN_ENTRY = "pipeline/train.py"  # a cell's entry point, relative to the checkout: MLflow's source of its runs
 
 
 def cell_name(variant: str, dataset: str) -> str:

@@ -259,6 +259,22 @@ def dataset_inputs(name: str, features, targets) -> list:
     return [DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "train")])]
 
 
+def source_tags(context: dict[str, str]) -> dict[str, str]:
+    """MLflow's context tags with the cell's entry point (names.TRAIN_ENTRY) as the source, however the
+    cell was launched: MLflow reads sys.argv[0], which is `normlab train`, a grid worker or DVC's
+    `python -m` path; its git helpers then find the commit of the checkout the code ran from."""
+    from mlflow.utils.git_utils import get_git_branch, get_git_commit, get_git_repo_url
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT, MLFLOW_GIT_REPO_URL, MLFLOW_SOURCE_NAME
+
+    entry = str(Path(__file__).resolve().parents[2] / names.TRAIN_ENTRY)
+    source = context.get(MLFLOW_SOURCE_NAME, "")
+    if context.get(MLFLOW_GIT_COMMIT) and os.path.isfile(source) and os.path.realpath(source) == entry:
+        return context  # launched as `python -m pipeline.train`: MLflow already read this file's checkout
+    git = {MLFLOW_GIT_COMMIT: get_git_commit(entry), MLFLOW_GIT_BRANCH: get_git_branch(entry),
+           MLFLOW_GIT_REPO_URL: get_git_repo_url(entry)}
+    return {**context, MLFLOW_SOURCE_NAME: entry, **{k: v for k, v in git.items() if v}}
+
+
 class CellTracker:
     """Parent + child runs of one cell, and the time spent in MLflow calls.
 
@@ -315,7 +331,7 @@ class CellTracker:
             return
         t0 = time.perf_counter()
         # MLflow's own context tags (source, git commit, user), then the cell's
-        common = {**resolve_tags(), "variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
+        common = {**source_tags(resolve_tags()), "variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
                   "norm": self.cell.variant.norm, "dvc_stage": self.stage, "cell": self.cell.name,
                   **process_tag(),  # the process that closes these runs (orphan sweep)
                   **(self.cell_proc or ProcessId.current()).tags("normlab.cell_proc"),  # the one that trains them

@@ -312,7 +312,7 @@ class TrackingServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.tracking.server", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.tracking.server"), description=__doc__.splitlines()[0])
     ap.add_argument("--folder", help="keep the database and artifacts here (default: a temp folder, dropped at exit)")
     ap.add_argument("--port", type=int, help="MLflow server port on 127.0.0.1 (default: a free one)")
     ap.add_argument("--workers", type=int, default=2, help="MLflow server worker processes (default 2)")
