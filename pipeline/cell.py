@@ -172,6 +172,23 @@ def summarize(cell, history, module, members, input_mean_norm: float, classes: i
                        members=out)
 
 
+def step_progress_bar(steps: int, steps_per_batch: int):
+    """Lightning's bar counts batches, and a batch here is `steps_per_batch` optimizer steps
+    (pipeline.data.sets.StepChunks): this one counts the steps ("200/200 step", not "8/8")."""
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    class StepProgressBar(TQDMProgressBar):
+        def on_train_epoch_start(self, trainer, *rest):
+            super().on_train_epoch_start(trainer, *rest)
+            self.train_progress_bar.total, self.train_progress_bar.unit = steps, "step"
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.train_progress_bar.n = min((batch_idx + 1) * steps_per_batch, steps)
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the line
+
+    return StepProgressBar(refresh_rate=1)
+
+
 def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None = None,
              progress: bool | None = None):
     """Train every member of `cell` (a CellSettings), record it, write `out`; returns a
@@ -215,8 +232,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
                                eval_sets=dm.full_sets())
         callbacks = [TrackingCallback(tracker)] if tracker else []
         if progress:
-            from pytorch_lightning.callbacks import TQDMProgressBar
-            callbacks.append(TQDMProgressBar(refresh_rate=1))  # a batch is STEPS_PER_BATCH steps
+            callbacks.append(step_progress_bar(cell.train.steps, STEPS_PER_BATCH))
         trainer = pl.Trainer(accelerator=cell.train.accelerator, devices=1, max_steps=cell.train.steps,
                              max_epochs=1, logger=False, enable_checkpointing=False,
                              enable_model_summary=False, num_sanity_val_steps=0,

@@ -436,3 +436,14 @@ def test_runs_table_screenshot(study, tmp_path):
     url = screenshot(f"sqlite:///{study / 'mlflow.db'}", "normlab", out, wait_ms=15000)
     assert "/runs?workflowType=machine_learning" in url
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20000
+
+
+def test_progress_bar_counts_steps(tmp_path, capsys):
+    """Issue 20 item 9: the bar counted Lightning's batches of 25 steps ("2/2" for 40 steps)."""
+    from pipeline.cell import run_cell
+
+    cell = make_cell("bn", optim={"lrs": [0.1], "seeds": [0]}, train={"steps": 40, "eval_every": 20})
+    run_cell(cell, tmp_path / "cell", track=False, progress=True)
+    shown = capsys.readouterr()
+    bar = shown.out + shown.err  # Lightning's bar writes to stdout
+    assert "40/40" in bar and "step" in bar, bar[-400:]
