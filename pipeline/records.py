@@ -14,6 +14,7 @@ get typed records back (read_cell -> CellRecord whose summary is a CellSummary).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -36,6 +37,20 @@ FILES = ("history.parquet", "summary.json", "config.json")  # what a cell folder
 
 class RecordError(ValueError):
     """A missing, corrupt or foreign record: the message is the one line shown to the user."""
+
+
+class WriteError(RecordError):
+    """A cell's files could not be written (a full or read-only disk) while it ran: the one line shown.
+    What was there before is left as it was; the training command exits 1 (not 2: nothing was wrong
+    with what it was given)."""
+
+
+def _write_failed(what: Path, exc: OSError) -> WriteError:
+    remedy = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your disk quota",
+              errno.EROFS: "give a folder on a writable disk", errno.EACCES: "give a folder you can write in"}
+    do = remedy.get(exc.errno, "check that disk")
+    reason = os.strerror(exc.errno) if exc.errno else _one_line(exc)  # pyarrow's OSErrors carry errno, no strerror
+    return WriteError(f"cannot write {what} ({reason}): {do} and run the cell again")
 
 
 @dataclass
@@ -189,13 +204,19 @@ def stage_cell(out: str | Path, history, summary: CellSummary | dict, config: di
         summary = CellSummary.model_validate(raw)
     except ValidationError as exc:
         raise RecordError(f"{out / 'summary.json'}: refused, breaks the schema ({_one_line(exc)})") from None
-    tmp = _private_tmpdir(out)
+    try:
+        tmp = _private_tmpdir(out)
+    except OSError as exc:
+        raise _write_failed(Path(out).resolve().parent, exc) from None
     try:
         history.to_parquet(tmp / "history.parquet", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2, allow_nan=True))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         (tmp / MARKER).write_text(json.dumps({"written_by": "normlab", "cell": summary.cell}) + "\n")
         _check_still_ours(out)
+    except OSError as exc:  # pyarrow's write errors are OSErrors too
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_failed(Path(out).resolve().parent, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -228,8 +249,13 @@ def write_meta(folder: Path, meta: CellMeta | dict) -> None:
     CellMeta.model_validate(meta)
     path = meta_path(folder)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=2, default=_json_default))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(meta, indent=2, default=_json_default))
+        tmp.replace(path)
+    except OSError as exc:  # no half-written file, and no earlier meta file beside other outputs
+        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        raise _write_failed(path, exc) from None
 
 
 def write_tree_atomically(out: Path, build: Callable[[Path], None], marker: str | None = None) -> None:
