@@ -16,7 +16,6 @@ process (what a cold or warm training command uses).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import sqlite3
