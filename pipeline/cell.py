@@ -17,8 +17,9 @@ The folder goes in only after every MLflow run is closed FINISHED: when the trac
 left as it was, so a cell is never complete on disk without its records.
 `launch(Launch(...))` is what the training command runs once its arguments are parsed: the params
 file read and validated (one error line and exit 2 on a bad setting, before any work), run_cell,
-one summary line; Ctrl-C or SIGTERM ends it with 130 and its MLflow runs KILLED; a tracking
-failure is one line and exit 1.
+one summary line; Ctrl-C or SIGTERM ends it with 130 and its MLflow runs KILLED (also while the
+tracking process is still connecting); a tracking failure (pipeline/tracking/failures.py: the store,
+what happened, what to do) or a full disk under --out (records.WriteError) is one line and exit 1.
 
 Who calls it: `python -m pipeline.train` (pipeline/train.py: the command line, cold), a child of the
 warm server (pipeline/warm/server.py: the same Launch, forked warm), the local executor's workers
@@ -280,7 +281,10 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
                     records.commit_cell(staged, out)
                     staged = None
                     meta["outputs_hash"] = written  # only beside outputs that were written
-                    records.write_meta(out, meta)
+                    try:
+                        records.write_meta(out, meta)
+                    except records.WriteError as err:  # the cell is written; only its run facts are not
+                        print(f"normlab: {cell.name}: written, but not its meta file: {err}", file=sys.stderr)
             finally:
                 if staged is not None:  # ours, never swapped in: the cell is not written
                     records.discard_staged(staged)
@@ -295,7 +299,7 @@ def launch(req: Launch) -> int:
     """The training command's work once its arguments are parsed; returns the exit status
     (a bad setting or record: one line on stderr and SystemExit(2), before any work)."""
     from pipeline.config import ConfigError, cell_settings, die, load_params
-    from pipeline.records import RecordError
+    from pipeline.records import RecordError, WriteError
     from pipeline.spec.names import cell_name
     from pipeline.tracking.runs import TrackingError
 
@@ -304,6 +308,9 @@ def launch(req: Launch) -> int:
         signal.signal(signal.SIGTERM, _sigterm)
         # an unreachable tracking store raises ConfigError from the tracker's start, before work
         run = run_cell(cell, req.out, track=False if req.no_track else None)
+    except WriteError as err:  # a full or read-only disk under --out while the cell ran: what was there stays
+        print(f"normlab: {cell_name(req.variant, req.dataset)}: {err}; {req.out} not written", file=sys.stderr)
+        return 1
     except (ConfigError, RecordError) as err:
         die(str(err))
     except TrackingError as err:  # the store failed mid-cell: nothing was written to --out

@@ -59,7 +59,9 @@ def ui_command(argv: list[str]) -> list[str] | str:
     if uri.startswith(("http://", "https://")):
         return f"the runs are on the tracking server {uri}: open that address in a browser"
     mlflow = Path(sys.executable).parent / "mlflow"
-    return [str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    # one worker: a personal UI (and a single process, whose start-up line follows its listen())
+    return [str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port),
+            "--workers", "1"]
 
 
 def ui(argv: list[str]) -> int:
@@ -67,11 +69,14 @@ def ui(argv: list[str]) -> int:
     if isinstance(cmd, str):
         print(cmd)
         return 0
-    port = cmd[-1]
+    port = cmd[cmd.index("--port") + 1]
     # the query selects MLflow 3's "Model training" side (the UI's default is its GenAI side)
     print(f"MLflow UI on http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning "
           f"(runs store {cmd[3]}); Ctrl-C stops it", file=sys.stderr, flush=True)
-    os.execv(cmd[0], cmd)  # MLflow's own process from here on: Ctrl-C and exit codes are its own
+    from pipeline.tracking.loopback import loopback_env
+
+    env = loopback_env(os.environ, "ui")  # nothing that would make it listen beyond 127.0.0.1
+    os.execve(cmd[0], cmd, env)  # MLflow's own process from here on: Ctrl-C and exit codes are its own
     return 1  # not reached
 
 

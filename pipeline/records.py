@@ -14,6 +14,7 @@ get typed records back (read_cell -> CellRecord whose summary is a CellSummary).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -36,6 +37,20 @@ FILES = ("history.parquet", "summary.json", "config.json")  # what a cell folder
 
 class RecordError(ValueError):
     """A missing, corrupt or foreign record: the message is the one line shown to the user."""
+
+
+class WriteError(RecordError):
+    """A cell's files could not be written (a full or read-only disk) while it ran: the one line shown.
+    What was there before is left as it was; the training command exits 1 (not 2: nothing was wrong
+    with what it was given)."""
+
+
+def _write_failed(what: Path, exc: OSError) -> WriteError:
+    remedy = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your disk quota",
+              errno.EROFS: "give a folder on a writable disk", errno.EACCES: "give a folder you can write in"}
+    do = remedy.get(exc.errno, "check that disk")
+    reason = os.strerror(exc.errno) if exc.errno else _one_line(exc)  # pyarrow's OSErrors carry errno, no strerror
+    return WriteError(f"cannot write {what} ({reason}): {do} and run the cell again")
 
 
 @dataclass
@@ -189,13 +204,19 @@ def stage_cell(out: str | Path, history, summary: CellSummary | dict, config: di
         summary = CellSummary.model_validate(raw)
     except ValidationError as exc:
         raise RecordError(f"{out / 'summary.json'}: refused, breaks the schema ({_one_line(exc)})") from None
-    tmp = _private_tmpdir(out)
+    try:
+        tmp = _private_tmpdir(out)
+    except OSError as exc:
+        raise _write_failed(Path(out).resolve().parent, exc) from None
     try:
         history.to_parquet(tmp / "history.parquet", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2, allow_nan=True))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         (tmp / MARKER).write_text(json.dumps({"written_by": "normlab", "cell": summary.cell}) + "\n")
         _check_still_ours(out)
+    except OSError as exc:  # pyarrow's write errors are OSErrors too
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_failed(Path(out).resolve().parent, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -228,32 +249,99 @@ def write_meta(folder: Path, meta: CellMeta | dict) -> None:
     CellMeta.model_validate(meta)
     path = meta_path(folder)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=2, default=_json_default))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(meta, indent=2, default=_json_default))
+        tmp.replace(path)
+    except OSError as exc:  # no half-written file, and no earlier meta file beside other outputs
+        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        raise _write_failed(path, exc) from None
 
 
 def write_tree_atomically(out: Path, build: Callable[[Path], None], marker: str | None = None) -> None:
     """Build a folder's entries in a temp folder beside `out`; only if `build` succeeds, replace
-    each entry it made (and only those) in `out`. Other entries of `out` are left alone. With
-    `marker` (REPORT_MARKER), `out` must be one normlab made (check_report_out, re-checked here)
-    and keeps the marker."""
+    each entry it made (and only those) in `out`, all of them or none (_replace_all). Other entries
+    of `out` are left alone. An entry that is a symbolic link in `out` (tables/ kept on another
+    disk) stays a link: what it points to is replaced. With `marker` (REPORT_MARKER), `out` must be
+    one normlab made (check_report_out, re-checked here) and keeps the marker."""
     out = Path(out)
     if marker:
         check_report_out(out, marker=marker)
     out.mkdir(parents=True, exist_ok=True)
     tmp = _private_tmpdir(out)
+    elsewhere: list[Path] = []  # temp folders beside link targets on other filesystems
     try:
         build(tmp)
         if marker:
             (tmp / marker).write_text(json.dumps({"written_by": "normlab"}) + "\n")
+        moves = []
         for entry in sorted(tmp.iterdir()):
-            target = out / entry.name
-            if target.is_dir() and not target.is_symlink():
-                _swap_in(entry, target)
-            else:
-                entry.replace(target)  # a file: rename over it atomically
+            dest = out.resolve() / entry.name
+            if dest.is_symlink():
+                dest = dest.resolve()  # the link's target gets the entry; the link stays
+            if os.stat(entry).st_dev != os.stat(dest.parent).st_dev:  # copied beside it first: renames stay renames
+                elsewhere.append(_private_tmpdir(dest))
+                moved = elsewhere[-1] / entry.name
+                if entry.is_dir():
+                    shutil.copytree(entry, moved, symlinks=True)
+                else:
+                    shutil.copy2(entry, moved)
+                entry = moved
+            moves.append((entry, dest))
+        _replace_all(moves)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for side in elsewhere:
+            shutil.rmtree(side, ignore_errors=True)
+
+
+def _drop(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _replace_all(moves: list[tuple[Path, Path]]) -> None:
+    """Rename each `src` over its `dest` (same filesystem), all or none: every replaced `dest` is kept
+    aside (`.<name>.old-<pid>`: a hard link for a file, which is then replaced atomically; a rename
+    for a folder) until all are in. If one fails, those already in are taken out and the old ones
+    put back, in reverse order, then the error is raised; nothing is left under an `.old-` name."""
+    done: list[tuple[Path, Path | None]] = []  # (dest, its old entry aside, or None)
+    try:
+        for src, dest in moves:
+            aside = dest.parent / f".{dest.name}.old-{os.getpid()}"
+            if os.path.lexists(dest):
+                if dest.is_dir() and not dest.is_symlink():
+                    os.rename(dest, aside)
+                    done.append((dest, aside))
+                    os.rename(src, dest)
+                    continue
+                try:
+                    os.link(dest, aside, follow_symlinks=False)
+                except OSError:  # a filesystem without hard links
+                    shutil.copy2(dest, aside, follow_symlinks=False)
+            else:
+                aside = None
+            done.append((dest, aside))
+            os.replace(src, dest)
+    except BaseException:
+        for dest, aside in reversed(done):
+            if aside is None:  # a new entry: taken out if it went in
+                if os.path.lexists(dest):
+                    _drop(dest)
+            elif os.path.isdir(aside) and not os.path.islink(aside):
+                if os.path.lexists(dest):  # the new folder is in: out of the way, then dropped
+                    trash = dest.parent / f".{dest.name}.new-{os.getpid()}"
+                    os.rename(dest, trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+                os.rename(aside, dest)
+            else:
+                os.replace(aside, dest)  # the old file back, atomically
+        raise
+    for _, aside in done:
+        if aside is not None:
+            _drop(aside)
 
 
 REPORT_MARKER = ".normlab-report"  # a report folder normlab made: it may replace the report's entries in it

@@ -417,7 +417,8 @@ def test_normlab_ui_opens_the_projects_store_on_localhost(monkeypatch):
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cmd = ui_command(["--port", "5001"])
-    assert cmd[1:] == ["ui", "--backend-store-uri", tracking_uri(), "--host", "127.0.0.1", "--port", "5001"]
+    assert cmd[1:] == ["ui", "--backend-store-uri", tracking_uri(), "--host", "127.0.0.1", "--port", "5001",
+                       "--workers", "1"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://10.0.0.5:5000")
     assert "http://10.0.0.5:5000" in ui_command([])  # a server is its own UI: no second one
 

@@ -417,16 +417,19 @@ def test_report_run_finds_cell_runs_by_outputs_hash(grid, mlflow_uri, capsys):
     client = MlflowClient(mlflow_uri)
     exp = client.create_experiment("test")
 
-    def parent(cell: str, digest: str, status: str) -> str:
-        run = client.create_run(exp, run_name=cell, tags={"normlab.kind": "cell", "normlab.outputs_hash": digest})
+    def parent(cell: str, digest: str, status: str, identity: str | None = None) -> str:
+        s = records.read_summary(grid / "runs" / (identity or cell))  # the tags a cell's run carries (its identity)
+        run = client.create_run(exp, run_name=cell, tags={
+            "normlab.kind": "cell", "normlab.outputs_hash": digest, "cell": s.cell, "variant": s.variant,
+            "dataset": s.dataset, "normlab.config_hash": s.config_hash})
         client.set_terminated(run.info.run_id, status)
         return run.info.run_id
 
     digest = records.outputs_hash(grid / "runs" / "center-synthetic")
-    parent("center-synthetic", digest, "FINISHED")                  # an older run of the same bytes
     latest = parent("center-synthetic", digest, "FINISHED")
     parent("center-synthetic", digest, "FAILED")                    # newer, but not FINISHED
     parent("center-synthetic", "0" * 20, "FINISHED")                # other bytes (other params)
+    parent("center-synthetic", digest, "FINISHED", identity="bn-synthetic")  # the hash on another cell's run
     toy = parent("bias_only_toy-synthetic", records.outputs_hash(grid / "runs" / "bias_only_toy-synthetic"),
                  "FINISHED")
     assert report(grid) == 0
@@ -434,6 +437,8 @@ def test_report_run_finds_cell_runs_by_outputs_hash(grid, mlflow_uri, capsys):
     for word in ("loading", "tables", "figures", "rendering", "MLflow"):
         assert f"report: {word}" in err
     assert "center_detached-synthetic: no MLflow run found" in err
+    assert "center-synthetic: the one run with its outputs hash and identity (1 run(s) with its hash name " \
+           "another cell or config: ignored)" in err
     runs = client.search_runs([exp], filter_string="tags.`normlab.kind` = 'report'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     tags = runs[0].data.tags

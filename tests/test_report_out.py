@@ -130,3 +130,75 @@ def test_swap_in_puts_the_old_folder_back_when_the_second_rename_fails(tmp_path,
     monkeypatch.undo()
     assert (out / "a.png").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir() if ".old-" in p.name] == []
+
+
+# -- issue 18 item 7: reports/ on another filesystem (a real one: a tmpfs root mounts), tables/ a link ---
+@pytest.fixture
+def two_disks(tmp_path):
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    disks = [tmp_path / "disk1", tmp_path / "disk2"]
+    mounted = []
+    try:
+        for d in disks:
+            d.mkdir()
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(d)], capture_output=True, text=True)
+            if r.returncode:
+                pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
+            mounted.append(d)
+        assert len({os.stat(d).st_dev for d in [tmp_path, *disks]}) == 3
+        yield disks
+    finally:
+        for d in mounted:
+            subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def _leftovers(*folders: Path) -> list[str]:
+    return [str(p) for f in folders for p in f.rglob("*") if ".old-" in p.name or ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("tables", ["folder", "link"])
+def test_a_failing_report_on_another_filesystem_keeps_the_old_one(trained, tmp_path, two_disks, monkeypatch,  # noqa: F811
+                                                                  tables):
+    """reports/ a link to another filesystem, and its tables/ a link to a third: a report goes in whole
+    (through the links), and one that fails at its last replacement leaves the previous one as it was,
+    with no hidden `.figures.old-*` anywhere. Before: the old figures/ left as .figures.old-<pid>, and
+    with tables a link the report ended half-replaced."""
+    disk1, disk2 = two_disks
+    work = tmp_path / "work"
+    work.mkdir()
+    (disk1 / "reports").mkdir()
+    (work / "reports").symlink_to(disk1 / "reports")
+    assert _report(trained, work / "reports") == 0
+    held = disk1 / "reports" / "tables"
+    if tables == "link":
+        shutil.move(str(held), str(disk2 / "tables"))
+        held.symlink_to(disk2 / "tables")
+        held = disk2 / "tables"
+    (held / "stale.csv").write_text("a table the report no longer writes\n")
+    assert _report(trained, work / "reports") == 0  # a second report, through the links
+    assert (disk1 / "reports" / "tables").is_symlink() == (tables == "link")  # a user's link is kept
+    assert not (held / "stale.csv").exists() and (held / "members.csv").is_file()
+    assert _leftovers(work, disk1, disk2) == []
+    before = _snap(disk1 / "reports") | {f"tables/{k}": v for k, v in _snap(held).items()}
+
+    def fails_at_tables(real):  # the last entry to go in cannot (a device error, a full disk)
+        def call(src, dst, *a, **kw):
+            if "tables" in (Path(src).name, Path(dst).name):
+                raise OSError(28, "No space left on device")
+            return real(src, dst, *a, **kw)
+        return call
+
+    monkeypatch.setattr(os, "rename", fails_at_tables(os.rename))  # Path.rename and .replace call these
+    monkeypatch.setattr(os, "replace", fails_at_tables(os.replace))
+    other = tmp_path / "other.yaml"  # a report that differs from the one in place: one cell fewer
+    fewer = {**TINY, "grid": {**TINY["grid"], "variants": TINY["grid"]["variants"][:-1]}}
+    other.write_text(yaml.safe_dump(merge(BASE, fewer), sort_keys=False))
+    with pytest.raises(OSError):
+        cli.main(["--runs", str(trained / "runs"), "--out", str(work / "reports"), "--params", str(other), "--no-track"])
+    monkeypatch.undo()
+    after = _snap(disk1 / "reports") | {f"tables/{k}": v for k, v in _snap(held).items()}
+    assert after == before
+    assert _leftovers(work, disk1, disk2) == []

@@ -181,8 +181,9 @@ def test_runs_that_cannot_be_closed_fail_the_cell_and_leave_its_folder_as_it_was
 
     monkeypatch.setattr(MlflowClient, "set_terminated", dying)
     longer = make_cell("bn", **{**CELL, "train": {**CELL["train"], "steps": 25}})  # other outputs than the earlier cell
-    with pytest.raises(TrackingError, match=r"^bn-synthetic: 2 of 3 MLflow run\(s\) left RUNNING, the tracking store "
-                                             r"failed \(API request .* refused\); a later sweep ends them KILLED$"):
+    with pytest.raises(TrackingError, match=r"^bn-synthetic: 2 of 3 MLflow run\(s\) left RUNNING, a later sweep ends "
+                                             r"them KILLED: the tracking store sqlite:///.*mlflow.db failed \(API "
+                                             r"request .* refused\): check that it answers and run the cell again$"):
         run_cell(longer, out, progress=False)
     monkeypatch.setattr(MlflowClient, "set_terminated", real)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -239,8 +240,9 @@ def test_training_command_on_a_server_that_dies_mid_cell_is_one_line_and_writes_
         shutil.rmtree(private, ignore_errors=True)
     assert proc.returncode == 1, out + err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("normlab: bn-synthetic: 5 of 5 MLflow run(s) left RUNNING, the "
-                                                   "tracking store failed ("), err
+    assert len(lines) == 1 and lines[0].startswith("normlab: bn-synthetic: 5 of 5 MLflow run(s) left RUNNING, a later "
+                                                   f"sweep ends them KILLED: the tracking store {mlflow_server.uri} "
+                                                   "failed ("), err
     assert lines[0].endswith("; runs/bn-synthetic not written"), err
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # no folder, no temp folder
 

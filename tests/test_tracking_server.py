@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.tracking import server as ts
+from tests.listening import listening
 
 
 def _have_pg():
@@ -62,6 +63,24 @@ def _check_server(mlflow, folder):
         client = mlflow.MlflowClient(server.uri)
         exp = client.create_experiment("auth-check")
         assert client.get_experiment(exp).name == "auth-check"
+        # item 5: both listen on 127.0.0.1 only, as the kernel sees it (each is its own session)
+        assert listening(server.mlflow.pid) == {("127.0.0.1", server.port)}
+        assert listening(server.postgres.pid) == {("127.0.0.1", server.pg_port)}
+        # item 10: the served artifacts are the server's own; the folder is 0711 as root, so before
+        # (artifacts/ 0755, files 0644) nobody listed and read them by their path
+        run = client.create_run(exp)
+        client.log_text(run.info.run_id, "private numbers", "notes/a.txt")
+        stored = [p for p in (folder / "artifacts").rglob("a.txt")]
+        assert len(stored) == 1 and stored[0].read_text() == "private numbers"
+        assert stat.S_IMODE((folder / "artifacts").stat().st_mode) == 0o700
+        for path in [stored[0], *stored[0].parents]:
+            if path == folder:
+                break
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+        for cmd in (["cat", str(stored[0])], ["ls", str(folder / "artifacts")], ["cat", str(folder / "mlflow.log")]):
+            r = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", *cmd],
+                               capture_output=True, text=True, timeout=60, cwd="/")
+            assert r.returncode != 0 and "Permission denied" in r.stderr, (cmd, r.stdout)
         logs = (folder / "mlflow.log").read_text(errors="replace") + (folder / "postgres.log").read_text(errors="replace")
         assert password not in logs
         pids = [server.mlflow.pid, server.postgres.pid]
@@ -110,6 +129,28 @@ def test_folder_postgres_cannot_enter_is_one_line(tmp_path, monkeypatch):
         with pytest.raises(ts.ServerError, match="cannot enter .*private"):
             ts.TrackingServer(private / "server").start()
         assert stat.S_IMODE(private.stat().st_mode) == 0o700  # kept, not opened up (item 10)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_existing_0700_folder_stays_0700(tmp_path, monkeypatch, capsys):
+    """Item 10: `normlab server --folder DIR` made an existing 0700 folder 0755. As root, where the
+    postgres account cannot enter it, the command says so in one line (exit 1) and the mode stays."""
+    import tempfile
+
+    monkeypatch.setattr(ts, "postgres_bin", lambda: tmp_path)
+    monkeypatch.setattr(ts, "_run_as", lambda: {"user": 65534, "group": 65534, "extra_groups": []})
+    base = Path(tempfile.mkdtemp(prefix="normlab-ts-test-"))
+    os.chmod(base, 0o711)
+    try:
+        mine = base / "mine"
+        mine.mkdir(mode=0o700)
+        os.chmod(mine, 0o700)
+        assert ts.main(["--folder", str(mine)]) == 1
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("normlab")]
+        assert len(err) == 1 and f"cannot enter {mine}" in err[0], err
+        assert stat.S_IMODE(mine.stat().st_mode) == 0o700
+        assert list(mine.iterdir()) == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

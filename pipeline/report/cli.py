@@ -93,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             store = open_store(params)  # an unreachable store is reported before any work
     except (ConfigError, records.RecordError) as err:
         die(str(err))
-    cell_runs = None
+    cell_runs, links = None, {}
     if store:
-        from pipeline.report.mlflow_run import find_cell_runs
+        from pipeline.report.mlflow_run import link_cell_runs
 
-        cell_runs = find_cell_runs(*store, {c.summary.cell: c.outputs_hash for c in grid.cells})
+        links = link_cell_runs(*store, {c.summary.cell: c for c in grid.cells})  # the records read, not a tag alone
+        cell_runs = {name: link.run_id for name, link in links.items()}
     step(f"tables ({len(grid.cells)} cells)")
     members, largest, verdicts, answer = evaluate(params, grid)
     result = {}
@@ -112,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         n = log_cell_metrics(store[0], cell_runs, result["cells"], params.report)
         step(f"MLflow: the cell numbers on {n} parent run(s), at the report's thresholds; logging the report run")
         rid = log_report_run(*store, params, out, verdicts, result["metrics"], cell_runs, grid.excluded)
-        for name, run in cell_runs.items():
-            if run is None:
-                step(f"{name}: no MLflow run found with its outputs hash")
+        for name, link in links.items():
+            if link.run_id is None or link.ignored:
+                step(f"{name}: {link.why}")
     for v in verdicts:
         print(f"{v.key}: {v.status:>24}  {v.title}")
     print(f"wrote {out}/report.md, report.html" + (f"; MLflow run {rid}" if rid else ""))

@@ -3,9 +3,15 @@
     from pipeline.report.mlflow_run import open_store, find_cell_runs, log_cell_metrics, log_report_run
 
 A cell's parent run carries the tag `normlab.outputs_hash` = records.outputs_hash(folder) (a
-hash of the cell's output files, set by pipeline.tracking.runs). The report looks up, for each
-cell it read, the latest FINISHED parent run with that tag: the run that produced exactly
-these bytes, wherever DVC restored them from. No side file is trusted.
+hash of the cell's output files, set by pipeline.tracking.runs). The report links, for each cell
+it read, the FINISHED parent run that produced exactly these bytes, wherever DVC restored them
+from (link_cell_runs). A tag is no proof: MLflow has no authentication, so any local user who
+reaches the store (a server, `normlab ui`) can write one on any run (issue 18 item 5). So a
+candidate must carry the hash of the bytes read AND the cell's identity from those bytes (cell,
+variant, data set, config hash); the run the cell's own `<cell>.meta.json` names is linked when it
+is one of them (the meta file counts only when its outputs hash is the bytes read: DVC does not
+restore it); otherwise a single candidate is linked, and several are linked to none, each named,
+because a tag cannot choose between them (a forged copy and a real re-run look alike).
 
 The report, not the training stage, judges: it logs each cell's headline numbers (tables/cells.csv,
 computed at the report's own thresholds) onto the parent run it found, with the rule it used as the
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import records
@@ -37,20 +44,66 @@ def open_store(params):
     return client, exp
 
 
-def find_cell_runs(client, exp_id: str, cells: dict[str, "Path | str"]) -> dict[str, str | None]:
-    """cell name -> id of the latest FINISHED parent run tagged with the cell's outputs hash, or None.
-    Each cell is given by its folder, or by the outputs hash of the bytes already read from it
-    (records.read_cell: CellRecord.outputs_hash, so the run found is the one behind what was read)."""
-    found = {}
-    for name, cell in cells.items():
-        digest = cell if isinstance(cell, str) else records.outputs_hash(cell)
-        if not all(c in "0123456789abcdef" for c in digest):  # hex digits only: safe inside the filter string
-            raise ValueError(f"{name}: not an outputs hash: {digest!r}")
-        runs = client.search_runs([exp_id], max_results=1, order_by=["attributes.start_time DESC"],
-                                  filter_string=f"tags.`{HASH_TAG}` = '{digest}' and tags.`normlab.kind` = 'cell' "
-                                                f"and attributes.status = 'FINISHED'")
-        found[name] = runs[0].info.run_id if runs else None
-    return found
+@dataclass(frozen=True)
+class CellLink:
+    """The parent run linked to one cell the report read (None: no run is), and how, or why not."""
+    run_id: str | None
+    why: str
+    ignored: int = 0  # runs carrying the cell's hash under another cell's identity (a stray or forged tag)
+
+
+IDENTITY = ("cell", "variant", "dataset", "config_hash")  # CellSummary fields = the parent run's tags
+IDENTITY_TAGS = {"cell": "cell", "variant": "variant", "dataset": "dataset", "config_hash": "normlab.config_hash"}
+
+
+def _same_cell(run, summary) -> bool:
+    tags = run.data.tags
+    return all(tags.get(IDENTITY_TAGS[f]) == str(getattr(summary, f)) for f in IDENTITY)
+
+
+def _meta_run(rec: records.CellRecord) -> str | None:
+    """The parent run id the cell's own meta.json names, if that file describes the bytes read."""
+    meta = records.read_meta(rec.folder)
+    if not isinstance(meta, dict) or meta.get("outputs_hash") != rec.outputs_hash:
+        return None  # absent, or beside other bytes (DVC restored the cell; the meta file stays)
+    mlflow = meta.get("mlflow")
+    return mlflow.get("parent_run_id") if isinstance(mlflow, dict) else None
+
+
+def link_cell_run(client, exp_id: str, name: str, rec: records.CellRecord) -> CellLink:
+    """The parent run behind the bytes of `rec` (records.read_cell: its outputs hash is of what was read)."""
+    from pipeline.tracking.runs import search_all
+
+    digest = rec.outputs_hash or ""
+    if not digest or not all(c in "0123456789abcdef" for c in digest):  # safe inside the filter string
+        raise ValueError(f"{name}: not an outputs hash: {digest!r}")
+    runs = search_all(client, [exp_id], f"tags.`{HASH_TAG}` = '{digest}' and tags.`normlab.kind` = 'cell' "
+                                        f"and attributes.status = 'FINISHED'")
+    mine = [r for r in runs if _same_cell(r, rec.summary)]
+    others = len(runs) - len(mine)
+    foreign = f" ({others} run(s) with its hash name another cell or config: ignored)" if others else ""
+    named = _meta_run(rec)
+    for run in mine:
+        if run.info.run_id == named:
+            return CellLink(run.info.run_id, f"named by {records.meta_path(rec.folder).name}{foreign}", others)
+    if len(mine) == 1:
+        return CellLink(mine[0].info.run_id, f"the one run with its outputs hash and identity{foreign}", others)
+    if not mine:
+        return CellLink(None, f"no MLflow run found with its outputs hash{foreign}", others)
+    ids = ", ".join(r.info.run_id for r in mine[:5]) + (", ..." if len(mine) > 5 else "")
+    return CellLink(None, f"{len(mine)} FINISHED cell runs carry its outputs hash and identity ({ids}); none "
+                          f"linked: a tag cannot tell a re-run from a forged copy, and its meta file names none", others)
+
+
+def link_cell_runs(client, exp_id: str, cells: dict[str, records.CellRecord]) -> dict[str, CellLink]:
+    return {name: link_cell_run(client, exp_id, name, rec) for name, rec in cells.items()}
+
+
+def find_cell_runs(client, exp_id: str, cells: dict[str, "records.CellRecord | Path"]) -> dict[str, str | None]:
+    """cell name -> id of its linked parent run (link_cell_run), or None. Each cell is given by the
+    record read from it (records.read_cell), or by its folder (read here)."""
+    recs = {n: c if isinstance(c, records.CellRecord) else records.read_cell(c) for n, c in cells.items()}
+    return {name: link.run_id for name, link in link_cell_runs(client, exp_id, recs).items()}
 
 
 def outcome_rule(settings) -> str:

@@ -73,7 +73,7 @@ def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str, c
         tracker.create_runs()
     except Exception as exc:  # noqa: BLE001 - reported at finish, after closing what exists
         error = exc
-        _tell(conn, ("failed", _describe(error)))  # the cell stops at its first flush
+        _tell(conn, ("failed", _describe(tracker.failure(error))))  # the cell stops at its first flush
     status, finish = "KILLED", None
     while True:
         try:
@@ -93,7 +93,7 @@ def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str, c
         except Exception as exc:  # noqa: BLE001
             error = exc
         if error is not None:  # the cell stops at its next flush instead of training for nothing
-            _tell(conn, ("failed", _describe(error)))
+            _tell(conn, ("failed", _describe(error if isinstance(error, TrackingError) else tracker.failure(error))))
     closing = None
     try:
         if error is not None:
@@ -105,8 +105,9 @@ def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str, c
     except Exception as exc:  # noqa: BLE001
         closing = exc
     # a run left RUNNING says more than the failure before it; else the failure that ended the runs FAILED
-    error = closing or (error and TrackingError(f"{cell.name}: recording into MLflow failed ({first_line(error)}); "
-                                                f"its runs ended {'FAILED' if status == 'FINISHED' else status}"))
+    ended = "FAILED" if status == "FINISHED" else status
+    error = closing or (error and (TrackingError(f"{error}; its runs ended {ended}") if isinstance(error, TrackingError)
+                                   else tracker.failure(error, ended=ended)))
     _tell(conn, ("done", tracker.parent_id, tracker.child_ids, tracker.seconds,
                  None if error is None else _describe(error)))
 

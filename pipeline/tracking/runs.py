@@ -314,7 +314,10 @@ class CellTracker:
         self.create_runs()
 
     def connect(self) -> None:
+        from pipeline.tracking.failures import quiet_store_errors
+
         t0 = time.perf_counter()
+        quiet_store_errors()  # a store failure is said once, in the cell's line, not in MLflow's tracebacks
         self.client = connect(self.uri)
         self.experiment_id = experiment_id(self.client, self.cell.tracking.experiment, self.uri)
         close_orphans(self.client, [self.experiment_id], self.cell.name,  # runs of a killed earlier try
@@ -365,7 +368,11 @@ class CellTracker:
             p, t = params[:100], tags[:100]
             m = metrics[:BATCH_LIMIT - len(p) - len(t)]
             params, tags, metrics = params[len(p):], tags[len(t):], metrics[len(m):]
-            op = self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=synchronous)
+            try:
+                op = self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=synchronous)
+            except Exception:
+                self._params[run_id] = p + params  # not sent: they go with the run's closing request
+                raise
             if not synchronous:  # MLflow's writer thread overlaps the SQLite work with training
                 self._pending.append(op)
 
@@ -390,7 +397,14 @@ class CellTracker:
         try:
             yield
         except Exception as exc:  # noqa: BLE001 - whatever MLflow or the network raised
-            raise TrackingError(f"{self.cell.name}: recording into MLflow failed ({first_line(exc)})") from exc
+            raise self.failure(exc) from exc
+
+    def failure(self, exc: BaseException, ended: str | None = None) -> "TrackingError":
+        """The store failed: one line naming it, what happened and what to do (and how the runs ended)."""
+        from pipeline.tracking.failures import store_failure
+
+        runs = f"; its runs ended {ended}" if ended else ""
+        return TrackingError(f"{self.cell.name}: recording into MLflow failed: {store_failure(self.uri, exc)}{runs}")
 
     def log_rows(self, rows: dict[int, list[tuple[int, str, float]]], final: bool = False,
                  diverged: dict[int, int] | None = None) -> None:
@@ -467,8 +481,10 @@ class CellTracker:
             error = exc
             status = "FAILED" if status == "FINISHED" else status  # incomplete records are no finished run
         finally:
+            from pipeline.tracking.failures import is_locked
+
             runs, unclosed = [*self.child_ids, self.parent_id], 0
-            for run_id in runs:
+            for i, run_id in enumerate(runs):
                 if run_id == self.parent_id and unclosed and status == "FINISHED":
                     status = "FAILED"  # a cell whose member runs stay RUNNING is not a finished cell
                 try:
@@ -476,13 +492,17 @@ class CellTracker:
                 except Exception as exc:  # noqa: BLE001 - closing the others matters more
                     unclosed += 1
                     error = error or exc
+                    if is_locked(exc):  # each would wait SQLite's 20 s busy timeout in turn: the sweep closes them
+                        unclosed += len(runs) - i - 1
+                        break
             self.seconds += time.perf_counter() - t0
         if unclosed:
-            raise TrackingError(f"{self.cell.name}: {unclosed} of {len(runs)} MLflow run(s) left RUNNING, the "
-                                f"tracking store failed ({first_line(error)}); a later sweep ends them KILLED")
+            from pipeline.tracking.failures import store_failure
+
+            raise TrackingError(f"{self.cell.name}: {unclosed} of {len(runs)} MLflow run(s) left RUNNING, a later "
+                                f"sweep ends them KILLED: {store_failure(self.uri, error)}")
         if error is not None:
-            raise TrackingError(f"{self.cell.name}: recording into MLflow failed ({first_line(error)}); "
-                                f"its runs ended {status}")
+            raise self.failure(error, ended=status)
 
     def _log_figure(self, history_file) -> None:
         import pandas as pd

@@ -12,7 +12,9 @@ stops the MLflow server, then PostgreSQL, each by its pid (exit 0). If either di
 other is stopped and the command exits 1 with one line saying which died and how. Loopback only,
 no Unix socket; PostgreSQL uses scram-sha-256 password authentication for every connection, with a
 random password generated at first start and kept (mode 0600) in <folder>/pg-password, so a restart
-with the same folder reuses it. The folder is created 0700 and its logs 0600. A data folder
+with the same folder reuses it. The folder is created 0700 (an existing one keeps its mode), its logs
+0600, and the served artifacts are private to the server (artifacts/ 0700, written under umask 077);
+MLflow's variables that add listening addresses are dropped (pipeline/tracking/loopback.py). A data folder
 initialised by an older version with trust authentication is refused: remove it and start again.
 The MLflow server itself has no authentication: put `mlflow server --app-name basic-auth` or
 a reverse proxy in front when others share the machine.
@@ -36,6 +38,7 @@ import urllib.request
 from pathlib import Path
 
 from pipeline.spec import environment
+from pipeline.tracking.loopback import loopback_env
 
 PG_USER = "postgres"  # the account PostgreSQL runs as when we are root
 
@@ -234,7 +237,8 @@ class TrackingServer:
     def _start_mlflow(self, backend: str) -> str:
         self.port = self.port or free_port()
         artifacts = self.folder / "artifacts"
-        artifacts.mkdir(exist_ok=True)
+        artifacts.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(artifacts, 0o700)  # the server's own (as root the folder above is 0711: traversable)
         exe = Path(sys.executable).parent / "mlflow"
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlflow"]
         log = _open_private(self.folder / "mlflow.log")
@@ -242,7 +246,9 @@ class TrackingServer:
             [*cmd, "server", "--artifacts-destination", str(artifacts),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**environment.child_env(), "MLFLOW_BACKEND_STORE_URI": backend},  # not argv: ps shows argv
+            # the backend URI not on argv (ps shows argv); nothing that would listen beyond 127.0.0.1
+            env={**loopback_env(environment.child_env(), "server"), "MLFLOW_BACKEND_STORE_URI": backend},
+            umask=0o077,  # the artifacts it writes (served artifacts: clients upload through it) are its own
             start_new_session=True)  # its own group: uvicorn's workers stop with it, Ctrl-C reaches us only
         os.close(log)
         uri = f"http://127.0.0.1:{self.port}"
