@@ -131,3 +131,28 @@ def km_table(m: pd.DataFrame, settings) -> pd.DataFrame:
              if det in present and twins and twins[0] in present]
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+
+
+# -- claim 4's descriptive endpoints ---------------------------------------------------------------------
+TIME = "time to divergence: stratified log-rank, detached vs twin (Peto hazard ratio)"
+
+
+def time_endpoints(m: pd.DataFrame, settings) -> list:
+    """One Endpoint per TimeTest: Peto's hazard ratio with its asymptotic interval; the note carries O - E,
+    the events per arm and both p-values (cluster swaps: the one that holds with shared seeds)."""
+    from pipeline.spec.endpoints import Endpoint
+
+    out = []
+    for t in divergence_time_tests(m, settings):
+        r = t.result
+        lo, hi = r.hazard_ratio_interval()
+        note = (f"{t.role}; events {r.observed} detached / {r.observed_other} twin, O - E {r.o_minus_e:+.3g}; "
+                f"p {r.p_flip:.2g} by swapping arms within {r.clusters} (data set, seed) clusters"
+                f"{'' if r.exact else ' (Monte-Carlo)'}; p {r.p_normal:.2g} if members were independent")
+        one = len(t.variants) == 1
+        out.append(Endpoint(measure=TIME, effect=r.hazard_ratio, lo=lo, hi=hi, n=r.n, unit="hazard ratio",
+                            variant=t.variants[0] if one else None, twin=t.twin,
+                            group=None if one else "deciding pairs", variants=() if one else t.variants,
+                            dataset=t.datasets[0] if len(t.datasets) == 1 else None,
+                            over=None if len(t.datasets) == 1 else "pooled: " + ", ".join(t.datasets), note=note))
+    return out

@@ -27,7 +27,8 @@ m is the rank-1 prediction L_t = ||u_bar|| ||b_t - b_0|| (the drift_ratio column
 diverges when lr x L_t reaches a constant c of its data set, the same at every lr (a step of size lr along a
 direction whose curvature grows with L); c is read, per data set, from the OTHER lrs: the median of lr x L at
 the last logged step before divergence over the detached-centering members that diverged there (members that
-diverged before their first logged step after init carry no level and are left out). The predicted step is
+diverged before their first logged step after init carry no level, and lrs at which the twin itself diverges
+in half its seeds or more are too large for the data set whatever the gradient does: both are left out). The predicted step is
 the first logged step with lr x L_t >= c, or, where the record ends below c, where a line through its last
 quarter reaches c (`crossing`); later than the run's end: predicted to survive it. With a steady drive (||b_t -
 b_0|| = lr g t, claim 2's alpha = 1) this is the closed form t* = c / (lr^2 ||u_bar|| g): the time to
@@ -107,6 +108,9 @@ def member_mechanism(hist: pd.DataFrame | None, members: pd.DataFrame) -> pd.Dat
     t = base.assign(**out, **{layer_column("radial_share", i): v for i, v in radial.items()})
     t["diverged"] = t["status"] == "diverged"
     t["time"] = np.where(t["diverged"] & t["diverged_step"].notna(), t["diverged_step"], t["steps"]).astype(float)
+    # a member that diverged before its first logged step after init has no level to read
+    nothing = t["t_level"] <= 0
+    t.loc[nothing, ["level", "drift", "drift_pred"]] = np.nan
     t["growth"] = t["level"] / t["level0"]
     t["drift_ratio"] = t["drift"] / t["drift_pred"]
     return t
@@ -166,32 +170,49 @@ def radial_table(mech: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- the predicted time to divergence -------------------------------------------------------------------
-def divergence_level(mech: pd.DataFrame) -> pd.DataFrame:
+def _rank1(mech: pd.DataFrame) -> pd.Series:
+    return mech["norm"].isin(rank_one_variants(set(mech["norm"]))) & ~mech["loss_fixed"].astype(bool)
+
+
+def _twin_fails(mech: pd.DataFrame, twins: dict | None) -> pd.Series:
+    """Per row: whether, at its (data set, depth, lr), at least half of its first twin's members diverged."""
+    if not twins:
+        return pd.Series(False, index=mech.index)
+    rate = mech.groupby(["variant", "dataset", "depth", "lr"])["diverged"].mean()
+    keys = zip([(twins.get(v) or [None])[0] for v in mech["variant"]], mech["dataset"], mech["depth"], mech["lr"])
+    return pd.Series([bool(rate.get(k, 0.0) >= 0.5) for k in keys], index=mech.index)
+
+
+def divergence_level(mech: pd.DataFrame, twins: dict | None = None) -> pd.DataFrame:
     """lr x L (L = drift_pred, the rank-1 prediction of W's level along m) at the last logged step before
-    divergence, per diverged member of a rank-1 variant that has such a step after init: the thresholds."""
-    rank1 = mech["norm"].isin(rank_one_variants(set(mech["norm"]))) & ~mech["loss_fixed"].astype(bool)
-    d = mech[rank1 & mech["diverged"] & (mech["t_level"] > 0) & mech["drift_pred"].notna()]
+    divergence, per diverged member of a rank-1 variant that has such a step after init and whose twin (first
+    of `twins`) mostly survived that lr: the thresholds. Where the twin itself diverges the lr is too large for
+    the data set whatever the gradient does, and such a divergence says nothing about this route."""
+    d = mech[_rank1(mech) & mech["diverged"] & (mech["t_level"] > 0) & mech["drift_pred"].notna()
+             & ~_twin_fails(mech, twins)]
     return d.assign(eta_level=d["lr"] * d["drift_pred"])[["dataset", "depth", "lr", "variant", "seed", "eta_level"]]
 
 
-def predict_divergence(hist: pd.DataFrame | None, mech: pd.DataFrame) -> pd.DataFrame:
+def predict_divergence(hist: pd.DataFrame | None, mech: pd.DataFrame, twins: dict | None = None) -> pd.DataFrame:
     """Per member: `c` (the median lr x L at divergence over the rank-1 members of its data set and depth that
     diverged at OTHER lrs; NaN: none did), `t_pred`, the step at which lr x ||u_bar|| ||b_t - b_0|| reaches c
-    (`crossing`, from the logged steps before it diverged; NaN: no c, or a level not growing), and
-    `predicted` = t_pred within the run."""
-    levels = divergence_level(mech)
+    (`crossing`, from the logged steps before it diverged; NaN: no c, a level not growing, or a variant without
+    the rank-1 term -- a twin), and `predicted` = t_pred within the run. `twins`: report.twins (the thresholds
+    leave out lrs where the first twin diverged in half its members or more)."""
+    levels = divergence_level(mech, twins)
     c = []
     for r in mech.itertuples(index=False):
         other = levels[(levels["dataset"] == r.dataset) & (levels["depth"] == r.depth) & (levels["lr"] != r.lr)]
         c.append(float(other["eta_level"].median()) if len(other) else float("nan"))
     out = mech.assign(c=c)
     t_pred = np.full(len(out), np.nan)
+    rank1 = _rank1(out).to_numpy()
     if hist is not None and len(hist) and B_DRIFT in hist:
         lg = _logged(hist)
         groups = dict(tuple(lg[["cell", "member", "step", B_DRIFT]].groupby(["cell", "member"], sort=False)))
         for j, r in enumerate(out.itertuples(index=False)):
             h = groups.get((r.cell, r.member))
-            if h is None or not math.isfinite(r.c):
+            if h is None or not math.isfinite(r.c) or not rank1[j]:  # a twin: no rank-1 term, nothing predicted
                 continue
             if math.isfinite(r.diverged_step):  # predicted from what was there before the member diverged
                 h = h[h["step"] < r.diverged_step]
@@ -221,14 +242,14 @@ PREDICTION_COLUMNS = ["variant", "dataset", "depth", "lr", "n", "eta_level", "c"
                       "median_step", "median_step_pred", "log_ratio"]
 
 
-def prediction_table(pred: pd.DataFrame) -> pd.DataFrame:
+def prediction_table(pred: pd.DataFrame, twins: dict | None = None) -> pd.DataFrame:
     """Per variant, data set, depth and lr: members; `eta_level`, the median lr x L at divergence of this
     group's own diverged members (A2 holds if it is the same at every lr); the threshold c read from the other
     lrs; measured and predicted divergences within the run and how many members the prediction classed right;
     the median measured and predicted step among those that diverged / were predicted to; `log_ratio`, the
     median of log(t_pred / t) over the members that diverged (0: on time; + predicted late)."""
     rows = []
-    levels = divergence_level(pred)
+    levels = divergence_level(pred, twins)
     for (v, ds, depth, lr), g in pred.groupby(["variant", "dataset", "depth", "lr"], sort=False):
         own = levels[(levels["variant"] == v) & (levels["dataset"] == ds) & (levels["depth"] == depth)
                      & (levels["lr"] == lr)]
@@ -241,3 +262,29 @@ def prediction_table(pred: pd.DataFrame) -> pd.DataFrame:
                      "median_step_pred": g.loc[g["predicted"], "t_pred"].median(),
                      "log_ratio": float(np.median(np.log(hit["t_pred"] / hit["time"]))) if len(hit) else np.nan})
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+
+
+# -- claim 4's descriptive endpoints ---------------------------------------------------------------------
+GROWTH = "W along the input mean: ||m^T W_T|| / ||m^T W_0||, first layer (geometric mean over seeds)"
+DRIFT_RATIO = "W's drift along the input mean over its rank-1 prediction ||u_bar|| ||b_T - b_0|| (median over seeds)"
+
+
+def growth_endpoints(m: pd.DataFrame, hist: pd.DataFrame | None, settings) -> list:
+    """Per report.twins pair (first twin), data set and lr: the growth factor of each arm and the detached arm's
+    drift ratio; nothing where the history has no mean_dir_W (conv nets) or no history is given."""
+    from pipeline.spec.endpoints import Endpoint
+
+    if hist is None or LEVEL not in hist:
+        return []
+    table = growth_table(member_mechanism(hist, m), settings.twins)
+    out = []
+    for r in table.itertuples(index=False):
+        where = dict(dataset=r.dataset, lr=r.lr, layer=0)
+        out.append(Endpoint(measure=GROWTH, effect=r.growth, lo=r.growth_lo, hi=r.growth_hi, n=r.n, unit="x",
+                            variant=r.variant, note=f"{r.diverged} diverged", **where))
+        out.append(Endpoint(measure=GROWTH, effect=r.twin_growth, lo=r.twin_growth_lo, hi=r.twin_growth_hi, n=r.n,
+                            unit="x", variant=r.twin, over=f"twin of {r.variant}", note=f"{r.twin_diverged} diverged",
+                            **where))
+        out.append(Endpoint(measure=DRIFT_RATIO, effect=r.drift_ratio, n=r.n, variant=r.variant,
+                            note=f"drift {r.drift:.3g}, predicted {r.drift_pred:.3g}", **where))
+    return out

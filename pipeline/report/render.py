@@ -21,6 +21,7 @@ import pandas as pd
 
 
 from pipeline.config import REPO_ROOT, Params
+from pipeline.report import mechanism
 from pipeline.report.summary_figure import BN_VARIANT, FIGURE as SUMMARY
 
 MODES = ("Every loss says its mode: **training mode** = the normalization uses the mini-batch's statistics "
@@ -87,6 +88,7 @@ def _science_link(out: Path) -> str:
 
 
 MAX_ENDPOINT_ROWS = 12  # endpoints listed per verdict in the markdown
+RATIO_UNITS = ("x", "hazard ratio")
 
 
 def _endpoints(v) -> str:
@@ -97,7 +99,8 @@ def _endpoints(v) -> str:
 
     shown, note = v.endpoints, ""
     if len(shown) > MAX_ENDPOINT_ROWS:  # the markdown stays readable; the CSV has every row
-        missing0 = [e for e in shown if finite(e.lo) and (e.lo > 0 or e.hi < 0)]
+        # ratios (growth factors, hazard ratios: their null is 1, not 0) have their own section (SECTIONS)
+        missing0 = [e for e in shown if finite(e.lo) and (e.lo > 0 or e.hi < 0) and e.unit not in RATIO_UNITS]
         shown = sorted(missing0, key=lambda e: -abs(e.effect) if finite(e.effect) else 0)[:MAX_ENDPOINT_ROWS]
         note = (f"\n\n_{len(shown)} of {len(v.endpoints)} endpoints shown: those whose interval excludes 0, "
                 f"largest effect first (of {len(missing0)} such); every row is in "
@@ -201,7 +204,7 @@ def _verdict_section(ctx: ReportContext, i: int, v) -> list[str]:
     if v.table is not None:
         md += [f"Table: [tables/{v.key}.csv](tables/{v.key}.csv).", ""]
     md += [*_figure_links(ctx, v.figure), ""]
-    return md
+    return md + SECTIONS.get(v.key, lambda ctx: [])(ctx)
 
 
 def _largest_lr(ctx: ReportContext) -> str:
@@ -216,6 +219,10 @@ def _largest_lr(ctx: ReportContext) -> str:
     piv = piv.reindex(index=[v for v in ctx.params.grid.variants if v in piv.index],
                       columns=[d for d in ctx.params.grid.datasets if d in piv.columns])
     return md_table(piv.fillna("none").reset_index())
+
+
+# claim key -> more Markdown under its verdict (claim 4: its mechanism and time to divergence)
+SECTIONS = {"claim4": mechanism.section}
 
 
 def markdown(ctx: ReportContext) -> str:
