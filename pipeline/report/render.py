@@ -91,23 +91,34 @@ MAX_ENDPOINT_ROWS = 12  # endpoints listed per verdict in the markdown
 RATIO_UNITS = ("x", "hazard ratio")
 
 
+def listed_endpoints(v) -> list:
+    """The endpoints the verdict's own list may show: all, but the ratios of a claim with its own section
+    (SECTIONS) below, which shows them against their null of 1."""
+    if v.key in SECTIONS:
+        return [e for e in v.endpoints if e.unit not in RATIO_UNITS]
+    return list(v.endpoints)
+
+
 def _endpoints(v) -> str:
     if not v.endpoints:
         return "_No endpoint could be computed (too few surviving members)._"
     def finite(x) -> bool:
         return isinstance(x, (int, float)) and math.isfinite(x)
 
-    shown, note = v.endpoints, ""
+    shown, note = listed_endpoints(v), ""
+    if len(shown) < len(v.endpoints):  # ratios (growth factors, hazard ratios: their null is 1, not 0)
+        note = (f"\n\n_{len(v.endpoints) - len(shown)} ratio endpoints (growth factors, hazard ratios) are shown "
+                f"in the section below; every row is in [tables/{v.key}.csv](tables/{v.key}.csv)._")
     if len(shown) > MAX_ENDPOINT_ROWS:  # the markdown stays readable; the CSV has every row
-        # ratios (growth factors, hazard ratios: their null is 1, not 0) have their own section (SECTIONS)
-        missing0 = [e for e in shown if finite(e.lo) and (e.lo > 0 or e.hi < 0) and e.unit not in RATIO_UNITS]
+        missing0 = [e for e in shown if finite(e.lo) and (e.lo > 0 or e.hi < 0)]
+        total = len(shown)
         shown = sorted(missing0, key=lambda e: -abs(e.effect) if finite(e.effect) else 0)[:MAX_ENDPOINT_ROWS]
-        note = (f"\n\n_{len(shown)} of {len(v.endpoints)} endpoints shown: those whose interval excludes 0, "
+        note = (f"\n\n_{len(shown)} of {total} endpoints shown: those whose interval excludes 0, "
                 f"largest effect first (of {len(missing0)} such); every row is in "
-                f"[tables/{v.key}.csv](tables/{v.key}.csv)._")
+                f"[tables/{v.key}.csv](tables/{v.key}.csv)._") + note.replace("; every row is in", "; all in", 1)
         if not shown:
-            return f"_None of the {len(v.endpoints)} endpoints has an interval excluding 0; every row is in " \
-                   f"[tables/{v.key}.csv](tables/{v.key}.csv)._"
+            return f"_None of the {total} endpoints has an interval excluding 0; every row is in " \
+                   f"[tables/{v.key}.csv](tables/{v.key}.csv)._" + note
     rows = [{"endpoint": e.measure, "effect": f"{_num(e.effect)} {e.unit}".strip() if finite(e.effect) else "–",
              "95% CI (over seeds)": f"[{_num(e.lo)}, {_num(e.hi)}]" if finite(e.lo) or finite(e.hi) else "–",
              "n": e.n, "detail": e.detail}
