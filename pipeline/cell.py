@@ -117,8 +117,9 @@ def _first(frame, col: str) -> float:
     return float(s.iloc[0]) if len(s) else float("nan")
 
 
-PER_LAYER_FINAL = ("W_norm", "b_norm", "b_drift")  # their last value per member goes in the summary
-PER_LAYER_INIT = ("W_norm", "b_norm")              # ... and their value at init, as "<name>0"
+# their last value per member goes in the summary (mean_dir_*: the dense first layer only)
+PER_LAYER_FINAL = ("W_norm", "b_norm", "b_drift", "mean_dir_W", "mean_dir_drift")
+PER_LAYER_INIT = ("W_norm", "b_norm", "mean_dir_W")  # ... and their value at init, as "<name>0"
 # full_loss_eval_bema: inference mode with b's lag removed (pipeline/module.py; NaN where it is not measured)
 EVALS = ("full_loss_train", "full_acc_train", "full_loss_eval", "full_acc_eval", "val_loss_eval", "val_acc_eval",
          "full_loss_eval_bema")

@@ -5,8 +5,9 @@
 Reads what each setup's report wrote (tables/verdicts.csv; tables/primary_tests.csv, each primary
 test pooled and per data set) and writes, beside them, report.md, tables/by_setup.csv,
 tables/primary_by_setup.csv (each primary test's effect, interval, Holm p and status per setup,
-matched by the test's key and endpoint, never by display text) and one figure per measured claim:
-its primary test(s) across setups. Nothing is re-judged here: each status is the one its setup's
+matched by the test's key and endpoint, never by display text), tables/largest_by_setup.csv (claim 4's
+depth trend: the largest trained lr of the deciding detached variants, their twin and bn per setup) and
+one figure per measured claim: its primary test(s) across setups. Nothing is re-judged here: each status is the one its setup's
 report computed with its own rule (Holm within that report).
 """
 from __future__ import annotations
@@ -88,7 +89,58 @@ def draw(ends: pd.DataFrame, claim: str, order: list[str], path: Path) -> bool:
     return True
 
 
-def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missing: list[str]) -> None:
+def _lr_text(lr: float, lrs: list[float]) -> str:
+    """A largest trained lr as the report reads it: "< x" where no lr of the grid trained (x its smallest),
+    ">= x" where its largest did (censored at the grid's top)."""
+    if not pd.notna(lr):
+        return f"< {min(lrs):g}" if lrs else "none"
+    return f">= {lr:g}" if lrs and lr >= max(lrs) else f"{lr:g}"
+
+
+def largest_by_setup(reports: Path, setups: dict[str, dict]) -> pd.DataFrame:
+    """Per setup and data set: the largest trained lr (every seed trained; the setup report's
+    tables/largest_trained_lr.csv) of claim 4's deciding detached variants, their first twin and bn -- the
+    depth (and optimizer) trend of the blow-up, detached vs twin."""
+    rows = []
+    for name, params in setups.items():
+        path = reports / name / "tables" / "largest_trained_lr.csv"
+        if not path.exists():
+            continue
+        t = pd.read_csv(path)
+        rep = params.get("report", {})
+        deciders = list(rep.get("blowup_deciders", []))
+        twins = [rep.get("twins", {}).get(d, [None])[0] for d in deciders[:1]]
+        lrs = [float(x) for x in params.get("optim", {}).get("lrs", [])]
+        for ds, g in t.groupby("dataset", sort=False):
+            lr = dict(zip(g["variant"], g["largest_trained_lr"]))
+            row = {"setup": name, "label": setup_label(params), "depth": params.get("model", {}).get("depth"),
+                   "dataset": ds}
+            for v in [*deciders, *[w for w in twins if w], "bn"]:
+                if v in lr:
+                    row[v] = _lr_text(lr[v], lrs)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _largest_md(largest: pd.DataFrame) -> list[str]:
+    if largest.empty:
+        return []
+    cols = [c for c in largest.columns if c not in ("setup", "label", "depth", "dataset")]
+    det, twin = (cols[0], cols[-2]) if len(cols) >= 3 else (None, None)
+    trend = "; ".join(f"{r.label} ({r.dataset}): {getattr(r, det)} vs {getattr(r, twin)}"
+                      for r in largest.itertuples() if det and pd.notna(getattr(r, det)) and pd.notna(getattr(r, twin)))
+    shown = largest.drop(columns=["setup"]).rename(columns={"label": "setup"}).fillna("–")
+    lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + "---|" * len(shown.columns)]
+    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in shown.itertuples(index=False)]
+    return ["## Claim 4 against depth: the largest trained lr, detached vs twin", "",
+            "The largest lr at which every seed trained (each setup's tables/largest_trained_lr.csv; `< x`: no lr of "
+            "that setup's grid, whose smallest is x; `>= x`: its largest) of claim 4's deciding detached variants, their gradient-through "
+            "twin and bn. " + (f"{det} vs {twin}: {trend}." if trend else ""), "", *lines,
+            "", "Table: [tables/largest_by_setup.csv](tables/largest_by_setup.csv).", ""]
+
+
+def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missing: list[str],
+          largest: pd.DataFrame | None = None) -> None:
     (out / "tables").mkdir()
     (out / "figures").mkdir()
     status.to_csv(out / "tables" / "by_setup.csv", index=False)
@@ -111,6 +163,9 @@ def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missi
             md.append(f"| {title} | " + " | ".join(str(v) for v in r) + " |")
         md += ["", "Setups: " + "; ".join(f"[{lab}]({s}/report.md) (`{s}`)" for s, lab in
                                           dict(zip(status["setup"], status["label"])).items()), ""]
+        if largest is not None and len(largest):
+            largest.to_csv(out / "tables" / "largest_by_setup.csv", index=False)
+            md += _largest_md(largest)
         md += ["## Per claim", ""]
         for claim in dict.fromkeys(status.loc[status["kind"] == "measurement", "claim"]):
             rows = status[status["claim"] == claim]
@@ -149,11 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records.check_report_out(reports, "--reports")  # someone's own folder is refused before any work
         status, ends, missing = collect(reports, setups)
+        largest = largest_by_setup(reports, setups)
     except records.RecordError as err:
         die(str(err))
     if status.empty:
         die(f"{reports}: no setup report found (run: python -m pipeline.study {args.study})")
-    records.write_tree_atomically(reports, lambda tmp: build(tmp, name, status, ends, missing),
+    records.write_tree_atomically(reports, lambda tmp: build(tmp, name, status, ends, missing, largest),
                                   marker=records.REPORT_MARKER)
     print(f"wrote {reports / 'report.md'} ({status['setup'].nunique()} setups)")
     return 0

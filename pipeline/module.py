@@ -45,6 +45,12 @@ class NormLabModule(pl.LightningModule):
         self.register_buffer("loss_hist", torch.full((steps, m), float("nan")))
         mean = input_mean.flatten() if input_mean is not None else torch.zeros(1)
         self.register_buffer("mean_dir", mean / mean.norm().clamp_min(1e-12))
+        # m^T W_0 of a dense first layer (W along the input-mean direction at init): its drift
+        # ||m^T (W_t - W_0)|| is claim 4's mechanism (pipeline/claims/mechanism.py); empty otherwise
+        w0 = model.hidden[0][0].weight.detach() if model.hidden else None
+        dense = w0 is not None and w0.dim() == 3 and w0.shape[1] == self.mean_dir.numel()
+        self.register_buffer("mean_dir_W0", torch.einsum("d,mdf->mf", self.mean_dir, w0).clone() if dense
+                             else torch.zeros(0))
         self.register_buffer("x_train", x_train if x_train is not None else torch.zeros(0))
         self.eval_sets = eval_sets or {}  # "train_full", "val" -> (x, y): the interval evaluations
         self.has_bias = [lin.bias is not None for lin, _ in model.hidden]
@@ -194,7 +200,10 @@ class NormLabModule(pl.LightningModule):
                 out[layer_column("gamma_norm", i)] = norm.gamma.flatten(1).norm(dim=1)
                 out[layer_column("beta_norm", i)] = norm.beta.flatten(1).norm(dim=1)
             if i == 0 and w.dim() == 3:  # W along the input-mean direction: ||m_hat^T W|| (dense first layer)
-                out[layer_column("mean_dir_W", 0)] = torch.einsum("d,mdf->mf", self.mean_dir, w).norm(dim=1)
+                along = torch.einsum("d,mdf->mf", self.mean_dir, w)
+                out[layer_column("mean_dir_W", 0)] = along.norm(dim=1)
+                if self.mean_dir_W0.numel():  # ... and its drift since init, ||m_hat^T (W_t - W_0)||: one [M, F]
+                    out[layer_column("mean_dir_drift", 0)] = (along - self.mean_dir_W0).norm(dim=1)  # norm a log step
             if not with_grads:
                 continue
             if w.grad is not None:

@@ -9,6 +9,7 @@ import math
 
 from pipeline.claims.base import CHECK_FAILED, FAILS, HOLDS, NEGLIGIBLE, PASSED
 from pipeline.claims.inference import B_SHARE, LAG_SHARE
+from pipeline.claims.mechanism_text import mechanism_clause
 from pipeline.claims.templates import SIDE_WORD, _controls, _datasets
 from pipeline.claims.templates import claim_answer  # noqa: F401  (re-exported: pipeline.claims)
 
@@ -130,7 +131,7 @@ def answer_text(verdicts, members, settings) -> str:
                    + (f", carried by {_datasets(v4.tests[0].carried_by())}{_not_carried(v4.tests[0])}"
                       if v4.status != NEGLIGIBLE else "") + _by_variant(v4.tests[0])
                    + (f"; on zero-mean inputs (the control) {_controls(v4.tests[0].controls())}"
-                      if v4.tests[0].controls() else "") + ".")
+                      if v4.tests[0].controls() else "") + mechanism_clause(v4, members, settings) + ".")
     if v2 is not None and v2.tests:
         ident = (f"the training loss did not move with b, an identity ({_link(v1)})" if v1 is not None and
                  v1.status == PASSED else "the training loss should not move with b")

@@ -11,13 +11,18 @@ A population member that diverged before its statistics were first recomputed (s
 affine map like `frozen` then: its pair leaves the comparison, and so does a pair whose twin diverged
 before that step K (a landmark at K for both members: removing only the detached member's early
 blow-ups biased the comparison towards the twin under no effect).
+Descriptive, beside the test: time to divergence as survival data (pipeline/claims/divergence_time.py:
+stratified log-rank, p by swapping arms within (data set, seed) clusters) and the mechanism, W's growth
+along the input mean against the twin's and its rank-1 prediction (pipeline/claims/mechanism.py).
 """
 from __future__ import annotations
 
 import pandas as pd
 
 from pipeline.claims.base import SAME_AS_NOW, Endpoint, Judgement, _paired, excess_rate_interval, interval, rate_interval
+from pipeline.claims.divergence_time import time_endpoints
 from pipeline.claims.legacy import FAILS, count_status
+from pipeline.claims.mechanism import growth_endpoints
 from pipeline.outcomes import ci
 
 EXCESS, EXCESS_DIV, RATE = ("excess blow-up rate (detached minus twin)", "excess divergence rate (detached minus twin)",
@@ -64,6 +69,8 @@ def judge_blows_up(m, hist, s) -> Judgement:
                         old_first.append(Endpoint(measure=EXCESS, **interval(ci(
                             g["blown_a"].to_numpy(), paired=g["blown_b"].to_numpy(), n_boot=s.bootstrap,
                             level=s.ci_level)), n=len(g)))
+    # descriptive: the same divergences with their timing, and the mechanism (W along the input mean)
+    eps += time_endpoints(m, s) + growth_endpoints(m, hist, s)
     for v in s.k_sweep:
         for (ds, lr), g in m[m["variant"] == v].groupby(["dataset", "lr"], sort=False):
             eps.append(Endpoint(measure=RATE,

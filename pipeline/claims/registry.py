@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pipeline.claims.base import CHECK_FAILED, FAILS, HOLDS, MIXED, NEGLIGIBLE, NOT_SHOWN, PASSED, Claim, Verdict
 from pipeline.claims.blowup import EXCESS, EXCESS_DIV, RATE, judge_blows_up
+from pipeline.claims.divergence_time import TIME
+from pipeline.claims.mechanism import DRIFT_RATIO, GROWTH
 from pipeline.claims.growth import ALPHA, PERSIST, TOY as TOY_ALPHA, TWIN_DRIFT, judge_b_grows
 from pipeline.claims.identity import judge_bn_redundant, judge_loss_independent
 from pipeline.claims.inference import ABS, ABS_ACC, B_SHARE, LAG_SHARE, SIGNED, TOY as TOY_GAP, judge_inference_leak
@@ -128,7 +130,13 @@ REGISTRY: list[Claim] = [
         kind="measurement",
         endpoints=((EXCESS, "diverged or W/b grew past the declared factors, detached minus twin, per (data set, lr)"),
                    (EXCESS_DIV, "diverged, detached minus twin, per (data set, lr)"),
-                   (RATE, "the refresh-interval sweep: blow-up rate of population_detached at each K")),
+                   (RATE, "the refresh-interval sweep: blow-up rate of population_detached at each K"),
+                   (TIME, "each member's divergence step (censored at the run's last step), stratified by pair, "
+                          "data set and lr; p by swapping arms within (data set, seed) clusters (descriptive)"),
+                   (GROWTH, "||m^T W|| at the last logged step before divergence over its value at init, m = "
+                            "E[u]/||E[u]||, per variant and its twin, data set and lr (the mechanism)"),
+                   (DRIFT_RATIO, "||m^T (W_T - W_0)|| / (||E[u]|| ||b_T - b_0||): 1 = all of W's drift along "
+                                 "the mean is the rank-1 term's")),
         tests=("claim4",),
         controls="Twins: {twins_text}; deciding pairs: {blowup_deciders_text} against their first twin (centering, "
                  "where the theory's rank-1 term lives); refresh-interval sweep: {k_sweep_text}; data sets with input "

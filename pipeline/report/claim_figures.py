@@ -155,9 +155,11 @@ def blowup_cells(endpoints):
     effect, and whether the interval excludes 0."""
     import pandas as pd
 
+    from pipeline.claims.mechanism import DRIFT_RATIO, GROWTH
+
     rows = []
     for e in endpoints:
-        if e.dataset is None or e.lr is None:
+        if e.dataset is None or e.lr is None or e.measure in (GROWTH, DRIFT_RATIO):  # the mechanism: its own figure
             continue
         kind = "excess" if e.twin is not None else "sweep"
         row = (f"{e.variant} vs {e.twin}" if kind == "excess" else

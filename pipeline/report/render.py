@@ -21,6 +21,7 @@ import pandas as pd
 
 
 from pipeline.config import REPO_ROOT, Params
+from pipeline.report import mechanism
 from pipeline.report.summary_figure import BN_VARIANT, FIGURE as SUMMARY
 
 MODES = ("Every loss says its mode: **training mode** = the normalization uses the mini-batch's statistics "
@@ -87,6 +88,15 @@ def _science_link(out: Path) -> str:
 
 
 MAX_ENDPOINT_ROWS = 12  # endpoints listed per verdict in the markdown
+RATIO_UNITS = ("x", "hazard ratio")
+
+
+def listed_endpoints(v) -> list:
+    """The endpoints the verdict's own list may show: all, but the ratios of a claim with its own section
+    (SECTIONS) below, which shows them against their null of 1."""
+    if v.key in SECTIONS:
+        return [e for e in v.endpoints if e.unit not in RATIO_UNITS]
+    return list(v.endpoints)
 
 
 def _endpoints(v) -> str:
@@ -95,16 +105,20 @@ def _endpoints(v) -> str:
     def finite(x) -> bool:
         return isinstance(x, (int, float)) and math.isfinite(x)
 
-    shown, note = v.endpoints, ""
+    shown, note = listed_endpoints(v), ""
+    if len(shown) < len(v.endpoints):  # ratios (growth factors, hazard ratios: their null is 1, not 0)
+        note = (f"\n\n_{len(v.endpoints) - len(shown)} ratio endpoints (growth factors, hazard ratios) are shown "
+                f"in the section below; every row is in [tables/{v.key}.csv](tables/{v.key}.csv)._")
     if len(shown) > MAX_ENDPOINT_ROWS:  # the markdown stays readable; the CSV has every row
         missing0 = [e for e in shown if finite(e.lo) and (e.lo > 0 or e.hi < 0)]
+        total = len(shown)
         shown = sorted(missing0, key=lambda e: -abs(e.effect) if finite(e.effect) else 0)[:MAX_ENDPOINT_ROWS]
-        note = (f"\n\n_{len(shown)} of {len(v.endpoints)} endpoints shown: those whose interval excludes 0, "
+        note = (f"\n\n_{len(shown)} of {total} endpoints shown: those whose interval excludes 0, "
                 f"largest effect first (of {len(missing0)} such); every row is in "
-                f"[tables/{v.key}.csv](tables/{v.key}.csv)._")
+                f"[tables/{v.key}.csv](tables/{v.key}.csv)._") + note.replace("; every row is in", "; all in", 1)
         if not shown:
-            return f"_None of the {len(v.endpoints)} endpoints has an interval excluding 0; every row is in " \
-                   f"[tables/{v.key}.csv](tables/{v.key}.csv)._"
+            return f"_None of the {total} endpoints has an interval excluding 0; every row is in " \
+                   f"[tables/{v.key}.csv](tables/{v.key}.csv)._" + note
     rows = [{"endpoint": e.measure, "effect": f"{_num(e.effect)} {e.unit}".strip() if finite(e.effect) else "–",
              "95% CI (over seeds)": f"[{_num(e.lo)}, {_num(e.hi)}]" if finite(e.lo) or finite(e.hi) else "–",
              "n": e.n, "detail": e.detail}
@@ -201,7 +215,7 @@ def _verdict_section(ctx: ReportContext, i: int, v) -> list[str]:
     if v.table is not None:
         md += [f"Table: [tables/{v.key}.csv](tables/{v.key}.csv).", ""]
     md += [*_figure_links(ctx, v.figure), ""]
-    return md
+    return md + SECTIONS.get(v.key, lambda ctx: [])(ctx)
 
 
 def _largest_lr(ctx: ReportContext) -> str:
@@ -216,6 +230,10 @@ def _largest_lr(ctx: ReportContext) -> str:
     piv = piv.reindex(index=[v for v in ctx.params.grid.variants if v in piv.index],
                       columns=[d for d in ctx.params.grid.datasets if d in piv.columns])
     return md_table(piv.fillna("none").reset_index())
+
+
+# claim key -> more Markdown under its verdict (claim 4: its mechanism and time to divergence)
+SECTIONS = {"claim4": mechanism.section}
 
 
 def markdown(ctx: ReportContext) -> str:

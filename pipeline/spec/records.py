@@ -52,8 +52,8 @@ def _in_unit_interval(obj, names) -> None:
 
 
 class LayerStats(_Record):
-    """One hidden layer's numbers in a member's summary. `W_norm`, `b_norm`, `b_drift`: at the
-    final state theta_T; `W_norm0`, `b_norm0`: at initialization; `gsum_persist`: ||sum_t G_t|| /
+    """One hidden layer's numbers in a member's summary. `W_norm`, `b_norm`, `b_drift`, `mean_dir_W`,
+    `mean_dir_drift`: at the final state theta_T; `W_norm0`, `b_norm0`, `mean_dir_W0`: at initialization; `gsum_persist`: ||sum_t G_t|| /
     sum_t ||G_t|| with G_t = dl/db_t (1 = a persistent drive of b). None: the layer has no such
     quantity (no b); NaN: recorded, but no value (e.g. nothing logged)."""
     layer: int
@@ -63,6 +63,12 @@ class LayerStats(_Record):
     b_norm0: float | None = None
     b_drift: float | None = None
     gsum_persist: float | None = None
+    # W along the input-mean direction m = E[u]/||E[u]|| (the dense first layer only; None elsewhere and in
+    # records written before it): ||m^T W|| at theta_T and at init, and its drift ||m^T (W_T - W_0)|| -- what
+    # the rank-1 term u_bar (sum_i g_i)^T of detached centering moves (pipeline/claims/mechanism.py)
+    mean_dir_W: float | None = None
+    mean_dir_W0: float | None = None
+    mean_dir_drift: float | None = None
 
     @model_validator(mode="after")
     def _possible(self):
