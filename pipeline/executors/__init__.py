@@ -20,7 +20,7 @@ ray    one task per cell: `train.threads` CPUs (1 if 0) and one GPU where `train
        asks for one; the code travels in Ray's runtime environment (no shared disk); the task
        writes the cell into a temp folder on its node and returns the files' bytes, which the
        driver writes atomically. Ray retries a task whose worker or node died (`max_retries`).
-       Ray itself is imported only when one is created.
+       Ray itself is imported only when one is created. Token authentication: ray_auth.py.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from typing import Iterator
 
 from pipeline.spec.names import stage_name
 from pipeline.executors.base import ExecutorError, Job, Options, Outcome, failure_text, one_line, wants_gpu, worker_env
+from pipeline.executors.ray_auth import LocalToken, check_token
 
 # never shipped to Ray workers: environments, records, stores, caches, reports
 RAY_EXCLUDES = [".venv", "runs", "mlruns", "mlflow.db", "mlflow.db-journal", "mlflow.db.init-lock", "mlartifacts",
@@ -141,12 +142,15 @@ class RayExecutor:
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address and address not in ("auto", "local"):
             check_address(address)
+            if "://" not in address:  # a GCS address (ray:// is Ray Client's own protocol)
+                check_token(address)  # a refused or missing token: one line, not 20 s of retries
         self.retries, self._stopping, self._pending = retries, False, {}
         runtime_env = {"working_dir": str(code_root), "excludes": [*RAY_EXCLUDES, *excludes],
                        "env_vars": {**worker_env(), **(env or {})}}
-        extra, old_umask, self.temp_dir = {}, None, None
+        extra, old_umask, self.temp_dir, self.token = {}, None, None, None
         if not address:  # a local cluster: its files in a private folder, created private (umask 077)
             self.temp_dir = ray_temp_dir()
+            self.token = LocalToken(self.temp_dir)  # its token auth: a fresh token in that folder, not ~/.ray
             # Ray chmods its own temp folder 0777: it goes one level down, so this 0700 parent
             # is what keeps other users out of its sessions, sockets and shipped code
             extra["_temp_dir"] = str(self.temp_dir / "r")
@@ -156,6 +160,8 @@ class RayExecutor:
                      num_cpus=None if address else local_cpus, include_dashboard=False if not address else None,
                      **extra)
         except Exception as exc:  # noqa: BLE001 - any failure here: the cluster is not usable
+            if self.token:
+                self.token.close()
             raise ExecutorError(f"--address {address or '(local Ray)'}: cannot join the Ray cluster "
                                 f"({one_line(exc)})") from None
         finally:
@@ -217,3 +223,5 @@ class RayExecutor:
 
     def close(self) -> None:
         self._ray.shutdown()
+        if self.token:  # after the cluster: its processes read the token file until they stop
+            self.token.close()
