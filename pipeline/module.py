@@ -193,6 +193,9 @@ class NormLabModule(pl.LightningModule):
             if norm.affine:
                 out[layer_column("gamma_norm", i)] = norm.gamma.flatten(1).norm(dim=1)
                 out[layer_column("beta_norm", i)] = norm.beta.flatten(1).norm(dim=1)
+                shadow = self._shadow_prediction(lin, norm)
+                if shadow is not None:
+                    out[layer_column("shadow_pred", i)] = shadow
             if i == 0 and w.dim() == 3:  # W along the input-mean direction: ||m_hat^T W|| (dense first layer)
                 out[layer_column("mean_dir_W", 0)] = torch.einsum("d,mdf->mf", self.mean_dir, w).norm(dim=1)
             if not with_grads:
@@ -210,6 +213,24 @@ class NormLabModule(pl.LightningModule):
                     sq = sq + p.grad.flatten(1).pow(2).sum(1)
             out["grad_norm"] = sq.sqrt()
         return out
+
+    @staticmethod
+    def _shadow_prediction(lin, norm) -> torch.Tensor | None:
+        """||gamma * beta / sigma|| per member: b's drift if gamma and sigma stood still (b shadows beta).
+        With statistics detached from the step, dl/db = gamma / sigma * dl/dbeta per unit (sigma = 1 for a
+        centering), so under SGD b_{t+1} - b_t = gamma_t / sigma_t * (beta_{t+1} - beta_t) exactly and, beta
+        starting at 0, b_t - b_0 = gamma * beta_t / sigma while gamma and sigma do not move
+        (docs/science.md). None where that relation does not hold: no b, statistics the gradient goes
+        through (b's gradient is 0 there), or a scaling layer without a sigma estimate (shift_sigma)."""
+        spec = norm.spec
+        if lin.bias is None or spec is None or not spec.detached:
+            return None
+        pred = norm.gamma * norm.beta
+        if spec.scales:
+            if not hasattr(norm, "shift_sigma"):
+                return None
+            pred = pred / norm.shift_sigma()
+        return pred.flatten(1).norm(dim=1)
 
     # -- interval evaluations on the full sets, on copies (no EMA or other state moves) ------
     @torch.no_grad()

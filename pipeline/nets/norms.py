@@ -179,6 +179,11 @@ class _RunningStats(StackedNorm):
     def _eval(self, x):
         return (x - self.running_mean) / torch.sqrt(self.running_var + self.eps)
 
+    def shift_sigma(self) -> torch.Tensor:
+        """The layer's current estimate of the sigma a scaling forward divides a shift of x by (its running
+        sigma), [M, 1, F]: with detached statistics dl/db = gamma / sigma * dl/dbeta (b shadows beta)."""
+        return torch.sqrt(self.running_var + self.eps)
+
 
 @implements("none")
 class Identity(StackedNorm):
@@ -268,6 +273,10 @@ class PopulationDetached(StackedNorm):
                 self.pop_mean.copy_(mu)
                 self.pop_sigma.copy_(sigma)
         return (x - self.pop_mean) / self.pop_sigma if self.scale else x - self.pop_mean
+
+    def shift_sigma(self) -> torch.Tensor:
+        """The sigma the forward divides a shift of x by (see _RunningStats.shift_sigma)."""
+        return self.pop_sigma
 
 
 @implements("population_center_detached")

@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipeline.report import claim_figures as cf
 from pipeline.report.plotting import Drawn, FigureData, palette, plain_ticks, plt_, save, variants_in
+from pipeline.report.shadow_figure import FIGURE as SHADOW, fig_shadow_drift
 from pipeline.report.summary_figure import FIGURE as SUMMARY, fig_answer_summary
 from pipeline.spec.records import layer_column
 
@@ -135,7 +136,7 @@ FIGURES = {SUMMARY: fig_answer_summary, "b_norm": fig_b_norm, "loss": fig_loss, 
            "member_status": fig_member_status, "b_drift_per_layer": cf.fig_b_drift_per_layer,
            "train_eval_gap": cf.fig_train_eval_gap, "toy_drift": cf.fig_toy_drift,
            "scaling_excess": cf.endpoints_figure("scaling_excess"),
-           "blowup_excess": cf.fig_blowup_excess, "bn_vs_nobias": cf.fig_bn_vs_nobias}
+           "blowup_excess": cf.fig_blowup_excess, "bn_vs_nobias": cf.fig_bn_vs_nobias, SHADOW: fig_shadow_drift}
 # drawn whatever the claims name (the claims' own figures are added to these)
 ALWAYS = (SUMMARY, "member_status", "b_norm", "loss", "weight_norm", "b_drift_per_layer", "train_eval_gap", "toy_drift")
 
