@@ -20,10 +20,12 @@ with non-zero input mean (the mechanism needs E[u] != 0), the zero-mean ones sho
 Descriptive (from the logged history, when the judge gets it): per detached variant with beta and data
 set, over its surviving members, lrs and layers: ||b_T - b_0|| / ||beta_T||; measured over predicted
 drift, ||b_T - b_0|| / ||gamma_T beta_T / sigma_T|| (1 where gamma and sigma stood still; the module
-records the prediction as shadow_pred/l<i>); the correlation over logged steps of b's drift with the
-prediction; the late share of b's drift, of beta's and of b's without beta (the part of the final drift
-gained after report.alpha_from x T: 0 = flat, 1/2 = linear); and the excess divergence rate without
-beta over with it per (data set, lr).
+records the prediction as shadow_pred/l<i>); measured over the exact sum ||sum_t gamma_t / sigma_t
+(beta_t+1 - beta_t)|| (shadow_cum/l<i>, summed at every step: 1 by algebra under plain SGD -- a check of
+the implementation, not evidence; under momentum, Adam or weight decay a measurement); the correlation
+over logged steps of b's drift with beta's; the late share of b's drift, of beta's and of b's without
+beta (the part of the final drift gained after report.alpha_from x T: 0 = flat, 1/2 = linear); and the
+excess divergence rate without beta over with it per (data set, lr).
 """
 from __future__ import annotations
 
@@ -39,13 +41,14 @@ from pipeline.spec.records import layer_column
 from pipeline.spec.variants import names_where
 
 KEY = "claim_shadow"
-RATIO_BETA, RATIO_PRED, CORR = ("||b_T - b_0|| / ||beta_T||",
-                                "b's drift, measured / predicted ||gamma_T beta_T / sigma_T||",
-                                "correlation over logged steps of ||b_t - b_0|| and ||gamma_t beta_t / sigma_t||")
+RATIO_BETA, RATIO_PRED, RATIO_SUM, CORR = (
+    "||b_T - b_0|| / ||beta_T||", "b's drift, measured / predicted ||gamma_T beta_T / sigma_T||",
+    "b's drift / ||sum_t gamma_t / sigma_t (beta_t+1 - beta_t)|| (1 under plain SGD: identity)",
+    "correlation over logged steps of ||b_t - b_0|| and ||beta_t||")
 LATE_B, LATE_BETA, LATE_NOBETA = ("late share of b's drift, with beta", "late share of beta's drift",
                                   "late share of b's drift, without beta (the sibling)")
 EXCESS_DIV = "excess divergence rate, without beta minus with beta"
-MEASURES = (RATIO_BETA, RATIO_PRED, CORR, LATE_B, LATE_BETA, LATE_NOBETA)
+MEASURES = (RATIO_BETA, RATIO_PRED, RATIO_SUM, CORR, LATE_B, LATE_BETA, LATE_NOBETA)
 CONFIG = ["norm", "trainable", "has_bias", "refresh_every"]  # what must match between siblings, besides affine
 
 
@@ -81,15 +84,15 @@ def per_member(m: pd.DataFrame, hist: pd.DataFrame | None, pairs, s) -> pd.DataF
     """One row per surviving member of a variant with beta and hidden layer: the final drifts, the
     prediction, their ratios, correlation and late shares, and the late share of b's drift of its
     sibling without beta (same data set, lr, seed and layer). Empty without a history."""
-    cols = ["variant", "sibling", "dataset", "lr", "seed", "layer", "b_drift", "beta_drift", "predicted", RATIO_BETA,
-            RATIO_PRED, CORR, LATE_B, LATE_BETA, LATE_NOBETA]
+    cols = ["variant", "sibling", "dataset", "lr", "seed", "layer", "b_drift", "beta_drift", "predicted", "summed",
+            *MEASURES]
     if hist is None or not pairs:
         return pd.DataFrame(columns=cols)
     alive = m.loc[m["status"] != "diverged", ["variant", "dataset", "lr", "seed"]]
     with_beta = {w: wo for wo, w in pairs}
     out = []
     for layer in _layers(m, "b_drift"):
-        b, beta, pred = (layer_column(q, layer) for q in ("b_drift", "beta_norm", "shadow_pred"))
+        b, beta, pred, summed = (layer_column(q, layer) for q in ("b_drift", "beta_norm", "shadow_pred", "shadow_cum"))
         if b not in hist:
             continue
         h = hist[hist["variant"].isin([*with_beta, *with_beta.values()]) & hist[b].notna()]
@@ -101,10 +104,11 @@ def per_member(m: pd.DataFrame, hist: pd.DataFrame | None, pairs, s) -> pd.DataF
             start = s.alpha_from * steps[-1]
             row = dict(variant=v, dataset=ds, lr=lr, seed=seed, layer=layer, b_drift=d[-1], late_b=_late_share(
                 steps, d, start))
-            if v in with_beta and beta in g and pred in g:
-                bt, pr = g[beta].to_numpy(float), g[pred].to_numpy(float)
-                row.update(beta_drift=bt[-1], predicted=pr[-1], late_beta=_late_share(steps, bt, start),
-                           corr=_corr(d, pr))
+            if v in with_beta and beta in g:
+                bt = g[beta].to_numpy(float)
+                row.update(beta_drift=bt[-1], late_beta=_late_share(steps, bt, start), corr=_corr(d, bt),
+                           predicted=g[pred].to_numpy(float)[-1] if pred in g else np.nan,
+                           summed=g[summed].to_numpy(float)[-1] if summed in g else np.nan)
             rows.append(row)
         if not rows:
             continue
@@ -113,12 +117,13 @@ def per_member(m: pd.DataFrame, hist: pd.DataFrame | None, pairs, s) -> pd.DataF
         theirs = t[~t["variant"].isin(with_beta)][["variant", "dataset", "lr", "seed", "late_b"]].rename(
             columns={"variant": "sibling", "late_b": LATE_NOBETA})
         mine = mine.merge(theirs, on=["sibling", "dataset", "lr", "seed"], how="left")
-        for c in ("beta_drift", "predicted", "late_beta", "corr"):
+        for c in ("beta_drift", "predicted", "summed", "late_beta", "corr"):
             if c not in mine:
                 mine[c] = np.nan
         with np.errstate(divide="ignore", invalid="ignore"):
             mine[RATIO_BETA] = np.where(mine["beta_drift"] > 0, mine["b_drift"] / mine["beta_drift"], np.nan)
             mine[RATIO_PRED] = np.where(mine["predicted"] > 0, mine["b_drift"] / mine["predicted"], np.nan)
+            mine[RATIO_SUM] = np.where(mine["summed"] > 0, mine["b_drift"] / mine["summed"], np.nan)
         out.append(mine.rename(columns={"corr": CORR, "late_b": LATE_B, "late_beta": LATE_BETA}))
     return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
 
@@ -127,12 +132,13 @@ def _summary_table(per: pd.DataFrame, div: pd.DataFrame) -> pd.DataFrame:
     """Per (variant with beta, data set, lr, layer): prediction beside measurement (medians over the
     surviving seeds), and the divergence counts with and without beta at that (data set, lr)."""
     cols = ["variant", "sibling", "dataset", "lr", "layer", "members", "b_drift", "beta_drift", "predicted",
-            *MEASURES, "diverged_with_beta", "diverged_without_beta", "pairs"]
+            "summed", *MEASURES, "diverged_with_beta", "diverged_without_beta", "pairs"]
     if per.empty:
         t = div.assign(layer=np.nan, members=0)
     else:
         t = per.groupby(["variant", "sibling", "dataset", "lr", "layer"], sort=False).agg(
-            members=("seed", "size"), **{c: (c, "median") for c in ["b_drift", "beta_drift", "predicted", *MEASURES]}
+            members=("seed", "size"),
+            **{c: (c, "median") for c in ["b_drift", "beta_drift", "predicted", "summed", *MEASURES]}
         ).reset_index()
         t = t.merge(div, on=["variant", "sibling", "dataset", "lr"], how="outer")
     for c in cols:
@@ -189,7 +195,9 @@ def _evidence(pairs, per: pd.DataFrame, div: list[dict], s) -> str:
     for v, g in per.groupby("variant", sort=False):
         med = g[list(MEASURES)].median()
         parts.append(f"{v}: ||b_T - b_0|| / ||beta_T|| median {_g(med[RATIO_BETA])}, measured / predicted "
-                     f"(gamma beta / sigma) {_g(med[RATIO_PRED])}, correlation over steps {_g(med[CORR])}; late share "
+                     f"(gamma_T beta_T / sigma_T) {_g(med[RATIO_PRED])}, measured / the summed steps "
+                     f"{_g(med[RATIO_SUM])} (an identity under plain SGD), correlation with beta's drift over steps "
+                     f"{_g(med[CORR])}; late share "
                      f"(after {s.alpha_from:g} T) of b's drift {_g(med[LATE_B])} against beta's {_g(med[LATE_BETA])}, and "
                      f"{_g(med[LATE_NOBETA])} for b without beta")
     return ev + " Surviving members, medians over lrs, layers and seeds: " + "; ".join(parts) + "."
@@ -208,9 +216,10 @@ def shadow_clause(v, link: str) -> str:
     if v is None or not v.tests or not v.tests[0].n:
         return ""
     r = v.tests[0]
-    ratio, late_b, late_beta = (_mean(v, x) for x in (RATIO_PRED, LATE_B, LATE_BETA))
-    drift = (f" (b's final drift was {ratio:.2g} x the prediction gamma beta / sigma, and the share of it gained late "
-             f"in the run {late_b:.2g} against beta's {late_beta:.2g})" if math.isfinite(ratio) else "")
+    ratio, pred, late_b, late_beta = (_mean(v, x) for x in (RATIO_BETA, RATIO_PRED, LATE_B, LATE_BETA))
+    drift = (f" (b's final drift was {ratio:.2g} x beta's and {pred:.2g} x the prediction gamma beta / sigma; the share "
+             f"of it gained late in the run {late_b:.2g} against beta's {late_beta:.2g})"
+             if math.isfinite(ratio) and math.isfinite(pred) else "")
     said = {HOLDS: "diverged less often than without beta", FAILS: "diverged more often than without beta",
             NEGLIGIBLE: "diverged as often as without beta (within the smallest effect that matters)"}.get(
         v.status, "could not be told apart from the same centering without beta")
@@ -235,7 +244,10 @@ SHADOW = Claim(
                (RATIO_BETA, "||b_T - b_0|| / ||beta_T||, surviving members of a detached variant with beta"),
                (RATIO_PRED, "||b_T - b_0|| over its prediction ||gamma_T beta_T / sigma_T|| (1: gamma, sigma stood "
                             "still)"),
-               (CORR, "Pearson correlation of the two over the logged steps of a member and layer"),
+               (RATIO_SUM, "||b_T - b_0|| over the norm of sum_t gamma_t / sigma_t (beta_t+1 - beta_t), summed at every "
+                           "step: 1 by algebra under plain SGD (a check of the implementation, not evidence)"),
+               (CORR, "Pearson correlation of ||b_t - b_0|| and ||beta_t|| over the logged steps of a member and "
+                      "layer"),
                (LATE_B, "1 - ||b_t - b_0|| at report.alpha_from x T over the same at T, with beta"),
                (LATE_BETA, "the same for ||beta_t||"),
                (LATE_NOBETA, "the same for b of the sibling without beta (same data set, lr, seed, layer)")),
