@@ -345,7 +345,8 @@ class PrimarySettings(_Strict):
 
 def _default_primary() -> dict[str, PrimarySettings]:
     chosen = {"claim1b": ("signed_gap", 0.05), "claim2": ("alpha_excess", 0.1), "claim3_fit": ("loss_matched_lr", 0.1),
-              "claim3_stability": ("divergence_rate", 0.1), "claim4": ("excess_divergence", 0.1)}
+              "claim3_stability": ("divergence_rate", 0.1), "claim4": ("excess_divergence", 0.1),
+              "claim_shadow": ("divergence_without_beta", 0.1)}
     return {k: PrimarySettings(endpoint=e, smallest_effect=x) for k, (e, x) in chosen.items()}
 
 
@@ -375,7 +376,8 @@ class ReportSettings(_Strict):
     twins: dict[str, list[str]] = Field(default_factory=lambda: {  # a detached variant -> its matched controls:
         "center_detached": ["center"], "standardize_detached": ["standardize"],  # the same statistics with
         "running_detached": ["standardize"], "running_center_detached": ["center"],  # the gradient through them
-        "population_center_detached": ["center"], "population_detached": ["frozen", "population_detached_k1"]})
+        "population_center_detached": ["center"], "population_detached": ["frozen", "population_detached_k1"],
+        "center_detached_affine": ["center_affine"], "standardize_detached_affine": ["bn"]})  # with gamma, beta
     blowup_deciders: list[str] = ["center_detached", "running_center_detached",  # claim 4 is decided by these
                                   "population_center_detached"]  # centering variants' excess over their first twin
     k_sweep: list[str] = ["population_detached_k1", "population_detached",  # claim 4: the refresh-interval sweep

@@ -86,6 +86,12 @@ class NormLabModule(pl.LightningModule):
         self._b_ema = with_b if with_b and follows and not self._mode_free else []
         for i in self._b_ema:
             self.register_buffer(f"b_ema_{i}", torch.zeros_like(getattr(self, f"b0_{i}")))
+        # b shadows beta: where b's gradient is gamma / sigma times beta's (_shadow_gain), shadow_cum_<i> sums
+        # gamma_t / sigma_t * (beta_{t+1} - beta_t) over the steps: b_t - b_0 exactly under plain SGD (an
+        # identity), not under momentum, Adam or weight decay; a few elementwise ops a step for these layers only
+        self._shadow = [i for i, (lin, norm) in enumerate(model.hidden) if self._shadow_gain(lin, norm) is not None]
+        for i in self._shadow:
+            self.register_buffer(f"shadow_cum_{i}", torch.zeros_like(getattr(self, f"b0_{i}")))
 
     # -- the mean gradient sum_i dl/dx_hat_i that drives b (docs/science.md) --------------
     def _make_xhat_hook(self, layer: int):
@@ -161,7 +167,11 @@ class NormLabModule(pl.LightningModule):
                 drift_pred.add_(lr * g)
         self._gsum.clear()
         opt.alive = live
+        shadow = [(i, self._shadow_gain(*self._hidden[i]), self._hidden[i][1].beta.detach().clone())
+                  for i in self._shadow]
         opt.step()
+        for i, gain, beta in shadow:  # b's step is gain times beta's step (exact under plain SGD)
+            getattr(self, f"shadow_cum_{i}").add_(gain * (self._hidden[i][1].beta.detach() - beta))
         ok = live
         if record:  # parameters are checked at log steps; a NaN/inf one shows in the next loss anyway
             ok = ok & (self._max_abs_param() < tr.diverge_param)  # NaN and inf compare False
@@ -199,6 +209,11 @@ class NormLabModule(pl.LightningModule):
             if norm.affine:
                 out[layer_column("gamma_norm", i)] = norm.gamma.flatten(1).norm(dim=1)
                 out[layer_column("beta_norm", i)] = norm.beta.flatten(1).norm(dim=1)
+                shadow = self._shadow_prediction(lin, norm)
+                if shadow is not None:
+                    out[layer_column("shadow_pred", i)] = shadow
+            if i in self._shadow:
+                out[layer_column("shadow_cum", i)] = getattr(self, f"shadow_cum_{i}").flatten(1).norm(dim=1)
             if i == 0 and w.dim() == 3:  # W along the input-mean direction: ||m_hat^T W|| (dense first layer)
                 along = torch.einsum("d,mdf->mf", self.mean_dir, w)
                 out[layer_column("mean_dir_W", 0)] = along.norm(dim=1)
@@ -219,6 +234,30 @@ class NormLabModule(pl.LightningModule):
                     sq = sq + p.grad.flatten(1).pow(2).sum(1)
             out["grad_norm"] = sq.sqrt()
         return out
+
+    @staticmethod
+    @torch.no_grad()
+    def _shadow_gain(lin, norm) -> torch.Tensor | None:
+        """gamma / sigma per unit, a new tensor (sigma = 1 for a centering; for a scaling layer the sigma its
+        last training forward used): b's gradient over beta's. With statistics detached from the step,
+        dl/db = gamma / sigma * dl/dbeta per unit, so under plain SGD b_{t+1} - b_t = gamma_t / sigma_t *
+        (beta_{t+1} - beta_t) exactly: b shadows beta (docs/science.md). None where that does not hold: no b,
+        no gamma, beta, either of them frozen, statistics the gradient goes through (b's gradient is 0
+        there), or a scaling layer without a sigma (shift_sigma)."""
+        spec = norm.spec
+        if (lin.bias is None or not norm.affine or spec is None or not spec.detached
+                or not (lin.bias.requires_grad and norm.beta.requires_grad)):
+            return None
+        if not spec.scales:
+            return norm.gamma.detach().clone()
+        return norm.gamma.detach() / norm.shift_sigma() if hasattr(norm, "shift_sigma") else None
+
+    @classmethod
+    def _shadow_prediction(cls, lin, norm) -> torch.Tensor | None:
+        """||gamma_t beta_t / sigma_t|| per member: b's drift b_t - b_0 if gamma and sigma had stood still
+        (beta starts at 0); the exact sum is shadow_cum (None: see _shadow_gain)."""
+        gain = cls._shadow_gain(lin, norm)
+        return None if gain is None else (gain * norm.beta.detach()).flatten(1).norm(dim=1)
 
     # -- interval evaluations on the full sets, on copies (no EMA or other state moves) ------
     @torch.no_grad()

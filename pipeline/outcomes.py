@@ -295,7 +295,9 @@ def member_table(summaries: list[CellSummary], histories: dict[str, pd.DataFrame
         if not np.isfinite(cell["chance_loss"]) and np.isfinite(cell["classes"]):
             cell["chance_loss"] = math.log(cell["classes"])
         k = refresh_interval(var)  # the spec row decides whether the variant reads refresh_every
+        # affine: the variant's gamma, beta switch (config): with beta, b shadows beta (pipeline/claims/shadow.py)
         cell.update(width=width, trainable=var.get("trainable", "all"), has_bias=bool(var.get("bias", True)),
+                    affine=bool(var.get("affine", True)),
                     refresh_every=float(k) if k is not None else float("nan"),
                     loss_fixed=loss_fixed({**var, "norm": s.norm}))
         for m in s.members:

@@ -22,7 +22,10 @@ from pipeline.spec.primaries import PRIMARY_TESTS
 S = ReportSettings()
 CLAIMS = {c.key: c for c in REGISTRY}
 NORM = {"bias_only_toy": "center_detached", "bn_nobias": "bn", "standardize": "bn",
-        "population_detached_k1": "population_detached", "population_detached_k100": "population_detached"}
+        "population_detached_k1": "population_detached", "population_detached_k100": "population_detached",
+        "center_affine": "center", "center_detached_affine": "center_detached",
+        "standardize_detached_affine": "standardize_detached"}
+AFFINE = {"bn", "bn_nobias", "center_affine", "center_detached_affine", "standardize_detached_affine"}  # gamma, beta
 REFRESH = {"population_detached": 10.0, "population_detached_k1": 1.0, "population_detached_k100": 100.0,
            "population_center_detached": 10.0}
 MEAN = {"synthetic": 3.0, "synthetic_zero_mean": 0.0, "digits": 2.5}
@@ -36,6 +39,7 @@ def member(variant, seed=0, lr=1.0, dataset="synthetic", status="trained", **kw)
     row = dict(variant=variant, norm=NORM.get(variant, variant), dataset=dataset, input_mean_norm=MEAN[dataset],
                lr=lr, seed=seed, steps=500, depth=2, status=status, diverged=status == "diverged", diverged_step=np.nan,
                trainable="bias" if variant == "bias_only_toy" else "all", has_bias=variant != "bn_nobias",
+               affine=variant in AFFINE,
                refresh_every=REFRESH.get(variant, np.nan), b_sens_scaled=np.nan, b_rms_max=1.0, loss_gap=0.0,
                acc_gap=0.0, full_loss_train=0.3, full_acc_train=0.9, w_growth_max=1.5, steps_to_target=100.0,
                grad_b_rel_max=np.nan, loss_gap_nobias_early=np.nan,
@@ -488,7 +492,7 @@ def test_evaluate_all_adjusts_every_claims_tests_together():
 # -- the registry -------------------------------------------------------------------------------------------
 def test_every_claim_declares_its_parts_and_fills_its_rule_from_settings():
     fields = set(ReportSettings.model_fields)
-    assert [c.key for c in REGISTRY] == ["claim1", "claim1b", "claim2", "claim3", "claim4", "claim5"]
+    assert [c.key for c in REGISTRY] == ["claim1", "claim1b", "claim2", "claim3", "claim4", "claim5", "claim_shadow"]
     for c in REGISTRY:
         assert isinstance(c, Claim) and c.endpoints and c.controls and c.statement
         assert c.kind in ("measurement", "identity") and c.placeholders() <= fields
@@ -531,6 +535,7 @@ def _everything():
                         + _claim3_rows(blown=["standardize_detached"]) + _claim4_rows(5, 0, lr=0.03)
                         + _claim4_rows(5, 0, det="population_detached", twin="frozen", lr=0.03, step=4.0)
                         + _claim4_rows(3, 0, lr=0.03, datasets=("synthetic_zero_mean",))
+                        + _claim4_rows(0, 0, det="center_detached_affine", twin="center_affine", lr=0.03)
                         + seeds("none", b_sens_scaled=0.1, grad_b_rel_max=0.3) + seeds("population_detached_k1")
                         + seeds("bn", grad_b_rel_max=1e-8, loss_gap_nobias_early=1e-6) + seeds("bn_nobias"))
 

@@ -158,7 +158,8 @@ def test_every_registry_claim_names_its_primary_endpoint_or_tests():
         "claim5": "worst |dl/db| / |dl/dW|"}
     assert {c.key: (c.primary, c.tests) for c in REGISTRY if c.kind == "measurement"} == {
         "claim1b": (None, ("claim1b",)), "claim2": (None, ("claim2",)),
-        "claim3": (None, ("claim3_fit", "claim3_stability")), "claim4": (None, ("claim4",))}
+        "claim3": (None, ("claim3_fit", "claim3_stability")), "claim4": (None, ("claim4",)),
+        "claim_shadow": (None, ("claim_shadow",))}
 
 
 # -- compare: endpoints matched across setups by key -----------------------------------------------------

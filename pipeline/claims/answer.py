@@ -10,6 +10,7 @@ import math
 from pipeline.claims.base import CHECK_FAILED, FAILS, HOLDS, NEGLIGIBLE, PASSED
 from pipeline.claims.inference import B_SHARE, LAG_SHARE
 from pipeline.claims.mechanism_text import mechanism_clause
+from pipeline.claims.shadow import KEY as SHADOW_KEY, shadow_clause
 from pipeline.claims.templates import SIDE_WORD, _controls, _datasets
 from pipeline.claims.templates import claim_answer  # noqa: F401  (re-exported: pipeline.claims)
 
@@ -114,12 +115,17 @@ def answer_text(verdicts, members, settings) -> str:
     by = {v.key: v for v in verdicts}
     v1, v1b, v2, v3, v4, v5 = (by.get(k) for k in ("claim1", "claim1b", "claim2", "claim3", "claim4", "claim5"))
     out = [_bn_sentence(v5, v4, members, settings)]
+    vs = by.get(SHADOW_KEY)  # what b is for where the statistics are detached but beta is learned
+    shadow = shadow_clause(vs, _link(vs)) if vs is not None else ""
     if v5 is not None and v5.status in (PASSED, CHECK_FAILED):
         same = next((e for e in v5.endpoints if e.measure.startswith("same member status")), None)
         out.append("So b has no point in real BN: it never moves and is redundant -- the role of a per-unit offset "
                    "is taken by beta, which BN applies after normalizing" + (f"; with and without b the same members trained or failed in "
                                              f"{same.effect:.0%} of {same.n} pairs" if same and math.isfinite(
-                                                 same.effect) else "") + f" ({_link(v5)}).")
+                                                 same.effect) else "") + f" ({_link(v5)})"
+                   + (f"; and {shadow}" if shadow else "") + ".")
+    elif shadow:
+        out.append("What b is for: " + shadow + ".")
     if v4 is not None and v4.tests:
         det = _deciders(v4, settings) or "the detached centering"
         out.append(f"The paper's thought experiment is its argument for differentiating through the statistics: with "

@@ -200,3 +200,11 @@ def _paired(m: pd.DataFrame, a: str, b: str, cols: list[str]) -> pd.DataFrame:
 
 def _nonzero_mean(m: pd.DataFrame, s) -> list[str]:
     return list(dict.fromkeys(m.loc[m["input_mean_norm"].fillna(0) > s.nonzero_mean, "dataset"]))
+
+
+def _has_beta(m: pd.DataFrame) -> pd.Series:
+    """Per row: the variant has gamma, beta (its config's `affine`, the member table's `affine` column;
+    a table without the column -- crafted or simulated -- has none). Ioffe's drift of b needs a layer
+    without beta: with it, b shadows beta (pipeline/claims/shadow.py), so claims 1b and 2 read the
+    detached variants without beta."""
+    return m["affine"].astype(bool) if "affine" in m.columns else pd.Series(False, index=m.index)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.claims.base import Endpoint, Judgement, _alive, _g, _layers, interval, layer_text
+from pipeline.claims.base import Endpoint, Judgement, _alive, _g, _has_beta, _layers, interval, layer_text
 from pipeline.claims.legacy import HOLDS, FAILS, MIXED, NOT_SHOWN, beyond_chance
 from pipeline.outcomes import ci
 from pipeline.spec.records import layer_column
@@ -28,7 +28,8 @@ def judge_b_grows(m, hist, s) -> Judgement:
     live = _alive(m)
     layers = _layers(m, "alpha")
     detached = names_where(lambda spec: spec.detached)  # statistics re-estimated outside the gradient step
-    real = live[live["norm"].isin(detached) & (live["trainable"] == "all") & live["has_bias"]]
+    # without beta: with it b shadows beta (claim_shadow), which is not Ioffe's drift
+    real = live[live["norm"].isin(detached) & (live["trainable"] == "all") & live["has_bias"] & ~_has_beta(live)]
     eps, rows, up, down = [], [], 0, 0
     for (v, ds, lr), g in real.groupby(["variant", "dataset", "lr"], sort=False):
         twin = s.twins.get(v, [None])[0]

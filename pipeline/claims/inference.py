@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.claims.base import Endpoint, Judgement, _alive, _paired, interval
+from pipeline.claims.base import Endpoint, Judgement, _alive, _has_beta, _paired, interval
 from pipeline.claims.legacy import count_status
 from pipeline.outcomes import ci
 from pipeline.spec.variants import names_where
@@ -25,8 +25,9 @@ B_SHARE, LAG_SHARE = ("b's share of the eval-mode gap", "the statistics' lag sha
 def judge_inference_leak(m, hist, s) -> Judgement:
     live = _alive(m).assign(abs_loss_gap=lambda d: d["loss_gap"].abs(), abs_acc_gap=lambda d: d["acc_gap"].abs())
     # only variants that train on detached batch statistics: population/EMA variants use the same
-    # statistics in both modes, so their gap is zero by construction (an identity, not a measurement)
-    batch = set(m.loc[m["norm"].isin(names_where(lambda spec: spec.detached_batch)), "variant"])
+    # statistics in both modes, so their gap is zero by construction (an identity, not a measurement); and
+    # without beta (with it, b shadows beta: claim_shadow)
+    batch = set(m.loc[m["norm"].isin(names_where(lambda spec: spec.detached_batch)) & ~_has_beta(m), "variant"])
     signed = s.primary["claim1b"].endpoint == "signed_gap"
     eps, rows, old_family = [], [], []
     for det, twins in s.twins.items():

@@ -19,6 +19,7 @@ from pipeline.claims.growth import ALPHA, PERSIST, TOY as TOY_ALPHA, TWIN_DRIFT,
 from pipeline.claims.identity import judge_bn_redundant, judge_loss_independent
 from pipeline.claims.inference import ABS, ABS_ACC, B_SHARE, LAG_SHARE, SIGNED, TOY as TOY_GAP, judge_inference_leak
 from pipeline.claims.scaling import C3, judge_worse_scaling
+from pipeline.claims.shadow import SHADOW
 
 SHARED = ("Descriptive intervals: {ci_level_text} over seeds (Student t for means, Clopper-Pearson for a rate, "
           "Newcombe's paired score interval for an excess rate); they describe, the primary test decides.")
@@ -184,6 +185,7 @@ REGISTRY: list[Claim] = [
                                "needs checking.",
                  NOT_SHOWN: "The redundancy check could not be run with a control that can fail here."},
         judge=judge_bn_redundant),
+    SHADOW,  # what b is for: b shadows beta (pipeline/claims/shadow.py)
 ]
 
 

@@ -179,6 +179,12 @@ class _RunningStats(StackedNorm):
     def _eval(self, x):
         return (x - self.running_mean) / torch.sqrt(self.running_var + self.eps)
 
+    def shift_sigma(self) -> torch.Tensor:
+        """The sigma the last training forward divided a shift of x by, [M, 1, F] (here the running sigma,
+        which running_detached uses): with detached statistics dl/db = gamma / sigma * dl/dbeta (b shadows
+        beta; pipeline/module.py)."""
+        return torch.sqrt(self.running_var + self.eps)
+
 
 @implements("none")
 class Identity(StackedNorm):
@@ -236,13 +242,19 @@ class StandardizeDetached(_RunningStats):
     """`standardize_detached`: x_hat = (x - sg(mu_B)) / sg(sigma_B) -- "also scales"."""
 
     ema_mean_from_zero = True
+    _batch_sigma: torch.Tensor | None = None  # sg(sigma_B) of the last training forward
 
     def normalize(self, x):
         if not self.training:
             return self._eval(x)
         mu, var = _moments(x.detach(), 1)
         self._update_running(x, moments=(mu, var))
-        return (x - mu) / torch.sqrt(var + self.eps)
+        self._batch_sigma = torch.sqrt(var + self.eps)
+        return (x - mu) / self._batch_sigma
+
+    def shift_sigma(self) -> torch.Tensor:
+        """sg(sigma_B) of the last training forward (before any: the running sigma)."""
+        return self._batch_sigma if self._batch_sigma is not None else super().shift_sigma()
 
 
 @implements("population_detached")
@@ -268,6 +280,10 @@ class PopulationDetached(StackedNorm):
                 self.pop_mean.copy_(mu)
                 self.pop_sigma.copy_(sigma)
         return (x - self.pop_mean) / self.pop_sigma if self.scale else x - self.pop_mean
+
+    def shift_sigma(self) -> torch.Tensor:
+        """The sigma the forward divides a shift of x by (see _RunningStats.shift_sigma)."""
+        return self.pop_sigma
 
 
 @implements("population_center_detached")

@@ -66,6 +66,13 @@ PRIMARY_TESTS: tuple[PrimaryTest, ...] = (
           excess_blown=EndpointChoice("diverged or W/b grew past the declared factors (0/1), detached minus "
                                       "twin, per deciding pair, lr and seed", "fraction",
                                       "detaching makes the model blow up")),
+    # b shadows beta (pipeline/claims/shadow.py): claim 4's deciding centering without beta against the same
+    # variant with gamma, beta (its sibling by config: same norm and settings, affine on)
+    _test("claim_shadow", "claim_shadow", "", "nonzero_mean",
+          divergence_without_beta=EndpointChoice("diverged (0/1), deciding detached centering without beta minus the "
+                                                 "same variant with gamma, beta, per data set, lr and seed",
+                                                 "fraction", "with beta the detached centering diverges less "
+                                                 "(b shadows beta)")),
 )
 
 _BY_KEY: dict[str, PrimaryTest] = {t.key: t for t in PRIMARY_TESTS}
