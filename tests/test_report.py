@@ -132,6 +132,7 @@ def test_tables_hold_the_cells_numbers(built):
         if v.key == "claim1":  # its own table (member groups); its endpoints are in endpoints.csv
             assert t is None
             continue
+        assert t is not None, v.key
         assert [e.key for e in endpoints_of(t)] == [e.key for e in v.endpoints]
         assert t["detail"].tolist() == [e.detail for e in v.endpoints]
         # primary: a measurement claim's test rows (one per primary test, named as in report.primary), an

@@ -197,7 +197,7 @@ def test_the_verdict_follows_the_divergence_with_and_without_beta():
     assert r.key == KEY and r.effect == 1.0 and r.n == 10 and r.clusters == 10 and r.by_variant[0].dataset == "cd"
     ex = [e for e in v.endpoints if e.measure == EXCESS_DIV]
     assert {(e.variant, e.twin, e.dataset) for e in ex} == {("cd", "cd_beta", "synthetic"), ("cd", "cd_beta", "digits")}
-    assert v.table is not None and set(v.table["diverged_without_beta"]) == {5}
+    assert "pooled data sets: cd 10 of 10 diverged, cd_beta 0 of 10" in v.evidence
 
 
 def test_a_small_excess_is_negligible():
@@ -279,9 +279,8 @@ def test_b_drift_against_beta_drift_prediction_beside_measurement():
     growing = _verdict(m, _history(m, late_flat=False))
     late = [e.effect for e in growing.endpoints if e.measure == LATE_B]
     assert late and all(x == pytest.approx(1 - np.sqrt(0.5)) for x in late)         # sqrt growth: 0.29
-    t = v.table
-    assert {"b_drift", "predicted", RATIO_PRED, "diverged_with_beta"} <= set(t.columns) and len(t) == 4
-    assert "median 0.8" in v.evidence
+    assert {(e.variant, e.dataset, e.lr) for e in by[RATIO_PRED]} == {("cd_beta", d, 0.3) for d in ("synthetic", "digits")}
+    assert all(e.n == 5 for e in by[RATIO_BETA]) and "median 0.8" in v.evidence
 
 
 def test_a_diverged_member_leaves_the_descriptive_half():
@@ -309,3 +308,26 @@ def test_the_planted_effect_moves_only_the_pairs_without_beta():
     a = judge_shadow(null, None, S).comparisons[KEY]
     b = judge_shadow(planted, None, S).comparisons[KEY]
     assert b["diff"].mean() > a["diff"].mean()
+
+
+# -- the answer paragraph --------------------------------------------------------------------------------
+@pytest.mark.parametrize("without, with_, said", [((5, 5), (0, 0), "with beta diverged less often than without beta"),
+                                                  ((0, 0), (5, 5), "with beta diverged more often than without beta"),
+                                                  ((3, 3), (3, 3), "could not be told apart")])
+def test_the_answer_says_what_b_is_for_within_six_sentences(without, with_, said):
+    """The answer's b-is-redundant sentence carries the shadow clause, follows its status and links its
+    verdict; the paragraph stays within six sentences; without a shadow verdict the sentence is as before."""
+    from pipeline.claims import answer_text
+    from tests.test_claims import S as SC, _answer, _claim4_rows, _claim5_rows, _sentences
+
+    base, verdicts = _answer()
+    m = _members(without, with_)
+    shadow = _verdict(m, _history(m, late_flat=True))
+    text = answer_text(verdicts + [shadow], pd.DataFrame(_claim4_rows(5, 0) + _claim5_rows()), SC)
+    sentences = _sentences(text)
+    assert len(sentences) <= 6 and len(sentences) == len(_sentences(base))
+    hit = [x for x in sentences if "(#claim_shadow-what-b-is-for-b-shadows-beta)" in x]
+    assert len(hit) == 1 and "(#claim5-" in hit[0] and said in hit[0] and "b only shadows beta" in hit[0]
+    assert ("0.8 x beta's" in hit[0]) == (with_ != (5, 5))  # no member with beta survived: no drift to quote
+    assert "shadows" not in base
+    assert shadow_clause(None, "") == ""

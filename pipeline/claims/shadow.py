@@ -128,29 +128,11 @@ def per_member(m: pd.DataFrame, hist: pd.DataFrame | None, pairs, s) -> pd.DataF
     return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
 
 
-def _summary_table(per: pd.DataFrame, div: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant with beta, data set, lr, layer): prediction beside measurement (medians over the
-    surviving seeds), and the divergence counts with and without beta at that (data set, lr)."""
-    cols = ["variant", "sibling", "dataset", "lr", "layer", "members", "b_drift", "beta_drift", "predicted",
-            "summed", *MEASURES, "diverged_with_beta", "diverged_without_beta", "pairs"]
-    if per.empty:
-        t = div.assign(layer=np.nan, members=0)
-    else:
-        t = per.groupby(["variant", "sibling", "dataset", "lr", "layer"], sort=False).agg(
-            members=("seed", "size"),
-            **{c: (c, "median") for c in ["b_drift", "beta_drift", "predicted", "summed", *MEASURES]}
-        ).reset_index()
-        t = t.merge(div, on=["variant", "sibling", "dataset", "lr"], how="outer")
-    for c in cols:
-        if c not in t:
-            t[c] = np.nan
-    return t[cols]
-
-
 def judge_shadow(m, hist, s) -> Judgement:
     pairs = beta_siblings(m)
     m = m.assign(diverged_=(m["status"] == "diverged").astype(float))
     eps, rows, div = [], [], []
+    mean_norm = m.groupby("dataset")["input_mean_norm"].max().fillna(0.0)
     for without, with_ in pairs:
         p = _paired(m, without, with_, ["diverged_"])
         if without in s.blowup_deciders:  # the primary test: claim 4's deciding centering, with vs without beta
@@ -162,22 +144,23 @@ def judge_shadow(m, hist, s) -> Judgement:
                                 n=len(g), unit="fraction", variant=without, twin=with_, dataset=ds, lr=lr))
             div.append(dict(variant=with_, sibling=without, dataset=ds, lr=lr, pairs=len(g),
                             diverged_with_beta=int(g["diverged__b"].sum()),
-                            diverged_without_beta=int(g["diverged__a"].sum())))
+                            diverged_without_beta=int(g["diverged__a"].sum()),
+                            pooled=bool(mean_norm.get(ds, 0.0) > s.nonzero_mean)))
     per = per_member(m, hist, pairs, s)
-    for (v, sib, ds), g in per.groupby(["variant", "sibling", "dataset"], sort=False):
+    # prediction beside measurement per (variant with beta, data set, lr): a member's layers averaged first, the
+    # interval over its surviving seeds
+    for (v, sib, ds, lr), g in per.groupby(["variant", "sibling", "dataset", "lr"], sort=False):
         for measure in MEASURES:
             x = g[["seed", measure]].dropna()
             if x.empty:
                 continue
-            seeds_ = x.groupby("seed")[measure].mean()  # seeds share a member's layers and lrs: one value each
-            eps.append(Endpoint(measure=measure, **interval(ci(seeds_, level=s.ci_level)), n=len(x),
+            seeds_ = x.groupby("seed")[measure].mean()
+            eps.append(Endpoint(measure=measure, **interval(ci(seeds_, level=s.ci_level)), n=len(seeds_),
                                 unit="" if measure == CORR else "ratio" if measure.startswith(("||", "b's")) else
-                                "share", variant=v, twin=sib if measure == LATE_NOBETA else None, dataset=ds,
-                                over="surviving members, lrs and layers; interval over seeds"))
+                                "share", variant=v, twin=sib if measure == LATE_NOBETA else None, dataset=ds, lr=lr,
+                                over="surviving members, mean over layers"))
     comp = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["diff", "dataset", "seed"])
-    table = _summary_table(per, pd.DataFrame(div, columns=["variant", "sibling", "dataset", "lr", "pairs",
-                                                           "diverged_with_beta", "diverged_without_beta"]))
-    return Judgement(eps, _evidence(pairs, per, div, s), table=table, comparisons={KEY: comp})
+    return Judgement(eps, _evidence(pairs, per, div, s), comparisons={KEY: comp})
 
 
 def _evidence(pairs, per: pd.DataFrame, div: list[dict], s) -> str:
@@ -185,9 +168,11 @@ def _evidence(pairs, per: pd.DataFrame, div: list[dict], s) -> str:
         return ("No detached variant of this grid has a sibling with gamma, beta (same norm and settings, affine on): "
                 "nothing to compare.")
     d = pd.DataFrame(div)
-    counts = "; ".join(f"{g['sibling'].iloc[0]} {int(g['diverged_without_beta'].sum())} of {int(g['pairs'].sum())} "
-                       f"diverged, {v} {int(g['diverged_with_beta'].sum())} of {int(g['pairs'].sum())}"
-                       for v, g in d.groupby("variant", sort=False)) if len(d) else "no paired members"
+    counts = "; ".join(f"{'pooled data sets' if pooled else 'zero-mean controls'}: {g['sibling'].iloc[0]} "
+                       f"{int(g['diverged_without_beta'].sum())} of {int(g['pairs'].sum())} diverged, {v} "
+                       f"{int(g['diverged_with_beta'].sum())} of {int(g['pairs'].sum())}"
+                       for (v, pooled), g in d.groupby(["variant", "pooled"], sort=False)) if len(d) else \
+        "no paired members"
     ev = f"Sibling pairs without / with beta (by config): {', '.join(f'{a} / {b}' for a, b in pairs)}. {counts}."
     if per.empty:
         return ev + " The logged history was not read here: b's drift against beta's is not reported."
