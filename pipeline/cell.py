@@ -125,9 +125,27 @@ EVALS = ("full_loss_train", "full_acc_train", "full_loss_eval", "full_acc_eval",
          "full_loss_eval_bema")
 
 
-def _layer_stats(h, layer: int):
+def _drive_end(h, layer: int) -> dict:
+    """drive_end_sq, drive_end_var: b's drive over the last logged window of one member (pipeline.drive.
+    window_moments on its mean ||sum G|| / n and the increase of sum ||G||^2 over it); {} without the columns."""
+    from pipeline.drive import window_moments
+    from pipeline.spec.records import layer_column
+
+    win, sq = layer_column("drive_win", layer), layer_column("gsq_cum", layer)
+    if win not in h or sq not in h:
+        return {}
+    rows = h.dropna(subset=[sq])
+    if len(rows) < 2 or not rows[win].notna().iloc[-1]:
+        return {"drive_end_sq": float("nan"), "drive_end_var": float("nan")}
+    n = float(rows["step"].iloc[-1] - rows["step"].iloc[-2])
+    mean_sq, var = window_moments(rows[win].iloc[-1], rows[sq].iloc[-1] - rows[sq].iloc[-2], n)
+    return {"drive_end_sq": float(mean_sq), "drive_end_var": float(var)}
+
+
+def _layer_stats(h, layer: int, ema_momentum: float | None = None):
     """Hidden layer `layer`'s LayerStats of one member, from its history rows `h`: a quantity
-    whose column the history lacks (no b in this layer) is left None."""
+    whose column the history lacks (no b in this layer) is left None. `ema_momentum`: the momentum of
+    the running mean that holds EMA(b) in this layer (None where the module does not follow it)."""
     from pipeline.spec.records import LayerStats, layer_column
 
     stats = {}
@@ -141,6 +159,9 @@ def _layer_stats(h, layer: int):
     if gsum in h:  # ||sum_t G_t|| / sum_t ||G_t||: 1 = a persistent drive of b
         total = _last(h, layer_column("gabs_cum", layer))
         stats["gsum_persist"] = _last(h, gsum) / total if total > 0 else float("nan")
+    stats.update(_drive_end(h, layer))
+    if layer_column("b_lag", layer) in h and ema_momentum is not None:
+        stats["b_lag"], stats["ema_momentum"] = _last(h, layer_column("b_lag", layer)), float(ema_momentum)
     stats.setdefault("W_norm", float("nan"))
     stats.setdefault("W_norm0", float("nan"))
     return LayerStats(layer=layer, **stats)
@@ -155,6 +176,7 @@ def summarize(cell, history, module, members, input_mean_norm: float, classes: i
 
     div = module.diverged_step.cpu().numpy()
     depth = len(module.has_bias)  # one entry per hidden layer
+    momenta = {i: float(module._hidden[i][1].momentum) for i in module._b_ema}  # the EMAs that hold EMA(b)
     out = []
     for j, (lr, seed) in enumerate(members):
         h = history[history["member"] == j]
@@ -167,7 +189,7 @@ def summarize(cell, history, module, members, input_mean_norm: float, classes: i
             diverged_step=int(div[j]) if diverged else None,
             initial_loss=float(h["loss"].head(10).mean()), final_loss=float(tail.mean()),
             init_full_loss_train=_first(h, "full_loss_train"), init_full_acc_train=_first(h, "full_acc_train"),
-            **evals, layers=[_layer_stats(h, i) for i in range(depth)]))
+            **evals, layers=[_layer_stats(h, i, momenta.get(i)) for i in range(depth)]))
     return CellSummary(cell=cell.name, variant=cell.variant_name, dataset=cell.dataset_name,
                        norm=cell.variant.norm, steps=cell.train.steps, input_mean_norm=float(input_mean_norm),
                        classes=int(classes), chance_loss=math.log(classes), config_hash=config_hash(cell),

@@ -62,10 +62,18 @@ class NormLabModule(pl.LightningModule):
             # drift_pred = lr * sum_t G_t is SGD's own update rule (an identity check, not a prediction)
             self.register_buffer(f"gsum_cum_{i}", torch.zeros_like(b0))
             self.register_buffer(f"gabs_cum_{i}", torch.zeros(m))
+            # sum_t ||G_t||^2: with the window sums below, the unbiased split of a window's drive into its
+            # mean ||Gbar||^2 and the mini-batch noise (pipeline.drive.window_moments); one fused multiply-add
+            # on [M] per layer and step
+            self.register_buffer(f"gsq_cum_{i}", torch.zeros(m))
             self.register_buffer(f"drift_pred_{i}", torch.zeros_like(b0))
             norm.on_xhat = self._make_xhat_hook(i)
         self.records: list[tuple[int, dict[str, torch.Tensor]]] = []  # (step, name -> [M])
         self._gsum: dict[int, torch.Tensor] = {}
+        # sum_{s<t} G_s at the record steps still needed (per layer with b): the window sums of claim 2's drive
+        # (drive_win: since the last record; drive_half: since pipeline.drive.half_start(t)) are differences of
+        # these -- a copy per record step, nothing per step
+        self._cum_at: dict[int, dict[int, torch.Tensor]] = {i: {} for i, has in enumerate(self.has_bias) if has}
         self._recording = False  # the x_hat gradient hooks run only on recorded steps
         self._final_recorded = False
         self.steps_done = 0  # optimizer steps taken (the tracker flushes by it)
@@ -122,11 +130,13 @@ class NormLabModule(pl.LightningModule):
     def on_train_start(self):
         """Per-step lookups, after Lightning moved the module to its device (buffers are replaced then)."""
         self._opt = self.optimizers(use_pl_optimizer=False)
-        self._drive = []  # per hidden layer with b: (bias, gsum_cum, gabs_cum, drift_pred, lr per member)
+        # per hidden layer with b: (bias, gsum_cum, gabs_cum, gsq_cum, drift_pred, lr per member)
+        self._drive = []
         for i, (lin, _) in enumerate(self._hidden):
             if lin.bias is not None:
                 self._drive.append((lin.bias, getattr(self, f"gsum_cum_{i}"), getattr(self, f"gabs_cum_{i}"),
-                                    getattr(self, f"drift_pred_{i}"), self.lrs.view(-1, *[1] * (lin.bias.dim() - 1))))
+                                    getattr(self, f"gsq_cum_{i}"), getattr(self, f"drift_pred_{i}"),
+                                    self.lrs.view(-1, *[1] * (lin.bias.dim() - 1))))
 
     def training_step(self, batch, batch_idx):
         """A batch is STEPS_PER_BATCH consecutive steps (pipeline.data.sets.StepChunks): xs[k] is step t0 + k's."""
@@ -157,13 +167,15 @@ class NormLabModule(pl.LightningModule):
         # manual_backward / LightningOptimizer.step only add hooks this module does not use)
         (loss if all_live else torch.where(live, loss, torch.zeros_like(loss))).sum().backward()
         if record:
-            self.records.append((t, self._measure(with_grads=True)))
+            self.records.append((t, self._measure(with_grads=True, step=t)))
         self._recording = False
-        for bias, gsum_cum, gabs_cum, drift_pred, lr in self._drive:
+        for bias, gsum_cum, gabs_cum, gsq_cum, drift_pred, lr in self._drive:
             if bias.grad is not None:
                 g = bias.grad if all_live else torch.where(live.view(-1, *[1] * (bias.dim() - 1)), bias.grad, 0.0)
                 gsum_cum.add_(g)
-                gabs_cum.add_(g.flatten(1).norm(dim=1))
+                norm = g.flatten(1).norm(dim=1)
+                gabs_cum.add_(norm)
+                gsq_cum.addcmul_(norm, norm)
                 drift_pred.add_(lr * g)
         self._gsum.clear()
         opt.alive = live
@@ -193,8 +205,27 @@ class NormLabModule(pl.LightningModule):
         return torch.stack([p.detach().abs().flatten(1).amax(1) for p in self.model.parameters()]).amax(0)
 
     @torch.no_grad()
-    def _measure(self, with_grads: bool) -> dict[str, torch.Tensor]:
-        """Per-member norms of every hidden layer (and its gradients when `with_grads`)."""
+    def _drive_windows(self, i: int, step: int, out: dict[str, torch.Tensor]) -> None:
+        """Layer i's drive over the windows ending at `step` (a record step, or the end): the mean G per step
+        since the previous record (drive_win) and since pipeline.drive.half_start(step) (drive_half: the
+        doubling window whose decay decides claim 2), and sum_t ||G_t||^2 so far (gsq_cum). gsum_cum holds
+        sum_{s<step} G_s here (the step's own gradient is added after it is recorded)."""
+        from pipeline.drive import half_start
+
+        cum, kept = getattr(self, f"gsum_cum_{i}"), self._cum_at[i]
+        out[layer_column("gsq_cum", i)] = getattr(self, f"gsq_cum_{i}").clone()
+        if kept and step > max(kept):
+            prev, half = max(kept), half_start(step, self.cell.train.log_every)
+            out[layer_column("drive_win", i)] = (cum - kept[prev]).flatten(1).norm(dim=1) / (step - prev)
+            out[layer_column("drive_half", i)] = (cum - kept[half]).flatten(1).norm(dim=1) / (step - half)
+        kept[step] = cum.clone()
+        # a later step s > step opens its doubling window at half_start(s) >= half_start(step): older copies go
+        for old in [k for k in kept if k < half_start(step, self.cell.train.log_every)]:
+            del kept[old]
+
+    @torch.no_grad()
+    def _measure(self, with_grads: bool, step: int) -> dict[str, torch.Tensor]:
+        """Per-member norms of every hidden layer (and its gradients when `with_grads`) at `step`."""
         out: dict[str, torch.Tensor] = {}
         sq = torch.zeros_like(self.lrs)
         for i, (lin, norm) in enumerate(self.model.hidden):
@@ -206,6 +237,9 @@ class NormLabModule(pl.LightningModule):
                 out[layer_column("b_drift_pred", i)] = getattr(self, f"drift_pred_{i}").flatten(1).norm(dim=1)
                 out[layer_column("gsum_cum", i)] = getattr(self, f"gsum_cum_{i}").flatten(1).norm(dim=1)
                 out[layer_column("gabs_cum", i)] = getattr(self, f"gabs_cum_{i}").clone()
+                self._drive_windows(i, step, out)
+            if i in self._b_ema:  # ||b_t - EMA(b)||: the lag the running mean holds of b (claim 1b's prediction)
+                out[layer_column("b_lag", i)] = (lin.bias - getattr(self, f"b_ema_{i}")).flatten(1).norm(dim=1)
             if norm.affine:
                 out[layer_column("gamma_norm", i)] = norm.gamma.flatten(1).norm(dim=1)
                 out[layer_column("beta_norm", i)] = norm.beta.flatten(1).norm(dim=1)
@@ -310,6 +344,6 @@ class NormLabModule(pl.LightningModule):
     def on_train_end(self):
         """Norms of the final state theta_T (idempotent: the tracker may call it first)."""
         if not self._final_recorded:
-            self.records.append((self.cell.train.steps, self._measure(with_grads=False)))
+            self.records.append((self.cell.train.steps, self._measure(with_grads=False, step=self.cell.train.steps)))
             self._evaluate(self.cell.train.steps)
             self._final_recorded = True

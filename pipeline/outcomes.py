@@ -40,6 +40,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from pipeline.drive import drive_decay, lag_prediction, leak_prediction, window_alphas
 from pipeline.spec.variants import loss_fixed, refresh_interval
 from pipeline.spec.records import CellSummary, layer_column
 
@@ -92,6 +93,26 @@ def growth_exponent(steps, drift, horizon: float, start_frac: float, min_points:
     if keep.sum() < min_points:
         return float("nan")
     return float(np.polyfit(np.log(t[keep]), np.log(d[keep]), 1)[0])
+
+
+def alpha_window(k: int) -> str:
+    """The member-table quantity of alpha in the k-th doubling window before the end (0: [T/2, T],
+    1: [T/4, T/2], ...; pipeline.drive.window_alphas)."""
+    return f"alpha_w{k}"
+
+
+def _predictions(m, row: dict) -> None:
+    """Claim 1b's predicted lag and leak from the member's own drive (pipeline.drive): per layer whose running
+    mean holds EMA(b), b_lag_pred = the predicted ||b_T - EMA(b)|| beside the measured b_lag; per member,
+    loss_gap_b_pred = -(lr / m) sum_l ||Gbar_l||^2 beside the measured loss_gap_b."""
+    sq, mom = [], None
+    for ls in m.layers:
+        if ls.ema_momentum is None or ls.drive_end_sq is None:
+            continue
+        mom = ls.ema_momentum
+        row[layer_column("b_lag_pred", ls.layer)] = float(lag_prediction(m.lr, mom, ls.drive_end_sq, ls.drive_end_var))
+        sq.append(ls.drive_end_sq)
+    row["loss_gap_b_pred"] = float(leak_prediction(m.lr, mom, sum(sq))) if sq else float("nan")
 
 
 def steps_to_target(steps, loss, target: float, window: int) -> float:
@@ -207,6 +228,15 @@ def _from_history(h: _Member, row: dict, layers: range, width: float, settings) 
         col = layer_column("b_drift", layer)
         out[layer_column("alpha", layer)] = (growth_exponent(step, h[col], steps_total, settings.alpha_from,
                                                              settings.alpha_min_points) if col in h else float("nan"))
+        # claim 2's boundedness (pipeline/drive.py): kappa of the drive over doubling windows, alpha per window
+        half = layer_column("drive_half", layer)
+        if half in h:
+            out[layer_column("kappa", layer)] = float(drive_decay(step, h[half], steps_total, settings.kappa_from,
+                                                                  settings.alpha_min_points)[0])
+        if col in h:
+            per = window_alphas(step, h[col], steps_total, settings.alpha_windows, settings.alpha_min_points)[0]
+            for k, a in enumerate(per):
+                out[layer_column(alpha_window(k), layer)] = float(a)
         gb, gw = layer_column("grad_b", layer), layer_column("grad_W", layer)
         if gb in h and gw in h:
             b, w = h[gb], h[gw]
@@ -320,13 +350,14 @@ def member_table(summaries: list[CellSummary], histories: dict[str, pd.DataFrame
             row["loss_gap_b"] = row.get("full_loss_eval", np.nan) - bema
             row["loss_gap_lag"] = bema - row.get("full_loss_train", np.nan)
             row["acc_gap"] = row.get("full_acc_train", np.nan) - row.get("full_acc_eval", np.nan)
+            _predictions(m, row)
             h = hist.get(m.member)
             if h is not None and len(h["step"]):
                 row.update(_from_history(h, row, layers, width, settings))
             rows.append(row)
     t = pd.DataFrame(rows)
     for col in ("full_loss_train", "full_acc_train", "init_full_loss_train", "full_loss_eval", "full_acc_eval",
-                "full_loss_eval_bema", "loss_gap", "loss_gap_b", "loss_gap_lag",
+                "full_loss_eval_bema", "loss_gap", "loss_gap_b", "loss_gap_lag", "loss_gap_b_pred",
                 "steps_to_target", "b_sens_scaled", "b_sens_rel", "grad_b_rel_max", "diverged_step"):
         if col not in t:
             t[col] = np.nan

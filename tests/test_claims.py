@@ -162,37 +162,75 @@ def test_claim1b_needs_enough_clusters():
     assert judge("claim1b", one).status == NOT_SHOWN and np.isnan(judge("claim1b", one).tests[0].lo)
 
 
-# -- claim 2: growth exponent on the real networks ----------------------------------------------------
-def _claim2(alpha_l0, alpha_l1=None, variant="center_detached", sd=0.02, datasets=NONZERO, **kw):
+# -- claim 2: boundedness on the real networks ---------------------------------------------------------
+# A2: the rule drive_decay replaced (alpha - 1/2, no guard), still selectable as report.primary.claim2's endpoint
+A2 = reading("claim2", "alpha_excess")
+
+
+def _claim2(alpha_l0, alpha_l1=None, variant="center_detached", sd=0.02, datasets=NONZERO, last=None, **kw):
+    """Members whose b grows with exponent alpha; the drive's decay kappa = 1.5 - alpha so that both rules read
+    the same comparison (1 - kappa = alpha - 1/2), and alpha over the last doubling window `last` (default:
+    alpha where b grows faster than a random walk, else 0.02 -- settled)."""
     rows = []
     for ds in datasets:
-        vals = {"alpha/l0": noise(alpha_l0, sd, 0, ds)}
+        vals = {"alpha/l0": noise(alpha_l0, sd, 0, ds), "kappa/l0": noise(1.5 - alpha_l0, sd, 0, ds),
+                "alpha_w0/l0": noise(last if last is not None else alpha_l0 if alpha_l0 > 0.5 else 0.02, sd, 5, ds)}
         if alpha_l1 is not None:
-            vals["alpha/l1"] = noise(alpha_l1, sd, 3, ds)
+            vals.update({"alpha/l1": noise(alpha_l1, sd, 3, ds), "kappa/l1": noise(1.5 - alpha_l1, sd, 3, ds),
+                         "alpha_w0/l1": noise(alpha_l1 if alpha_l1 > 0.5 else 0.02, sd, 6, ds)})
         rows += seeds(variant, vals, dataset=ds, **kw)
     return rows
 
 
 def test_claim2_flips_with_the_growth_exponent():
-    assert judge("claim2", _claim2(1.0)).status == HOLDS
-    assert judge("claim2", _claim2(0.1)).status == FAILS                  # saturates
-    assert judge("claim2", _claim2(0.5)).status == NEGLIGIBLE             # a random walk: on the line
-    assert judge("claim2", _claim2(0.5, sd=0.5, datasets=ONE)).status == NOT_SHOWN
-    v = judge("claim2", _claim2(1.0, alpha_l1=0.9))                       # both layers: one comparison each
+    """The replaced rule (alpha_excess): alpha against a random walk's 1/2."""
+    assert judge("claim2", _claim2(1.0), A2).status == HOLDS
+    assert judge("claim2", _claim2(0.1), A2).status == FAILS                  # saturates
+    assert judge("claim2", _claim2(0.5), A2).status == NEGLIGIBLE             # a random walk: on the line
+    assert judge("claim2", _claim2(0.5, sd=0.5, datasets=ONE), A2).status == NOT_SHOWN
+    v = judge("claim2", _claim2(1.0, alpha_l1=0.9), A2)                       # both layers: one comparison each
     assert v.status == HOLDS and (v.tests[0].n, v.tests[0].clusters) == (20, 10)
-    assert v.tests[0].effect == pytest.approx(0.45, abs=0.02)             # alpha - 1/2, averaged over layers
+    assert v.tests[0].effect == pytest.approx(0.45, abs=0.02)                 # alpha - 1/2, averaged over layers
     # layers pointing opposite ways average out in the test; the evidence shows each layer
-    v = judge("claim2", _claim2(1.0, alpha_l1=0.1))
-    by_layer = re.search(r"by layer l0 ([\d.]+), l1 ([\d.]+);", v.evidence)
+    v = judge("claim2", _claim2(1.0, alpha_l1=0.1), A2)
+    by_layer = re.search(r"alpha by layer l0 ([\d.]+), l1 ([\d.]+);", v.evidence)
     assert v.status == NEGLIGIBLE and [float(x) for x in by_layer.groups()] == pytest.approx([1.0, 0.1], abs=0.02)
+
+
+def test_claim2_decides_boundedness_from_the_drives_decay():
+    """drive_decay: 1 - kappa per member and layer; + = unbounded (kappa < 1), - = bounded (kappa > 1)."""
+    v = judge("claim2", _claim2(1.0))                                         # kappa 0.5: unbounded
+    assert v.status == HOLDS and v.tests[0].endpoint == "drive_decay" and v.tests[0].unit == "kappa"
+    assert v.tests[0].effect == pytest.approx(0.5, abs=0.02)
+    assert judge("claim2", _claim2(0.1)).status == FAILS                      # kappa 1.4, b settled: bounded
+    assert judge("claim2", _claim2(0.5)).status == NEGLIGIBLE                 # kappa 1: log growth, the edge
+    kappas = [float(x) for x in re.search(r"kappa by layer l0 ([\d.]+), l1 ([\d.]+);",
+                                          judge("claim2", _claim2(1.0, alpha_l1=0.1)).evidence).groups()]
+    assert kappas == pytest.approx([0.5, 1.4], abs=0.02)
+    # the alpha of the replaced rule does not move it: the same kappa with alpha 1/2 decides the same
+    rows = [{**r, "alpha/l0": q["alpha/l0"]} for r, q in zip(_claim2(1.0), _claim2(0.5))]
+    assert judge("claim2", rows).status == HOLDS and judge("claim2", rows, A2).status == NEGLIGIBLE
+
+
+def test_claim2_needs_b_own_last_window_to_agree():
+    """The guard: 'unbounded' needs the last doubling window's alpha above 0, 'bounded' needs it below
+    report.bounded_alpha; otherwise the tests' verdict is withheld (not shown), with the reason in the evidence."""
+    v = judge("claim2", _claim2(1.0, last=0.0))                               # drive persists, b does not move away
+    assert v.tests[0].status == HOLDS and v.status == NOT_SHOWN and "not shown still growing" in v.evidence
+    v = judge("claim2", _claim2(0.1, last=0.3))                               # drive dies out, b still moving
+    assert v.tests[0].status == FAILS and v.status == NOT_SHOWN and "not shown settled" in v.evidence
+    assert judge("claim2", _claim2(0.1, last=0.3), S.model_copy(update={"bounded_alpha": 0.5})).status == FAILS
+    v = judge("claim2", _claim2(0.1), S.model_copy(update={"bounded_alpha": 0.01}))
+    assert v.status == NOT_SHOWN and "0.01" in v.rule and v.settings_used["bounded_alpha"] == 0.01
 
 
 def test_claim2_excludes_the_toy_and_diverged_members():
     toy = _claim2(1.0, variant="bias_only_toy", status="fixed_loss")
-    v = judge("claim2", toy + _claim2(0.1))
+    v = judge("claim2", toy + _claim2(0.1), A2)
     assert v.status == FAILS and v.tests[0].n == 10                       # the toy's linear drift is not evidence
     assert any("toy" in e.measure and e.effect == pytest.approx(1.0, abs=0.05) for e in v.endpoints)
-    assert judge("claim2", toy + _claim2(1.0)).status == HOLDS            # the same toy beside real growth
+    assert judge("claim2", toy + _claim2(1.0), A2).status == HOLDS        # the same toy beside real growth
+    assert judge("claim2", toy + _claim2(0.1)).status == FAILS            # and under drive_decay
     v = judge("claim2", _claim2(1.0, status="diverged"))
     assert v.status == NOT_SHOWN and v.tests[0].n == 0
 
@@ -566,15 +604,15 @@ def test_the_logic_reads_only_settings_its_rule_prints(claim):
 def test_a_changed_threshold_changes_both_the_rule_text_and_the_verdict():
     from pipeline.stats.inference import Rule, rule_text
 
-    assert judge("claim2", _claim2(1.0)).status == HOLDS
-    v = judge("claim2", _claim2(1.0), S.model_copy(update={"alpha_unbounded": 1.2}))
+    assert judge("claim2", _claim2(1.0), A2).status == HOLDS
+    v = judge("claim2", _claim2(1.0), A2.model_copy(update={"alpha_unbounded": 1.2}))
     assert v.status == FAILS and "1.2" in v.rule and v.settings_used["alpha_unbounded"] == 1.2
-    # the smallest effect that matters: alpha - 1/2 = 0.5 is negligible if 0.6 is declared the smallest
+    # the smallest effect that matters: 1 - kappa = 0.5 is negligible if 0.6 is declared the smallest
     v = judge("claim2", _claim2(1.0), with_effect("claim2", 0.6))
     r = v.tests[0]
     assert v.status == NEGLIGIBLE and r.smallest_effect == 0.6
     printed = rule_text(Rule(smallest_effect=r.smallest_effect, unit=r.unit, alpha=S.family_alpha, level=S.ci_level))
-    assert "+/-0.6 alpha" in printed and "+/-0.1 alpha" not in printed
+    assert "+/-0.6 kappa" in printed and "+/-0.1 kappa" not in printed
     # the family alpha: 10 clusters give p = 2/1024 -- below 0.05, above 0.001
     assert judge("claim2", _claim2(1.0), S.model_copy(update={"family_alpha": 0.001})).status == NOT_SHOWN
 

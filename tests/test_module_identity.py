@@ -53,12 +53,15 @@ class ReferenceModule(NormLabModule):
         opt.zero_grad()
         self.manual_backward(torch.where(live, loss, torch.zeros_like(loss)).sum())
         if record:
-            self.records.append((t, self._measure(with_grads=True)))
+            self.records.append((t, self._measure(with_grads=True, step=t)))
         for i, (lin, _) in enumerate(self.model.hidden):
             if lin.bias is not None and lin.bias.grad is not None:
                 g = torch.where(live.view(-1, *[1] * (lin.bias.dim() - 1)), lin.bias.grad, 0.0)
                 getattr(self, f"gsum_cum_{i}").add_(g)
                 getattr(self, f"gabs_cum_{i}").add_(g.flatten(1).norm(dim=1))
+                # added after issue 11 (claim 2's drive windows), the same in both paths
+                norm = g.flatten(1).norm(dim=1)
+                getattr(self, f"gsq_cum_{i}").addcmul_(norm, norm)
                 getattr(self, f"drift_pred_{i}").add_(self.lrs.view(-1, *[1] * (g.dim() - 1)) * g)
         self._gsum.clear()
         opt.optimizer.alive = live

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from pipeline.claims.base import CHECK_FAILED, FAILS, HOLDS, NEGLIGIBLE, PASSED
+from pipeline.claims.bounded_text import claim2_sentence
 from pipeline.claims.inference import B_SHARE, LAG_SHARE
 from pipeline.claims.mechanism_text import mechanism_clause
 from pipeline.claims.shadow import KEY as SHADOW_KEY, shadow_clause
@@ -138,7 +139,12 @@ def answer_text(verdicts, members, settings) -> str:
                       if v4.status != NEGLIGIBLE else "") + _by_variant(v4.tests[0])
                    + (f"; on zero-mean inputs (the control) {_controls(v4.tests[0].controls())}"
                       if v4.tests[0].controls() else "") + mechanism_clause(v4, members, settings) + ".")
-    if v2 is not None and v2.tests:
+    if v2 is not None and v2.tests and v2.tests[0].endpoint == "drive_decay":  # boundedness (issue 19)
+        ident = (f"the training loss did not move with b, an identity ({_link(v1)})" if v1 is not None and
+                 v1.status == PASSED else "the training loss should not move with b")
+        out.append(claim2_sentence(v2, ident, _link(v2), _status_clause,
+                                   float(members["steps"].max()) if "steps" in members else float("nan")))
+    elif v2 is not None and v2.tests:
         ident = (f"the training loss did not move with b, an identity ({_link(v1)})" if v1 is not None and
                  v1.status == PASSED else "the training loss should not move with b")
         alpha = v2.tests[0].effect + settings.alpha_unbounded  # the mean exponent: > 0 is a drift still growing

@@ -42,6 +42,14 @@ class Judgement:
     #                                                dataset, seed (+ where): the paired comparisons
     legacy: dict[str, str] = field(default_factory=dict)  # ledger commit -> the status under the rule that
     #                                                commit replaced (pipeline/claims/ledger.py)
+    withhold: dict[str, str] = field(default_factory=dict)  # status -> why the claim's rule withholds it (the
+    #                                                verdict reads "not shown"): a guard that can only remove a
+    #                                                verdict, never make one, so the test's calibration carries over
+
+
+def guarded(status: str, j: Judgement) -> str:
+    """The claim's status from its tests' (pipeline.claims.primary.combine), with the judge's guard applied."""
+    return NOT_SHOWN if status in j.withhold else status
 
 
 @dataclass
@@ -115,7 +123,7 @@ class Claim:
             if missing:
                 raise ValueError(f"{self.key}: the judge built no comparisons for primary test(s) {missing}")
             mine = [r for r in results if r.key in self.tests]
-            status = combine(mine)
+            status = guarded(combine(mine), j)
             endpoints = [r.endpoint_row() for r in mine] + [replace(e, primary=False, decides=False)
                                                               for e in j.endpoints]
             assert all(e.measure == primary_measure(r.key, r.endpoint) for e, r in zip(endpoints, mine))
@@ -126,7 +134,9 @@ class Claim:
         ctx = _context(settings)
         return Verdict(key=self.key, title=self.title, statement=self.statement, kind=self.kind, status=status,
                        rule=self.rule.format(**ctx), controls=self.controls.format(**ctx), endpoints=endpoints,
-                       evidence=j.evidence, answer=claim_answer(self, status, mine, settings), table=table,
+                       evidence=j.evidence + "".join(f" Withheld: {why} (the tests alone say {st})."
+                                                     for st, why in j.withhold.items() if st == combine(mine)),
+                       answer=claim_answer(self, status, mine, settings), table=table,
                        figure=self.figure, settings_used={k: getattr(settings, k) for k in sorted(self.placeholders())
                                                           if hasattr(settings, k)},
                        tests=mine, legacy={k: (f"{status} (the same comparisons)" if x == SAME_AS_NOW else x)

@@ -112,16 +112,34 @@ def split(cfg: DatasetSettings, n: int, key: str = "dataset") -> tuple[np.ndarra
     return order[n_val:], order[:n_val]
 
 
+def flip_labels(y: np.ndarray, fraction: float, classes: int, seed: int) -> np.ndarray:
+    """A copy of `y` with round(fraction x N) labels, chosen at random (seeded), each replaced by one of the
+    other classes drawn uniformly: those examples' gradient never vanishes (label noise)."""
+    y = np.array(y, copy=True)
+    k = int(round(fraction * len(y)))
+    if k == 0:
+        return y
+    rng = np.random.default_rng([int(seed), 7919])  # apart from the data's and the split's draws
+    which = rng.choice(len(y), size=k, replace=False)
+    y[which] = (y[which] + rng.integers(1, classes, size=k)) % classes
+    return y
+
+
 def load_split(cfg: DatasetSettings, key: str = "dataset"):
     """(x_train, y_train, x_val, y_val): a seeded val_fraction split, or the official test set
-    as validation (`val_from: test`)."""
+    as validation (`val_from: test`); `label_noise` flips that fraction of the training labels."""
     if cfg.kind in DOWNLOADED_KINDS and cfg.val_from == "test":
         from pipeline.data.images import load_images
 
-        return load_images(cfg, key, test=True)
-    x, y = load_arrays(cfg, key)
-    train, val = split(cfg, len(x), key)
-    return x[train], y[train], x[val], y[val]
+        x_tr, y_tr, x_val, y_val = load_images(cfg, key, test=True)
+    else:
+        x, y = load_arrays(cfg, key)
+        train, val = split(cfg, len(x), key)
+        x_tr, y_tr, x_val, y_val = x[train], y[train], x[val], y[val]
+    if cfg.label_noise:
+        classes = int(max(y_tr.max(), y_val.max())) + 1
+        y_tr = flip_labels(y_tr, cfg.label_noise, classes, cfg.seed)
+    return x_tr, y_tr, x_val, y_val
 
 
 def check_batch(batch_size: int, n_train: int, key: str = "dataset") -> None:

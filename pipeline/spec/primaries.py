@@ -47,6 +47,10 @@ PRIMARY_TESTS: tuple[PrimaryTest, ...] = (
           abs_gap=EndpointChoice("|eval-mode - train-mode full-set loss|, detached minus twin, per cell, lr and "
                                  "seed", "nats", "inference departs more from training mode")),
     _test("claim2", "claim2", "", "all",
+          drive_decay=EndpointChoice("1 - kappa, kappa the decay exponent of b's drive over doubling windows "
+                                     "(||sum_{[t/2, t)} G|| / (t/2) ~ t^-kappa, fitted over t >= report.kappa_from x "
+                                     "T), per surviving detached member and layer", "kappa",
+                                     "b's drive decays no faster than 1/t: b grows without bound"),
           alpha_excess=EndpointChoice("growth exponent alpha of ||b_t - b_0|| minus report.alpha_unbounded, per "
                                       "detached member and layer", "alpha", "b grows faster than a random walk")),
     _test("claim3_fit", "claim3", "fit", "nonzero_mean",

@@ -55,7 +55,12 @@ class LayerStats(_Record):
     """One hidden layer's numbers in a member's summary. `W_norm`, `b_norm`, `b_drift`, `mean_dir_W`,
     `mean_dir_drift`: at the final state theta_T; `W_norm0`, `b_norm0`, `mean_dir_W0`: at initialization; `gsum_persist`: ||sum_t G_t|| /
     sum_t ||G_t|| with G_t = dl/db_t (1 = a persistent drive of b). None: the layer has no such
-    quantity (no b); NaN: recorded, but no value (e.g. nothing logged)."""
+    quantity (no b); NaN: recorded, but no value (e.g. nothing logged).
+    b's drive over the last logged window (pipeline.drive.window_moments; claim 1b's predicted leak):
+    `drive_end_sq` the unbiased estimate of ||Gbar||^2 (the full-batch mean of G; negative where noise
+    dominates), `drive_end_var` of tr(Sigma) (the mini-batch noise; may round below 0 where there is none). Where the running mean holds an EMA of
+    b (pipeline/module.py): `b_lag` = ||b_T - EMA(b)||, `ema_momentum` the EMA's momentum m. Optional:
+    records written before them load with None."""
     layer: int
     W_norm: float
     W_norm0: float
@@ -69,12 +74,19 @@ class LayerStats(_Record):
     mean_dir_W: float | None = None
     mean_dir_W0: float | None = None
     mean_dir_drift: float | None = None
+    drive_end_sq: float | None = None
+    drive_end_var: float | None = None
+    b_lag: float | None = None
+    ema_momentum: float | None = None
 
     @model_validator(mode="after")
     def _possible(self):
         if self.layer < 0:
             raise ValueError(f"layer: must not be negative (got {self.layer})")
-        _not_negative(self, self.quantities())
+        # the drive's moments are unbiased estimates (differences): they may come out below 0
+        _not_negative(self, tuple(q for q in self.quantities() if q not in ("drive_end_sq", "drive_end_var")))
+        if self.ema_momentum is not None and not 0 < self.ema_momentum <= 1:
+            raise ValueError(f"ema_momentum: must be in (0, 1] (got {self.ema_momentum!r})")
         return self
 
     @classmethod

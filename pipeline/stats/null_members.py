@@ -87,6 +87,7 @@ class Skeleton:
     depth: int = 2
     steps: int = 500
     refresh_every: int = 10
+    log_every: int = 10          # the drive's record steps (claim 2's columns: pipeline/stats/null_drift.py)
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,16 @@ def _expit(x):
 
 
 def simulate(skeleton: Skeleton, rng: np.random.Generator, settings, plant: str | None = None,
-             scales: Scales = Scales()) -> pd.DataFrame:
+             scales: Scales = Scales(), drive=None) -> pd.DataFrame:
     """One member table (one row per variant x data set x lr x seed), null unless `plant` names a
-    primary test key whose detached arm gets that test's declared smallest effect."""
+    primary test key whose detached arm gets that test's declared smallest effect. Claim 2's columns of the
+    detached members: with `drive` (a pipeline.stats.null_drift.DriveModel) -- or by default when claim 2
+    reads drive_decay, the model at the rule's threshold ("boundary") -- from simulated b processes read by
+    the report's estimators; otherwise (alpha_excess) alpha from its latent, symmetric about 1/2."""
+    from pipeline.stats import null_drift
+
+    if drive is None and settings.primary["claim2"].endpoint == "drive_decay":
+        drive = null_drift.MODELS["boundary"]
     sk, sc = skeleton, scales
     d, l, s, depth = len(sk.datasets), len(sk.lrs), sk.seeds, sk.depth
     names = list(ENDPOINTS)
@@ -170,6 +178,11 @@ def simulate(skeleton: Skeleton, rng: np.random.Generator, settings, plant: str 
             t[f"alpha/l{k}"] = alpha[:, k] if v.arm == "detached" else (1.0 if v.trainable == "bias" else np.nan)
             t[f"b_drift/l{k}"] = np.exp(x[:, ix["wgrow"]]) if detached else 1e-6
             t[f"gsum_persist/l{k}"] = _expit(x[:, ix["wgrow"]]) if detached else np.nan
+        if drive is not None and v.arm == "detached":  # claim 2's columns from simulated b processes
+            sim = null_drift.simulate(drive, rng, di * s + si, depth, sk.steps, sk.log_every)
+            for q, val in null_drift.columns(sim, settings, sk.steps).items():
+                for k in range(depth):
+                    t[f"{q}/l{k}"] = val[:, k]
         t["b_rms_max"] = np.exp(x[:, ix["wgrow"]]) if detached else 1e-6
         t["b_sens_scaled"] = {"none": 1e-2}.get(v.name, 1e-7 if detached else np.nan)
         t["grad_b_rel_max"] = {"bn": 1e-7, "bn_nobias": np.nan}.get(v.name, 0.1)
@@ -189,7 +202,7 @@ def finish(m: pd.DataFrame, settings) -> pd.DataFrame:
 
     dv = m["diverged"].astype(bool)
     cols = ["full_loss_train", "full_acc_train", "loss_gap", "acc_gap", "steps_to_target"] + \
-        [c for c in m.columns if c.startswith("alpha/")]
+        [c for c in m.columns if c.startswith(("alpha/", "alpha_w", "kappa/"))]
     m.loc[dv, cols] = np.nan
     m["cell"] = m["variant"] + "-" + m["dataset"]
     m["member"] = m["seed"]
@@ -209,10 +222,11 @@ def _plant(m: pd.DataFrame, key: str, settings, rng: np.random.Generator, sk: Sk
         on = m["norm"].isin(names_where(lambda spec: spec.detached_batch)) & (m["trainable"] == "all")
         g = m.loc[on, "loss_gap"]
         m.loc[on, "loss_gap"] = g + eff if endpoint == "signed_gap" else np.sign(g) * (g.abs() + eff)
-    elif key == "claim2":  # + eff on alpha, every layer, every detached member
+    elif key == "claim2":  # + eff on the endpoint, every layer, every detached member: alpha up, or kappa down
         on = m["variant"].isin([v.name for v in sk.variants if v.arm == "detached"])
-        for c in [c for c in m.columns if c.startswith("alpha/")]:
-            m.loc[on, c] += eff
+        kappa = endpoint == "drive_decay"
+        for c in [c for c in m.columns if c.startswith("kappa/" if kappa else "alpha/")]:
+            m.loc[on, c] += -eff if kappa else eff
     elif key == "claim3_fit":
         on = m["variant"] == "standardize_detached"
         if endpoint == "loss_matched_lr":
@@ -258,6 +272,7 @@ def judge(members: pd.DataFrame, settings) -> tuple[dict, dict, dict]:
     claim's status by pipeline.claims.primary.combine. Returns (test key -> TestResult, test key ->
     comparisons, claim key -> status). The identity claims (1, 5) and the verdict texts are left out: they
     decide no primary test (tests/test_calibration.py checks that this agrees with evaluate_all)."""
+    from pipeline.claims.base import guarded
     from pipeline.claims.primary import combine, run_tests
     from pipeline.claims.registry import REGISTRY
 
@@ -265,7 +280,7 @@ def judge(members: pd.DataFrame, settings) -> tuple[dict, dict, dict]:
     judged = [(c, c.judge(members, None, settings)) for c in claims]
     comparisons = {k: j.comparisons[k] for c, j in judged for k in c.tests if k in j.comparisons}
     results = {r.key: r for r in run_tests(comparisons, members, settings)}
-    return results, comparisons, {c.key: combine([results[k] for k in c.tests]) for c in claims}
+    return results, comparisons, {c.key: guarded(combine([results[k] for k in c.tests]), j) for c, j in judged}
 
 
 def unadjusted(r, settings) -> str:
