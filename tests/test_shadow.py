@@ -234,7 +234,7 @@ def test_claims_1b_and_2_read_the_detached_variants_without_beta_by_config():
     from pipeline.claims.growth import judge_b_grows
     from pipeline.claims.inference import judge_inference_leak
 
-    m = _members((0, 0), (0, 0)).assign(loss_gap=0.1, acc_gap=0.0, **{"alpha/l0": 0.7, "alpha/l1": 0.7})
+    m = _members((0, 0), (0, 0)).assign(loss_gap=0.1, acc_gap=0.0, **{"alpha/l0": 0.7, "alpha/l1": 0.7, "kappa/l0": 0.5, "kappa/l1": 0.5})
     twin = m[m["variant"] == "cd"].assign(variant="center", norm="center", affine=False)
     m = pd.concat([m, twin], ignore_index=True)
     s = _settings(twins={"cd": ["center"], "cd_beta": ["center"]})

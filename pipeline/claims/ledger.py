@@ -101,6 +101,21 @@ LEDGER: tuple[RuleChange, ...] = (
         "sign flip was no longer exact. On the default grid no pair "
         "changes: its 10 twin blow-ups before step 10 are in pairs whose population member also blew up "
         "early (same 205 comparisons, same p).", claims=("claim4",)),
+    RuleChange(
+        "claim2",
+        "Primary endpoint alpha_excess (defined in a7627f7, declared in params.yaml at afbabd7): per surviving "
+        "detached member and layer, alpha - 1/2, alpha of ||b_t - b_0|| ~ t^alpha over steps >= alpha_from x T; "
+        "holds = growth faster than a random walk, does not hold = 'growth that slows'.",
+        "Primary endpoint drive_decay: 1 - kappa, kappa the decay exponent of b's drive over doubling windows "
+        "(||sum_[t/2,t) G|| / (t/2) ~ t^-kappa; > 1: b's increments shrink geometrically, bounded; <= 1: unbounded), "
+        "with b's own alpha over the last doubling window as a guard that can only withhold a verdict (unbounded "
+        "needs it above 0, bounded below report.bounded_alpha).",
+        "89fa6da", "2026-12-05",
+        "Issue 19: any lasting alpha > 0 is unbounded, so alpha >= 1/2 read steady growth as saturation -- over "
+        "10,000 steps standardize_detached's ||b|| went 7 -> 15 -> 24 -> 33 while alpha sat at 0.43-0.49, and a "
+        "center_detached run with alpha 0.16 over steps 2500-5000 diverged at step 6618. Boundedness is whether "
+        "sum_t G_t converges; the status under the replaced rule is read with its own p (Holm over that test "
+        "alone).", claims=("claim2",), key="alpha_excess"),
 )
 
 
