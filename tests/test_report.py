@@ -291,7 +291,7 @@ def test_every_figure_a_claim_declares_is_drawn(built):
         if v.figure:
             assert v.figure in figures.FIGURES, v.figure
     names = {p.stem for p in (built / "reports" / "figures").glob("*.png")}
-    assert {"answer_summary", "member_status", "b_drift_per_layer", "train_eval_gap", "b_norm_synthetic",
+    assert {"answer_summary", "member_status", "b_drift_per_layer", "drive_decay", "train_eval_gap", "b_norm_synthetic",
             "loss_synthetic"} <= names
     md = (built / "reports" / "report.md").read_text()
     answer = md[md.index("## The answer"):md.index("## Verdicts")]  # the summary figure comes right after the answer

@@ -106,7 +106,7 @@ REGISTRY: list[Claim] = [
              "persistence are reported (persistence says whether a systematic gradient or noise carries the drive, "
              "not whether b is bounded). With report.primary.claim2.endpoint alpha_excess the replaced rule applies: "
              "alpha over steps >= {alpha_from} x T against {alpha_unbounded}, no guard. " + SHARED,
-        figure="b_drift_per_layer",
+        figure="drive_decay",
         answers={HOLDS: "b grows without bound: its drive decayed no faster than 1/t, 1 - kappa = {t} (Holm p {p}), and "
                         "b was still moving away from b_0 over the last doubling window.",
                  FAILS: "b stays bounded: its drive decayed faster than 1/t, 1 - kappa = {t} (Holm p {p}), and b had "

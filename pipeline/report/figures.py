@@ -21,6 +21,7 @@ import pandas as pd
 from pipeline.report import claim_figures as cf
 from pipeline.report import mechanism as mech
 from pipeline.report.plotting import Drawn, FigureData, palette, plain_ticks, plt_, save, variants_in
+from pipeline.report.drive_figure import FIGURE as DRIVE, fig_drive_decay
 from pipeline.report.shadow_figure import FIGURE as SHADOW, fig_shadow_drift
 from pipeline.report.summary_figure import FIGURE as SUMMARY, fig_answer_summary
 from pipeline.spec.records import layer_column
@@ -139,7 +140,7 @@ FIGURES = {SUMMARY: fig_answer_summary, "b_norm": fig_b_norm, "loss": fig_loss, 
            "scaling_excess": cf.endpoints_figure("scaling_excess"),
            "blowup_excess": cf.fig_blowup_excess, "bn_vs_nobias": cf.fig_bn_vs_nobias,
            mech.GROWTH_FIGURE: mech.fig_mean_dir_growth, mech.SURVIVAL_FIGURE: mech.fig_divergence_survival,
-           SHADOW: fig_shadow_drift}
+           SHADOW: fig_shadow_drift, DRIVE: fig_drive_decay}
 # drawn whatever the claims name (the claims' own figures are added to these)
 ALWAYS = (SUMMARY, "member_status", "b_norm", "loss", "weight_norm", "b_drift_per_layer", "train_eval_gap", "toy_drift",
           mech.GROWTH_FIGURE, mech.SURVIVAL_FIGURE)
