@@ -206,15 +206,18 @@ def test_null_members_reads_what_evaluate_all_reads():
 
 def test_member_simulator_has_the_structure_it_claims():
     """Exchangeable arms with dependence: comparisons sharing a (data set, seed) correlate, a member's loss
-    and accuracy anti-correlate within a cell, alpha correlates across layers, most 0/1 pairs agree, and a
-    planted effect moves exactly its test's comparisons by the declared smallest effect."""
+    and accuracy anti-correlate within a cell, most 0/1 pairs agree, and a planted effect moves exactly its
+    test's comparisons by the declared smallest effect. (b's drive is simulated per layer by
+    pipeline.stats.null_drift, layers sharing only the cluster's amplitude factor: the cross-layer alpha
+    correlation of the earlier simulator is gone; claim 2's sign-flip by (data set, seed) is exact under any
+    dependence within a cluster.)"""
     import copy
 
     from pipeline.claims.blowup import judge_blows_up
     from pipeline.claims.inference import judge_inference_leak
 
     rng = np.random.default_rng(1)
-    a, b, la, al, disc = [], [], [], [], []
+    a, b, la, disc = [], [], [], []
     for _ in range(20):
         state = copy.deepcopy(rng)
         m = NM.simulate(NM.Skeleton(), rng, SETTINGS)
@@ -225,8 +228,6 @@ def test_member_simulator_has_the_structure_it_claims():
         cell = live.groupby(["variant", "dataset", "lr"])
         res = lambda col: live[col] - cell[col].transform("mean")  # noqa: E731
         la.append(np.corrcoef(res("full_loss_train").rank(), res("full_acc_train").rank())[0, 1])
-        d = live[live["variant"].isin([v.name for v in NM.VARIANTS if v.arm == "detached"])]
-        al.append(np.corrcoef(d["alpha/l0"], d["alpha/l1"])[0, 1])
         disc.append((judge_blows_up(m, None, SETTINGS).comparisons["claim4"]["diff"] != 0).mean())
         p = NM.simulate(NM.Skeleton(), state, SETTINGS, plant="claim1b")   # the same draws, planted
         shift = judge_inference_leak(p, None, SETTINGS).comparisons["claim1b"]["diff"] - c1b["diff"]
@@ -234,7 +235,7 @@ def test_member_simulator_has_the_structure_it_claims():
     ok = np.isfinite(a) & np.isfinite(b)
     across = np.corrcoef(np.asarray(a)[ok], np.asarray(b)[ok])[0, 1]
     assert 0.1 < across < 0.5, across                      # two lrs, same seed: the seed x arm effect
-    assert np.mean(la) < -0.3 and 0.7 < np.mean(al) < 0.95, (np.mean(la), np.mean(al))
+    assert np.mean(la) < -0.3, np.mean(la)
     assert 0.05 < np.mean(disc) < 0.25, np.mean(disc)      # the shipped grid: 10% of claim-4 pairs discordant
 
 
