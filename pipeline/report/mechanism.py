@@ -64,7 +64,7 @@ def _iv(x, lo, hi) -> str:
 
 def section(ctx) -> list[str]:
     """The Markdown under claim 4's verdict; [] where the report wrote no mechanism tables."""
-    from pipeline.report.render import md_table
+    from pipeline.report.markdown import md_table
 
     t = ctx.tables
     if "mechanism_growth" not in t:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipeline.config import REPO_ROOT, Params
 from pipeline.report import mechanism
+from pipeline.report.markdown import cell_text, md_table, num_text  # noqa: F401 (cell_text: re-exported)
 from pipeline.report.summary_figure import BN_VARIANT, FIGURE as SUMMARY
 
 MODES = ("Every loss says its mode: **training mode** = the normalization uses the mini-batch's statistics "
@@ -54,29 +55,11 @@ class ReportContext:
     notes: list[str] = field(default_factory=list)
 
 
-def cell_text(x) -> str:
-    if isinstance(x, float):
-        x = _num(x)
-    return str(x).replace("|", "\\|").replace("\n", " ")  # a pipe would split the cell
-
-
-def _num(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
-
-
 def _anchor(v) -> str:
     from pipeline.claims.answer import anchor
 
     return anchor(v)
 
-
-def md_table(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(map(cell_text, cols)) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell_text(r[c]) for c in cols) + " |" for _, r in frame.iterrows()]
-    return "\n".join(lines)
 
 
 def _science_link(out: Path) -> str:
@@ -119,8 +102,8 @@ def _endpoints(v) -> str:
         if not shown:
             return f"_None of the {total} endpoints has an interval excluding 0; every row is in " \
                    f"[tables/{v.key}.csv](tables/{v.key}.csv)._" + note
-    rows = [{"endpoint": e.measure, "effect": f"{_num(e.effect)} {e.unit}".strip() if finite(e.effect) else "–",
-             "95% CI (over seeds)": f"[{_num(e.lo)}, {_num(e.hi)}]" if finite(e.lo) or finite(e.hi) else "–",
+    rows = [{"endpoint": e.measure, "effect": f"{num_text(e.effect)} {e.unit}".strip() if finite(e.effect) else "–",
+             "95% CI (over seeds)": f"[{num_text(e.lo)}, {num_text(e.hi)}]" if finite(e.lo) or finite(e.hi) else "–",
              "n": e.n, "detail": e.detail}
             for e in shown]
     return md_table(pd.DataFrame(rows)) + note
@@ -153,9 +136,9 @@ def _tests(ctx: ReportContext, v) -> str:
         parts = [(d, f"{d.dataset} ({d.role})") for d in r.by_dataset]
         parts += [(d, f"variant {d.dataset} (pooled data sets)") for d in r.by_variant] if len(r.by_variant) > 1 else []
         for d, label in parts:
-            ci = f" [{_num(d.lo)}, {_num(d.hi)}]" if math.isfinite(d.lo) else ""
+            ci = f" [{num_text(d.lo)}, {num_text(d.hi)}]" if math.isfinite(d.lo) else ""
             rows.append({"test": "", "endpoint (declared in report.primary)": label,
-                         "effect [95% CI]": f"{_num(d.effect)}{ci}", "p": f"{d.p:.3g}", "Holm p": "",
+                         "effect [95% CI]": f"{num_text(d.effect)}{ci}", "p": f"{d.p:.3g}", "Holm p": "",
                          "comparisons / clusters": f"{d.n} / {d.seeds}", "smallest effect": "", "status": ""})
     s = ctx.params.report
     rule = rule_text(Rule(smallest_effect=v.tests[0].smallest_effect, unit=v.tests[0].unit, alpha=s.family_alpha,

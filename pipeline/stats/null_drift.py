@@ -1,7 +1,7 @@
 """Simulated b processes for claim 2's boundedness rule: what the module would record for a b driven by a
 known G_t, read by the same estimators (pipeline/drive.py) the report reads.
 
-    python -m pipeline.stats.null_drift --report [--grids 200] [--seed 20261206]
+    python -m pipeline.stats.drive_calibration --report [--grids 200]   # the rule on these, through the report's code
 
 Per member and layer, G_t = a s(t) u + sigma r(t) xi_t for t = 0..T-1: a systematic drive of size
 s(t) = (1 + t/t0)^-k along a fixed unit direction u (the mean-shift gradient Gbar_t) plus zero-mean mini-batch
@@ -26,11 +26,11 @@ cluster's seed); each member and layer adds its own.
 pipeline/stats/null_members.py fills the member table's claim-2 columns of its detached members from
 `columns` below (model `boundary` by default, so its null stays "no verdict is right"), and
 tests/test_calibration.py asserts: on `bounded` and `edge` data the rule says "unbounded" (holds) at most
-5 % of the time, on `drift` and `random_walk` data "bounded" at most 5 %; power is reported (report()).
+5 % of the time, on `drift` and `random_walk` data "bounded" at most 5 %; power is reported
+(pipeline/stats/drive_calibration.py).
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,70 +120,3 @@ def columns(sim: dict[str, np.ndarray], settings, steps: int) -> dict[str, np.nd
     for j in range(settings.alpha_windows):
         out[f"alpha_w{j}"] = wins[:, j].reshape(n, layers)
     return out
-
-
-# -- the rule on simulated grids ---------------------------------------------------------------------------
-def claim2_skeleton():
-    """null_members' grid restricted to the variants claim 2 reads (its detached subjects): 4 variants x 3 data
-    sets x 4 lrs x 5 seeds, depth 2, 500 steps."""
-    from pipeline.stats import null_members as NM
-
-    return NM.Skeleton(variants=tuple(v for v in NM.VARIANTS if v.arm == "detached"))
-
-
-def verdicts(model: DriveModel, grids: int, rng: np.random.Generator, settings, skeleton=None) -> dict[str, float]:
-    """Over `grids` simulated member tables whose detached members' b follows `model`
-    (pipeline.stats.null_members.simulate), claim 2 read as the report reads it -- its judge, its primary
-    test (own p: Holm over this test alone), the guard: counts of "claim: <status>" (after the guard) and
-    "test: <status>" (the test alone), and "kappa_sum" (the pooled kappa, summed over grids)."""
-    from pipeline.claims.base import guarded
-    from pipeline.claims.growth import judge_b_grows
-    from pipeline.claims.primary import run_tests
-    from pipeline.stats import null_members as NM
-
-    sk = skeleton or claim2_skeleton()
-    counts: dict[str, float] = {}
-    for _ in range(grids):
-        m = NM.simulate(sk, rng, settings, drive=model)
-        j = judge_b_grows(m, None, settings)
-        r = run_tests({"claim2": j.comparisons["claim2"]}, m, settings)[0]
-        for key in (f"claim: {guarded(r.status, j)}", f"test: {r.status}"):
-            counts[key] = counts.get(key, 0) + 1
-        counts["kappa_sum"] = counts.get("kappa_sum", 0) + (1 - r.effect)
-    return counts
-
-
-def report(grids: int = 200, seed: int = SEED) -> str:
-    """The Markdown table of docs/statistics.md (claim 2's calibration and power): per drive model, the rate of
-    each reading of claim 2 through the report's code path, with 95% Clopper-Pearson intervals."""
-    from pipeline.config import ReportSettings
-    from pipeline.stats.inference import FAILS, HOLDS, NEGLIGIBLE, NOT_SHOWN, clopper_pearson
-
-    settings = ReportSettings()
-    rng = np.random.default_rng(seed)
-    ci = lambda k: "{:.3f} [{:.3f}, {:.3f}]".format(k / grids, *clopper_pearson(k, grids))  # noqa: E731
-    lines = ["| drive model (k, nu, t0) | b is | mean kappa | unbounded (holds) | bounded (does not hold) | negligible | "
-             "not shown | test alone: holds / does not hold |", "|---|---|---|---|---|---|---|---|"]
-    for model in MODELS.values():
-        c = verdicts(model, grids, rng, settings)
-        g = lambda st: c.get(f"claim: {st}", 0)  # noqa: E731
-        lines.append(f"| {model.name} ({model.k}, {model.nu}, {model.t0:g}) | {'bounded' if model.bounded else 'unbounded'} | "
-                     f"{c['kappa_sum'] / grids:.3g} | {ci(g(HOLDS))} | {ci(g(FAILS))} | {ci(g(NEGLIGIBLE))} | "
-                     f"{ci(g(NOT_SHOWN))} | {c.get(f'test: {HOLDS}', 0)} / {c.get(f'test: {FAILS}', 0)} |")
-    return "\n".join(lines)
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--report", action="store_true")
-    ap.add_argument("--grids", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=SEED)
-    a = ap.parse_args(argv)
-    if a.report:
-        print(f"python -m pipeline.stats.null_drift --report --grids {a.grids} --seed {a.seed}; rates with 95% "
-              "Clopper-Pearson intervals")
-        print(report(a.grids, a.seed))
-
-
-if __name__ == "__main__":
-    main()
