@@ -21,7 +21,7 @@ import pandas as pd
 
 
 from pipeline.config import REPO_ROOT, Params
-from pipeline.report import mechanism
+from pipeline.report import bounded, mechanism
 from pipeline.report.summary_figure import BN_VARIANT, FIGURE as SUMMARY
 
 MODES = ("Every loss says its mode: **training mode** = the normalization uses the mini-batch's statistics "
@@ -232,8 +232,9 @@ def _largest_lr(ctx: ReportContext) -> str:
     return md_table(piv.fillna("none").reset_index())
 
 
-# claim key -> more Markdown under its verdict (claim 4: its mechanism and time to divergence)
-SECTIONS = {"claim4": mechanism.section}
+# claim key -> more Markdown under its verdict (claim 4: its mechanism and time to divergence; claims 2 and 1b:
+# their predictions beside the measurements, pipeline/report/bounded.py)
+SECTIONS = {"claim4": mechanism.section, "claim2": bounded.claim2_section, "claim1b": bounded.claim1b_section}
 
 
 def markdown(ctx: ReportContext) -> str:
