@@ -409,14 +409,14 @@ class ReportSettings(_Strict):
         known = [t.key for t in primary_tests()]
         for key, chosen in self.primary.items():
             if key not in known:
-                raise ValueError(f"report.primary.{key}: unknown primary test (known: {', '.join(known)})")
+                raise ValueError(f"primary.{key}: unknown primary test (known: {', '.join(known)})")
             choices = primary_test(key).endpoints
             if chosen.endpoint not in choices:
-                raise ValueError(f"report.primary.{key}.endpoint: {chosen.endpoint!r} is not an endpoint of this "
+                raise ValueError(f"primary.{key}.endpoint: {chosen.endpoint!r} is not an endpoint of this "
                                  f"test (allowed: {', '.join(choices)})")
         missing = [k for k in known if k not in self.primary]
         if missing:
-            raise ValueError(f"report.primary: no endpoint declared for {', '.join(missing)} (each primary test needs "
+            raise ValueError(f"primary: no endpoint declared for {', '.join(missing)} (each primary test needs "
                              f"{{endpoint, smallest_effect}})")
         return self
 

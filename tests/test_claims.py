@@ -723,7 +723,7 @@ def test_a_plug_in_measurement_claim_registers_its_primary_test():
               controls="", rule="", answers={}, judge=lambda m, h, s: None)
     register_primary(PrimaryTest("claimZ", "claimZ", "", "all", {"gap": EndpointChoice("a gap", "nats", "bigger")}))
     try:
-        with pytest.raises(ValueError, match="report.primary: no endpoint declared for claimZ"):
+        with pytest.raises(ValueError, match="primary: no endpoint declared for claimZ"):
             ReportSettings()
         s = ReportSettings(primary={**S.primary, "claimZ": PrimarySettings(endpoint="gap", smallest_effect=0.1)})
 

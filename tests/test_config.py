@@ -47,6 +47,15 @@ def _write(tmp_path, over=None, raw=None) -> Path:
      "params.yaml: report.blowup_deciders.1: unknown variant 'running_centre_detached'"),
     ({"report": {"k_sweep": ["population_detached_k7"]}},
      "params.yaml: report.k_sweep.0: unknown variant 'population_detached_k7'"),
+    # label noise is a fraction of the training labels: 1 would leave no true label
+    ({"datasets": {"synthetic": {"kind": "synthetic", "label_noise": 1.0}}},
+     "params.yaml: datasets.synthetic.label_noise: Input should be less than 1"),
+    ({"datasets": {"synthetic": {"kind": "synthetic", "label_noise": -0.1}}},
+     "params.yaml: datasets.synthetic.label_noise: Input should be greater than or equal to 0"),
+    ({"report": {"alpha_windows": 0}}, "params.yaml: report.alpha_windows: Input should be greater than or equal to 1"),
+    ({"report": {"primary": {"claim2": {"endpoint": "kappa", "smallest_effect": 0.1}}}},
+     "params.yaml: report.primary.claim2.endpoint: 'kappa' is not an endpoint of this test (allowed: drive_decay, "
+     "alpha_excess)"),
 ])
 def test_bad_params_name_the_key_and_what_is_allowed(tmp_path, over, expected):
     with pytest.raises(ConfigError) as err:
@@ -144,3 +153,23 @@ def test_adam_betas_from_yaml_list_and_bad_ones_refused():
     for bad in ([0.9], [0.9, 0.99, 0.5], ["x", 0.9]):
         with pytest.raises(ValueError, match="betas"):
             OptimSettings(name="adam", lrs=[0.1], seeds=[0], betas=bad)
+
+
+def test_label_noise_flips_that_fraction_of_the_training_labels_only():
+    """Seeded: the same labels every time; exactly round(fraction x N) training labels change, each to another
+    class; validation labels and every feature stay as without noise."""
+    import numpy as np
+
+    from pipeline.config import DatasetSettings
+    from pipeline.data.sets import load_split
+
+    clean = DatasetSettings(kind="synthetic", dim=6, classes=3, samples=200)
+    noisy = clean.model_copy(update={"label_noise": 0.3})
+    (xa, ya, xva, yva), (xb, yb, xvb, yvb) = load_split(clean), load_split(noisy)
+    assert np.array_equal(xa, xb) and np.array_equal(xva, xvb) and np.array_equal(yva, yvb)
+    changed = ya != yb
+    assert changed.sum() == round(0.3 * len(ya)) and set(np.unique(yb)) <= {0, 1, 2}
+    assert np.array_equal(load_split(noisy)[1], yb)                       # seeded
+    other = noisy.model_copy(update={"seed": 1})
+    assert not np.array_equal(load_split(other)[1] != load_split(other.model_copy(update={"label_noise": 0.0}))[1],
+                              changed)

@@ -125,3 +125,38 @@ def test_the_inference_leak_is_predicted_to_first_order_in_lr(tmp_path):
         assert measured < 0 and row["loss_gap_b_pred"] < 0            # inference fits better: b descended the loss
         err.append(abs(measured / row["loss_gap_b_pred"] - 1))
     assert err[0] < 0.2 and err[1] < err[0] / 5, err
+
+
+# -- the report's tables: predictions beside measurements (pipeline/report/bounded.py) ------------------------
+def test_the_report_reads_kappa_interval_as_the_prediction():
+    from pipeline.report.bounded import reading
+
+    assert [reading(*ci, 0.1) for ci in ((1.1, 1.5), (0.2, 0.9), (0.95, 1.05), (0.5, 1.5), (float("nan"),) * 2)] == \
+        ["bounded", "unbounded", "edge (log growth)", "undecided", "undecided"]
+
+
+def test_the_report_tables_put_each_prediction_beside_its_measurement():
+    """One row per claim-2 subject (variant, data set, lr, layer) with kappa's interval over seeds and its reading; one
+    row per detached batch variant, data set and lr with the leak measured and predicted. A subject with beta, a twin
+    and a diverged member do not make rows of the claim-2 table (the diverged one is counted)."""
+    import pandas as pd
+
+    from pipeline.config import ReportSettings
+    from pipeline.report.bounded import bounded_table, leak_table
+
+    rows = []
+    for v, norm, kappa in (("center_detached", "center_detached", 0.3), ("center", "center", 1.5)):
+        for seed in range(3):
+            rows.append({"variant": v, "norm": norm, "dataset": "digits", "lr": 0.1, "seed": seed, "depth": 1,
+                         "status": "trained", "trainable": "all", "has_bias": True, "affine": False,
+                         "kappa/l0": kappa + 0.01 * seed, "alpha_w0/l0": 0.7, "gsum_persist/l0": 0.5,
+                         "b_drift/l0": 3.0, "loss_gap_b": -0.01 * (1 + seed), "loss_gap_b_pred": -0.01,
+                         "b_lag/l0": 0.2, "b_lag_pred/l0": 0.21})
+    rows.append({**rows[0], "seed": 3, "status": "diverged"})
+    t = bounded_table(pd.DataFrame(rows), ReportSettings())
+    assert list(t["variant"]) == ["center_detached"] and t["n"].iloc[0] == 3 and t["diverged"].iloc[0] == 1
+    assert t["predicted"].iloc[0] == "unbounded" and t["kappa [CI]"].iloc[0].startswith("0.31 [")
+    leak = leak_table(pd.DataFrame(rows), ReportSettings())
+    assert list(leak["variant"]) == ["center_detached"] and leak["n"].iloc[0] == 3
+    assert leak["b's share, measured (nats)"].iloc[0].startswith("-0.02 [")
+    assert leak["predicted -(lr/m) sum ||Gbar||^2"].iloc[0] == "-0.01 [-0.01, -0.01]"

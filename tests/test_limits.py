@@ -157,7 +157,7 @@ def test_every_bound_admits_the_paper_scale_study():
     from pipeline.config import Params, cell_settings, load_params
     from pipeline.study_file import load_study
 
-    for study in ("studies/paper.yaml", "studies/deep.yaml", "studies/mnist.yaml"):
+    for study in ("studies/paper.yaml", "studies/deep.yaml", "studies/mnist.yaml", "studies/horizon.yaml"):
         _, setups = load_study(ROOT / study)
         for raw in setups.values():
             p = Params.model_validate(raw)

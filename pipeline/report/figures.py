@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from pipeline.report import claim_figures as cf
+from pipeline.report import bounded, claim_figures as cf
 from pipeline.report import mechanism as mech
 from pipeline.report.plotting import Drawn, FigureData, palette, plain_ticks, plt_, save, variants_in
 from pipeline.report.drive_figure import FIGURE as DRIVE, fig_drive_decay
@@ -140,10 +140,10 @@ FIGURES = {SUMMARY: fig_answer_summary, "b_norm": fig_b_norm, "loss": fig_loss, 
            "scaling_excess": cf.endpoints_figure("scaling_excess"),
            "blowup_excess": cf.fig_blowup_excess, "bn_vs_nobias": cf.fig_bn_vs_nobias,
            mech.GROWTH_FIGURE: mech.fig_mean_dir_growth, mech.SURVIVAL_FIGURE: mech.fig_divergence_survival,
-           SHADOW: fig_shadow_drift, DRIVE: fig_drive_decay}
+           SHADOW: fig_shadow_drift, DRIVE: fig_drive_decay, **bounded.FIGURES}
 # drawn whatever the claims name (the claims' own figures are added to these)
 ALWAYS = (SUMMARY, "member_status", "b_norm", "loss", "weight_norm", "b_drift_per_layer", "train_eval_gap", "toy_drift",
-          mech.GROWTH_FIGURE, mech.SURVIVAL_FIGURE)
+          mech.GROWTH_FIGURE, mech.SURVIVAL_FIGURE, *bounded.FIGURES)
 
 
 _DATA: list = []  # the FigureData a forked drawer inherits (not pickled: it holds the whole grid)

@@ -21,7 +21,7 @@ import pandas as pd
 
 
 from pipeline.config import REPO_ROOT, Params
-from pipeline.report import mechanism
+from pipeline.report import bounded, mechanism
 from pipeline.report.markdown import cell_text, md_table, num_text  # noqa: F401 (cell_text: re-exported)
 from pipeline.report.summary_figure import BN_VARIANT, FIGURE as SUMMARY
 
@@ -215,8 +215,9 @@ def _largest_lr(ctx: ReportContext) -> str:
     return md_table(piv.fillna("none").reset_index())
 
 
-# claim key -> more Markdown under its verdict (claim 4: its mechanism and time to divergence)
-SECTIONS = {"claim4": mechanism.section}
+# claim key -> more Markdown under its verdict (claim 4: its mechanism and time to divergence; claims 2 and 1b:
+# their predictions beside the measurements, pipeline/report/bounded.py)
+SECTIONS = {"claim4": mechanism.section, "claim2": bounded.claim2_section, "claim1b": bounded.claim1b_section}
 
 
 def markdown(ctx: ReportContext) -> str:
