@@ -160,3 +160,9 @@ def test_the_report_tables_put_each_prediction_beside_its_measurement():
     assert list(leak["variant"]) == ["center_detached"] and leak["n"].iloc[0] == 3
     assert leak["b's share, measured (nats)"].iloc[0].startswith("-0.02 [")
     assert leak["predicted -(lr/m) sum ||Gbar||^2"].iloc[0] == "-0.01 [-0.01, -0.01]"
+    # the Markdown's condensed forms: counts per reading, and measured / predicted (share, then lag in brackets)
+    from pipeline.report.bounded import claim2_summary, leak_summary
+
+    c2 = claim2_summary(t)
+    assert c2[["unbounded", "bounded", "diverged members"]].iloc[0].tolist() == [1, 0, 1]
+    assert leak_summary(leak)["lr 0.1"].iloc[0] == "2 (0.952)"   # -0.02 / -0.01; 0.2 / 0.21

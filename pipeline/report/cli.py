@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.spec import environment
 from pipeline import records
 from pipeline.config import ConfigError, Params, die, load_params
-from pipeline.report import figures, mechanism, render, tables
+from pipeline.report import bounded, figures, mechanism, render, tables
 from pipeline.report.load import Grid, load_grid
 
 OWNED = ("report.md", "report.html", "metrics.json", "figures", "tables", "plots")  # all this report writes
@@ -40,6 +40,7 @@ def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, ve
           cell_runs) -> dict:
     written = tables.write_tables(tmp / "tables", members, largest, verdicts)
     written.update(mechanism.write_tables(tmp / "tables", grid.histories, members, params.report))  # claim 4's
+    written.update(bounded.write_tables(tmp / "tables", members, params.report))  # claims 2's and 1b's predictions
     metrics = tables.metrics(verdicts, members, largest, len(grid.excluded))
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     tables.write_dvc_plots(grid.histories, tmp / "plots")
