@@ -375,6 +375,7 @@ class ReportSettings(_Strict):
     alpha_unbounded: float = Field(0.5, gt=0.0)     # claim 2: alpha's CI above this (a random walk's 1/2) = unbounded growth
     identity_rtol: float = Field(1e-5, gt=0.0)      # identity checks: relative tolerance, x (1 + rms b) for claim 1
     grad_rtol: float = Field(1e-4, gt=0.0)          # claim 5: |dl/db| / |dl/dW| under bn (float32 sums over batch x H x W)
+    grad_rtol_float64: float = Field(1e-10, gt=0.0)  # claim 5 decides: |dl/db| / |dl/dW| under bn, in float64
     trajectory_rtol: float = Field(1e-3, gt=0.0)    # claim 5: bn vs bn_nobias relative loss gap allowed ...
     trajectory_steps: int = Field(10, gt=0)  # ... over this many first steps (later, chaotic dynamics amplify rounding)
     min_members: int = Field(3, ge=2)               # fewer paired seeds than this in a comparison: not decided

@@ -341,9 +341,32 @@ class NormLabModule(pl.LightningModule):
             norm.on_xhat = None
         return probe
 
+    def _grad_ratio_float64(self) -> dict[str, torch.Tensor]:
+        """Claim 5's identity in float64: |dl/db| / |dl/dW| per member and hidden layer with b, on the training
+        set's first batch in training mode, the model and batch cast to float64. Float64 rounds at ~1e-16 times
+        the summed terms, so an exact zero of dl/db stays below ~1e-10 however many batch x H x W terms a
+        channel sums (float32's logged ratio reaches ~1e-4 in a conv net: rounding, not b's role)."""
+        if not self.eval_sets or not any(lin.bias is not None for lin, _ in self._hidden):
+            return {}
+        x, y = (t.to(self.device) for t in self.eval_sets["train_full"])
+        n, m = self.cell.optim.batch_size, self.model.members
+        x, y = x[:n].double(), y[:n]
+        probe = self._probe().double()
+        with torch.enable_grad():
+            self.member_losses(x.expand(m, *x.shape), y.expand(m, -1), probe, with_acc=False)[0].sum().backward()
+        out = {}
+        for i, (lin, _) in enumerate(probe.hidden):
+            if lin.bias is not None and lin.bias.grad is not None and lin.weight.grad is not None:
+                gw = lin.weight.grad.flatten(1).norm(dim=1)
+                out[layer_column("grad_b_rel64", i)] = (lin.bias.grad.flatten(1).norm(dim=1) / gw).float()
+        return out
+
     def on_train_end(self):
-        """Norms of the final state theta_T (idempotent: the tracker may call it first)."""
+        """Norms of the final state theta_T (idempotent: the tracker may call it first); claim 5's float64
+        gradient identity on it."""
         if not self._final_recorded:
-            self.records.append((self.cell.train.steps, self._measure(with_grads=False, step=self.cell.train.steps)))
+            final = self._measure(with_grads=False, step=self.cell.train.steps)
+            final.update(self._grad_ratio_float64())
+            self.records.append((self.cell.train.steps, final))
             self._evaluate(self.cell.train.steps)
             self._final_recorded = True

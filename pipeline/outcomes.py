@@ -245,6 +245,10 @@ def _from_history(h: _Member, row: dict, layers: range, width: float, settings) 
             out[layer_column("grad_b_rel", layer)] = _nanmax(b[keep] / w[keep])
             rels.append(out[layer_column("grad_b_rel", layer)])
     out["grad_b_rel_max"] = float(np.nanmax(rels)) if rels and np.isfinite(rels).any() else float("nan")
+    # claim 5's identity in float64, measured once on the final state (module._grad_ratio_float64)
+    rel64 = [h[c] for layer in layers if (c := layer_column("grad_b_rel64", layer)) in h]
+    rel64 = [float(v) for col in rel64 for v in col if np.isfinite(v)]
+    out["grad_b_rel64_max"] = max(rel64) if rel64 else float("nan")
     # steps_to_target(step, loss, target, target_smooth) on the cell's precomputed trailing means
     target = settings.target_loss_frac * row.get("init_full_loss_train", float("nan"))
     below = np.flatnonzero(h["_loss_mean"] < target) if np.isfinite(target) else []
@@ -358,7 +362,7 @@ def member_table(summaries: list[CellSummary], histories: dict[str, pd.DataFrame
     t = pd.DataFrame(rows)
     for col in ("full_loss_train", "full_acc_train", "init_full_loss_train", "full_loss_eval", "full_acc_eval",
                 "full_loss_eval_bema", "loss_gap", "loss_gap_b", "loss_gap_lag", "loss_gap_b_pred",
-                "steps_to_target", "b_sens_scaled", "b_sens_rel", "grad_b_rel_max", "diverged_step"):
+                "steps_to_target", "b_sens_scaled", "b_sens_rel", "grad_b_rel_max", "grad_b_rel64_max", "diverged_step"):
         if col not in t:
             t[col] = np.nan
         t[col] = t[col].astype(float)

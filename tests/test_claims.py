@@ -485,6 +485,27 @@ def test_claim5_is_a_check_that_can_fail():
     assert _claim5(gap=np.nan).status == NOT_SHOWN       # bn_nobias not in the grid
 
 
+def test_claim5_decides_in_float64_where_the_probe_was_recorded():
+    """The float64 probe decides; the float32 ratio is reported. A float32 ratio of 1.6e-4 (the MNIST CNN's
+    rounding) passes when float64 sees 1e-14, and read under the replaced float32 rule it fails (the ledger's
+    status); a float64 ratio above grad_rtol_float64 fails; controls below it: not shown."""
+    from pipeline.claims.identity import FLOAT64_KEY
+
+    def rows(bn64, ctrl64=0.3, bn32=1.6e-4):
+        r = seeds("bn", grad_b_rel_max=bn32, grad_b_rel64_max=bn64, loss_gap_nobias_early=1e-6) + seeds("bn_nobias")
+        return r + seeds("none", grad_b_rel_max=0.3, grad_b_rel64_max=ctrl64) + \
+            seeds("frozen", grad_b_rel_max=0.3, grad_b_rel64_max=ctrl64)
+
+    v = judge("claim5", rows(1e-14))
+    assert v.status == PASSED and v.legacy[FLOAT64_KEY] == CHECK_FAILED
+    assert v.endpoints[0].measure.endswith("in float64") and v.endpoints[0].decides and not v.endpoints[2].decides
+    assert judge("claim5", rows(1e-6)).status == CHECK_FAILED
+    assert judge("claim5", rows(1e-14, ctrl64=1e-12)).status == NOT_SHOWN
+    # records without the probe (older cells): the float32 rule decides and its endpoint is the primary one
+    old = judge("claim5", _claim5_rows(grad=1.6e-4))
+    assert old.status == CHECK_FAILED and [e.measure for e in old.endpoints if e.primary] == ["worst |dl/db| / |dl/dW|"]
+
+
 def test_claim5_reports_status_agreement_of_bn_and_bn_nobias():
     rows = seeds("bn", grad_b_rel_max=1e-8, loss_gap_nobias_early=1e-6) + \
         seeds("bn_nobias", {"status": ["trained"] * 4 + ["failed"]}) + seeds("none", grad_b_rel_max=0.3)
@@ -686,8 +707,8 @@ def test_every_endpoint_of_a_verdict_is_told_apart_by_its_fields():
             + _claim1b(0.5, lr=0.3) + _claim1b(0.5, variant="standardize_detached", twin="standardize", lr=0.3)
             + _claim3_rows(blown=["standardize_detached"]) + _claim4_rows(5, 0, lr=0.03)
             + seeds("none", b_sens_scaled=0.1, grad_b_rel_max=0.3) + seeds("population_detached_k1")
-            + seeds("bn", grad_b_rel_max=1e-8, loss_gap_nobias_early=1e-6) + seeds("bn_nobias")
-            + seeds("frozen", grad_b_rel_max=0.3))
+            + seeds("bn", grad_b_rel_max=1e-8, grad_b_rel64_max=1e-14, loss_gap_nobias_early=1e-6)
+            + seeds("bn_nobias") + seeds("frozen", grad_b_rel_max=0.3, grad_b_rel64_max=0.3))
     for c in REGISTRY:
         v = c.evaluate(pd.DataFrame(rows), None, S)
         keys = [e.key for e in v.endpoints]

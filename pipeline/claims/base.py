@@ -129,7 +129,12 @@ class Claim:
             assert all(e.measure == primary_measure(r.key, r.endpoint) for e, r in zip(endpoints, mine))
         else:
             mine, status = [], j.status
-            endpoints = [replace(e, primary=e.measure == self.primary) for e in j.endpoints]
+            # the declared deciding endpoint; where the judge fell back to another (records older than it, e.g.
+            # claim 5 without the float64 probe), the first endpoint that decides
+            measures = [e.measure for e in j.endpoints]
+            deciding = self.primary if self.primary in measures else next(
+                (e.measure for e in j.endpoints if e.decides), self.primary)
+            endpoints = [replace(e, primary=e.measure == deciding) for e in j.endpoints]
         table = j.table if j.table is not None else endpoint_frame(endpoints)
         ctx = _context(settings)
         return Verdict(key=self.key, title=self.title, statement=self.statement, kind=self.kind, status=status,
