@@ -648,7 +648,10 @@ def _answer(claim4=(5, 0), claim3=None, claim4_datasets=NONZERO):
 
 
 def _sentences(text):
-    return re.split(r"(?<=\.)\s+(?=[A-Z])", text.strip())
+    """The answer's sentences: one paragraph each, led by its bold question (which is not a sentence)."""
+    paragraphs = text.strip().split("\n\n")
+    assert all(p.startswith("**") and ":** " in p for p in paragraphs), paragraphs
+    return [s for p in paragraphs for s in re.split(r"(?<=\.)\s+(?=[A-Z])", p.split(":** ", 1)[1])]
 
 
 def _about(text, key):

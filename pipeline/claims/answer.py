@@ -43,13 +43,14 @@ def _largest(members, variant: str) -> str:
 def _bn_sentence(v5, v4, members, settings) -> str:
     bn = next((e.variant for e in v5.endpoints if e.primary), None) if v5 else None
     worst = next((e.effect for e in v5.endpoints if e.primary), float("nan")) if v5 else float("nan")
+    how = next((" in float64" for e in v5.endpoints if e.primary and "float64" in e.measure), "") if v5 else ""
     if v5 is None or v5.status not in (PASSED, CHECK_FAILED):
         head = "Real BN differentiates through the batch mean and variance, so in theory dl/db = 0 exactly and " \
                "the rank-1 term of dl/dW along the input mean cancels; this grid could not check it"
     elif v5.status == PASSED:
         head = (f"Real BN differentiates through the batch mean and variance, so dl/db = 0 exactly (and, by the "
                 f"same algebra, dl/dW has no rank-1 part along the input mean; not measured here): under {bn} the "
-                f"largest |dl/db| / |dl/dW| measured was {worst:.2g}, float rounding ({_link(v5)})")
+                f"largest |dl/db| / |dl/dW| measured{how} was {worst:.2g}, float rounding ({_link(v5)})")
     else:
         head = (f"Real BN should have dl/db = 0 exactly, but under {bn} |dl/db| / |dl/dW| reached {worst:.2g}: the "
                 f"implementation needs checking ({_link(v5)})")
@@ -112,24 +113,25 @@ def _not_carried(r) -> str:
 def answer_text(verdicts, members, settings) -> str:
     """At most six sentences answering the seed question's three parts -- why real BN does not blow up,
     what b is for, how the paper's thought experiment differs -- each from a verdict's status and
-    numbers (a sentence per claim and status: other data, other sentences)."""
+    numbers (a sentence per claim and status: other data, other sentences), each its own paragraph
+    led by the question it answers in bold."""
     by = {v.key: v for v in verdicts}
     v1, v1b, v2, v3, v4, v5 = (by.get(k) for k in ("claim1", "claim1b", "claim2", "claim3", "claim4", "claim5"))
-    out = [_bn_sentence(v5, v4, members, settings)]
+    out = [("Why real BN does not blow up", _bn_sentence(v5, v4, members, settings))]
     vs = by.get(SHADOW_KEY)  # what b is for where the statistics are detached but beta is learned
     shadow = shadow_clause(vs, _link(vs)) if vs is not None else ""
     if v5 is not None and v5.status in (PASSED, CHECK_FAILED):
         same = next((e for e in v5.endpoints if e.measure.startswith("same member status")), None)
-        out.append("So b has no point in real BN: it never moves and is redundant -- the role of a per-unit offset "
+        out.append(("What b is for", "So b has no point in real BN: it never moves and is redundant -- the role of a per-unit offset "
                    "is taken by beta, which BN applies after normalizing" + (f"; with and without b the same members trained or failed in "
                                              f"{same.effect:.0%} of {same.n} pairs" if same and math.isfinite(
                                                  same.effect) else "") + f" ({_link(v5)})"
-                   + (f"; and {shadow}" if shadow else "") + ".")
+                   + (f"; and {shadow}" if shadow else "") + "."))
     elif shadow:
-        out.append("What b is for: " + shadow + ".")
+        out.append(("What b is for", shadow[0].upper() + shadow[1:] + "."))
     if v4 is not None and v4.tests:
         det = _deciders(v4, settings) or "the detached centering"
-        out.append(f"The paper's thought experiment is its argument for differentiating through the statistics: with "
+        out.append(("How the paper's thought experiment differs from BN", f"The paper's thought experiment is its argument for differentiating through the statistics: with "
                    f"them computed outside the gradient step, {det} "
                    + _status_clause(v4, "diverged more often than the same centering with the gradient through it",
                                     "diverged less often than the same centering with the gradient through it",
@@ -138,31 +140,31 @@ def answer_text(verdicts, members, settings) -> str:
                    + (f", carried by {_datasets(v4.tests[0].carried_by())}{_not_carried(v4.tests[0])}"
                       if v4.status != NEGLIGIBLE else "") + _by_variant(v4.tests[0])
                    + (f"; on zero-mean inputs (the control) {_controls(v4.tests[0].controls())}"
-                      if v4.tests[0].controls() else "") + mechanism_clause(v4, members, settings) + ".")
+                      if v4.tests[0].controls() else "") + mechanism_clause(v4, members, settings) + "."))
     if v2 is not None and v2.tests and v2.tests[0].endpoint == "drive_decay":  # boundedness (issue 19)
         ident = (f"the training loss did not move with b, an identity ({_link(v1)})" if v1 is not None and
                  v1.status == PASSED else "the training loss should not move with b")
-        out.append(claim2_sentence(v2, ident, _link(v2), _status_clause,
-                                   float(members["steps"].max()) if "steps" in members else float("nan")))
+        out.append(("Whether b grows without bound", claim2_sentence(v2, ident, _link(v2), _status_clause,
+                    float(members["steps"].max()) if "steps" in members else float("nan"))))
     elif v2 is not None and v2.tests:
         ident = (f"the training loss did not move with b, an identity ({_link(v1)})" if v1 is not None and
                  v1.status == PASSED else "the training loss should not move with b")
         alpha = v2.tests[0].effect + settings.alpha_unbounded  # the mean exponent: > 0 is a drift still growing
         drift = ("yet b kept drifting" if alpha > 0 else "and b's drift stopped growing") if math.isfinite(alpha) \
             else "and b's drift could not be measured"
-        out.append(f"There {ident}, {drift}; its growth exponent minus a random walk's {settings.alpha_unbounded:g} "
+        out.append(("Whether b grows without bound", f"There {ident}, {drift}; its growth exponent minus a random walk's {settings.alpha_unbounded:g} "
                    + _status_clause(v2, "was above 0", "was below 0 (growth that slows over the run, not shown "
                                     "to stop)", "was within the smallest effect of 0 (random-walk growth, which is "
                                     "still unbounded; a run this short cannot tell a bound)", "could not be told from 0")
-                   + _by_variant(v2.tests[0]) + ".")
+                   + _by_variant(v2.tests[0]) + "."))
     if v1b is not None and v1b.tests:
-        out.append("At inference the running statistics no longer cancel b; whether that reached the predictions: "
+        out.append(("Whether b's drift reaches the predictions", "At inference the running statistics no longer cancel b; whether that reached the predictions: "
                    "eval-mode minus train-mode loss, detached minus twin, " + _status_clause(v1b, "was higher (inference worse)",
                                                    "was lower (inference better)", "was negligible",
                                                    "could not be told from 0")
                    + (f", carried by {_datasets(v1b.tests[0].carried_by())}" if v1b.status != NEGLIGIBLE else "")
                    + _by_variant(v1b.tests[0])
-                   + _split_clause(v1b) + ".")
+                   + _split_clause(v1b) + "."))
     if v3 is not None and len(v3.tests) == 2:
         fit, stab = sorted(v3.tests, key=lambda r: r.side)
         word = {**SIDE_WORD, "not shown": "not distinguishable from centering"}
@@ -172,6 +174,7 @@ def answer_text(verdicts, members, settings) -> str:
                     else "")
             return f"{word.get(r.status, r.status)} on {r.side} ({r.interval_text()}, Holm p {r.p_holm:.2g}{lean})"
 
-        out.append(f"Standardizing as well as centering outside the step was {side(fit)} and {side(stab)}, + meaning "
-                   f"worse ({_link(v3)}).")
-    return " ".join(out[:6])
+        out.append(("Scaling as well as centering", f"Standardizing as well as centering outside the step was "
+                    f"{side(fit)} and {side(stab)}, + meaning worse ({_link(v3)})."))
+    # one short paragraph per question, its label in bold (a reader scans the labels)
+    return "\n\n".join(f"**{label}:** {sentence}" for label, sentence in out[:6])
