@@ -151,7 +151,8 @@ def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missi
           "Statuses are those reports' verdicts, each decided by its primary test(s) (Holm within that "
           "report; 'negligible' takes precedence over a significant p when the interval lies inside the smallest "
           "effect); the table per claim gives each test's own status. Each test's sign is its endpoint's: "
-          "+ = the claim's subject minus its control (claim 2: alpha minus 1/2; claim 3: standardizing worse).", ""]
+          "+ = the claim's subject minus its control (claim 2: 1 - kappa, + = b's drive decays no faster than 1/t, "
+          "unbounded; claim 3: standardizing worse).", ""]
     if missing:
         md += [f"Setups without a report yet (not compared): {', '.join(missing)}.", ""]
     if len(status):
@@ -160,7 +161,7 @@ def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missi
         md += ["## Status per setup", "", "| claim | " + " | ".join(order) + " |",
                "|---|" + "---|" * len(order)]
         for (claim, title), r in piv.iterrows():
-            md.append(f"| {title} | " + " | ".join(str(v) for v in r) + " |")
+            md.append(f"| {claim}: {title} | " + " | ".join(str(v) for v in r) + " |")
         md += ["", "Setups: " + "; ".join(f"[{lab}]({s}/report.md) (`{s}`)" for s, lab in
                                           dict(zip(status["setup"], status["label"])).items()), ""]
         if largest is not None and len(largest):
