@@ -181,7 +181,8 @@ def _evidence(pairs, per: pd.DataFrame, div: list[dict], s) -> str:
         med = g[list(MEASURES)].median()
         parts.append(f"{v}: ||b_T - b_0|| / ||beta_T|| median {_g(med[RATIO_BETA])}, measured / predicted "
                      f"(gamma_T beta_T / sigma_T) {_g(med[RATIO_PRED])}, measured / the summed steps "
-                     f"{_g(med[RATIO_SUM])} (an identity under plain SGD), correlation with beta's drift over steps "
+                     f"{_g(med[RATIO_SUM])} (1 by algebra under plain SGD; under momentum or Adam an approximation), "
+                     f"correlation with beta's drift over steps "
                      f"{_g(med[CORR])}; late share "
                      f"(after {s.alpha_from:g} T) of b's drift {_g(med[LATE_B])} against beta's {_g(med[LATE_BETA])}, and "
                      f"{_g(med[LATE_NOBETA])} for b without beta")
