@@ -202,10 +202,14 @@ def shadow_clause(v, link: str) -> str:
     if v is None or not v.tests or not v.tests[0].n:
         return ""
     r = v.tests[0]
-    ratio, pred, late_b, late_beta = (_mean(v, x) for x in (RATIO_BETA, RATIO_PRED, LATE_B, LATE_BETA))
-    drift = (f" (b's final drift was {ratio:.2g} x beta's and {pred:.2g} x the prediction gamma beta / sigma; the share "
-             f"of it gained late in the run {late_b:.2g} against beta's {late_beta:.2g})"
-             if math.isfinite(ratio) and math.isfinite(pred) else "")
+    ratio, pred, summed, late_b, late_beta = (_mean(v, x) for x in (RATIO_BETA, RATIO_PRED, RATIO_SUM, LATE_B,
+                                                                     LATE_BETA))
+    # the exact prediction sums gamma_t / sigma_t times beta's steps (1 by algebra under plain SGD); the
+    # end-point one, gamma_T beta_T / sigma_T, assumes gamma and sigma stood still and is shown as such
+    drift = (f" (b's final drift was {ratio:.2g} x beta's, {summed:.2g} x the sum of gamma_t / sigma_t times beta's "
+             f"steps -- the exact prediction -- and {pred:.2g} x gamma_T beta_T / sigma_T, which assumes gamma and "
+             f"sigma stood still; the share of it gained late in the run {late_b:.2g} against beta's {late_beta:.2g})"
+             if math.isfinite(ratio) and math.isfinite(pred) and math.isfinite(summed) else "")
     said = {HOLDS: "diverged less often than without beta", FAILS: "diverged more often than without beta",
             NEGLIGIBLE: "diverged as often as without beta (within the smallest effect that matters)"}.get(
         v.status, "could not be told apart from the same centering without beta")
