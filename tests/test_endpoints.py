@@ -155,7 +155,7 @@ def test_a_measurement_claim_is_decided_by_the_primary_tests_its_spec_rows_decla
 def test_every_registry_claim_names_its_primary_endpoint_or_tests():
     assert {c.key: c.primary for c in REGISTRY if c.kind == "identity"} == {
         "claim1": "worst |loss(b) - loss(b_0)| / max(loss, 1) / (1 + rms b)",
-        "claim5": "worst |dl/db| / |dl/dW|"}
+        "claim5": "worst |dl/db| / |dl/dW| in float64"}
     assert {c.key: (c.primary, c.tests) for c in REGISTRY if c.kind == "measurement"} == {
         "claim1b": (None, ("claim1b",)), "claim2": (None, ("claim2",)),
         "claim3": (None, ("claim3_fit", "claim3_stability")), "claim4": (None, ("claim4",)),
