@@ -33,7 +33,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'  # the test extra: pytest
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,server]'  # extras: pytest, Ray, psycopg (pyproject.toml)
 	touch $(STAMP)
 
 repro: $(STAMP)  ## run the study: dvc repro on params.yaml, then reports/report.md

@@ -125,19 +125,23 @@ class RayExecutor:
     def create(cls, options: Options) -> "RayExecutor":
         """Joins the cluster (or starts a local Ray); the code ships from the repository root, without
         the cells' folder; the workers record where the driver does."""
-        from pipeline.spec.environment import REPO_ROOT, tracking_uri
+        from pipeline.extras import require
+        from pipeline.spec.environment import project_root, tracking_uri
 
-        excludes = []
+        require("ray", "ray", "--executor ray", ExecutorError)  # before anything is started: one line
+        root, excludes = project_root(), []
         try:
-            excludes.append(str(Path(options.runs_dir).resolve().relative_to(REPO_ROOT)))
+            excludes.append(str(Path(options.runs_dir).resolve().relative_to(root)))
         except ValueError:
             pass
-        return cls(options.address, REPO_ROOT, options.retries, excludes,
+        return cls(options.address, root, options.retries, excludes,
                    env={"MLFLOW_TRACKING_URI": tracking_uri()}, local_cpus=options.jobs)
 
     def __init__(self, address: str | None, code_root: Path, retries: int = 2, excludes: list[str] = (),
                  env: dict | None = None, local_cpus: int | None = None):
-        import ray
+        from pipeline.extras import require
+
+        ray = require("ray", "ray", "--executor ray", ExecutorError)
 
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address and address not in ("auto", "local"):
