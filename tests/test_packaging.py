@@ -45,7 +45,7 @@ def test_the_wheel_installs_only_the_pipeline_package_and_the_licence(wheel):
         names = z.namelist()
     assert {n.split("/")[0] for n in names} == {"pipeline", "normlab-0.1.0.dist-info"}
     assert "normlab-0.1.0.dist-info/licenses/LICENSE" in names
-    assert "pipeline/extras.py" in names and "pipeline/spec/environment.py" in names
+    assert "pipeline/spec/extras.py" in names and "pipeline/spec/environment.py" in names
 
 
 def test_the_metadata_has_a_licence_urls_and_ray_and_psycopg_only_as_extras(wheel):

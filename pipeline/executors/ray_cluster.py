@@ -125,7 +125,7 @@ class RayExecutor:
     def create(cls, options: Options) -> "RayExecutor":
         """Joins the cluster (or starts a local Ray); the code ships from the repository root, without
         the cells' folder; the workers record where the driver does."""
-        from pipeline.extras import require
+        from pipeline.spec.extras import require
         from pipeline.spec.environment import project_root, tracking_uri
 
         require("ray", "ray", "--executor ray", ExecutorError)  # before anything is started: one line
@@ -139,7 +139,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None, code_root: Path, retries: int = 2, excludes: list[str] = (),
                  env: dict | None = None, local_cpus: int | None = None):
-        from pipeline.extras import require
+        from pipeline.spec.extras import require
 
         ray = require("ray", "ray", "--executor ray", ExecutorError)
 

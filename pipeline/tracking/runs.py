@@ -206,7 +206,7 @@ def _probe_database(uri: str) -> None:
             pass
         engine.dispose()
     except ModuleNotFoundError as exc:
-        from pipeline.extras import EXTRAS
+        from pipeline.spec.extras import EXTRAS
 
         how = (f"pip install 'normlab[{EXTRAS[exc.name]}]'" if exc.name in EXTRAS else
                "install it, or use postgresql+psycopg:// (pip install 'normlab[server]')")

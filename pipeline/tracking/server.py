@@ -286,7 +286,7 @@ class TrackingServer:
 
     # -- both ------------------------------------------------------------------------------
     def start(self) -> str:
-        from pipeline.extras import require
+        from pipeline.spec.extras import require
 
         require("psycopg", "server", "the tracking server", ServerError)  # before a folder or process exists
         if self.folder is None:
