@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.spec import environment
 from pipeline.params_yaml import MAX_LINE, YamlError, clip, error_line, read_yaml, shown
+from pipeline.spec import environment
 from pipeline.spec.variants import NORM_SPECS, allowed_text, norm_spec
 from pipeline.spec.names import cell_name
 from pipeline.spec.primaries import primary_test, primary_tests

@@ -97,9 +97,14 @@ def test_ray_missing_is_one_line_naming_the_extra(monkeypatch, tmp_path):
     from pipeline.executors.base import Options
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if `pip install normlab` without [ray]
+    line = "--executor ray needs ray, which is not installed: pip install 'normlab[ray]'"
+    options = Options(jobs=1, runs_dir=tmp_path / "runs")
     with pytest.raises(ExecutorError) as err:
-        RayExecutor.create(Options(jobs=1, runs_dir=tmp_path / "runs"))
-    assert str(err.value) == "--executor ray needs ray, which is not installed: pip install 'normlab[ray]'"
+        RayExecutor.check_store(options, "sqlite:///x.db")  # the grid's first call, before any cell
+    assert str(err.value) == line
+    with pytest.raises(ExecutorError) as err:
+        RayExecutor.create(options)
+    assert str(err.value) == line
 
 
 def test_psycopg_missing_is_one_line_naming_the_extra_before_anything_starts(monkeypatch, tmp_path, capsys):

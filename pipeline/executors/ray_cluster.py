@@ -115,7 +115,11 @@ class RayExecutor:
 
     @classmethod
     def check_store(cls, options: Options, tracking_uri: str) -> None:
-        """On a cluster (an address), every node must reach the store: a tracking server."""
+        """Ray is installed (the ray extra), and on a cluster (an address) every node must reach the
+        store: a tracking server."""
+        from pipeline.spec.extras import require
+
+        require("ray", "ray", "--executor ray", ExecutorError)
         remote = options.address or os.environ.get("RAY_ADDRESS")
         if remote and not tracking_uri.startswith(("http://", "https://")):
             raise ExecutorError(f"MLFLOW_TRACKING_URI: the ray executor on a cluster needs a tracking server every "
