@@ -23,7 +23,7 @@ export DO_NOT_TRACK ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 export DVC_NO_ANALYTICS ?= true
 
-.PHONY: help repro test test-fast bench ui grid server bench-scaleout long deep mnist horizon beta fetch-mnist clean
+.PHONY: help repro test test-fast bench ui plots grid server bench-scaleout long deep mnist horizon beta fetch-mnist clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -33,7 +33,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'  # the test extra: pytest
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,server]'  # extras: pytest, Ray, psycopg (pyproject.toml)
 	touch $(STAMP)
 
 repro: $(STAMP)  ## run the study: dvc repro on params.yaml, then reports/report.md
@@ -50,6 +50,9 @@ bench: $(STAMP)  ## the benchmarks (benchmarks/run.py)
 
 ui: $(STAMP)  ## MLflow's UI on 127.0.0.1:5000 over mlflow.db
 	$(BIN)/normlab ui  # = mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+plots: $(STAMP)  ## dvc plots show (REVS="HEAD~1 HEAD": dvc plots diff) drawn offline -> dvc_plots/index.html
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.plots_offline $(if $(REVS),diff $(REVS),show)
 
 grid: $(STAMP)  ## stale cells on JOBS warm workers (EXECUTOR=ray ADDRESS=...), then the report
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.grid --executor $(EXECUTOR) --jobs $(JOBS) \

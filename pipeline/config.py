@@ -26,11 +26,12 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.params_yaml import MAX_LINE, YamlError, clip, error_line, read_yaml, shown
+from pipeline.spec import environment
 from pipeline.spec.variants import NORM_SPECS, allowed_text, norm_spec
 from pipeline.spec.names import cell_name
 from pipeline.spec.primaries import primary_test, primary_tests
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = environment.REPO_ROOT  # the checkout, or the current folder for an installed normlab
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_]+")  # variant and data-set names (folders, stage names)

@@ -115,7 +115,11 @@ class RayExecutor:
 
     @classmethod
     def check_store(cls, options: Options, tracking_uri: str) -> None:
-        """On a cluster (an address), every node must reach the store: a tracking server."""
+        """Ray is installed (the ray extra), and on a cluster (an address) every node must reach the
+        store: a tracking server."""
+        from pipeline.spec.extras import require
+
+        require("ray", "ray", "--executor ray", ExecutorError)
         remote = options.address or os.environ.get("RAY_ADDRESS")
         if remote and not tracking_uri.startswith(("http://", "https://")):
             raise ExecutorError(f"MLFLOW_TRACKING_URI: the ray executor on a cluster needs a tracking server every "
@@ -125,19 +129,23 @@ class RayExecutor:
     def create(cls, options: Options) -> "RayExecutor":
         """Joins the cluster (or starts a local Ray); the code ships from the repository root, without
         the cells' folder; the workers record where the driver does."""
-        from pipeline.spec.environment import REPO_ROOT, tracking_uri
+        from pipeline.spec.extras import require
+        from pipeline.spec.environment import project_root, tracking_uri
 
-        excludes = []
+        require("ray", "ray", "--executor ray", ExecutorError)  # before anything is started: one line
+        root, excludes = project_root(), []
         try:
-            excludes.append(str(Path(options.runs_dir).resolve().relative_to(REPO_ROOT)))
+            excludes.append(str(Path(options.runs_dir).resolve().relative_to(root)))
         except ValueError:
             pass
-        return cls(options.address, REPO_ROOT, options.retries, excludes,
+        return cls(options.address, root, options.retries, excludes,
                    env={"MLFLOW_TRACKING_URI": tracking_uri()}, local_cpus=options.jobs)
 
     def __init__(self, address: str | None, code_root: Path, retries: int = 2, excludes: list[str] = (),
                  env: dict | None = None, local_cpus: int | None = None):
-        import ray
+        from pipeline.spec.extras import require
+
+        ray = require("ray", "ray", "--executor ray", ExecutorError)
 
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address and address not in ("auto", "local"):

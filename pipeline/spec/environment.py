@@ -6,6 +6,10 @@ the MLflow runs go. Standard library only (the `normlab` command and the warm cl
     env = environment.child_env(base, X=1)  # a child process's environment, the same rule applied
     environment.tracking_uri()              # MLFLOW_TRACKING_URI, else sqlite:///<workspace>/mlflow.db
 
+The workspace is the source checkout this package was loaded from (`pip install -e .`, `python -m`
+in the repository, DVC's stages) or, for a normlab installed into site-packages, the current
+working folder: records never land beside the installed package.
+
 Telemetry: MLflow (MLFLOW_DISABLE_TELEMETRY, DO_NOT_TRACK), Ray (RAY_USAGE_STATS_ENABLED) and DVC
 (DVC_NO_ANALYTICS; the repository's .dvc/config also says `analytics = false`) send nothing unless
 the user set the variable first (setdefault: a user who opts in keeps the choice, and so do the
@@ -20,7 +24,23 @@ import os
 from pathlib import Path
 from typing import Mapping, MutableMapping
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder holding `pipeline/`: a checkout or site-packages
+
+
+def is_checkout(folder: Path) -> bool:
+    """A normlab source checkout (or DVC's copy of one for `dvc exp run --temp`): the project's
+    pyproject.toml and dvc.yaml side by side. site-packages, where pip installs the package, has neither."""
+    return (folder / "pyproject.toml").is_file() and (folder / "dvc.yaml").is_file()
+
+
+def project_root() -> Path:
+    """The checkout this package runs from, else the current working folder (an installed normlab
+    keeps its store, runs and reports where the user runs it, never inside site-packages)."""
+    return PACKAGE_PARENT if is_checkout(PACKAGE_PARENT) else Path.cwd()
+
+
+# the root at import: data paths and the report's docs link resolve against it (pipeline.config)
+REPO_ROOT = project_root()
 
 NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0",
                 "DVC_NO_ANALYTICS": "true"}
@@ -48,9 +68,11 @@ def child_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, 
     return env
 
 
-def workspace_root(root: Path = REPO_ROOT) -> Path:
-    """The user's checkout. `dvc exp run --temp` / `--queue` run stages in a throw-away copy under
-    <workspace>/.dvc/tmp/exps/: records made there must land in the workspace's store, not the copy's."""
+def workspace_root(root: Path | None = None) -> Path:
+    """The user's checkout (project_root() unless given). `dvc exp run --temp` / `--queue` run stages
+    in a throw-away copy under <workspace>/.dvc/tmp/exps/: records made there must land in the
+    workspace's store, not the copy's."""
+    root = project_root() if root is None else root
     parts = Path(root).parts
     for i in range(len(parts) - 3):
         if parts[i:i + 3] == (".dvc", "tmp", "exps"):
@@ -58,8 +80,9 @@ def workspace_root(root: Path = REPO_ROOT) -> Path:
     return Path(root)
 
 
-def default_store(root: Path = REPO_ROOT) -> str:
-    """The runs store when MLFLOW_TRACKING_URI is not set: SQLite beside the workspace's checkout."""
+def default_store(root: Path | None = None) -> str:
+    """The runs store when MLFLOW_TRACKING_URI is not set: SQLite in the workspace (the checkout, or
+    the current folder for an installed normlab); MLflow's artifacts go beside it (mlruns/)."""
     return f"sqlite:///{workspace_root(root) / 'mlflow.db'}"
 
 

@@ -206,8 +206,12 @@ def _probe_database(uri: str) -> None:
             pass
         engine.dispose()
     except ModuleNotFoundError as exc:
+        from pipeline.spec.extras import EXTRAS
+
+        how = (f"pip install 'normlab[{EXTRAS[exc.name]}]'" if exc.name in EXTRAS else
+               "install it, or use postgresql+psycopg:// (pip install 'normlab[server]')")
         raise ConfigError(f"MLFLOW_TRACKING_URI: the {dialect} driver for {shown} is not installed ({exc.name}); "
-                          "install it, or use postgresql+psycopg:// (its driver is installed)") from None
+                          f"{how}") from None
     except Exception as exc:  # noqa: BLE001 - any failure to connect means "store not usable"
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise ConfigError(f"MLFLOW_TRACKING_URI: tracking store {shown} is not reachable "

@@ -213,7 +213,7 @@ class TrackingServer:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
             start_new_session=True, **as_pg)
         os.close(log)
-        import psycopg
+        import psycopg  # start() checked it is installed (the server extra)
 
         conninfo = dict(host="127.0.0.1", port=self.pg_port, user=PG_USER, password=password)
         deadline = time.monotonic() + self.start_timeout
@@ -286,6 +286,9 @@ class TrackingServer:
 
     # -- both ------------------------------------------------------------------------------
     def start(self) -> str:
+        from pipeline.spec.extras import require
+
+        require("psycopg", "server", "the tracking server", ServerError)  # before a folder or process exists
         if self.folder is None:
             self.folder = Path(tempfile.mkdtemp(prefix="normlab-server-"))  # 0700
             created = True
