@@ -199,7 +199,7 @@ def fig_leak_prediction(data: FigureData) -> list[Drawn]:
     if m.empty:
         return []
     plt, pal = plt_(), palette(data.params)
-    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    fig, ax = plt.subplots(figsize=(4.6, 4.0), layout="constrained")
     for v, g in m.groupby("variant", sort=False):
         ax.scatter(g["loss_gap_b_pred"], g["loss_gap_b"], s=10, color=pal[v], label=v)
     lim = np.nanmax(np.abs(np.r_[m["loss_gap_b_pred"], m["loss_gap_b"]]))
