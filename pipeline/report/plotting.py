@@ -113,10 +113,13 @@ def plain_ticks(ax, xs=None, x: bool = False) -> None:
 def save(fig, data: FigureData, key: str, figure: str, caption: str) -> Drawn:
     """The figure cropped to what it draws (legends and titles outside the axes included), as
     bbox_inches="tight" would crop it, but laid out once: "tight" lays the whole figure out in a
-    dry-run draw first and then draws it again."""
+    dry-run draw first and then draws it again. A figure with a layout engine (constrained) is laid
+    out by one draw without rendering first, so the crop sees the axes where they end up."""
     import matplotlib
 
     fig.set_dpi(DPI)
+    if fig.get_layout_engine() is not None:
+        fig.draw_without_rendering()  # constrained layout moves the axes at draw time: crop what it laid out
     bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
     fig.savefig(data.figdir / f"{key}.png", dpi=DPI, bbox_inches=bbox)
     plt_().close(fig)
