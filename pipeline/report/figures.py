@@ -12,6 +12,7 @@ is the one figure shown right after the answer paragraph. Every loss axis names 
 from __future__ import annotations
 
 import multiprocessing
+import textwrap
 import os
 import sys
 
@@ -29,7 +30,10 @@ from pipeline.spec.records import layer_column
 
 
 def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: str, log=True, overlay=None):
-    """Per data set: one panel per lr, the median over seeds per variant."""
+    """Per data set: one panel per lr (seaborn facets), the median over seeds per variant; hue by
+    family and dashes for detached statistics (pipeline.report.style)."""
+    import seaborn as sns
+
     plt, pal, drawn = plt_(), palette(data.params), []
     lrs = data.params.report.figure_lrs or sorted(data.hist["lr"].unique())
     for ds in data.params.grid.datasets:
@@ -37,25 +41,23 @@ def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: s
         if y not in d or d[y].isna().all():
             continue
         vals = d[y].clip(lower=1e-12) if log else d[y]
-        agg = d.assign(_y=vals).groupby(["lr", "variant", "step"])["_y"].median().dropna()
-        lrs_here = sorted(agg.index.get_level_values("lr").unique())
-        fig, axes = plt.subplots(1, len(lrs_here), figsize=(2.6 * len(lrs_here) + 1.6, 3.4), sharey=True,
-                                 squeeze=False, layout="constrained")
-        variants = variants_in(data, d)
-        lines = dict(tuple(agg.groupby(level=["lr", "variant"])))  # one split, not a lookup per panel x variant
-        for ax, lr in zip(axes[0], lrs_here):
-            for v in variants:
-                if (lr, v) in lines:  # median only: bands over 19 variants cost seconds per figure and hide each other
-                    a = lines[(lr, v)]
-                    ax.plot(a.index.get_level_values("step"), a.to_numpy(), color=pal[v], ls=line_style(data.params, v),
-                            lw=1.1)
-            ax.set(title=f"lr = {lr:g}", xlabel="step", yscale="log" if log else "linear")
+        # median only: bands over 19 variants cost seconds per figure and hide each other
+        agg = d.assign(_y=vals).groupby(["lr", "variant", "step"])["_y"].median().dropna().reset_index()
+        variants = [v for v in variants_in(data, d) if v in set(agg["variant"])]
+        dashes = {v: (4, 1.5) if line_style(data.params, v) == "--" else "" for v in variants}
+        g = sns.relplot(agg, x="step", y="_y", col="lr", hue="variant", style="variant", hue_order=variants,
+                        style_order=variants, palette={v: pal[v] for v in variants}, dashes=dashes, kind="line",
+                        estimator=None, legend=False, lw=1.1, height=3.6, aspect=0.75, facet_kws={"sharey": True})
+        fig = g.figure
+        fig.set_layout_engine("constrained")  # room for the outside legend and the suptitle
+        for lr, ax in g.axes_dict.items():
+            ax.set(title=f"lr = {lr:g}", xlabel="step", ylabel="", yscale="log" if log else "linear")
             plain_ticks(ax)  # no mathtext tick labels: they dominate drawing time on log axes
             if overlay:
                 overlay(ax, d, lr)
-        axes[0][0].set_ylabel(ylabel)
+        g.axes.flat[0].set_ylabel(ylabel)
         variant_legend(fig, data.params, variants, pal, fontsize=6)
-        fig.suptitle(f"{ds}: {caption}", fontsize=9)
+        fig.suptitle(textwrap.fill(f"{ds}: {caption}", 140), fontsize=9)  # a long caption wraps, not overflows
         drawn.append(save(fig, data, f"{figure}_{ds}", figure, f"{ds}: {caption}"))
     return drawn
 
