@@ -34,7 +34,8 @@ def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: s
     family and dashes for detached statistics (pipeline.report.style)."""
     import seaborn as sns
 
-    plt, pal, drawn = plt_(), palette(data.params), []
+    plt_()  # the Agg backend and the theme, before seaborn makes a figure
+    pal, drawn = palette(data.params), []
     lrs = data.params.report.figure_lrs or sorted(data.hist["lr"].unique())
     for ds in data.params.grid.datasets:
         d = data.hist[(data.hist["dataset"] == ds) & data.hist["lr"].isin(lrs)]
