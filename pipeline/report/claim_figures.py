@@ -110,7 +110,7 @@ def fig_toy_drift(data: FigureData) -> list[Drawn]:
         ax.set(title=ds, xlabel="step", ylabel="||b_t - b_0|| (hidden layer 1)")
     handles = [plt.Line2D([], [], color=c, label=f"lr {lr:g}") for lr, c in colours.items()]
     handles.append(plt.Line2D([], [], color="k", ls=":", label="lr * ||sum_s G_s|| (SGD's update)"))
-    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left")
+    fig.legend(handles=handles, fontsize=7, loc="outside right center", frameon=False)  # not over the lines
     fig.suptitle("Bias-only toy (only b trains, detached centering): the exact case, not evidence", fontsize=9)
     return [save(fig, data, "toy_drift", "toy_drift",
                   "Bias-only toy: measured drift ||b_t - b_0|| (solid) and lr * ||sum_s G_s|| (dotted): equal by "
@@ -236,7 +236,7 @@ def fig_bn_vs_nobias(data: FigureData) -> list[Drawn]:
         ax.axvline(data.params.report.trajectory_steps, color="grey", ls=":", lw=0.8)
         ax.set(yscale="log", title=ds, xlabel="step")
     axes[0][0].set_ylabel("|loss bn - loss bn_nobias| / loss_0\n(mini-batch, training mode)")
-    axes[0][-1].legend(fontsize=7)
+    fig.legend(*axes[0][-1].get_legend_handles_labels(), fontsize=7, loc="outside right center", frameon=False)
     fig.suptitle("bn against bn_nobias, same data set, lr and seed (max over seeds); dashed: tolerance, "
                  "dotted: end of the checked window", fontsize=9)
     return [save(fig, data, "bn_vs_nobias", "bn_vs_nobias",
