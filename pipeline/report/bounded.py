@@ -199,7 +199,7 @@ def fig_leak_prediction(data: FigureData) -> list[Drawn]:
     if m.empty:
         return []
     plt, pal = plt_(), palette(data.params)
-    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    fig, ax = plt.subplots(figsize=(4.6, 4.0), layout="constrained")
     for v, g in m.groupby("variant", sort=False):
         ax.scatter(g["loss_gap_b_pred"], g["loss_gap_b"], s=10, color=pal[v], label=v)
     lim = np.nanmax(np.abs(np.r_[m["loss_gap_b_pred"], m["loss_gap_b"]]))
@@ -209,7 +209,14 @@ def fig_leak_prediction(data: FigureData) -> list[Drawn]:
     ax.set_yscale("symlog", linthresh=lin)
     ax.set(xlabel="predicted -(lr/m) sum ||Gbar||^2 (nats)", ylabel="measured eval(b_T) - eval(EMA(b)) (nats)")
     plain_ticks(ax, x=True)
-    ax.legend(fontsize=6)
+    # ticks at 0 and every other decade past the linear part: the default ones at +-linthresh and 0
+    # printed on top of each other
+    decades = 10.0 ** np.arange(np.ceil(np.log10(lin)) + 1, np.ceil(np.log10(lim)) + 1, 2)
+    ticks = [*(-decades[::-1]), 0.0, *decades]
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     caption = ("b's share of the inference-mode gap per member: predicted from lr, the EMA momentum m and the drive "
                "over the last logged window, against measured; dotted = equality (first order in lr).")
     return [save(fig, data, "leak_prediction", "leak_prediction", caption)]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.report.plotting import Drawn, FigureData, layers, palette, plain_ticks, plt_, save, twins
+from pipeline.report.plotting import (Drawn, FigureData, layers, line_style, palette, plain_ticks, plt_, save, twins,
+                                      variant_legend)
 from pipeline.spec.records import layer_column
 
 
@@ -26,37 +27,35 @@ def fig_b_drift_per_layer(data: FigureData) -> list[Drawn]:
     lr = _reference_lr(data.hist["lr"].unique())
     d = data.hist[(data.hist["lr"] == lr) & data.hist["variant"].isin(detached) & (data.hist["step"] > 0)]
     datasets = [x for x in data.params.grid.datasets if x in set(d["dataset"])]
-    fig, axes = plt.subplots(len(datasets), len(lays), figsize=(3 * len(lays) + 1.8, 2.5 * len(datasets)),
-                             sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(datasets), len(lays), figsize=(3 * len(lays) + 1.8, 2.7 * len(datasets)),
+                             sharex=True, squeeze=False, layout="constrained")
     for row, ds in zip(axes, datasets):
         for ax, lay in zip(row, lays):
             agg = (d[d["dataset"] == ds].groupby(["variant", "step"])[layer_column("b_drift", lay)].median().dropna())
             for v in detached:
                 if v in agg.index.get_level_values(0):
                     a = agg.loc[v].clip(lower=1e-12)
-                    ax.plot(a.index, a.to_numpy(), color=pal[v], lw=1.1)
+                    ax.plot(a.index, a.to_numpy(), color=pal[v], ls=line_style(data.params, v), lw=1.1)
             steps = np.array(sorted(d["step"].unique()), dtype=float)
             if len(agg) and len(steps):
                 y0, t0 = float(agg.median()), steps[len(steps) // 2]
-                for alpha, ls in ((1.0, "--"), (0.5, ":")):
+                for alpha, ls in ((1.0, "-."), (0.5, ":")):  # not "--": dashed is a detached variant
                     ax.plot(steps, y0 * (steps / t0) ** alpha, color="grey", ls=ls, lw=0.8)
             ax.set(xscale="log", yscale="log", title=f"{ds}, hidden layer {lay + 1}", xlabel="step")
             plain_ticks(ax, x=True)
         row[0].set_ylabel("||b_t - b_0||")
-    handles = [plt.Line2D([], [], color=pal[v], lw=2, label=v) for v in detached]
-    handles += [plt.Line2D([], [], color="grey", ls="--", label="slope 1 (t)"),
-                plt.Line2D([], [], color="grey", ls=":", label="slope 1/2 (sqrt t)")]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    variant_legend(fig, data.params, detached, pal, extra=[("slope 1 (t)", dict(color="grey", ls="-.")),
+                                                           ("slope 1/2 (sqrt t)", dict(color="grey", ls=":"))])
     fig.suptitle(f"Drift of b per hidden layer, detached variants, lr = {lr:g} (median over seeds), log-log",
-                 fontsize=9, y=1.03)
+                 fontsize=9)
     return [save(fig, data, "b_drift_per_layer", "b_drift_per_layer",
                   f"||b_t - b_0|| per hidden layer for the detached variants at lr {lr:g} (median over seeds), "
-                  f"log-log axes: the growth exponent alpha of ||b_t - b_0|| ~ t^alpha is the slope (grey: 1 and 1/2).")]
+                  f"log-log axes: the growth exponent alpha of ||b_t - b_0|| ~ t^alpha is the slope (grey dash-dot: 1, dotted: 1/2).")]
 
 
 def fig_train_eval_gap(data: FigureData) -> list[Drawn]:
     """Inference-mode minus training-mode full-train-set loss at the end, per detached variant
-    (solid) and its gradient-through twin (dashed), against lr."""
+    (dashed) and its gradient-through twin (solid), against lr."""
     plt, pal = plt_(), palette(data.params)
     m = data.members
     if not {"full_loss_eval", "full_loss_train"} <= set(m.columns):
@@ -67,27 +66,27 @@ def fig_train_eval_gap(data: FigureData) -> list[Drawn]:
     gap = m.assign(gap=m["full_loss_eval"] - m["full_loss_train"])
     agg = gap.groupby(["dataset", "variant", "lr"])["gap"].agg(["median", "min", "max"]).dropna()
     datasets = [x for x in data.params.grid.datasets if x in set(m["dataset"])]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets) + 1.8, 3.2), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets) + 1.8, 3.4), sharey=True, squeeze=False,
+                             layout="constrained")
     shown = list(dict.fromkeys([*pairs, *[t for ts in pairs.values() for t in ts]]))
     for ax, ds in zip(axes[0], datasets):
         for v in shown:
             if (ds, v) in agg.index.droplevel("lr"):
                 a = agg.loc[(ds, v)]
                 ax.errorbar(a.index, a["median"], yerr=[a["median"] - a["min"], a["max"] - a["median"]],
-                            color=pal[v], ls="-" if v in pairs else "--", marker="o", ms=3, lw=1.1, capsize=2)
+                            color=pal[v], ls=line_style(data.params, v), marker="o", ms=3, lw=1.1, capsize=2)
         ax.axhline(0, color="k", lw=0.6)
         ax.set(xscale="log", title=ds, xlabel="learning rate")
         ax.set_yscale("symlog", linthresh=0.01)  # gaps span 1e-3 (twins) to 1e2 (lagging statistics)
         plain_ticks(ax, sorted(m["lr"].unique()))
     axes[0][0].set_ylabel("inference - training mode\nfull-train-set loss at the end")
-    handles = [plt.Line2D([], [], color=pal[v], ls="-" if v in pairs else "--", label=v) for v in shown]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    variant_legend(fig, data.params, shown, pal)
     fig.suptitle("What b's drift leaks into inference: loss with running/population statistics minus loss "
-                 "with batch statistics (median, bars = seed range)", fontsize=9, y=1.04)
+                 "with batch statistics (median, bars = seed range)", fontsize=9)
     return [save(fig, data, "train_eval_gap", "train_eval_gap",
                   "Full-train-set loss in inference mode (running/population statistics) minus the same in training "
-                  "mode (batch statistics), at the end, per detached variant (solid) and its gradient-through twin "
-                  "(dashed), against lr; median over seeds, bars = range.")]
+                  "mode (batch statistics), at the end, per detached variant (dashed) and its gradient-through twin "
+                  "(solid), against lr; median over seeds, bars = range.")]
 
 
 def fig_toy_drift(data: FigureData) -> list[Drawn]:
@@ -101,7 +100,7 @@ def fig_toy_drift(data: FigureData) -> list[Drawn]:
         return []
     datasets = [x for x in data.params.grid.datasets if x in set(toy["dataset"])]
     colours = dict(zip(sorted(toy["lr"].unique()), sns.color_palette("rocket", toy["lr"].nunique())))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2), squeeze=False, layout="constrained")
     for ax, ds in zip(axes[0], datasets):
         for (lr, _), g in toy[toy["dataset"] == ds].groupby(["lr", "member"]):
             g = g.sort_values("step")
@@ -111,8 +110,8 @@ def fig_toy_drift(data: FigureData) -> list[Drawn]:
         ax.set(title=ds, xlabel="step", ylabel="||b_t - b_0|| (hidden layer 1)")
     handles = [plt.Line2D([], [], color=c, label=f"lr {lr:g}") for lr, c in colours.items()]
     handles.append(plt.Line2D([], [], color="k", ls=":", label="lr * ||sum_s G_s|| (SGD's update)"))
-    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left")
-    fig.suptitle("Bias-only toy (only b trains, detached centering): the exact case, not evidence", fontsize=9, y=1.03)
+    fig.legend(handles=handles, fontsize=7, loc="outside right center", frameon=False)  # not over the lines
+    fig.suptitle("Bias-only toy (only b trains, detached centering): the exact case, not evidence", fontsize=9)
     return [save(fig, data, "toy_drift", "toy_drift",
                   "Bias-only toy: measured drift ||b_t - b_0|| (solid) and lr * ||sum_s G_s|| (dotted): equal by "
                   "SGD's update rule, shown as the exact case, not as evidence about real networks.")]
@@ -127,9 +126,14 @@ def endpoints_figure(name: str):
         v = next((v for v in data.verdicts if v.figure == name), None)
         if v is None or not v.endpoints:
             return []
+        import textwrap
+
         plt = plt_()
         eps = v.endpoints
-        fig, ax = plt.subplots(figsize=(7.5, 0.26 * len(eps) + 1.2))
+        # every label whole, wrapped: a cut label hides which data set / comparison the row is
+        labels = [textwrap.fill(f"{e.measure} | {e.detail}", 80) for e in eps]
+        lines = sum(lab.count("\n") + 1 for lab in labels)
+        fig, ax = plt.subplots(figsize=(9.0, 0.11 * lines + 0.14 * len(eps) + 1.2), layout="constrained")
         y = np.arange(len(eps))[::-1]
         eff = np.array([e.effect for e in eps], float)
         lo = np.array([e.lo for e in eps], float)
@@ -139,7 +143,8 @@ def endpoints_figure(name: str):
                     fmt="none", ecolor="grey", lw=1, capsize=2)
         ax.scatter(eff, y, c=np.where(sure, "#d62728", "#555555"), s=14, zorder=3)
         ax.axvline(0, color="k", lw=0.7)
-        ax.set_yticks(y, [f"{e.measure} | {e.detail}"[:70] for e in eps], fontsize=6)
+        ax.set_yticks(y, labels, fontsize=6)
+        ax.set_ylim(-0.6, len(eps) - 0.4)
         ax.set_xscale("symlog", linthresh=0.01)
         ax.set(xlabel="effect (interval over seeds; red: excludes 0)")
         fig.suptitle(f"{v.key}: {v.title} -- {v.status}", fontsize=9)
@@ -182,8 +187,8 @@ def fig_blowup_excess(data: FigureData) -> list[Drawn]:
     plt = plt_()
     kinds = [k for k in ("excess", "sweep") if k in set(t["kind"])]
     heights = [max(2.0, 0.32 * t[t["kind"] == k]["row"].nunique() + 1.2) for k in kinds]
-    fig, axes = plt.subplots(len(kinds), 1, figsize=(11, sum(heights) + 1.0 * len(kinds)),
-                             gridspec_kw={"height_ratios": heights, "hspace": 0.9}, squeeze=False)
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(11, sum(heights) + 1.2 * len(kinds)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False, layout="constrained")
     for ax, k in zip(axes[:, 0], kinds):
         d = t[t["kind"] == k]
         cols = list(dict.fromkeys(d["col"]))
@@ -220,7 +225,8 @@ def fig_bn_vs_nobias(data: FigureData) -> list[Drawn]:
     first = wide.groupby(level=["dataset", "lr", "seed"])["bn"].transform("first").abs().clip(lower=1e-12)
     gap = ((wide["bn"] - wide["bn_nobias"]).abs() / first).clip(lower=1e-12).rename("gap").reset_index()
     datasets = [d for d in data.params.grid.datasets if d in set(gap["dataset"])]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets) + 1.5, 2.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets) + 1.5, 3.2), sharey=True, squeeze=False,
+                             layout="constrained")
     colours = dict(zip(sorted(gap["lr"].unique()), sns.color_palette("rocket", gap["lr"].nunique())))
     for ax, ds in zip(axes[0], datasets):
         agg = gap[gap["dataset"] == ds].groupby(["lr", "step"])["gap"].max()
@@ -230,9 +236,9 @@ def fig_bn_vs_nobias(data: FigureData) -> list[Drawn]:
         ax.axvline(data.params.report.trajectory_steps, color="grey", ls=":", lw=0.8)
         ax.set(yscale="log", title=ds, xlabel="step")
     axes[0][0].set_ylabel("|loss bn - loss bn_nobias| / loss_0\n(mini-batch, training mode)")
-    axes[0][-1].legend(fontsize=7)
+    fig.legend(*axes[0][-1].get_legend_handles_labels(), fontsize=7, loc="outside right center", frameon=False)
     fig.suptitle("bn against bn_nobias, same data set, lr and seed (max over seeds); dashed: tolerance, "
-                 "dotted: end of the checked window", fontsize=9, y=1.03)
+                 "dotted: end of the checked window", fontsize=9)
     return [save(fig, data, "bn_vs_nobias", "bn_vs_nobias",
                  "Relative gap between bn's and bn_nobias's mini-batch losses (training mode) at the same data set, "
                  "lr and seed, max over seeds: float rounding, amplified later in the run.")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.report.plotting import Drawn, FigureData, palette, plain_ticks, plt_, save
+from pipeline.report.plotting import Drawn, FigureData, line_style, palette, plain_ticks, plt_, save, variant_legend
 from pipeline.spec.records import layer_column
 
 FIGURE = "drive_decay"
@@ -39,7 +39,7 @@ def fig_drive_decay(data: FigureData) -> list[Drawn]:
     datasets = [x for x in data.params.grid.datasets if x in set(d["dataset"])]
     if not datasets:
         return []
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(8.4, 2.6 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(8.4, 3.2 * len(datasets)), squeeze=False, layout="constrained")
     for (ax_d, ax_b), ds in zip(axes, datasets):
         g = d[d["dataset"] == ds]
         for v in subjects:
@@ -49,11 +49,11 @@ def fig_drive_decay(data: FigureData) -> list[Drawn]:
             a = gv.groupby("step")[drive].median().dropna()
             a = a[a > 0]
             if len(a):
-                ax_d.plot(a.index, a.to_numpy(), color=pal[v], lw=1.1)
+                ax_d.plot(a.index, a.to_numpy(), color=pal[v], ls=line_style(data.params, v), lw=1.1)
             b = gv.groupby("step")[[drift, *([pred] if pred in gv else [])]].median()
-            ax_b.plot(b.index, b[drift].to_numpy(), color=pal[v], lw=1.6)
+            ax_b.plot(b.index, b[drift].to_numpy(), color=pal[v], ls=line_style(data.params, v), lw=1.6)
             if pred in b:
-                ax_b.plot(b.index, b[pred].to_numpy(), color="black", lw=0.7, ls="--")
+                ax_b.plot(b.index, b[pred].to_numpy(), color="black", lw=0.8, ls=":")
         steps = np.array(sorted(g["step"].unique()), dtype=float)
         level = g[drive].median()
         if len(steps) and np.isfinite(level) and level > 0:
@@ -62,14 +62,13 @@ def fig_drive_decay(data: FigureData) -> list[Drawn]:
         ax_d.set(xscale="log", yscale="log", xlabel="step", ylabel="||sum_[t/2,t) G|| / (t/2)", title=f"{ds}: b's drive")
         ax_b.set(xlabel="step", ylabel="||b_t - b_0||", title=f"{ds}: b's drift, measured and predicted")
         plain_ticks(ax_d, x=True)
-    handles = [plt.Line2D([], [], color=pal[v], lw=2, label=v) for v in subjects]
-    handles += [plt.Line2D([], [], color="grey", ls=":", label="slope -1: bounded below it"),
-                plt.Line2D([], [], color="black", ls="--", lw=0.7, label="lr ||sum G|| (identity)")]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
-    fig.suptitle(f"Claim 2: is b bounded? Hidden layer 1, lr = {lr:g}, median over seeds", fontsize=9, y=1.02)
+    variant_legend(fig, data.params, subjects, pal, extra=[
+        ("slope -1: bounded below it", dict(color="grey", ls=":")),
+        ("lr ||sum G|| (identity)", dict(color="black", ls=":", lw=0.8))])
+    fig.suptitle(f"Claim 2: is b bounded? Hidden layer 1, lr = {lr:g}, median over seeds", fontsize=9)
     return [save(fig, data, FIGURE, FIGURE,
                  f"Left: b's mean drive over the doubling window ending at each step, ||sum_[t/2,t) G|| / (t/2), "
                  f"log-log, hidden layer 1, lr {lr:g}, the detached variants without beta (median over seeds); a "
                  f"drive falling faster than the dotted slope -1 sums to a finite b (bounded), at or above it b grows "
                  f"without bound. Right: b's measured drift ||b_t - b_0|| (colour) and the identity's prediction "
-                 f"lr ||sum_s<t G_s|| (black dashes), which must overlay it.")]
+                 f"lr ||sum_s<t G_s|| (black dots), which must overlay it.")]

@@ -12,6 +12,7 @@ is the one figure shown right after the answer paragraph. Every loss axis names 
 from __future__ import annotations
 
 import multiprocessing
+import textwrap
 import os
 import sys
 
@@ -20,7 +21,8 @@ import pandas as pd
 
 from pipeline.report import bounded, claim_figures as cf
 from pipeline.report import mechanism as mech
-from pipeline.report.plotting import Drawn, FigureData, palette, plain_ticks, plt_, save, variants_in
+from pipeline.report.plotting import (Drawn, FigureData, line_style, palette, plain_ticks, plt_, save,
+                                      variant_legend, variants_in)
 from pipeline.report.drive_figure import FIGURE as DRIVE, fig_drive_decay
 from pipeline.report.shadow_figure import FIGURE as SHADOW, fig_shadow_drift
 from pipeline.report.summary_figure import FIGURE as SUMMARY, fig_answer_summary
@@ -28,33 +30,35 @@ from pipeline.spec.records import layer_column
 
 
 def _per_lr_lines(data: FigureData, y: str, ylabel: str, figure: str, caption: str, log=True, overlay=None):
-    """Per data set: one panel per lr, the median over seeds per variant."""
-    plt, pal, drawn = plt_(), palette(data.params), []
+    """Per data set: one panel per lr (seaborn facets), the median over seeds per variant; hue by
+    family and dashes for detached statistics (pipeline.report.style)."""
+    import seaborn as sns
+
+    plt_()  # the Agg backend and the theme, before seaborn makes a figure
+    pal, drawn = palette(data.params), []
     lrs = data.params.report.figure_lrs or sorted(data.hist["lr"].unique())
     for ds in data.params.grid.datasets:
         d = data.hist[(data.hist["dataset"] == ds) & data.hist["lr"].isin(lrs)]
         if y not in d or d[y].isna().all():
             continue
         vals = d[y].clip(lower=1e-12) if log else d[y]
-        agg = d.assign(_y=vals).groupby(["lr", "variant", "step"])["_y"].median().dropna()
-        lrs_here = sorted(agg.index.get_level_values("lr").unique())
-        fig, axes = plt.subplots(1, len(lrs_here), figsize=(2.6 * len(lrs_here) + 1.6, 2.8), sharey=True,
-                                 squeeze=False)
-        variants = variants_in(data, d)
-        lines = dict(tuple(agg.groupby(level=["lr", "variant"])))  # one split, not a lookup per panel x variant
-        for ax, lr in zip(axes[0], lrs_here):
-            for v in variants:
-                if (lr, v) in lines:  # median only: bands over 19 variants cost seconds per figure and hide each other
-                    a = lines[(lr, v)]
-                    ax.plot(a.index.get_level_values("step"), a.to_numpy(), color=pal[v], lw=1.1)
-            ax.set(title=f"lr = {lr:g}", xlabel="step", yscale="log" if log else "linear")
+        # median only: bands over 19 variants cost seconds per figure and hide each other
+        agg = d.assign(_y=vals).groupby(["lr", "variant", "step"])["_y"].median().dropna().reset_index()
+        variants = [v for v in variants_in(data, d) if v in set(agg["variant"])]
+        dashes = {v: (4, 1.5) if line_style(data.params, v) == "--" else "" for v in variants}
+        g = sns.relplot(agg, x="step", y="_y", col="lr", hue="variant", style="variant", hue_order=variants,
+                        style_order=variants, palette={v: pal[v] for v in variants}, dashes=dashes, kind="line",
+                        estimator=None, legend=False, lw=1.1, height=3.6, aspect=0.75, facet_kws={"sharey": True})
+        fig = g.figure
+        fig.set_layout_engine("constrained")  # room for the outside legend and the suptitle
+        for lr, ax in g.axes_dict.items():
+            ax.set(title=f"lr = {lr:g}", xlabel="step", ylabel="", yscale="log" if log else "linear")
             plain_ticks(ax)  # no mathtext tick labels: they dominate drawing time on log axes
             if overlay:
                 overlay(ax, d, lr)
-        axes[0][0].set_ylabel(ylabel)
-        handles = [plt.Line2D([], [], color=pal[v], lw=2, label=v) for v in variants]
-        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
-        fig.suptitle(f"{ds}: {caption}", fontsize=9, y=1.04)
+        g.axes.flat[0].set_ylabel(ylabel)
+        variant_legend(fig, data.params, variants, pal, fontsize=6)
+        fig.suptitle(textwrap.fill(f"{ds}: {caption}", 140), fontsize=9)  # a long caption wraps, not overflows
         drawn.append(save(fig, data, f"{figure}_{ds}", figure, f"{ds}: {caption}"))
     return drawn
 
@@ -101,7 +105,7 @@ def fig_member_status(data: FigureData) -> list[Drawn]:
     variants = variants_in(data, m)
     lrs = sorted(m["lr"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(1.0 * len(lrs) * len(datasets) + 3, 0.32 * len(variants) + 1.4),
-                             sharey=True, squeeze=False)
+                             sharey=True, squeeze=False, layout="constrained")
     short = {"trained": "T", "failed": "F", "diverged": "D", "fixed_loss": "fixed"}
     for ax, ds in zip(axes[0], datasets):
         d = m[m["dataset"] == ds]
@@ -128,7 +132,7 @@ def fig_member_status(data: FigureData) -> list[Drawn]:
         ax.set_facecolor("#dddddd")  # n/a cells (no colour) show grey
         ax.set(title=ds, xlabel="learning rate", ylabel="variant" if ax is axes[0][0] else "")
     fig.suptitle("Member outcomes: T trained, F failed to train (short of the accuracy bar), D diverged, "
-                 "n/a (grey) loss cannot move; W = flag w_grew (||W|| grew past the declared factor); frame = largest trained lr", fontsize=8, y=0.995)
+                 "n/a (grey) loss cannot move;\nW = flag w_grew (||W|| grew past the declared factor); frame = largest trained lr", fontsize=8)
     return [save(fig, data, "member_status", "member_status",
                   "Outcome of every member per variant x lr (counts over seeds); the frame marks each variant's "
                   "largest trained lr.")]

@@ -23,7 +23,7 @@ import pandas as pd
 
 from pipeline.claims import divergence_time as dt
 from pipeline.claims import mechanism as mech
-from pipeline.report.plotting import Drawn, FigureData, palette, plain_ticks, plt_, save
+from pipeline.report.plotting import Drawn, FigureData, line_style, palette, plain_ticks, plt_, save, variant_legend
 
 GROWTH_FIGURE, SURVIVAL_FIGURE = "mean_dir_growth", "divergence_survival"
 
@@ -152,7 +152,7 @@ def _pairs(data: FigureData) -> dict[str, str]:
 
 def fig_mean_dir_growth(data: FigureData) -> list[Drawn]:
     """||m^T W_t|| / ||m^T W_0|| over steps (median over seeds still alive), per data set (row) and lr (column):
-    each deciding detached variant (solid) against its twin (dashed); log y."""
+    each deciding detached variant against its twin (dashed: detached statistics, solid: gradient through); log y."""
     h, pairs = data.hist, _pairs(data)
     if mech.LEVEL not in h or not pairs or h[mech.LEVEL].isna().all():
         return []
@@ -162,28 +162,27 @@ def fig_mean_dir_growth(data: FigureData) -> list[Drawn]:
     d = d.assign(growth=d[mech.LEVEL] / d.groupby(["cell", "member"])[mech.LEVEL].transform("first"))
     datasets = [x for x in data.params.grid.datasets if x in set(d["dataset"])]
     lrs = sorted(d["lr"].unique())
-    fig, axes = plt.subplots(len(datasets), len(lrs), figsize=(2.4 * len(lrs) + 1.6, 2.2 * len(datasets)),
-                             sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(len(datasets), len(lrs), figsize=(2.4 * len(lrs) + 1.6, 2.3 * len(datasets)),
+                             sharex=True, sharey=True, squeeze=False, layout="constrained")
     agg = d.groupby(["dataset", "lr", "variant", "step"])["growth"].median()
     for row, ds in zip(axes, datasets):
         for ax, lr in zip(row, lrs):
             for v in shown:
                 if (ds, lr, v) in agg.index.droplevel("step"):
                     a = agg.loc[(ds, lr, v)]
-                    ax.plot(a.index, a.to_numpy(), color=pal[v], lw=1.1, ls="-" if v in pairs else "--")
+                    ax.plot(a.index, a.to_numpy(), color=pal[v], lw=1.1, ls=line_style(data.params, v))
             ax.set(yscale="log", title=f"{ds}, lr {lr:g}")
             plain_ticks(ax)
         row[0].set_ylabel("||m^T W_t|| / ||m^T W_0||")
     for ax in axes[-1]:
         ax.set_xlabel("step")
-    handles = [plt.Line2D([], [], color=pal[v], lw=2, ls="-" if v in pairs else "--", label=v) for v in shown]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
-    fig.suptitle("W along the input mean, first layer (median over the seeds still alive): detached (solid) vs twin "
-                 "(dashed)", fontsize=9, y=1.02)
+    variant_legend(fig, data.params, shown, pal)
+    fig.suptitle("W along the input mean, first layer (median over the seeds still alive): detached vs twin "
+                 "(dashed: detached statistics)", fontsize=9)
     return [save(fig, data, GROWTH_FIGURE, GROWTH_FIGURE,
                  "Growth of W's first-layer component along the input mean m = E[u]/||E[u]||, ||m^T W_t|| / ||m^T W_0||, "
                  "per data set and lr (median over the seeds still alive at each step; log scale): claim 4's deciding "
-                 "detached variants (solid) against their twin (dashed). The rank-1 term u_bar (dl/db)^T moves it; "
+                 "detached variants against their twin (dashed: detached statistics, solid: gradient through). The rank-1 term u_bar (dl/db)^T moves it; "
                  "with the gradient through the mean it is absent.")]
 
 
@@ -199,8 +198,8 @@ def fig_divergence_survival(data: FigureData) -> list[Drawn]:
     plt, pal = plt_(), palette(data.params)
     datasets = [x for x in data.params.grid.datasets if x in set(rows["dataset"])]
     lrs = sorted(rows["lr"].unique())
-    fig, axes = plt.subplots(len(datasets), len(lrs), figsize=(2.4 * len(lrs) + 1.6, 2.1 * len(datasets)),
-                             sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(len(datasets), len(lrs), figsize=(2.4 * len(lrs) + 1.6, 2.3 * len(datasets)),
+                             sharex=True, sharey=True, squeeze=False, layout="constrained")
     for row, ds in zip(axes, datasets):
         for ax, lr in zip(row, lrs):
             here = rows[(rows["dataset"] == ds) & (rows["lr"] == lr)]
@@ -210,19 +209,18 @@ def fig_divergence_survival(data: FigureData) -> list[Drawn]:
             for v, g in curves:
                 if len(g):
                     x, y = dt_km(g)
-                    ax.step(x, y, where="post", color=pal[v], lw=1.1, ls="--" if v in pairs.values() else "-")
+                    ax.step(x, y, where="post", color=pal[v], lw=1.1, ls=line_style(data.params, v))
             ax.set(ylim=(-0.03, 1.03), title=f"{ds}, lr {lr:g}")
         row[0].set_ylabel("share not diverged")
     for ax in axes[-1]:
         ax.set_xlabel("step")
     shown = list(dict.fromkeys([*pairs, *pairs.values()]))
-    handles = [plt.Line2D([], [], color=pal[v], lw=2, ls="--" if v in pairs.values() else "-", label=v) for v in shown]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
-    fig.suptitle("Time to divergence, Kaplan-Meier (censored at the run's last step): detached (solid) vs twin (dashed)",
-                 fontsize=9, y=1.02)
+    variant_legend(fig, data.params, shown, pal)
+    fig.suptitle("Time to divergence, Kaplan-Meier (censored at the run's last step): detached vs twin (dashed: detached statistics)",
+                 fontsize=9)
     return [save(fig, data, SURVIVAL_FIGURE, SURVIVAL_FIGURE,
                  "Kaplan-Meier estimate of the share of members not yet diverged, per data set and lr: claim 4's deciding "
-                 "detached variants (solid) and their twin (dashed); a member that survived the run is censored at its "
+                 "detached variants and their twin (dashed: detached statistics, solid: gradient through); a member that survived the run is censored at its "
                  "last step; a population variant's members (both arms) that diverged before its first refresh are left "
                  "out (the landmark).")]
 

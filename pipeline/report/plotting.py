@@ -1,5 +1,6 @@
 """Shared pieces of the report's figures: the data they draw from, the saved-figure record,
-matplotlib set-up, the variant palette (one colour per variant everywhere) and small helpers.
+matplotlib set-up, the variant palette (hue per family, a shade per variant, everywhere), the line
+style (dashed = detached) and small helpers.
 
     from pipeline.report.plotting import FigureData, Drawn, palette
 """
@@ -64,10 +65,33 @@ def plt_():
 
 
 def palette(params: Params) -> dict[str, tuple]:
-    import seaborn as sns
+    """variant -> colour: hue per family (pipeline.report.style, from the variant's NormSpec), a
+    distinct shade per variant, fixed across grids."""
+    from pipeline.report import style
 
-    colours = sns.color_palette("tab10") + sns.color_palette("Dark2") + sns.color_palette("Set1")
-    return {n: colours[i % len(colours)] for i, n in enumerate(params.variants)}  # fixed across grids
+    return style.palette(params)
+
+
+def line_style(params: Params, variant: str) -> str:
+    """"--" for detached statistics, "-" for gradient-through (pipeline.report.style)."""
+    from pipeline.report import style
+
+    return style.line_style(params, variant)
+
+
+def variant_legend(fig, params: Params, variants, pal=None, extra=(), **kw):
+    """The figure's variant legend outside on the right, grouped by family with the line-style key,
+    then `extra` (label, Line2D keyword) reference lines; placed "outside" so constrained layout
+    keeps room for it (the figure needs layout="constrained")."""
+    from pipeline.report import style
+
+    plt = plt_()
+    handles = style.legend_handles(plt, params, variants, pal)
+    if extra:
+        handles += [plt.Line2D([], [], ls="none", label="REFERENCE")]
+        handles += [plt.Line2D([], [], label=f"  {label}", **line) for label, line in extra]
+    kw = {"loc": "outside right center", "fontsize": 7, "frameon": False, **kw}
+    return fig.legend(handles=handles, **kw)
 
 
 def plain_ticks(ax, xs=None, x: bool = False) -> None:
@@ -89,10 +113,13 @@ def plain_ticks(ax, xs=None, x: bool = False) -> None:
 def save(fig, data: FigureData, key: str, figure: str, caption: str) -> Drawn:
     """The figure cropped to what it draws (legends and titles outside the axes included), as
     bbox_inches="tight" would crop it, but laid out once: "tight" lays the whole figure out in a
-    dry-run draw first and then draws it again."""
+    dry-run draw first and then draws it again. A figure with a layout engine (constrained) is laid
+    out by one draw without rendering first, so the crop sees the axes where they end up."""
     import matplotlib
 
     fig.set_dpi(DPI)
+    if fig.get_layout_engine() is not None:
+        fig.draw_without_rendering()  # constrained layout moves the axes at draw time: crop what it laid out
     bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
     fig.savefig(data.figdir / f"{key}.png", dpi=DPI, bbox_inches=bbox)
     plt_().close(fig)

@@ -284,7 +284,9 @@ def markdown(ctx: ReportContext) -> str:
     md += [*ctx.notes, "## Reproduce", "",
            "`make repro` (or `dvc repro`) regenerates this report from `params.yaml`; the report alone: "
            "`python -m pipeline.report --runs runs --out reports`. CSVs: [tables/](tables/)."]
-    return "\n".join(md) + "\n"
+    from pipeline.report.toc import with_toc
+
+    return with_toc("\n".join(md) + "\n")  # a contents list before "## The answer"
 
 
 def _slug(html_text: str) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Params
-from pipeline.report.plotting import Drawn, FigureData, palette, plain_ticks, plt_, save
+from pipeline.report.plotting import Drawn, FigureData, line_style, palette, plain_ticks, plt_, save
 from pipeline.stats.inference import clopper_pearson
 
 FIGURE = "answer_summary"
@@ -89,17 +89,18 @@ def fig_answer_summary(data: FigureData) -> list[Drawn]:
     role = dict(zip(t["variant"], t["role"]))
     lrs = sorted(t["lr"].unique())
     dodge = {v: 10 ** (0.06 * (i - (len(variants) - 1) / 2)) for i, v in enumerate(variants)}  # intervals side by side
-    fig, axes = plt.subplots(2, len(datasets), figsize=(3.2 * len(datasets) + 0.6, 5.0), sharex=True, sharey="row",
-                             squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(3.2 * len(datasets) + 0.6, 5.4), sharex=True, sharey="row",
+                             squeeze=False, layout="constrained")
     for j, ds in enumerate(datasets):
         top, bottom = axes[0][j], axes[1][j]
         for v in variants:
             d = t[(t["dataset"] == ds) & (t["variant"] == v)]
             x = d["lr"].to_numpy(float) * dodge[v]
             top.errorbar(x, d["rate"], yerr=[d["rate"] - d["lo"], d["hi"] - d["rate"]], color=pal[v], marker="o",
-                         ms=4, lw=1.2, elinewidth=0.8, capsize=2)
+                         ms=4, lw=1.2, ls=line_style(data.params, v), elinewidth=0.8, capsize=2)
             b = d[d["b_rms_median"].notna()]
-            bottom.plot(b["lr"], b["b_rms_median"].clip(lower=1e-12), color=pal[v], marker="o", ms=4, lw=1.2)
+            bottom.plot(b["lr"], b["b_rms_median"].clip(lower=1e-12), color=pal[v], marker="o", ms=4, lw=1.2,
+                        ls=line_style(data.params, v))
         row = t[t["dataset"] == ds].iloc[0]
         top.set_title(f"{ds}{' (control)' if row.control else ''}\n||E[u]|| = {row.input_mean_norm:.2g}", fontsize=8)
         top.set(ylim=(-0.05, 1.05), xscale="log")
@@ -110,11 +111,11 @@ def fig_answer_summary(data: FigureData) -> list[Drawn]:
     level = data.params.report.ci_level
     axes[0][0].set_ylabel(f"share of seeds diverged\n(exact {level:.0%} CI)", fontsize=8)
     axes[1][0].set_ylabel("b's rms drift per unit\n(median, surviving seeds)", fontsize=8)
-    handles = [plt.Line2D([], [], color=pal[v], marker="o", lw=1.5, label=f"{v} ({role[v]})") for v in variants]
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=7,
-               frameon=False)
-    fig.suptitle("Do the statistics outside the gradient step make the model blow up?", fontsize=9)
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], color=pal[v], marker="o", lw=1.5, ls=line_style(data.params, v),
+                          label=f"{v} ({role[v]})") for v in variants]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
+    fig.suptitle("Do the statistics outside the gradient step make the model blow up? (dashed: detached statistics)",
+                 fontsize=9)
     caption = (f"Top: share of seeds that diverged (training-mode mini-batch loss non-finite or above "
                f"train.diverge_loss), exact {level:.0%} Clopper-Pearson intervals; bottom: b's rms drift per unit "
                f"||b_T - b_0||/sqrt(width), max over layers, median over surviving seeds (log; a parameter, no mode; "
