@@ -64,6 +64,22 @@ def ui_command(argv: list[str]) -> list[str] | str:
             "--workers", "1"]
 
 
+def cells_link(uri: str, port: int, params_file: str = "params.yaml") -> str | None:
+    """The runs table of the project's experiment filtered to the cells' parent runs
+    (pipeline.tracking.links.CELL_FILTER), or None while the store has no such experiment yet."""
+    from pipeline.config import ConfigError, TrackingSettings, load_params
+    from pipeline.tracking.links import CELL_FILTER, find_experiment_id, runs_url, ui_base
+
+    name = TrackingSettings().experiment
+    if Path(params_file).is_file():
+        try:
+            name = load_params(params_file).tracking.experiment
+        except ConfigError:
+            pass  # the UI serves the store whatever the params say; the link is a convenience
+    exp = find_experiment_id(uri, name)
+    return runs_url(ui_base(port), exp, CELL_FILTER) if exp is not None else None
+
+
 def ui(argv: list[str]) -> int:
     cmd = ui_command(argv)
     if isinstance(cmd, str):
@@ -73,6 +89,9 @@ def ui(argv: list[str]) -> int:
     # the query selects MLflow 3's "Model training" side (the UI's default is its GenAI side)
     print(f"MLflow UI on http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning "
           f"(runs store {cmd[3]}); Ctrl-C stops it", file=sys.stderr, flush=True)
+    cells = cells_link(cmd[3], int(port))
+    if cells:
+        print(f"the cells (parent runs only, one row per cell): {cells}", file=sys.stderr, flush=True)
     from pipeline.tracking.loopback import loopback_env
 
     env = loopback_env(os.environ, "ui")  # nothing that would make it listen beyond 127.0.0.1

@@ -44,10 +44,12 @@ def test_cell_records_parent_child_runs_params_tags_metrics(tmp_path, mlflow_uri
     assert {r.info.status for r in parents + children} == {"FINISHED"}
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert parent.data.params["model.width"] == "8" and parent.data.params["optim.lrs"] == "[0.05, 10000.0]"
+    assert parent.data.params["model.depth"] == "2"
     ok, bad = children
     for c, lr in ((ok, "0.05"), (bad, "10000.0")):
         assert c.data.params["optim.lr"] == lr and c.data.params["seed"] == "0"
-        assert c.data.params["model.depth"] == "2" and c.data.params["variant.norm"] == "none"
+        # a member shows what varies and its variant's own settings; the shared config is on the parent
+        assert c.data.params["variant.norm"] == "none" and "model.depth" not in c.data.params
         tags = c.data.tags
         assert (tags["variant"], tags["dataset"], tags["seed"], tags["lr"]) == ("none", "synthetic", "0", lr)
         assert tags["dvc_stage"] == "train@none-synthetic"

@@ -37,7 +37,7 @@ def evaluate(params: Params, grid: Grid):
 
 
 def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, verdicts, answer,
-          cell_runs) -> dict:
+          cell_runs, experiment_id: str | None = None) -> dict:
     written = tables.write_tables(tmp / "tables", members, largest, verdicts)
     written.update(mechanism.write_tables(tmp / "tables", grid.histories, members, params.report))  # claim 4's
     written.update(bounded.write_tables(tmp / "tables", members, params.report))  # claims 2's and 1b's predictions
@@ -57,7 +57,7 @@ def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, ve
     step("rendering report.md, report.html")
     hashes = {c.summary.cell: c.outputs_hash for c in grid.cells}  # of the very bytes the report read
     ctx = render.ReportContext(params, out, grid.summaries, grid.excluded, verdicts, answer, written, drawn,
-                               unknown, hashes)
+                               unknown, hashes, mlflow_experiment_id=experiment_id)
     text = render.markdown(ctx)
     (tmp / "report.md").write_text(text)
     (tmp / "report.html").write_text(render.to_html(text, tmp))
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     members, largest, verdicts, answer = evaluate(params, grid)
     result = {}
     records.write_tree_atomically(out, lambda tmp: result.update(
-        metrics=build(tmp, params, grid, out, members, largest, verdicts, answer, cell_runs),
+        metrics=build(tmp, params, grid, out, members, largest, verdicts, answer, cell_runs,
+                      store[1] if store else None),
         cells=tables.cell_table(members, largest)),
         marker=records.REPORT_MARKER)
     rid = None

@@ -143,11 +143,33 @@ def _flat(prefix: str, d: dict) -> dict[str, float]:
     return out
 
 
+def report_params(params) -> dict[str, str]:
+    """The report run's params: its thresholds (params.yaml's `report:`, every rule it judged by) and
+    the grid it read (variants, data sets, the member axes, the steps)."""
+    out = {f"report.{k}": str(v) for k, v in params.report.model_dump().items()}
+    return {**out, "grid.variants": ",".join(params.grid.variants), "grid.datasets": ",".join(params.grid.datasets),
+            "optim.lrs": str(list(params.optim.lrs)), "optim.seeds": str(list(params.optim.seeds)),
+            "train.steps": str(params.train.steps)}
+
+
+def report_description(params, verdicts, cell_runs: dict[str, str | None], excluded) -> str:
+    """The run's description (MLflow's `mlflow.note.content`, shown on the run's page): what it is
+    and each claim's verdict, one line each."""
+    found = sum(r is not None for r in cell_runs.values())
+    lines = [f"normlab report over {len(cell_runs)} cell(s) ({len(params.grid.variants)} variants x "
+             f"{len(params.grid.datasets)} data sets; {found} with their MLflow run found, {len(excluded)} excluded). "
+             "Artifacts: report.md / report.html (the answer first), metrics.json, tables/, figures/.", ""]
+    lines += [f"- {v.key}: {v.status} ({v.title})" for v in verdicts]
+    return "\n".join(lines)
+
+
 def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: dict,
                    cell_runs: dict[str, str | None], excluded: list[tuple[str, str]]) -> str:
-    """One FINISHED run named `report`: tags verdict.<key> = status, cell_runs; metrics.json as
-    metrics; report.md/html, metrics.json, figures/ and tables/ as artifacts."""
-    from mlflow.entities import Metric, RunTag
+    """One FINISHED run named `report`: tags verdict.<key> = status, cell_runs, a description
+    (report_description); params (report_params); metrics.json as metrics; report.md/html,
+    metrics.json, figures/ and tables/ as artifacts."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
     from mlflow.tracking.context.registry import resolve_tags
 
     from pipeline.spec.names import REPORT_RUN, REPORT_STAGE
@@ -164,7 +186,11 @@ def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: di
     try:
         now = int(time.time() * 1000)
         tags = [RunTag(f"verdict.{v.key}", v.status) for v in verdicts]
+        tags.append(RunTag(MLFLOW_RUN_NOTE, report_description(params, verdicts, cell_runs, excluded)))
         values = [Metric(k, v, now, 0) for k, v in _flat("", metrics).items()]
+        named = [Param(k, v) for k, v in report_params(params).items()]
+        for i in range(0, len(named), 100):  # MLflow's limit of params per request
+            client.log_batch(rid, params=named[i:i + 100])
         client.log_batch(rid, tags=tags)
         for i in range(0, len(values), 1000):  # MLflow's limit per request
             client.log_batch(rid, metrics=values[i:i + 1000])

@@ -53,6 +53,7 @@ class ReportContext:
     unknown_figures: list[str]
     outputs_hashes: dict[str, str] = field(default_factory=dict)  # cell -> records.outputs_hash of its folder
     notes: list[str] = field(default_factory=list)
+    mlflow_experiment_id: str | None = None  # the experiment's id in the store read (None: --no-track)
 
 
 def _anchor(v) -> str:
@@ -276,11 +277,9 @@ def markdown(ctx: ReportContext) -> str:
     if ctx.outputs_hashes:
         # run ids belong to one store, not to the outputs: the report names each cell's outputs by
         # their hash, and the parent run that wrote them carries the same hash as a tag
-        md += ["## MLflow runs of the cells", "",
-               "Each cell's parent run is tagged `normlab.outputs_hash` with the hash of the files it wrote; "
-               "in `mlflow ui`, search `tags.normlab.outputs_hash = '<hash>'`. The `report` run's tag "
-               "`cell_runs` lists the runs found in the store this report was built against.", "",
-               md_table(pd.DataFrame([{"cell": c, "outputs hash": h} for c, h in ctx.outputs_hashes.items()])), ""]
+        from pipeline.report.mlflow_links import section  # links into the runs table, searched by hash
+
+        md += section(ctx.outputs_hashes, ctx.params.tracking.experiment, ctx.mlflow_experiment_id)
     md += [*ctx.notes, "## Reproduce", "",
            "`make repro` (or `dvc repro`) regenerates this report from `params.yaml`; the report alone: "
            "`python -m pipeline.report --runs runs --out reports`. CSVs: [tables/](tables/)."]

@@ -279,6 +279,15 @@ def source_tags(context: dict[str, str]) -> dict[str, str]:
     return {**context, MLFLOW_SOURCE_NAME: entry, **{k: v for k, v in git.items() if v}}
 
 
+def member_params(cell: CellSettings, lr: float, seed: int) -> dict[str, str]:
+    """A member run's params: what varies across a cell's members (lr, seed) and the settings its
+    variant states in params.yaml (`norm`, `affine`, `refresh_every` ...; pydantic's fields set).
+    Every other setting is the same for all members and is on the parent run: ~50 params per member
+    run buried the few that tell members apart (issue 20 item 5)."""
+    own = {f"variant.{k}": str(getattr(cell.variant, k)) for k in sorted(cell.variant.model_fields_set)}
+    return {**own, "optim.lr": str(lr), "seed": str(seed)}
+
+
 class CellTracker:
     """Parent + child runs of one cell, and the time spent in MLflow calls.
 
@@ -361,7 +370,7 @@ class CellTracker:
             run = self.client.create_run(self.experiment_id, run_name=names.member_run_name(self.cell.name, lr, seed),
                                          tags=tags)
             self.child_ids.append(run.info.run_id)
-            self._params[run.info.run_id] = [Param(k, v) for k, v in {**flat, "optim.lr": str(lr), "seed": str(seed)}.items()]
+            self._params[run.info.run_id] = [Param(k, v) for k, v in member_params(self.cell, lr, seed).items()]
         self.seconds += time.perf_counter() - t0
 
     def _batch(self, run_id: str, metrics=(), tags=(), synchronous: bool = True) -> None:
