@@ -31,10 +31,16 @@ def hash_filter(digest: str) -> str:
     return f"tags.`{HASH_TAG}` = '{digest}'"
 
 
+# MLflow 3's UI keeps a per-browser switch, GenAI (its default) or model training, which the
+# experiment's mlflow.experimentKind tag does not move: this query opens the page on the latter
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
 def runs_url(base: str, experiment_id: str, search_filter: str = "") -> str:
-    """The experiment's runs table with `search_filter` in its search box (none: every run)."""
-    url = f"{base.rstrip('/')}/#/experiments/{quote(str(experiment_id), safe='')}/runs"
-    return f"{url}?searchFilter={quote(search_filter, safe='')}" if search_filter else url
+    """The experiment's runs table (model-training view) with `search_filter` in its search box
+    (none: every run)."""
+    url = f"{base.rstrip('/')}/#/experiments/{quote(str(experiment_id), safe='')}/runs?{TRAINING_VIEW}"
+    return f"{url}&searchFilter={quote(search_filter, safe='')}" if search_filter else url
 
 
 def find_experiment_id(uri: str, name: str) -> str | None:
