@@ -165,3 +165,15 @@ def test_one_name_per_claim_in_headings_metrics_tables_and_mlflow(grid, mlflow_u
             assert (out / "tables" / f"{table}.csv").exists(), table
             linked += 1
     assert linked  # the check above saw tables (a report linking none would pass it vacuously)
+
+
+# -- (c) denser member curves ---------------------------------------------------------------------------
+def test_default_member_curves_have_enough_points_to_read():
+    """params.yaml's tracking.log_every gives each member curve at least 25 points over train.steps
+    (issue 20 item 5: 6 points over 500 steps at log_every 100). Fails if the default is set back."""
+    from pathlib import Path
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    steps, every = params.train.steps, params.tracking.log_every
+    points = len(range(0, steps, every)) + int((steps - 1) % every != 0)  # every log_every steps, and the last
+    assert points >= 25, (steps, every, points)
