@@ -62,8 +62,10 @@ TRAINING_VIEW = "?workflowType=machine_learning"
 
 
 def screenshot(store: str, experiment: str, out: Path, *, width: int = 2200, height: int = 1000,
-               wait_ms: int = 20000, up_timeout_s: float = 180, query: str = TRAINING_VIEW) -> str:
-    """Write the PNG; returns the URL shot. Raises RuntimeError with one line on any failure."""
+               wait_ms: int = 20000, up_timeout_s: float = 180, query: str = TRAINING_VIEW,
+               dom: Path | None = None) -> str:
+    """Write the PNG (and, given `dom`, the page's DOM as the browser drew it: what a test reads);
+    returns the URL shot. Raises RuntimeError with one line on any failure."""
     browser = find_browser()
     if browser is None:
         raise RuntimeError(f"no headless browser found ({', '.join(BROWSERS)}): apt-get install chromium")
@@ -89,6 +91,12 @@ def screenshot(store: str, experiment: str, out: Path, *, width: int = 2200, hei
                        env=env, capture_output=True, timeout=wait_ms / 1000 + 120)
         if not out.exists() or out.stat().st_size == 0:
             raise RuntimeError(f"{browser} wrote no screenshot of {url}")
+        if dom is not None:
+            drawn = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                    "--disable-extensions", f"--window-size={width},{height}",
+                                    f"--virtual-time-budget={wait_ms}", "--dump-dom", url],
+                                   env=env, capture_output=True, timeout=wait_ms / 1000 + 120)
+            Path(dom).write_bytes(drawn.stdout)
         return url
     finally:
         if ui.poll() is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -171,9 +173,43 @@ def test_one_name_per_claim_in_headings_metrics_tables_and_mlflow(grid, mlflow_u
 def test_default_member_curves_have_enough_points_to_read():
     """params.yaml's tracking.log_every gives each member curve at least 25 points over train.steps
     (issue 20 item 5: 6 points over 500 steps at log_every 100). Fails if the default is set back."""
-    from pathlib import Path
-
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     steps, every = params.train.steps, params.tracking.log_every
     points = len(range(0, steps, every)) + int((steps - 1) % every != 0)  # every log_every steps, and the last
     assert points >= 25, (steps, every, points)
+
+
+# -- (a) in the browser -------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+                    reason="needs headless Chromium (Debian: apt-get install chromium)")
+def test_the_cells_link_opens_a_runs_table_of_cells_only(tmp_path):
+    """`normlab ui`'s address, opened in headless Chromium against a loopback `mlflow ui`: the table
+    counts the cells' parent runs and shows no member run. Fails if MLflow ignores the address's
+    filter (then "9 matching runs": the UI nests members under their parents but counts them) or the
+    page does not draw."""
+    import sys
+
+    from pipeline.tracking.links import ui_base
+    from pipeline.tracking.runs import experiment_id
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = experiment_id(client, "normlab", uri)
+    for cell in ("bn-synthetic", "center-synthetic", "none-synthetic"):
+        parent = client.create_run(exp, run_name=cell, tags={"normlab.kind": "cell"}).info.run_id
+        for seed in (0, 1):
+            client.create_run(exp, run_name=f"{cell} lr=0.1 seed={seed}",
+                              tags={"normlab.kind": "member", "mlflow.parentRunId": parent})
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        from screenshot_runs import screenshot
+    finally:
+        sys.path.remove(str(root / "scripts"))
+    query = runs_url(ui_base(), exp, CELL_FILTER).split("/runs", 1)[1]  # the port is the script's own
+    screenshot(uri, "normlab", tmp_path / "runs.png", width=1600, height=900, wait_ms=15000, query=query,
+               dom=tmp_path / "runs.html")
+    page = (tmp_path / "runs.html").read_text(errors="replace")
+    assert "<strong>3</strong> matching runs" in page, page[-2000:]
+    assert "none-synthetic" in page and "lr=0.1" not in page
