@@ -108,7 +108,7 @@ def test_report_links_each_cell_by_its_outputs_hash_and_logs_its_params(grid, ml
     client = MlflowClient(mlflow_uri)
     exp = client.get_experiment_by_name("test").experiment_id
     section = md.split("## MLflow runs of the cells", 1)[1].split("\n## ", 1)[0]
-    links = dict(re.findall(r"^\| ([\w-]+) \| [0-9a-f]+ \| \[its run\]\(([^)]+)\) \|$", section, re.M))
+    links = dict(re.findall(r"^\| ([\w-]+) \| [0-9a-f]+ \| \[runs with its hash\]\(([^)]+)\) \|$", section, re.M))
     assert set(links) == {f"{v}-synthetic" for v in ("center_detached", "center", "bn", "bn_nobias", "bias_only_toy")}
     parent = client.search_runs([exp], "tags.`normlab.kind` = 'cell'")
     assert len(parent) == 1

@@ -33,7 +33,7 @@ def section(hashes: dict[str, str], experiment: str | None, experiment_id: str |
                  f"that wrote exactly the bytes this report read. All cells at once, one row each: "
                  f"[the cells' parent runs]({runs_url(base, experiment_id, CELL_FILTER)}). The `report` run's tag "
                  f"`cell_runs` lists the runs found.")
-        rows = [{"cell": c, "outputs hash": h, "MLflow": f"[its run]({runs_url(base, experiment_id, hash_filter(h))})"}
+        rows = [{"cell": c, "outputs hash": h, "MLflow": f"[runs with its hash]({runs_url(base, experiment_id, hash_filter(h))})"}
                 for c, h in hashes.items()]
     else:
         intro = ("Each cell's parent run is tagged `normlab.outputs_hash` with the hash of the files it wrote. "
