@@ -89,7 +89,12 @@ def ui(argv: list[str]) -> int:
     # the query selects MLflow 3's "Model training" side (the UI's default is its GenAI side)
     print(f"MLflow UI on http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning "
           f"(runs store {cmd[3]}); Ctrl-C stops it", file=sys.stderr, flush=True)
-    cells = cells_link(cmd[3], int(port))
+    try:
+        cells = cells_link(cmd[3], int(port))
+    except Exception as exc:  # noqa: BLE001 - MLflow's UI says what is wrong with its store; the link is extra
+        cells = None
+        print(f"normlab ui: no cells' address ({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})",
+              file=sys.stderr)
     if cells:
         print(f"the cells (parent runs only, one row per cell): {cells}", file=sys.stderr, flush=True)
     from pipeline.tracking.loopback import loopback_env
