@@ -57,7 +57,7 @@ class Launch:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj) -> "Launch":
+    def from_json(cls, obj) -> Launch:
         """A Launch from its JSON form; ValueError on anything else (unknown or missing keys, wrong types)."""
         kinds = {f.name: (bool if f.name == "no_track" else str) for f in fields(cls)}
         if not isinstance(obj, dict) or set(obj) != set(kinds):
@@ -221,10 +221,10 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     import torch
 
     from pipeline.data.sets import StackedDataModule
-    from pipeline.nets.build import build_model
     from pipeline.module import STEPS_PER_BATCH, NormLabModule
-    from pipeline.tracking.process import make_tracker
+    from pipeline.nets.build import build_model
     from pipeline.tracking.callback import TrackingCallback
+    from pipeline.tracking.process import make_tracker
 
     _quiet_lightning()
     from pipeline import records

@@ -20,7 +20,6 @@ import pandas as pd
 
 from pipeline.spec import environment
 
-
 RESERVED = {"figures", "tables", "report.md"}
 
 

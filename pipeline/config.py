@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.params_yaml import MAX_LINE, YamlError, clip, error_line, read_yaml, shown
 from pipeline.spec import environment
-from pipeline.spec.variants import NORM_SPECS, allowed_text, norm_spec
 from pipeline.spec.names import cell_name
 from pipeline.spec.primaries import primary_test, primary_tests
+from pipeline.spec.variants import NORM_SPECS, allowed_text, norm_spec
 
 REPO_ROOT = environment.REPO_ROOT  # the checkout, or the current folder for an installed normlab
 

@@ -34,8 +34,8 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.spec import environment
 from pipeline import repo_lock
+from pipeline.spec import environment
 from pipeline.spec.names import cell_of_stage, stage_name
 
 BIN = Path(sys.executable).parent

@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.drive import drive_decay, lag_prediction, leak_prediction, window_alphas
-from pipeline.spec.variants import loss_fixed, refresh_interval
 from pipeline.spec.records import CellSummary, layer_column
+from pipeline.spec.variants import loss_fixed, refresh_interval
 
 STATUSES = ("trained", "failed", "diverged", "fixed_loss")
 CELL_KEYS = ("cell", "variant", "dataset", "norm", "steps", "classes", "chance_loss", "input_mean_norm")

@@ -21,15 +21,15 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.spec.records import CellMeta, CellSummary, LayerStats, MemberSummary, layer_column  # noqa: F401
-
 from pipeline.spec.names import stage_name
+from pipeline.spec.records import CellMeta, CellSummary, LayerStats, MemberSummary, layer_column  # noqa: F401
 
 MARKER = ".normlab-cell"
 FILES = ("history.parquet", "summary.json", "config.json")  # what a cell folder holds (and DVC hashes)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.cell import Launch, launch
+
 # only the standard library at import (and pipeline.cell / pipeline.warm.client, which import nothing
 # heavy): the warm path must not pay for torch, pandas or Lightning
 from pipeline.spec import environment
-from pipeline.cell import Launch, launch
 
 
 def parser() -> argparse.ArgumentParser:

@@ -19,10 +19,9 @@ def main() -> None:
     os.environ["_MLFLOW_SERVER_FILE_STORE"] = f"sqlite:///{db}"
     os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = artifacts  # clients write artifacts there themselves
     os.environ["_MLFLOW_SERVER_SERVE_ARTIFACTS"] = "false"
-    from werkzeug.serving import WSGIRequestHandler, make_server
-
     from mlflow.server import app
     from mlflow.server.handlers import _get_tracking_store
+    from werkzeug.serving import WSGIRequestHandler, make_server
 
     _get_tracking_store()  # creates and migrates the store before the port is announced
 

@@ -14,8 +14,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.claims import (CHECK_FAILED, FAILS, HOLDS, MIXED, NEGLIGIBLE, NOT_SHOWN, PASSED, REGISTRY, STATUSES,
-                             Claim, answer_text, evaluate_all)
+from pipeline.claims import (
+    CHECK_FAILED,
+    FAILS,
+    HOLDS,
+    MIXED,
+    NEGLIGIBLE,
+    NOT_SHOWN,
+    PASSED,
+    REGISTRY,
+    STATUSES,
+    Claim,
+    answer_text,
+    evaluate_all,
+)
 from pipeline.config import ReportSettings
 from pipeline.spec.primaries import PRIMARY_TESTS
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.nets.cnn import StackedConv2d, StackedCNN
+from pipeline.cell import run_cell
+from pipeline.nets.cnn import StackedCNN, StackedConv2d
 from pipeline.nets.norms import NORMS, make_norm
 from pipeline.spec.variants import norm_spec
-from pipeline.cell import run_cell
 from tests.conftest import ALL_VARIANTS, make_cell
 from tests.test_norms import RENORM, RENORM_STEP, _fd_jacobian, _renorm_limits
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import torch.nn.functional as F
 
-from pipeline.data.sets import StackedDataModule
-from pipeline.nets.drift import displacement
-from pipeline.nets.build import build_model
 from pipeline.cell import run_cell
+from pipeline.data.sets import StackedDataModule
+from pipeline.nets.build import build_model
+from pipeline.nets.drift import displacement
 from tests.conftest import make_cell
 
 FULL = 160  # the train split of the 200-sample synthetic set: one batch is the whole set

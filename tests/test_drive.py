@@ -8,8 +8,15 @@ import pandas as pd
 import pytest
 
 from pipeline.cell import run_cell
-from pipeline.drive import (drive_decay, ema_lag_linear, half_start, lag_prediction, leak_prediction, window_alphas,
-                            window_moments)
+from pipeline.drive import (
+    drive_decay,
+    ema_lag_linear,
+    half_start,
+    lag_prediction,
+    leak_prediction,
+    window_alphas,
+    window_moments,
+)
 from pipeline.stats import null_drift as ND
 from tests.conftest import make_cell
 
@@ -139,7 +146,6 @@ def test_the_report_tables_put_each_prediction_beside_its_measurement():
     """One row per claim-2 subject (variant, data set, lr, layer) with kappa's interval over seeds and its reading; one
     row per detached batch variant, data set and lr with the leak measured and predicted. A subject with beta, a twin
     and a diverged member do not make rows of the claim-2 table (the diverged one is counted)."""
-    import pandas as pd
 
     from pipeline.config import ReportSettings
     from pipeline.report.bounded import bounded_table, leak_table

@@ -19,6 +19,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from pipeline.cell import run_cell
 from pipeline.claims import evaluate_all
 from pipeline.config import Params
 from pipeline.nets.norms import NORMS, StackedNorm, implements, make_norm, unregister_norm
@@ -26,9 +27,15 @@ from pipeline.outcomes import member_table
 from pipeline.params_yaml import error_line
 from pipeline.records import read_cell
 from pipeline.report.load import long_history
-from pipeline.spec.variants import (NORM_SPECS, NormSpec, loss_fixed, names_where, refresh_interval, register_spec,
-                                    unregister_spec)
-from pipeline.cell import run_cell
+from pipeline.spec.variants import (
+    NORM_SPECS,
+    NormSpec,
+    loss_fixed,
+    names_where,
+    refresh_interval,
+    register_spec,
+    unregister_spec,
+)
 from tests.conftest import BASE, make_cell, make_params, merge
 
 ROOT = Path(__file__).resolve().parents[1]

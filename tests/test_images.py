@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import fetch as fetch_data
-from pipeline.config import ConfigError, DatasetSettings
-from pipeline.data.sets import StackedDataModule, load_arrays, preflight
-from pipeline.data.images import load_images
 from pipeline.cell import run_cell
+from pipeline.config import ConfigError, DatasetSettings
+from pipeline.data import fetch as fetch_data
+from pipeline.data.images import load_images
+from pipeline.data.sets import StackedDataModule, load_arrays, preflight
 from tests.conftest import make_cell
 
 N_TRAIN, N_TEST = 30, 12

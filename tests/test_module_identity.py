@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import pipeline.module
+from pipeline.cell import run_cell
 from pipeline.module import NormLabModule
 from pipeline.records import FILES
-from pipeline.cell import run_cell
 from tests.conftest import BASE, make_cell
 
 

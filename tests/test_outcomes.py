@@ -9,8 +9,17 @@ import pandas as pd
 import pytest
 
 from pipeline.config import ReportSettings
-from pipeline.outcomes import (STATUSES, accuracy_bar, best_accuracy, ci, classify, growth_exponent,
-                               largest_trained_lr, member_table, steps_to_target)
+from pipeline.outcomes import (
+    STATUSES,
+    accuracy_bar,
+    best_accuracy,
+    ci,
+    classify,
+    growth_exponent,
+    largest_trained_lr,
+    member_table,
+    steps_to_target,
+)
 from pipeline.spec.records import CellSummary
 from tests.conftest import layer_dict, member_dict
 

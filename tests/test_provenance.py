@@ -3,7 +3,6 @@ tagged with the experiment's name; a cell's parent run carries the hash of the o
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from pipeline import records
-from pipeline.spec.records import CellSummary, LayerStats, MemberSummary, layer_column
 from pipeline.cell import run_cell
+from pipeline.spec.records import CellSummary, LayerStats, MemberSummary, layer_column
 from tests.conftest import layer_dict, make_cell, member_dict, summary_dict, summary_record
 
 

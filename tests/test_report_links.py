@@ -108,6 +108,6 @@ def test_a_forged_hash_on_another_cells_run_is_ignored(tracked, capsys):
     assert report(root) == 0
     assert _linked(client, center.info.experiment_id) == center.info.run_id  # before: bn's run
     err = capsys.readouterr().err
-    assert f"report: center-synthetic: the one run with its outputs hash and identity (1 run(s) with its hash " \
-           f"name another cell or config: ignored)" in err, err
+    assert "report: center-synthetic: the one run with its outputs hash and identity (1 run(s) with its hash " \
+           "name another cell or config: ignored)" in err, err
     assert "report: bn-synthetic: no MLflow run found with its outputs hash\n" in err, err

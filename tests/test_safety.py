@@ -218,7 +218,7 @@ def test_a_dead_unreaped_process_counts_as_gone():
     an init that does not reap) still has /proc/<pid>/stat with its start time; its runs are orphans."""
     import socket
 
-    from pipeline.tracking.runs import ProcessId, _process_gone, _proc_start
+    from pipeline.tracking.runs import ProcessId, _proc_start, _process_gone
 
     proc = subprocess.Popen(["sleep", "60"])
     tagged = ProcessId(socket.gethostname(), proc.pid, _proc_start(proc.pid))

@@ -10,8 +10,21 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.claims.base import FAILS, HOLDS, NEGLIGIBLE, NOT_SHOWN
-from pipeline.claims.shadow import (CORR, EXCESS_DIV, KEY, LATE_B, LATE_BETA, LATE_NOBETA, RATIO_BETA, RATIO_PRED,
-                                    RATIO_SUM, SHADOW, beta_siblings, judge_shadow, shadow_clause)
+from pipeline.claims.shadow import (
+    CORR,
+    EXCESS_DIV,
+    KEY,
+    LATE_B,
+    LATE_BETA,
+    LATE_NOBETA,
+    RATIO_BETA,
+    RATIO_PRED,
+    RATIO_SUM,
+    SHADOW,
+    beta_siblings,
+    judge_shadow,
+    shadow_clause,
+)
 from pipeline.config import ReportSettings
 from pipeline.module import NormLabModule
 from pipeline.nets.mlp import StackedMLP
@@ -318,7 +331,8 @@ def test_the_answer_says_what_b_is_for_within_six_sentences(without, with_, said
     """The answer's b-is-redundant sentence carries the shadow clause, follows its status and links its
     verdict; the paragraph stays within six sentences; without a shadow verdict the sentence is as before."""
     from pipeline.claims import answer_text
-    from tests.test_claims import S as SC, _answer, _claim4_rows, _claim5_rows, _sentences
+    from tests.test_claims import S as SC
+    from tests.test_claims import _answer, _claim4_rows, _claim5_rows, _sentences
 
     base, verdicts = _answer()
     m = _members(without, with_)

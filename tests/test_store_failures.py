@@ -28,8 +28,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.cell import Launch, launch
-from tests.test_tracking import tracker_kind  # noqa: F401  (in this process, and a forked tracking process)
 from tests.conftest import BASE, merge
+from tests.test_tracking import tracker_kind  # noqa: F401  (in this process, and a forked tracking process)
 
 CELL = {"optim": {"lrs": [0.05, 0.5], "seeds": [0]},
         "train": {"steps": 30, "log_every": 1, "eval_every": 10, "threads": 1},

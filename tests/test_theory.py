@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.cell import run_cell
 from pipeline.nets.mlp import StackedMLP
 from pipeline.spec.variants import names_where
-from pipeline.cell import run_cell
 from tests.conftest import make_cell
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.module import NormLabModule
 from pipeline.cell import run_cell
+from pipeline.module import NormLabModule
 from tests.conftest import make_cell
 
 CELL = dict(optim={"lrs": [0.05, 1e4], "seeds": [0]}, train={"steps": 20, "log_every": 1, "eval_every": 5},

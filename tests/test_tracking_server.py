@@ -22,8 +22,9 @@ def _have_pg():
 @pytest.mark.skipif(not _have_pg() or not shutil.which("setpriv") or not shutil.which("psql") or os.geteuid() != 0,
                     reason="needs PostgreSQL, psql, setpriv and root (to act as nobody)")
 def test_tracking_server_postgres_refuses_other_local_users():
-    import mlflow
     import tempfile
+
+    import mlflow
 
     # pytest's tmp_path is inside root's private 0700 folder, which postgres cannot enter: a folder it can traverse
     base = Path(tempfile.mkdtemp(prefix="normlab-ts-test-"))

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.warm import client as warm
 from pipeline.spec import environment
+from pipeline.warm import client as warm
 from tests.conftest import BASE, merge
 
 ROOT = Path(__file__).resolve().parents[1]

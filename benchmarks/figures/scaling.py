@@ -28,8 +28,8 @@ def bmm_flops(shape: tuple[int, int, int], repeats: int = 10) -> float:
 
 
 def measure(ctx: Context) -> dict:
-    from pipeline.data.sets import StackedDataModule
     from pipeline.cell import run_cell
+    from pipeline.data.sets import StackedDataModule
 
     cell, cfg, repeats, tmp = ctx.cell, ctx.cfg, ctx.repeats, ctx.tmp / "scaling"
     steps, lr = cfg["scaling_steps"], cell.optim.lrs[0]

@@ -12,10 +12,29 @@ keyword, declaring every endpoint measure its judge reports and naming the prima
 Measurements need an interval over seeds that excludes no-effect to "hold"; identities are
 checks of the implementation (with a control on which the same check must fail), never evidence.
 """
-from pipeline.claims.base import (  # noqa: F401  (the names callers import from pipeline.claims)
-    CHECK_FAILED, FAILS, HOLDS, MIXED, NAN, NEGLIGIBLE, NOT_SHOWN, PASSED, STATUSES, Claim, Endpoint, Judge,
-    Judgement, Verdict, _alive, _context, _g, _nonzero_mean, _paired, interval)
 from pipeline.claims.answer import answer_text, claim_answer  # noqa: F401
+from pipeline.claims.base import (  # noqa: F401  (the names callers import from pipeline.claims)
+    CHECK_FAILED,
+    FAILS,
+    HOLDS,
+    MIXED,
+    NAN,
+    NEGLIGIBLE,
+    NOT_SHOWN,
+    PASSED,
+    STATUSES,
+    Claim,
+    Endpoint,
+    Judge,
+    Judgement,
+    Verdict,
+    _alive,
+    _context,
+    _g,
+    _nonzero_mean,
+    _paired,
+    interval,
+)
 from pipeline.claims.blowup import judge_blows_up  # noqa: F401
 from pipeline.claims.growth import judge_b_grows  # noqa: F401
 from pipeline.claims.identity import judge_bn_redundant, judge_loss_independent  # noqa: F401

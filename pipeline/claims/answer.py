@@ -11,9 +11,14 @@ from pipeline.claims.base import CHECK_FAILED, FAILS, HOLDS, NEGLIGIBLE, PASSED
 from pipeline.claims.bounded_text import claim2_sentence
 from pipeline.claims.inference import B_SHARE, LAG_SHARE
 from pipeline.claims.mechanism_text import mechanism_clause
-from pipeline.claims.shadow import KEY as SHADOW_KEY, shadow_clause
-from pipeline.claims.templates import SIDE_WORD, _controls, _datasets
-from pipeline.claims.templates import claim_answer  # noqa: F401  (re-exported: pipeline.claims)
+from pipeline.claims.shadow import KEY as SHADOW_KEY
+from pipeline.claims.shadow import shadow_clause
+from pipeline.claims.templates import (
+    SIDE_WORD,
+    _controls,
+    _datasets,
+    claim_answer,  # noqa: F401  (re-exported: pipeline.claims)
+)
 
 
 # -- the answer paragraph ------------------------------------------------------------------------

@@ -11,8 +11,8 @@ check. Every judge also returns its descriptive endpoints, evidence and table.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import pandas as pd
 

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.claims.base import SAME_AS_NOW, Endpoint, Judgement, _paired, excess_rate_interval, interval, rate_interval
+from pipeline.claims.base import (
+    SAME_AS_NOW,
+    Endpoint,
+    Judgement,
+    _paired,
+    excess_rate_interval,
+    interval,
+    rate_interval,
+)
 from pipeline.claims.divergence_time import time_endpoints
 from pipeline.claims.legacy import FAILS, count_status
 from pipeline.claims.mechanism import growth_endpoints

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.claims.base import Endpoint, Judgement, _alive, _g, _has_beta, _layers, interval, layer_text
-from pipeline.claims.legacy import HOLDS, FAILS, MIXED, NOT_SHOWN, beyond_chance
+from pipeline.claims.legacy import FAILS, HOLDS, MIXED, NOT_SHOWN, beyond_chance
 from pipeline.drive import windows
 from pipeline.outcomes import alpha_window, ci
 from pipeline.spec.records import layer_column

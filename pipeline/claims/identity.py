@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.claims.base import CHECK_FAILED, NAN, NOT_SHOWN, PASSED, Endpoint, Judgement, _alive, _g, _paired, interval, rate_interval
-from pipeline.outcomes import ci
+from pipeline.claims.base import (
+    CHECK_FAILED,
+    NAN,
+    NOT_SHOWN,
+    PASSED,
+    Endpoint,
+    Judgement,
+    _alive,
+    _g,
+    _paired,
+    rate_interval,
+)
 from pipeline.spec.variants import names_where
 
 

@@ -21,11 +21,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.outcomes import ci
 from pipeline.spec.endpoints import Endpoint
 from pipeline.spec.primaries import primary_test
-from pipeline.outcomes import ci
-from pipeline.stats.inference import (FAILS, HOLDS, NEGLIGIBLE, NOT_SHOWN, Rule, cluster_bootstrap_ci, decide, holm,
-                                     signflip_p)
+from pipeline.stats.inference import (
+    FAILS,
+    HOLDS,
+    NEGLIGIBLE,
+    NOT_SHOWN,
+    Rule,
+    cluster_bootstrap_ci,
+    decide,
+    holm,
+    signflip_p,
+)
 
 NAN = float("nan")
 MIXED = "mixed"  # a claim with two sides (claim 3) whose tests point opposite ways

@@ -14,10 +14,12 @@ from __future__ import annotations
 from pipeline.claims.base import CHECK_FAILED, FAILS, HOLDS, MIXED, NEGLIGIBLE, NOT_SHOWN, PASSED, Claim, Verdict
 from pipeline.claims.blowup import EXCESS, EXCESS_DIV, RATE, judge_blows_up
 from pipeline.claims.divergence_time import TIME
-from pipeline.claims.mechanism import DRIFT_RATIO, GROWTH
-from pipeline.claims.growth import ALPHA, ALPHA_WINDOW, DRIFT, KAPPA, PERSIST, TOY as TOY_ALPHA, TWIN_DRIFT, judge_b_grows
+from pipeline.claims.growth import ALPHA, ALPHA_WINDOW, DRIFT, KAPPA, PERSIST, TWIN_DRIFT, judge_b_grows
+from pipeline.claims.growth import TOY as TOY_ALPHA
 from pipeline.claims.identity import judge_bn_redundant, judge_loss_independent
-from pipeline.claims.inference import ABS, ABS_ACC, B_SHARE, LAG_SHARE, SIGNED, TOY as TOY_GAP, judge_inference_leak
+from pipeline.claims.inference import ABS, ABS_ACC, B_SHARE, LAG_SHARE, SIGNED, judge_inference_leak
+from pipeline.claims.inference import TOY as TOY_GAP
+from pipeline.claims.mechanism import DRIFT_RATIO, GROWTH
 from pipeline.claims.scaling import C3, judge_worse_scaling
 from pipeline.claims.shadow import SHADOW
 

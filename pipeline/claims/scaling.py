@@ -19,7 +19,6 @@ from pipeline.claims.base import Endpoint, Judgement, _nonzero_mean
 from pipeline.claims.legacy import any_side_status, count_status
 from pipeline.outcomes import ci
 
-
 # -- claim 3: worse when the normalization also scales -------------------------------------------
 C3 = (  # endpoint, member column, how per seed, sign (+1: a larger value is worse), unit
     ("blow-up rate (diverged, or W or b grew)", "blown", "rate", 1, "fraction"),

@@ -34,8 +34,21 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipeline.claims.base import (FAILS, HOLDS, NEGLIGIBLE, NOT_SHOWN, Claim, Endpoint, Judgement, _g, _has_beta,
-                                  _layers, _paired, excess_rate_interval, interval)
+from pipeline.claims.base import (
+    FAILS,
+    HOLDS,
+    NEGLIGIBLE,
+    NOT_SHOWN,
+    Claim,
+    Endpoint,
+    Judgement,
+    _g,
+    _has_beta,
+    _layers,
+    _paired,
+    excess_rate_interval,
+    interval,
+)
 from pipeline.outcomes import ci
 from pipeline.spec.records import layer_column
 from pipeline.spec.variants import names_where

@@ -24,8 +24,17 @@ ray    one task per cell: `train.threads` CPUs (1 if 0) and one GPU where `train
 """
 from __future__ import annotations
 
-from pipeline.executors.base import (Executor, ExecutorError, ExecutorKind, Job, Options, Outcome, local_gpu_count,
-                                     wants_gpu, worker_env)
+from pipeline.executors.base import (
+                                     Executor,
+                                     ExecutorError,
+                                     ExecutorKind,
+                                     Job,
+                                     Options,
+                                     Outcome,
+                                     local_gpu_count,
+                                     wants_gpu,
+                                     worker_env,
+)
 from pipeline.executors.local import LocalExecutor
 from pipeline.executors.ray_cluster import RayExecutor, check_address, ray_cell, write_returned
 

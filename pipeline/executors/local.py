@@ -6,13 +6,21 @@ import os
 import shutil
 import signal
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_any
 from pathlib import Path
-from typing import Iterator
 
-from pipeline.executors.base import (ExecutorError, Job, Options, Outcome, failure_text, local_gpu_count, wants_gpu,
-                                     worker_env)
+from pipeline.executors.base import (
+    ExecutorError,
+    Job,
+    Options,
+    Outcome,
+    failure_text,
+    local_gpu_count,
+    wants_gpu,
+    worker_env,
+)
 
 
 def _worker_main(conn, env: dict) -> None:
@@ -75,7 +83,7 @@ class LocalExecutor:
         """Workers on this machine reach whatever store the driver reaches."""
 
     @classmethod
-    def create(cls, options: Options) -> "LocalExecutor":
+    def create(cls, options: Options) -> LocalExecutor:
         """A pool sized by --jobs; with GPUs here and cells that want one, one worker per GPU."""
         cells = options.cells
         gpus = local_gpu_count() if any(c.train.accelerator in ("auto", "gpu", "cuda") for c in cells) else 0

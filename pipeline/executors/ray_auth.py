@@ -25,9 +25,9 @@ import os
 import secrets
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from pipeline.executors.base import ExecutorError, one_line
 

@@ -5,12 +5,12 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from pipeline.spec.names import stage_name
 from pipeline.executors.base import ExecutorError, Job, Options, Outcome, failure_text, one_line, wants_gpu, worker_env
 from pipeline.executors.ray_auth import LocalToken, check_token
+from pipeline.spec.names import stage_name
 
 # never shipped to Ray workers: environments, records, stores, caches, reports
 RAY_EXCLUDES = [".venv", "runs", "mlruns", "mlflow.db", "mlflow.db-journal", "mlflow.db.init-lock", "mlartifacts",
@@ -126,7 +126,7 @@ class RayExecutor:
                                 f"node reaches (http://host:port; `make server` starts one), got {tracking_uri}")
 
     @classmethod
-    def create(cls, options: Options) -> "RayExecutor":
+    def create(cls, options: Options) -> RayExecutor:
         """Joins the cluster (or starts a local Ray); the code ships from the repository root, without
         the cells' folder; the workers record where the driver does."""
         from pipeline.spec.extras import require

@@ -16,7 +16,6 @@ patches + bmm 2013 / 12951 ms. Channels-last also makes the norms' rows view
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -13,11 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.spec import environment
 from pipeline import records
 from pipeline.config import ConfigError, Params, die, load_params
 from pipeline.report import bounded, figures, mechanism, render, tables
 from pipeline.report.load import Grid, load_grid
+from pipeline.spec import environment
 
 OWNED = ("report.md", "report.html", "metrics.json", "figures", "tables", "plots")  # all this report writes
 

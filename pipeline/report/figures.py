@@ -12,20 +12,33 @@ is the one figure shown right after the answer paragraph. Every loss axis names 
 from __future__ import annotations
 
 import multiprocessing
-import textwrap
 import os
 import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
 
-from pipeline.report import bounded, claim_figures as cf
+from pipeline.report import bounded
+from pipeline.report import claim_figures as cf
 from pipeline.report import mechanism as mech
-from pipeline.report.plotting import (Drawn, FigureData, line_style, palette, plain_ticks, plt_, save,
-                                      variant_legend, variants_in)
-from pipeline.report.drive_figure import FIGURE as DRIVE, fig_drive_decay
-from pipeline.report.shadow_figure import FIGURE as SHADOW, fig_shadow_drift
-from pipeline.report.summary_figure import FIGURE as SUMMARY, fig_answer_summary
+from pipeline.report.drive_figure import FIGURE as DRIVE
+from pipeline.report.drive_figure import fig_drive_decay
+from pipeline.report.plotting import (
+    Drawn,
+    FigureData,
+    line_style,
+    palette,
+    plain_ticks,
+    plt_,
+    save,
+    variant_legend,
+    variants_in,
+)
+from pipeline.report.shadow_figure import FIGURE as SHADOW
+from pipeline.report.shadow_figure import fig_shadow_drift
+from pipeline.report.summary_figure import FIGURE as SUMMARY
+from pipeline.report.summary_figure import fig_answer_summary
 from pipeline.spec.records import layer_column
 
 

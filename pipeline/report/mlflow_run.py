@@ -99,7 +99,7 @@ def link_cell_runs(client, exp_id: str, cells: dict[str, records.CellRecord]) ->
     return {name: link_cell_run(client, exp_id, name, rec) for name, rec in cells.items()}
 
 
-def find_cell_runs(client, exp_id: str, cells: dict[str, "records.CellRecord | Path"]) -> dict[str, str | None]:
+def find_cell_runs(client, exp_id: str, cells: dict[str, records.CellRecord | Path]) -> dict[str, str | None]:
     """cell name -> id of its linked parent run (link_cell_run), or None. Each cell is given by the
     record read from it (records.read_cell), or by its folder (read here)."""
     recs = {n: c if isinstance(c, records.CellRecord) else records.read_cell(c) for n, c in cells.items()}

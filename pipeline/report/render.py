@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-
 from pipeline.config import REPO_ROOT, Params
 from pipeline.report import bounded, mechanism
 from pipeline.report.markdown import cell_text, md_table, num_text  # noqa: F401 (cell_text: re-exported)
-from pipeline.report.summary_figure import BN_VARIANT, FIGURE as SUMMARY
+from pipeline.report.summary_figure import BN_VARIANT
+from pipeline.report.summary_figure import FIGURE as SUMMARY
 
 MODES = ("Every loss says its mode: **training mode** = the normalization uses the mini-batch's statistics "
          "(as in a training step); **inference mode** = it uses its running / population statistics "

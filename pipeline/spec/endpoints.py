@@ -171,7 +171,7 @@ class Endpoint:
         return {c: r[c] for c in TABLE_COLUMNS}
 
     @classmethod
-    def from_row(cls, row: dict) -> "Endpoint":
+    def from_row(cls, row: dict) -> Endpoint:
         """The endpoint a TABLE_COLUMNS row holds (missing values, as a CSV reader gives them, are None)."""
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in row.items() if k in names}

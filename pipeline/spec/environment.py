@@ -21,8 +21,8 @@ three MLflow/Ray variables for the tools make starts itself (dvc, mlflow, pytest
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Mapping, MutableMapping
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder holding `pipeline/`: a checkout or site-packages
 

@@ -14,7 +14,7 @@ environment, with one line saying why.
 from __future__ import annotations
 
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 # mlflow server's options read from the environment that can add listening addresses
 SERVER_OPTION_VARIABLES = ("MLFLOW_GUNICORN_OPTS", "MLFLOW_UVICORN_OPTS")

@@ -70,7 +70,7 @@ class ProcessId:
     start: str | None  # clock ticks since boot (/proc); None where it could not be read
 
     @classmethod
-    def current(cls) -> "ProcessId":
+    def current(cls) -> ProcessId:
         return cls(socket.gethostname(), os.getpid(), _proc_start(os.getpid()))
 
     def tags(self, name: str) -> dict[str, str]:
@@ -80,7 +80,7 @@ class ProcessId:
                 f"{name}.start": start}
 
     @classmethod
-    def from_tags(cls, tags: dict, name: str) -> "ProcessId | None":
+    def from_tags(cls, tags: dict, name: str) -> ProcessId | None:
         """The process recorded under `name` by tags(); None where the run has no such fields."""
         try:
             start = tags[f"{name}.start"]
@@ -94,14 +94,14 @@ def process_tag() -> dict[str, str]:
     return ProcessId.current().tags("normlab.proc")
 
 
-def _process_gone(proc: "ProcessId | None") -> bool:
+def _process_gone(proc: ProcessId | None) -> bool:
     """True only when the tagged process ran on this host and is not running any more."""
     if proc is None or proc.host != socket.gethostname() or proc.start is None:
         return False
     return _proc_start(proc.pid) != proc.start
 
 
-def process_alive(proc: "ProcessId | None") -> bool:
+def process_alive(proc: ProcessId | None) -> bool:
     """True when the tagged process ran on this host and still runs (the same pid and start time)."""
     return proc is not None and proc.host == socket.gethostname() and proc.start is not None \
         and _proc_start(proc.pid) == proc.start
@@ -412,7 +412,7 @@ class CellTracker:
         except Exception as exc:  # noqa: BLE001 - whatever MLflow or the network raised
             raise self.failure(exc) from exc
 
-    def failure(self, exc: BaseException, ended: str | None = None) -> "TrackingError":
+    def failure(self, exc: BaseException, ended: str | None = None) -> TrackingError:
         """The store failed: one line naming it, what happened and what to do (and how the runs ended)."""
         from pipeline.tracking.failures import store_failure
 

@@ -312,7 +312,7 @@ class TrackingServer:
         if not self.keep and self.folder and self.folder.exists():
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def __enter__(self) -> "TrackingServer":
+    def __enter__(self) -> TrackingServer:
         self.start()
         return self
 

@@ -25,11 +25,20 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.warm import client as warm
-from pipeline.spec.records import layer_column
 from pipeline.cell import Launch, launch
-from pipeline.warm.client import (ENTRY, HANGUP_GRACE_S, MAX_REQUEST, REQUEST_S, STOP_GRACE_S, Unsafe, _open_private,
-                           _peer_uid, socket_path)
+from pipeline.spec.records import layer_column
+from pipeline.warm import client as warm
+from pipeline.warm.client import (
+    ENTRY,
+    HANGUP_GRACE_S,
+    MAX_REQUEST,
+    REQUEST_S,
+    STOP_GRACE_S,
+    Unsafe,
+    _open_private,
+    _peer_uid,
+    socket_path,
+)
 
 
 def _log(msg: str) -> None:  # the server's stderr is <socket>.log in the private folder
@@ -71,13 +80,21 @@ def serve() -> int:
     os.environ["JE_ARROW_MALLOC_CONF"] = "background_thread:false"
     # the imports every cell needs, done once; nothing here may start threads or touch a GPU
     import ctypes  # noqa: F401  (prctl in the child)
-    import pipeline.cell, pipeline.config, pipeline.records  # noqa: F401,E401  (pandas, pydantic)
-    import pytorch_lightning  # noqa: F401
+
+    import mlflow.store.db.utils
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401,E401 (1.2 s; no engine yet)
     import mlflow.tracking  # noqa: F401
-    import mlflow.store.tracking.sqlalchemy_store, mlflow.store.db.utils  # noqa: F401,E401 (1.2 s; no engine yet)
-    import pipeline.data.sets, pipeline.nets.mlp, pipeline.module, pipeline.tracking.runs  # noqa: F401,E401
-    import pipeline.tracking.process, pipeline.tracking.callback  # noqa: F401,E401
+    import pytorch_lightning  # noqa: F401
     import sklearn.datasets  # noqa: F401
+
+    import pipeline.cell  # noqa: F401,E401  (pandas, pydantic)
+    import pipeline.config
+    import pipeline.data.sets  # noqa: F401,E401
+    import pipeline.module
+    import pipeline.nets.mlp
+    import pipeline.records
+    import pipeline.tracking.callback
+    import pipeline.tracking.process  # noqa: F401,E401
     _warm_up()
     # every cell is a fork of this heap: keep the collector off it (a full collection in a cell walked
     # all of torch's, pandas' and MLflow's objects, and its writes copied their pages)
