@@ -82,7 +82,7 @@ class Committer:
         last = time.monotonic()
         while True:
             with self._cv:
-                self._cv.wait_for(lambda: self._closed or (self.pending and time.monotonic() - last >= self.every),
+                self._cv.wait_for(lambda: self._closed or (self.pending and time.monotonic() - last >= self.every),  # noqa: B023
                                   timeout=1.0)
                 if self._closed:
                     return

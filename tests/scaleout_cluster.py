@@ -59,7 +59,7 @@ def start_ray(tmp: Path, env: dict, procs: list[subprocess.Popen]) -> str:
             break
         except OSError:
             if time.monotonic() > deadline or procs[0].poll() is not None:
-                raise RuntimeError("the Ray head did not start")
+                raise RuntimeError("the Ray head did not start") from None
             time.sleep(0.2)
     procs.append(subprocess.Popen([str(BIN / "ray"), "start", "--address", address, *common], env=env,
                                   start_new_session=True, stdout=open(tmp.parent / "ray-node.log", "w"),

@@ -223,10 +223,11 @@ def test_member_simulator_has_the_structure_it_claims():
         m = NM.simulate(NM.Skeleton(), rng, SETTINGS)
         c1b = judge_inference_leak(m, None, SETTINGS).comparisons["claim1b"]
         c = c1b.pivot_table(index=["variant", "dataset", "seed"], columns="lr", values="diff")
-        a += list(c[0.1]); b += list(c[0.3])
+        a += list(c[0.1])
+        b += list(c[0.3])
         live = m[~m["diverged"].astype(bool) & (m["trainable"] == "all")]
         cell = live.groupby(["variant", "dataset", "lr"])
-        res = lambda col: live[col] - cell[col].transform("mean")  # noqa: E731
+        res = lambda col: live[col] - cell[col].transform("mean")  # noqa: E731, B023 (used within the iteration)
         la.append(np.corrcoef(res("full_loss_train").rank(), res("full_acc_train").rank())[0, 1])
         disc.append((judge_blows_up(m, None, SETTINGS).comparisons["claim4"]["diff"] != 0).mean())
         p = NM.simulate(NM.Skeleton(), state, SETTINGS, plant="claim1b")   # the same draws, planted

@@ -320,7 +320,7 @@ def test_an_impossible_summary_is_one_line_naming_the_key(tmp_path, case):
     damage, key = SUMMARIES[case]
     cell = _report_dir(tmp_path, damage)
     code, err = _cli(tmp_path, "pipeline.report", "--runs", "runs", "--out", "reports", "--no-track")
-    err = "".join(l + "\n" for l in err.splitlines() if not l.startswith("report: "))  # its progress lines
+    err = "".join(line + "\n" for line in err.splitlines() if not line.startswith("report: "))  # its progress lines
     _one_line(code, err, f"{cell.relative_to(tmp_path) / 'summary.json'}: corrupt ({key}")
     assert not (tmp_path / "reports").exists()
 

@@ -35,7 +35,7 @@ def _refused(capsys, call, folder: Path, before: dict) -> None:
     with pytest.raises(SystemExit) as exc:
         call()
     assert exc.value.code == 2
-    err = [l for l in capsys.readouterr().err.strip().splitlines() if l.startswith("normlab")]
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("normlab")]
     assert len(err) == 1 and str(folder) in err[0] and records.REPORT_MARKER in err[0], err
     assert _snap(folder) == before
     assert not (folder / records.REPORT_MARKER).exists()

@@ -140,7 +140,7 @@ def test_detached_centering_adds_the_rank_one_weight_gradient(detached):
         if model.uses_population():
             model.refresh_population((torch.randn(1, 100, 6, generator=g) + 3).double())
         captured = {}
-        model.norms[0].on_xhat = lambda xh: xh.register_hook(lambda gr: captured.setdefault("g", gr))
+        model.norms[0].on_xhat = lambda xh: xh.register_hook(lambda gr: captured.setdefault("g", gr))  # noqa: B023
         F.cross_entropy(model(u)[0], y[0]).backward()
         gmat, u0 = captured["g"][0], u[0]
         ubar = u0.mean(0, keepdim=True)

@@ -54,8 +54,8 @@ def _check_server(mlflow, folder):
         # no Unix socket for our PostgreSQL at all, and its local lines would ask for a password too
         for sockdir in ("/tmp", "/var/run/postgresql", "/run/postgresql"):
             assert not os.path.exists(f"{sockdir}/.s.PGSQL.{server.pg_port}")
-        local = [l.split() for l in hba.splitlines() if l.strip() and not l.lstrip().startswith("#")]
-        assert local and all(l[-1] == "scram-sha-256" for l in local), hba
+        local = [line.split() for line in hba.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        assert local and all(fields[-1] == "scram-sha-256" for fields in local), hba
         ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True).stdout
         assert password not in ps
         cmdline = Path(f"/proc/{server.mlflow.pid}/cmdline").read_bytes().decode(errors="replace")

@@ -59,7 +59,7 @@ def judge_blows_up(m, hist, s) -> Judgement:
             retired = every[every["before_refresh_a"] == 0]  # the retired count's pairs (revised, ffaf633)
             p = every[(every["before_refresh_a"] == 0) & ~before_k] if deciding else every
             if deciding:
-                for (ds, lr), g in retired.groupby(["dataset", "lr"], sort=False):  # the retired count read
+                for (_ds, _lr), g in retired.groupby(["dataset", "lr"], sort=False):  # the retired count read
                     if len(g) >= s.min_members:                                   # paired-bootstrap intervals
                         old_revised.append(Endpoint(measure=EXCESS, **interval(ci(
                             g["blown_a"].to_numpy(), paired=g["blown_b"].to_numpy(), n_boot=s.bootstrap,
@@ -72,7 +72,7 @@ def judge_blows_up(m, hist, s) -> Judgement:
                                         n=len(g), unit="fraction", variant=det, twin=twin, dataset=ds, lr=lr))
             if deciding:  # as first declared: early population pairs stayed, counted as not blown
                 first = every.assign(blown_a=every["blown_a"] * (1 - every["before_refresh_a"]))
-                for (ds, lr), g in first.groupby(["dataset", "lr"], sort=False):
+                for (_ds, _lr), g in first.groupby(["dataset", "lr"], sort=False):
                     if len(g) >= s.min_members:
                         old_first.append(Endpoint(measure=EXCESS, **interval(ci(
                             g["blown_a"].to_numpy(), paired=g["blown_b"].to_numpy(), n_boot=s.bootstrap,

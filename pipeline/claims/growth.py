@@ -159,7 +159,7 @@ def judge_b_grows(m, hist, s) -> Judgement:
             if r.measure == ALPHA and n >= s.min_members:  # the retired count: intervals on one side of 1/2
                 up += r.lo >= s.alpha_unbounded
                 down += r.hi < s.alpha_unbounded
-    for (v, ds, lr), g in real.groupby(["variant", "dataset", "lr"], sort=False):
+    for (v, ds, lr), _members in real.groupby(["variant", "dataset", "lr"], sort=False):
         twin = s.twins.get(v, [None])[0]
         tg = live[(live["variant"] == twin) & (live["dataset"] == ds) & (live["lr"] == lr)]
         for layer in layers:

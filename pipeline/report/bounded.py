@@ -56,7 +56,7 @@ def bounded_table(members: pd.DataFrame, settings) -> pd.DataFrame:
     for (v, ds, lr), g in real.groupby(["variant", "dataset", "lr"], sort=False):
         every = members[(members["variant"] == v) & (members["dataset"] == ds) & (members["lr"] == lr)]
         for layer in range(depth):
-            col = lambda q: layer_column(q, layer)  # noqa: E731
+            col = lambda q: layer_column(q, layer)  # noqa: E731, B023 (used within the iteration)
             if col("kappa") not in g or g[col("kappa")].isna().all():
                 continue
             k, lo, hi = ci(g[col("kappa")], level=level)

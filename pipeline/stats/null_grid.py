@@ -65,7 +65,7 @@ def draw(shape: Shape, rng: np.random.Generator, kind: str = "continuous", rho: 
     0.05 and 0.36. kind "binary" thresholds a latent (0/1), "continuous" is
     lognormal (skewed). effect: added to the detached arm (continuous, natural scale) or, for binary,
     the probability that a detached member whose twin stayed 0 turns 1 (an excess rate)."""
-    v, d, l, k, e, s = shape.variants, shape.datasets, shape.lrs, shape.layers, shape.endpoints, shape.seeds
+    v, d, l, k, e, s = shape.variants, shape.datasets, shape.lrs, shape.layers, shape.endpoints, shape.seeds  # noqa: E741 (axis letters)
     base = rng.normal(size=(v, d, l, k, 1, 1)) * (1.5 if kind == "binary" else 0.5)   # cell level, both arms
     det, twin = (arm_latent(rng, (v, d, l, k), e, s, rho, endpoint_corr, level=base) for _ in range(2))
     if kind == "binary":

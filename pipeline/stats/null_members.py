@@ -124,7 +124,7 @@ def simulate(skeleton: Skeleton, rng: np.random.Generator, settings, plant: str 
     if drive is None and settings.primary["claim2"].endpoint == "drive_decay":
         drive = null_drift.MODELS["boundary"]
     sk, sc = skeleton, scales
-    d, l, s, depth = len(sk.datasets), len(sk.lrs), sk.seeds, sk.depth
+    d, l, s, depth = len(sk.datasets), len(sk.lrs), sk.seeds, sk.depth  # noqa: E741 (axis letters)
     names = list(ENDPOINTS)
     e = len(names)
     ix = {n: i for i, n in enumerate(names)}

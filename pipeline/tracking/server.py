@@ -120,7 +120,7 @@ def _hba_has_trust(data: Path) -> bool:
         text = (data / "pg_hba.conf").read_text(errors="replace")
     except OSError:
         return False
-    return any("trust" in line.split() for line in (l.split("#", 1)[0] for l in text.splitlines()))
+    return any("trust" in line.split() for line in (raw.split("#", 1)[0] for raw in text.splitlines()))
 
 
 def _initdb(pg_bin: Path, data: Path, password: str, as_pg: dict) -> subprocess.CompletedProcess:
