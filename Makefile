@@ -2,6 +2,7 @@
 # it is missing or stale):
 #   make repro   run the whole study: `dvc repro` on params.yaml, then reports/report.md
 #   make test    run the test suite (unit + end-to-end through dvc and MLflow)
+#   make lint    ruff (lint + format check) and mypy, configured in pyproject.toml; .ci/run runs it before the tests
 # Scale-out (docs/scale-out.md):
 #   make grid JOBS=2                                the stale cells on 2 warm worker processes, then the report
 #   make grid EXECUTOR=ray ADDRESS=10.0.0.5:6379    the same on a Ray cluster (MLFLOW_TRACKING_URI=http://...)
@@ -11,6 +12,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LINT_STAMP := $(VENV)/.installed-lint
 
 JOBS     ?= 2
 EXECUTOR ?= local
@@ -23,7 +25,7 @@ export DO_NOT_TRACK ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 export DVC_NO_ANALYTICS ?= true
 
-.PHONY: help repro test test-fast bench ui plots grid server bench-scaleout long deep mnist horizon beta fetch-mnist clean
+.PHONY: help repro test lint test-fast bench ui plots grid server bench-scaleout long deep mnist horizon beta fetch-mnist clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -41,6 +43,16 @@ repro: $(STAMP)  ## run the study: dvc repro on params.yaml, then reports/report
 
 test: $(STAMP)  ## the whole test suite (unit + end to end through dvc and MLflow)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+# the lint extra (ruff, mypy, stubs) on top of the project's venv: mypy then sees the pinned dependencies
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[lint]'
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)  ## ruff check, ruff format --check and mypy on pipeline/ (settings in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy pipeline
 
 test-fast: $(STAMP)  ## the tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
