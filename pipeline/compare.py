@@ -127,7 +127,7 @@ def _largest_md(largest: pd.DataFrame) -> list[str]:
     cols = [c for c in largest.columns if c not in ("setup", "label", "depth", "dataset")]
     det, twin = (cols[0], cols[-2]) if len(cols) >= 3 else (None, None)
     trend = "; ".join(f"{r.label} ({r.dataset}): {getattr(r, det)} vs {getattr(r, twin)}"
-                      for r in largest.itertuples() if det and pd.notna(getattr(r, det)) and pd.notna(getattr(r, twin)))
+                      for r in largest.itertuples() if det and twin and pd.notna(getattr(r, det)) and pd.notna(getattr(r, twin)))
     shown = largest.drop(columns=["setup"]).rename(columns={"label": "setup"}).fillna("–")
     lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in shown.itertuples(index=False)]

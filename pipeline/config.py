@@ -588,9 +588,9 @@ def cell_settings(params: Params, variant: str, dataset: str) -> CellSettings:
         _check_cell_weights(params.model, params.optim, ds, dataset)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    if ds.kind == "csv" and not (REPO_ROOT / ds.path).exists() and not Path(ds.path).exists():
+    if ds.kind == "csv" and ds.path and not (REPO_ROOT / ds.path).exists() and not Path(ds.path).exists():
         raise ConfigError(f"datasets.{dataset}.path: file not found: {ds.path}")
-    if ds.kind == "csv" and os.environ.get("DVC_STAGE") and not _inside(REPO_ROOT / ds.path, REPO_ROOT / "data"):
+    if ds.kind == "csv" and ds.path and os.environ.get("DVC_STAGE") and not _inside(REPO_ROOT / ds.path, REPO_ROOT / "data"):
         # the train stages depend on data/ (dvc.yaml): a file elsewhere would change unseen by DVC
         raise ConfigError(f"datasets.{dataset}.path: under `dvc repro` a csv must lie in data/ (the train stages' "
                           f"dependency), got {ds.path}; move or link it there")
@@ -621,6 +621,8 @@ def check_tracking_uri(uri: str) -> None:
         port_ok = False
     if uri == "databricks" or scheme == "databricks":
         return
+    why: str | None
+    ok: object
     if not uri.strip() or not scheme:
         why = "is empty" if not uri.strip() else "has no scheme"
     elif scheme == "sqlite":

@@ -62,7 +62,9 @@ class Committer:
     `every` seconds apart (DVC's start-up is seconds; the cells go on meanwhile)."""
 
     def __init__(self, every: float = 30.0):
-        self.every, self.pending, self.errors = every, [], []
+        self.every = every
+        self.pending: list[str] = []
+        self.errors: list[str] = []
         self._cv = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, daemon=True)

@@ -246,12 +246,12 @@ def _from_history(h: _Member, row: dict, layers: range, width: float, settings) 
             rels.append(out[layer_column("grad_b_rel", layer)])
     out["grad_b_rel_max"] = float(np.nanmax(rels)) if rels and np.isfinite(rels).any() else float("nan")
     # claim 5's identity in float64, measured once on the final state (module._grad_ratio_float64)
-    rel64 = [h[c] for layer in layers if (c := layer_column("grad_b_rel64", layer)) in h]
-    rel64 = [float(v) for col in rel64 for v in col if np.isfinite(v)]
+    rel64_cols = [h[c] for layer in layers if (c := layer_column("grad_b_rel64", layer)) in h]
+    rel64 = [float(v) for col in rel64_cols for v in col if np.isfinite(v)]
     out["grad_b_rel64_max"] = max(rel64) if rel64 else float("nan")
     # steps_to_target(step, loss, target, target_smooth) on the cell's precomputed trailing means
     target = settings.target_loss_frac * row.get("init_full_loss_train", float("nan"))
-    below = np.flatnonzero(h["_loss_mean"] < target) if np.isfinite(target) else []
+    below = np.flatnonzero(h["_loss_mean"] < target) if np.isfinite(target) else np.empty(0, dtype=int)
     out["steps_to_target"] = float(step[below[0]]) if len(below) else float("nan")
     # claim 1's identity check, scaled by the float-rounding allowance that grows with ||b||:
     # |loss(b) - loss(b_0)| / max(|loss|, 1 nat) / (1 + rms of b per unit), worst evaluation of the run:

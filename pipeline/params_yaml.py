@@ -21,6 +21,7 @@ import re
 import reprlib
 import stat
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -38,7 +39,7 @@ MAX_NODES = 100_000     # values after alias expansion, 250x params.yaml's; past
 MAX_LINE = 1000         # characters in any one error line (a 20,000-character name is shown clipped)
 
 
-def clip(text: str, limit: int = 120) -> str:
+def clip(text: object, limit: int = 120) -> str:
     """`text` on one line, at most `limit` characters: control characters escaped, the middle of a
     longer text replaced by `...(N characters)...`."""
     text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
@@ -85,7 +86,7 @@ def read_regular_file(path: Path, what: str = "params file", limit: int = MAX_BY
             raise YamlError(f"{clip(path, 300)}: {st.st_size} bytes (at most {limit}: a {what} is a few kilobytes)")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb") as fh:
-            fd = None
+            fd = None  # type: ignore[assignment]  # the file object owns it now: not closed below
             data = fh.read(limit + 1)  # the size may have grown since fstat
     finally:
         if fd is not None:
@@ -174,8 +175,8 @@ def _check_unique_keys(node: yaml.Node, path: str, source: str, seen_nodes: set[
     if id(node) in seen_nodes:  # an alias points back at a node already walked
         return
     seen_nodes.add(id(node))
-    if isinstance(node, yaml.ScalarNode) and _CONTROL.search(node.value):
-        bad = _CONTROL.search(node.value).group()
+    if isinstance(node, yaml.ScalarNode) and (control := _CONTROL.search(node.value)):
+        bad = control.group()
         raise YamlError(f"{source}: {_where(node.start_mark)}: {clip(path, 120) or 'a value'}: holds the control "
                         f"character #x{ord(bad):04x} (a setting is printable text: no NUL or other control character)")
     if isinstance(node, yaml.MappingNode):
@@ -259,7 +260,7 @@ def _error_line(err: ValidationError, model: type[BaseModel], source: str) -> st
         owner = model
         for part in e["loc"][:-1]:
             field = owner.model_fields.get(str(part)) if isinstance(owner, type) else None
-            ann = getattr(field, "annotation", None)
+            ann: Any = getattr(field, "annotation", None)
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 owner = ann
             elif getattr(ann, "__args__", None) and isinstance(ann.__args__[-1], type) \

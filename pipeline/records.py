@@ -46,7 +46,7 @@ class WriteError(RecordError):
 
 
 def _write_failed(what: Path, exc: OSError) -> WriteError:
-    remedy = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your disk quota",
+    remedy: dict[int | None, str] = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your disk quota",
               errno.EROFS: "give a folder on a writable disk", errno.EACCES: "give a folder you can write in"}
     do = remedy.get(exc.errno, "check that disk")
     reason = os.strerror(exc.errno) if exc.errno else _one_line(exc)  # pyarrow's OSErrors carry errno, no strerror
@@ -308,6 +308,7 @@ def _replace_all(moves: list[tuple[Path, Path]]) -> None:
     for a folder) until all are in. If one fails, those already in are taken out and the old ones
     put back, in reverse order, then the error is raised; nothing is left under an `.old-` name."""
     done: list[tuple[Path, Path | None]] = []  # (dest, its old entry aside, or None)
+    aside: Path | None
     try:
         for src, dest in moves:
             aside = dest.parent / f".{dest.name}.old-{os.getpid()}"

@@ -128,7 +128,7 @@ class Claim:
                                                               for e in j.endpoints]
             assert all(e.measure == primary_measure(r.key, r.endpoint) for e, r in zip(endpoints, mine))
         else:
-            mine, status = [], j.status
+            mine, status = [], j.status  # type: ignore[assignment]  # an identity judge always sets it
             # the declared deciding endpoint; where the judge fell back to another (records older than it, e.g.
             # claim 5 without the float64 probe), the first endpoint that decides
             measures = [e.measure for e in j.endpoints]

@@ -138,9 +138,9 @@ def judge_b_grows(m, hist, s) -> Judgement:
     quantities = [("alpha", ALPHA, ""), ("kappa", KAPPA, ""),
                   *((alpha_window(k), ALPHA_WINDOW, window_text(k)) for k in range(s.alpha_windows)),
                   ("gsum_persist", PERSIST, ""), ("b_drift", DRIFT, "")]
-    long = [comparisons(real, layers, q, 0.0, 1.0).assign(measure=measure, over=over)
-            for q, measure, over in quantities]
-    long = pd.concat([x for x in long if len(x)], ignore_index=True) if any(len(x) for x in long) else None
+    parts = [comparisons(real, layers, q, 0.0, 1.0).assign(measure=measure, over=over)
+             for q, measure, over in quantities]
+    long = pd.concat([x for x in parts if len(x)], ignore_index=True) if any(len(x) for x in parts) else None
     keys = ["variant", "dataset", "lr", "layer"]
     order = {k: i for i, k in enumerate(real[["variant", "dataset", "lr"]].drop_duplicates().itertuples(index=False))}
     if long is not None:
@@ -196,7 +196,7 @@ def judge_b_grows(m, hist, s) -> Judgement:
 
 def _evidence(real, comp_alpha, comp_kappa, kappa_layers, s) -> str:
     mean_by = lambda c, col, off: (c.groupby(col)["diff"].mean() + off) if len(c) else pd.Series(dtype=float)  # noqa: E731
-    text = lambda sr: ", ".join(f"{layer_text(k) if isinstance(k, (int, np.integer)) else k} {_g(x)}"  # noqa: E731
+    text = lambda sr: ", ".join(f"{layer_text(int(k)) if isinstance(k, (int, np.integer)) else k} {_g(x)}"  # noqa: E731
                                 for k, x in sr.items()) or "none"
     ev = ""
     if comp_kappa is not None:

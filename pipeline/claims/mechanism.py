@@ -75,9 +75,9 @@ def member_mechanism(hist: pd.DataFrame | None, members: pd.DataFrame) -> pd.Dat
     keys = ["cell", "member", "variant", "dataset", "norm", "lr", "seed", "depth", "input_mean_norm", "status",
             "diverged_step", "steps", "loss_fixed"]
     base = members[[k for k in keys if k in members]].copy()
-    out = {k: [] for k in ("level0", "level", "t_level", "drift", "drift_pred")}
+    out: dict[str, list] = {k: [] for k in ("level0", "level", "t_level", "drift", "drift_pred")}
     depth = int(members["depth"].max()) if len(members) else 0
-    radial = {i: [] for i in range(depth)}
+    radial: dict[int, list] = {i: [] for i in range(depth)}
     groups = dict(tuple(_logged(hist).groupby(["cell", "member"], sort=False))) if hist is not None and len(hist) else {}
     for r in base.itertuples(index=False):
         h = groups.get((r.cell, r.member))

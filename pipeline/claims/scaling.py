@@ -64,7 +64,7 @@ def judge_worse_scaling(m, hist, s) -> Judgement:
                  log_w_growth=np.log10(m["w_growth_max"].where((m["w_growth_max"] > 0) & ~m["diverged"].astype(bool))),
                  steps_censored=m["steps_to_target"].fillna(m["steps"].astype(float)))
     reads = {PRIMARY[s.primary[k].endpoint]: k for k in ("claim3_fit", "claim3_stability")}
-    rows = {k: [] for k in reads.values()}
+    rows: dict[str, list] = {k: [] for k in reads.values()}
     eps = []
     for ds in list(dict.fromkeys(m["dataset"])):
         sub = m[(m["dataset"] == ds) & m["variant"].isin(four)]

@@ -26,6 +26,7 @@ import sys
 import tarfile
 import urllib.request
 import zlib
+from typing import Any
 from pathlib import Path
 
 from pipeline.data.fetch_npm import FetchError
@@ -34,7 +35,7 @@ from pipeline.spec import environment
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 # the official MD5s (the ones torchvision checks); gz files for the IDX sets, batches for CIFAR-10
-SETS = {
+SETS: dict[str, dict[str, Any]] = {
     "mnist": {
         "folder": "MNIST/raw",
         "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),

@@ -134,7 +134,7 @@ def read_digits(tarball: Path) -> tuple[np.ndarray, np.ndarray]:
                 if member.name not in wanted or not member.isfile():
                     continue
                 d = wanted[member.name]
-                found[d] = _digit_rows(tar.extractfile(member).read(), member.name)
+                found[d] = _digit_rows(tar.extractfile(member).read(), member.name)  # type: ignore[union-attr]  # isfile()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise FetchError(f"{tarball}: not a readable npm tarball ({str(exc)[:160]})") from None
     missing = [name for name, d in wanted.items() if d not in found]

@@ -33,6 +33,7 @@ def _read_csv(cfg: DatasetSettings, key: str) -> tuple[np.ndarray, np.ndarray]:
     """A user's csv as features float [N, D] and label codes [N]; every flaw is one ConfigError line."""
     import pandas as pd
 
+    assert cfg.path is not None  # a csv data set has a path (DatasetSettings checks it)
     path = Path(cfg.path) if Path(cfg.path).exists() else REPO_ROOT / cfg.path
     where = f"{key}.path: {cfg.path}"
     if not path.exists():

@@ -5,7 +5,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pipeline.executors.base import ExecutorError, Job, Options, Outcome, failure_text, one_line, wants_gpu, worker_env
@@ -141,7 +141,7 @@ class RayExecutor:
         return cls(options.address, root, options.retries, excludes,
                    env={"MLFLOW_TRACKING_URI": tracking_uri()}, local_cpus=options.jobs)
 
-    def __init__(self, address: str | None, code_root: Path, retries: int = 2, excludes: list[str] = (),
+    def __init__(self, address: str | None, code_root: Path, retries: int = 2, excludes: Sequence[str] = (),
                  env: dict | None = None, local_cpus: int | None = None):
         from pipeline.spec.extras import require
 

@@ -136,7 +136,7 @@ def log_cell_metrics(client, cell_runs: dict[str, str | None], cells, settings) 
 
 
 def _flat(prefix: str, d: dict) -> dict[str, float]:
-    out = {}
+    out: dict[str, float] = {}
     for k, v in d.items():
         key = f"{prefix}/{k}" if prefix else k
         out.update(_flat(key, v) if isinstance(v, dict) else {key: float(v)})

@@ -34,7 +34,7 @@ def summary_variants(params: Params, present) -> list[tuple[str, str]]:
     if not s.blowup_deciders:
         return []
     detached = s.blowup_deciders[0]
-    twin = (s.twins.get(detached) or [None])[0]
+    twin = next(iter(s.twins.get(detached) or []), None)
     roles = [(detached, "statistics outside the step"), (twin, "gradient through them"), (BN_VARIANT, "real BN")]
     shown: dict[str, str] = {}
     for v, r in roles:

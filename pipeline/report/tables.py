@@ -133,7 +133,7 @@ def metrics(verdicts, members: pd.DataFrame, largest: pd.DataFrame, n_excluded: 
     here: 19 variants x 3 data sets of it would make `dvc exp show` 57 columns wider)."""
     claims = {}
     for v in verdicts:
-        entry = {"shown": 0.0 if v.status == "not shown" else 1.0}
+        entry: dict[str, float | dict[str, float]] = {"shown": 0.0 if v.status == "not shown" else 1.0}
         if v.status in STATUS_CODE:
             entry["status"] = STATUS_CODE[v.status]
         for r in v.tests:  # a number that does not exist is an absent key

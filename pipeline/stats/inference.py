@@ -58,7 +58,7 @@ def newcombe_paired(a: int, b: int, c: int, d: int, level: float = 0.95) -> tupl
     l1, u1 = wilson(a + b, n, level)
     l2, u2 = wilson(a + c, n, level)
     den = (a + b) * (c + d) * (a + c) * (b + d)
-    num = a * d - b * c
+    num: float = a * d - b * c
     # Newcombe's phi*: ad - bc shrunk by n/2 towards 0 when positive (a continuity correction)
     num = max(num - n / 2, 0.0) if num > 0 else num
     phi = num / np.sqrt(den) if den > 0 else 0.0

@@ -28,8 +28,8 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 MLFLOW_FAILURE_LOGGERS = ("mlflow.store.db.utils", "mlflow.utils.async_logging.async_logging_queue")
 
 
-def _chain(exc: BaseException, limit: int = 20):
-    seen = set()
+def _chain(exc: BaseException | None, limit: int = 20):
+    seen: set[int] = set()
     while exc is not None and id(exc) not in seen and len(seen) < limit:
         seen.add(id(exc))
         yield exc

@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.config import CellSettings, ConfigError
@@ -198,7 +199,7 @@ class TrackerProcess:
     def log_rows(self, rows: dict[int, list], final: bool = False, diverged: dict[int, int] | None = None) -> None:
         self._send("rows", {m: [(int(s), k, float(v)) for s, k, v in r] for m, r in rows.items()}, final, diverged)
 
-    def finish(self, status: str, summary=None, artifacts: list[Path] = (),
+    def finish(self, status: str, summary=None, artifacts: Sequence[Path] = (),
                outputs_hash: str | None = None) -> None:
         """Tell the child how the runs end, and wait until it has closed them and exited. A cell being
         stopped signals the child first, so that it leaves a long sweep or run creation at once."""

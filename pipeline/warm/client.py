@@ -41,6 +41,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,7 +178,7 @@ def _connect(path: Path, timeout: float) -> socket.socket | None:
     return conn
 
 
-def _send(conn: socket.socket, req: dict, fds: list[int] = ()) -> None:
+def _send(conn: socket.socket, req: dict, fds: Sequence[int] = ()) -> None:
     data = json.dumps(req).encode()
     data = len(data).to_bytes(8, "big") + data
     sent = socket.send_fds(conn, [data], list(fds)) if fds else 0

@@ -410,7 +410,7 @@ def _child(req: dict, fds: list[int], server_pid: int) -> int:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
-    sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())  # as a fresh process on this fd would be
+    sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())  # type: ignore[union-attr]  # as a fresh process on this fd would be
     os.umask(req["umask"])
     os.environ.clear()
     os.environ.update(req["env"])
