@@ -51,7 +51,7 @@ $(LINT_STAMP): $(STAMP)
 
 lint: $(LINT_STAMP)  ## ruff check, ruff format --check and mypy on pipeline/ (settings in pyproject.toml)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check --output-format concise .  # the files; `ruff format --diff` shows the changes
 	$(BIN)/mypy pipeline
 
 test-fast: $(STAMP)  ## the tests not marked slow
