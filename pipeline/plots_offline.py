@@ -127,7 +127,7 @@ def script(lib: Library, tarball: Path) -> str:
             raise PlotsError(f"{tarball.name}: no {lib.member}") from None
         if not member.isfile() or member.size > MAX_SCRIPT_BYTES:
             raise PlotsError(f"{tarball.name}: {lib.member} is not a file of at most {MAX_SCRIPT_BYTES} bytes")
-        text = tar.extractfile(member).read().decode("utf-8")
+        text = tar.extractfile(member).read().decode("utf-8")  # type: ignore[union-attr]  # isfile()
     # inline, the text must neither close the <script> element nor hold a placeholder DVC would fill
     for bad in ("</script", *PLACEHOLDERS):
         if bad in (text.lower() if bad == "</script" else text):
@@ -162,8 +162,8 @@ def template(cache: Path = CACHE, tarballs: Path | None = None, libraries=VEGA, 
 
 
 def dvc_command(args: argparse.Namespace, html_template: Path) -> list[str]:
-    dvc = Path(sys.executable).parent / "dvc"
-    dvc = str(dvc) if dvc.is_file() else (shutil.which("dvc") or "dvc")
+    beside = Path(sys.executable).parent / "dvc"
+    dvc = str(beside) if beside.is_file() else (shutil.which("dvc") or "dvc")
     cmd = [dvc, "plots", args.command, *args.revisions, "--html-template", str(html_template.resolve()),
            "-o", args.out]
     return cmd

@@ -129,8 +129,8 @@ class RayExecutor:
     def create(cls, options: Options) -> RayExecutor:
         """Joins the cluster (or starts a local Ray); the code ships from the repository root, without
         the cells' folder; the workers record where the driver does."""
-        from pipeline.spec.extras import require
         from pipeline.spec.environment import project_root, tracking_uri
+        from pipeline.spec.extras import require
 
         require("ray", "ray", "--executor ray", ExecutorError)  # before anything is started: one line
         root, excludes = project_root(), []

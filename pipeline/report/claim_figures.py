@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.report.plotting import (Drawn, FigureData, layers, line_style, palette, plain_ticks, plt_, save, twins,
-                                      variant_legend)
+from pipeline.report.plotting import (
+    Drawn,
+    FigureData,
+    layers,
+    line_style,
+    palette,
+    plain_ticks,
+    plt_,
+    save,
+    twins,
+    variant_legend,
+)
 from pipeline.spec.records import layer_column
 
 
