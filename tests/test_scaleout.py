@@ -79,7 +79,8 @@ def assert_same_as_sequential(seq: Path, par: Path) -> None:
         assert lock_p[f"train@{cell}"] == lock_s[f"train@{cell}"], cell
     assert lock_p["report"]["deps"] == lock_s["report"]["deps"]
     assert lock_p["report"]["params"] == lock_s["report"]["params"]
-    outs = lambda lock: [o for o in lock["report"]["outs"] if o["path"] not in ("reports/report.md", "reports/report.html")]  # noqa: E731
+    def outs(lock):
+        return [o for o in lock["report"]["outs"] if o["path"] not in ("reports/report.md", "reports/report.html")]
     assert outs(lock_p) == outs(lock_s)
     assert "Data and pipelines are up to date" in dvcp.dvc(par, "status")
 

@@ -196,8 +196,9 @@ def judge_b_grows(m, hist, s) -> Judgement:
 
 def _evidence(real, comp_alpha, comp_kappa, kappa_layers, s) -> str:
     mean_by = lambda c, col, off: (c.groupby(col)["diff"].mean() + off) if len(c) else pd.Series(dtype=float)  # noqa: E731
-    text = lambda sr: ", ".join(f"{layer_text(int(k)) if isinstance(k, (int, np.integer)) else k} {_g(x)}"  # noqa: E731
-                                for k, x in sr.items()) or "none"
+    def text(sr) -> str:  # a def, not a lambda: its noqa would not survive `ruff format` wrapping it
+        return ", ".join(f"{layer_text(int(k)) if isinstance(k, (int, np.integer)) else k} {_g(x)}"
+                         for k, x in sr.items()) or "none"
     ev = ""
     if comp_kappa is not None:
         k_layer, k_var = -mean_by(comp_kappa, "layer", -1.0), -mean_by(comp_kappa, "variant", -1.0)
