@@ -169,8 +169,8 @@ def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: di
     (report_description); params (report_params); metrics.json as metrics; report.md/html,
     metrics.json, figures/ and tables/ as artifacts."""
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
     from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     from pipeline.spec.names import REPORT_RUN, REPORT_STAGE
     from pipeline.tracking.runs import process_tag, signals_deferred
