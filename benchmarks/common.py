@@ -1,5 +1,6 @@
 """What the figures of benchmarks/run.py share: the run's context, statistics, child processes,
 params files, sized cells, the warm server, CLI runs of a cell, and the table's formatting."""
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ REAP = Path(__file__).resolve().parent / "reap.py"
 @dataclass
 class Context:
     """One benchmark run: its settings, the default cell, the children's environment and what is measured so far."""
+
     quick: bool
     repeats: int
     parallel: bool  # grid: also pipeline.grid --executor local --jobs 2
@@ -53,8 +55,14 @@ def run_proc(cmd: list[str], env: dict, cwd: Path = ROOT, timeout: float = 600) 
     NORMLAB_T0 (pipeline.train's start-up clock) just before the launch and times the child alone."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryDirectory() as d:
         result = Path(d) / "rusage.json"
-        proc = subprocess.Popen([PY, "-S", str(REAP), str(result), *map(str, cmd)], cwd=cwd, env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [PY, "-S", str(REAP), str(result), *map(str, cmd)],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         timer = threading.Timer(timeout, proc.terminate)  # the launcher kills the child, then exits
         timer.start()
         try:
@@ -88,7 +96,9 @@ def sized(cell, lrs=None, seeds=None, steps=None, width=None):
     """The cell with fewer/more members, steps or width (CellSettings.model_copy, as documented)."""
     update = {}
     if lrs is not None or seeds is not None:
-        update["optim"] = cell.optim.model_copy(update={k: v for k, v in (("lrs", lrs), ("seeds", seeds)) if v is not None})
+        update["optim"] = cell.optim.model_copy(
+            update={k: v for k, v in (("lrs", lrs), ("seeds", seeds)) if v is not None}
+        )
     if steps is not None:
         update["train"] = cell.train.model_copy(update={"steps": steps})
     if width is not None:
@@ -98,7 +108,9 @@ def sized(cell, lrs=None, seeds=None, steps=None, width=None):
 
 # -- the warm server ---------------------------------------------------------------------------
 def warm_status(env: dict) -> bool:
-    out = subprocess.run([PY, "-m", "pipeline.warm.client", "status"], cwd=ROOT, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [PY, "-m", "pipeline.warm.client", "status"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     return out.returncode == 0 and " up " in out.stdout
 
 
@@ -136,8 +148,22 @@ def cli_timing(out: Path) -> dict:
 
 
 def cli_cell(variant: str, dataset: str, params_path: Path, out: Path, env: dict) -> dict:
-    r = run_proc([PY, "-m", "pipeline.train", "--variant", variant, "--dataset", dataset,
-                  "--out", str(out), "--params", str(params_path)], env)
+    r = run_proc(
+        [
+            PY,
+            "-m",
+            "pipeline.train",
+            "--variant",
+            variant,
+            "--dataset",
+            dataset,
+            "--out",
+            str(out),
+            "--params",
+            str(params_path),
+        ],
+        env,
+    )
     r["timing"] = cli_timing(out)
     return r
 
@@ -173,8 +199,16 @@ class Table:
         self.rows: list[dict] = []
 
     def add(self, figure, normlab=None, reference=None, ratio=None, target=None, met=None) -> None:
-        self.rows.append({"figure": figure, "normlab": fmt(normlab), "reference": fmt(reference), "ratio": fmt(ratio),
-                          "target": target or "—", "met": {True: "yes", False: "no", None: "—"}[met]})
+        self.rows.append(
+            {
+                "figure": figure,
+                "normlab": fmt(normlab),
+                "reference": fmt(reference),
+                "ratio": fmt(ratio),
+                "target": target or "—",
+                "met": {True: "yes", False: "no", None: "—"}[met],
+            }
+        )
 
 
 def print_table(rows: list[dict]) -> None:

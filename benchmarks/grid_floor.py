@@ -32,6 +32,7 @@ and the warm server on, as a user's shell would. Then, in the same copy:
   parallel   `python -m pipeline.grid --executor local --jobs 2` on a second fresh copy, wall and
              wall / floor (the executor exists since pipeline/grid.py; skipped with --no-parallel).
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,9 @@ def make_project(dst: Path, source: Path = ROOT, params_text: str | None = None)
     if params_text is not None:
         (dst / "params.yaml").write_text(params_text)
     # DVC's analytics off through the environment every normlab process gets (pipeline/spec/environment.py)
-    subprocess.run([str(Path(PY).parent / "dvc"), "init", "--no-scm", "-q"], cwd=dst, check=True,
-                   env=environment.child_env())
+    subprocess.run(
+        [str(Path(PY).parent / "dvc"), "init", "--no-scm", "-q"], cwd=dst, check=True, env=environment.child_env()
+    )
     return dst
 
 
@@ -93,8 +95,9 @@ def read_stamps(log: Path) -> list[dict]:
     out = []
     for line in log.read_text().splitlines() if log.exists() else []:
         start, end, rc, *argv = line.split(" ")
-        out.append({"start": float(start), "end": float(end), "wall_s": float(end) - float(start),
-                    "rc": int(rc), "argv": argv})
+        out.append(
+            {"start": float(start), "end": float(end), "wall_s": float(end) - float(start), "rc": int(rc), "argv": argv}
+        )
     return out
 
 
@@ -133,7 +136,9 @@ def warm_memory(project: Path, env: dict) -> dict:
     """The copy's warm server: its pid, VmRSS / VmHWM, and its children's peak RSS from its log."""
     code = "from pipeline.warm import client as warm; p = warm.socket_path(); print(p.with_suffix('.log') if p else '')"
     log = subprocess.run([PY, "-c", code], cwd=project, env=env, capture_output=True, text=True).stdout.strip()
-    st = subprocess.run([PY, "-m", "pipeline.warm.client", "status"], cwd=project, env=env, capture_output=True, text=True)
+    st = subprocess.run(
+        [PY, "-m", "pipeline.warm.client", "status"], cwd=project, env=env, capture_output=True, text=True
+    )
     pid = re.search(r"up \(pid (\d+)\)", st.stdout)
     out: dict = {}
     if pid:
@@ -143,10 +148,20 @@ def warm_memory(project: Path, env: dict) -> dict:
                 out[f"server_{key}_mib"] = int(re.search(rf"{key}:\s+(\d+)", status).group(1)) / 1024
         except (OSError, AttributeError):
             pass
-    peaks = [float(m) for m in re.findall(r"peak RSS ([\d.]+) MiB", Path(log).read_text())] if log and Path(log).exists() else []
+    peaks = (
+        [float(m) for m in re.findall(r"peak RSS ([\d.]+) MiB", Path(log).read_text())]
+        if log and Path(log).exists()
+        else []
+    )
     if peaks:
-        out["cell_peak_rss_mib"] = {"median": sorted(peaks)[len(peaks) // 2], "min": min(peaks), "max": max(peaks),
-                                    "cells": len(peaks), "first": peaks[0], "last": peaks[-1]}
+        out["cell_peak_rss_mib"] = {
+            "median": sorted(peaks)[len(peaks) // 2],
+            "min": min(peaks),
+            "max": max(peaks),
+            "cells": len(peaks),
+            "first": peaks[0],
+            "last": peaks[-1],
+        }
     return out
 
 
@@ -159,23 +174,43 @@ def split(wall: float, stamps: list[dict], timings: dict[str, dict], report_wall
     tracking = sum(t["tracking_s"] for t in timings.values())
     beside = sum(t.get("tracking_process_s") or 0.0 for t in timings.values())
     procs = sum(s["wall_s"] for s in train_procs)
-    parts = {"training": fit, "start-up": startup, "closing": procs - startup - fit,
-             "report": report_wall, "DVC and process overhead": wall - procs - report_wall}
+    parts = {
+        "training": fit,
+        "start-up": startup,
+        "closing": procs - startup - fit,
+        "report": report_wall,
+        "DVC and process overhead": wall - procs - report_wall,
+    }
     n = max(1, len(timings))
-    return {"seconds": parts, "shares": {k: v / wall for k, v in parts.items()},
-            "tracking_s": tracking, "tracking_share": tracking / wall,
-            # MLflow calls made by the cells' tracking processes, beside training on another core
-            "tracking_process_s": beside,
-            # launch, start-up, closing and DVC's own work per cell: all but training, tracking and the report
-            "fixed_per_cell_s": (wall - report_wall - fit - tracking) / n, "cells": len(timings),
-            "definitions": {"training": "sum of fit_s (the asynchronous metric hand-offs included)",
-                            "start-up": "sum of startup_s: launch to trainer.fit (the tracker's start included)",
-                            "closing": "fit's end to process exit (history, summary, write, tracker.finish)",
-                            "report": "the report stage's process", "DVC and process overhead": "the rest"}}
+    return {
+        "seconds": parts,
+        "shares": {k: v / wall for k, v in parts.items()},
+        "tracking_s": tracking,
+        "tracking_share": tracking / wall,
+        # MLflow calls made by the cells' tracking processes, beside training on another core
+        "tracking_process_s": beside,
+        # launch, start-up, closing and DVC's own work per cell: all but training, tracking and the report
+        "fixed_per_cell_s": (wall - report_wall - fit - tracking) / n,
+        "cells": len(timings),
+        "definitions": {
+            "training": "sum of fit_s (the asynchronous metric hand-offs included)",
+            "start-up": "sum of startup_s: launch to trainer.fit (the tracker's start included)",
+            "closing": "fit's end to process exit (history, summary, write, tracker.finish)",
+            "report": "the report stage's process",
+            "DVC and process overhead": "the rest",
+        },
+    }
 
 
-def grid_floor(params_text: str | None, env: dict, tmp: Path, repeats: int, parallel: bool = True,
-               source: Path = ROOT, prestart: bool = False) -> dict:
+def grid_floor(
+    params_text: str | None,
+    env: dict,
+    tmp: Path,
+    repeats: int,
+    parallel: bool = True,
+    source: Path = ROOT,
+    prestart: bool = False,
+) -> dict:
     """Everything in this module's docstring, measured once on a fresh copy (repeats: noop and report).
     `prestart`: the warm server is started (and waited for) before the clock starts (--quick: its few
     short cells would otherwise all finish before it is up); by default the first cell starts it, as
@@ -204,15 +239,29 @@ def grid_floor(params_text: str | None, env: dict, tmp: Path, repeats: int, para
     parts = split(wall, stamps, timings, sum(s["wall_s"] for s in report_procs))
     floor = floor_seconds(project / "params.yaml", cells)
     total_floor = sum(floor.values())
-    out = {"cells": len(cells), "members": len(params.optim.lrs) * len(params.optim.seeds),
-           "steps": params.train.steps, "wall_s": wall, "floor_s": total_floor, "ratio": wall / total_floor,
-           "floor_measured": f"all {len(cells)} cells", "split": parts, "memory": memory,
-           "fit_over_floor": parts["seconds"]["training"] / total_floor,
-           "per_cell": {n: {**timings[n], "bare_s": floor[n]} for n in names}}
+    out = {
+        "cells": len(cells),
+        "members": len(params.optim.lrs) * len(params.optim.seeds),
+        "steps": params.train.steps,
+        "wall_s": wall,
+        "floor_s": total_floor,
+        "ratio": wall / total_floor,
+        "floor_measured": f"all {len(cells)} cells",
+        "split": parts,
+        "memory": memory,
+        "fit_over_floor": parts["seconds"]["training"] / total_floor,
+        "per_cell": {n: {**timings[n], "bare_s": floor[n]} for n in names},
+    }
     noop = [timed([dvc, "repro"], project, env) for _ in range(repeats)]
     out["noop_s"] = {"median": sorted(noop)[len(noop) // 2], "min": min(noop), "max": max(noop), "runs": noop}
-    rep = [timed([PY, "-m", "pipeline.report", "--runs", "runs", "--out", str(tmp / f"report{r}"), "--no-track"],
-                 project, env) for r in range(repeats)]
+    rep = [
+        timed(
+            [PY, "-m", "pipeline.report", "--runs", "runs", "--out", str(tmp / f"report{r}"), "--no-track"],
+            project,
+            env,
+        )
+        for r in range(repeats)
+    ]
     out["report_s"] = {"median": sorted(rep)[len(rep) // 2], "min": min(rep), "max": max(rep), "runs": rep}
     if parallel:
         second = make_project(tmp / "project_parallel", source, params_text)
@@ -226,8 +275,11 @@ def grid_floor(params_text: str | None, env: dict, tmp: Path, repeats: int, para
 
 
 # -- as figure 0 of benchmarks/run.py ----------------------------------------------------------
-QUICK_GRID = {"grid": {"variants": ["bn", "center_detached"], "datasets": ["synthetic"]},
-              "optim": {"lrs": [0.1, 1.0], "seeds": [0, 1]}, "train": {"steps": 30}}
+QUICK_GRID = {
+    "grid": {"variants": ["bn", "center_detached"], "datasets": ["synthetic"]},
+    "optim": {"lrs": [0.1, 1.0], "seeds": [0, 1]},
+    "train": {"steps": 30},
+}
 
 
 def measure(ctx) -> dict:
@@ -243,25 +295,51 @@ def rows(s: dict, table) -> None:
         table.add("0 grid wall s: dvc repro -f vs bare floor", problem(s))
         return
     add = table.add
-    add(f"0 grid wall s ({s['cells']} cells): dvc repro -f vs bare floor", s["wall_s"], s["floor_s"],
-        s["ratio"], "ratio <= 2", s["ratio"] <= 2)
+    add(
+        f"0 grid wall s ({s['cells']} cells): dvc repro -f vs bare floor",
+        s["wall_s"],
+        s["floor_s"],
+        s["ratio"],
+        "ratio <= 2",
+        s["ratio"] <= 2,
+    )
     if "parallel" in s:
         p = s["parallel"]
-        add(f"0 grid wall s: pipeline.grid local -j {p['jobs']} vs bare floor", p["wall_s"], s["floor_s"], p["ratio"],
-            "ratio <= 2", p["ratio"] <= 2)
+        add(
+            f"0 grid wall s: pipeline.grid local -j {p['jobs']} vs bare floor",
+            p["wall_s"],
+            s["floor_s"],
+            p["ratio"],
+            "ratio <= 2",
+            p["ratio"] <= 2,
+        )
     sp = s["split"]
     for part, sec in sp["seconds"].items():
         add(f"0   {part} s (share of the grid wall)", sec, None, f"{100 * sp['shares'][part]:.0f}%")
-    add("0   tracking s: cells waiting for MLflow (share)", sp["tracking_s"], None,
-        f"{100 * sp['tracking_share']:.0f}%", "<= 10%", sp["tracking_share"] <= 0.10)
+    add(
+        "0   tracking s: cells waiting for MLflow (share)",
+        sp["tracking_s"],
+        None,
+        f"{100 * sp['tracking_share']:.0f}%",
+        "<= 10%",
+        sp["tracking_share"] <= 0.10,
+    )
     if sp.get("tracking_process_s"):
         add("0   tracking processes' MLflow s (beside training)", sp["tracking_process_s"])
-    add("0   per-cell fixed cost s (launch, start-up, closing, DVC)", sp["fixed_per_cell_s"],
-        target="<= 0.5 s", met=sp["fixed_per_cell_s"] <= 0.5)
+    add(
+        "0   per-cell fixed cost s (launch, start-up, closing, DVC)",
+        sp["fixed_per_cell_s"],
+        target="<= 0.5 s",
+        met=sp["fixed_per_cell_s"] <= 0.5,
+    )
     add("0   training (sum fit_s) vs bare floor", sp["seconds"]["training"], s["floor_s"], s["fit_over_floor"])
     mem = s.get("memory", {})
     if "server_VmRSS_mib" in mem:
         add("0   warm server RSS / peak MiB after the grid", mem["server_VmRSS_mib"], mem.get("server_VmHWM_mib"))
     if "cell_peak_rss_mib" in mem:
         c = mem["cell_peak_rss_mib"]
-        add(f"0   warm cell peak RSS MiB ({c['cells']} cells; first vs last)", c, f"{num(c['first'])} vs {num(c['last'])}")
+        add(
+            f"0   warm cell peak RSS MiB ({c['cells']} cells; first vs last)",
+            c,
+            f"{num(c['first'])} vs {num(c['last'])}",
+        )

@@ -14,6 +14,7 @@ Deliberately generous to the baseline: no progress bar, no model summary, no che
 validation loop (normlab evaluates every train.eval_every steps and records far more).
 Only the standard library is imported before argument parsing, so `--help` is instant.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,13 +76,26 @@ def main() -> int:
     pl.seed_everything(args.seed, verbose=False)
     x, y = load_digits(return_X_y=True)
     data = TensorDataset(torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y))
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(args.seed))
+    loader = DataLoader(
+        data,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     model = MLP(x.shape[1], int(y.max()) + 1, args.width, args.depth, args.norm, args.lr)
-    logger = MLFlowLogger(experiment_name="naive", run_name=f"{args.norm} lr={args.lr} seed={args.seed}",
-                          tracking_uri=args.tracking_uri)
-    trainer = pl.Trainer(max_steps=args.steps, max_epochs=-1, logger=logger, log_every_n_steps=1,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    logger = MLFlowLogger(
+        experiment_name="naive", run_name=f"{args.norm} lr={args.lr} seed={args.seed}", tracking_uri=args.tracking_uri
+    )
+    trainer = pl.Trainer(
+        max_steps=args.steps,
+        max_epochs=-1,
+        logger=logger,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, loader)
     return 0
 

@@ -10,6 +10,7 @@ NORMLAB_T0 (pipeline.train's start-up clock) is set just before the launch, and 
 taken around it, so neither counts this launcher's own start. Standard library only; exits with
 the command's exit code and writes {"wall_s", "maxrss_kib", "returncode"} to RESULT.json.
 """
+
 import json
 import os
 import signal

@@ -6,6 +6,7 @@
 
 Used by the figures of benchmarks/run.py: benchmarks/grid_floor.py (figure 0) and benchmarks/figures/.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -30,8 +31,14 @@ def bare_loop(cell) -> float:
     t0 = time.perf_counter()
     lrs = torch.tensor([lr for lr, _ in members], dtype=torch.float32)
     # as NormLabModule.configure_optimizers
-    opt = make_optimizer(o.name, [p for p in model.parameters() if p.requires_grad], lrs,
-                         momentum=o.momentum, weight_decay=o.weight_decay, betas=o.betas)
+    opt = make_optimizer(
+        o.name,
+        [p for p in model.parameters() if p.requires_grad],
+        lrs,
+        momentum=o.momentum,
+        weight_decay=o.weight_decay,
+        betas=o.betas,
+    )
     alive = torch.ones(len(members), dtype=torch.bool)
     population = model.uses_population()
     for t, (x, y) in enumerate(StackedBatches(dm.x_train, dm.y_train, seeds, o.batch_size, tr.steps)):

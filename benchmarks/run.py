@@ -26,6 +26,7 @@ in its own module's docstring (measurement and table rows beside it; helpers in 
 
 This module parses the arguments, runs the sections of REGISTRY and prints/writes the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,14 +68,38 @@ REGISTRY = (  # in the table's order
 )
 SECTIONS = tuple(s.name for s in REGISTRY)
 
-FULL = {"lrs": None, "seeds": None, "steps": None,  # None: as in params.yaml
-        "grid_variants": ("bn",), "grid_lrs": 5, "grid_seeds": 3, "grid_steps": None, "grid_repeats": 1,
-        "scaling_steps": 100, "scaling_members": (1, 4, 16, 64), "scaling_widths": (32, 128, 512),
-        "scaling_width_members": 16, "bmm": (16, 512, 512), "growth_cells": 12}
-QUICK = {"lrs": 2, "seeds": 2, "steps": 30,
-         "grid_variants": ("bn",), "grid_lrs": 1, "grid_seeds": 1, "grid_steps": 20, "grid_repeats": 1,
-         "scaling_steps": 20, "scaling_members": (1, 4), "scaling_widths": (32, 64),
-         "scaling_width_members": 4, "bmm": (4, 256, 256), "growth_cells": 3}
+FULL = {
+    "lrs": None,
+    "seeds": None,
+    "steps": None,  # None: as in params.yaml
+    "grid_variants": ("bn",),
+    "grid_lrs": 5,
+    "grid_seeds": 3,
+    "grid_steps": None,
+    "grid_repeats": 1,
+    "scaling_steps": 100,
+    "scaling_members": (1, 4, 16, 64),
+    "scaling_widths": (32, 128, 512),
+    "scaling_width_members": 16,
+    "bmm": (16, 512, 512),
+    "growth_cells": 12,
+}
+QUICK = {
+    "lrs": 2,
+    "seeds": 2,
+    "steps": 30,
+    "grid_variants": ("bn",),
+    "grid_lrs": 1,
+    "grid_seeds": 1,
+    "grid_steps": 20,
+    "grid_repeats": 1,
+    "scaling_steps": 20,
+    "scaling_members": (1, 4),
+    "scaling_widths": (32, 64),
+    "scaling_width_members": 4,
+    "bmm": (4, 256, 256),
+    "growth_cells": 3,
+}
 
 
 def table_rows(res: dict) -> list[dict]:
@@ -89,8 +114,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is reported (default 3)")
     ap.add_argument("--quick", action="store_true", help="tiny settings: a smoke test, not figures")
     ap.add_argument("--out", default=str(ROOT / ".bench" / "benchmark.json"))
-    ap.add_argument("--sections", default=",".join(SECTIONS),
-                    help=f"comma-separated, from {','.join(SECTIONS)} (default: all; grid alone is ~10 min on 2 cores)")
+    ap.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated, from {','.join(SECTIONS)} (default: all; grid alone is ~10 min on 2 cores)",
+    )
     ap.add_argument("--no-parallel", action="store_true", help="grid: skip pipeline.grid --executor local --jobs 2")
     args = ap.parse_args(argv)
     if args.repeats < 1:
@@ -109,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(ROOT / "params.yaml")
     cell = cell_settings(params, *DEFAULT_CELL)
-    cell = sized(cell, lrs=list(cell.optim.lrs[:cfg["lrs"]]) if cfg["lrs"] else None,
-                 seeds=list(cell.optim.seeds[:cfg["seeds"]]) if cfg["seeds"] else None, steps=cfg["steps"])
+    cell = sized(
+        cell,
+        lrs=list(cell.optim.lrs[: cfg["lrs"]]) if cfg["lrs"] else None,
+        seeds=list(cell.optim.seeds[: cfg["seeds"]]) if cfg["seeds"] else None,
+        steps=cfg["steps"],
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="normlab-bench-"))
     # nothing of the benchmark goes to the repo's mlflow.db, in this process or in its children
@@ -122,21 +154,46 @@ def main(argv: list[str] | None = None) -> int:
 
     if cell.train.threads:  # as run_cell does; both sides of figures 1, 2, 8 run in this process
         torch.set_num_threads(cell.train.threads)
-    res: dict = {"meta": {"quick": args.quick, "repeats": args.repeats, "cell": cell.name,
-                          "members": len(cell.members()), "steps": cell.train.steps,
-                          "threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "python": platform.python_version(), "machine": platform.platform(),
-                          "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "started": time.ctime()}}
+    res: dict = {
+        "meta": {
+            "quick": args.quick,
+            "repeats": args.repeats,
+            "cell": cell.name,
+            "members": len(cell.members()),
+            "steps": cell.train.steps,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+            "started": time.ctime(),
+        }
+    }
     wanted = set(args.wanted)
     for s in REGISTRY:  # a section's NEEDS are measured too: it reads their results
         if s.name in args.wanted:
             wanted.update(getattr(s.module, "NEEDS", ()))
     failed = []
     try:
-        params_path = write_params(params, tmp / "cell_params.yaml", optim={"lrs": list(cell.optim.lrs),
-                                   "seeds": list(cell.optim.seeds)}, train={"steps": cell.train.steps})
-        ctx = Context(quick=args.quick, repeats=args.repeats, parallel=not args.no_parallel, cfg=cfg, params=params,
-                      cell=cell, params_path=params_path, env=env, tmp=tmp, res=res)
+        params_path = write_params(
+            params,
+            tmp / "cell_params.yaml",
+            optim={"lrs": list(cell.optim.lrs), "seeds": list(cell.optim.seeds)},
+            train={"steps": cell.train.steps},
+        )
+        ctx = Context(
+            quick=args.quick,
+            repeats=args.repeats,
+            parallel=not args.no_parallel,
+            cfg=cfg,
+            params=params,
+            cell=cell,
+            params_path=params_path,
+            env=env,
+            tmp=tmp,
+            res=res,
+        )
         kicked = False
         for s in sorted(REGISTRY, key=lambda s: s.turn):
             if s.name not in wanted:
@@ -161,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, allow_nan=False))
-    print(f"\nnormlab benchmark ({'QUICK: tiny settings, not figures' if args.quick else 'full'}; "
-          f"median (min–max) of {args.repeats}; load average {res['meta']['loadavg_start'][0]:.2f} at start)\n")
+    print(
+        f"\nnormlab benchmark ({'QUICK: tiny settings, not figures' if args.quick else 'full'}; "
+        f"median (min–max) of {args.repeats}; load average {res['meta']['loadavg_start'][0]:.2f} at start)\n"
+    )
     print_table(res["table"])
     print(f"\nwritten to {out}")
     if failed:

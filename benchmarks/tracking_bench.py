@@ -14,6 +14,7 @@ tracking  W writer processes start together; each creates --runs runs (create_ru
           (values/s); against a SQLite file and an MLflow server on PostgreSQL
           (pipeline.tracking.server, loopback, --server-workers uvicorn workers).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,10 @@ def measure_writers(uri: str, writers: int, n_runs: int, n_batches: int) -> dict
     ctx = mp.get_context("spawn")
     go, done_runs, go_log = (ctx.Barrier(writers + 1) for _ in range(3))
     out = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(uri, exp_id, n_runs, n_batches, go, done_runs, go_log, out))
-             for _ in range(writers)]
+    procs = [
+        ctx.Process(target=_writer, args=(uri, exp_id, n_runs, n_batches, go, done_runs, go_log, out))
+        for _ in range(writers)
+    ]
     for p in procs:
         p.start()
     go.wait()
@@ -84,19 +87,27 @@ def measure_writers(uri: str, writers: int, n_runs: int, n_batches: int) -> dict
     log_wall = time.perf_counter() - t0
     for p in procs:
         p.join(30)
-    return {"writers": writers, "runs_per_s": writers * n_runs / runs_wall,
-            "values_per_s": writers * n_batches * 1000 / log_wall,
-            "slowest_writer_runs_s": max(r[0] for r in results), "slowest_writer_log_s": max(r[1] for r in results)}
+    return {
+        "writers": writers,
+        "runs_per_s": writers * n_runs / runs_wall,
+        "values_per_s": writers * n_batches * 1000 / log_wall,
+        "slowest_writer_runs_s": max(r[0] for r in results),
+        "slowest_writer_log_s": max(r[1] for r in results),
+    }
 
 
 def tracking_part(args) -> dict:
     from pipeline.tracking.server import ServerError, TrackingServer
 
-    res = {"sqlite": [], "server_postgres": [], "settings": {"runs": args.runs, "batches": args.batches,
-                                                             "server_workers": args.server_workers}}
+    res = {
+        "sqlite": [],
+        "server_postgres": [],
+        "settings": {"runs": args.runs, "batches": args.batches, "server_workers": args.server_workers},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/bench.db"
         from mlflow.tracking import MlflowClient
+
         MlflowClient(uri).search_experiments(max_results=1)  # create the schema before the writers start
         measure_writers(uri, max(args.writers), 3, 1)  # warm-up, not counted
         for w in args.writers:
@@ -132,8 +143,9 @@ def _repo(d: Path, variants: list[str], datasets: list[str]) -> Path:
 
 
 def _env(d: Path) -> dict:
-    return environment.child_env(NORMLAB_WARM="0", PATH=f"{BIN}:{os.environ['PATH']}",
-                                 MLFLOW_TRACKING_URI=f"sqlite:///{d / 'mlflow.db'}")
+    return environment.child_env(
+        NORMLAB_WARM="0", PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=f"sqlite:///{d / 'mlflow.db'}"
+    )
 
 
 def _timed(cmd: list[str], d: Path) -> tuple[float, str]:
@@ -155,14 +167,28 @@ def grid_part(args) -> dict:
         last = [line for line in out.splitlines() if line.startswith("[")][-1]
         par_cells = float(last.rsplit("(", 1)[1].split(" s,")[0])
         cells = sorted(p.name for p in (seq / "runs").iterdir() if p.is_dir())
-        same = all((seq / "runs" / c / f).read_bytes() == (par / "runs" / c / f).read_bytes()
-                   for c in cells for f in ("history.parquet", "summary.json", "config.json"))
-        print(f"grid --jobs {args.jobs}: cells {par_cells:.0f} s, total {par_total:.1f} s; identical cells: {same}",
-              flush=True)
-        return {"cells": len(cells), "variants": args.variants, "datasets": args.datasets, "jobs": args.jobs,
-                "sequential_cells_s": seq_cells, "sequential_total_s": seq_cells + seq_report,
-                "local_cells_s": par_cells, "local_total_s": par_total, "speedup_cells": seq_cells / par_cells,
-                "speedup_total": (seq_cells + seq_report) / par_total, "identical_cells": same}
+        same = all(
+            (seq / "runs" / c / f).read_bytes() == (par / "runs" / c / f).read_bytes()
+            for c in cells
+            for f in ("history.parquet", "summary.json", "config.json")
+        )
+        print(
+            f"grid --jobs {args.jobs}: cells {par_cells:.0f} s, total {par_total:.1f} s; identical cells: {same}",
+            flush=True,
+        )
+        return {
+            "cells": len(cells),
+            "variants": args.variants,
+            "datasets": args.datasets,
+            "jobs": args.jobs,
+            "sequential_cells_s": seq_cells,
+            "sequential_total_s": seq_cells + seq_report,
+            "local_cells_s": par_cells,
+            "local_total_s": par_total,
+            "speedup_cells": seq_cells / par_cells,
+            "speedup_total": (seq_cells + seq_report) / par_total,
+            "identical_cells": same,
+        }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
 """normlab: what happens to a network when its normalization statistics leave the gradient step."""
+
 import os as _os
 
 from pipeline.spec import environment as _environment

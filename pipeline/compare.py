@@ -10,6 +10,7 @@ depth trend: the largest trained lr of the deciding detached variants, their twi
 one figure per measured claim: its primary test(s) across setups. Nothing is re-judged here: each status is the one its setup's
 report computed with its own rule (Holm within that report).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,11 @@ RESERVED = {"figures", "tables", "report.md"}
 
 def setup_label(params: dict) -> str:
     m, o = params["model"], params["optim"]
-    arch = (f"cnn {m.get('depth')}x{m.get('channels', 16)}" if m.get("kind") == "cnn"
-            else f"mlp {m.get('depth')}x{m.get('width')}")
+    arch = (
+        f"cnn {m.get('depth')}x{m.get('channels', 16)}"
+        if m.get("kind") == "cnn"
+        else f"mlp {m.get('depth')}x{m.get('width')}"
+    )
     opt = o.get("name", "sgd") + (f" m={o['momentum']:g}" if o.get("momentum") else "")
     return f"{arch}, {opt}"
 
@@ -40,8 +44,10 @@ def collect(reports: Path, setups: dict[str, dict]) -> tuple[pd.DataFrame, pd.Da
             missing.append(name)
             continue
         label = setup_label(params)
-        status += [{"setup": name, "label": label, "claim": r.key, "title": r.title, "kind": r.kind,
-                    "status": r.status} for r in pd.read_csv(tab / "verdicts.csv").itertuples()]
+        status += [
+            {"setup": name, "label": label, "claim": r.key, "title": r.title, "kind": r.kind, "status": r.status}
+            for r in pd.read_csv(tab / "verdicts.csv").itertuples()
+        ]
         if (tab / "primary_tests.csv").exists():
             t = pd.read_csv(tab / "primary_tests.csv")
             tests.append(t[t["role"] == "test"].assign(setup=name, label=label))
@@ -76,8 +82,14 @@ def draw(ends: pd.DataFrame, claim: str, order: list[str], path: Path) -> bool:
     fig, axes = plt.subplots(1, len(keys), figsize=((1.6 + 1.1 * len(order)) * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         t = d[d["test"] == key].set_index("label").reindex(order)
-        ax.errorbar(range(len(order)), t["effect"], yerr=[t["effect"] - t["ci_lo"], t["ci_hi"] - t["effect"]],
-                    fmt="o", ms=4, lw=1)
+        ax.errorbar(
+            range(len(order)),
+            t["effect"],
+            yerr=[t["effect"] - t["ci_lo"], t["ci_hi"] - t["effect"]],
+            fmt="o",
+            ms=4,
+            lw=1,
+        )
         ax.axhline(0.0, color="grey", lw=0.8, ls="--")  # every primary endpoint is centred: 0 = no effect
         ax.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(f"{t['endpoint'].dropna().iloc[0]} ({t['unit'].dropna().iloc[0]})", fontsize=8)
@@ -112,8 +124,12 @@ def largest_by_setup(reports: Path, setups: dict[str, dict]) -> pd.DataFrame:
         lrs = [float(x) for x in params.get("optim", {}).get("lrs", [])]
         for ds, g in t.groupby("dataset", sort=False):
             lr = dict(zip(g["variant"], g["largest_trained_lr"]))
-            row = {"setup": name, "label": setup_label(params), "depth": params.get("model", {}).get("depth"),
-                   "dataset": ds}
+            row = {
+                "setup": name,
+                "label": setup_label(params),
+                "depth": params.get("model", {}).get("depth"),
+                "dataset": ds,
+            }
             for v in [*deciders, *[w for w in twins if w], "bn"]:
                 if v in lr:
                     row[v] = _lr_text(lr[v], lrs)
@@ -126,60 +142,96 @@ def _largest_md(largest: pd.DataFrame) -> list[str]:
         return []
     cols = [c for c in largest.columns if c not in ("setup", "label", "depth", "dataset")]
     det, twin = (cols[0], cols[-2]) if len(cols) >= 3 else (None, None)
-    trend = "; ".join(f"{r.label} ({r.dataset}): {getattr(r, det)} vs {getattr(r, twin)}"
-                      for r in largest.itertuples() if det and twin and pd.notna(getattr(r, det)) and pd.notna(getattr(r, twin)))
+    trend = "; ".join(
+        f"{r.label} ({r.dataset}): {getattr(r, det)} vs {getattr(r, twin)}"
+        for r in largest.itertuples()
+        if det and twin and pd.notna(getattr(r, det)) and pd.notna(getattr(r, twin))
+    )
     shown = largest.drop(columns=["setup"]).rename(columns={"label": "setup"}).fillna("–")
     lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in shown.itertuples(index=False)]
-    return ["## Claim 4 against depth: the largest trained lr, detached vs twin", "",
-            "The largest lr at which every seed trained (each setup's tables/largest_trained_lr.csv; `< x`: no lr of "
-            "that setup's grid, whose smallest is x; `>= x`: its largest) of claim 4's deciding detached variants, their gradient-through "
-            "twin and bn. " + (f"{det} vs {twin}: {trend}." if trend else ""), "", *lines,
-            "", "Table: [tables/largest_by_setup.csv](tables/largest_by_setup.csv).", ""]
+    return [
+        "## Claim 4 against depth: the largest trained lr, detached vs twin",
+        "",
+        "The largest lr at which every seed trained (each setup's tables/largest_trained_lr.csv; `< x`: no lr of "
+        "that setup's grid, whose smallest is x; `>= x`: its largest) of claim 4's deciding detached variants, their gradient-through "
+        "twin and bn. " + (f"{det} vs {twin}: {trend}." if trend else ""),
+        "",
+        *lines,
+        "",
+        "Table: [tables/largest_by_setup.csv](tables/largest_by_setup.csv).",
+        "",
+    ]
 
 
-def build(out: Path, study: str, status: pd.DataFrame, ends: pd.DataFrame, missing: list[str],
-          largest: pd.DataFrame | None = None) -> None:
+def build(
+    out: Path,
+    study: str,
+    status: pd.DataFrame,
+    ends: pd.DataFrame,
+    missing: list[str],
+    largest: pd.DataFrame | None = None,
+) -> None:
     (out / "tables").mkdir()
     (out / "figures").mkdir()
     status.to_csv(out / "tables" / "by_setup.csv", index=False)
     order = list(dict.fromkeys(status["label"])) if len(status) else []
     matched(ends, order).to_csv(out / "tables" / "primary_by_setup.csv", index=False)
-    md = [f"# {study}: do the claims depend on depth, architecture and optimizer?", "",
-          "Each setup is the same grid under other model/optimizer settings, with its own report (linked). "
-          "Statuses are those reports' verdicts, each decided by its primary test(s) (Holm within that "
-          "report; 'negligible' takes precedence over a significant p when the interval lies inside the smallest "
-          "effect); the table per claim gives each test's own status. Each test's sign is its endpoint's: "
-          "+ = the claim's subject minus its control (claim 2: 1 - kappa, + = b's drive decays no faster than 1/t, "
-          "unbounded; claim 3: standardizing worse).", ""]
+    md = [
+        f"# {study}: do the claims depend on depth, architecture and optimizer?",
+        "",
+        "Each setup is the same grid under other model/optimizer settings, with its own report (linked). "
+        "Statuses are those reports' verdicts, each decided by its primary test(s) (Holm within that "
+        "report; 'negligible' takes precedence over a significant p when the interval lies inside the smallest "
+        "effect); the table per claim gives each test's own status. Each test's sign is its endpoint's: "
+        "+ = the claim's subject minus its control (claim 2: 1 - kappa, + = b's drive decays no faster than 1/t, "
+        "unbounded; claim 3: standardizing worse).",
+        "",
+    ]
     if missing:
         md += [f"Setups without a report yet (not compared): {', '.join(missing)}.", ""]
     if len(status):
-        piv = status.pivot_table(index=["claim", "title"], columns="label", values="status", aggfunc="first",
-                                 sort=False)[order]
-        md += ["## Status per setup", "", "| claim | " + " | ".join(order) + " |",
-               "|---|" + "---|" * len(order)]
+        piv = status.pivot_table(
+            index=["claim", "title"], columns="label", values="status", aggfunc="first", sort=False
+        )[order]
+        md += ["## Status per setup", "", "| claim | " + " | ".join(order) + " |", "|---|" + "---|" * len(order)]
         for (claim, title), r in piv.iterrows():
             md.append(f"| {claim}: {title} | " + " | ".join(str(v) for v in r) + " |")
-        md += ["", "Setups: " + "; ".join(f"[{lab}]({s}/report.md) (`{s}`)" for s, lab in
-                                          dict(zip(status["setup"], status["label"])).items()), ""]
+        md += [
+            "",
+            "Setups: "
+            + "; ".join(
+                f"[{lab}]({s}/report.md) (`{s}`)" for s, lab in dict(zip(status["setup"], status["label"])).items()
+            ),
+            "",
+        ]
         if largest is not None and len(largest):
             largest.to_csv(out / "tables" / "largest_by_setup.csv", index=False)
             md += _largest_md(largest)
         md += ["## Per claim", ""]
         for claim in dict.fromkeys(status.loc[status["kind"] == "measurement", "claim"]):
             rows = status[status["claim"] == claim]
-            md += [f"### {claim}: {rows['title'].iloc[0]}", "",
-                   "| setup | test status | primary test | effect [95% CI] | Holm p |", "|---|---|---|---|---|"]
+            md += [
+                f"### {claim}: {rows['title'].iloc[0]}",
+                "",
+                "| setup | test status | primary test | effect [95% CI] | Holm p |",
+                "|---|---|---|---|---|",
+            ]
             mine = ends[ends["claim"] == claim] if len(ends) else ends
             for r in rows.itertuples():
-                for t in (mine[mine["setup"] == r.setup].itertuples() if len(mine) else []):
-                    md.append(f"| {r.label} | {t.status} | {t.test}: {t.endpoint} | {t.effect:+.3g} "
-                              f"[{t.ci_lo:+.3g}, {t.ci_hi:+.3g}] {t.unit} | {t.p_holm:.2g} |")
+                for t in mine[mine["setup"] == r.setup].itertuples() if len(mine) else []:
+                    md.append(
+                        f"| {r.label} | {t.status} | {t.test}: {t.endpoint} | {t.effect:+.3g} "
+                        f"[{t.ci_lo:+.3g}, {t.ci_hi:+.3g}] {t.unit} | {t.p_holm:.2g} |"
+                    )
             if draw(ends, claim, order, out / "figures" / f"{claim}.png"):
-                md += ["", f"![{claim}](figures/{claim}.png)", "",
-                       "Every setup's primary test(s) of this claim, matched by test and endpoint: "
-                       "[tables/primary_by_setup.csv](tables/primary_by_setup.csv)."]
+                md += [
+                    "",
+                    f"![{claim}](figures/{claim}.png)",
+                    "",
+                    "Every setup's primary test(s) of this claim, matched by test and endpoint: "
+                    "[tables/primary_by_setup.csv](tables/primary_by_setup.csv).",
+                ]
             md.append("")
     (out / "report.md").write_text("\n".join(md) + "\n")
 
@@ -209,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         die(str(err))
     if status.empty:
         die(f"{reports}: no setup report found (run: python -m pipeline.study {args.study})")
-    records.write_tree_atomically(reports, lambda tmp: build(tmp, name, status, ends, missing, largest),
-                                  marker=records.REPORT_MARKER)
+    records.write_tree_atomically(
+        reports, lambda tmp: build(tmp, name, status, ends, missing, largest), marker=records.REPORT_MARKER
+    )
     print(f"wrote {reports / 'report.md'} ({status['setup'].nunique()} setups)")
     return 0
 

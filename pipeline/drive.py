@@ -27,6 +27,7 @@ loss it adds at inference is, to first order, <dl/db, lag> = -(lr / m) ||Gbar||^
 (b descends the loss with the statistics held: inference fits better). ema_lag_linear is the exact
 lag for b linear in t (a constant drive), the case the tests check against the module.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -66,7 +67,7 @@ def drive_decay(steps, drive_half, horizon: float, start_frac: float, min_points
 
 def windows(horizon: float, count: int) -> list[tuple[float, float]]:
     """The `count` doubling windows that end at the horizon, latest first: [T/2, T], [T/4, T/2], ..."""
-    return [(horizon / 2 ** (k + 1), horizon / 2 ** k) for k in range(count)]
+    return [(horizon / 2 ** (k + 1), horizon / 2**k) for k in range(count)]
 
 
 def window_alphas(steps, drift, horizon: float, count: int, min_points: int) -> np.ndarray:
@@ -101,8 +102,8 @@ def ema_lag_linear(b0, v, n: int, m: float, ahead: int = 1):
     forward has just updated the EMA with the b it used). Long runs: v (ahead - 1 + 1/m) + (1-m)^n b0."""
     q = 1.0 - m
     i = np.arange(n, dtype=float)
-    s0 = 1.0 - q ** n                                        # sum_k m q^(n-1-k)
-    s1 = float(np.sum(m * q ** i * (n - 1 - i)))             # sum_k m q^(n-1-k) k
+    s0 = 1.0 - q**n  # sum_k m q^(n-1-k)
+    s1 = float(np.sum(m * q**i * (n - 1 - i)))  # sum_k m q^(n-1-k) k
     return np.asarray(b0, float) * (1.0 - s0) + np.asarray(v, float) * (n - 1 + ahead - s1)
 
 
@@ -112,7 +113,7 @@ def lag_prediction(lr, m, mean_sq, var) -> np.ndarray:
     those weights squared). Negative moment estimates are read as 0."""
     lr, m = np.asarray(lr, float), np.asarray(m, float)
     ms, vs = np.clip(np.asarray(mean_sq, float), 0, None), np.clip(np.asarray(var, float), 0, None)
-    return lr * np.sqrt(ms / m ** 2 + vs / (1 - (1 - m) ** 2))
+    return lr * np.sqrt(ms / m**2 + vs / (1 - (1 - m) ** 2))
 
 
 def leak_prediction(lr, m, mean_sq_total) -> np.ndarray:

@@ -22,6 +22,7 @@ with SIGINT (their MLflow runs end KILLED), records the cells already finished, 
 The Ray executor needs a tracking server every node reaches (MLFLOW_TRACKING_URI=http://...,
 `make server`), unless Ray runs on this machine only (no --address).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ BIN = Path(sys.executable).parent
 def _dvc(*args: str) -> subprocess.CompletedProcess:
     exe = BIN / "dvc"
     # its own session: a Ctrl-C meant for the cells never cuts DVC off mid-write
-    return subprocess.run([str(exe) if exe.exists() else "dvc", *args], capture_output=True, text=True,
-                          start_new_session=True)
+    return subprocess.run(
+        [str(exe) if exe.exists() else "dvc", *args], capture_output=True, text=True, start_new_session=True
+    )
 
 
 def stale_cells(names: list[str]) -> set[str]:
@@ -84,8 +86,10 @@ class Committer:
         last = time.monotonic()
         while True:
             with self._cv:
-                self._cv.wait_for(lambda: self._closed or (self.pending and time.monotonic() - last >= self.every),  # noqa: B023
-                                  timeout=1.0)
+                self._cv.wait_for(
+                    lambda: self._closed or (self.pending and time.monotonic() - last >= self.every),  # noqa: B023
+                    timeout=1.0,
+                )
                 if self._closed:
                     return
                 if not self.pending or time.monotonic() - last < self.every:
@@ -141,8 +145,9 @@ def close_dead_attempts(client, experiment: str, grid: str) -> int:
     if exp is None:
         return 0
     n = 0
-    for run in search_all(client, [exp.experiment_id],
-                          f"attributes.status = 'RUNNING' and tags.`{GRID_TAG}` = '{grid}'"):
+    for run in search_all(
+        client, [exp.experiment_id], f"attributes.status = 'RUNNING' and tags.`{GRID_TAG}` = '{grid}'"
+    ):
         if process_alive(ProcessId.from_tags(run.data.tags, "normlab.proc")):
             continue  # e.g. a tracking process still closing its cell's runs itself
         client.set_tag(run.info.run_id, "normlab.closed_by", "grid: its attempt's worker died; cell retried")
@@ -156,8 +161,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.grid"), description=__doc__.splitlines()[0])
     ap.add_argument("--executor", default="local", help=" | ".join(EXECUTORS) + " (pipeline/executors/)")
-    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
-                    help="local: worker processes (default: cores); ray without --address: CPUs of the local Ray")
+    ap.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local: worker processes (default: cores); ray without --address: CPUs of the local Ray",
+    )
     ap.add_argument("--address", help="ray: HOST:PORT of the cluster's head (default: RAY_ADDRESS, else a local Ray)")
     ap.add_argument("--retries", type=int, default=2, help="tries again for a cell whose worker died (default 2)")
     ap.add_argument("--params", default="params.yaml", help="params file (default: the DVC study's params.yaml)")
@@ -243,8 +253,11 @@ def _grid(args, params, cells, kind, with_dvc: bool, runs_dir: Path) -> int:
         die(str(err))
     t0 = time.perf_counter()
     slots = executor.slots if executor else args.jobs
-    print(f"{len(cells) - len(jobs)} of {len(cells)} cells up to date; running {len(jobs)} on the "
-          f"{args.executor} executor ({slots} at once)", flush=True)
+    print(
+        f"{len(cells) - len(jobs)} of {len(cells)} cells up to date; running {len(jobs)} on the "
+        f"{args.executor} executor ({slots} at once)",
+        flush=True,
+    )
     failed, interrupted, done = [], False, 0
     committer = Committer() if with_dvc and jobs else None
 
@@ -255,14 +268,16 @@ def _grid(args, params, cells, kind, with_dvc: bool, runs_dir: Path) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if executor else {}
     try:
-        for outcome in (executor.run(jobs) if executor else ()):
+        for outcome in executor.run(jobs) if executor else ():
             done += 1
             elapsed = time.perf_counter() - t0
             eta = elapsed / done * (len(jobs) - done)
             retried = f", attempt {outcome.attempts}" if outcome.attempts > 1 else ""
             status = {"ran": "ran", "interrupted": "interrupted"}.get(outcome.status, "FAILED")
-            print(f"[{done}/{len(jobs)}] {outcome.job.name}: {status}{retried}  ({elapsed:.0f} s, ETA {eta:.0f} s)",
-                  flush=True)
+            print(
+                f"[{done}/{len(jobs)}] {outcome.job.name}: {status}{retried}  ({elapsed:.0f} s, ETA {eta:.0f} s)",
+                flush=True,
+            )
             if outcome.status == "ran" and committer:
                 committer.add(outcome.job.name)
             elif outcome.status == "failed":
@@ -283,15 +298,20 @@ def _grid(args, params, cells, kind, with_dvc: bool, runs_dir: Path) -> int:
                 closed = close_dead_attempts(client, params.tracking.experiment, os.environ[repo_lock.GRID_ENV])
             except Exception as exc:  # noqa: BLE001 - a store that died mid-grid: said once, no traceback
                 closed = 0
-                errors.append(f"MLflow: runs of dead attempts not closed, the tracking store failed "
-                              f"({first_line(exc)}); the next sweep ends those of this host KILLED")
+                errors.append(
+                    f"MLflow: runs of dead attempts not closed, the tracking store failed "
+                    f"({first_line(exc)}); the next sweep ends those of this host KILLED"
+                )
             if closed:
                 print(f"ended KILLED {closed} MLflow run(s) of attempts whose worker died", file=sys.stderr)
     for line in errors:
         print(f"normlab: {line}", file=sys.stderr)
     if interrupted:
-        print("normlab: interrupted: cells not finished were stopped or not started (their MLflow runs ended "
-              "KILLED); finished cells are recorded", file=sys.stderr)
+        print(
+            "normlab: interrupted: cells not finished were stopped or not started (their MLflow runs ended "
+            "KILLED); finished cells are recorded",
+            file=sys.stderr,
+        )
         return 130
     if failed or errors:
         if failed:
@@ -300,12 +320,26 @@ def _grid(args, params, cells, kind, with_dvc: bool, runs_dir: Path) -> int:
     if with_dvc:
         final = _dvc("--wait-for-lock", "repro")  # the report, and a check that nothing else is left
     else:
-        final = subprocess.run([sys.executable, "-m", "pipeline.report", "--params", args.params, "--runs",
-                                args.runs, "--out", args.report], capture_output=True, text=True)
+        final = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.report",
+                "--params",
+                args.params,
+                "--runs",
+                args.runs,
+                "--out",
+                args.report,
+            ],
+            capture_output=True,
+            text=True,
+        )
     sys.stdout.write(final.stdout)
     sys.stderr.write(final.stderr)
-    print(f"grid of {len(cells)} cells with {slots} job(s) ({args.executor} executor): "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"grid of {len(cells)} cells with {slots} job(s) ({args.executor} executor): {time.perf_counter() - t0:.1f} s"
+    )
     return final.returncode
 
 

@@ -13,6 +13,7 @@ A variant whose running means are EMAs from 0 and that has b also follows b's EM
 hidden layer a step) and runs the full set once more per evaluation: claim 1b's gap split
 (full_loss_eval_bema, docs/science.md).
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,9 +33,15 @@ STEPS_PER_BATCH = 25
 
 
 class NormLabModule(pl.LightningModule):
-    def __init__(self, model: StackedMLP, cell: CellSettings, lrs: list[float],
-                 input_mean: torch.Tensor | None = None, x_train: torch.Tensor | None = None,
-                 eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None):
+    def __init__(
+        self,
+        model: StackedMLP,
+        cell: CellSettings,
+        lrs: list[float],
+        input_mean: torch.Tensor | None = None,
+        x_train: torch.Tensor | None = None,
+        eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ):
         super().__init__()
         self.automatic_optimization = False  # the step needs the alive mask and pre-step grads
         self.model, self.cell = model, cell
@@ -49,8 +56,9 @@ class NormLabModule(pl.LightningModule):
         # ||m^T (W_t - W_0)|| is claim 4's mechanism (pipeline/claims/mechanism.py); empty otherwise
         w0 = model.hidden[0][0].weight.detach() if model.hidden else None
         dense = w0 is not None and w0.dim() == 3 and w0.shape[1] == self.mean_dir.numel()
-        self.register_buffer("mean_dir_W0", torch.einsum("d,mdf->mf", self.mean_dir, w0).clone() if dense
-                             else torch.zeros(0))
+        self.register_buffer(
+            "mean_dir_W0", torch.einsum("d,mdf->mf", self.mean_dir, w0).clone() if dense else torch.zeros(0)
+        )
         self.register_buffer("x_train", x_train if x_train is not None else torch.zeros(0))
         self.eval_sets = eval_sets or {}  # "train_full", "val" -> (x, y): the interval evaluations
         self.has_bias = [lin.bias is not None for lin, _ in model.hidden]
@@ -109,17 +117,19 @@ class NormLabModule(pl.LightningModule):
 
             def grad_hook(g: torch.Tensor) -> None:
                 self._gsum[layer] = g.sum(dim=1, keepdim=True)
+
             x_hat.register_hook(grad_hook)
+
         return on_xhat
 
     def configure_optimizers(self):
         o = self.cell.optim
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return make_optimizer(o.name, params, self.lrs, momentum=o.momentum,
-                              weight_decay=o.weight_decay, betas=o.betas)
+        return make_optimizer(o.name, params, self.lrs, momentum=o.momentum, weight_decay=o.weight_decay, betas=o.betas)
 
-    def member_losses(self, x: torch.Tensor, y: torch.Tensor, model=None,
-                      with_acc: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def member_losses(
+        self, x: torch.Tensor, y: torch.Tensor, model=None, with_acc: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-member mean cross-entropy and accuracy, [M] each (accuracy None without `with_acc`)."""
         logits = (model or self.model)(x)
         m, b, c = logits.shape
@@ -134,9 +144,16 @@ class NormLabModule(pl.LightningModule):
         self._drive = []
         for i, (lin, _) in enumerate(self._hidden):
             if lin.bias is not None:
-                self._drive.append((lin.bias, getattr(self, f"gsum_cum_{i}"), getattr(self, f"gabs_cum_{i}"),
-                                    getattr(self, f"gsq_cum_{i}"), getattr(self, f"drift_pred_{i}"),
-                                    self.lrs.view(-1, *[1] * (lin.bias.dim() - 1))))
+                self._drive.append(
+                    (
+                        lin.bias,
+                        getattr(self, f"gsum_cum_{i}"),
+                        getattr(self, f"gabs_cum_{i}"),
+                        getattr(self, f"gsq_cum_{i}"),
+                        getattr(self, f"drift_pred_{i}"),
+                        self.lrs.view(-1, *[1] * (lin.bias.dim() - 1)),
+                    )
+                )
 
     def training_step(self, batch, batch_idx):
         """A batch is STEPS_PER_BATCH consecutive steps (pipeline.data.sets.StepChunks): xs[k] is step t0 + k's."""
@@ -179,8 +196,9 @@ class NormLabModule(pl.LightningModule):
                 drift_pred.add_(lr * g)
         self._gsum.clear()
         opt.alive = live
-        shadow = [(i, self._shadow_gain(*self._hidden[i]), self._hidden[i][1].beta.detach().clone())
-                  for i in self._shadow]
+        shadow = [
+            (i, self._shadow_gain(*self._hidden[i]), self._hidden[i][1].beta.detach().clone()) for i in self._shadow
+        ]
         opt.step()
         for i, gain, beta in shadow:  # b's step is gain times beta's step (exact under plain SGD)
             getattr(self, f"shadow_cum_{i}").add_(gain * (self._hidden[i][1].beta.detach() - beta))
@@ -257,7 +275,9 @@ class NormLabModule(pl.LightningModule):
                 continue
             if w.grad is not None:
                 out[layer_column("grad_W", i)] = w.grad.flatten(1).norm(dim=1)
-                out[layer_column("radial", i)] = (w * w.grad).flatten(1).sum(1) / out[layer_column("W_norm", i)].clamp_min(1e-30)
+                out[layer_column("radial", i)] = (w * w.grad).flatten(1).sum(1) / out[
+                    layer_column("W_norm", i)
+                ].clamp_min(1e-30)
             if lin.bias is not None and lin.bias.grad is not None:
                 out[layer_column("grad_b", i)] = lin.bias.grad.flatten(1).norm(dim=1)
             if i in self._gsum:
@@ -279,8 +299,13 @@ class NormLabModule(pl.LightningModule):
         no gamma, beta, either of them frozen, statistics the gradient goes through (b's gradient is 0
         there), or a scaling layer without a sigma (shift_sigma)."""
         spec = norm.spec
-        if (lin.bias is None or not norm.affine or spec is None or not spec.detached
-                or not (lin.bias.requires_grad and norm.beta.requires_grad)):
+        if (
+            lin.bias is None
+            or not norm.affine
+            or spec is None
+            or not spec.detached
+            or not (lin.bias.requires_grad and norm.beta.requires_grad)
+        ):
             return None
         if not spec.scales:
             return norm.gamma.detach().clone()
@@ -318,7 +343,9 @@ class NormLabModule(pl.LightningModule):
         else:
             rec["full_loss_eval"], rec["full_acc_eval"] = self.member_losses(x, y, inference)
         xv, yv = (t.to(self.device) for t in self.eval_sets["val"])
-        rec["val_loss_eval"], rec["val_acc_eval"] = self.member_losses(xv.expand(m, *xv.shape), yv.expand(m, -1), inference)
+        rec["val_loss_eval"], rec["val_acc_eval"] = self.member_losses(
+            xv.expand(m, *xv.shape), yv.expand(m, -1), inference
+        )
         if self._b_ema:
             rec["full_loss_eval_bema"] = self._loss_eval_bema(inference, x, y)
         self.records.append((step, rec))

@@ -33,6 +33,7 @@ loss_gap_b = full_loss_eval - full_loss_eval_bema (b's own lag: eval adds b_T wh
 holds an EMA of b_t) and loss_gap_lag = full_loss_eval_bema - full_loss_train (the lag of W's
 statistics); NaN where the pass without b's lag is not measured (pipeline/module.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,9 @@ CELL_KEYS = ("cell", "variant", "dataset", "norm", "steps", "classes", "chance_l
 
 
 # -- statistics ----------------------------------------------------------------------------
-def ci(values, paired=None, *, n_boot: int = 2000, level: float = 0.95, method: str | None = None
-       ) -> tuple[float, float, float]:
+def ci(
+    values, paired=None, *, n_boot: int = 2000, level: float = 0.95, method: str | None = None
+) -> tuple[float, float, float]:
     """(mean, lo, hi): a `level` interval for the mean over seeds.
 
     paired=None: Student-t interval of mean(values) (method "t"), or a percentile bootstrap over
@@ -134,8 +136,7 @@ def best_accuracy(t: pd.DataFrame) -> pd.Series:
     nothing is left."""
     diverged = t["diverged"].astype(bool) | np.isinf(t["full_loss_train"].astype(float))
     counted = t[~t["loss_fixed"].astype(bool) & ~diverged]
-    best = (counted.groupby(["dataset", "variant", "lr"])["full_acc_train"].median()
-            .groupby(level="dataset").max())
+    best = counted.groupby(["dataset", "variant", "lr"])["full_acc_train"].median().groupby(level="dataset").max()
     return t["dataset"].map(best).astype(float)
 
 
@@ -155,8 +156,9 @@ def classify(t: pd.DataFrame, settings) -> pd.Series:
     baseline = np.fmin(t["init_full_loss_train"].astype(float), t["chance_loss"].astype(float))
     # written as not(ok) so a missing number fails: NaN compares False
     failed = ~(t["full_loss_train"] <= settings.trained_loss_ratio * baseline) | ~(t["full_acc_train"] >= bar)
-    status = np.select([diverged, t["loss_fixed"].astype(bool), failed], ["diverged", "fixed_loss", "failed"],
-                       "trained")
+    status = np.select(
+        [diverged, t["loss_fixed"].astype(bool), failed], ["diverged", "fixed_loss", "failed"], "trained"
+    )
     return pd.Series(status, index=t.index, name="status")
 
 
@@ -226,13 +228,17 @@ def _from_history(h: _Member, row: dict, layers: range, width: float, settings) 
     rels = []
     for layer in layers:
         col = layer_column("b_drift", layer)
-        out[layer_column("alpha", layer)] = (growth_exponent(step, h[col], steps_total, settings.alpha_from,
-                                                             settings.alpha_min_points) if col in h else float("nan"))
+        out[layer_column("alpha", layer)] = (
+            growth_exponent(step, h[col], steps_total, settings.alpha_from, settings.alpha_min_points)
+            if col in h
+            else float("nan")
+        )
         # claim 2's boundedness (pipeline/drive.py): kappa of the drive over doubling windows, alpha per window
         half = layer_column("drive_half", layer)
         if half in h:
-            out[layer_column("kappa", layer)] = float(drive_decay(step, h[half], steps_total, settings.kappa_from,
-                                                                  settings.alpha_min_points)[0])
+            out[layer_column("kappa", layer)] = float(
+                drive_decay(step, h[half], steps_total, settings.kappa_from, settings.alpha_min_points)[0]
+            )
         if col in h:
             per = window_alphas(step, h[col], steps_total, settings.alpha_windows, settings.alpha_min_points)[0]
             for k, a in enumerate(per):
@@ -265,8 +271,9 @@ def _from_history(h: _Member, row: dict, layers: range, width: float, settings) 
         if ev.any():
             filled = _ffill(np.stack([h[c] for c in bcols], axis=1))[ev]
             b0 = max((row.get(layer_column("b_norm0", layer), 0.0) or 0.0) for layer in layers)
-            rms = np.maximum(np.where(np.isnan(filled).all(axis=1), 0.0, np.fmax.reduce(filled, axis=1)), b0) \
-                / math.sqrt(width)
+            rms = np.maximum(
+                np.where(np.isnan(filled).all(axis=1), 0.0, np.fmax.reduce(filled, axis=1)), b0
+            ) / math.sqrt(width)
             rel = sens[ev] / np.maximum(np.abs(full[ev]), 1.0)
             out["b_sens_scaled"] = _nanmax(rel / (1.0 + rms))
             # claim 1's tolerance as first declared (before 9baab89): relative to the loss itself; the
@@ -288,8 +295,10 @@ def _nobias_gaps(t: pd.DataFrame, summaries, histories, early_steps: int) -> pd.
         if twin is None:
             continue
         tb = {(m.lr, m.seed): m.member for m in twin.members}
-        pairs = pd.DataFrame([(m.member, tb[(m.lr, m.seed)]) for m in s.members if (m.lr, m.seed) in tb],
-                             columns=["member", "twin_member"])
+        pairs = pd.DataFrame(
+            [(m.member, tb[(m.lr, m.seed)]) for m in s.members if (m.lr, m.seed) in tb],
+            columns=["member", "twin_member"],
+        )
         if pairs.empty:
             continue
         a = histories[s.cell][["member", "step", "loss"]].merge(pairs, on="member")
@@ -313,8 +322,9 @@ def _nobias_gaps(t: pd.DataFrame, summaries, histories, early_steps: int) -> pd.
     return t
 
 
-def member_table(summaries: list[CellSummary], histories: dict[str, pd.DataFrame], settings,
-                 configs: dict[str, dict] | None = None) -> pd.DataFrame:
+def member_table(
+    summaries: list[CellSummary], histories: dict[str, pd.DataFrame], settings, configs: dict[str, dict] | None = None
+) -> pd.DataFrame:
     """One row per member of every cell: the summary's numbers, derived quantities and status.
     `configs` maps a cell name to its config.json (required). Per-layer columns are named
     layer_column(quantity, layer) for layer in range(row["depth"]) (the number of hidden layers)."""
@@ -330,10 +340,14 @@ def member_table(summaries: list[CellSummary], histories: dict[str, pd.DataFrame
             cell["chance_loss"] = math.log(cell["classes"])
         k = refresh_interval(var)  # the spec row decides whether the variant reads refresh_every
         # affine: the variant's gamma, beta switch (config): with beta, b shadows beta (pipeline/claims/shadow.py)
-        cell.update(width=width, trainable=var.get("trainable", "all"), has_bias=bool(var.get("bias", True)),
-                    affine=bool(var.get("affine", True)),
-                    refresh_every=float(k) if k is not None else float("nan"),
-                    loss_fixed=loss_fixed({**var, "norm": s.norm}))
+        cell.update(
+            width=width,
+            trainable=var.get("trainable", "all"),
+            has_bias=bool(var.get("bias", True)),
+            affine=bool(var.get("affine", True)),
+            refresh_every=float(k) if k is not None else float("nan"),
+            loss_fixed=loss_fixed({**var, "norm": s.norm}),
+        )
         for m in s.members:
             row = {**cell, **m.scalars(), "depth": m.depth, **m.layer_columns()}
             layers = range(m.depth)
@@ -360,9 +374,24 @@ def member_table(summaries: list[CellSummary], histories: dict[str, pd.DataFrame
                 row.update(_from_history(h, row, layers, width, settings))
             rows.append(row)
     t = pd.DataFrame(rows)
-    for col in ("full_loss_train", "full_acc_train", "init_full_loss_train", "full_loss_eval", "full_acc_eval",
-                "full_loss_eval_bema", "loss_gap", "loss_gap_b", "loss_gap_lag", "loss_gap_b_pred",
-                "steps_to_target", "b_sens_scaled", "b_sens_rel", "grad_b_rel_max", "grad_b_rel64_max", "diverged_step"):
+    for col in (
+        "full_loss_train",
+        "full_acc_train",
+        "init_full_loss_train",
+        "full_loss_eval",
+        "full_acc_eval",
+        "full_loss_eval_bema",
+        "loss_gap",
+        "loss_gap_b",
+        "loss_gap_lag",
+        "loss_gap_b_pred",
+        "steps_to_target",
+        "b_sens_scaled",
+        "b_sens_rel",
+        "grad_b_rel_max",
+        "grad_b_rel64_max",
+        "diverged_step",
+    ):
         if col not in t:
             t[col] = np.nan
         t[col] = t[col].astype(float)
@@ -386,13 +415,27 @@ def largest_trained_lr(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (v, ds), g in table.groupby(["variant", "dataset"], sort=False):
         if (g["status"] == "fixed_loss").all():
-            out.append({"variant": v, "dataset": ds, "largest_trained_lr": float("nan"), "acc_at_largest": float("nan"),
-                        "note": "n/a: the loss cannot move (only b trains, detached centering)"})
+            out.append(
+                {
+                    "variant": v,
+                    "dataset": ds,
+                    "largest_trained_lr": float("nan"),
+                    "acc_at_largest": float("nan"),
+                    "note": "n/a: the loss cannot move (only b trains, detached centering)",
+                }
+            )
             continue
         ok = g.groupby("lr")["status"].agg(lambda s: bool((s == "trained").all()))
         lrs = ok.index[ok.to_numpy()]
         lr = float(lrs.max()) if len(lrs) else float("nan")
         acc = float(g.loc[g["lr"] == lr, "full_acc_train"].astype(float).median()) if len(lrs) else float("nan")
-        out.append({"variant": v, "dataset": ds, "largest_trained_lr": lr, "acc_at_largest": acc,
-                    "note": "" if len(lrs) else "no lr at which every seed trained"})
+        out.append(
+            {
+                "variant": v,
+                "dataset": ds,
+                "largest_trained_lr": lr,
+                "acc_at_largest": acc,
+                "note": "" if len(lrs) else "no lr at which every seed trained",
+            }
+        )
     return pd.DataFrame(out, columns=LARGEST_COLUMNS)

@@ -14,6 +14,7 @@ most MAX_DEPTH deep, and at most MAX_NODES values once every alias is expanded (
 of nine nested anchors is a 1 KB file that expands to a billion values: refused before anything
 expands it). Every message is one line of at most MAX_LINE characters (`clip`, `shown`).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,11 +33,11 @@ class YamlError(ValueError):
 
 
 # bounds on what is read; the default params.yaml is 9.4 KB, 387 values (keys counted), 4 levels deep
-MAX_BYTES = 1_000_000   # 100x the largest settings file normlab ships: more is not a settings file
-MAX_DEPTH = 32          # params nest 4 levels (report.primary.claim1b.endpoint); PyYAML recurses per level
-MAX_NODES = 100_000     # values after alias expansion, 250x params.yaml's; past it validation (and any
-                        # error quoting the value) would expand an alias bomb
-MAX_LINE = 1000         # characters in any one error line (a 20,000-character name is shown clipped)
+MAX_BYTES = 1_000_000  # 100x the largest settings file normlab ships: more is not a settings file
+MAX_DEPTH = 32  # params nest 4 levels (report.primary.claim1b.endpoint); PyYAML recurses per level
+MAX_NODES = 100_000  # values after alias expansion, 250x params.yaml's; past it validation (and any
+# error quoting the value) would expand an alias bomb
+MAX_LINE = 1000  # characters in any one error line (a 20,000-character name is shown clipped)
 
 
 def clip(text: object, limit: int = 120) -> str:
@@ -46,7 +47,7 @@ def clip(text: object, limit: int = 120) -> str:
     if len(text) <= limit:
         return text
     keep = max(limit - 24, 8)
-    return f"{text[: keep // 2]}...({len(text)} characters)...{text[len(text) - keep // 2:]}"
+    return f"{text[: keep // 2]}...({len(text)} characters)...{text[len(text) - keep // 2 :]}"
 
 
 _SHOWN = reprlib.Repr()
@@ -78,9 +79,15 @@ def read_regular_file(path: Path, what: str = "params file", limit: int = MAX_BY
         if stat.S_ISDIR(st.st_mode):
             raise YamlError(f"{clip(path, 300)}: is a folder, not a {what}")
         if not stat.S_ISREG(st.st_mode):
-            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
-                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            kind = (
+                "a FIFO (named pipe)"
+                if stat.S_ISFIFO(st.st_mode)
+                else "a device"
+                if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket"
+                if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file"
+            )
             raise YamlError(f"{clip(path, 300)}: is {kind}, not a {what}; give a regular file")
         if st.st_size > limit:
             raise YamlError(f"{clip(path, 300)}: {st.st_size} bytes (at most {limit}: a {what} is a few kilobytes)")
@@ -104,8 +111,12 @@ class _Bounded:
 
     def compose_node(self, parent, index):
         if self._depth >= MAX_DEPTH:
-            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep (at most "
-                                              f"{MAX_DEPTH}: params nest 4 levels)", self.peek_event().start_mark)
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"nested more than {MAX_DEPTH} levels deep (at most {MAX_DEPTH}: params nest 4 levels)",
+                self.peek_event().start_mark,
+            )
         self._depth += 1
         try:
             return super().compose_node(parent, index)
@@ -130,18 +141,24 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
             open_.discard(key)
             size[key] = (n, d)
             if n > MAX_NODES:
-                raise YamlError(f"{source}: {_where(node.start_mark)}: this value expands (its aliases included) "
-                                f"to more than {MAX_NODES} values (at most {MAX_NODES}: params.yaml holds 387; "
-                                "an alias bomb is refused before it expands)")
+                raise YamlError(
+                    f"{source}: {_where(node.start_mark)}: this value expands (its aliases included) "
+                    f"to more than {MAX_NODES} values (at most {MAX_NODES}: params.yaml holds 387; "
+                    "an alias bomb is refused before it expands)"
+                )
             if d > MAX_DEPTH:
-                raise YamlError(f"{source}: {_where(node.start_mark)}: aliases nest this value more than {MAX_DEPTH} "
-                                f"levels deep (at most {MAX_DEPTH}: params nest 4 levels)")
+                raise YamlError(
+                    f"{source}: {_where(node.start_mark)}: aliases nest this value more than {MAX_DEPTH} "
+                    f"levels deep (at most {MAX_DEPTH}: params nest 4 levels)"
+                )
             continue
         if key in size:
             continue
         if key in open_:
-            raise YamlError(f"{source}: {_where(node.start_mark)}: an alias refers to the anchored value that "
-                            "contains it (a value cannot hold itself)")
+            raise YamlError(
+                f"{source}: {_where(node.start_mark)}: an alias refers to the anchored value that "
+                "contains it (a value cannot hold itself)"
+            )
         open_.add(key)
         stack.append((node, True))
         stack.extend((k, False) for k in _children(node) if id(k) not in size)
@@ -161,9 +178,12 @@ class _Yaml12Loader(_Bounded, yaml.SafeLoader):
 
 _Yaml12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?(?:[eE][-+]?\d+)$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"
-               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
+    re.compile(
+        r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?(?:[eE][-+]?\d+)$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"
+        r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def _where(mark) -> str:
@@ -177,8 +197,10 @@ def _check_unique_keys(node: yaml.Node, path: str, source: str, seen_nodes: set[
     seen_nodes.add(id(node))
     if isinstance(node, yaml.ScalarNode) and (control := _CONTROL.search(node.value)):
         bad = control.group()
-        raise YamlError(f"{source}: {_where(node.start_mark)}: {clip(path, 120) or 'a value'}: holds the control "
-                        f"character #x{ord(bad):04x} (a setting is printable text: no NUL or other control character)")
+        raise YamlError(
+            f"{source}: {_where(node.start_mark)}: {clip(path, 120) or 'a value'}: holds the control "
+            f"character #x{ord(bad):04x} (a setting is printable text: no NUL or other control character)"
+        )
     if isinstance(node, yaml.MappingNode):
         first: dict[object, yaml.Node] = {}
         for key_node, value_node in node.value:
@@ -187,8 +209,10 @@ def _check_unique_keys(node: yaml.Node, path: str, source: str, seen_nodes: set[
             _check_unique_keys(key_node, dotted, source, seen_nodes)
             if key is not None and key != "<<":  # `<<` merges are PyYAML's to resolve
                 if key in first:
-                    raise YamlError(f"{source}: {_where(key_node.start_mark)}: duplicate key {clip(dotted, 300)} "
-                                    f"(first at {_where(first[key].start_mark)}); write each key once")
+                    raise YamlError(
+                        f"{source}: {_where(key_node.start_mark)}: duplicate key {clip(dotted, 300)} "
+                        f"(first at {_where(first[key].start_mark)}); write each key once"
+                    )
                 first[key] = key_node
             _check_unique_keys(value_node, dotted, source, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
@@ -204,8 +228,10 @@ def _reader_error(exc, text: str, source: str) -> str:
     line = text.count("\n", 0, pos) + 1
     column = pos - (text.rfind("\n", 0, pos) + 1) + 1
     char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
-    return (f"{source}: line {line}, column {column}: character #x{char:04x} is not allowed in YAML "
-            "(a settings file is printable text: no NUL or other control character)")
+    return (
+        f"{source}: line {line}, column {column}: character #x{char:04x} is not allowed in YAML "
+        "(a settings file is printable text: no NUL or other control character)"
+    )
 
 
 def read_yaml(path: Path, what: str = "params file") -> object:
@@ -263,18 +289,22 @@ def _error_line(err: ValidationError, model: type[BaseModel], source: str) -> st
             ann: Any = getattr(field, "annotation", None)
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 owner = ann
-            elif getattr(ann, "__args__", None) and isinstance(ann.__args__[-1], type) \
-                    and issubclass(ann.__args__[-1], BaseModel):
+            elif (
+                getattr(ann, "__args__", None)
+                and isinstance(ann.__args__[-1], type)
+                and issubclass(ann.__args__[-1], BaseModel)
+            ):
                 owner = ann.__args__[-1]  # dict[str, Model]: the next part is the name
         allowed = ", ".join(owner.model_fields)
         return f"{source}: {loc}: unknown key (allowed: {allowed})"
     msg = clip(e["msg"], MAX_LINE)
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
         # a validator's message that starts with its own dotted key (names may hold `/`, `-`: it
         # is reporting them as unsafe) is printed as it is
-        if ": " in msg and re.fullmatch(r"[\w.][\w./-]*(?:\.\.\.\(\d+ characters\)\.\.\.[\w./-]*)?",
-                                        msg.split(": ")[0]):
+        if ": " in msg and re.fullmatch(
+            r"[\w.][\w./-]*(?:\.\.\.\(\d+ characters\)\.\.\.[\w./-]*)?", msg.split(": ")[0]
+        ):
             return f"{source}: {loc + '.' if loc else ''}{msg}"
     got = e.get("input")
     tail = "" if isinstance(got, dict) else f" (got {shown(got)})"

@@ -15,6 +15,7 @@ before a byte is read; the template is kept in dvc_plots/.vega/ (git-ignored wit
 later runs need neither npm nor the network. `dvc plots show --html-template
 dvc_plots/.vega/offline.html` uses it directly once made.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,24 +41,36 @@ class NpmMissing(PlotsError):
 
 
 class Library(NamedTuple):
-    package: str    # what `npm pack` is given
-    tarball: str    # the file it writes
-    member: str     # the browser build inside it
+    package: str  # what `npm pack` is given
+    tarball: str  # the file it writes
+    member: str  # the browser build inside it
     integrity: str  # `npm view <package> dist.integrity` (npm versions are immutable)
 
 
 # the versions dvc-render 1.0.2's page loads from the CDN, in its order (vega-embed needs the other two)
 VEGA = (
-    Library("vega@5.20.2", "vega-5.20.2.tgz", "package/build/vega.min.js",
-            "sha512-qmH7aD9GGPpssVdxL1xgcdxTbQzyRUeRR16Os385ymvQhiwCYQNA6+eXUPAZDTVLfk0RXu6Jzj6kUE5jQ80EVw=="),
-    Library("vega-lite@5.2.0", "vega-lite-5.2.0.tgz", "package/build/vega-lite.min.js",
-            "sha512-Yxcg8MvYfxHcG6BbkaKT0oVCIMIcE19UvqIsEwBmyd/7h2nzW7oRnID81T8UrY7hpDrIr6wa2JADOT2dhGNErw=="),
-    Library("vega-embed@6.18.2", "vega-embed-6.18.2.tgz", "package/build/vega-embed.min.js",
-            "sha512-wcDyQPE4J5aiCDc3/suH5RQDvrKkjuLkhzUcbOLwEkNF8/+pp17tS0JghzEvAPNRg+5aG1/N2ydixq8Lk3dOlg=="),
+    Library(
+        "vega@5.20.2",
+        "vega-5.20.2.tgz",
+        "package/build/vega.min.js",
+        "sha512-qmH7aD9GGPpssVdxL1xgcdxTbQzyRUeRR16Os385ymvQhiwCYQNA6+eXUPAZDTVLfk0RXu6Jzj6kUE5jQ80EVw==",
+    ),
+    Library(
+        "vega-lite@5.2.0",
+        "vega-lite-5.2.0.tgz",
+        "package/build/vega-lite.min.js",
+        "sha512-Yxcg8MvYfxHcG6BbkaKT0oVCIMIcE19UvqIsEwBmyd/7h2nzW7oRnID81T8UrY7hpDrIr6wa2JADOT2dhGNErw==",
+    ),
+    Library(
+        "vega-embed@6.18.2",
+        "vega-embed-6.18.2.tgz",
+        "package/build/vega-embed.min.js",
+        "sha512-wcDyQPE4J5aiCDc3/suH5RQDvrKkjuLkhzUcbOLwEkNF8/+pp17tS0JghzEvAPNRg+5aG1/N2ydixq8Lk3dOlg==",
+    ),
 )
 CACHE = Path("dvc_plots") / ".vega"  # beside DVC's default output, git-ignored with it
 TEMPLATE = "offline.html"
-MAX_SCRIPT_BYTES = 8 << 20           # vega.min.js is 0.5 MB: a member past this is not the library
+MAX_SCRIPT_BYTES = 8 << 20  # vega.min.js is 0.5 MB: a member past this is not the library
 NPM_TIMEOUT_S = 300
 PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")  # dvc_render.html.HTML fills these in
 
@@ -84,7 +97,9 @@ PAGE = """<!DOCTYPE html>
 # bodies are left out: the libraries' code and the plots' specs (whose $schema strings are names,
 # never fetched; vega-embed's "open in editor" link is followed only when clicked)
 INLINE_SCRIPT = re.compile(r"<script\b(?![^>]*\bsrc\s*=)[^>]*>.*?</script\s*>", re.I | re.S)
-LOADED = re.compile(r"""(?:\bsrc|\bhref)\s*=\s*["']?\s*(?:https?:)?//[^"'\s>]*|url\(\s*["']?(?:https?:)?//[^)]*\)""", re.I)
+LOADED = re.compile(
+    r"""(?:\bsrc|\bhref)\s*=\s*["']?\s*(?:https?:)?//[^"'\s>]*|url\(\s*["']?(?:https?:)?//[^)]*\)""", re.I
+)
 
 
 def remote_references(html: str) -> list[str]:
@@ -104,10 +119,18 @@ def npm_pack(lib: Library, dest: Path) -> Path:
     if npm is None:
         raise NpmMissing(f"npm not found: install Node.js/npm to fetch {lib.package} once (then no network is needed)")
     try:  # --ignore-scripts: packing runs nothing of the package; this says so
-        proc = subprocess.run([npm, "pack", lib.package, "--ignore-scripts", "--silent"], cwd=dest,
-                              capture_output=True, text=True, timeout=NPM_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [npm, "pack", lib.package, "--ignore-scripts", "--silent"],
+            cwd=dest,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
-        raise PlotsError(f"npm pack {lib.package}: no answer in {NPM_TIMEOUT_S} s (is the npm registry reachable?)") from None
+        raise PlotsError(
+            f"npm pack {lib.package}: no answer in {NPM_TIMEOUT_S} s (is the npm registry reachable?)"
+        ) from None
     tarball = dest / lib.tarball
     if proc.returncode or not tarball.is_file():
         said = " ".join((proc.stderr or proc.stdout or "").split())[-300:]
@@ -164,17 +187,24 @@ def template(cache: Path = CACHE, tarballs: Path | None = None, libraries=VEGA, 
 def dvc_command(args: argparse.Namespace, html_template: Path) -> list[str]:
     beside = Path(sys.executable).parent / "dvc"
     dvc = str(beside) if beside.is_file() else (shutil.which("dvc") or "dvc")
-    cmd = [dvc, "plots", args.command, *args.revisions, "--html-template", str(html_template.resolve()),
-           "-o", args.out]
+    cmd = [dvc, "plots", args.command, *args.revisions, "--html-template", str(html_template.resolve()), "-o", args.out]
     return cmd
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.plots_offline"),
-                                 description=__doc__.splitlines()[0])
-    ap.add_argument("command", nargs="?", default="show", choices=["show", "diff"],
-                    help="show: dvc plots show (the workspace); diff: dvc plots diff REVISIONS (default show)")
-    ap.add_argument("revisions", nargs="*", help="diff only: the git revisions to compare (as dvc plots diff takes them)")
+    ap = argparse.ArgumentParser(
+        prog=environment.command_name("pipeline.plots_offline"), description=__doc__.splitlines()[0]
+    )
+    ap.add_argument(
+        "command",
+        nargs="?",
+        default="show",
+        choices=["show", "diff"],
+        help="show: dvc plots show (the workspace); diff: dvc plots diff REVISIONS (default show)",
+    )
+    ap.add_argument(
+        "revisions", nargs="*", help="diff only: the git revisions to compare (as dvc plots diff takes them)"
+    )
     ap.add_argument("--out", default="dvc_plots", help="folder of the page, index.html (default dvc_plots)")
     ap.add_argument("--tarballs", type=Path, help="a folder holding the three npm tarballs (no npm, no network)")
     ap.add_argument("--cache", type=Path, default=CACHE, help=f"where the offline template is kept (default {CACHE})")

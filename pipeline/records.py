@@ -12,6 +12,7 @@ outside what DVC hashes (.dvcignore), so the folder is the same bits on every ru
 Training, tracking, the report and the benchmark read and write cells only through here, and
 get typed records back (read_cell -> CellRecord whose summary is a CellSummary).
 """
+
 from __future__ import annotations
 
 import errno
@@ -46,8 +47,12 @@ class WriteError(RecordError):
 
 
 def _write_failed(what: Path, exc: OSError) -> WriteError:
-    remedy: dict[int | None, str] = {errno.ENOSPC: "free space on that disk", errno.EDQUOT: "free space within your disk quota",
-              errno.EROFS: "give a folder on a writable disk", errno.EACCES: "give a folder you can write in"}
+    remedy: dict[int | None, str] = {
+        errno.ENOSPC: "free space on that disk",
+        errno.EDQUOT: "free space within your disk quota",
+        errno.EROFS: "give a folder on a writable disk",
+        errno.EACCES: "give a folder you can write in",
+    }
     do = remedy.get(exc.errno, "check that disk")
     reason = os.strerror(exc.errno) if exc.errno else _one_line(exc)  # pyarrow's OSErrors carry errno, no strerror
     return WriteError(f"cannot write {what} ({reason}): {do} and run the cell again")
@@ -58,6 +63,7 @@ class CellRecord:
     """A cell folder as read back: the typed summary, the history and config.json as a plain dict
     (the resolved CellSettings' JSON, tracking excluded: cell_config), all from one write, and
     the outputs hash of exactly the bytes they were parsed from (read_cell)."""
+
     folder: Path
     summary: CellSummary
     history: Any  # pandas.DataFrame
@@ -68,6 +74,7 @@ class CellRecord:
 @dataclass
 class CellRun:
     """What run_cell returns: the summary it wrote and the run's meta (timing, MLflow run ids)."""
+
     summary: CellSummary
     meta: CellMeta
 
@@ -80,7 +87,7 @@ def _one_line(exc: Exception) -> str:
         where = ".".join(str(x) for x in first["loc"])
         msg = first["msg"]
         if msg.startswith("Value error, "):  # a validator's own message, `key: what` under its model
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
             key, sep, rest = msg.partition(": ")
             if sep and re.fullmatch(r"[\w.]+", key):
                 where, msg = f"{where}.{key}" if where else key, rest
@@ -138,8 +145,10 @@ def check_out(out: str | Path) -> Path:
         if not out.is_dir():
             raise RecordError(f"--out {out}: is an existing file; give a new folder or a normlab cell folder")
         if not is_cell_folder(out):
-            raise RecordError(f"--out {out}: is an existing folder that normlab did not create (no {MARKER} "
-                              "marker); refusing to replace it: give a new folder")
+            raise RecordError(
+                f"--out {out}: is an existing folder that normlab did not create (no {MARKER} "
+                "marker); refusing to replace it: give a new folder"
+            )
     parent = resolved.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -357,9 +366,11 @@ def check_report_out(out: str | Path, flag: str = "--out", marker: str = REPORT_
         if not out.is_dir():
             raise RecordError(f"{flag} {out}: is an existing file; give a new folder or a normlab report folder")
         if not (out / marker).is_file() and any(out.iterdir()):
-            raise RecordError(f"{flag} {out}: is an existing folder that normlab did not create (no {marker} "
-                              "marker); refusing to replace anything in it: give a new or empty folder (if an older normlab "
-                              f"wrote it: touch {out / marker})")
+            raise RecordError(
+                f"{flag} {out}: is an existing folder that normlab did not create (no {marker} "
+                "marker); refusing to replace anything in it: give a new or empty folder (if an older normlab "
+                f"wrote it: touch {out / marker})"
+            )
     return out
 
 
@@ -406,8 +417,10 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
             return _read_once(folder)
         except _Changed:
             continue
-    raise RecordError(f"{folder}: changed {SNAPSHOT_TRIES} times while being read (a cell is being written "
-                      "there?); read it again when the grid is done")
+    raise RecordError(
+        f"{folder}: changed {SNAPSHOT_TRIES} times while being read (a cell is being written "
+        "there?); read it again when the grid is done"
+    )
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
@@ -463,8 +476,9 @@ def _parse_summary(raw: bytes, path: Path, folder: Path) -> CellSummary:
     try:
         return CellSummary.model_validate(json.loads(raw))
     except ValueError as exc:  # ValidationError is one; so are JSON and UTF-8 errors
-        raise RecordError(f"{path}: corrupt ({_one_line(exc)}); re-run the cell: "
-                          f"dvc repro -f {stage_name(Path(folder).name)}") from None
+        raise RecordError(
+            f"{path}: corrupt ({_one_line(exc)}); re-run the cell: dvc repro -f {stage_name(Path(folder).name)}"
+        ) from None
 
 
 def read_cell(folder: str | Path) -> CellRecord:
@@ -488,7 +502,9 @@ def read_cell(folder: str | Path) -> CellRecord:
     try:
         history = pd.read_parquet(io.BytesIO(files["history.parquet"]))
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
-        raise RecordError(f"{path}: corrupt ({_one_line(exc)}); re-run the cell: dvc repro -f {stage_name(folder.name)}") from None
+        raise RecordError(
+            f"{path}: corrupt ({_one_line(exc)}); re-run the cell: dvc repro -f {stage_name(folder.name)}"
+        ) from None
     try:
         config = json.loads(files["config.json"])
     except ValueError as exc:
@@ -502,4 +518,3 @@ def read_meta(folder: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-

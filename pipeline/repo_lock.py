@@ -25,6 +25,7 @@ Where: in DVC's scratch folder, `.dvc/tmp/normlab-grid.<digest of the runs folde
 grid runs in a DVC repository (ignored by git and by DVC's hashing); else beside the runs folder,
 `.<name>.grid-lock`. Standard library only: the training command imports it before torch.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -36,7 +37,7 @@ import sys
 from pathlib import Path
 
 GRID_ENV = "NORMLAB_GRID"  # the id of the grid whose cells and DVC calls these are (host:pid:start)
-_held: list[int] = []      # descriptors held until the process exits (the training command's hold)
+_held: list[int] = []  # descriptors held until the process exits (the training command's hold)
 
 
 class Held(RuntimeError):
@@ -104,10 +105,13 @@ def grid_lock(runs_dir: Path, root: Path | None = None) -> GridLock:
         holder = _holder(fd)
         os.close(fd)
         if holder.get("grid") and _alive(holder["grid"]):
-            raise Held(f"{runs_dir}: another grid (pid {holder.get('pid')}: {holder.get('argv', '?')}) is training "
-                       f"these cells; wait until it ends (lock {path})") from None
-        raise Held(f"{runs_dir}: `dvc repro` is training a cell here; run the grid when it has ended "
-                   f"(lock {path})") from None
+            raise Held(
+                f"{runs_dir}: another grid (pid {holder.get('pid')}: {holder.get('argv', '?')}) is training "
+                f"these cells; wait until it ends (lock {path})"
+            ) from None
+        raise Held(
+            f"{runs_dir}: `dvc repro` is training a cell here; run the grid when it has ended (lock {path})"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"grid": process_id(), "pid": os.getpid(), "argv": " ".join(sys.argv)[:300]}).encode(), 0)
     return GridLock(fd, path)
@@ -132,6 +136,7 @@ def hold_for_dvc_stage() -> None:
         if holder.get("grid") and holder["grid"] == os.environ.get(GRID_ENV):
             return  # the grid's own `dvc repro`: the grid holds the lock for it
         who = f"a grid (pid {holder['pid']})" if holder.get("pid") else "a grid"
-        raise Held(f"{stage}: {who} is training this repository's cells (lock {path}); "
-                   f"run `dvc repro` again when it has ended") from None
+        raise Held(
+            f"{stage}: {who} is training this repository's cells (lock {path}); run `dvc repro` again when it has ended"
+        ) from None
     _held.append(fd)

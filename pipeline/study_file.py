@@ -7,6 +7,7 @@ A study file names a base params file and, per setup, what it changes (pipeline/
 docstring shows one). Reading it runs nothing: the runner (pipeline.study) and the comparison
 (pipeline.compare) both import this loader, and neither imports the other.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,12 +37,15 @@ def _checked_name(kind: str, name, where: str) -> str:
     # a YAML key 123 is an int: as a folder it is "123"; true, null or 1.5 are not names
     text = name if isinstance(name, str) else str(name) if type(name) is int else None
     if text is None or not STUDY_NAME.fullmatch(text) or text in RESERVED:
-        raise ConfigError(f"{where}: {kind} name {shown(name)} is not allowed: letters, digits, _ and -, not starting "
-                          f"with - (it becomes a folder under runs/ and reports/; not {' or '.join(sorted(RESERVED))})")
+        raise ConfigError(
+            f"{where}: {kind} name {shown(name)} is not allowed: letters, digits, _ and -, not starting "
+            f"with - (it becomes a folder under runs/ and reports/; not {' or '.join(sorted(RESERVED))})"
+        )
     lim = LIMITS["name"]
     if len(text) > lim.most:
-        raise ConfigError(f"{where}: {kind} name {clip(text, 40)} has {len(text)} characters (at most {lim.most}: "
-                          f"{lim.why})")
+        raise ConfigError(
+            f"{where}: {kind} name {clip(text, 40)} has {len(text)} characters (at most {lim.most}: {lim.why})"
+        )
     return text
 
 
@@ -88,8 +92,10 @@ def load_study(path: str | Path) -> tuple[str, dict[str, dict]]:
     for setup, over in setups.items():
         label = _checked_name("a setup", setup, f"{where}: setups.{clip(setup, 60)}")
         if over is not None and not isinstance(over, dict):
-            raise ConfigError(f"{where}: setups.{label}: must be a mapping of what the setup changes, e.g. "
-                              f"{{model: {{depth: 6}}}} ({{}} for none; got {shown(over)})")
+            raise ConfigError(
+                f"{where}: setups.{label}: must be a mapping of what the setup changes, e.g. "
+                f"{{model: {{depth: 6}}}} ({{}} for none; got {shown(over)})"
+            )
         merged = merge(merge(base, common), over or {})
         try:
             Params.model_validate(merged)

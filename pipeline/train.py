@@ -9,6 +9,7 @@ read and validated (one error line and exit 2 on a bad setting, before any work)
 trained, recorded in MLflow and written atomically into --out. This is the only module that knows
 about warm start; the cell does not know how it was launched.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--variant", required=True, help="a name under `variants:` in params.yaml")
     ap.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
     ap.add_argument("--out", required=True, help="output folder: new, or a normlab cell folder (replaced whole)")
-    ap.add_argument("--params", default="params.yaml", help="the params file (default params.yaml): grid, variants, data sets, model, optim, train, tracking")
+    ap.add_argument(
+        "--params",
+        default="params.yaml",
+        help="the params file (default params.yaml): grid, variants, data sets, model, optim, train, tracking",
+    )
     ap.add_argument("--no-track", action="store_true", help="skip MLflow (outputs are still written)")
     return ap
 

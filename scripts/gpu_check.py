@@ -9,6 +9,7 @@ the cell ran on, seconds, and, member by member, whether the status agrees and t
 of the final full-set training loss. Float sums run in another order on a GPU, so early losses
 agree to rounding and chaotic large-lr members may part later: the gaps are reported, not hidden.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,16 @@ sys.modules.setdefault("pipeline.tracking.process", _stub)
 
 from pipeline.config import cell_settings, load_params  # noqa: E402
 
-VARIANTS = ["bn", "center", "center_detached", "standardize_detached", "population_detached", "running_detached",
-            "batch_renorm", "layernorm"]
+VARIANTS = [
+    "bn",
+    "center",
+    "center_detached",
+    "standardize_detached",
+    "population_detached",
+    "running_detached",
+    "batch_renorm",
+    "layernorm",
+]
 
 
 def main(out: Path) -> None:
@@ -51,14 +60,22 @@ def main(out: Path) -> None:
             pairs = []
             for g, c in zip(result.pop("auto"), result.pop("cpu")):
                 gap = abs(g.full_loss_train - c.full_loss_train) / max(abs(c.full_loss_train), 1e-12)
-                pairs.append({"lr": g.lr, "seed": g.seed, "diverged_gpu": g.diverged, "diverged_cpu": c.diverged,
-                              "loss_rel_gap": gap})
+                pairs.append(
+                    {
+                        "lr": g.lr,
+                        "seed": g.seed,
+                        "diverged_gpu": g.diverged,
+                        "diverged_cpu": c.diverged,
+                        "loss_rel_gap": gap,
+                    }
+                )
             result["members"] = pairs
             rows.append(result)
             print(json.dumps({k: v for k, v in result.items() if k != "members"}), flush=True)
             print(json.dumps(pairs), flush=True)
-    (out / "gpu_check.json").write_text(json.dumps({"torch": torch.__version__,
-                                                    "gpu": torch.cuda.get_device_name(0), "cells": rows}, indent=1))
+    (out / "gpu_check.json").write_text(
+        json.dumps({"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "cells": rows}, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ http://127.0.0.1:<port>/#/experiments/<id>/runs in headless Chromium (Debian: `a
 chromium`), writes the PNG and stops the UI it started. Telemetry stays off (MLflow's, DO_NOT_TRACK).
 Exit 0: written; 1: no chromium, the UI did not come up, or no screenshot; 2: bad arguments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,9 +62,18 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
 TRAINING_VIEW = "?workflowType=machine_learning"
 
 
-def screenshot(store: str, experiment: str, out: Path, *, width: int = 2200, height: int = 1000,
-               wait_ms: int = 20000, up_timeout_s: float = 180, query: str = TRAINING_VIEW,
-               dom: Path | None = None) -> str:
+def screenshot(
+    store: str,
+    experiment: str,
+    out: Path,
+    *,
+    width: int = 2200,
+    height: int = 1000,
+    wait_ms: int = 20000,
+    up_timeout_s: float = 180,
+    query: str = TRAINING_VIEW,
+    dom: Path | None = None,
+) -> str:
     """Write the PNG (and, given `dom`, the page's DOM as the browser drew it: what a test reads);
     returns the URL shot. Raises RuntimeError with one line on any failure."""
     browser = find_browser()
@@ -75,8 +85,13 @@ def screenshot(store: str, experiment: str, out: Path, *, width: int = 2200, hei
     env = environment.child_env()  # telemetry off (pipeline/spec/environment.py)
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
-    ui = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    ui = subprocess.Popen(
+        [str(mlflow), "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         if not wait_until_up(f"http://127.0.0.1:{port}/health", ui, up_timeout_s):
             err = ui.stderr.read().decode(errors="replace")[-400:] if ui.poll() is not None else "no answer"
@@ -85,17 +100,44 @@ def screenshot(store: str, experiment: str, out: Path, *, width: int = 2200, hei
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
         # --virtual-time-budget lets the single-page app fetch and draw the runs before the shot
-        subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        "--no-first-run", "--disable-extensions", f"--window-size={width},{height}",
-                        f"--virtual-time-budget={wait_ms}", f"--screenshot={out}", url],
-                       env=env, capture_output=True, timeout=wait_ms / 1000 + 120)
+        subprocess.run(
+            [
+                browser,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--disable-extensions",
+                f"--window-size={width},{height}",
+                f"--virtual-time-budget={wait_ms}",
+                f"--screenshot={out}",
+                url,
+            ],
+            env=env,
+            capture_output=True,
+            timeout=wait_ms / 1000 + 120,
+        )
         if not out.exists() or out.stat().st_size == 0:
             raise RuntimeError(f"{browser} wrote no screenshot of {url}")
         if dom is not None:
-            drawn = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                    "--disable-extensions", f"--window-size={width},{height}",
-                                    f"--virtual-time-budget={wait_ms}", "--dump-dom", url],
-                                   env=env, capture_output=True, timeout=wait_ms / 1000 + 120)
+            drawn = subprocess.run(
+                [
+                    browser,
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--disable-extensions",
+                    f"--window-size={width},{height}",
+                    f"--virtual-time-budget={wait_ms}",
+                    "--dump-dom",
+                    url,
+                ],
+                env=env,
+                capture_output=True,
+                timeout=wait_ms / 1000 + 120,
+            )
             Path(dom).write_bytes(drawn.stdout)
         return url
     finally:
@@ -110,16 +152,20 @@ def screenshot(store: str, experiment: str, out: Path, *, width: int = 2200, hei
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/screenshot_runs.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--store", default=environment.tracking_uri(),
-                    help="tracking store (default: MLFLOW_TRACKING_URI, else the project's mlflow.db)")
+    ap.add_argument(
+        "--store",
+        default=environment.tracking_uri(),
+        help="tracking store (default: MLFLOW_TRACKING_URI, else the project's mlflow.db)",
+    )
     ap.add_argument("--experiment", default="normlab")
     ap.add_argument("--out", default="/tmp/normlab-runs.png")
     ap.add_argument("--query", default=TRAINING_VIEW, help=f"after the runs page's address (default {TRAINING_VIEW})")
     ap.add_argument("--wait-ms", type=int, default=20000, help="browser time for the page to load its runs")
     args = ap.parse_args(argv)
     if args.store.startswith(("http://", "https://")):
-        print("normlab: --store: give a database store (sqlite:///...); a tracking server is its own UI",
-              file=sys.stderr)
+        print(
+            "normlab: --store: give a database store (sqlite:///...); a tracking server is its own UI", file=sys.stderr
+        )
         return 2
     try:
         url = screenshot(args.store, args.experiment, Path(args.out), wait_ms=args.wait_ms, query=args.query)

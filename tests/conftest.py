@@ -1,4 +1,5 @@
 """Shared fixtures: tiny settings built in code, and a throw-away MLflow store."""
+
 from __future__ import annotations
 
 import copy
@@ -84,9 +85,13 @@ class LoopbackServer:
         Path(folder).mkdir(parents=True, exist_ok=True)
         self.db = Path(folder) / "server.db"
         script = Path(__file__).with_name("mlflow_loopback.py")
-        self.proc = subprocess.Popen([sys.executable, str(script), str(self.db), str(Path(folder) / "artifacts")],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     env={**os.environ, **environment.NO_TELEMETRY})
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(self.db), str(Path(folder) / "artifacts")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **environment.NO_TELEMETRY},
+        )
         line = self.proc.stdout.readline()  # "port N" once the store is migrated and the socket listens
         if not line.startswith("port "):
             self.kill()
@@ -113,24 +118,57 @@ def mlflow_server(tmp_path):
 # -- hand-built cell records (the shape of summary.json: pipeline.spec.records) ------------------
 def layer_dict(layer: int = 0, **over) -> dict:
     """One hidden layer's LayerStats as summary.json holds it (a layer with b, by default)."""
-    return {"layer": layer, "W_norm": 6.0, "W_norm0": 4.0, "b_norm": 2.0, "b_norm0": 0.0, "b_drift": 2.0,
-            "gsum_persist": 0.9, **over}
+    return {
+        "layer": layer,
+        "W_norm": 6.0,
+        "W_norm0": 4.0,
+        "b_norm": 2.0,
+        "b_norm0": 0.0,
+        "b_drift": 2.0,
+        "gsum_persist": 0.9,
+        **over,
+    }
 
 
 def member_dict(j: int = 0, lr: float = 0.1, seed: int = 0, layers: list | None = None, **over) -> dict:
     """One MemberSummary as summary.json holds it: a member that trained well, one hidden layer."""
-    return {"member": j, "lr": lr, "seed": seed, "diverged": False, "diverged_step": None, "initial_loss": 1.4,
-            "final_loss": 0.3, "init_full_loss_train": 1.4, "init_full_acc_train": 0.25, "full_loss_train": 0.2,
-            "full_acc_train": 0.95, "full_loss_eval": 0.5, "full_acc_eval": 0.8, "val_loss_eval": 0.3,
-            "val_acc_eval": 0.9, "layers": [layer_dict(0)] if layers is None else layers, **over}
+    return {
+        "member": j,
+        "lr": lr,
+        "seed": seed,
+        "diverged": False,
+        "diverged_step": None,
+        "initial_loss": 1.4,
+        "final_loss": 0.3,
+        "init_full_loss_train": 1.4,
+        "init_full_acc_train": 0.25,
+        "full_loss_train": 0.2,
+        "full_acc_train": 0.95,
+        "full_loss_eval": 0.5,
+        "full_acc_eval": 0.8,
+        "val_loss_eval": 0.3,
+        "val_acc_eval": 0.9,
+        "layers": [layer_dict(0)] if layers is None else layers,
+        **over,
+    }
 
 
 def summary_dict(cell: str = "bn-synthetic", members: list | None = None, **over) -> dict:
     """A whole summary.json (CellSummary) as a dict: 4 classes, one member by default."""
     variant, dataset = cell.rsplit("-", 1)
-    return {"cell": cell, "variant": variant, "dataset": dataset, "norm": variant, "steps": 500,
-            "input_mean_norm": 3.0, "classes": 4, "chance_loss": 1.3862943611198906, "config_hash": "x",
-            "members": [member_dict()] if members is None else members, **over}
+    return {
+        "cell": cell,
+        "variant": variant,
+        "dataset": dataset,
+        "norm": variant,
+        "steps": 500,
+        "input_mean_norm": 3.0,
+        "classes": 4,
+        "chance_loss": 1.3862943611198906,
+        "config_hash": "x",
+        "members": [member_dict()] if members is None else members,
+        **over,
+    }
 
 
 def summary_record(cell: str = "bn-synthetic", members: list | None = None, **over):

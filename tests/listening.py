@@ -1,5 +1,6 @@
 """The TCP addresses a process session listens on, read from the kernel (/proc/net/tcp, tcp6), not
 from what the program says: a session's processes' socket inodes matched to LISTEN entries."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -35,7 +36,7 @@ def _socket_inodes(pids: list[int]) -> set[str]:
             except OSError:
                 continue
             if link.startswith("socket:["):
-                inodes.add(link[len("socket:["):-1])
+                inodes.add(link[len("socket:[") : -1])
     return inodes
 
 
@@ -45,7 +46,7 @@ def _address(hex_addr: str) -> tuple[str, int]:
     if len(raw) == 4:
         ip = ipaddress.IPv4Address(raw[::-1])  # /proc prints the 32-bit word in host (little-endian) order
     else:
-        ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+        ip = ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
     return str(ip), int(port, 16)
 
 

@@ -8,6 +8,7 @@ werkzeug on 127.0.0.1 from this single process: no uvicorn workers and no job co
 Each response closes its connection (HTTP/1.0), so once this process is gone every request a client
 makes is refused, as with a dead server. The fixture `mlflow_server` (tests/conftest.py) runs it.
 """
+
 from __future__ import annotations
 
 import os

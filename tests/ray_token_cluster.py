@@ -12,6 +12,7 @@ Writes into --out (JSON) each grid's exit code, output and seconds, every MLflow
 tags, every byte the right-token grid wrote (cells, report) and the token itself, for the test to
 look for it. Stops everything it started, by pid.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,32 @@ AUTH = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 def start_head(work: Path, env: dict, procs: list[subprocess.Popen]) -> str:
     """`ray start --head --block`; returns its address once it says the runtime started (its own line)."""
     port = free_port()
-    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "1",
-                             "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--include-dashboard", "false",
-                             "--object-store-memory", str(100 * 2**20), "--temp-dir", str(work / "r")],
-                            env={**env, "PYTHONUNBUFFERED": "1"}, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--disable-usage-stats",
+            "--include-dashboard",
+            "false",
+            "--object-store-memory",
+            str(100 * 2**20),
+            "--temp-dir",
+            str(work / "r"),
+        ],
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     procs.append(head)
     seen = []
     for line in head.stdout:
@@ -55,9 +77,14 @@ def start_head(work: Path, env: dict, procs: list[subprocess.Popen]) -> str:
 
 def start_mlflow(work: Path, env: dict, procs: list[subprocess.Popen]) -> str:
     script = Path(__file__).with_name("mlflow_loopback.py")
-    proc = subprocess.Popen([sys.executable, str(script), str(work / "mlflow.db"), str(work / "artifacts")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(work / "mlflow.db"), str(work / "artifacts")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     procs.append(proc)
     line = proc.stdout.readline()  # "port N" once the store is migrated and the socket listens
     if not line.startswith("port "):
@@ -67,8 +94,9 @@ def start_mlflow(work: Path, env: dict, procs: list[subprocess.Popen]) -> str:
 
 def files_under(folder: Path) -> dict[str, str]:
     """Every file's bytes (latin-1, so any byte string survives JSON)."""
-    return {str(p.relative_to(folder)): p.read_bytes().decode("latin-1")
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes().decode("latin-1") for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def main() -> int:
@@ -87,8 +115,9 @@ def main() -> int:
     token_file.touch(mode=0o600)
     token_file.write_text(token)
     base = {k: v for k, v in os.environ.items() if k not in AUTH and k != "RAY_ADDRESS"}
-    base.update({**environment.NO_TELEMETRY, "NORMLAB_WARM": "0", "HOME": str(home),
-                 "PATH": f"{BIN}:{os.environ['PATH']}"})
+    base.update(
+        {**environment.NO_TELEMETRY, "NORMLAB_WARM": "0", "HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    )
     procs: list[subprocess.Popen] = []
     result: dict = {"token": token, "grids": {}}
     try:
@@ -104,18 +133,47 @@ def main() -> int:
         }
         for name, auth in clients.items():
             t0 = time.monotonic()
-            run = subprocess.run([sys.executable, "-m", "pipeline.grid", "--executor", "ray", "--address", address,
-                                  "--params", "study.yaml", "--runs", "r", "--report", "rep"],
-                                 cwd=study, env={**base, "MLFLOW_TRACKING_URI": uri, **auth},
-                                 capture_output=True, text=True, timeout=600)
-            result["grids"][name] = {"rc": run.returncode, "stdout": run.stdout, "stderr": run.stderr,
-                                     "s": time.monotonic() - t0, "given": auth.get("RAY_AUTH_TOKEN", "")}
+            run = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.grid",
+                    "--executor",
+                    "ray",
+                    "--address",
+                    address,
+                    "--params",
+                    "study.yaml",
+                    "--runs",
+                    "r",
+                    "--report",
+                    "rep",
+                ],
+                cwd=study,
+                env={**base, "MLFLOW_TRACKING_URI": uri, **auth},
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            result["grids"][name] = {
+                "rc": run.returncode,
+                "stdout": run.stdout,
+                "stderr": run.stderr,
+                "s": time.monotonic() - t0,
+                "given": auth.get("RAY_AUTH_TOKEN", ""),
+            }
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(uri)
         exps = [e.experiment_id for e in client.search_experiments()]
-        result["runs"] = [{"status": r.info.status, "params": dict(r.data.params), "tags": dict(r.data.tags)}
-                          for r in client.search_runs(exps, max_results=5000)] if exps else []
+        result["runs"] = (
+            [
+                {"status": r.info.status, "params": dict(r.data.params), "tags": dict(r.data.tags)}
+                for r in client.search_runs(exps, max_results=5000)
+            ]
+            if exps
+            else []
+        )
         result["written"] = {**files_under(study / "r"), **files_under(study / "rep")} if (study / "r").exists() else {}
         result["home"] = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
     finally:

@@ -9,6 +9,7 @@ repo R, and with --kill SIGKILLs the process of the first cell seen training (it
 runs' `normlab.cell_proc` tag). Writes what the tests check into --out (JSON): the grid's exit code
 and output, the killed cell, every MLflow run of the experiment. Stops everything it started, by pid.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,11 +47,36 @@ def stop(proc: subprocess.Popen, grace: float = 30) -> None:
 def start_ray(tmp: Path, env: dict, procs: list[subprocess.Popen]) -> str:
     """A head and a second node; `procs` gets each `ray start --block` as it starts (so it is stopped)."""
     port = free_port()
-    common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
-              "--object-store-memory", str(100 * 2**20)]
-    procs.append(subprocess.Popen([str(BIN / "ray"), "start", "--head", "--port", str(port), "--include-dashboard", "false",
-                               "--temp-dir", str(tmp), *common], env=env, start_new_session=True,
-                              stdout=open(tmp.parent / "ray-head.log", "w"), stderr=subprocess.STDOUT))
+    common = [
+        "--block",
+        "--num-cpus",
+        "1",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--disable-usage-stats",
+        "--object-store-memory",
+        str(100 * 2**20),
+    ]
+    procs.append(
+        subprocess.Popen(
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                "--port",
+                str(port),
+                "--include-dashboard",
+                "false",
+                "--temp-dir",
+                str(tmp),
+                *common,
+            ],
+            env=env,
+            start_new_session=True,
+            stdout=open(tmp.parent / "ray-head.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+    )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -61,9 +87,15 @@ def start_ray(tmp: Path, env: dict, procs: list[subprocess.Popen]) -> str:
             if time.monotonic() > deadline or procs[0].poll() is not None:
                 raise RuntimeError("the Ray head did not start") from None
             time.sleep(0.2)
-    procs.append(subprocess.Popen([str(BIN / "ray"), "start", "--address", address, *common], env=env,
-                                  start_new_session=True, stdout=open(tmp.parent / "ray-node.log", "w"),
-                                  stderr=subprocess.STDOUT))
+    procs.append(
+        subprocess.Popen(
+            [str(BIN / "ray"), "start", "--address", address, *common],
+            env=env,
+            start_new_session=True,
+            stdout=open(tmp.parent / "ray-node.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+    )
     import ray
 
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
@@ -81,8 +113,10 @@ def runs_of(client, experiment: str) -> list[dict]:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    return [{"id": r.info.run_id, "status": r.info.status, "name": r.info.run_name, "tags": dict(r.data.tags)}
-            for r in client.search_runs([exp.experiment_id], max_results=5000)]
+    return [
+        {"id": r.info.run_id, "status": r.info.status, "name": r.info.run_name, "tags": dict(r.data.tags)}
+        for r in client.search_runs([exp.experiment_id], max_results=5000)
+    ]
 
 
 def leftovers(work: Path, sessions: set[int]) -> list[str]:
@@ -140,13 +174,23 @@ def main() -> int:
         result["ray_start_s"] = time.monotonic() - t0
         client = MlflowClient(uri)
         t0 = time.monotonic()
-        grid = subprocess.Popen([sys.executable, "-m", "pipeline.grid", "--executor", "ray", "--address", address],
-                                cwd=args.repo, env={**env, "PATH": f"{BIN}:{os.environ['PATH']}"},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        grid = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.grid", "--executor", "ray", "--address", address],
+            cwd=args.repo,
+            env={**env, "PATH": f"{BIN}:{os.environ['PATH']}"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         while args.kill and grid.poll() is None and result["killed"] is None:
             exp = client.get_experiment_by_name("normlab")
-            running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and "
-                                         "tags.`normlab.kind` = 'member'") if exp else []
+            running = (
+                client.search_runs(
+                    [exp.experiment_id], "attributes.status = 'RUNNING' and tags.`normlab.kind` = 'member'"
+                )
+                if exp
+                else []
+            )
             for run in running:
                 host, pid, _ = run.data.tags["normlab.cell_proc"].rsplit(":", 2)
                 os.kill(int(pid), signal.SIGKILL)  # the Ray worker process training this cell
@@ -154,8 +198,9 @@ def main() -> int:
                 break
             time.sleep(0.1)
         out, err = grid.communicate(timeout=900)
-        result.update(rc=grid.returncode, stdout=out, stderr=err, grid_s=time.monotonic() - t0,
-                      runs=runs_of(client, "normlab"))
+        result.update(
+            rc=grid.returncode, stdout=out, stderr=err, grid_s=time.monotonic() - t0, runs=runs_of(client, "normlab")
+        )
     finally:
         if grid is not None and grid.poll() is None:  # the test failed midway: the driver goes first
             grid.kill()

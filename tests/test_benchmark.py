@@ -1,6 +1,7 @@
 """benchmarks/run.py end to end on tiny settings: every section is there and every figure it
 measured is a positive, finite number. No timing thresholds: this checks the benchmark, not
 the machine."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,14 @@ def numbers(node, path="") -> list[tuple[str, float]]:
 def test_quick_benchmark_measures_every_section(tmp_path):
     out = tmp_path / "b.json"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--repeats", "1", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--repeats", "1", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     for section in SECTIONS:
@@ -57,9 +64,12 @@ def test_quick_benchmark_measures_every_section(tmp_path):
     assert res["dvc"]["noop"]["where"] == "the grid's copy"
     assert len(res["memory"]["growth"]["rss_after_each_mib"]) == 3
     differences = ("growth_mib", "growth_per_cell_mib", "eval_ms_each")  # measured differences: any sign
-    found = [(w, v) for w, v in numbers({s: res[s] for s in SECTIONS})
-             if ".seeds[" not in w  # the seeds used are settings (0 is one), not figures
-             and not w.endswith(differences)]
+    found = [
+        (w, v)
+        for w, v in numbers({s: res[s] for s in SECTIONS})
+        if ".seeds[" not in w  # the seeds used are settings (0 is one), not figures
+        and not w.endswith(differences)
+    ]
     assert found
     for where, value in found:
         assert math.isfinite(value) and value > 0, f"{where} = {value}"

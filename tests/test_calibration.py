@@ -7,6 +7,7 @@ fails it with 400 grids about 9 times in 10, one at 10% almost always. Criterion
 (b): the same lower bound lies ABOVE 0.05 -- so the simulator provably detects the old rule's excess,
 and the same check would catch the new rule if it had one.
 """
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -16,9 +17,9 @@ from pipeline.stats.null_grid import Shape, draw, new_rule, old_rule, primary, r
 
 GRIDS = 400
 RULE = S.Rule(smallest_effect=0.05)
-C1B = Shape()                                                              # 48 comparisons, claim 1b's family
-C2 = Shape(variants=5, datasets=3, lrs=5, layers=3, endpoints=1)           # 225, claim 2-like
-C4 = Shape(variants=3, datasets=3, lrs=5, layers=1, endpoints=1)           # claim 4's deciding cells
+C1B = Shape()  # 48 comparisons, claim 1b's family
+C2 = Shape(variants=5, datasets=3, lrs=5, layers=3, endpoints=1)  # 225, claim 2-like
+C4 = Shape(variants=3, datasets=3, lrs=5, layers=1, endpoints=1)  # claim 4's deciding cells
 
 
 def lower99(k: int, n: int) -> float:
@@ -45,6 +46,7 @@ def test_old_rule_matches_the_report_code():
     from pipeline.claims.base import Endpoint
     from pipeline.claims.legacy import count_status
     from pipeline.stats.null_grid import old_rule_intervals
+
     rng = np.random.default_rng(3)
     for _ in range(30):
         diff, _ = draw(C1B, rng, "continuous", 0.3, effect=float(rng.choice([0.0, 0.5, -0.5])))
@@ -69,8 +71,8 @@ def test_claim4_under_adam_new_rule_decides_old_does_not():
     diff, cluster = _claim4_adam()
     up, down = (diff > 0).sum(1), (diff < 0).sum(1)
     assert (up > 0).sum() == 6 and up.sum() == 10
-    assert S.stratified_sign_test(up, down) == pytest.approx(2 * 0.5 ** 10)
-    assert old_rule(diff, "binary") == S.NOT_SHOWN   # no cell's bootstrap interval can exclude 0
+    assert S.stratified_sign_test(up, down) == pytest.approx(2 * 0.5**10)
+    assert old_rule(diff, "binary") == S.NOT_SHOWN  # no cell's bootstrap interval can exclude 0
     assert new_rule(diff, cluster, S.Rule(smallest_effect=0.01)) == S.HOLDS
     # the cluster flip cannot be fooled by one seed: the same 10 pairs all in one data set's seed 0
     one = np.zeros((45, 5))
@@ -109,7 +111,7 @@ def test_holm_textbook():
 
 
 def test_signflip_exact_and_decision_rule():
-    assert S.signflip_p(np.ones(5)) == pytest.approx(2 / 32)     # 5 clusters: two-sided p never below 1/16
+    assert S.signflip_p(np.ones(5)) == pytest.approx(2 / 32)  # 5 clusters: two-sided p never below 1/16
     assert S.signflip_p(np.ones(10)) == pytest.approx(2 / 1024)
     r = S.Rule(smallest_effect=0.1, unit="nats")
     assert S.decide(0.2, 0.5, 0.01, r) == S.HOLDS
@@ -230,14 +232,14 @@ def test_member_simulator_has_the_structure_it_claims():
         res = lambda col: live[col] - cell[col].transform("mean")  # noqa: E731, B023 (used within the iteration)
         la.append(np.corrcoef(res("full_loss_train").rank(), res("full_acc_train").rank())[0, 1])
         disc.append((judge_blows_up(m, None, SETTINGS).comparisons["claim4"]["diff"] != 0).mean())
-        p = NM.simulate(NM.Skeleton(), state, SETTINGS, plant="claim1b")   # the same draws, planted
+        p = NM.simulate(NM.Skeleton(), state, SETTINGS, plant="claim1b")  # the same draws, planted
         shift = judge_inference_leak(p, None, SETTINGS).comparisons["claim1b"]["diff"] - c1b["diff"]
         assert np.allclose(shift.dropna(), SETTINGS.primary["claim1b"].smallest_effect)
     ok = np.isfinite(a) & np.isfinite(b)
     across = np.corrcoef(np.asarray(a)[ok], np.asarray(b)[ok])[0, 1]
-    assert 0.1 < across < 0.5, across                      # two lrs, same seed: the seed x arm effect
+    assert 0.1 < across < 0.5, across  # two lrs, same seed: the seed x arm effect
     assert np.mean(la) < -0.3, np.mean(la)
-    assert 0.05 < np.mean(disc) < 0.25, np.mean(disc)      # the shipped grid: 10% of claim-4 pairs discordant
+    assert 0.05 < np.mean(disc) < 0.25, np.mean(disc)  # the shipped grid: 10% of claim-4 pairs discordant
 
 
 def test_claim4_landmark_drops_early_blow_ups_of_either_member():
@@ -274,8 +276,10 @@ DRIVE_GRIDS = 30
 @pytest.fixture(scope="module")
 def drive_readings():
     rng = np.random.default_rng(23)
-    return {name: DC.verdicts(ND.MODELS[name], DRIVE_GRIDS, rng, SETTINGS)
-            for name in ("bounded", "edge", "boundary", "drift", "random_walk")}
+    return {
+        name: DC.verdicts(ND.MODELS[name], DRIVE_GRIDS, rng, SETTINGS)
+        for name in ("bounded", "edge", "boundary", "drift", "random_walk")
+    }
 
 
 def test_claim2_rarely_calls_a_bounded_b_unbounded(drive_readings):
@@ -312,6 +316,10 @@ def test_the_guard_only_withholds():
     from pipeline.stats.inference import FAILS, HOLDS, NEGLIGIBLE, NOT_SHOWN
 
     j = Judgement([], "", withhold={HOLDS: "why", FAILS: "why"})
-    assert [guarded(st, j) for st in (HOLDS, FAILS, NEGLIGIBLE, NOT_SHOWN)] == [NOT_SHOWN, NOT_SHOWN, NEGLIGIBLE,
-                                                                                  NOT_SHOWN]
+    assert [guarded(st, j) for st in (HOLDS, FAILS, NEGLIGIBLE, NOT_SHOWN)] == [
+        NOT_SHOWN,
+        NOT_SHOWN,
+        NEGLIGIBLE,
+        NOT_SHOWN,
+    ]
     assert guarded(HOLDS, Judgement([], "")) == HOLDS

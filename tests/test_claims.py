@@ -6,6 +6,7 @@ test over (data set, seed) clusters, so a crafted grid needs enough clusters for
 (5 clusters can never give p < 2 / 2^5 = 0.0625). The grids below use the two data sets with
 non-zero input mean (NONZERO) x 5 seeds = 10 clusters (smallest p 2 / 2^10), unless a test is about
 too few clusters or about the zero-mean control."""
+
 from __future__ import annotations
 
 import re
@@ -33,29 +34,59 @@ from pipeline.spec.primaries import PRIMARY_TESTS
 
 S = ReportSettings()
 CLAIMS = {c.key: c for c in REGISTRY}
-NORM = {"bias_only_toy": "center_detached", "bn_nobias": "bn", "standardize": "bn",
-        "population_detached_k1": "population_detached", "population_detached_k100": "population_detached",
-        "center_affine": "center", "center_detached_affine": "center_detached",
-        "standardize_detached_affine": "standardize_detached"}
+NORM = {
+    "bias_only_toy": "center_detached",
+    "bn_nobias": "bn",
+    "standardize": "bn",
+    "population_detached_k1": "population_detached",
+    "population_detached_k100": "population_detached",
+    "center_affine": "center",
+    "center_detached_affine": "center_detached",
+    "standardize_detached_affine": "standardize_detached",
+}
 AFFINE = {"bn", "bn_nobias", "center_affine", "center_detached_affine", "standardize_detached_affine"}  # gamma, beta
-REFRESH = {"population_detached": 10.0, "population_detached_k1": 1.0, "population_detached_k100": 100.0,
-           "population_center_detached": 10.0}
+REFRESH = {
+    "population_detached": 10.0,
+    "population_detached_k1": 1.0,
+    "population_detached_k100": 100.0,
+    "population_center_detached": 10.0,
+}
 MEAN = {"synthetic": 3.0, "synthetic_zero_mean": 0.0, "digits": 2.5}
 SEEDS = range(5)
-NONZERO = ("synthetic", "digits")        # 2 data sets x 5 seeds: 10 (data set, seed) clusters
-ONE = ("synthetic",)                     # 5 clusters: the smallest p possible is 0.0625
+NONZERO = ("synthetic", "digits")  # 2 data sets x 5 seeds: 10 (data set, seed) clusters
+ONE = ("synthetic",)  # 5 clusters: the smallest p possible is 0.0625
 
 
 def member(variant, seed=0, lr=1.0, dataset="synthetic", status="trained", **kw):
     """One row of pipeline.outcomes.member_table with every column the claims read."""
-    row = dict(variant=variant, norm=NORM.get(variant, variant), dataset=dataset, input_mean_norm=MEAN[dataset],
-               lr=lr, seed=seed, steps=500, depth=2, status=status, diverged=status == "diverged", diverged_step=np.nan,
-               trainable="bias" if variant == "bias_only_toy" else "all", has_bias=variant != "bn_nobias",
-               affine=variant in AFFINE,
-               refresh_every=REFRESH.get(variant, np.nan), b_sens_scaled=np.nan, b_rms_max=1.0, loss_gap=0.0,
-               acc_gap=0.0, full_loss_train=0.3, full_acc_train=0.9, w_growth_max=1.5, steps_to_target=100.0,
-               grad_b_rel_max=np.nan, loss_gap_nobias_early=np.nan,
-               **{"alpha/l0": np.nan, "alpha/l1": np.nan, "gsum_persist/l0": 0.9, "b_drift/l0": 0.0})
+    row = dict(
+        variant=variant,
+        norm=NORM.get(variant, variant),
+        dataset=dataset,
+        input_mean_norm=MEAN[dataset],
+        lr=lr,
+        seed=seed,
+        steps=500,
+        depth=2,
+        status=status,
+        diverged=status == "diverged",
+        diverged_step=np.nan,
+        trainable="bias" if variant == "bias_only_toy" else "all",
+        has_bias=variant != "bn_nobias",
+        affine=variant in AFFINE,
+        refresh_every=REFRESH.get(variant, np.nan),
+        b_sens_scaled=np.nan,
+        b_rms_max=1.0,
+        loss_gap=0.0,
+        acc_gap=0.0,
+        full_loss_train=0.3,
+        full_acc_train=0.9,
+        w_growth_max=1.5,
+        steps_to_target=100.0,
+        grad_b_rel_max=np.nan,
+        loss_gap_nobias_early=np.nan,
+        **{"alpha/l0": np.nan, "alpha/l1": np.nan, "gsum_persist/l0": 0.9, "b_drift/l0": 0.0},
+    )
     row.update(kw)
     if row["diverged"]:  # as pipeline.cell.summarize writes it: no final evaluation of a diverged member
         row.update(full_loss_train=np.nan, full_acc_train=np.nan)
@@ -102,9 +133,9 @@ def _claim1(subject_sens, control_sens=0.1, b_rms=5.0):
 
 def test_claim1_is_a_check_that_can_fail():
     assert _claim1(1e-8).status == PASSED
-    assert _claim1(1e-3).status == CHECK_FAILED                  # the loss moved with b beyond rounding
-    assert _claim1(1e-8, control_sens=0.0).status == NOT_SHOWN   # the probe sees no dependence where there is one
-    assert _claim1(1e-8, b_rms=0.0).status == NOT_SHOWN          # b never moved: equality is trivial
+    assert _claim1(1e-3).status == CHECK_FAILED  # the loss moved with b beyond rounding
+    assert _claim1(1e-8, control_sens=0.0).status == NOT_SHOWN  # the probe sees no dependence where there is one
+    assert _claim1(1e-8, b_rms=0.0).status == NOT_SHOWN  # b never moved: equality is trivial
     assert CLAIMS["claim1"].kind == "identity" and _claim1(1e-8).tests == []
 
 
@@ -119,17 +150,19 @@ def test_claim1_ignores_diverged_members():
 def _claim1b(det_gap, twin_gap=0.0, variant="center_detached", twin="center", sd=0.02, datasets=NONZERO, **kw):
     rows = []
     for ds in datasets:
-        rows += seeds(variant, {"loss_gap": noise(det_gap, sd, 1, ds), "acc_gap": noise(det_gap / 5, sd, 3, ds)},
-                      dataset=ds, **kw)
-        rows += seeds(twin, {"loss_gap": noise(twin_gap, sd, 2, ds), "acc_gap": noise(twin_gap / 5, sd, 4, ds)},
-                      dataset=ds, **kw)
+        rows += seeds(
+            variant, {"loss_gap": noise(det_gap, sd, 1, ds), "acc_gap": noise(det_gap / 5, sd, 3, ds)}, dataset=ds, **kw
+        )
+        rows += seeds(
+            twin, {"loss_gap": noise(twin_gap, sd, 2, ds), "acc_gap": noise(twin_gap / 5, sd, 4, ds)}, dataset=ds, **kw
+        )
     return rows
 
 
 def test_claim1b_flips_with_the_excess_gap():
-    assert judge("claim1b", _claim1b(0.5)).status == HOLDS                    # inference worse for the detached
-    assert judge("claim1b", _claim1b(0.0, twin_gap=0.5)).status == FAILS      # ... for the twin
-    assert judge("claim1b", _claim1b(0.0)).status == NEGLIGIBLE               # no effect, small noise
+    assert judge("claim1b", _claim1b(0.5)).status == HOLDS  # inference worse for the detached
+    assert judge("claim1b", _claim1b(0.0, twin_gap=0.5)).status == FAILS  # ... for the twin
+    assert judge("claim1b", _claim1b(0.0)).status == NEGLIGIBLE  # no effect, small noise
     assert judge("claim1b", _claim1b(0.0, sd=0.5, datasets=ONE)).status == NOT_SHOWN  # no effect, large noise
     v = judge("claim1b", _claim1b(0.5))
     assert v.figure == "train_eval_gap" and "eval mode" in v.evidence and "train mode" in v.evidence
@@ -169,8 +202,8 @@ def test_claim1b_needs_enough_clusters():
     two = [r for r in _claim1b(0.5, datasets=ONE) if r["seed"] < 2]
     v = judge("claim1b", two)
     assert v.status == NOT_SHOWN and v.tests[0].min_p == 0.5 and v.tests[0].lo > S.primary["claim1b"].smallest_effect
-    assert judge("claim1b", _claim1b(0.5, datasets=ONE)).tests[0].min_p == pytest.approx(2 / 2 ** 5)
-    one = [r for r in two if r["seed"] == 0]                               # one cluster: no interval at all
+    assert judge("claim1b", _claim1b(0.5, datasets=ONE)).tests[0].min_p == pytest.approx(2 / 2**5)
+    one = [r for r in two if r["seed"] == 0]  # one cluster: no interval at all
     assert judge("claim1b", one).status == NOT_SHOWN and np.isnan(judge("claim1b", one).tests[0].lo)
 
 
@@ -185,11 +218,19 @@ def _claim2(alpha_l0, alpha_l1=None, variant="center_detached", sd=0.02, dataset
     alpha where b grows faster than a random walk, else 0.02 -- settled)."""
     rows = []
     for ds in datasets:
-        vals = {"alpha/l0": noise(alpha_l0, sd, 0, ds), "kappa/l0": noise(1.5 - alpha_l0, sd, 0, ds),
-                "alpha_w0/l0": noise(last if last is not None else alpha_l0 if alpha_l0 > 0.5 else 0.02, sd, 5, ds)}
+        vals = {
+            "alpha/l0": noise(alpha_l0, sd, 0, ds),
+            "kappa/l0": noise(1.5 - alpha_l0, sd, 0, ds),
+            "alpha_w0/l0": noise(last if last is not None else alpha_l0 if alpha_l0 > 0.5 else 0.02, sd, 5, ds),
+        }
         if alpha_l1 is not None:
-            vals.update({"alpha/l1": noise(alpha_l1, sd, 3, ds), "kappa/l1": noise(1.5 - alpha_l1, sd, 3, ds),
-                         "alpha_w0/l1": noise(alpha_l1 if alpha_l1 > 0.5 else 0.02, sd, 6, ds)})
+            vals.update(
+                {
+                    "alpha/l1": noise(alpha_l1, sd, 3, ds),
+                    "kappa/l1": noise(1.5 - alpha_l1, sd, 3, ds),
+                    "alpha_w0/l1": noise(alpha_l1 if alpha_l1 > 0.5 else 0.02, sd, 6, ds),
+                }
+            )
         rows += seeds(variant, vals, dataset=ds, **kw)
     return rows
 
@@ -197,12 +238,12 @@ def _claim2(alpha_l0, alpha_l1=None, variant="center_detached", sd=0.02, dataset
 def test_claim2_flips_with_the_growth_exponent():
     """The replaced rule (alpha_excess): alpha against a random walk's 1/2."""
     assert judge("claim2", _claim2(1.0), A2).status == HOLDS
-    assert judge("claim2", _claim2(0.1), A2).status == FAILS                  # saturates
-    assert judge("claim2", _claim2(0.5), A2).status == NEGLIGIBLE             # a random walk: on the line
+    assert judge("claim2", _claim2(0.1), A2).status == FAILS  # saturates
+    assert judge("claim2", _claim2(0.5), A2).status == NEGLIGIBLE  # a random walk: on the line
     assert judge("claim2", _claim2(0.5, sd=0.5, datasets=ONE), A2).status == NOT_SHOWN
-    v = judge("claim2", _claim2(1.0, alpha_l1=0.9), A2)                       # both layers: one comparison each
+    v = judge("claim2", _claim2(1.0, alpha_l1=0.9), A2)  # both layers: one comparison each
     assert v.status == HOLDS and (v.tests[0].n, v.tests[0].clusters) == (20, 10)
-    assert v.tests[0].effect == pytest.approx(0.45, abs=0.02)                 # alpha - 1/2, averaged over layers
+    assert v.tests[0].effect == pytest.approx(0.45, abs=0.02)  # alpha - 1/2, averaged over layers
     # layers pointing opposite ways average out in the test; the evidence shows each layer
     v = judge("claim2", _claim2(1.0, alpha_l1=0.1), A2)
     by_layer = re.search(r"alpha by layer l0 ([\d.]+), l1 ([\d.]+);", v.evidence)
@@ -211,13 +252,17 @@ def test_claim2_flips_with_the_growth_exponent():
 
 def test_claim2_decides_boundedness_from_the_drives_decay():
     """drive_decay: 1 - kappa per member and layer; + = unbounded (kappa < 1), - = bounded (kappa > 1)."""
-    v = judge("claim2", _claim2(1.0))                                         # kappa 0.5: unbounded
+    v = judge("claim2", _claim2(1.0))  # kappa 0.5: unbounded
     assert v.status == HOLDS and v.tests[0].endpoint == "drive_decay" and v.tests[0].unit == "kappa"
     assert v.tests[0].effect == pytest.approx(0.5, abs=0.02)
-    assert judge("claim2", _claim2(0.1)).status == FAILS                      # kappa 1.4, b settled: bounded
-    assert judge("claim2", _claim2(0.5)).status == NEGLIGIBLE                 # kappa 1: log growth, the edge
-    kappas = [float(x) for x in re.search(r"kappa by layer l0 ([\d.]+), l1 ([\d.]+);",
-                                          judge("claim2", _claim2(1.0, alpha_l1=0.1)).evidence).groups()]
+    assert judge("claim2", _claim2(0.1)).status == FAILS  # kappa 1.4, b settled: bounded
+    assert judge("claim2", _claim2(0.5)).status == NEGLIGIBLE  # kappa 1: log growth, the edge
+    kappas = [
+        float(x)
+        for x in re.search(
+            r"kappa by layer l0 ([\d.]+), l1 ([\d.]+);", judge("claim2", _claim2(1.0, alpha_l1=0.1)).evidence
+        ).groups()
+    ]
     assert kappas == pytest.approx([0.5, 1.4], abs=0.02)
     # the alpha of the replaced rule does not move it: the same kappa with alpha 1/2 decides the same
     rows = [{**r, "alpha/l0": q["alpha/l0"]} for r, q in zip(_claim2(1.0), _claim2(0.5))]
@@ -227,9 +272,9 @@ def test_claim2_decides_boundedness_from_the_drives_decay():
 def test_claim2_needs_b_own_last_window_to_agree():
     """The guard: 'unbounded' needs the last doubling window's alpha above 0, 'bounded' needs it below
     report.bounded_alpha; otherwise the tests' verdict is withheld (not shown), with the reason in the evidence."""
-    v = judge("claim2", _claim2(1.0, last=0.0))                               # drive persists, b does not move away
+    v = judge("claim2", _claim2(1.0, last=0.0))  # drive persists, b does not move away
     assert v.tests[0].status == HOLDS and v.status == NOT_SHOWN and "not shown still growing" in v.evidence
-    v = judge("claim2", _claim2(0.1, last=0.3))                               # drive dies out, b still moving
+    v = judge("claim2", _claim2(0.1, last=0.3))  # drive dies out, b still moving
     assert v.tests[0].status == FAILS and v.status == NOT_SHOWN and "not shown settled" in v.evidence
     assert judge("claim2", _claim2(0.1, last=0.3), S.model_copy(update={"bounded_alpha": 0.5})).status == FAILS
     v = judge("claim2", _claim2(0.1), S.model_copy(update={"bounded_alpha": 0.01}))
@@ -239,10 +284,10 @@ def test_claim2_needs_b_own_last_window_to_agree():
 def test_claim2_excludes_the_toy_and_diverged_members():
     toy = _claim2(1.0, variant="bias_only_toy", status="fixed_loss")
     v = judge("claim2", toy + _claim2(0.1), A2)
-    assert v.status == FAILS and v.tests[0].n == 10                       # the toy's linear drift is not evidence
+    assert v.status == FAILS and v.tests[0].n == 10  # the toy's linear drift is not evidence
     assert any("toy" in e.measure and e.effect == pytest.approx(1.0, abs=0.05) for e in v.endpoints)
-    assert judge("claim2", toy + _claim2(1.0), A2).status == HOLDS        # the same toy beside real growth
-    assert judge("claim2", toy + _claim2(0.1)).status == FAILS            # and under drive_decay
+    assert judge("claim2", toy + _claim2(1.0), A2).status == HOLDS  # the same toy beside real growth
+    assert judge("claim2", toy + _claim2(0.1)).status == FAILS  # and under drive_decay
     v = judge("claim2", _claim2(1.0, status="diverged"))
     assert v.status == NOT_SHOWN and v.tests[0].n == 0
 
@@ -281,17 +326,17 @@ def _sides(v):
 
 
 def test_claim3_flips_with_its_two_sides():
-    assert _claim3().status == NOT_SHOWN      # every comparison equal: an interval [0, 0] sizes nothing
-    v = _claim3(sd=0.01)                       # no effect, small noise: fit negligible; nothing diverged: stability
+    assert _claim3().status == NOT_SHOWN  # every comparison equal: an interval [0, 0] sizes nothing
+    v = _claim3(sd=0.01)  # no effect, small noise: fit negligible; nothing diverged: stability
     assert _sides(v) == {"fit": NEGLIGIBLE, "stability": NOT_SHOWN} and v.status == NOT_SHOWN  # cannot be sized
-    assert _claim3(sd=0.5, datasets=ONE).status == NOT_SHOWN               # large noise, 5 clusters
-    v = _claim3(lossy="standardize_detached")                              # fits worse
+    assert _claim3(sd=0.5, datasets=ONE).status == NOT_SHOWN  # large noise, 5 clusters
+    v = _claim3(lossy="standardize_detached")  # fits worse
     # (the other side: nothing diverged anywhere, or equal losses: every comparison 0, an interval [0, 0]
     # that cannot size an effect -- not shown, never "negligible")
     assert v.status == HOLDS and _sides(v) == {"fit": HOLDS, "stability": NOT_SHOWN}
-    v = _claim3(blown=["standardize_detached"])                            # diverges more
+    v = _claim3(blown=["standardize_detached"])  # diverges more
     assert v.status == HOLDS and _sides(v) == {"fit": NEGLIGIBLE, "stability": HOLDS}
-    v = _claim3(blown=["center_detached"])                                 # centering diverges more
+    v = _claim3(blown=["center_detached"])  # centering diverges more
     assert v.status == FAILS and _sides(v) == {"fit": NEGLIGIBLE, "stability": FAILS}
     v = _claim3(lossy="center_detached")
     assert v.status == FAILS and _sides(v) == {"fit": FAILS, "stability": NOT_SHOWN}
@@ -318,7 +363,9 @@ def test_claim3_reads_the_fit_endpoint_named_in_params():
 
 
 def test_claim3_counts_only_the_excess_over_each_twin():
-    assert _sides(_claim3(blown=["standardize_detached", "standardize"]))["stability"] == NOT_SHOWN  # excesses cancel exactly
+    assert (
+        _sides(_claim3(blown=["standardize_detached", "standardize"]))["stability"] == NOT_SHOWN
+    )  # excesses cancel exactly
     v = _claim3(blown=["center"])  # centering's twin diverges: centering-detached looks better
     assert v.status == HOLDS and _sides(v)["stability"] == HOLDS
 
@@ -340,22 +387,27 @@ def test_claim3_states_every_endpoint_per_data_set():
 
     v = _claim3(blown=["standardize_detached"])
     primary = [e for e in v.endpoints if e.primary]
-    assert [e.measure for e in primary] == ["primary claim3_fit: loss_matched_lr",
-                                            "primary claim3_stability: divergence_rate"]
+    assert [e.measure for e in primary] == [
+        "primary claim3_fit: loss_matched_lr",
+        "primary claim3_stability: divergence_rate",
+    ]
     described = [e for e in v.endpoints if not e.primary]
     assert len(described) == len(C3) * len(NONZERO) and all(e.n == 5 and not e.decides for e in described)
     assert "train mode" in " ".join(e.measure for e in described)
 
 
 # -- claim 4: divergence in excess of the twin ----------------------------------------------------------
-def _claim4_rows(n_det, n_twin, det="center_detached", twin="center", step=300.0, datasets=NONZERO, lr=1.0,
-                 blown="diverged"):
+def _claim4_rows(
+    n_det, n_twin, det="center_detached", twin="center", step=300.0, datasets=NONZERO, lr=1.0, blown="diverged"
+):
     rows = []
     for ds in datasets:
-        rows += seeds(det, {"status": [blown] * n_det + ["trained"] * (5 - n_det)}, diverged_step=step, lr=lr,
-                      dataset=ds)
-        rows += seeds(twin, {"status": [blown] * n_twin + ["trained"] * (5 - n_twin)}, diverged_step=step, lr=lr,
-                      dataset=ds)
+        rows += seeds(
+            det, {"status": [blown] * n_det + ["trained"] * (5 - n_det)}, diverged_step=step, lr=lr, dataset=ds
+        )
+        rows += seeds(
+            twin, {"status": [blown] * n_twin + ["trained"] * (5 - n_twin)}, diverged_step=step, lr=lr, dataset=ds
+        )
     return rows
 
 
@@ -366,10 +418,10 @@ def _claim4(n_det, n_twin, settings=S, **kw):
 def test_claim4_flips_with_the_excess_over_the_twin():
     v = _claim4(5, 0)
     assert v.status == HOLDS and v.tests[0].effect == 1.0 and v.tests[0].clusters == 10
-    assert _claim4(0, 5).status == FAILS                                    # only the twin diverges
-    assert _claim4(5, 5).status == NOT_SHOWN    # every pair agrees (both diverge): [0, 0] sizes nothing
-    assert _claim4(0, 0).status == NOT_SHOWN    # nothing diverged: the claim was not put to the test
-    assert _claim4(1, 0).status == NOT_SHOWN                                # one seed of five: within noise
+    assert _claim4(0, 5).status == FAILS  # only the twin diverges
+    assert _claim4(5, 5).status == NOT_SHOWN  # every pair agrees (both diverge): [0, 0] sizes nothing
+    assert _claim4(0, 0).status == NOT_SHOWN  # nothing diverged: the claim was not put to the test
+    assert _claim4(1, 0).status == NOT_SHOWN  # one seed of five: within noise
 
 
 def test_claim4_reads_divergence_unless_params_name_the_blow_up():
@@ -392,7 +444,7 @@ def test_claim4_excess_on_zero_mean_inputs_is_a_control():
 
 
 def test_claim4_does_not_blame_detaching_for_a_divergence_before_the_first_refresh():
-    early = _claim4(5, 0, det="population_center_detached", step=4.0)     # K = 10: the frozen map diverged
+    early = _claim4(5, 0, det="population_center_detached", step=4.0)  # K = 10: the frozen map diverged
     assert early.status == NOT_SHOWN and early.tests[0].n == 0
     assert "before the statistics were first recomputed" in early.evidence
     assert _claim4(5, 0, det="population_center_detached", step=40.0).status == HOLDS
@@ -432,7 +484,7 @@ def test_claim4_reports_the_refresh_interval_sweep():
 
 
 def test_too_few_clusters_cannot_show_an_effect_negligible():
-    two = [r for r in _claim2(0.5, datasets=ONE) if r["seed"] < 2]       # 2 clusters: smallest p 0.5
+    two = [r for r in _claim2(0.5, datasets=ONE) if r["seed"] < 2]  # 2 clusters: smallest p 0.5
     assert judge("claim2", two).status == NOT_SHOWN
     two = [r for r in _claim4_rows(0, 0, datasets=ONE) if r["seed"] < 2]  # nothing diverged in 2 seeds
     assert judge("claim4", two).status == NOT_SHOWN
@@ -493,8 +545,8 @@ def test_claim5_is_a_check_that_can_fail():
     # the bn/bn_nobias loss gap is amplified rounding (both forwards are one function): reported, not decisive
     v = _claim5(gap=0.1)
     assert v.status == PASSED and "5 of 5 pairs above" in v.endpoints[2].detail
-    assert _claim5(control=0.0).status == NOT_SHOWN      # the probe cannot see b's gradient where it exists
-    assert _claim5(gap=np.nan).status == NOT_SHOWN       # bn_nobias not in the grid
+    assert _claim5(control=0.0).status == NOT_SHOWN  # the probe cannot see b's gradient where it exists
+    assert _claim5(gap=np.nan).status == NOT_SHOWN  # bn_nobias not in the grid
 
 
 def test_claim5_decides_in_float64_where_the_probe_was_recorded():
@@ -505,8 +557,11 @@ def test_claim5_decides_in_float64_where_the_probe_was_recorded():
 
     def rows(bn64, ctrl64=0.3, bn32=1.6e-4):
         r = seeds("bn", grad_b_rel_max=bn32, grad_b_rel64_max=bn64, loss_gap_nobias_early=1e-6) + seeds("bn_nobias")
-        return r + seeds("none", grad_b_rel_max=0.3, grad_b_rel64_max=ctrl64) + \
-            seeds("frozen", grad_b_rel_max=0.3, grad_b_rel64_max=ctrl64)
+        return (
+            r
+            + seeds("none", grad_b_rel_max=0.3, grad_b_rel64_max=ctrl64)
+            + seeds("frozen", grad_b_rel_max=0.3, grad_b_rel64_max=ctrl64)
+        )
 
     v = judge("claim5", rows(1e-14))
     assert v.status == PASSED and v.legacy[FLOAT64_KEY] == CHECK_FAILED
@@ -519,21 +574,28 @@ def test_claim5_decides_in_float64_where_the_probe_was_recorded():
 
 
 def test_claim5_reports_status_agreement_of_bn_and_bn_nobias():
-    rows = seeds("bn", grad_b_rel_max=1e-8, loss_gap_nobias_early=1e-6) + \
-        seeds("bn_nobias", {"status": ["trained"] * 4 + ["failed"]}) + seeds("none", grad_b_rel_max=0.3)
+    rows = (
+        seeds("bn", grad_b_rel_max=1e-8, loss_gap_nobias_early=1e-6)
+        + seeds("bn_nobias", {"status": ["trained"] * 4 + ["failed"]})
+        + seeds("none", grad_b_rel_max=0.3)
+    )
     same = [e for e in judge("claim5", rows).endpoints if e.measure.startswith("same member status")][0]
     assert same.effect == pytest.approx(0.8) and same.n == 5
 
 
 # -- the primary tests ----------------------------------------------------------------------------------
 def test_each_verdict_carries_its_tests_with_effect_interval_and_p():
-    for v in (judge("claim1b", _claim1b(0.5)), judge("claim2", _claim2(1.0)), _claim3(lossy="standardize_detached"),
-              _claim4(5, 0)):
+    for v in (
+        judge("claim1b", _claim1b(0.5)),
+        judge("claim2", _claim2(1.0)),
+        _claim3(lossy="standardize_detached"),
+        _claim4(5, 0),
+    ):
         mine = [t.key for t in PRIMARY_TESTS if t.claim == v.key]
         assert [r.key for r in v.tests] == mine, v.key
         for r in v.tests:
             assert r.lo <= r.effect <= r.hi and r.clusters == 10 and r.n >= 10
-            assert 0 < r.p <= r.p_holm <= 1 and r.min_p == pytest.approx(2 / 2 ** 10)
+            assert 0 < r.p <= r.p_holm <= 1 and r.min_p == pytest.approx(2 / 2**10)
             assert r.smallest_effect == S.primary[r.key].smallest_effect and r.status in STATUSES
             assert [d.dataset for d in r.by_dataset] == list(NONZERO) and all(d.role == "pooled" for d in r.by_dataset)
         primary = [e for e in v.endpoints if e.primary]
@@ -597,18 +659,29 @@ class Recorder:
 TESTS_PRINT = {"primary", "family_alpha", "ci_level", "bootstrap"}
 # read by the judges only to give each verdict's status under the retired count rules (Verdict.legacy,
 # printed in the ledger): they must not move a verdict
-LEGACY_ONLY = {"claim1b": {"min_members"}, "claim2": {"min_members"}, "claim3": {"min_members"},
-               "claim4": {"min_members"}, "claim5": {"identity_rtol"}}
+LEGACY_ONLY = {
+    "claim1b": {"min_members"},
+    "claim2": {"min_members"},
+    "claim3": {"min_members"},
+    "claim4": {"min_members"},
+    "claim5": {"identity_rtol"},
+}
 
 
 def _everything():
-    return pd.DataFrame(_claim1b(0.5, lr=0.3) + _claim2(1.0, variant="standardize_detached", lr=0.3)
-                        + _claim3_rows(blown=["standardize_detached"]) + _claim4_rows(5, 0, lr=0.03)
-                        + _claim4_rows(5, 0, det="population_detached", twin="frozen", lr=0.03, step=4.0)
-                        + _claim4_rows(3, 0, lr=0.03, datasets=("synthetic_zero_mean",))
-                        + _claim4_rows(0, 0, det="center_detached_affine", twin="center_affine", lr=0.03)
-                        + seeds("none", b_sens_scaled=0.1, grad_b_rel_max=0.3) + seeds("population_detached_k1")
-                        + seeds("bn", grad_b_rel_max=1e-8, loss_gap_nobias_early=1e-6) + seeds("bn_nobias"))
+    return pd.DataFrame(
+        _claim1b(0.5, lr=0.3)
+        + _claim2(1.0, variant="standardize_detached", lr=0.3)
+        + _claim3_rows(blown=["standardize_detached"])
+        + _claim4_rows(5, 0, lr=0.03)
+        + _claim4_rows(5, 0, det="population_detached", twin="frozen", lr=0.03, step=4.0)
+        + _claim4_rows(3, 0, lr=0.03, datasets=("synthetic_zero_mean",))
+        + _claim4_rows(0, 0, det="center_detached_affine", twin="center_affine", lr=0.03)
+        + seeds("none", b_sens_scaled=0.1, grad_b_rel_max=0.3)
+        + seeds("population_detached_k1")
+        + seeds("bn", grad_b_rel_max=1e-8, loss_gap_nobias_early=1e-6)
+        + seeds("bn_nobias")
+    )
 
 
 @pytest.mark.parametrize("claim", REGISTRY, ids=lambda c: c.key)
@@ -654,8 +727,14 @@ def test_a_changed_threshold_changes_both_the_rule_text_and_the_verdict():
 def _answer(claim4=(5, 0), claim3=None, claim4_datasets=NONZERO):
     claim3 = claim3 or dict(lossy="standardize_detached", blown=["center_detached"])
     c4 = _claim4_rows(*claim4, datasets=claim4_datasets)
-    verdicts = [_claim1(1e-8), judge("claim1b", _claim1b(0.5)), judge("claim2", _claim2(1.0)), _claim3(**claim3),
-                judge("claim4", c4), _claim5()]
+    verdicts = [
+        _claim1(1e-8),
+        judge("claim1b", _claim1b(0.5)),
+        judge("claim2", _claim2(1.0)),
+        _claim3(**claim3),
+        judge("claim4", c4),
+        _claim5(),
+    ]
     return answer_text(verdicts, pd.DataFrame(c4 + _claim5_rows()), S), verdicts
 
 
@@ -680,9 +759,9 @@ def test_the_answer_has_at_most_six_sentences_and_links_the_verdicts_it_cites(tm
     assert len(_sentences(text)) <= 6 and "{" not in text
     links = set(re.findall(r"\]\((#[^)]+)\)", text))
     anchors = {v.key: anchor(v) for v in verdicts}
-    assert links == set(anchors.values())                       # every verdict cited, every link a verdict's
+    assert links == set(anchors.values())  # every verdict cited, every link a verdict's
     assert anchors["claim4"] == "#claim4-the-model-blows-up"
-    for v in verdicts:                                          # the report's heading gets the same id
+    for v in verdicts:  # the report's heading gets the same id
         assert f'id="{anchor(v)[1:]}"' in to_html(f"### {v.key}: {v.title}\n", tmp_path)
 
 
@@ -691,7 +770,7 @@ def test_the_answer_sentences_change_with_the_data():
     less, _ = _answer((0, 5))
     same, _ = _answer((5, 5))
     assert "diverged more often" in _about(more, "claim4") and "diverged less often" in _about(less, "claim4")
-    assert "could not be told apart" in _about(same, "claim4")   # every pair agreed: nothing to size
+    assert "could not be told apart" in _about(same, "claim4")  # every pair agreed: nothing to size
     assert len({_about(t, "claim4") for t in (more, less, same)}) == 3
     # claim 3's two sides flipped: its sentence follows each side
     fit_worse = _about(_answer(claim3=dict(lossy="standardize_detached", blown=["center_detached"]))[0], "claim3")
@@ -705,8 +784,9 @@ def test_the_answer_sentences_change_with_the_data():
 
 def test_the_claim4_sentence_names_a_deciding_variant():
     # population_center_detached (a decider) diverges; standardize_detached (not a decider) never does
-    c4 = (_claim4_rows(5, 0, det="population_center_detached", step=40.0)
-          + _claim4_rows(0, 0, det="standardize_detached", twin="standardize"))
+    c4 = _claim4_rows(5, 0, det="population_center_detached", step=40.0) + _claim4_rows(
+        0, 0, det="standardize_detached", twin="standardize"
+    )
     v = judge("claim4", c4)
     assert v.status == HOLDS
     sentence = _about(answer_text([v], pd.DataFrame(c4), S), "claim4")
@@ -717,13 +797,21 @@ def test_every_endpoint_of_a_verdict_is_told_apart_by_its_fields():
     from pipeline.claims.primary import primary_measure
 
     # three detached variants share the twin `center`: the twin's drift is one endpoint per comparison
-    rows = (_claim2(1.0) + _claim2(1.0, variant="population_center_detached")
-            + _claim2(1.0, variant="running_center_detached") + seeds("center", {"b_drift/l0": [0.0] * 5})
-            + _claim1b(0.5, lr=0.3) + _claim1b(0.5, variant="standardize_detached", twin="standardize", lr=0.3)
-            + _claim3_rows(blown=["standardize_detached"]) + _claim4_rows(5, 0, lr=0.03)
-            + seeds("none", b_sens_scaled=0.1, grad_b_rel_max=0.3) + seeds("population_detached_k1")
-            + seeds("bn", grad_b_rel_max=1e-8, grad_b_rel64_max=1e-14, loss_gap_nobias_early=1e-6)
-            + seeds("bn_nobias") + seeds("frozen", grad_b_rel_max=0.3, grad_b_rel64_max=0.3))
+    rows = (
+        _claim2(1.0)
+        + _claim2(1.0, variant="population_center_detached")
+        + _claim2(1.0, variant="running_center_detached")
+        + seeds("center", {"b_drift/l0": [0.0] * 5})
+        + _claim1b(0.5, lr=0.3)
+        + _claim1b(0.5, variant="standardize_detached", twin="standardize", lr=0.3)
+        + _claim3_rows(blown=["standardize_detached"])
+        + _claim4_rows(5, 0, lr=0.03)
+        + seeds("none", b_sens_scaled=0.1, grad_b_rel_max=0.3)
+        + seeds("population_detached_k1")
+        + seeds("bn", grad_b_rel_max=1e-8, grad_b_rel64_max=1e-14, loss_gap_nobias_early=1e-6)
+        + seeds("bn_nobias")
+        + seeds("frozen", grad_b_rel_max=0.3, grad_b_rel64_max=0.3)
+    )
     for c in REGISTRY:
         v = c.evaluate(pd.DataFrame(rows), None, S)
         keys = [e.key for e in v.endpoints]
@@ -735,7 +823,8 @@ def test_every_endpoint_of_a_verdict_is_told_apart_by_its_fields():
             assert primary == [c.primary], c.key
     drift = [e for e in judge("claim2", rows).endpoints if e.measure.startswith("twin") and e.twin == "center"]
     assert {(e.variant, e.twin, e.layer) for e in drift} == {
-        (v, "center", 0) for v in ("center_detached", "population_center_detached", "running_center_detached")}
+        (v, "center", 0) for v in ("center_detached", "population_center_detached", "running_center_detached")
+    }
 
 
 def test_layers_come_from_the_depth_or_the_built_column_names_never_parsed_ones():
@@ -755,8 +844,18 @@ def test_a_plug_in_measurement_claim_registers_its_primary_test():
     from pipeline.spec.primaries import EndpointChoice, PrimaryTest, register_primary, unregister_primary
 
     with pytest.raises(ValueError, match="exactly|declares"):
-        Claim(key="claimZ", title="t", statement="s", kind="measurement", endpoints=(), tests=("claimZ",),
-              controls="", rule="", answers={}, judge=lambda m, h, s: None)
+        Claim(
+            key="claimZ",
+            title="t",
+            statement="s",
+            kind="measurement",
+            endpoints=(),
+            tests=("claimZ",),
+            controls="",
+            rule="",
+            answers={},
+            judge=lambda m, h, s: None,
+        )
     register_primary(PrimaryTest("claimZ", "claimZ", "", "all", {"gap": EndpointChoice("a gap", "nats", "bigger")}))
     try:
         with pytest.raises(ValueError, match="primary: no endpoint declared for claimZ"):
@@ -764,17 +863,28 @@ def test_a_plug_in_measurement_claim_registers_its_primary_test():
         s = ReportSettings(primary={**S.primary, "claimZ": PrimarySettings(endpoint="gap", smallest_effect=0.1)})
 
         def judge(m, h, st):
-            comp = pd.DataFrame({"diff": [1.0] * 10, "dataset": ["synthetic"] * 5 + ["digits"] * 5,
-                                 "seed": list(range(5)) * 2})
+            comp = pd.DataFrame(
+                {"diff": [1.0] * 10, "dataset": ["synthetic"] * 5 + ["digits"] * 5, "seed": list(range(5)) * 2}
+            )
             return Judgement([], "e", comparisons={"claimZ": comp})
 
-        z = Claim(key="claimZ", title="t", statement="s", kind="measurement", endpoints=(), tests=("claimZ",),
-                  controls="", rule="", answers={HOLDS: "{t}"}, judge=judge)
+        z = Claim(
+            key="claimZ",
+            title="t",
+            statement="s",
+            kind="measurement",
+            endpoints=(),
+            tests=("claimZ",),
+            controls="",
+            rule="",
+            answers={HOLDS: "{t}"},
+            judge=judge,
+        )
         rows = pd.DataFrame(_claim2(1.0, lr=0.1))
         from pipeline.claims import evaluate_all
 
         got = {v.key: v for v in evaluate_all(rows, None, s, registry=[*REGISTRY, z])}
-        assert got["claimZ"].status == HOLDS and got["claimZ"].tests[0].p_holm == pytest.approx(2 * 2 / 2 ** 10)
+        assert got["claimZ"].status == HOLDS and got["claimZ"].tests[0].p_holm == pytest.approx(2 * 2 / 2**10)
         assert got["claimZ"].answer.startswith("+1")
     finally:
         unregister_primary("claimZ")

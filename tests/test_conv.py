@@ -4,6 +4,7 @@ References: torch's BatchNorm2d, layer_norm, group_norm and conv2d per member; f
 variant the autograd Jacobian against finite differences of the closed-form "what the
 gradient sees" function with statistics per (member, channel) over batch x H x W, in float64;
 a member in a stack equals the member alone; and the theory's conv checks."""
+
 from __future__ import annotations
 
 import copy
@@ -105,9 +106,11 @@ def _seen(name, layer0, x0):
     if spec.statistics == "per_example" and not spec.grouped:
         return lambda x: (x - _stats(x, (2, 3, 4))[0]) / _stats(x, (2, 3, 4))[1]
     if spec.statistics == "per_example":
+
         def gn(x):
             xg = x.reshape(M, B, 2, C // 2, H, W)
             return ((xg - _stats(xg, (3, 4, 5))[0]) / _stats(xg, (3, 4, 5))[1]).reshape(x.shape)
+
         return gn
     if spec.statistics == "batch" and not spec.detached:  # the gradient goes through the batch statistics
         if spec.scales:
@@ -128,7 +131,7 @@ def _prepared(name, x0):
     if name == "batch_renorm":  # mid-ramp; EMA state that makes r and d non-trivial and unclipped
         layer.set_step(RENORM_STEP)
         layer.running_mean.copy_(mu0.view(M, 1, C) + 0.3)
-        layer.running_var.copy_((s0 ** 2).view(M, 1, C) * 1.5)
+        layer.running_var.copy_((s0**2).view(M, 1, C) * 1.5)
         layer.initialized.fill_(True)
     if norm_spec(name).refreshes:
         layer.collect = True  # the refresh pass computes the full-set statistics from x0
@@ -246,20 +249,33 @@ TRAIN = {"steps": 10, "log_every": 5, "eval_every": 5}
 @pytest.mark.parametrize("variant", ALL_VARIANTS + ["bias_only_toy"])
 def test_cnn_cell_member_equals_member_alone(tmp_path, variant):
     """tests/test_stacking.py for model.kind cnn: the whole training run, every column."""
-    stacked = make_cell(variant, "digits_images", model=CNN, optim={"lrs": [0.05, 0.5], "seeds": [0, 1]},
-                        train=TRAIN, tracking={"log_every": 5})
+    stacked = make_cell(
+        variant,
+        "digits_images",
+        model=CNN,
+        optim={"lrs": [0.05, 0.5], "seeds": [0, 1]},
+        train=TRAIN,
+        tracking={"log_every": 5},
+    )
     run_cell(stacked, tmp_path / "stack", track=False, progress=False)
     hs = pd.read_parquet(tmp_path / "stack" / "history.parquet")
     member, (lr, seed) = 2, (0.5, 0)
-    alone = make_cell(variant, "digits_images", model=CNN, optim={"lrs": [lr], "seeds": [seed]},
-                      train=TRAIN, tracking={"log_every": 5})
+    alone = make_cell(
+        variant,
+        "digits_images",
+        model=CNN,
+        optim={"lrs": [lr], "seeds": [seed]},
+        train=TRAIN,
+        tracking={"log_every": 5},
+    )
     run_cell(alone, tmp_path / "alone", track=False, progress=False)
     ha = pd.read_parquet(tmp_path / "alone" / "history.parquet").drop(columns=["member"]).reset_index(drop=True)
     hm = hs[hs["member"] == member].drop(columns=["member"]).reset_index(drop=True)
     assert list(hm.columns) == list(ha.columns) and len(hm) == len(ha)
     for col in hm.columns:
-        np.testing.assert_allclose(hm[col].to_numpy(float), ha[col].to_numpy(float), rtol=2e-5, atol=1e-6,
-                                   err_msg=f"{variant} column {col}")
+        np.testing.assert_allclose(
+            hm[col].to_numpy(float), ha[col].to_numpy(float), rtol=2e-5, atol=1e-6, err_msg=f"{variant} column {col}"
+        )
 
 
 def _loss(model, x, y):

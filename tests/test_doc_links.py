@@ -6,6 +6,7 @@ test_relative_links_resolve fails on such a link (it names the file and the targ
 
     .venv/bin/python -m pytest -q tests/test_doc_links.py
 """
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,9 @@ def _tracked(*patterns: str) -> list[Path]:
 
 def documents() -> list[Path]:
     docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-    return docs + _tracked("reports/*report.md", "reports/**/report.md", "reports/*report.html",
-                           "reports/**/report.html")
+    return docs + _tracked(
+        "reports/*report.md", "reports/**/report.md", "reports/*report.html", "reports/**/report.html"
+    )
 
 
 def _without_code(text: str) -> str:
@@ -67,17 +69,21 @@ def test_a_link_to_a_missing_report_is_caught(tmp_path):
     (tmp_path / "reports" / "deep").mkdir(parents=True)
     (tmp_path / "reports" / "deep" / "report.md").write_text("# deep\n")
     readme = tmp_path / "README.md"
-    readme.write_text("See [deep](reports/deep/report.html) and [md](reports/deep/report.md), "
-                      "`[code](nowhere.md)`, [web](https://example.org/x.md), [in page](#usage).\n")
+    readme.write_text(
+        "See [deep](reports/deep/report.html) and [md](reports/deep/report.md), "
+        "`[code](nowhere.md)`, [web](https://example.org/x.md), [in page](#usage).\n"
+    )
     assert broken(readme) == ["reports/deep/report.html"]
 
 
 def test_contents_link_every_heading_in_md_and_html(tmp_path):
-    text = ("# title\n\nintro\n\n## The answer\n\ntext\n\n## Verdicts\n\n### claim1: `b` cancels -- **holds**\n\n"
-            "x\n\n```\n## not a heading\n```\n\n## Figures\n\n### b norm synthetic\n")
+    text = (
+        "# title\n\nintro\n\n## The answer\n\ntext\n\n## Verdicts\n\n### claim1: `b` cancels -- **holds**\n\n"
+        "x\n\n```\n## not a heading\n```\n\n## Figures\n\n### b norm synthetic\n"
+    )
     md = with_toc(text)
     assert md.index(f"## {TITLE}") < md.index("## The answer")  # before the first section
-    contents = md[md.index(f"## {TITLE}"):md.index("## The answer")]
+    contents = md[md.index(f"## {TITLE}") : md.index("## The answer")]
     targets = re.findall(r"\]\(#([^)]+)\)", contents)
     assert len(targets) == 5  # 3 sections + 2 subsections; the fenced "## not a heading" is no entry
     html = to_html(md, tmp_path)

@@ -1,5 +1,6 @@
 """b's drift under SGD, momentum and Adam against pipeline.nets.drift's closed forms, on the bias-only toy
 trained on the full batch (its gradient is then constant: the theory is exact)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,19 +27,24 @@ def _constant_gradient(cell) -> list[np.ndarray]:
     return [lin.bias.grad[0].flatten().numpy().astype(np.float64) for lin, _ in model.hidden]
 
 
-@pytest.mark.parametrize("optim", [{"name": "sgd"}, {"name": "sgd", "momentum": 0.9}, {"name": "adam"}],
-                         ids=["sgd", "momentum", "adam"])
+@pytest.mark.parametrize(
+    "optim", [{"name": "sgd"}, {"name": "sgd", "momentum": 0.9}, {"name": "adam"}], ids=["sgd", "momentum", "adam"]
+)
 def test_toy_drift_follows_the_optimizers_closed_form(tmp_path, optim):
     lr, steps = 0.05, 40
-    cell = make_cell("bias_only_toy", optim={"lrs": [lr], "seeds": [0], "batch_size": FULL, **optim},
-                     train={"steps": steps, "log_every": 1, "eval_every": 20})
+    cell = make_cell(
+        "bias_only_toy",
+        optim={"lrs": [lr], "seeds": [0], "batch_size": FULL, **optim},
+        train={"steps": steps, "log_every": 1, "eval_every": 20},
+    )
     run_cell(cell, tmp_path / "toy", track=False, progress=False)
     h = pd.read_parquet(tmp_path / "toy" / "history.parquet").dropna(subset=["b_drift/l0"])
     grads = _constant_gradient(cell)
     for i, g in enumerate(grads):
         assert np.count_nonzero(g) > 0
-        want = [np.linalg.norm(displacement(g, lr, int(t), optim["name"], optim.get("momentum", 0.0)))
-                for t in h["step"]]
+        want = [
+            np.linalg.norm(displacement(g, lr, int(t), optim["name"], optim.get("momentum", 0.0))) for t in h["step"]
+        ]
         np.testing.assert_allclose(h[f"b_drift/l{i}"], want, rtol=2e-4, atol=1e-6)
     if optim["name"] == "adam":  # every coordinate with G != 0 moves lr per step, whatever its size
         t = h["step"].to_numpy()

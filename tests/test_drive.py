@@ -1,6 +1,7 @@
 """b's drive and its predictions (pipeline/drive.py, issue 19 items 1a, 1d): each estimator checked where it
 is exact -- closed forms, the bias-only toy on the full batch (G constant, b linear in t) -- and each with the
 result that would fail it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,9 +62,9 @@ def test_window_moments_split_mean_from_noise_without_bias():
     gbar, sd, n, units = np.array([0.3, 0.0, 0.4]), 1.0, 10, 3
     g = gbar + sd * rng.normal(size=(20000, n, units))
     mean_norm = np.linalg.norm(g.mean(1), axis=-1)
-    mean_sq, var = window_moments(mean_norm, (g ** 2).sum((1, 2)), n)
-    assert abs(mean_sq.mean() - 0.25) < 0.01 and abs(var.mean() - units * sd ** 2) < 0.03
-    assert (mean_norm ** 2).mean() - 0.25 > 0.2  # the naive estimate: + units sd^2 / n = 0.3
+    mean_sq, var = window_moments(mean_norm, (g**2).sum((1, 2)), n)
+    assert abs(mean_sq.mean() - 0.25) < 0.01 and abs(var.mean() - units * sd**2) < 0.03
+    assert (mean_norm**2).mean() - 0.25 > 0.2  # the naive estimate: + units sd^2 / n = 0.3
 
 
 def test_ema_lag_closed_form_equals_the_recursion():
@@ -78,14 +79,18 @@ def test_ema_lag_closed_form_equals_the_recursion():
 
 def test_lag_and_leak_predictions():
     assert np.isclose(lag_prediction(0.1, 0.1, 0.04, 0.0), 0.1 * 0.2 / 0.1)
-    assert np.isclose(lag_prediction(0.1, 0.1, 0.0, 0.19), 0.1)        # noise: weights (1-m)^age squared sum to 1/0.19
+    assert np.isclose(lag_prediction(0.1, 0.1, 0.0, 0.19), 0.1)  # noise: weights (1-m)^age squared sum to 1/0.19
     assert np.isclose(leak_prediction(0.1, 0.1, 0.04), -0.04)
 
 
 # -- the module's records, where the drive is exact: the bias-only toy on the full batch -------------------------
 def _toy(tmp_path, lr, steps=200, name="toy"):
-    cell = make_cell("bias_only_toy", optim={"lrs": [lr], "seeds": [0], "batch_size": 160},
-                     train={"steps": steps, "log_every": 10, "eval_every": 100}, tracking={"log_every": 10})
+    cell = make_cell(
+        "bias_only_toy",
+        optim={"lrs": [lr], "seeds": [0], "batch_size": 160},
+        train={"steps": steps, "log_every": 10, "eval_every": 100},
+        tracking={"log_every": 10},
+    )
     out = tmp_path / name
     run_cell(cell, out, track=False, progress=False)
     from pipeline.records import read_cell
@@ -106,14 +111,14 @@ def test_the_toy_drive_is_constant_and_b_lags_its_ema_exactly(tmp_path):
         win, half = rows[f"drive_win/l{i}"].dropna(), rows[f"drive_half/l{i}"].dropna()
         np.testing.assert_allclose(win, g, rtol=1e-4)
         np.testing.assert_allclose(half, g, rtol=1e-4)
-        np.testing.assert_allclose(rows[f"gsq_cum/l{i}"], rows["step"] * g ** 2, rtol=1e-4)
+        np.testing.assert_allclose(rows[f"gsq_cum/l{i}"], rows["step"] * g**2, rtol=1e-4)
         assert drive_decay(rows["step"], rows[f"drive_half/l{i}"], 200, 0.25, 5)[0] == pytest.approx(0, abs=1e-3)
         assert np.allclose(window_alphas(rows["step"], rows[f"b_drift/l{i}"], 200, 2, 5), 1, atol=1e-3)
         layer = member.layers[i]
-        assert layer.drive_end_sq == pytest.approx(g ** 2, rel=1e-3) and abs(layer.drive_end_var) < 1e-3 * g ** 2
+        assert layer.drive_end_sq == pytest.approx(g**2, rel=1e-3) and abs(layer.drive_end_var) < 1e-3 * g**2
         lag = np.linalg.norm(ema_lag_linear(0.0, lr * g, 200, layer.ema_momentum, ahead=1))
         assert layer.b_lag == pytest.approx(lag, rel=1e-4)
-        assert layer.b_lag == pytest.approx(float(lag_prediction(lr, layer.ema_momentum, g ** 2, 0.0)), rel=1e-4)
+        assert layer.b_lag == pytest.approx(float(lag_prediction(lr, layer.ema_momentum, g**2, 0.0)), rel=1e-4)
 
 
 def test_the_inference_leak_is_predicted_to_first_order_in_lr(tmp_path):
@@ -129,7 +134,7 @@ def test_the_inference_leak_is_predicted_to_first_order_in_lr(tmp_path):
         measured = member.full_loss_eval - member.full_loss_eval_bema
         row: dict = {}
         _predictions(member, row)
-        assert measured < 0 and row["loss_gap_b_pred"] < 0            # inference fits better: b descended the loss
+        assert measured < 0 and row["loss_gap_b_pred"] < 0  # inference fits better: b descended the loss
         err.append(abs(measured / row["loss_gap_b_pred"] - 1))
     assert err[0] < 0.2 and err[1] < err[0] / 5, err
 
@@ -138,8 +143,13 @@ def test_the_inference_leak_is_predicted_to_first_order_in_lr(tmp_path):
 def test_the_report_reads_kappa_interval_as_the_prediction():
     from pipeline.report.bounded import reading
 
-    assert [reading(*ci, 0.1) for ci in ((1.1, 1.5), (0.2, 0.9), (0.95, 1.05), (0.5, 1.5), (float("nan"),) * 2)] == \
-        ["bounded", "unbounded", "edge (log growth)", "undecided", "undecided"]
+    assert [reading(*ci, 0.1) for ci in ((1.1, 1.5), (0.2, 0.9), (0.95, 1.05), (0.5, 1.5), (float("nan"),) * 2)] == [
+        "bounded",
+        "unbounded",
+        "edge (log growth)",
+        "undecided",
+        "undecided",
+    ]
 
 
 def test_the_report_tables_put_each_prediction_beside_its_measurement():
@@ -153,11 +163,28 @@ def test_the_report_tables_put_each_prediction_beside_its_measurement():
     rows = []
     for v, norm, kappa in (("center_detached", "center_detached", 0.3), ("center", "center", 1.5)):
         for seed in range(3):
-            rows.append({"variant": v, "norm": norm, "dataset": "digits", "lr": 0.1, "seed": seed, "depth": 1,
-                         "status": "trained", "trainable": "all", "has_bias": True, "affine": False,
-                         "kappa/l0": kappa + 0.01 * seed, "alpha_w0/l0": 0.7, "gsum_persist/l0": 0.5,
-                         "b_drift/l0": 3.0, "loss_gap_b": -0.01 * (1 + seed), "loss_gap_b_pred": -0.01,
-                         "b_lag/l0": 0.2, "b_lag_pred/l0": 0.21})
+            rows.append(
+                {
+                    "variant": v,
+                    "norm": norm,
+                    "dataset": "digits",
+                    "lr": 0.1,
+                    "seed": seed,
+                    "depth": 1,
+                    "status": "trained",
+                    "trainable": "all",
+                    "has_bias": True,
+                    "affine": False,
+                    "kappa/l0": kappa + 0.01 * seed,
+                    "alpha_w0/l0": 0.7,
+                    "gsum_persist/l0": 0.5,
+                    "b_drift/l0": 3.0,
+                    "loss_gap_b": -0.01 * (1 + seed),
+                    "loss_gap_b_pred": -0.01,
+                    "b_lag/l0": 0.2,
+                    "b_lag_pred/l0": 0.21,
+                }
+            )
     rows.append({**rows[0], "seed": 3, "status": "diverged"})
     t = bounded_table(pd.DataFrame(rows), ReportSettings())
     assert list(t["variant"]) == ["center_detached"] and t["n"].iloc[0] == 3 and t["diverged"].iloc[0] == 1
@@ -171,4 +198,4 @@ def test_the_report_tables_put_each_prediction_beside_its_measurement():
 
     c2 = claim2_summary(t)
     assert c2[["unbounded", "bounded", "diverged members"]].iloc[0].tolist() == [1, 0, 1]
-    assert leak_summary(leak)["lr 0.1"].iloc[0] == "2 (0.952)"   # -0.02 / -0.01; 0.2 / 0.21
+    assert leak_summary(leak)["lr 0.1"].iloc[0] == "2 (0.952)"  # -0.02 / -0.01; 0.2 / 0.21

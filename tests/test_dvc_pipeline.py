@@ -1,4 +1,5 @@
 """The whole pipeline through the real `dvc` binary, on a tiny grid in a temporary repo."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,14 @@ def repo(tmp_path_factory):
 
 
 def _env(d: Path) -> dict:
-    return environment.child_env(PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=f"sqlite:///{d / 'mlflow.db'}",
-                                 GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return environment.child_env(
+        PATH=f"{BIN}:{os.environ['PATH']}",
+        MLFLOW_TRACKING_URI=f"sqlite:///{d / 'mlflow.db'}",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
 
 
 def dvc(repo: Path, *args) -> str:
@@ -81,10 +88,20 @@ def edit(repo: Path, fn) -> None:
 def test_repro_runs_every_cell_then_the_report(repo):
     out = dvc(repo, "repro")
     assert ran(out) == {"train@center_detached-synthetic", "train@bn-synthetic", "report"}
-    for f in ("report.md", "report.html", "metrics.json", "tables/members.csv", "tables/status.csv",
-              "tables/largest_trained_lr.csv", "tables/verdicts.csv", "tables/endpoints.csv",
-              "figures/b_norm_synthetic.png", "figures/member_status.png", "figures/loss_synthetic.png",
-              "figures/weight_norm_synthetic.png"):
+    for f in (
+        "report.md",
+        "report.html",
+        "metrics.json",
+        "tables/members.csv",
+        "tables/status.csv",
+        "tables/largest_trained_lr.csv",
+        "tables/verdicts.csv",
+        "tables/endpoints.csv",
+        "figures/b_norm_synthetic.png",
+        "figures/member_status.png",
+        "figures/loss_synthetic.png",
+        "figures/weight_norm_synthetic.png",
+    ):
         assert (repo / "reports" / f).exists(), f
     # the tables hold the cells' own numbers
     members = pd.read_csv(repo / "reports" / "tables" / "members.csv")
@@ -112,14 +129,21 @@ def test_every_run_carries_the_git_commit_and_entry_point_on_the_warm_path(tmp_p
     warm = [sys.executable, "-m", "pipeline.warm"]
     subprocess.run([*warm, "start", "--wait"], cwd=repo, env=env, check=True, capture_output=True, timeout=300)
     try:
-        proc = subprocess.run(["dvc", "repro", "train@center_detached-synthetic", "train@bn-synthetic"], cwd=repo,
-                              env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            ["dvc", "repro", "train@center_detached-synthetic", "train@bn-synthetic"],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert subprocess.run([*warm, "status"], cwd=repo, env=env, capture_output=True).returncode == 0
     finally:
         subprocess.run([*warm, "stop"], cwd=repo, env=env, capture_output=True, timeout=300)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("normlab").experiment_id], max_results=1000)
     assert len(runs) == 2 * (1 + 4)  # two cells, each a parent and 2 lrs x 2 seeds
@@ -130,7 +154,9 @@ def test_every_run_carries_the_git_commit_and_entry_point_on_the_warm_path(tmp_p
 
 def test_second_repro_does_nothing(repo):
     assert ran(dvc(repo, "repro")) == set()
-    assert "up to date" in dvc(repo, "status") or dvc(repo, "status").strip().startswith("Data and pipelines are up to date")
+    assert "up to date" in dvc(repo, "status") or dvc(repo, "status").strip().startswith(
+        "Data and pipelines are up to date"
+    )
 
 
 def test_variant_setting_reruns_only_that_variant_and_the_report(repo):
@@ -173,8 +199,14 @@ def test_parallel_cells_give_the_same_outputs_and_lock_as_sequential(tmp_path):
 
     seq, par = _make_repo(tmp_path / "seq"), _make_repo(tmp_path / "par")
     dvc(seq, "repro")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.grid", "--jobs", "2"], cwd=par, env=_env(par),
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.grid", "--jobs", "2"],
+        cwd=par,
+        env=_env(par),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "with 2 job(s)" in proc.stdout
     assert ran(dvc(par, "repro")) == set()  # everything recorded: a later repro is a no-op

@@ -3,6 +3,7 @@ cell's runs; metrics.json and dvc plots; dvc push/pull on a local remote; the `n
 
     .venv/bin/python -m pytest -q tests/test_ecosystem.py            # the browser check needs chromium
 """
+
 from __future__ import annotations
 
 import json
@@ -48,9 +49,14 @@ def tracked(tmp_path_factory):
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
     client = MlflowClient(uri)
-    return SimpleNamespace(client=client, summary=run.summary, cell=cell, dir=d,
-                           parent=client.get_run(run.meta.mlflow["parent_run_id"]),
-                           children=[client.get_run(r) for r in run.meta.mlflow["member_run_ids"]])
+    return SimpleNamespace(
+        client=client,
+        summary=run.summary,
+        cell=cell,
+        dir=d,
+        parent=client.get_run(run.meta.mlflow["parent_run_id"]),
+        children=[client.get_run(r) for r in run.meta.mlflow["member_run_ids"]],
+    )
 
 
 def test_runs_carry_mlflow_context_tags(tracked):
@@ -149,8 +155,14 @@ def test_every_run_records_the_training_split_as_dataset_input(tracked):
 def test_cell_figure_draws_one_line_per_lr_on_log_axes():
     from pipeline.tracking.cell_figure import cell_figure
 
-    h = pd.DataFrame({"lr": [0.1] * 4 + [1.0] * 4, "step": [0, 1, 0, 1] * 2, "loss": [2.0, 1.0, 2.0, 3.0] * 2,
-                      "b_norm/l0": [0.0, 1e-3, 0.0, 1e-3, 0.0, 10.0, 0.0, 30.0]})
+    h = pd.DataFrame(
+        {
+            "lr": [0.1] * 4 + [1.0] * 4,
+            "step": [0, 1, 0, 1] * 2,
+            "loss": [2.0, 1.0, 2.0, 3.0] * 2,
+            "b_norm/l0": [0.0, 1e-3, 0.0, 1e-3, 0.0, 10.0, 0.0, 30.0],
+        }
+    )
     b_ax, loss_ax = cell_figure(h, "x").axes
     assert b_ax.get_yscale() == loss_ax.get_yscale() == "log"
     assert [ln.get_label() for ln in b_ax.get_lines()] == ["lr=0.1", "lr=1"]
@@ -178,19 +190,36 @@ def _verdict(key, status, tests=()):
 def test_metrics_json_is_a_few_numbers_per_claim_and_data_set():
     from pipeline.report.tables import metrics
 
-    members = pd.DataFrame({"dataset": ["a"] * 4 + ["b"] * 2,
-                            "status": ["trained", "trained", "diverged", "failed", "failed", "fixed_loss"],
-                            "w_grew": [True, False, False, False, False, False]})  # a flag beside the outcome
+    members = pd.DataFrame(
+        {
+            "dataset": ["a"] * 4 + ["b"] * 2,
+            "status": ["trained", "trained", "diverged", "failed", "failed", "fixed_loss"],
+            "w_grew": [True, False, False, False, False, False],
+        }
+    )  # a flag beside the outcome
     test = SimpleNamespace(key="claim4", effect=0.2, lo=0.1, hi=float("nan"), p_holm=0.01)  # a number that does
-    verdicts = [_verdict("claim1", "holds"), _verdict("claim2", "mixed"), _verdict("claim3", "not shown"),  # not exist:
-                _verdict("claim4", "check failed", [test])]                                          # an absent key
-    m = metrics(verdicts, members, pd.DataFrame({"variant": ["v"], "dataset": ["a"], "largest_trained_lr": [float("nan")]}), 1)
-    assert m == {"claims": {"claim1": {"shown": 1.0, "status": 1.0}, "claim2": {"shown": 1.0, "status": 0.5},
-                            "claim3": {"shown": 0.0},
-                            "claim4": {"shown": 1.0, "status": 0.0, "claim4": {"effect": 0.2, "lo": 0.1, "p_holm": 0.01}}},
-                 "datasets": {"a": {"frac_trained": 0.5, "frac_diverged": 0.25, "frac_w_grew": 0.25},
-                              "b": {"frac_trained": 0.0, "frac_diverged": 0.0, "frac_w_grew": 0.0}},
-                 "cells_excluded": 1.0}
+    verdicts = [
+        _verdict("claim1", "holds"),
+        _verdict("claim2", "mixed"),
+        _verdict("claim3", "not shown"),  # not exist:
+        _verdict("claim4", "check failed", [test]),
+    ]  # an absent key
+    m = metrics(
+        verdicts, members, pd.DataFrame({"variant": ["v"], "dataset": ["a"], "largest_trained_lr": [float("nan")]}), 1
+    )
+    assert m == {
+        "claims": {
+            "claim1": {"shown": 1.0, "status": 1.0},
+            "claim2": {"shown": 1.0, "status": 0.5},
+            "claim3": {"shown": 0.0},
+            "claim4": {"shown": 1.0, "status": 0.0, "claim4": {"effect": 0.2, "lo": 0.1, "p_holm": 0.01}},
+        },
+        "datasets": {
+            "a": {"frac_trained": 0.5, "frac_diverged": 0.25, "frac_w_grew": 0.25},
+            "b": {"frac_trained": 0.0, "frac_diverged": 0.0, "frac_w_grew": 0.0},
+        },
+        "cells_excluded": 1.0,
+    }
     json.dumps(m, allow_nan=False)
 
 
@@ -202,9 +231,18 @@ def test_plot_csvs_one_per_data_set_median_over_seeds_positive_only(tmp_path):
         for lr in (0.1, 1.0):
             for seed, scale in ((0, 1.0), (1, 3.0)):
                 for step in (0, 5, 7):  # step 7 is not a logged step (no W_norm)
-                    rows.append({"dataset": ds, "variant": "v", "lr": lr, "seed": seed, "step": step,
-                                 "loss": scale * (step + 1), "b_norm/l0": scale * step,
-                                 "W_norm/l0": 1.0 if step != 7 else np.nan})
+                    rows.append(
+                        {
+                            "dataset": ds,
+                            "variant": "v",
+                            "lr": lr,
+                            "seed": seed,
+                            "step": step,
+                            "loss": scale * (step + 1),
+                            "b_norm/l0": scale * step,
+                            "W_norm/l0": 1.0 if step != 7 else np.nan,
+                        }
+                    )
     write_dvc_plots(pd.DataFrame(rows), tmp_path)
     for ds in ("s1", "s2"):
         b = pd.read_csv(tmp_path / "b_norm" / f"{ds}.csv")
@@ -217,8 +255,10 @@ def test_plot_csvs_one_per_data_set_median_over_seeds_positive_only(tmp_path):
 # -- DVC: a tiny study in a temporary repo, through the real dvc ------------------------------------
 TINY = {
     "grid": {"variants": ["center_detached"], "datasets": ["synthetic", "synthetic_zero_mean"]},
-    "datasets": {"synthetic": {"kind": "synthetic", "input_mean": 3.0, "dim": 6, "classes": 3, "samples": 200},
-                 "synthetic_zero_mean": {"kind": "synthetic", "input_mean": 0.0, "dim": 6, "classes": 3, "samples": 200}},
+    "datasets": {
+        "synthetic": {"kind": "synthetic", "input_mean": 3.0, "dim": 6, "classes": 3, "samples": 200},
+        "synthetic_zero_mean": {"kind": "synthetic", "input_mean": 0.0, "dim": 6, "classes": 3, "samples": 200},
+    },
     "model": {"depth": 2, "width": 8},
     "optim": {"lrs": [0.1, 1.0], "seeds": [0, 1], "batch_size": 16},
     "train": {"steps": 30, "log_every": 5, "eval_every": 10, "threads": 1},
@@ -227,8 +267,16 @@ TINY = {
 
 
 def _env(d: Path) -> dict:
-    return {**os.environ, **QUIET, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    return {
+        **os.environ,
+        **QUIET,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
 
 
 def sh(d: Path, *cmd: str) -> str:
@@ -283,11 +331,16 @@ def test_dvc_metrics_are_numeric_and_narrow(study):
             yield from leaves(v, f"{path}.{k}") if isinstance(v, dict) else [(f"{path}.{k}", v)]
 
     flat = dict(leaves(data))
-    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in flat.values()), flat
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in flat.values()), (
+        flat
+    )
     claims = {p for p in flat if p.startswith(".claims.")}
     assert len(flat) <= 2 * len(claims) + 3 * 2 + 1  # shown/status per claim, 3 per data set, cells_excluded
     assert {p for p in flat if p.startswith(".datasets.")} == {
-        f".datasets.{ds}.frac_{s}" for ds in ("synthetic", "synthetic_zero_mean") for s in ("trained", "diverged", "w_grew")}
+        f".datasets.{ds}.frac_{s}"
+        for ds in ("synthetic", "synthetic_zero_mean")
+        for s in ("trained", "diverged", "w_grew")
+    }
 
 
 def _plots(study, *args) -> dict:
@@ -347,8 +400,9 @@ def test_dvc_push_then_pull_restores_runs_on_a_clean_clone(study, tmp_path):
 def _normlab(*args) -> subprocess.CompletedProcess:
     exe = BIN / "normlab"
     assert exe.exists(), f"{exe} missing: install the project (pip install -e '.[test]', as `make test` does)"
-    return subprocess.run([str(exe), *args], cwd=ROOT, env={**os.environ, **QUIET}, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [str(exe), *args], cwd=ROOT, env={**os.environ, **QUIET}, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_console_command_lists_and_dispatches():
@@ -358,7 +412,8 @@ def test_console_command_lists_and_dispatches():
     assert train.returncode == 0 and "--variant" in train.stdout and "--dataset" in train.stdout
     bad = _normlab("bogus")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "normlab: unknown command 'bogus' (commands: train, grid, report, ui, warm, server, fetch-data)"]
+        "normlab: unknown command 'bogus' (commands: train, grid, report, ui, warm, server, fetch-data)"
+    ]
     port = _normlab("ui", "--port", "0")
     assert port.returncode == 2 and "--port: must be 1..65535" in port.stderr
 
@@ -372,8 +427,7 @@ def _options_without_help(text: str) -> list[str]:
             entries.append([line])
         elif entries and line.startswith("    "):
             entries[-1].append(line)
-    return [e[0].strip() for e in entries
-            if len(e) == 1 and len(re.split(r"\s{2,}", e[0].strip())) < 2]
+    return [e[0].strip() for e in entries if len(e) == 1 and len(re.split(r"\s{2,}", e[0].strip())) < 2]
 
 
 @pytest.mark.parametrize("command", ["train", "grid", "report", "ui", "warm", "server", "fetch-data"])
@@ -398,10 +452,25 @@ def test_normlab_train_runs_carry_the_entry_point_and_git_commit(tmp_path):
     params.write_text(yaml.safe_dump(_params(TINY), sort_keys=False))
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exe = BIN / "normlab"
-    proc = subprocess.run([str(exe), "train", "--variant", "bn", "--dataset", "synthetic", "--out",
-                           str(tmp_path / "cell"), "--params", str(params)], cwd=tmp_path,
-                          env={**os.environ, **QUIET, "MLFLOW_TRACKING_URI": store}, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            str(exe),
+            "train",
+            "--variant",
+            "bn",
+            "--dataset",
+            "synthetic",
+            "--out",
+            str(tmp_path / "cell"),
+            "--params",
+            str(params),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, **QUIET, "MLFLOW_TRACKING_URI": store},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     client = MlflowClient(store)
@@ -417,16 +486,27 @@ def test_normlab_ui_opens_the_projects_store_on_localhost(monkeypatch):
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cmd = ui_command(["--port", "5001"])
-    assert cmd[1:] == ["ui", "--backend-store-uri", tracking_uri(), "--host", "127.0.0.1", "--port", "5001",
-                       "--workers", "1"]
+    assert cmd[1:] == [
+        "ui",
+        "--backend-store-uri",
+        tracking_uri(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5001",
+        "--workers",
+        "1",
+    ]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://10.0.0.5:5000")
     assert "http://10.0.0.5:5000" in ui_command([])  # a server is its own UI: no second one
 
 
 # -- the browser check -----------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
-                    reason="needs headless Chromium (Debian: apt-get install chromium) for the runs-table screenshot")
+@pytest.mark.skipif(
+    not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+    reason="needs headless Chromium (Debian: apt-get install chromium) for the runs-table screenshot",
+)
 def test_runs_table_screenshot(study, tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     try:

@@ -8,6 +8,7 @@ row is registered twice with properties flipped, and every assertion is written 
 detached -> claim 2 measures it; mode_free -> one full-set pass serves both modes. The fixture
 removes both registrations, so no other test sees the variant.
 """
+
 from __future__ import annotations
 
 import ast
@@ -40,8 +41,14 @@ from tests.conftest import BASE, make_cell, make_params, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "rms_detached"
-ROW = NormSpec(NAME, "batch", detached=True, scales=True, centers=False,
-               summary="x / sg(rms_B(x)): scales by the batch's root mean square, detached, no centering")
+ROW = NormSpec(
+    NAME,
+    "batch",
+    detached=True,
+    scales=True,
+    centers=False,
+    summary="x / sg(rms_B(x)): scales by the batch's root mean square, detached, no centering",
+)
 # the two registrations: the paper's case as it is, and one with `detached` and `mode_free` flipped
 ROWS = {"as_is": ROW, "flipped": dataclasses.replace(ROW, detached=False, mode_free=True)}
 VARIANTS = {NAME: {"norm": NAME, "affine": False}}
@@ -114,7 +121,9 @@ def test_a_new_variant_trains_and_is_judged_by_its_row(tmp_path, row):
     measured = [e for e in verdicts["claim2"].endpoints if e.variant == NAME]
     assert bool(measured) == row.detached  # claim 2 measures b's growth on exactly the detached rows
     assert (verdicts["claim2"].tests[0].n > 0) == row.detached  # ... and its primary test pools exactly those
-    assert not [e for e in verdicts["claim1"].endpoints if NAME in (e.variant, *e.variants)]  # no centering: not claim 1's subject
+    assert not [
+        e for e in verdicts["claim1"].endpoints if NAME in (e.variant, *e.variants)
+    ]  # no centering: not claim 1's subject
 
 
 def test_no_project_file_names_the_new_variant():
@@ -122,9 +131,12 @@ def test_no_project_file_names_the_new_variant():
     here = Path(__file__).resolve()
     for path in [*ROOT.joinpath("pipeline").rglob("*.py"), ROOT / "params.yaml", ROOT / "dvc.yaml"]:
         assert NAME not in path.read_text(), path
-    imported = [(node.module, alias.name) for node in ast.walk(ast.parse(here.read_text()))
-                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline")
-                for alias in node.names]
+    imported = [
+        (node.module, alias.name)
+        for node in ast.walk(ast.parse(here.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline")
+        for alias in node.names
+    ]
     assert imported and all(not name.startswith("_") for _, name in imported), imported
 
 
@@ -137,14 +149,26 @@ def test_the_whole_report_runs_on_the_new_variant(tmp_path, row):
     from pipeline.config import cell_settings
     from pipeline.report.cli import main as report
 
-    over = {"variants": VARIANTS, "grid": {"variants": [NAME], "datasets": ["synthetic"]},
-            "train": {"steps": 20, "log_every": 1, "eval_every": 5}}
+    over = {
+        "variants": VARIANTS,
+        "grid": {"variants": [NAME], "datasets": ["synthetic"]},
+        "train": {"steps": 20, "log_every": 1, "eval_every": 5},
+    }
     params = make_params(**over)
     cell = cell_settings(params, NAME, "synthetic")
     run_cell(cell, tmp_path / "runs" / cell.name, track=False, progress=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(BASE, over)))  # what make_params validated
-    assert report(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "reports"),
-                   "--params", str(tmp_path / "params.yaml"), "--no-track"]) in (0, None)
+    assert report(
+        [
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path / "reports"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--no-track",
+        ]
+    ) in (0, None)
     members = pd.read_csv(tmp_path / "reports" / "tables" / "members.csv")
     assert set(members["variant"]) == {NAME} and len(members) == len(cell.members())
     growth = pd.read_csv(tmp_path / "reports" / "tables" / "claim2.csv")

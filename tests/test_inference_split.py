@@ -7,6 +7,7 @@ the module follows EMA(b) as b_ema and evaluates once more with b -> b_ema (full
 Then loss_gap = full_loss_eval - full_loss_train = loss_gap_b + loss_gap_lag, with
 loss_gap_b = full_loss_eval - full_loss_eval_bema and loss_gap_lag = full_loss_eval_bema - full_loss_train.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,9 @@ def test_the_split_sums_to_the_gap_and_is_measured_at_every_evaluation(tmp_path,
     alive = t[~t["diverged"].astype(bool)]
     assert len(alive) and alive["full_loss_eval_bema"].notna().all()
     # float32 losses subtracted in double: the two shares add up to the gap to double rounding
-    assert (alive["loss_gap_b"] + alive["loss_gap_lag"]).tolist() == pytest.approx(alive["loss_gap"].tolist(),
-                                                                                   rel=0, abs=1e-12)
+    assert (alive["loss_gap_b"] + alive["loss_gap_lag"]).tolist() == pytest.approx(
+        alive["loss_gap"].tolist(), rel=0, abs=1e-12
+    )
     # not vacuous: b moved under detached statistics, so b's share is not zero in every member
     assert (alive["loss_gap_b"].abs() > 0).any()
     assert [m.full_loss_eval_bema for m in summary.members] == pytest.approx(alive["full_loss_eval_bema"].tolist())
@@ -62,18 +64,24 @@ def test_with_w_frozen_and_the_whole_set_as_one_batch_the_gap_is_all_b(tmp_path,
     n = len(load_split(cell.dataset)[0])
     steps = 300
     assert (1 - 0.1) ** steps < 1e-12  # the norm's momentum (0.1): the EMA's start from 0 has faded
-    summary, _, t = trained(tmp_path, "bias_only_toy", dataset,
-                            optim={"lrs": [0.5, 3.0], "seeds": [0, 1], "batch_size": n},
-                            train={"steps": steps, "log_every": 50, "eval_every": 100}, tracking={"log_every": 50},
-                            **over)
+    summary, _, t = trained(
+        tmp_path,
+        "bias_only_toy",
+        dataset,
+        optim={"lrs": [0.5, 3.0], "seeds": [0, 1], "batch_size": n},
+        train={"steps": steps, "log_every": 50, "eval_every": 100},
+        tracking={"log_every": 50},
+        **over,
+    )
     assert not t["diverged"].any()
-    assert t["loss_gap_lag"].abs().max() < 1e-4                       # the statistics' lag: 0 to float precision
-    assert t["loss_gap_b"].abs().min() > 1e-2                         # a real gap, all of it b's
+    assert t["loss_gap_lag"].abs().max() < 1e-4  # the statistics' lag: 0 to float precision
+    assert t["loss_gap_b"].abs().min() > 1e-2  # a real gap, all of it b's
     assert t["loss_gap_b"].tolist() == pytest.approx(t["loss_gap"].tolist(), abs=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["none", "layernorm", "population_detached", "bn_nobias", "running_detached",
-                                     "batch_renorm"])
+@pytest.mark.parametrize(
+    "variant", ["none", "layernorm", "population_detached", "bn_nobias", "running_detached", "batch_renorm"]
+)
 def test_no_split_where_it_is_not_defined(tmp_path, variant):
     # mode-free variants (no inference-mode gap at all), a net without b, and EMAs that copy their first
     # batch (running_*, batch_renorm: not an EMA from 0, so b's EMA is not followed): NaN, not recorded

@@ -14,6 +14,7 @@ climb out of runs/ and reports/, a setup that is not a mapping); cell records th
 write swaps the folder); image files (a gzip bomb, damaged IDX and CIFAR-10 files); an unreachable
 PostgreSQL store.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -49,13 +50,25 @@ def test_the_line_bound_is_the_declared_one():
 
 
 def _env(tmp_path: Path, **extra) -> dict:
-    return {**os.environ, "NORMLAB_WARM": "0", "PYTHONPATH": str(ROOT), **environment.NO_TELEMETRY,
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", **extra}
+    return {
+        **os.environ,
+        "NORMLAB_WARM": "0",
+        "PYTHONPATH": str(ROOT),
+        **environment.NO_TELEMETRY,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        **extra,
+    }
 
 
 def _cli(tmp_path: Path, module: str, *args, timeout: int = 300, **env) -> tuple[int, str]:
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=_env(tmp_path, **env),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=tmp_path,
+        env=_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return proc.returncode, proc.stderr
 
 
@@ -80,8 +93,19 @@ def _train(tmp_path: Path, params: str | Path, variant: str = "bn", dataset: str
     mine = tmp_path / "mine"  # someone's folder: a wrongly accepted params file stops here, untrained
     mine.mkdir(exist_ok=True)
     (mine / "thesis.tex").write_text("years of work")
-    code, err = _cli(tmp_path, "pipeline.train", "--params", str(params), "--variant", variant, "--dataset",
-                     dataset, "--out", "mine", **kw)
+    code, err = _cli(
+        tmp_path,
+        "pipeline.train",
+        "--params",
+        str(params),
+        "--variant",
+        variant,
+        "--dataset",
+        dataset,
+        "--out",
+        "mine",
+        **kw,
+    )
     _nothing_trained(tmp_path, mine)
     return code, err
 
@@ -96,47 +120,78 @@ def _lrs(n: int) -> list[float]:
 
 # -- declared upper bounds: `key: ... is too large (at most N: why)` -----------------------------
 BOUNDS = {  # id -> (params overrides, expected start of the message after "params.yaml: ")
-    "members_100000_lrs": ({"optim": {"lrs": _lrs(300), "seeds": [0, 1, 2, 3]}},
-                           "optim.lrs: 300 lrs x 4 seeds = 1200 members per cell is too large (at most 1024: "),
+    "members_100000_lrs": (
+        {"optim": {"lrs": _lrs(300), "seeds": [0, 1, 2, 3]}},
+        "optim.lrs: 300 lrs x 4 seeds = 1200 members per cell is too large (at most 1024: ",
+    ),
     "depth_100000": ({"model": {"depth": 100000}}, "model.depth: 100000 is too large (at most 100: "),
     "width_1e6": ({"model": {"width": 10**6}}, "model.width: 1000000 is too large (at most 4096: "),
-    "channels_1e6": ({"model": {"kind": "cnn", "channels": 10**6}}, "model.channels: 1000000 is too large "
-                                                                    "(at most 1024: "),
+    "channels_1e6": (
+        {"model": {"kind": "cnn", "channels": 10**6}},
+        "model.channels: 1000000 is too large (at most 1024: ",
+    ),
     "kernel_101": ({"model": {"kind": "cnn", "kernel_size": 101}}, "model.kernel_size: 101 is too large (at most 31: "),
-    "dim_1e7": ({"datasets": {"synthetic": {"dim": 10**7}}}, "datasets.synthetic.dim: 10000000 is too large "
-                                                             "(at most 10000: "),
-    "samples_1e10": ({"datasets": {"synthetic": {"samples": 10**10}}},
-                     "datasets.synthetic.samples: 10000000000 is too large (at most 1000000: "),
-    "samples_x_dim": ({"datasets": {"synthetic": {"samples": 200000, "dim": 1000}}},
-                      "datasets.synthetic.samples: 200000 samples x dim 1000 = 200000000 values is too large "
-                      "(at most 100000000: "),
-    "classes_1e6": ({"datasets": {"synthetic": {"classes": 10**6}}},
-                    "datasets.synthetic.classes: 1000000 is too large (at most 1000: "),
+    "dim_1e7": (
+        {"datasets": {"synthetic": {"dim": 10**7}}},
+        "datasets.synthetic.dim: 10000000 is too large (at most 10000: ",
+    ),
+    "samples_1e10": (
+        {"datasets": {"synthetic": {"samples": 10**10}}},
+        "datasets.synthetic.samples: 10000000000 is too large (at most 1000000: ",
+    ),
+    "samples_x_dim": (
+        {"datasets": {"synthetic": {"samples": 200000, "dim": 1000}}},
+        "datasets.synthetic.samples: 200000 samples x dim 1000 = 200000000 values is too large (at most 100000000: ",
+    ),
+    "classes_1e6": (
+        {"datasets": {"synthetic": {"classes": 10**6}}},
+        "datasets.synthetic.classes: 1000000 is too large (at most 1000: ",
+    ),
     "steps_1e7": ({"train": {"steps": 10**7}}, "train.steps: 10000000 is too large (at most 100000: "),
-    "history_rows": ({"train": {"steps": 100000}, "optim": {"lrs": _lrs(4), "seeds": list(range(32))}},
-                     "train.steps: 100000 steps x 128 members = 12800000 history rows per cell is too large "
-                     "(at most 10000000: "),
-    "weights_per_cell": ({"model": {"depth": 10, "width": 4096}},
-                         "model: a cell on datasets.synthetic of 604127232 weights (4 members x 151031808 each) is too "
-                         "large (at most 500000000: "),
-    "cells_1200": ({"variants": _variants(40), "grid": {"variants": [f"v{i}" for i in range(40)],
-                                                        "datasets": [f"d{i}" for i in range(30)]},
-                    "datasets": {f"d{i}": {"kind": "synthetic", "dim": 4, "samples": 50} for i in range(30)}},
-                   "grid.variants: 40 variants x 30 data sets = 1200 cells is too large (at most 1000: "),
-    "runs_128000": ({"variants": _variants(500), "grid": {"variants": [f"v{i}" for i in range(500)]},
-                     "optim": {"lrs": _lrs(8), "seeds": list(range(32))}},
-                    "grid: 500 cells x 256 members = 128000 MLflow runs is too large (at most 100000: "),
-    "experiment_20000": ({"tracking": {"experiment": "x" * 20000}},
-                         "tracking.experiment: a name of 20000 characters is too large (at most 500: "),
-    "variant_name_300": ({"variants": {"b" * 300: {"norm": "bn"}}},
-                         "variants.bbbbbbbbbbbbbbbbbb...(300 characters)...bbbbbbbbbbbbbbbbbb: a name of 300 "
-                         "characters is too large (at most 64: "),
+    "history_rows": (
+        {"train": {"steps": 100000}, "optim": {"lrs": _lrs(4), "seeds": list(range(32))}},
+        "train.steps: 100000 steps x 128 members = 12800000 history rows per cell is too large (at most 10000000: ",
+    ),
+    "weights_per_cell": (
+        {"model": {"depth": 10, "width": 4096}},
+        "model: a cell on datasets.synthetic of 604127232 weights (4 members x 151031808 each) is too "
+        "large (at most 500000000: ",
+    ),
+    "cells_1200": (
+        {
+            "variants": _variants(40),
+            "grid": {"variants": [f"v{i}" for i in range(40)], "datasets": [f"d{i}" for i in range(30)]},
+            "datasets": {f"d{i}": {"kind": "synthetic", "dim": 4, "samples": 50} for i in range(30)},
+        },
+        "grid.variants: 40 variants x 30 data sets = 1200 cells is too large (at most 1000: ",
+    ),
+    "runs_128000": (
+        {
+            "variants": _variants(500),
+            "grid": {"variants": [f"v{i}" for i in range(500)]},
+            "optim": {"lrs": _lrs(8), "seeds": list(range(32))},
+        },
+        "grid: 500 cells x 256 members = 128000 MLflow runs is too large (at most 100000: ",
+    ),
+    "experiment_20000": (
+        {"tracking": {"experiment": "x" * 20000}},
+        "tracking.experiment: a name of 20000 characters is too large (at most 500: ",
+    ),
+    "variant_name_300": (
+        {"variants": {"b" * 300: {"norm": "bn"}}},
+        "variants.bbbbbbbbbbbbbbbbbb...(300 characters)...bbbbbbbbbbbbbbbbbb: a name of 300 "
+        "characters is too large (at most 64: ",
+    ),
     "bootstrap_1e9": ({"report": {"bootstrap": 10**9}}, "report.bootstrap: 1000000000 is too large (at most 100000: "),
     "threads_1e6": ({"train": {"threads": 10**6}}, "train.threads: 1000000 is too large (at most 1024: "),
-    "renorm_hold_1e30": ({"variants": {"bn": {"norm": "bn", "renorm_hold": 10**30}}},
-                         f"variants.bn.renorm_hold: {10**30} is too large (at most 100000: "),
-    "root_part_300": ({"datasets": {"synthetic": {"root": "d" * 300}}},
-                      "datasets.synthetic.root: a path part of 300 bytes is too large (at most 255: "),
+    "renorm_hold_1e30": (
+        {"variants": {"bn": {"norm": "bn", "renorm_hold": 10**30}}},
+        f"variants.bn.renorm_hold: {10**30} is too large (at most 100000: ",
+    ),
+    "root_part_300": (
+        {"datasets": {"synthetic": {"root": "d" * 300}}},
+        "datasets.synthetic.root: a path part of 300 bytes is too large (at most 255: ",
+    ),
 }
 
 
@@ -175,7 +230,8 @@ def test_every_bound_admits_the_paper_scale_study():
 def _bomb(levels: int) -> str:
     """model.depth as a YAML alias bomb: 10**levels values once expanded, a few hundred bytes."""
     chain = ["&a0 [x, x, x, x, x, x, x, x, x, x]"] + [
-        f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+        f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)
+    ]
     return yaml.safe_dump(BASE, sort_keys=False).replace("model:\n", "model:\n  depth: [" + ", ".join(chain) + "]\n")
 
 
@@ -189,8 +245,10 @@ def _reader_case(case: str, tmp_path: Path) -> str:
     if case == "alias_bomb":  # 10**6 values: validation quoted the value whole (a 522 MB line at 10**8)
         text = _bomb(6)
         at = text.index("&a4")  # the first value past the bound: 111,111 values
-        expected = (f"line {_line(text, '&a4')}, column {at - text.rfind(chr(10), 0, at)}: this value expands (its "
-                    "aliases included) to more than 100000 values (at most 100000: ")
+        expected = (
+            f"line {_line(text, '&a4')}, column {at - text.rfind(chr(10), 0, at)}: this value expands (its "
+            "aliases included) to more than 100000 values (at most 100000: "
+        )
     elif case == "alias_cycle":
         text = base.replace("model:\n", "model:\n  init_std: &c [1, *c]\n")
         expected = f"line {_line(text, 'init_std')}, column 13: an alias refers to the anchored value that contains it"
@@ -202,7 +260,9 @@ def _reader_case(case: str, tmp_path: Path) -> str:
         expected = f"line {text.count(chr(10))}, column 1: character #x0000 is not allowed in YAML"
     elif case == "nul_in_value":
         text = base.replace("experiment: test", 'experiment: "te\\0st"')
-        expected = f"line {_line(text, 'experiment:')}, column 15: tracking.experiment: holds the control character #x0000"
+        expected = (
+            f"line {_line(text, 'experiment:')}, column 15: tracking.experiment: holds the control character #x0000"
+        )
     elif case == "megabytes":
         text = yaml.safe_dump(merge(BASE, {"optim": {"lrs": _lrs(100000)}}))
         expected = f"{len(text)} bytes (at most 1000000: a params file is a few kilobytes)"
@@ -234,19 +294,32 @@ def test_a_device_as_params_is_refused_unread(tmp_path):
 # -- study files: names that climb out of runs/ and reports/, setups that are not mappings -------
 STUDIES = {  # file name -> (text, expected start of the message)
     "..yaml": ("params: params.yaml\nsetups:\n  a: {}\n", "..yaml: a study name '.' is not allowed: letters, digits,"),
-    "...yaml": ("params: params.yaml\nsetups:\n  a: {}\n", "...yaml: a study name '..' is not allowed: letters, digits,"),
-    "int_setup.yaml": ("params: params.yaml\nsetups:\n  a: 5\n",
-                       "int_setup.yaml: setups.a: must be a mapping of what the setup changes"),
-    "list_setup.yaml": ("params: params.yaml\nsetups:\n  a: [1, 2]\n",
-                        "list_setup.yaml: setups.a: must be a mapping of what the setup changes"),
+    "...yaml": (
+        "params: params.yaml\nsetups:\n  a: {}\n",
+        "...yaml: a study name '..' is not allowed: letters, digits,",
+    ),
+    "int_setup.yaml": (
+        "params: params.yaml\nsetups:\n  a: 5\n",
+        "int_setup.yaml: setups.a: must be a mapping of what the setup changes",
+    ),
+    "list_setup.yaml": (
+        "params: params.yaml\nsetups:\n  a: [1, 2]\n",
+        "list_setup.yaml: setups.a: must be a mapping of what the setup changes",
+    ),
     # refused before this change too (its wording changed): kept as a guard
     "escape.yaml": ("params: params.yaml\nsetups:\n  ../x: {}\n", "escape.yaml: setups.../x: a setup name "),
-    "overrides.yaml": ("params: params.yaml\noverrides: 3\nsetups:\n  a: {}\n",
-                       "overrides.yaml: overrides: must be a mapping of what every setup changes (got 3)"),
-    "base_list.yaml": ("params: [params.yaml]\nsetups:\n  a: {}\n",
-                       "base_list.yaml: params: must be the path of a params file (got ['params.yaml'])"),
-    "bound.yaml": ("params: params.yaml\nsetups:\n  a: {model: {depth: 100000}}\n",
-                   "bound.yaml: setups.a: model.depth: 100000 is too large (at most 100: "),
+    "overrides.yaml": (
+        "params: params.yaml\noverrides: 3\nsetups:\n  a: {}\n",
+        "overrides.yaml: overrides: must be a mapping of what every setup changes (got 3)",
+    ),
+    "base_list.yaml": (
+        "params: [params.yaml]\nsetups:\n  a: {}\n",
+        "base_list.yaml: params: must be the path of a params file (got ['params.yaml'])",
+    ),
+    "bound.yaml": (
+        "params: params.yaml\nsetups:\n  a: {model: {depth: 100000}}\n",
+        "bound.yaml: setups.a: model.depth: 100000 is too large (at most 100: ",
+    ),
 }
 
 
@@ -273,8 +346,7 @@ def test_the_comparison_refuses_the_same_study_files(tmp_path, name):
 
 
 def test_variant_and_data_set_names_cannot_climb_out_of_runs(tmp_path):
-    over = {"variants": {"../evil": {"norm": "bn"}}, "grid": {"variants": ["../evil"]},
-            "tracking": {"enabled": False}}
+    over = {"variants": {"../evil": {"norm": "bn"}}, "grid": {"variants": ["../evil"]}, "tracking": {"enabled": False}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(merge(BASE, over)))
     code, err = _cli(tmp_path, "pipeline.grid", "--params", "p.yaml", "--runs", "cells", "--report", "rep")
     _one_line(code, err, "p.yaml: variants.../evil: a name may hold only letters, digits and _")
@@ -290,16 +362,26 @@ SUMMARIES = {  # id -> (change to a good summary.json, the key the message names
     "no_members": (lambda s: s.update(members=[]), "members: a cell has at least one member"),
     "lr_negative": (lambda s: s["members"][0].update(lr=-5.0), "members.0.lr: must be a finite number > 0"),
     "lr_string_nan": (lambda s: s["members"][0].update(lr="NaN"), "members.0.lr: Input should be a valid number"),
-    "loss_string_nan": (lambda s: s["members"][0].update(final_loss="NaN"),
-                        "members.0.final_loss: Input should be a valid number"),
-    "accuracy_1_5": (lambda s: s["members"][0].update(full_acc_train=1.5),
-                     "members.0.full_acc_train: an accuracy is in [0, 1] or NaN"),
-    "diverged_without_step": (lambda s: s["members"][0].update(diverged=True),
-                              "members.0.diverged_step: set exactly when diverged is true"),
-    "member_twice": (lambda s: s.update(members=[s["members"][0], s["members"][0]]),
-                     "members.1.member: 0 is listed twice"),
-    "negative_norm": (lambda s: s["members"][0]["layers"][0].update(b_drift=-1.0),
-                      "members.0.layers.0.b_drift: must not be negative"),
+    "loss_string_nan": (
+        lambda s: s["members"][0].update(final_loss="NaN"),
+        "members.0.final_loss: Input should be a valid number",
+    ),
+    "accuracy_1_5": (
+        lambda s: s["members"][0].update(full_acc_train=1.5),
+        "members.0.full_acc_train: an accuracy is in [0, 1] or NaN",
+    ),
+    "diverged_without_step": (
+        lambda s: s["members"][0].update(diverged=True),
+        "members.0.diverged_step: set exactly when diverged is true",
+    ),
+    "member_twice": (
+        lambda s: s.update(members=[s["members"][0], s["members"][0]]),
+        "members.1.member: 0 is listed twice",
+    ),
+    "negative_norm": (
+        lambda s: s["members"][0]["layers"][0].update(b_drift=-1.0),
+        "members.0.layers.0.b_drift: must not be negative",
+    ),
 }
 
 
@@ -329,8 +411,12 @@ def test_every_summary_the_program_writes_still_loads(tmp_path):
     from pipeline.cell import run_cell
     from tests.conftest import make_cell
 
-    run_cell(make_cell("center_detached", train={"steps": 6}, optim={"lrs": [0.05, 50.0]}), tmp_path / "c",
-             track=False, progress=False)  # 50.0 diverges: NaN evaluations, a diverged step
+    run_cell(
+        make_cell("center_detached", train={"steps": 6}, optim={"lrs": [0.05, 50.0]}),
+        tmp_path / "c",
+        track=False,
+        progress=False,
+    )  # 50.0 diverges: NaN evaluations, a diverged step
     rec = records.read_cell(tmp_path / "c")
     assert len(rec.summary.members) == 4 and any(m.diverged for m in rec.summary.members)
 
@@ -403,7 +489,9 @@ def test_a_cell_that_never_stops_changing_is_one_line(tmp_path, monkeypatch):
         return real(path, flags, *args, **kw)
 
     monkeypatch.setattr(os, "open", opening)
-    with pytest.raises(records.RecordError, match=rf"^{folder}: changed {getattr(records, 'SNAPSHOT_TRIES', 50)} times "):
+    with pytest.raises(
+        records.RecordError, match=rf"^{folder}: changed {getattr(records, 'SNAPSHOT_TRIES', 50)} times "
+    ):
         records.read_cell(folder)
 
 
@@ -434,11 +522,16 @@ def test_a_gzip_bomb_through_the_cli_is_one_line(tmp_path):
     _gzip_bomb(raw / "train-images-idx3-ubyte.gz", 300)
     over = {"datasets": {"m": {"kind": "mnist", "root": "data"}}, "grid": {"datasets": ["m"]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(BASE, over)))
-    code, err = _cli(tmp_path, "pipeline.train", "--params", "params.yaml", "--variant", "bn", "--dataset", "m",
-                     "--out", "cell")
-    _one_line(code, err, "datasets.m: data/MNIST/raw/train-images-idx3-ubyte.gz is damaged (decompresses to more "
-                         "than 200000000 bytes (at most 200000000: the largest IDX file, MNIST's training images, "
-                         "has 47040016)); download it again with `python -m pipeline.data.fetch --dataset mnist")
+    code, err = _cli(
+        tmp_path, "pipeline.train", "--params", "params.yaml", "--variant", "bn", "--dataset", "m", "--out", "cell"
+    )
+    _one_line(
+        code,
+        err,
+        "datasets.m: data/MNIST/raw/train-images-idx3-ubyte.gz is damaged (decompresses to more "
+        "than 200000000 bytes (at most 200000000: the largest IDX file, MNIST's training images, "
+        "has 47040016)); download it again with `python -m pipeline.data.fetch --dataset mnist",
+    )
     assert not (tmp_path / "cell").exists()
 
 
@@ -454,13 +547,16 @@ class _Huge:
         return (np.ndarray, ((10**12,),))
 
 
-@pytest.mark.parametrize("case, blob, expected", [
-    ("ragged_labels", _cifar_blob([[1], [1, 2]]), "data or labels are not arrays"),
-    ("negative_label", _cifar_blob([-1, 3]), "labels must be integers 0..9"),
-    ("label_255", _cifar_blob([255, 3]), "labels must be integers 0..9"),
-    ("terabyte_array", pickle.dumps({b"data": _Huge(), b"labels": [1]}, protocol=2), "not a CIFAR-10 batch"),
-    ("cut_short", _cifar_blob([1, 2])[:-40], "not a CIFAR-10 batch"),
-])
+@pytest.mark.parametrize(
+    "case, blob, expected",
+    [
+        ("ragged_labels", _cifar_blob([[1], [1, 2]]), "data or labels are not arrays"),
+        ("negative_label", _cifar_blob([-1, 3]), "labels must be integers 0..9"),
+        ("label_255", _cifar_blob([255, 3]), "labels must be integers 0..9"),
+        ("terabyte_array", pickle.dumps({b"data": _Huge(), b"labels": [1]}, protocol=2), "not a CIFAR-10 batch"),
+        ("cut_short", _cifar_blob([1, 2])[:-40], "not a CIFAR-10 batch"),
+    ],
+)
 def test_a_damaged_cifar_batch_is_one_line(tmp_path, case, blob, expected):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
@@ -488,9 +584,11 @@ def test_damaged_image_files_only_ever_raise_one_line(tmp_path):
     rng = random.Random(0)
     x = np.arange(4 * 28 * 28, dtype=np.uint8).reshape(4, 28, 28)
     idx = bytes([0, 0, 8, 3]) + np.asarray(x.shape, ">u4").tobytes() + x.tobytes()
-    goods = {"i.idx": (idx, lambda p: read_idx(p, 3)),
-             "i.idx.gz": (gzip.compress(idx), lambda p: read_idx(p, 3)),
-             "c.batch": (_cifar_blob([1, 2, 3], np.zeros((3, 3072), np.uint8)), read_cifar_batch)}
+    goods = {
+        "i.idx": (idx, lambda p: read_idx(p, 3)),
+        "i.idx.gz": (gzip.compress(idx), lambda p: read_idx(p, 3)),
+        "c.batch": (_cifar_blob([1, 2, 3], np.zeros((3, 3072), np.uint8)), read_cifar_batch),
+    }
     others = []
     for i in range(300):
         name = list(goods)[i % 3]
@@ -525,10 +623,24 @@ def test_an_unreachable_postgresql_store_is_one_line_without_retries(tmp_path):
     # port 1 on loopback: nothing listens; MLflow's store retried 10 times with backoff (~100 s) and
     # logged a warning each time before the one line
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(BASE))
-    code, err = _cli(tmp_path, "pipeline.train", "--params", "params.yaml", "--variant", "bn", "--dataset",
-                     "synthetic", "--out", "cell", MLFLOW_TRACKING_URI="postgresql+psycopg://me:s3cr3t@127.0.0.1:1/mlflow")
-    _one_line(code, err, "MLFLOW_TRACKING_URI: tracking store postgresql+psycopg://me:***@127.0.0.1:1/mlflow is not "
-                         "reachable (")
+    code, err = _cli(
+        tmp_path,
+        "pipeline.train",
+        "--params",
+        "params.yaml",
+        "--variant",
+        "bn",
+        "--dataset",
+        "synthetic",
+        "--out",
+        "cell",
+        MLFLOW_TRACKING_URI="postgresql+psycopg://me:s3cr3t@127.0.0.1:1/mlflow",
+    )
+    _one_line(
+        code,
+        err,
+        "MLFLOW_TRACKING_URI: tracking store postgresql+psycopg://me:***@127.0.0.1:1/mlflow is not reachable (",
+    )
     assert "s3cr3t" not in err and not (tmp_path / "cell").exists()
 
 

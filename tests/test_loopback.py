@@ -3,6 +3,7 @@
 an address beyond loopback would hand every run to anyone who reaches it; MLflow's own variables
 that add listening addresses (MLFLOW_GUNICORN_OPTS='-b 0.0.0.0:N' bound a second, public socket
 before) are dropped with one line saying why."""
+
 from __future__ import annotations
 
 import os
@@ -47,9 +48,15 @@ def test_normlab_ui_listens_on_loopback_only(tmp_path):
     env.pop("MLFLOW_GUNICORN_OPTS", None)
     env.pop("MLFLOW_UVICORN_OPTS", None)
     env["MLFLOW_GUNICORN_OPTS"] = f"-b 0.0.0.0:{other}"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ui", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)  # its own session: every process it starts is found, and stopped
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # its own session: every process it starts is found, and stopped
     try:
         lines = _wait_until_serving(proc)
         bound = listening(proc.pid)

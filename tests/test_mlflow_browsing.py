@@ -7,6 +7,7 @@ member runs' params, the report's MLflow section as links (searched by outputs h
 the report run's params and description, and the claim keys shared by the report's headings,
 metrics.json, tables/*.csv and the report run's tags and metrics.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ from tests.test_report import grid, report, trained  # noqa: F401  (the tiny tra
 def _filter_of(url: str) -> tuple[str, str]:
     """(experiment id, search filter) of a runs-table address, read back as MLflow's UI reads it:
     the route after '#', its query parsed by URLSearchParams' rules."""
-    route = urlsplit(url).fragment                        # /experiments/<id>/runs?searchFilter=...
+    route = urlsplit(url).fragment  # /experiments/<id>/runs?searchFilter=...
     path, _, query = route.partition("?")
     m = re.fullmatch(r"/experiments/([^/]+)/runs", path)
     assert m, url
@@ -48,19 +49,26 @@ def _tracked(grid):  # noqa: F811
 def test_member_runs_carry_what_varies_and_the_variants_own_settings(tmp_path, mlflow_uri):
     """Fails if a member run gets a setting shared by all members (model.depth, train.steps ...) or
     a variant field params.yaml does not state for it, or if the parent loses the full config."""
-    cell = make_cell("population_detached", optim={"lrs": [0.05, 0.1], "seeds": [0]},
-                     train={"steps": 4, "log_every": 1, "eval_every": 2},
-                     tracking={"experiment": "test", "log_every": 2, "flush_every": 2})
+    cell = make_cell(
+        "population_detached",
+        optim={"lrs": [0.05, 0.1], "seeds": [0]},
+        train={"steps": 4, "log_every": 1, "eval_every": 2},
+        tracking={"experiment": "test", "log_every": 2, "flush_every": 2},
+    )
     run_cell(cell, tmp_path / "cell", progress=False)
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     parent = next(r for r in runs if r.data.tags["normlab.kind"] == "cell")
-    members = sorted((r for r in runs if r.data.tags["normlab.kind"] == "member"), key=lambda r: r.data.params["optim.lr"])
+    members = sorted(
+        (r for r in runs if r.data.tags["normlab.kind"] == "member"), key=lambda r: r.data.params["optim.lr"]
+    )
     own = {f"variant.{k}" for k in cell.variant.model_fields_set}
     assert own >= {"variant.norm", "variant.refresh_every"} and "variant.groups" not in own  # as params.yaml states it
     for member, lr in zip(members, ("0.05", "0.1")):
         assert set(member.data.params) == own | {"optim.lr", "seed"}
-        assert member.data.params["optim.lr"] == lr and member.data.params["variant.refresh_every"] == str(cell.variant.refresh_every)
+        assert member.data.params["optim.lr"] == lr and member.data.params["variant.refresh_every"] == str(
+            cell.variant.refresh_every
+        )
     assert set(cell.flat()) - {"variant", "dataset"} <= set(parent.data.params)  # the parent keeps every setting
 
 
@@ -81,8 +89,9 @@ def test_normlab_ui_prints_the_runs_table_filtered_to_the_cells(tmp_path, monkey
     client.create_experiment("other")  # the project's experiment is not the store's first
     exp = experiment_id(client, "normlab", uri)
     cell = client.create_run(exp, run_name="bn-synthetic", tags={"normlab.kind": "cell"}).info.run_id
-    client.create_run(exp, run_name="bn-synthetic lr=0.1 seed=0",
-                      tags={"normlab.kind": "member", "mlflow.parentRunId": cell})
+    client.create_run(
+        exp, run_name="bn-synthetic lr=0.1 seed=0", tags={"normlab.kind": "member", "mlflow.parentRunId": cell}
+    )
     client.create_run(exp, run_name="report", tags={"normlab.kind": "report"})
     execs = []
     monkeypatch.setattr(cli.os, "execve", lambda *a: execs.append(a))
@@ -127,7 +136,7 @@ def test_report_links_each_cell_by_its_outputs_hash_and_logs_its_params(grid, ml
     note = run.data.tags["mlflow.note.content"]
     assert note.startswith("normlab report over 5 cell(s)") and "1 with their MLflow run found" in note
     for key in (k for k in run.data.tags if k.startswith("verdict.")):
-        assert f"- {key[len('verdict.'):]}: {run.data.tags[key]} (" in note
+        assert f"- {key[len('verdict.') :]}: {run.data.tags[key]} (" in note
     assert report(grid) == 0  # deterministic: a second report over the same bytes and store writes the same text
     assert (grid / "reports" / "report.md").read_text() == md
 
@@ -181,8 +190,10 @@ def test_default_member_curves_have_enough_points_to_read():
 
 # -- (a) in the browser -------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
-                    reason="needs headless Chromium (Debian: apt-get install chromium)")
+@pytest.mark.skipif(
+    not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+    reason="needs headless Chromium (Debian: apt-get install chromium)",
+)
 def test_the_cells_link_opens_a_runs_table_of_cells_only(tmp_path):
     """`normlab ui`'s address, opened in headless Chromium against a loopback `mlflow ui`: the table
     counts the cells' parent runs and shows no member run. Fails if MLflow ignores the address's
@@ -199,8 +210,11 @@ def test_the_cells_link_opens_a_runs_table_of_cells_only(tmp_path):
     for cell in ("bn-synthetic", "center-synthetic", "none-synthetic"):
         parent = client.create_run(exp, run_name=cell, tags={"normlab.kind": "cell"}).info.run_id
         for seed in (0, 1):
-            client.create_run(exp, run_name=f"{cell} lr=0.1 seed={seed}",
-                              tags={"normlab.kind": "member", "mlflow.parentRunId": parent})
+            client.create_run(
+                exp,
+                run_name=f"{cell} lr=0.1 seed={seed}",
+                tags={"normlab.kind": "member", "mlflow.parentRunId": parent},
+            )
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "scripts"))
     try:
@@ -208,8 +222,16 @@ def test_the_cells_link_opens_a_runs_table_of_cells_only(tmp_path):
     finally:
         sys.path.remove(str(root / "scripts"))
     query = runs_url(ui_base(), exp, CELL_FILTER).split("/runs", 1)[1]  # the port is the script's own
-    screenshot(uri, "normlab", tmp_path / "runs.png", width=1600, height=900, wait_ms=15000, query=query,
-               dom=tmp_path / "runs.html")
+    screenshot(
+        uri,
+        "normlab",
+        tmp_path / "runs.png",
+        width=1600,
+        height=900,
+        wait_ms=15000,
+        query=query,
+        dom=tmp_path / "runs.html",
+    )
     page = (tmp_path / "runs.html").read_text(errors="replace")
     assert "<strong>3</strong> matching runs" in page, page[-2000:]
     assert "none-synthetic" in page and "lr=0.1" not in page

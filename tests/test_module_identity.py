@@ -11,6 +11,7 @@ log steps and the last one is short) must give byte-identical history.parquet, s
 config.json, for every variant (a member that diverges included, so the masked path runs too),
 MLP and CNN.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,7 +31,9 @@ class ReferenceModule(NormLabModule):
         def on_xhat(x_hat: torch.Tensor) -> None:
             def grad_hook(g: torch.Tensor) -> None:
                 self._gsum[layer] = g.sum(dim=1, keepdim=True)
+
             x_hat.register_hook(grad_hook)
+
         return on_xhat
 
     def on_train_start(self):
@@ -91,17 +94,23 @@ class ReferenceModule(NormLabModule):
         inference = copy.deepcopy(self.model).eval()
         rec["full_loss_eval"], rec["full_acc_eval"] = self.member_losses(x, y, inference)
         xv, yv = (t.to(self.device) for t in self.eval_sets["val"])
-        rec["val_loss_eval"], rec["val_acc_eval"] = self.member_losses(xv.expand(m, *xv.shape), yv.expand(m, -1), inference)
+        rec["val_loss_eval"], rec["val_acc_eval"] = self.member_losses(
+            xv.expand(m, *xv.shape), yv.expand(m, -1), inference
+        )
         if self._b_ema:  # added after issue 11 (claim 1b's split), the same in both paths
             rec["full_loss_eval_bema"] = self._loss_eval_bema(inference, x, y)
         self.records.append((step, rec))
 
 
 # lr 50 diverges within a few steps for most variants: the masked path (some members dead) runs too
-SMALL = dict(optim={"lrs": [0.05, 50.0], "seeds": [0, 1]}, train={"steps": 23, "log_every": 3, "eval_every": 7},
-             tracking={"log_every": 3})
+SMALL = dict(
+    optim={"lrs": [0.05, 50.0], "seeds": [0, 1]},
+    train={"steps": 23, "log_every": 3, "eval_every": 7},
+    tracking={"log_every": 3},
+)
 CELLS = [(v, "synthetic", {}) for v in BASE["variants"]] + [
-    ("bn", "digits", {}), ("center_detached", "digits", {}),
+    ("bn", "digits", {}),
+    ("center_detached", "digits", {}),
     ("bn", "digits_images", {"model": {"kind": "cnn", "depth": 2, "channels": 4}}),
     ("population_detached", "digits_images", {"model": {"kind": "cnn", "depth": 2, "channels": 4}}),
 ]
@@ -121,7 +130,9 @@ def test_the_fast_path_writes_the_same_bytes(tmp_path, monkeypatch, variant, dat
 
 def test_the_default_chunking_writes_the_same_bytes(tmp_path, monkeypatch):
     """The default STEPS_PER_BATCH, over more steps than one batch holds, against one step per batch."""
-    cell = make_cell("center_detached", **{**SMALL, "train": {**SMALL["train"], "steps": 2 * pipeline.module.STEPS_PER_BATCH + 3}})
+    cell = make_cell(
+        "center_detached", **{**SMALL, "train": {**SMALL["train"], "steps": 2 * pipeline.module.STEPS_PER_BATCH + 3}}
+    )
     run_cell(cell, tmp_path / "chunked", track=False, progress=False)
     monkeypatch.setattr(pipeline.module, "STEPS_PER_BATCH", 1)
     run_cell(cell, tmp_path / "per_step", track=False, progress=False)

@@ -1,6 +1,7 @@
 """Each normalization layer against a reference: torch's own layers where one exists, and
 for every variant the gradient autograd computes against finite differences of the
 function "what the gradient sees" (docs/science.md's variant table), in float64."""
+
 from __future__ import annotations
 
 import copy
@@ -20,7 +21,7 @@ EPS = 1e-5
 
 def _x(seed=0, shift=0.0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(M, B, FEAT, generator=g, dtype=torch.float64) * 1.7 + shift)
+    return torch.randn(M, B, FEAT, generator=g, dtype=torch.float64) * 1.7 + shift
 
 
 def _layer(name, affine=True, **kw):
@@ -46,12 +47,26 @@ def test_the_table_keeps_the_kinds_the_verdicts_were_decided_on():
     """Pinned once here (the rules read the table; this guards the rows): claim 2's subjects (frozen and
     batch_renorm are not detached in its sense), claim 1's and the toy's, one-pass evaluation, refresh."""
     assert set(names_where(lambda s: s.detached)) == {
-        "center_detached", "standardize_detached", "population_detached", "population_center_detached",
-        "running_detached", "running_center_detached"}
-    assert set(names_where(lambda s: s.cancels_b_in_training)) == set(names_where(lambda s: s.detached_batch)) \
+        "center_detached",
+        "standardize_detached",
+        "population_detached",
+        "population_center_detached",
+        "running_detached",
+        "running_center_detached",
+    }
+    assert (
+        set(names_where(lambda s: s.cancels_b_in_training))
+        == set(names_where(lambda s: s.detached_batch))
         == {"center_detached", "standardize_detached"}
+    )
     assert set(names_where(lambda s: s.mode_free)) == {
-        "none", "weightnorm", "layernorm", "groupnorm", "population_detached", "population_center_detached"}
+        "none",
+        "weightnorm",
+        "layernorm",
+        "groupnorm",
+        "population_detached",
+        "population_center_detached",
+    }
     assert set(names_where(lambda s: s.refreshes)) == {"population_detached", "population_center_detached"}
     assert names_where(lambda s: s.reparametrizes_weight) == ("weightnorm",)
     assert names_where(lambda s: s.grouped) == ("groupnorm",)
@@ -134,15 +149,19 @@ def _seen(name, layer0, x0):
         d0 = ((mu0 - rm) / sigma).clamp(-dmax, dmax)
         return lambda x: (x - _stats(x)[0]) / _stats(x)[1] * r0 + d0
     if spec.statistics == "per_example" and not spec.grouped:
+
         def ln(x):
             mu = x.mean(-1, keepdim=True)
             return (x - mu) / torch.sqrt(((x - mu) ** 2).mean(-1, keepdim=True) + EPS)
+
         return ln
     if spec.statistics == "per_example":
+
         def gn(x):
             xg = x.reshape(M, B, 2, FEAT // 2)
             mu = xg.mean(-1, keepdim=True)
             return ((xg - mu) / torch.sqrt(((xg - mu) ** 2).mean(-1, keepdim=True) + EPS)).reshape(M, B, FEAT)
+
         return gn
     if spec.statistics == "batch" and not spec.detached:  # the gradient goes through the batch statistics
         if spec.scales:
@@ -200,8 +219,9 @@ def test_gradient_is_what_the_table_says(name):
 
 
 # batch_renorm's r and d are stop-gradients: the naive gradcheck fails there by design
-@pytest.mark.parametrize("name", [n for n in names_where(lambda s: not s.detached and s.statistics != "fixed")
-                                  if n != "batch_renorm"])
+@pytest.mark.parametrize(
+    "name", [n for n in names_where(lambda s: not s.detached and s.statistics != "fixed") if n != "batch_renorm"]
+)
 def test_gradcheck_when_statistics_are_in_the_graph(name):
     layer = _layer(name)
     x = _x(4).requires_grad_(True)
@@ -251,7 +271,7 @@ def test_batch_renorm_schedule_matches_its_closed_form(hold, ramp):
     for t in sorted({0, max(hold - 1, 0), hold, hold + ramp // 4, hold + ramp // 2, hold + ramp, hold + ramp + 50}):
         layer = _layer("batch_renorm", affine=False, **settings)
         layer.running_mean.copy_(mu_b - 1000.0)  # d = 100 / sigma_B > dmax before clipping
-        layer.running_var.copy_(s_b ** 2 * 100)  # r = 0.1 < 1/rmax before clipping
+        layer.running_var.copy_(s_b**2 * 100)  # r = 0.1 < 1/rmax before clipping
         layer.initialized.fill_(True)
         layer.set_step(t)
         rmax, dmax = _renorm_limits(t, **settings)
@@ -266,7 +286,7 @@ def test_batch_renorm_at_step_0_is_plain_bn_forward_and_gradient():
     x = _x(10, shift=2.0)
     w = torch.randn(M, B, FEAT, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
     out = {}
-    for name, step in (("bn", 0), ("batch_renorm", 0), ("batch_renorm", 10 ** 6)):
+    for name, step in (("bn", 0), ("batch_renorm", 0), ("batch_renorm", 10**6)):
         torch.manual_seed(0)
         layer = _layer(name, **(dict(renorm_hold=50, renorm_ramp=200) if name == "batch_renorm" else {}))
         if name == "batch_renorm":
@@ -280,7 +300,7 @@ def test_batch_renorm_at_step_0_is_plain_bn_forward_and_gradient():
         out[name, step] = (y.detach(), xi.grad, layer.gamma.grad, layer.beta.grad)
     for a, b in zip(out["bn", 0], out["batch_renorm", 0]):
         torch.testing.assert_close(a, b)
-    assert not torch.allclose(out["bn", 0][0], out["batch_renorm", 10 ** 6][0])
+    assert not torch.allclose(out["bn", 0][0], out["batch_renorm", 10**6][0])
 
 
 def test_model_set_step_reaches_every_hidden_norm():

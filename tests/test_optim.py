@@ -1,4 +1,5 @@
 """The stacked optimizers reproduce torch.optim per member, with each member's own lr."""
+
 from __future__ import annotations
 
 import pytest
@@ -45,6 +46,6 @@ def test_dead_member_is_not_updated():
     w.grad[0] = 1.0
     w.grad[2] = 1.0
     opt.step()
-    assert torch.equal(w.detach()[1], torch.ones(2))          # frozen, NaN gradient ignored
+    assert torch.equal(w.detach()[1], torch.ones(2))  # frozen, NaN gradient ignored
     torch.testing.assert_close(w.detach()[0], torch.full((2,), 1 - LRS[0]))
     torch.testing.assert_close(w.detach()[2], torch.full((2,), 1 - LRS[2]))

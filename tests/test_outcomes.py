@@ -1,5 +1,6 @@
 """Member outcomes: the status rule against baselines fixed before training, the largest trained lr,
 the growth exponent, steps to target and the interval helper, on crafted members."""
+
 from __future__ import annotations
 
 import math
@@ -29,9 +30,20 @@ LN4 = math.log(4)
 
 def status_row(**kw):
     """One member as classify() reads it: 4 classes, trained well unless told otherwise."""
-    row = dict(dataset="synthetic", variant="v", lr=0.1, diverged=False, loss_fixed=False, full_loss_train=0.2,
-               full_acc_train=0.95, init_full_loss_train=1.5, chance_loss=LN4, classes=4, w_growth_max=1.3,
-               b_rms_max=0.5)
+    row = dict(
+        dataset="synthetic",
+        variant="v",
+        lr=0.1,
+        diverged=False,
+        loss_fixed=False,
+        full_loss_train=0.2,
+        full_acc_train=0.95,
+        init_full_loss_train=1.5,
+        chance_loss=LN4,
+        classes=4,
+        w_growth_max=1.3,
+        b_rms_max=0.5,
+    )
     row.update(kw)
     return row
 
@@ -44,10 +56,20 @@ def grid_statuses(best_acc: float, acc: float = 0.55, **kw) -> pd.Series:
     """A member at accuracy `acc` in a grid whose best variant ("best", 5 seeds around best_acc) reached
     `best_acc` on the same data set, on 10 classes (chance 0.1); returns every row's status (the member's
     is the last row)."""
-    best = [status_row(variant="best", seed=s, full_acc_train=best_acc + d, classes=10, chance_loss=math.log(10),
-                       init_full_loss_train=2.3) for s, d in enumerate((-0.01, 0.0, 0.0, 0.01, 0.02))]
-    mine = status_row(variant="mine", full_acc_train=acc, classes=10, chance_loss=math.log(10),
-                      init_full_loss_train=2.3, **kw)
+    best = [
+        status_row(
+            variant="best",
+            seed=s,
+            full_acc_train=best_acc + d,
+            classes=10,
+            chance_loss=math.log(10),
+            init_full_loss_train=2.3,
+        )
+        for s, d in enumerate((-0.01, 0.0, 0.0, 0.01, 0.02))
+    ]
+    mine = status_row(
+        variant="mine", full_acc_train=acc, classes=10, chance_loss=math.log(10), init_full_loss_train=2.3, **kw
+    )
     return classify(pd.DataFrame(best + [mine]), S)
 
 
@@ -71,16 +93,18 @@ def test_the_baseline_is_the_lower_of_the_initial_loss_and_chance():
 
 def test_diverged_and_fixed_loss_take_precedence():
     assert status_of(diverged=True, full_loss_train=float("nan")) == "diverged"
-    assert status_of(full_loss_train=float("inf")) == "diverged"              # an infinite full-set loss
-    assert status_of(loss_fixed=True, full_loss_train=LN4, full_acc_train=0.25) == "fixed_loss"   # the toy
+    assert status_of(full_loss_train=float("inf")) == "diverged"  # an infinite full-set loss
+    assert status_of(loss_fixed=True, full_loss_train=LN4, full_acc_train=0.25) == "fixed_loss"  # the toy
     assert status_of(loss_fixed=True, diverged=True) == "diverged"
 
 
 def test_grown_weights_are_a_flag_not_an_outcome():
     # ||W|| grew 40x and the net fits at 99 %: trained, flagged w_grew (no "blew_up" status any more)
-    s, h = _cell("center_detached-synthetic", [_member(0, 0.1, 0, full_acc_train=0.99,
-                                                       layers=[layer_dict(0, W_norm=160.0, W_norm0=4.0)])],
-                 [_history(0, 0.1, 0)])
+    s, h = _cell(
+        "center_detached-synthetic",
+        [_member(0, 0.1, 0, full_acc_train=0.99, layers=[layer_dict(0, W_norm=160.0, W_norm0=4.0)])],
+        [_history(0, 0.1, 0)],
+    )
     row = member_table([s], {s.cell: h}, S, {s.cell: _config()}).iloc[0]
     assert row["w_growth_max"] == pytest.approx(40.0)
     assert row["status"] == "trained" and row["w_grew"] and not row["b_grew"] and row["blown"]
@@ -89,9 +113,11 @@ def test_grown_weights_are_a_flag_not_an_outcome():
 
 def test_a_drifted_b_is_flagged_and_counts_as_blown():
     drift = S.blowup_b_rms * 2 * 4.0  # rms per unit 2 x the bound, 16 units
-    s, h = _cell("center_detached-synthetic",
-                 [_member(0, 0.1, 0, layers=[layer_dict(0, b_drift=drift, b_norm=drift)]), _member(1, 0.1, 1)],
-                 [_history(0, 0.1, 0), _history(1, 0.1, 1)])
+    s, h = _cell(
+        "center_detached-synthetic",
+        [_member(0, 0.1, 0, layers=[layer_dict(0, b_drift=drift, b_norm=drift)]), _member(1, 0.1, 1)],
+        [_history(0, 0.1, 0), _history(1, 0.1, 1)],
+    )
     t = member_table([s], {s.cell: h}, S, {s.cell: _config(width=16)})
     assert t["b_grew"].tolist() == [True, False] and t["w_grew"].tolist() == [False, False]
     assert t["status"].tolist() == ["trained", "trained"] and t["blown"].tolist() == [True, False]
@@ -102,10 +128,15 @@ def test_the_accuracy_bar_is_relative_to_the_data_sets_best():
     assert grid_statuses(best_acc=0.6).iloc[-1] == "trained"
     assert grid_statuses(best_acc=0.97).iloc[-1] == "failed"
     # the bar is the median over seeds of the best (variant, lr) group: one lucky seed does not set it
-    rows = [status_row(variant="best", seed=s, full_acc_train=a, classes=10, chance_loss=math.log(10),
-                       init_full_loss_train=2.3) for s, a in enumerate((0.6, 0.6, 0.6, 0.6, 0.99))]
-    rows.append(status_row(variant="mine", full_acc_train=0.55, classes=10, chance_loss=math.log(10),
-                           init_full_loss_train=2.3))
+    rows = [
+        status_row(
+            variant="best", seed=s, full_acc_train=a, classes=10, chance_loss=math.log(10), init_full_loss_train=2.3
+        )
+        for s, a in enumerate((0.6, 0.6, 0.6, 0.6, 0.99))
+    ]
+    rows.append(
+        status_row(variant="mine", full_acc_train=0.55, classes=10, chance_loss=math.log(10), init_full_loss_train=2.3)
+    )
     t = pd.DataFrame(rows)
     assert accuracy_bar(t, S).iloc[-1] == pytest.approx(0.6 - S.trained_acc_gap)
     assert classify(t, S).iloc[-1] == "trained"
@@ -134,8 +165,10 @@ def test_a_missing_final_evaluation_is_not_trained():
 
 # -- member_table from crafted records ----------------------------------------------------------------
 def _config(trainable="all", norm="center_detached", width=16):
-    return {"variant": {"norm": norm, "bias": True, "trainable": trainable, "refresh_every": 10},
-            "model": {"width": width}}
+    return {
+        "variant": {"norm": norm, "bias": True, "trainable": trainable, "refresh_every": 10},
+        "model": {"width": width},
+    }
 
 
 def _member(j, lr, seed, **kw):
@@ -159,17 +192,29 @@ def _history(j, lr, seed, drift=lambda t: 0.01 * t, loss=None, sens_rel=0.0, b_n
 
 
 def _cell(name, members, histories, variant=None, norm="center_detached"):
-    s = {"cell": name, "variant": variant or name.split("-")[0], "dataset": "synthetic", "norm": norm, "steps": 500,
-         "classes": 4, "chance_loss": LN4, "input_mean_norm": 3.0, "config_hash": "x", "members": members}
+    s = {
+        "cell": name,
+        "variant": variant or name.split("-")[0],
+        "dataset": "synthetic",
+        "norm": norm,
+        "steps": 500,
+        "classes": 4,
+        "chance_loss": LN4,
+        "input_mean_norm": 3.0,
+        "config_hash": "x",
+        "members": members,
+    }
     return CellSummary.model_validate(s), pd.concat(histories, ignore_index=True)
 
 
 def test_member_table_derives_status_growth_and_target_from_the_records():
     spike = np.r_[np.full(20, 40.0), np.full(481, LN4)]  # an early spike, then back at chance
-    fall = np.linspace(1.4, 0.1, 501)                       # reaches 0.5 x 1.4 = 0.7 at step 269 (smoothed)
-    s, h = _cell("center_detached-synthetic",
-                 [_member(0, 0.1, 0), _member(1, 3.0, 0, full_loss_train=LN4, full_acc_train=0.26)],
-                 [_history(0, 0.1, 0, loss=fall), _history(1, 3.0, 0, loss=spike, drift=lambda t: np.sqrt(t))])
+    fall = np.linspace(1.4, 0.1, 501)  # reaches 0.5 x 1.4 = 0.7 at step 269 (smoothed)
+    s, h = _cell(
+        "center_detached-synthetic",
+        [_member(0, 0.1, 0), _member(1, 3.0, 0, full_loss_train=LN4, full_acc_train=0.26)],
+        [_history(0, 0.1, 0, loss=fall), _history(1, 3.0, 0, loss=spike, drift=lambda t: np.sqrt(t))],
+    )
     t = member_table([s], {s.cell: h}, S, {s.cell: _config()})
     good, spiked = t.iloc[0], t.iloc[1]
     assert good["status"] == "trained" and spiked["status"] == "failed"
@@ -182,8 +227,11 @@ def test_member_table_derives_status_growth_and_target_from_the_records():
 
 def test_the_identity_tolerance_grows_with_b():
     # the same relative sensitivity 5e-5 is scaled by (1 + rms b): with rms b = 9 it is 5e-6
-    s, h = _cell("center_detached-synthetic", [_member(0, 0.1, 0), _member(1, 0.1, 1)],
-                 [_history(0, 0.1, 0, sens_rel=5e-5, b_norm=0.0), _history(1, 0.1, 1, sens_rel=5e-5, b_norm=36.0)])
+    s, h = _cell(
+        "center_detached-synthetic",
+        [_member(0, 0.1, 0), _member(1, 0.1, 1)],
+        [_history(0, 0.1, 0, sens_rel=5e-5, b_norm=0.0), _history(1, 0.1, 1, sens_rel=5e-5, b_norm=36.0)],
+    )
     t = member_table([s], {s.cell: h}, S, {s.cell: _config(width=16)})
     assert t["b_sens_scaled"].tolist() == pytest.approx([5e-5, 5e-6])
 
@@ -198,8 +246,9 @@ def test_below_one_nat_the_identity_tolerance_is_absolute():
 
 
 def test_the_bias_only_toy_is_na_and_gets_no_largest_lr():
-    s, h = _cell("bias_only_toy-synthetic", [_member(0, 0.1, 0), _member(1, 3.0, 0)],
-                 [_history(0, 0.1, 0), _history(1, 3.0, 0)])
+    s, h = _cell(
+        "bias_only_toy-synthetic", [_member(0, 0.1, 0), _member(1, 3.0, 0)], [_history(0, 0.1, 0), _history(1, 3.0, 0)]
+    )
     t = member_table([s], {s.cell: h}, S, {s.cell: _config(trainable="bias")})
     assert (t["status"] == "fixed_loss").all()
     row = largest_trained_lr(t).iloc[0]
@@ -247,27 +296,38 @@ def test_member_table_needs_the_cell_config():
 
 # -- largest trained lr ---------------------------------------------------------------------------------
 def test_largest_trained_lr_never_counts_a_chance_level_member():
-    rows = [dict(variant="none", dataset="digits", lr=lr, seed=seed, status=st, full_acc_train=0.9)
-            for lr, sts in ((0.1, ["trained"] * 3), (1.0, ["trained", "failed", "trained"]), (3.0, ["diverged"] * 3))
-            for seed, st in enumerate(sts)]
-    rows += [dict(variant="bn", dataset="digits", lr=0.1, seed=s, status="failed", full_acc_train=0.3) for s in range(3)]
+    rows = [
+        dict(variant="none", dataset="digits", lr=lr, seed=seed, status=st, full_acc_train=0.9)
+        for lr, sts in ((0.1, ["trained"] * 3), (1.0, ["trained", "failed", "trained"]), (3.0, ["diverged"] * 3))
+        for seed, st in enumerate(sts)
+    ]
+    rows += [
+        dict(variant="bn", dataset="digits", lr=0.1, seed=s, status="failed", full_acc_train=0.3) for s in range(3)
+    ]
     out = largest_trained_lr(pd.DataFrame(rows)).set_index("variant")
-    assert out.loc["none", "largest_trained_lr"] == 0.1     # lr 1 has one seed at chance: not counted
+    assert out.loc["none", "largest_trained_lr"] == 0.1  # lr 1 has one seed at chance: not counted
     assert np.isnan(out.loc["bn", "largest_trained_lr"]) and out.loc["bn", "note"]
-    assert np.isnan(out.loc["bn", "acc_at_largest"])        # no such lr: no accuracy either
+    assert np.isnan(out.loc["bn", "acc_at_largest"])  # no such lr: no accuracy either
 
 
 def test_largest_trained_lr_carries_the_median_accuracy_at_that_lr():
     accs = {0.1: [0.97, 0.98, 0.99], 0.3: [0.96, 0.90, 0.97], 1.0: [0.6, 0.7, 0.2]}
-    rows = [dict(variant="bn", dataset="digits", lr=lr, seed=s, status="failed" if lr == 1.0 else "trained",
-                 full_acc_train=a) for lr, acc in accs.items() for s, a in enumerate(acc)]
+    rows = [
+        dict(
+            variant="bn", dataset="digits", lr=lr, seed=s, status="failed" if lr == 1.0 else "trained", full_acc_train=a
+        )
+        for lr, acc in accs.items()
+        for s, a in enumerate(acc)
+    ]
     row = largest_trained_lr(pd.DataFrame(rows)).iloc[0]
     assert row["largest_trained_lr"] == 0.3 and row["acc_at_largest"] == pytest.approx(0.96)  # median at lr 0.3
 
 
 # -- growth exponent, steps to target, intervals ------------------------------------------------------
-@pytest.mark.parametrize("f, lo, hi", [(lambda t: 0.02 * t, 0.99, 1.01), (lambda t: 0.3 * np.sqrt(t), 0.49, 0.51),
-                                       (lambda t: np.log1p(t), 0.0, 0.3)])
+@pytest.mark.parametrize(
+    "f, lo, hi",
+    [(lambda t: 0.02 * t, 0.99, 1.01), (lambda t: 0.3 * np.sqrt(t), 0.49, 0.51), (lambda t: np.log1p(t), 0.0, 0.3)],
+)
 def test_growth_exponent_recovers_linear_random_walk_and_saturating_growth(f, lo, hi):
     t = np.arange(0, 501, 10)
     assert lo <= growth_exponent(t, f(t), 500, 0.5, 5) <= hi
@@ -296,8 +356,8 @@ def test_t_interval_matches_the_closed_form():
 
 def test_paired_bootstrap_is_repeatable_and_keeps_pairs():
     det, twin = np.ones(5), np.zeros(5)
-    assert ci(det, paired=twin) == (1.0, 1.0, 1.0)          # excess in 5/5 seeds
-    assert ci(det, paired=det) == (0.0, 0.0, 0.0)           # the twin blows up alike: no excess
+    assert ci(det, paired=twin) == (1.0, 1.0, 1.0)  # excess in 5/5 seeds
+    assert ci(det, paired=det) == (0.0, 0.0, 0.0)  # the twin blows up alike: no excess
     one = ci([1, 0, 0, 0, 0], paired=np.zeros(5), n_boot=4000)
     assert one == ci([1, 0, 0, 0, 0], paired=np.zeros(5), n_boot=4000)  # fixed RNG seed
     assert one[0] == pytest.approx(0.2) and one[1] == 0.0 and one[2] > 0.2  # 1 seed of 5: includes 0

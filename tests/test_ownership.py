@@ -7,6 +7,7 @@ the tracking-URI rule from pipeline.spec.environment; the cell (pipeline.cell) k
 it was launched, and the warm server runs it without the training command; pipeline.grid drives
 executors through the Executor protocol only; pipeline.compare reads a study without its runner.
 """
+
 from __future__ import annotations
 
 import ast
@@ -40,11 +41,19 @@ def _imports(path: Path) -> set[str]:
 def _code_strings(path: Path) -> list[str]:
     """The string constants of a file that are not docstrings (what the code actually uses)."""
     tree = ast.parse(path.read_text())
-    docs = {id(n.body[0].value) for n in ast.walk(tree)
-            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) and n.body
-            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
-    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-            and id(n) not in docs]
+    docs = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
+    return [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+    ]
 
 
 def _sources(*folders: str) -> list[Path]:
@@ -98,9 +107,18 @@ def test_the_owner_decides_what_every_child_gets(monkeypatch):
     monkeypatch.delenv("NORMLAB_TEST_NO_TELEMETRY", raising=False)
     assert worker_env()["NORMLAB_TEST_NO_TELEMETRY"] == "yes" and worker_env()["NORMLAB_WARM"] == "0"
     env = environment.child_env({"PATH": os.environ["PATH"], "DO_NOT_TRACK": "false"})
-    out = subprocess.run([sys.executable, "-c", "import os; print(os.environ['NORMLAB_TEST_NO_TELEMETRY'], "
-                          "os.environ['DO_NOT_TRACK'], os.environ['MLFLOW_DISABLE_TELEMETRY'])"],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; print(os.environ['NORMLAB_TEST_NO_TELEMETRY'], "
+            "os.environ['DO_NOT_TRACK'], os.environ['MLFLOW_DISABLE_TELEMETRY'])",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.split() == ["yes", "false", "true"]
 
 
@@ -115,8 +133,9 @@ def test_the_tracking_uri_rule_has_one_owner(monkeypatch, tmp_path):
     assert cli.store_uri() == tracking.tracking_uri() == "http://127.0.0.1:9"
     for path in _sources("pipeline"):
         if path != ROOT / "pipeline" / "spec" / "environment.py":
-            assert not any("mlflow.db'" in s or s.endswith("mlflow.db") and s.startswith("sqlite")
-                           for s in _code_strings(path)), path
+            assert not any(
+                "mlflow.db'" in s or s.endswith("mlflow.db") and s.startswith("sqlite") for s in _code_strings(path)
+            ), path
 
 
 # -- the cell and how it is launched ----------------------------------------------------------------
@@ -153,8 +172,10 @@ def test_the_warm_server_runs_the_cell_module_not_the_training_command(tmp_path)
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     first, last = out.stdout.strip().splitlines()
-    assert first == (f"launch Launch(variant='bn', dataset='synthetic', out='o', params='p.yaml', no_track=True) "
-                     f"['caller-argv0', 'x'] {tmp_path} False")
+    assert first == (
+        f"launch Launch(variant='bn', dataset='synthetic', out='o', params='p.yaml', no_track=True) "
+        f"['caller-argv0', 'x'] {tmp_path} False"
+    )
     assert last == "exit 7"
 
 
@@ -184,8 +205,13 @@ def test_both_executors_satisfy_the_protocol_and_the_grid_uses_nothing_else():
     assert isinstance(ray, Executor)
     grid = (ROOT / "pipeline" / "grid.py").read_text()
     assert "isinstance" not in grid and "RayExecutor" not in grid and "LocalExecutor" not in grid
-    compared = {c.value for n in ast.walk(ast.parse(grid)) if isinstance(n, ast.Compare)
-                for c in ast.walk(n) if isinstance(c, ast.Constant)}
+    compared = {
+        c.value
+        for n in ast.walk(ast.parse(grid))
+        if isinstance(n, ast.Compare)
+        for c in ast.walk(n)
+        if isinstance(c, ast.Constant)
+    }
     assert not compared & set(EXECUTORS)  # no branch on an executor's name (its default is "local")
 
 
@@ -201,13 +227,18 @@ def test_executors_check_their_own_preconditions():
 
 # -- studies ----------------------------------------------------------------------------------------
 def test_compare_reads_a_study_without_its_runner(tmp_path):
-    assert not {m for m in _imports(ROOT / "pipeline" / "compare.py") if m.startswith("pipeline.study")
-                and not m.startswith("pipeline.study_file")}
+    assert not {
+        m
+        for m in _imports(ROOT / "pipeline" / "compare.py")
+        if m.startswith("pipeline.study") and not m.startswith("pipeline.study_file")
+    }
     study = tmp_path / "s.yaml"
     study.write_text(f"params: {ROOT / 'params.yaml'}\nsetups:\n  a: {{}}\n")
-    code = ("import sys; import pipeline.compare as c\n"
-            f"try:\n    c.main(['--study', {str(study)!r}, '--reports', {str(tmp_path / 'r')!r}])\n"
-            "except SystemExit as e:\n    print(e.code, 'pipeline.study' in sys.modules)")
+    code = (
+        "import sys; import pipeline.compare as c\n"
+        f"try:\n    c.main(['--study', {str(study)!r}, '--reports', {str(tmp_path / 'r')!r}])\n"
+        "except SystemExit as e:\n    print(e.code, 'pipeline.study' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
     assert "no setup report found" in out.stderr
@@ -265,6 +296,5 @@ def test_the_report_stage_lists_every_module_it_imports():
                 if f is not None:
                     todo.append(f)
     assert len(seen) > 10
-    unwatched = sorted(str(p.relative_to(ROOT)) for p in seen
-                       if not any(p == d or d in p.parents for d in deps))
+    unwatched = sorted(str(p.relative_to(ROOT)) for p in seen if not any(p == d or d in p.parents for d in deps))
     assert unwatched == []

@@ -4,6 +4,7 @@ The wheel is built from a copy of the checkout (pip wheel, no network: the venv'
 unpacked into a folder standing for site-packages, which is what pip does with a pure-Python wheel;
 normlab then runs from another folder with only that "site-packages" on its path.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,12 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("pipeline", "benchmarks", "tests"):  # benchmarks/ and tests/ are there for find to skip
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src),
-                    "-w", str(out)], check=True, capture_output=True, cwd=src)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src), "-w", str(out)],
+        check=True,
+        capture_output=True,
+        cwd=src,
+    )
     (whl,) = out.glob("normlab-*.whl")
     return whl
 
@@ -68,9 +73,11 @@ def test_an_installed_normlab_records_in_the_working_folder_never_in_site_packag
         z.extractall(site)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYTHONPATH")}
     env["PYTHONPATH"] = str(site)
-    code = ("import pipeline, json; from pipeline import cli; from pipeline.tracking.runs import connect, experiment_id\n"
-            "uri = cli.store_uri(); client = connect(uri); eid = experiment_id(client, 'packaging', uri)\n"
-            "print(json.dumps([pipeline.__file__, uri, client.get_experiment(eid).artifact_location]))")
+    code = (
+        "import pipeline, json; from pipeline import cli; from pipeline.tracking.runs import connect, experiment_id\n"
+        "uri = cli.store_uri(); client = connect(uri); eid = experiment_id(client, 'packaging', uri)\n"
+        "print(json.dumps([pipeline.__file__, uri, client.get_experiment(eid).artifact_location]))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     import json
@@ -113,8 +120,10 @@ def test_psycopg_missing_is_one_line_naming_the_extra_before_anything_starts(mon
     monkeypatch.setitem(sys.modules, "psycopg", None)
     assert server.main(["--folder", str(tmp_path / "srv")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == ("normlab: tracking server: the tracking server needs psycopg, which is not installed: "
-                   "pip install 'normlab[server]'")
+    assert err == (
+        "normlab: tracking server: the tracking server needs psycopg, which is not installed: "
+        "pip install 'normlab[server]'"
+    )
     assert not (tmp_path / "srv").exists()  # nothing created, no PostgreSQL started
 
 

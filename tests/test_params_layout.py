@@ -7,6 +7,7 @@ an override changes only the overridden key's lines.
 Fails if params.yaml gains a flow map or list (`{...}`, `[...]`), a list indented past its key, or a
 comment or blank line right after a list item: the no-op round trip then rewrites those lines.
 On main's earlier inline-map layout the no-op alone rewrote 136 lines."""
+
 from __future__ import annotations
 
 import difflib
@@ -71,14 +72,18 @@ def key_lines(text: str, path: tuple[str, ...]) -> range:
 
 
 def diff_text(old: str, new: str) -> str:
-    return "\n".join(difflib.unified_diff(old.splitlines(), new.splitlines(), "params.yaml", "after -S", lineterm="", n=0))
+    return "\n".join(
+        difflib.unified_diff(old.splitlines(), new.splitlines(), "params.yaml", "after -S", lineterm="", n=0)
+    )
 
 
 @pytest.mark.parametrize("overrides", [[], ["optim.name=sgd"]], ids=["nothing", "same-value"])
 def test_a_no_op_override_leaves_params_yaml_byte_for_byte(tmp_path, overrides):
     old = PARAMS.read_text()
     new = rewritten(tmp_path, overrides)
-    assert new == old, "dvc exp run -S rewrites these lines of params.yaml; write them the way it does:\n" + diff_text(old, new)
+    assert new == old, "dvc exp run -S rewrites these lines of params.yaml; write them the way it does:\n" + diff_text(
+        old, new
+    )
 
 
 @pytest.mark.parametrize(("override", "path", "value"), OVERRIDES, ids=[o[0].split("=")[0] for o in OVERRIDES])
@@ -109,14 +114,19 @@ def test_the_real_dvc_exp_run_set_param_changes_only_that_key(tmp_path):
     repo = _make_repo(tmp_path / "repo")
     shutil.copy(PARAMS, repo / "params.yaml")  # the real file, not the tiny grid's safe_dump
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "commit", "-qam", "the real params.yaml"], cwd=repo, env=_env(repo), check=True,
-                   capture_output=True)
+    subprocess.run(
+        [*git, "commit", "-qam", "the real params.yaml"], cwd=repo, env=_env(repo), check=True, capture_output=True
+    )
     dvc(repo, "exp", "run", "--queue", "-S", "optim.lrs=[0.1]")
-    queued = subprocess.run(["git", "show", "refs/exps/celery/stash:params.yaml"], cwd=repo, capture_output=True,
-                            text=True, check=True).stdout
+    queued = subprocess.run(
+        ["git", "show", "refs/exps/celery/stash:params.yaml"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
     old = PARAMS.read_text()
     assert yaml.safe_load(queued)["optim"]["lrs"] == [0.1]
     removed, added = changed_lines(old, queued)
-    assert removed and removed <= set(key_lines(old, ("optim", "lrs"))) and not added - set(
-        key_lines(queued, ("optim", "lrs"))), diff_text(old, queued)
+    assert (
+        removed
+        and removed <= set(key_lines(old, ("optim", "lrs")))
+        and not added - set(key_lines(queued, ("optim", "lrs")))
+    ), diff_text(old, queued)
     assert (repo / "params.yaml").read_text() == old  # the queue left the workspace as it was

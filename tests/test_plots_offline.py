@@ -5,6 +5,7 @@ runs the real `dvc plots show` and `diff` on the repository's reports/plots/, an
 headless Chromium with every network request refused (a proxy on a closed port): DVC's own page
 draws nothing there, this one draws every plot.
 """
+
 from __future__ import annotations
 
 import io
@@ -83,23 +84,51 @@ def test_revisions_without_diff_are_a_usage_error(capsys):
 
 def _drawn(page: Path) -> int:
     """Vega's drawn marks in `page`, loaded by headless Chromium with every network request refused."""
-    dom = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
-                          "--proxy-bypass-list=<-loopback>", "--virtual-time-budget=10000", "--dump-dom",
-                          page.resolve().as_uri()], capture_output=True, text=True, timeout=180).stdout
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--proxy-server=127.0.0.1:9",
+            "--proxy-bypass-list=<-loopback>",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
     return len(re.findall(r'class="marks"', dom))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("npm") is None or CHROMIUM is None,
-                    reason="needs npm (the Vega packages) and headless Chromium (Debian: apt-get install chromium npm)")
+@pytest.mark.skipif(
+    shutil.which("npm") is None or CHROMIUM is None,
+    reason="needs npm (the Vega packages) and headless Chromium (Debian: apt-get install chromium npm)",
+)
 def test_dvc_plots_show_and_diff_draw_with_the_network_refused(tmp_path):
     dvc = str(Path(sys.executable).parent / "dvc")
     plain = tmp_path / "plain"
     subprocess.run([dvc, "plots", "show", "-o", str(plain)], cwd=ROOT, check=True, capture_output=True)
     assert _drawn(plain / "index.html") == 0  # DVC's page, its CDN unreachable: blank
     for argv, out in ((["show"], tmp_path / "show"), (["diff", "HEAD"], tmp_path / "diff")):
-        proc = subprocess.run([sys.executable, "-m", "pipeline.plots_offline", *argv, "--out", str(out),
-                               "--cache", str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.plots_offline",
+                *argv,
+                "--out",
+                str(out),
+                "--cache",
+                str(tmp_path / "cache"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         page = (out / "index.html").read_text()
         assert po.remote_references(page) == []

@@ -1,5 +1,6 @@
 """Run provenance under normal DVC use: `dvc exp run --temp` records land in the workspace's store,
 tagged with the experiment's name; a cell's parent run carries the hash of the outputs it wrote."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,14 @@ def _env_without_tracking_uri(repo):
 def test_exp_run_temp_records_in_the_workspace_store(tmp_path):
     repo = _make_repo(tmp_path / "repo")
     env = _env_without_tracking_uri(repo)
-    proc = subprocess.run(["dvc", "exp", "run", "--temp", "-n", "tmp-exp", "-S", "optim.lrs=[0.2]",
-                           "train@bn-synthetic"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["dvc", "exp", "run", "--temp", "-n", "tmp-exp", "-S", "optim.lrs=[0.2]", "train@bn-synthetic"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     store = repo / "mlflow.db"
     assert store.exists(), "the runs were recorded inside DVC's throw-away copy"
@@ -56,6 +63,7 @@ def test_after_a_cache_restore_the_report_links_the_run_that_made_those_bytes(tm
     def params(lrs):
         text = (repo / "params.yaml").read_text()
         import yaml
+
         p = yaml.safe_load(text)
         p["grid"]["variants"] = ["bn"]
         p["optim"]["lrs"] = lrs

@@ -6,6 +6,7 @@ Ray chmods its own temp folder 0777, so the executor gives it a folder one level
 folder of ours; this test acts as another user (`nobody`, via setpriv) against a real local Ray.
 The cluster's token auth uses a fresh token kept in that folder (pipeline/executors/ray_auth.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -56,13 +57,23 @@ def test_local_ray_files_are_private_to_their_user(tmp_path):
     home = tmp_path / "home"  # no ~/.ray state of the machine's user
     home.mkdir()
     env = environment.child_env(HOME=str(home), PYTHONPATH=str(ROOT))  # telemetry off: pipeline/spec/environment.py
-    for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):  # the machine user's Ray settings
+    for key in (
+        "RAY_ADDRESS",
+        "RAY_AUTH_MODE",
+        "RAY_AUTH_TOKEN",
+        "RAY_AUTH_TOKEN_PATH",
+    ):  # the machine user's Ray settings
         env.pop(key, None)
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
-    run = subprocess.run(["unshare", "-n", "bash", "-c",
-                          f'ip link set lo up && exec "{sys.executable}" "{script}" "{ROOT}"'],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    run = subprocess.run(
+        ["unshare", "-n", "bash", "-c", f'ip link set lo up && exec "{sys.executable}" "{script}" "{ROOT}"'],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     out = run.stdout.splitlines()
     assert run.returncode == 0, run.stderr[-2000:]
     assert "parent_mode 0o700" in out, out

@@ -7,6 +7,7 @@ C++ warning a second on stderr, then "cannot join the Ray cluster (ConnectionErr
 to Ray cluster at ...)", which does not say the token was refused. Now each is one line naming what to
 set, exit 2; with the right token the cell runs, and the token is in nothing normlab wrote or printed.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,10 @@ def test_a_token_file_other_users_can_read_is_one_line(tmp_path, ray_auth):
     ray_auth.setenv("RAY_AUTH_TOKEN_PATH", str(path))
     with pytest.raises(ExecutorError) as err:
         check_token("127.0.0.1:1")
-    assert str(err.value) == (f"the file in RAY_AUTH_TOKEN_PATH ({path}): the Ray token file is readable by other "
-                              f"users (mode 0o644): chmod 600 {path}")
+    assert str(err.value) == (
+        f"the file in RAY_AUTH_TOKEN_PATH ({path}): the Ray token file is readable by other "
+        f"users (mode 0o644): chmod 600 {path}"
+    )
     assert secret not in str(err.value)
     path.chmod(0o600)  # the same file, private: passes
     check_token_file()
@@ -95,15 +98,18 @@ def test_a_port_that_is_not_a_ray_head_is_one_line(ray_auth):
             check_token(f"127.0.0.1:{port}")
     finally:
         listener.close()
-    assert str(err.value).startswith(f"--address 127.0.0.1:{port}: the port takes connections but no Ray head "
-                                     "answers there (RpcError: "), err.value
+    assert str(err.value).startswith(
+        f"--address 127.0.0.1:{port}: the port takes connections but no Ray head answers there (RpcError: "
+    ), err.value
 
 
 def _reason() -> str | None:
     if not shutil.which("unshare") or not shutil.which("ip"):
         return "unshare or ip (util-linux, iproute2) not installed: no loopback-only network namespace"
     probe = subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, text=True)
-    return f"cannot make a network namespace here (needs root): {probe.stderr.strip()[:120]}" if probe.returncode else None
+    return (
+        f"cannot make a network namespace here (needs root): {probe.stderr.strip()[:120]}" if probe.returncode else None
+    )
 
 
 def _one_line(grid: dict) -> str:
@@ -119,10 +125,17 @@ def test_ray_cluster_with_token_auth(tmp_path):
     (tmp_path / "study").mkdir()
     study = _study(tmp_path / "study", **{**GRID, "grid": {"variants": ["bn"], "datasets": ["synthetic"]}})
     out = tmp_path / "result.json"
-    cmd = (f'ip link set lo up && exec "{sys.executable}" "{ROOT / "tests" / "ray_token_cluster.py"}" '
-           f'--study "{study}" --out "{out}"')
-    run = subprocess.run(["unshare", "-n", "bash", "-c", cmd], capture_output=True, text=True, timeout=1500,
-                         env=environment.child_env(PYTHONPATH=str(ROOT)))  # telemetry off: pipeline/spec/environment.py
+    cmd = (
+        f'ip link set lo up && exec "{sys.executable}" "{ROOT / "tests" / "ray_token_cluster.py"}" '
+        f'--study "{study}" --out "{out}"'
+    )
+    run = subprocess.run(
+        ["unshare", "-n", "bash", "-c", cmd],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=environment.child_env(PYTHONPATH=str(ROOT)),
+    )  # telemetry off: pipeline/spec/environment.py
     assert run.returncode == 0 and out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(out.read_text())
     grids, token = result["grids"], result["token"]

@@ -1,5 +1,6 @@
 """The cell records' owner: output paths it refuses, atomic writes, corrupt records named in one line,
 and the typed records (pipeline.spec.records) that go in and come back."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,13 @@ def test_check_out_refuses_what_normlab_did_not_create(tmp_path, monkeypatch):
     (user / "notes.txt").write_text("keep me")
     afile = tmp_path / "file.txt"
     afile.write_text("keep me too")
-    for bad, why in [(user, "did not create"), (afile, "existing file"), (tmp_path, "working directory"),
-                     (tmp_path.parent, "working directory"), (afile / "sub", "cannot write")]:
+    for bad, why in [
+        (user, "did not create"),
+        (afile, "existing file"),
+        (tmp_path, "working directory"),
+        (tmp_path.parent, "working directory"),
+        (afile / "sub", "cannot write"),
+    ]:
         with pytest.raises(records.RecordError, match=why):
             records.check_out(bad)
     assert (user / "notes.txt").read_text() == "keep me" and afile.read_text() == "keep me too"
@@ -60,8 +66,10 @@ BREAKS = {  # how a summary breaks the schema -> the place the one-line error na
     "old_flat_layer_key": (lambda s: s["members"][0].update({"W_norm/l0": 6.0}), "members.0.W_norm/l0"),
     "layers_out_of_order": (lambda s: s["members"][0].update(layers=[layer_dict(1), layer_dict(0)]), "members.0"),
     "cell_typo": (lambda s: s.update(stepz=3), "stepz"),
-    "two_depths": (lambda s: s["members"].append(member_dict(1, layers=[layer_dict(0), layer_dict(1)])),
-                   "different numbers of layers"),
+    "two_depths": (
+        lambda s: s["members"].append(member_dict(1, layers=[layer_dict(0), layer_dict(1)])),
+        "different numbers of layers",
+    ),
 }
 
 
@@ -87,11 +95,24 @@ def test_write_cell_validates_a_model_again(tmp_path):
 
 
 def test_read_cell_returns_models_whose_layers_round_trip(tmp_path):
-    want = summary_record("center_detached-synthetic", members=[
-        member_dict(0, 0.1, 0, layers=[layer_dict(0, gsum_persist=float("nan")), layer_dict(1, b_drift=7.5)]),
-        member_dict(1, 3.0, 0, diverged=True, diverged_step=12, full_loss_train=float("nan"),
-                    layers=[layer_dict(0, b_norm=None, b_norm0=None, b_drift=None, gsum_persist=None),
-                            layer_dict(1, W_norm=60.0)])])
+    want = summary_record(
+        "center_detached-synthetic",
+        members=[
+            member_dict(0, 0.1, 0, layers=[layer_dict(0, gsum_persist=float("nan")), layer_dict(1, b_drift=7.5)]),
+            member_dict(
+                1,
+                3.0,
+                0,
+                diverged=True,
+                diverged_step=12,
+                full_loss_train=float("nan"),
+                layers=[
+                    layer_dict(0, b_norm=None, b_norm0=None, b_drift=None, gsum_persist=None),
+                    layer_dict(1, W_norm=60.0),
+                ],
+            ),
+        ],
+    )
     records.write_cell(tmp_path / "c", pd.DataFrame({"member": [0], "step": [0], "loss": [1.0]}), want, {"a": 1})
     rec = records.read_cell(tmp_path / "c")
     got = rec.summary
@@ -120,8 +141,9 @@ def test_layer_columns_are_built_from_the_typed_layers():
     assert "layers" not in m.scalars() and m.scalars()["final_loss"] == 0.3
 
 
-@pytest.mark.parametrize("damage", ["summary_garbage", "summary_schema", "summary_layer_typo", "parquet_garbage",
-                                    "parquet_missing"])
+@pytest.mark.parametrize(
+    "damage", ["summary_garbage", "summary_schema", "summary_layer_typo", "parquet_garbage", "parquet_missing"]
+)
 def test_corrupt_records_are_one_line_naming_the_file(tmp_path, damage):
     out = tmp_path / "bn-synthetic"
     records.write_cell(out, pd.DataFrame({"member": [0], "step": [0], "loss": [1.0]}), _summary(), {})

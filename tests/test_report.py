@@ -5,6 +5,7 @@
 A tiny real grid (5 cells, 20 steps, trained once per module with pipeline.cell.run_cell)
 is copied into each test that changes it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,9 +29,11 @@ from tests.conftest import BASE, merge
 
 CLAIMS = {c.key: c for c in REGISTRY}
 VARIANTS = ["center_detached", "center", "bn", "bn_nobias", "bias_only_toy"]
-TINY = {"grid": {"variants": VARIANTS, "datasets": ["synthetic"]},
-        "train": {"steps": 20, "log_every": 1, "eval_every": 5, "threads": 1},
-        "tracking": {"enabled": False, "experiment": "test", "log_every": 1, "flush_every": 7}}
+TINY = {
+    "grid": {"variants": VARIANTS, "datasets": ["synthetic"]},
+    "train": {"steps": 20, "log_every": 1, "eval_every": 5, "threads": 1},
+    "tracking": {"enabled": False, "experiment": "test", "log_every": 1, "flush_every": 7},
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +57,9 @@ def grid(trained, tmp_path) -> Path:
 
 
 def report(root: Path, *extra: str) -> int:
-    return cli.main(["--runs", str(root / "runs"), "--out", str(root / "reports"),
-                     "--params", str(root / "params.yaml"), *extra])
+    return cli.main(
+        ["--runs", str(root / "runs"), "--out", str(root / "reports"), "--params", str(root / "params.yaml"), *extra]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +99,7 @@ def test_report_md_has_every_registry_verdict_with_rule_endpoints_and_status(bui
             assert r.interval_text() in row and f"**{r.status}**" in row and f"{r.p_holm:.3g}" in row
         assert v.rule in sec and f"**Status:** **{v.status}**" in sec and v.statement in sec
         from pipeline.report.render import MAX_ENDPOINT_ROWS, listed_endpoints
+
         listed = listed_endpoints(v)  # ratios of a claim with its own section (claim 4) are shown there
         if len(listed) > MAX_ENDPOINT_ROWS:  # the markdown lists those whose interval excludes 0
             missing0 = [e for e in listed if e.lo > 0 or e.hi < 0]
@@ -162,9 +167,15 @@ def test_largest_lr_table_prints_the_accuracy_beside_the_lr():
 
     from pipeline.report.render import _largest_lr
 
-    t = pd.DataFrame({"variant": ["bn", "center_detached", "bias_only_toy"], "dataset": ["synthetic"] * 3,
-                      "largest_trained_lr": [0.3, float("nan"), float("nan")],
-                      "acc_at_largest": [0.9712, float("nan"), float("nan")], "note": ["", "none", "n/a"]})
+    t = pd.DataFrame(
+        {
+            "variant": ["bn", "center_detached", "bias_only_toy"],
+            "dataset": ["synthetic"] * 3,
+            "largest_trained_lr": [0.3, float("nan"), float("nan")],
+            "acc_at_largest": [0.9712, float("nan"), float("nan")],
+            "note": ["", "none", "n/a"],
+        }
+    )
     grid = SimpleNamespace(variants=["bn", "center_detached", "bias_only_toy"], datasets=["synthetic"])
     text = _largest_lr(SimpleNamespace(tables={"largest_trained_lr": t}, params=SimpleNamespace(grid=grid)))
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in text.splitlines()[2:]}
@@ -225,13 +236,22 @@ def test_cell_from_other_params_is_excluded_and_named(grid, capsys):
     excluded = md.split("## Cells excluded")[1].split("\n## ")[0]
     assert "`center-synthetic`: " in excluded and "trained under other params" in excluded
     assert "`bias_only_toy-synthetic`: " in excluded
-    assert set(pd.read_csv(grid / "reports" / "tables" / "members.csv")["variant"]) == {"center_detached", "bn", "bn_nobias"}
+    assert set(pd.read_csv(grid / "reports" / "tables" / "members.csv")["variant"]) == {
+        "center_detached",
+        "bn",
+        "bn_nobias",
+    }
     assert json.loads((grid / "reports" / "metrics.json").read_text())["cells_excluded"] == 2
 
 
-@pytest.mark.parametrize("name, garbage", [("summary.json", b'{"cell": "center-synth'),
-                                           ("history.parquet", b"PAR1 not a parquet file"),
-                                           ("summary.json", b'{"cell": "x"}')])
+@pytest.mark.parametrize(
+    "name, garbage",
+    [
+        ("summary.json", b'{"cell": "center-synth'),
+        ("history.parquet", b"PAR1 not a parquet file"),
+        ("summary.json", b'{"cell": "x"}'),
+    ],
+)
 def test_corrupt_record_is_one_line_exit_2_and_previous_report_untouched(grid, capsys, name, garbage):
     assert report(grid) == 0
     before = snapshot(grid / "reports")
@@ -291,10 +311,17 @@ def test_every_figure_a_claim_declares_is_drawn(built):
         if v.figure:
             assert v.figure in figures.FIGURES, v.figure
     names = {p.stem for p in (built / "reports" / "figures").glob("*.png")}
-    assert {"answer_summary", "member_status", "b_drift_per_layer", "drive_decay", "train_eval_gap", "b_norm_synthetic",
-            "loss_synthetic"} <= names
+    assert {
+        "answer_summary",
+        "member_status",
+        "b_drift_per_layer",
+        "drive_decay",
+        "train_eval_gap",
+        "b_norm_synthetic",
+        "loss_synthetic",
+    } <= names
     md = (built / "reports" / "report.md").read_text()
-    answer = md[md.index("## The answer"):md.index("## Verdicts")]  # the summary figure comes right after the answer
+    answer = md[md.index("## The answer") : md.index("## Verdicts")]  # the summary figure comes right after the answer
     assert "![answer_summary](figures/answer_summary.png)" in answer and md.count("figures/answer_summary.png") == 1
 
 
@@ -307,10 +334,20 @@ def _summary_members(variants=("center_detached", "center", "bn"), lrs=(0.05, 0.
             for lr in lrs:
                 for seed in seeds:
                     div = v == "center_detached" and lr == max(lrs)
-                    rows.append({"variant": v, "dataset": ds, "lr": lr, "seed": seed, "diverged": div,
-                                 "b_rms_max": 0.0 if div else (0.1 + seed if v == "center_detached" else 1e-9),
-                                 "input_mean_norm": mean, "norm": v, "has_bias": True,
-                                 "status": "diverged" if div else "trained"})
+                    rows.append(
+                        {
+                            "variant": v,
+                            "dataset": ds,
+                            "lr": lr,
+                            "seed": seed,
+                            "diverged": div,
+                            "b_rms_max": 0.0 if div else (0.1 + seed if v == "center_detached" else 1e-9),
+                            "input_mean_norm": mean,
+                            "norm": v,
+                            "has_bias": True,
+                            "status": "diverged" if div else "trained",
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -327,8 +364,10 @@ def test_answer_summary_figure_plots_divergence_rates_with_exact_intervals(tmp_p
     params, members = _summary_params(), _summary_members()
     t = summary_frame(members, params)
     assert list(dict.fromkeys(t["dataset"])) == ["synthetic", "synthetic_zero_mean"]
-    assert t.set_index("dataset")["control"].groupby(level=0).all().to_dict() == {"synthetic": False,
-                                                                                   "synthetic_zero_mean": True}
+    assert t.set_index("dataset")["control"].groupby(level=0).all().to_dict() == {
+        "synthetic": False,
+        "synthetic_zero_mean": True,
+    }
     assert list(dict.fromkeys(t["variant"])) == ["center_detached", "center", "bn"]
     top = t[(t["lr"] == 0.5)].set_index(["dataset", "variant"])
     for ds in ("synthetic", "synthetic_zero_mean"):
@@ -340,12 +379,15 @@ def test_answer_summary_figure_plots_divergence_rates_with_exact_intervals(tmp_p
     low = t[(t["lr"] == 0.05) & (t["variant"] == "center_detached")]
     assert low["b_rms_median"].tolist() == [2.1, 2.1] and low["survivors"].tolist() == [5, 5]  # median of 0.1..4.1
 
-    drawn, unknown = figures.draw(["answer_summary"], figures.FigureData(params, pd.DataFrame(), members,
-                                                                         pd.DataFrame(), tmp_path), jobs=1)
+    drawn, unknown = figures.draw(
+        ["answer_summary"], figures.FigureData(params, pd.DataFrame(), members, pd.DataFrame(), tmp_path), jobs=1
+    )
     assert unknown == [] and [(d.key, d.figure) for d in drawn] == [("answer_summary", "answer_summary")]
     png = tmp_path / "answer_summary.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "\n" not in drawn[0].caption and "training-mode" in drawn[0].caption and "Clopper-Pearson" in drawn[0].caption
+    assert (
+        "\n" not in drawn[0].caption and "training-mode" in drawn[0].caption and "Clopper-Pearson" in drawn[0].caption
+    )
 
 
 def test_answer_summary_figure_without_the_detached_variant_draws_nothing_and_the_report_says_so(tmp_path):
@@ -356,15 +398,17 @@ def test_answer_summary_figure_without_the_detached_variant_draws_nothing_and_th
     params = _summary_params(("center", "bn"))
     members = _summary_members(("center", "bn"))
     assert summary_frame(members, params).empty
-    drawn, unknown = figures.draw(["answer_summary"], figures.FigureData(params, pd.DataFrame(), members,
-                                                                         pd.DataFrame(), tmp_path), jobs=1)
+    drawn, unknown = figures.draw(
+        ["answer_summary"], figures.FigureData(params, pd.DataFrame(), members, pd.DataFrame(), tmp_path), jobs=1
+    )
     assert drawn == [] and unknown == [] and not list(tmp_path.glob("*.png"))
 
     def md(figs) -> str:
-        ctx = render.ReportContext(params, tmp_path, [], [], [], "The answer paragraph.",
-                                   {"largest_trained_lr": pd.DataFrame()}, figs, [])
+        ctx = render.ReportContext(
+            params, tmp_path, [], [], [], "The answer paragraph.", {"largest_trained_lr": pd.DataFrame()}, figs, []
+        )
         text = render.markdown(ctx)
-        return text[text.index("The answer paragraph."):text.index("## Verdicts")]
+        return text[text.index("The answer paragraph.") : text.index("## Verdicts")]
 
     assert "nothing to draw" in md([]) and "`center_detached`" in md([])
     shown = md([Drawn("answer_summary", "answer_summary", "figures/answer_summary.png", "Top: rates; bottom: drift.")])
@@ -420,26 +464,36 @@ def test_report_run_finds_cell_runs_by_outputs_hash(grid, mlflow_uri, capsys):
 
     def parent(cell: str, digest: str, status: str, identity: str | None = None) -> str:
         s = records.read_summary(grid / "runs" / (identity or cell))  # the tags a cell's run carries (its identity)
-        run = client.create_run(exp, run_name=cell, tags={
-            "normlab.kind": "cell", "normlab.outputs_hash": digest, "cell": s.cell, "variant": s.variant,
-            "dataset": s.dataset, "normlab.config_hash": s.config_hash})
+        run = client.create_run(
+            exp,
+            run_name=cell,
+            tags={
+                "normlab.kind": "cell",
+                "normlab.outputs_hash": digest,
+                "cell": s.cell,
+                "variant": s.variant,
+                "dataset": s.dataset,
+                "normlab.config_hash": s.config_hash,
+            },
+        )
         client.set_terminated(run.info.run_id, status)
         return run.info.run_id
 
     digest = records.outputs_hash(grid / "runs" / "center-synthetic")
     latest = parent("center-synthetic", digest, "FINISHED")
-    parent("center-synthetic", digest, "FAILED")                    # newer, but not FINISHED
-    parent("center-synthetic", "0" * 20, "FINISHED")                # other bytes (other params)
+    parent("center-synthetic", digest, "FAILED")  # newer, but not FINISHED
+    parent("center-synthetic", "0" * 20, "FINISHED")  # other bytes (other params)
     parent("center-synthetic", digest, "FINISHED", identity="bn-synthetic")  # the hash on another cell's run
-    toy = parent("bias_only_toy-synthetic", records.outputs_hash(grid / "runs" / "bias_only_toy-synthetic"),
-                 "FINISHED")
+    toy = parent("bias_only_toy-synthetic", records.outputs_hash(grid / "runs" / "bias_only_toy-synthetic"), "FINISHED")
     assert report(grid) == 0
     err = capsys.readouterr().err
     for word in ("loading", "tables", "figures", "rendering", "MLflow"):
         assert f"report: {word}" in err
     assert "center_detached-synthetic: no MLflow run found" in err
-    assert "center-synthetic: the one run with its outputs hash and identity (1 run(s) with its hash name " \
-           "another cell or config: ignored)" in err
+    assert (
+        "center-synthetic: the one run with its outputs hash and identity (1 run(s) with its hash name "
+        "another cell or config: ignored)" in err
+    )
     runs = client.search_runs([exp], filter_string="tags.`normlab.kind` = 'report'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     tags = runs[0].data.tags
@@ -514,3 +568,38 @@ def test_parent_runs_get_the_cell_numbers_at_the_reports_thresholds(grid, mlflow
                 assert run.data.metrics[key] == pytest.approx(row[key]), (cell, key)
         assert "<= 0.95 x min(init loss, ln C)" in run.data.tags["normlab.outcome_rule"]
     assert set(parents()) == set(tracked)
+
+
+def test_figures_fork_only_without_other_threads_and_their_drawers_die_of_sigterm(tmp_path, monkeypatch):
+    """A drawer forked while another thread held a lock waited on it forever, and the test runner's SIGTERM
+    handler (inherited) kept pool.terminate() from ending it: the suite hung. With another thread alive the
+    figures are drawn here; a drawer's SIGTERM and SIGINT are the default (the kernel ends it)."""
+    import signal
+    import threading
+
+    from pipeline.report import figures
+
+    forks = []
+    real_ctx = figures.multiprocessing.get_context
+    monkeypatch.setattr(figures.multiprocessing, "get_context", lambda m: forks.append(m) or real_ctx(m))
+    monkeypatch.setattr(figures, "FIGURES", {"one": lambda d: [], "two": lambda d: []})
+    data = figures.FigureData(_summary_params(), pd.DataFrame(), _summary_members(), pd.DataFrame(), tmp_path)
+    assert figures.draw(["one", "two"], data, jobs=2) == ([], []) and forks == ["fork"]  # alone: forked drawers
+    forks.clear()
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert figures.draw(["one", "two"], data, jobs=2) == ([], [])
+    finally:
+        stop.set()
+        other.join()
+    assert forks == []  # another thread alive: drawn here
+    old = signal.signal(signal.SIGTERM, lambda *a: None)
+    old_int = signal.getsignal(signal.SIGINT)
+    try:
+        figures._drawer_start()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)

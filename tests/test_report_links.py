@@ -5,6 +5,7 @@ The store is a real MLflow server over SQLite (tests/mlflow_loopback.py); the fo
 (setpriv), speaking MLflow's REST API with the system Python, as any local user can. Before: the
 report linked the latest FINISHED run carrying the cell's `normlab.outputs_hash`, whoever made it.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ from pipeline import records
 from pipeline.config import cell_settings, load_params
 from tests.test_report import grid, report, trained  # noqa: F401  (the tiny trained grid, copied per test)
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"),
-                                reason="acting as another user (setpriv) needs root and a system python3")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"),
+    reason="acting as another user (setpriv) needs root and a system python3",
+)
 
 FORGER = r"""
 import json, sys, time, urllib.request
@@ -42,9 +45,26 @@ else:  # the genuine hash written on some other run
 
 
 def _as_nobody(uri: str, op: dict) -> str:
-    r = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
-                        "/usr/bin/python3", "-c", FORGER, uri, json.dumps(op)],
-                       capture_output=True, text=True, timeout=120, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [
+            "setpriv",
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            FORGER,
+            uri,
+            json.dumps(op),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr  # the server accepts writes from any local user: why a tag is no proof
     return r.stdout.strip()
 
@@ -62,16 +82,18 @@ def tracked(grid, mlflow_server, monkeypatch):  # noqa: F811
     def train(variant: str):
         from pipeline.cell import run_cell
 
-        run = run_cell(cell_settings(params, variant, "synthetic"), grid / "runs" / f"{variant}-synthetic",
-                       progress=False)
+        run = run_cell(
+            cell_settings(params, variant, "synthetic"), grid / "runs" / f"{variant}-synthetic", progress=False
+        )
         return client.get_run(run.meta.mlflow["parent_run_id"])
 
     return grid, client, train, mlflow_server.uri
 
 
 def _linked(client, exp: str) -> str:
-    runs = client.search_runs([exp], "tags.`normlab.kind` = 'report'", order_by=["attributes.start_time DESC"],
-                              max_results=1)
+    runs = client.search_runs(
+        [exp], "tags.`normlab.kind` = 'report'", order_by=["attributes.start_time DESC"], max_results=1
+    )
     return runs[0].data.tags["cell_runs"]
 
 
@@ -82,8 +104,10 @@ def test_a_forged_copy_of_the_cells_run_does_not_relink_it(tracked, capsys):
     root, client, train, uri = tracked
     genuine = train("center")
     exp = genuine.info.experiment_id
-    forged = _as_nobody(uri, {"kind": "copy", "experiment_id": exp, "tags": genuine.data.tags,
-                              "start_time": genuine.info.end_time + 60_000})
+    forged = _as_nobody(
+        uri,
+        {"kind": "copy", "experiment_id": exp, "tags": genuine.data.tags, "start_time": genuine.info.end_time + 60_000},
+    )
     assert client.get_run(forged).data.tags["normlab.outputs_hash"] == genuine.data.tags["normlab.outputs_hash"]
     assert report(root) == 0
     assert _linked(client, exp) == genuine.info.run_id  # before: the forged run
@@ -108,6 +132,8 @@ def test_a_forged_hash_on_another_cells_run_is_ignored(tracked, capsys):
     assert report(root) == 0
     assert _linked(client, center.info.experiment_id) == center.info.run_id  # before: bn's run
     err = capsys.readouterr().err
-    assert "report: center-synthetic: the one run with its outputs hash and identity (1 run(s) with its hash " \
-           "name another cell or config: ignored)" in err, err
+    assert (
+        "report: center-synthetic: the one run with its outputs hash and identity (1 run(s) with its hash "
+        "name another cell or config: ignored)" in err
+    ), err
     assert "report: bn-synthetic: no MLflow run found with its outputs hash\n" in err, err

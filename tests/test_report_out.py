@@ -1,6 +1,7 @@
 """Report folders: someone's own folder given as --out / --report / --reports is refused before any
 work (exit 2, one line, untouched); a folder normlab made carries .normlab-report and is reused;
 the swap stays on the target's filesystem and never leaves a `.old-` folder behind."""
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,23 @@ def test_report_out_on_a_users_folder_is_refused_untouched(trained, tmp_path, ca
 def test_grid_report_on_a_users_folder_is_refused_before_any_cell(tmp_path, capsys):
     mine = tmp_path / "mine"
     before = _user_folder(mine)
-    _refused(capsys, lambda: grid.main(["--params", str(_params(tmp_path)), "--runs", str(tmp_path / "cells"),
-                                        "--report", str(mine), "--jobs", "1"]), mine, before)
+    _refused(
+        capsys,
+        lambda: grid.main(
+            [
+                "--params",
+                str(_params(tmp_path)),
+                "--runs",
+                str(tmp_path / "cells"),
+                "--report",
+                str(mine),
+                "--jobs",
+                "1",
+            ]
+        ),
+        mine,
+        before,
+    )
     assert not (tmp_path / "cells").exists() or not any((tmp_path / "cells").iterdir())
 
 
@@ -72,8 +88,9 @@ def test_compare_reports_on_a_users_folder_is_refused_untouched(trained, tmp_pat
 
 
 def _report(root: Path, out: Path) -> int:
-    return cli.main(["--runs", str(root / "runs"), "--out", str(out), "--params", str(root / "params.yaml"),
-                     "--no-track"])
+    return cli.main(
+        ["--runs", str(root / "runs"), "--out", str(out), "--params", str(root / "params.yaml"), "--no-track"]
+    )
 
 
 def test_a_fresh_folder_gets_the_marker_and_is_reused(trained, tmp_path):  # noqa: F811
@@ -144,7 +161,9 @@ def two_disks(tmp_path):
     try:
         for d in disks:
             d.mkdir()
-            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(d)], capture_output=True, text=True)
+            r = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(d)], capture_output=True, text=True
+            )
             if r.returncode:
                 pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
             mounted.append(d)
@@ -160,8 +179,13 @@ def _leftovers(*folders: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("tables", ["folder", "link"])
-def test_a_failing_report_on_another_filesystem_keeps_the_old_one(trained, tmp_path, two_disks, monkeypatch,  # noqa: F811
-                                                                  tables):
+def test_a_failing_report_on_another_filesystem_keeps_the_old_one(
+    trained,
+    tmp_path,
+    two_disks,
+    monkeypatch,  # noqa: F811
+    tables,
+):
     """reports/ a link to another filesystem, and its tables/ a link to a third: a report goes in whole
     (through the links), and one that fails at its last replacement leaves the previous one as it was,
     with no hidden `.figures.old-*` anywhere. Before: the old figures/ left as .figures.old-<pid>, and
@@ -189,6 +213,7 @@ def test_a_failing_report_on_another_filesystem_keeps_the_old_one(trained, tmp_p
             if "tables" in (Path(src).name, Path(dst).name):
                 raise OSError(28, "No space left on device")
             return real(src, dst, *a, **kw)
+
         return call
 
     monkeypatch.setattr(os, "rename", fails_at_tables(os.rename))  # Path.rename and .replace call these
@@ -197,7 +222,9 @@ def test_a_failing_report_on_another_filesystem_keeps_the_old_one(trained, tmp_p
     fewer = {**TINY, "grid": {**TINY["grid"], "variants": TINY["grid"]["variants"][:-1]}}
     other.write_text(yaml.safe_dump(merge(BASE, fewer), sort_keys=False))
     with pytest.raises(OSError):
-        cli.main(["--runs", str(trained / "runs"), "--out", str(work / "reports"), "--params", str(other), "--no-track"])
+        cli.main(
+            ["--runs", str(trained / "runs"), "--out", str(work / "reports"), "--params", str(other), "--no-track"]
+        )
     monkeypatch.undo()
     after = _snap(disk1 / "reports") | {f"tables/{k}": v for k, v in _snap(held).items()}
     assert after == before

@@ -1,6 +1,7 @@
 """The ledger of rules changed after the data: every commit it names exists, every field is filled,
 the Markdown table has one row per entry, every claim it names computes its status under the
 replaced rule, and the report prints it."""
+
 import dataclasses
 import pathlib
 import re
@@ -32,7 +33,10 @@ def test_fields_non_empty_and_frozen():
 def test_commits_exist_with_their_dates():
     if _git("rev-parse", "--git-dir").returncode != 0:
         pytest.skip("not a git checkout: the ledger's commits cannot be checked")
-    if _git("cat-file", "-e", "ffaf633^{commit}").returncode != 0 and _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+    if (
+        _git("cat-file", "-e", "ffaf633^{commit}").returncode != 0
+        and _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+    ):
         pytest.skip("shallow clone: the ledger's commits are outside its history")
     for e in LEDGER:
         r = _git("log", "-1", "--format=%cs", e.commit)

@@ -1,5 +1,6 @@
 """Failure modes of issue 7: the user's files, runs never left RUNNING, Ctrl-C, and records made by
 `dvc exp run --temp` landing in the workspace's store."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,13 @@ def _params_file(d: Path, **over) -> Path:
 
 
 def _env(uri: str) -> dict:
-    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "NORMLAB_WARM": "0", "PYTHONPATH": str(ROOT),
-            **environment.NO_TELEMETRY}
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "NORMLAB_WARM": "0",
+        "PYTHONPATH": str(ROOT),
+        **environment.NO_TELEMETRY,
+    }
 
 
 def _interactive_sigint() -> None:
@@ -38,10 +44,29 @@ def _interactive_sigint() -> None:
 
 
 def _train(d: Path, uri: str, out: str, **kw) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline.train", "--params", str(d / "params.yaml"), "--variant", "bn",
-           "--dataset", "synthetic", "--out", out]
-    return subprocess.Popen(cmd, cwd=d, env=_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_interactive_sigint, **kw)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "--params",
+        str(d / "params.yaml"),
+        "--variant",
+        "bn",
+        "--dataset",
+        "synthetic",
+        "--out",
+        out,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=d,
+        env=_env(uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_interactive_sigint,
+        **kw,
+    )
 
 
 def _runs(uri: str):
@@ -63,7 +88,7 @@ def _run_count(db: Path) -> int:
 
 
 def _wait_for_runs(uri: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    t0, db = time.time(), Path(uri[len("sqlite:///"):])
+    t0, db = time.time(), Path(uri[len("sqlite:///") :])
     while time.time() - t0 < timeout:
         assert proc.poll() is None, proc.communicate()
         if db.exists() and _run_count(db) >= 5:  # parent + 4 members: training has started
@@ -90,8 +115,11 @@ def test_out_never_touches_what_normlab_did_not_create(tmp_path, target):
 
 
 def _long_cell(tmp_path: Path) -> str:
-    _params_file(tmp_path, train={"steps": 20000, "log_every": 1000, "eval_every": 10000, "threads": 1},
-                 tracking={"experiment": "test", "log_every": 1000, "flush_every": 1000})
+    _params_file(
+        tmp_path,
+        train={"steps": 20000, "log_every": 1000, "eval_every": 10000, "threads": 1},
+        tracking={"experiment": "test", "log_every": 1000, "flush_every": 1000},
+    )
     return f"sqlite:///{tmp_path / 'm.db'}"
 
 
@@ -232,8 +260,10 @@ def test_a_dead_unreaped_process_counts_as_gone():
 
 # -- issue 18: the sweeps page through every leftover and never close a live process's runs --------------
 def _leftovers(client, exp: str, n: int, proc: dict, **tags) -> list[str]:
-    return [client.create_run(exp, tags={"normlab.kind": "member", "cell": "bn-synthetic", **proc, **tags}).info.run_id
-            for _ in range(n)]
+    return [
+        client.create_run(exp, tags={"normlab.kind": "member", "cell": "bn-synthetic", **proc, **tags}).info.run_id
+        for _ in range(n)
+    ]
 
 
 def test_the_orphan_sweep_pages_through_every_leftover(mlflow_uri):

@@ -6,6 +6,7 @@ stage, `dvc status` clean, each cell's runs FINISHED exactly once, the report li
     .venv/bin/python -m pytest -q tests/test_scaleout.py              # all (a few minutes)
     .venv/bin/python -m pytest -q tests/test_scaleout.py -m "not slow"
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ QUIET = {**environment.NO_TELEMETRY, "NORMLAB_WARM": "0"}  # telemetry off: pipe
 CELLS = ["center_detached-synthetic", "center_detached-shifted", "bn-synthetic", "bn-shifted"]
 GRID = {  # 4 cells x 2 members; long enough (300 steps: its runs RUNNING for a second or more) that a cell is caught mid-training
     "grid": {"variants": ["center_detached", "bn"], "datasets": ["synthetic", "shifted"]},
-    "datasets": {"synthetic": {"kind": "synthetic", "input_mean": 3.0, "dim": 6, "classes": 3, "samples": 200},
-                 "shifted": {"kind": "synthetic", "input_mean": 1.0, "dim": 6, "classes": 3, "samples": 200}},
+    "datasets": {
+        "synthetic": {"kind": "synthetic", "input_mean": 3.0, "dim": 6, "classes": 3, "samples": 200},
+        "shifted": {"kind": "synthetic", "input_mean": 1.0, "dim": 6, "classes": 3, "samples": 200},
+    },
     "model": {"depth": 2, "width": 8},
     "optim": {"lrs": [0.1, 1.0], "seeds": [0], "batch_size": 16},
     "train": {"steps": 300, "log_every": 5, "eval_every": 50, "threads": 1},
@@ -59,8 +62,15 @@ def env(d: Path, **extra) -> dict:
 
 
 def grid(d: Path, *args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.grid", *args], cwd=d, env=kw.pop("env", env(d)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.grid", *args],
+        cwd=d,
+        env=kw.pop("env", env(d)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def cell_bytes(d: Path, cell: str) -> dict[str, bytes]:
@@ -79,8 +89,10 @@ def assert_same_as_sequential(seq: Path, par: Path) -> None:
         assert lock_p[f"train@{cell}"] == lock_s[f"train@{cell}"], cell
     assert lock_p["report"]["deps"] == lock_s["report"]["deps"]
     assert lock_p["report"]["params"] == lock_s["report"]["params"]
+
     def outs(lock):
         return [o for o in lock["report"]["outs"] if o["path"] not in ("reports/report.md", "reports/report.html")]
+
     assert outs(lock_p) == outs(lock_s)
     assert "Data and pipelines are up to date" in dvcp.dvc(par, "status")
 
@@ -113,8 +125,10 @@ def sqlite_runs(d: Path) -> list[dict]:
 
     client = MlflowClient(f"sqlite:///{d / 'mlflow.db'}")
     exp = client.get_experiment_by_name("normlab")
-    return [{"id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags)}
-            for r in client.search_runs([exp.experiment_id], max_results=1000)]
+    return [
+        {"id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags)}
+        for r in client.search_runs([exp.experiment_id], max_results=1000)
+    ]
 
 
 def kill_first_training_cell(d: Path, proc: subprocess.Popen, sig=signal.SIGKILL) -> dict:
@@ -128,14 +142,21 @@ def kill_first_training_cell(d: Path, proc: subprocess.Popen, sig=signal.SIGKILL
             # under normlab's own init lock: never creating the store's tables beside the grid doing so
             client = connect(f"sqlite:///{d / 'mlflow.db'}")
         exp = client.get_experiment_by_name("normlab") if client else None
-        for run in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and "
-                                      "tags.`normlab.kind` = 'member'") if exp else []:
+        for run in (
+            client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and tags.`normlab.kind` = 'member'")
+            if exp
+            else []
+        ):
             pid = int(run.data.tags["normlab.cell_proc"].rsplit(":", 2)[1])
             assert pid != proc.pid  # a worker process, not the driver
             os.kill(pid if sig == signal.SIGKILL else proc.pid, sig)
             return {"cell": run.data.tags["cell"], "pid": pid}
         time.sleep(0.1)
-    ended = "" if proc.poll() is None else f" (the grid ended, exit {proc.returncode}: {''.join(proc.communicate())[-3000:]})"
+    ended = (
+        ""
+        if proc.poll() is None
+        else f" (the grid ended, exit {proc.returncode}: {''.join(proc.communicate())[-3000:]})"
+    )
     raise AssertionError("no cell was seen training" + ended)
 
 
@@ -159,12 +180,15 @@ def sequential(template, tmp_path_factory):
 
 
 # -- bad input: one line, exit 2, before any work ------------------------------------------------
-@pytest.mark.parametrize("args,needle", [
-    (["--executor", "spark"], "--executor: must be local or ray"),
-    (["--jobs", "0"], "--jobs: must be >= 1"),
-    (["--retries", "-1"], "--retries: must be >= 0"),
-    (["--address", "127.0.0.1:1"], "--address: only with --executor ray"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--executor", "spark"], "--executor: must be local or ray"),
+        (["--jobs", "0"], "--jobs: must be >= 1"),
+        (["--retries", "-1"], "--retries: must be >= 0"),
+        (["--address", "127.0.0.1:1"], "--address: only with --executor ray"),
+    ],
+)
 def test_bad_arguments_are_one_line_exit_2(args, needle, capsys):
     from pipeline.grid import main
 
@@ -183,8 +207,14 @@ def _study(tmp_path: Path, **over) -> Path:
 
 def _fails_fast(tmp_path: Path, args: list[str], **envs) -> str:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "pipeline.grid", "--params", "study.yaml", "--runs", "r", *args],
-                          cwd=tmp_path, env={**os.environ, **QUIET, **envs}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.grid", "--params", "study.yaml", "--runs", "r", *args],
+        cwd=tmp_path,
+        env={**os.environ, **QUIET, **envs},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert not any((tmp_path / "r").glob("*")) and time.monotonic() - t0 < 60  # before any work
     lines = proc.stderr.strip().splitlines()
@@ -198,14 +228,19 @@ def test_unreachable_tracking_server_is_one_line(tmp_path):
 
 
 def test_ray_on_a_cluster_needs_a_tracking_server(tmp_path):
-    line = _fails_fast(_study(tmp_path), ["--executor", "ray", "--address", "127.0.0.1:1"],
-                       MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'm.db'}")
+    line = _fails_fast(
+        _study(tmp_path),
+        ["--executor", "ray", "--address", "127.0.0.1:1"],
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'm.db'}",
+    )
     assert "needs a tracking server every node reaches" in line and "make server" in line
 
 
 def test_unreachable_ray_address_is_one_line(tmp_path):
     port = free_port()
-    line = _fails_fast(_study(tmp_path, tracking={"enabled": False}), ["--executor", "ray", "--address", f"127.0.0.1:{port}"])
+    line = _fails_fast(
+        _study(tmp_path, tracking={"enabled": False}), ["--executor", "ray", "--address", f"127.0.0.1:{port}"]
+    )
     assert line.startswith(f"normlab: --address 127.0.0.1:{port}: no Ray cluster answers there")
 
 
@@ -272,14 +307,36 @@ def test_local_executor_matches_sequential_repro_with_a_worker_killed(template, 
 
 @pytest.mark.slow
 def test_local_executor_a_failing_cell_is_named_and_the_others_go_on(tmp_path):
-    study = {**GRID, "grid": {"variants": ["bn"], "datasets": ["synthetic", "tiny"]},
-             "datasets": {**GRID["datasets"], "tiny": {"kind": "synthetic", "input_mean": 1.0, "dim": 6, "classes": 3,
-                                                      "samples": 10}},  # fewer examples than a batch: fails in the cell
-             "tracking": {"enabled": False}}
+    study = {
+        **GRID,
+        "grid": {"variants": ["bn"], "datasets": ["synthetic", "tiny"]},
+        "datasets": {
+            **GRID["datasets"],
+            "tiny": {"kind": "synthetic", "input_mean": 1.0, "dim": 6, "classes": 3, "samples": 10},
+        },  # fewer examples than a batch: fails in the cell
+        "tracking": {"enabled": False},
+    }
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(dvcp._params(study), sort_keys=False))
-    proc = subprocess.run([sys.executable, "-m", "pipeline.grid", "--params", "study.yaml", "--runs", "r", "--report",
-                           "rep", "--jobs", "2"], cwd=tmp_path, env={**os.environ, **QUIET}, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.grid",
+            "--params",
+            "study.yaml",
+            "--runs",
+            "r",
+            "--report",
+            "rep",
+            "--jobs",
+            "2",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, **QUIET},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "bn-tiny: FAILED" in proc.stdout and "bn-synthetic: ran" in proc.stdout
     assert "1 cell(s) failed: bn-tiny" in proc.stderr and "datasets.tiny" in proc.stderr
@@ -289,8 +346,11 @@ def test_local_executor_a_failing_cell_is_named_and_the_others_go_on(tmp_path):
 
 @pytest.mark.slow
 def test_local_executor_ctrl_c_stops_cells_killed_and_writes_nothing_half(tmp_path):
-    study = {**GRID, "grid": {"variants": ["center_detached", "bn", "none"], "datasets": ["synthetic"]},
-             "train": {**GRID["train"], "steps": 2000}}
+    study = {
+        **GRID,
+        "grid": {"variants": ["center_detached", "bn", "none"], "datasets": ["synthetic"]},
+        "train": {**GRID["train"], "steps": 2000},
+    }
     d = _study(tmp_path, **study)
     e = {**os.environ, **QUIET, "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"}
     proc = grid(d, "--params", "study.yaml", "--runs", "r", "--report", "rep", "--jobs", "1", env=e)
@@ -328,10 +388,17 @@ def test_ray_two_nodes_postgres_server_worker_killed(template, sequential, tmp_p
         pytest.skip(reason)
     par = clone(template, tmp_path / "par")
     result_file = tmp_path / "result.json"
-    cmd = (f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'scaleout_cluster.py'} "
-           f"--repo {par} --out {result_file} --kill")
-    proc = subprocess.run(["unshare", "-n", "bash", "-c", cmd], env={**os.environ, **QUIET, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=1500)
+    cmd = (
+        f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'scaleout_cluster.py'} "
+        f"--repo {par} --out {result_file} --kill"
+    )
+    proc = subprocess.run(
+        ["unshare", "-n", "bash", "-c", cmd],
+        env={**os.environ, **QUIET, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0 and result_file.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(result_file.read_text())
     assert result["rc"] == 0, result["stdout"][-3000:] + result["stderr"][-3000:]
@@ -364,8 +431,11 @@ def test_local_executor_survives_a_tracking_server_that_dies(tmp_path, mlflow_se
     """Item 4: the server died mid-grid: one cell reported "ran" with its runs RUNNING, the other failed
     but wrote its folder, and the grid crashed in its last sweep with a traceback. Now every cell is
     FAILED with one line, none is written, and the grid ends with one line about the sweep, exit 1."""
-    study = {**GRID, "grid": {"variants": ["bn"], "datasets": ["synthetic", "shifted"]},
-             "train": {**GRID["train"], "steps": 5000}}
+    study = {
+        **GRID,
+        "grid": {"variants": ["bn"], "datasets": ["synthetic", "shifted"]},
+        "train": {**GRID["train"], "steps": 5000},
+    }
     d = _study(tmp_path, **study)
     e = {**os.environ, **QUIET, "MLFLOW_TRACKING_URI": mlflow_server.uri}
     proc = grid(d, "--params", "study.yaml", "--runs", "r", "--report", "rep", "--jobs", "1", env=e)
@@ -404,16 +474,34 @@ def test_a_second_grid_or_dvc_repro_beside_a_grid_stops_with_one_line(tmp_path):
     try:
         _wait_until_training(d / "mlflow.db", first, 3)
         # a cell of the grid trained beside it (by `normlab train` outside DVC): its runs, of this live process
-        beside = CellTracker(make_cell("bn", tracking={"experiment": "normlab"}), [(0.1, 0)], "train@bn-synthetic",
-                             uri=f"sqlite:///{d / 'mlflow.db'}")
+        beside = CellTracker(
+            make_cell("bn", tracking={"experiment": "normlab"}),
+            [(0.1, 0)],
+            "train@bn-synthetic",
+            uri=f"sqlite:///{d / 'mlflow.db'}",
+        )
         beside.start()
-        second = subprocess.run([sys.executable, "-m", "pipeline.grid", "--jobs", "1"], cwd=d, env=env(d),
-                                capture_output=True, text=True, timeout=600)
+        second = subprocess.run(
+            [sys.executable, "-m", "pipeline.grid", "--jobs", "1"],
+            cwd=d,
+            env=env(d),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert second.returncode == 2, second.stdout + second.stderr
-        assert second.stderr.startswith(f"normlab: runs: another grid (pid {first.pid}: ") and \
-            second.stderr.count("\n") == 1, second.stderr
-        repro = subprocess.run([str(BIN / "dvc"), "--wait-for-lock", "repro"], cwd=d, env=env(d), capture_output=True,
-                               text=True, timeout=600)
+        assert (
+            second.stderr.startswith(f"normlab: runs: another grid (pid {first.pid}: ")
+            and second.stderr.count("\n") == 1
+        ), second.stderr
+        repro = subprocess.run(
+            [str(BIN / "dvc"), "--wait-for-lock", "repro"],
+            cwd=d,
+            env=env(d),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert repro.returncode != 0, repro.stdout + repro.stderr
         ours = [ln for ln in repro.stderr.splitlines() if ln.startswith("normlab: ")]
         assert len(ours) == 1, repro.stderr

@@ -1,6 +1,7 @@
 """b shadows beta (pipeline/claims/shadow.py, docs/science.md): the gradient algebra where it is exact, the
 recorded prediction, the judge on crafted member tables and histories, and the rule that claims 1b and 2
 read the detached variants without beta by config, never by name."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,13 +62,13 @@ def _one_layer(norm: str, seed: int = 0):
 
 def test_b_gradient_is_gamma_times_beta_gradient_under_detached_centering():
     gb, gamma, gbeta, _ = _one_layer("center_detached")
-    assert gbeta.abs().min() > 1e-6          # beta's gradient is not trivially 0
+    assert gbeta.abs().min() > 1e-6  # beta's gradient is not trivially 0
     torch.testing.assert_close(gb, gamma * gbeta, rtol=1e-12, atol=1e-14)
 
 
 def test_b_gradient_is_gamma_over_sigma_times_beta_gradient_under_detached_standardizing():
     gb, gamma, gbeta, sigma = _one_layer("standardize_detached")
-    assert (sigma - 1).abs().max() > 0.1    # sigma is not 1: the 1/sigma factor is seen
+    assert (sigma - 1).abs().max() > 0.1  # sigma is not 1: the 1/sigma factor is seen
     torch.testing.assert_close(gb, gamma / sigma * gbeta, rtol=1e-12, atol=1e-14)
     assert not torch.allclose(gb, gamma * gbeta, rtol=1e-3)
 
@@ -108,7 +109,7 @@ def test_sgd_moves_b_by_gamma_times_beta_step_in_a_deep_net():
         drift = lin.bias.detach() - b0[i]
         assert drift.norm() > 1e-2
         torch.testing.assert_close(drift, shadow[i], rtol=1e-10, atol=1e-12)
-        assert (norm.gamma - 1).abs().max() > 1e-3   # gamma moved, so the frozen-gamma form is only approximate
+        assert (norm.gamma - 1).abs().max() > 1e-3  # gamma moved, so the frozen-gamma form is only approximate
         assert not torch.allclose(drift, norm.gamma.detach() * norm.beta.detach(), rtol=1e-6, atol=1e-9)
 
 
@@ -117,20 +118,24 @@ def test_the_module_records_gamma_beta_over_sigma_where_the_statistics_are_detac
     lin = torch.nn.Module()
     lin.bias = torch.nn.Parameter(torch.zeros(2, 1, 4))
     g = torch.Generator().manual_seed(0)
-    for norm, scales in (("center_detached", False), ("standardize_detached", True), ("running_detached", True),
-                         ("population_detached", True)):
+    for norm, scales in (
+        ("center_detached", False),
+        ("standardize_detached", True),
+        ("running_detached", True),
+        ("population_detached", True),
+    ):
         layer = make_norm(norm, members=2, features=4, affine=True)
         with torch.no_grad():
             layer.gamma.copy_(torch.rand(2, 1, 4, generator=g) + 0.5)
             layer.beta.copy_(torch.randn(2, 1, 4, generator=g))
             sigma = torch.rand(2, 1, 4, generator=g) + 0.5
             if hasattr(layer, "running_var"):
-                layer.running_var.copy_(sigma ** 2 - layer.eps)
+                layer.running_var.copy_(sigma**2 - layer.eps)
             if hasattr(layer, "pop_sigma"):
                 layer.pop_sigma.copy_(sigma)
         want = (layer.gamma * layer.beta / (sigma if scales else 1.0)).flatten(1).norm(dim=1)
         torch.testing.assert_close(NormLabModule._shadow_prediction(lin, layer), want)
-    for norm in ("bn", "center", "layernorm"):   # the gradient goes through the statistics: b's gradient is 0
+    for norm in ("bn", "center", "layernorm"):  # the gradient goes through the statistics: b's gradient is 0
         assert NormLabModule._shadow_prediction(lin, make_norm(norm, members=2, features=4, affine=True)) is None
     lin.bias = None
     assert NormLabModule._shadow_prediction(lin, make_norm("center_detached", members=2, features=4)) is None
@@ -139,11 +144,16 @@ def test_the_module_records_gamma_beta_over_sigma_where_the_statistics_are_detac
 def _trained(tmp_path, variant, momentum=0.0):
     from pipeline.cell import run_cell
 
-    params = dict(variants={"cda": {"norm": "center_detached", "affine": True},
-                            "sda": {"norm": "standardize_detached", "affine": True},
-                            "bn_": {"norm": "bn", "affine": True}},
-                  optim={"lrs": [0.1, 0.5], "seeds": [0], "momentum": momentum},
-                  train={"steps": 30, "log_every": 5, "eval_every": 10}, tracking={"log_every": 5})
+    params = dict(
+        variants={
+            "cda": {"norm": "center_detached", "affine": True},
+            "sda": {"norm": "standardize_detached", "affine": True},
+            "bn_": {"norm": "bn", "affine": True},
+        },
+        optim={"lrs": [0.1, 0.5], "seeds": [0], "momentum": momentum},
+        train={"steps": 30, "log_every": 5, "eval_every": 10},
+        tracking={"log_every": 5},
+    )
     out = tmp_path / f"{variant}-{momentum}"
     run_cell(make_cell(variant, **params), out, track=False, progress=False)
     return pd.read_parquet(out / "history.parquet")
@@ -171,8 +181,13 @@ def test_no_shadow_is_recorded_where_the_gradient_goes_through_the_statistics(tm
 
 
 # -- the judge on crafted member tables ---------------------------------------------------------------------
-NORM = {"cd": "center_detached", "cd_beta": "center_detached", "sd": "standardize_detached",
-        "sd_beta": "standardize_detached", "center": "center"}
+NORM = {
+    "cd": "center_detached",
+    "cd_beta": "center_detached",
+    "sd": "standardize_detached",
+    "sd_beta": "standardize_detached",
+    "center": "center",
+}
 BETA = {"cd_beta", "sd_beta"}
 DATASETS = {"synthetic": 3.0, "digits": 2.5, "synthetic_zero_mean": 0.0}
 
@@ -189,10 +204,25 @@ def _members(div_without=(5, 5), div_with=(0, 0), datasets=("synthetic", "digits
             for v, k in (("cd", kw), ("cd_beta", kb), *extra):
                 for seed in range(5):
                     st = "diverged" if seed < k else "trained"
-                    rows.append(dict(variant=v, norm=NORM[v], affine=v in BETA, trainable="all", has_bias=True,
-                                     refresh_every=np.nan, dataset=ds, input_mean_norm=DATASETS[ds], lr=lr, seed=seed,
-                                     status=st, diverged=st == "diverged", depth=2, steps=100,
-                                     **{"b_drift/l0": 1.0, "b_drift/l1": 1.0}))
+                    rows.append(
+                        dict(
+                            variant=v,
+                            norm=NORM[v],
+                            affine=v in BETA,
+                            trainable="all",
+                            has_bias=True,
+                            refresh_every=np.nan,
+                            dataset=ds,
+                            input_mean_norm=DATASETS[ds],
+                            lr=lr,
+                            seed=seed,
+                            status=st,
+                            diverged=st == "diverged",
+                            depth=2,
+                            steps=100,
+                            **{"b_drift/l0": 1.0, "b_drift/l1": 1.0},
+                        )
+                    )
     return pd.DataFrame(rows)
 
 
@@ -201,10 +231,10 @@ def _verdict(m, hist=None, settings=None):
 
 
 def test_the_verdict_follows_the_divergence_with_and_without_beta():
-    assert _verdict(_members((5, 5), (0, 0))).status == HOLDS          # beta stops the blow-up
-    assert _verdict(_members((0, 0), (5, 5))).status == FAILS          # beta makes it worse
-    assert _verdict(_members((3, 3), (3, 3))).status == NOT_SHOWN      # every pair agrees: nothing to size
-    assert _verdict(_members((5, 0), (0, 0))).status == NOT_SHOWN      # one data set of 5 seeds cannot decide
+    assert _verdict(_members((5, 5), (0, 0))).status == HOLDS  # beta stops the blow-up
+    assert _verdict(_members((0, 0), (5, 5))).status == FAILS  # beta makes it worse
+    assert _verdict(_members((3, 3), (3, 3))).status == NOT_SHOWN  # every pair agrees: nothing to size
+    assert _verdict(_members((5, 0), (0, 0))).status == NOT_SHOWN  # one data set of 5 seeds cannot decide
     v = _verdict(_members((5, 5), (0, 0)))
     r = v.tests[0]
     assert r.key == KEY and r.effect == 1.0 and r.n == 10 and r.clusters == 10 and r.by_variant[0].dataset == "cd"
@@ -216,8 +246,14 @@ def test_the_verdict_follows_the_divergence_with_and_without_beta():
 def test_a_small_excess_is_negligible():
     """1 pair in 20 on each side of every data set: effect 0, interval inside +/- 0.3 (declared smallest)."""
     m = _members((1, 1), (1, 1), lrs=(0.1, 0.3, 1.0, 3.0))
-    m.loc[(m["variant"] == "cd_beta") & (m["seed"] == 0) & (m["lr"] == 0.1), ["status", "diverged"]] = ["trained", False]
-    m.loc[(m["variant"] == "cd_beta") & (m["seed"] == 1) & (m["lr"] == 0.1), ["status", "diverged"]] = ["diverged", True]
+    m.loc[(m["variant"] == "cd_beta") & (m["seed"] == 0) & (m["lr"] == 0.1), ["status", "diverged"]] = [
+        "trained",
+        False,
+    ]
+    m.loc[(m["variant"] == "cd_beta") & (m["seed"] == 1) & (m["lr"] == 0.1), ["status", "diverged"]] = [
+        "diverged",
+        True,
+    ]
     primary = {**S.primary, KEY: S.primary[KEY].model_copy(update={"smallest_effect": 0.3})}
     assert _verdict(m, settings=_settings(primary=primary)).status == NEGLIGIBLE
 
@@ -247,7 +283,9 @@ def test_claims_1b_and_2_read_the_detached_variants_without_beta_by_config():
     from pipeline.claims.growth import judge_b_grows
     from pipeline.claims.inference import judge_inference_leak
 
-    m = _members((0, 0), (0, 0)).assign(loss_gap=0.1, acc_gap=0.0, **{"alpha/l0": 0.7, "alpha/l1": 0.7, "kappa/l0": 0.5, "kappa/l1": 0.5})
+    m = _members((0, 0), (0, 0)).assign(
+        loss_gap=0.1, acc_gap=0.0, **{"alpha/l0": 0.7, "alpha/l1": 0.7, "kappa/l0": 0.5, "kappa/l1": 0.5}
+    )
     twin = m[m["variant"] == "cd"].assign(variant="center", norm="center", affine=False)
     m = pd.concat([m, twin], ignore_index=True)
     s = _settings(twins={"cd": ["center"], "cd_beta": ["center"]})
@@ -270,8 +308,14 @@ def _history(m, late_flat: bool):
             row = dict(variant=r.variant, dataset=r.dataset, lr=r.lr, seed=r.seed, step=t)
             for layer in (0, 1):
                 if r.variant == "cd_beta":
-                    row.update({f"b_drift/l{layer}": 0.8 * beta[i], f"beta_norm/l{layer}": beta[i],
-                                f"shadow_pred/l{layer}": 0.8 * beta[i], f"shadow_cum/l{layer}": 0.8 * beta[i]})
+                    row.update(
+                        {
+                            f"b_drift/l{layer}": 0.8 * beta[i],
+                            f"beta_norm/l{layer}": beta[i],
+                            f"shadow_pred/l{layer}": 0.8 * beta[i],
+                            f"shadow_cum/l{layer}": 0.8 * beta[i],
+                        }
+                    )
                 else:
                     row[f"b_drift/l{layer}"] = 0.05 * t
             rows.append(row)
@@ -287,12 +331,14 @@ def test_b_drift_against_beta_drift_prediction_beside_measurement():
     assert all(e.effect == pytest.approx(0.8) for e in by[RATIO_BETA])
     assert all(e.effect == pytest.approx(1.0) for e in by[RATIO_PRED] + by[RATIO_SUM])
     assert all(e.effect == pytest.approx(1.0) for e in by[CORR])
-    assert all(e.effect == pytest.approx(0.0) for e in by[LATE_B] + by[LATE_BETA])   # flat after t = 50
-    assert all(e.effect == pytest.approx(0.5) for e in by[LATE_NOBETA])              # linear without beta
+    assert all(e.effect == pytest.approx(0.0) for e in by[LATE_B] + by[LATE_BETA])  # flat after t = 50
+    assert all(e.effect == pytest.approx(0.5) for e in by[LATE_NOBETA])  # linear without beta
     growing = _verdict(m, _history(m, late_flat=False))
     late = [e.effect for e in growing.endpoints if e.measure == LATE_B]
-    assert late and all(x == pytest.approx(1 - np.sqrt(0.5)) for x in late)         # sqrt growth: 0.29
-    assert {(e.variant, e.dataset, e.lr) for e in by[RATIO_PRED]} == {("cd_beta", d, 0.3) for d in ("synthetic", "digits")}
+    assert late and all(x == pytest.approx(1 - np.sqrt(0.5)) for x in late)  # sqrt growth: 0.29
+    assert {(e.variant, e.dataset, e.lr) for e in by[RATIO_PRED]} == {
+        ("cd_beta", d, 0.3) for d in ("synthetic", "digits")
+    }
     assert all(e.n == 5 for e in by[RATIO_BETA]) and "median 0.8" in v.evidence
 
 
@@ -324,9 +370,14 @@ def test_the_planted_effect_moves_only_the_pairs_without_beta():
 
 
 # -- the answer paragraph --------------------------------------------------------------------------------
-@pytest.mark.parametrize("without, with_, said", [((5, 5), (0, 0), "with beta diverged less often than without beta"),
-                                                  ((0, 0), (5, 5), "with beta diverged more often than without beta"),
-                                                  ((3, 3), (3, 3), "could not be told apart")])
+@pytest.mark.parametrize(
+    "without, with_, said",
+    [
+        ((5, 5), (0, 0), "with beta diverged less often than without beta"),
+        ((0, 0), (5, 5), "with beta diverged more often than without beta"),
+        ((3, 3), (3, 3), "could not be told apart"),
+    ],
+)
 def test_the_answer_says_what_b_is_for_within_six_sentences(without, with_, said):
     """The answer's b-is-redundant sentence carries the shadow clause, follows its status and links its
     verdict; the paragraph stays within six sentences; without a shadow verdict the sentence is as before."""

@@ -13,6 +13,7 @@ The cells train in this process (pipeline.cell.launch, what the training command
 `tracker_kind` fixture runs each twice: MLflow calls in this process, and in a forked tracking
 process (what a cold or warm training command uses).
 """
+
 from __future__ import annotations
 
 import errno
@@ -31,9 +32,11 @@ from pipeline.cell import Launch, launch
 from tests.conftest import BASE, merge
 from tests.test_tracking import tracker_kind  # noqa: F401  (in this process, and a forked tracking process)
 
-CELL = {"optim": {"lrs": [0.05, 0.5], "seeds": [0]},
-        "train": {"steps": 30, "log_every": 1, "eval_every": 10, "threads": 1},
-        "tracking": {"experiment": "test", "log_every": 1, "flush_every": 5}}
+CELL = {
+    "optim": {"lrs": [0.05, 0.5], "seeds": [0]},
+    "train": {"steps": 30, "log_every": 1, "eval_every": 10, "threads": 1},
+    "tracking": {"experiment": "test", "log_every": 1, "flush_every": 5},
+}
 
 
 def _params(folder: Path, **over) -> Path:
@@ -89,8 +92,9 @@ def _around_first_flush(monkeypatch, before, failed=lambda: None) -> None:
 def _statuses(db: Path) -> dict[str, list[str]]:
     """train.steps of each attempt -> its runs' statuses (read-only: no MLflow client, no migration)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-        rows = con.execute("select p.value, r.status from runs r join params p on p.run_uuid = r.run_uuid "
-                           "where p.key = 'train.steps'").fetchall()
+        rows = con.execute(
+            "select p.value, r.status from runs r join params p on p.run_uuid = r.run_uuid where p.key = 'train.steps'"
+        ).fetchall()
     out: dict[str, list[str]] = {}
     for steps, status in rows:
         out.setdefault(steps, []).append(status)
@@ -137,8 +141,13 @@ def test_a_store_locked_mid_cell_is_one_line_naming_it(tmp_path, monkeypatch, ca
         for fd in (asked_r, held_r, held_w, gave_up_r):
             os.close(fd)
     line = _the_line(capfd, code)
-    assert line.startswith(f"normlab: bn-synthetic: recording into MLflow failed: the tracking store sqlite:///{db} "
-                           "is locked by another connection (") and "end the process holding it" in line, line
+    assert (
+        line.startswith(
+            f"normlab: bn-synthetic: recording into MLflow failed: the tracking store sqlite:///{db} "
+            "is locked by another connection ("
+        )
+        and "end the process holding it" in line
+    ), line
     assert line.endswith(f"and run the cell again; its runs ended FAILED; {out} not written"), line
     assert _statuses(db) == {"20": ["FINISHED"] * 3, "30": ["FAILED"] * 3}  # no run left RUNNING
     assert _snapshot(out) == before
@@ -152,8 +161,9 @@ def small_disk(tmp_path):
         pytest.skip("mounting a small tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(disk)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(disk)], capture_output=True, text=True
+    )
     if r.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
     try:
@@ -213,8 +223,10 @@ def test_a_full_disk_under_the_cells_folder_is_one_line(tmp_path, small_disk, mo
     capfd.readouterr()
     code = launch(Launch("bn", "synthetic", str(out), str(tmp_path / "params.yaml")))
     line = _the_line(capfd, code)
-    assert line == (f"normlab: bn-synthetic: cannot write {out.parent} (No space left on device): free space on "
-                    f"that disk and run the cell again; {out} not written"), line
+    assert line == (
+        f"normlab: bn-synthetic: cannot write {out.parent} (No space left on device): free space on "
+        f"that disk and run the cell again; {out} not written"
+    ), line
     assert _snapshot(out) == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["bn-synthetic", "bn-synthetic.meta.json"]
     assert _statuses(db) == {"20": ["FINISHED"] * 3, "30": ["FAILED"] * 3}
@@ -248,6 +260,7 @@ class GatedProxy:
 
         self.go.wait()
         with conn, socket.create_connection(("127.0.0.1", self.upstream)) as up:
+
             def pump(src, dst):
                 try:
                     while data := src.recv(65536):
@@ -276,12 +289,35 @@ def test_ctrl_c_while_the_tracking_process_connects_is_130_and_one_line(tmp_path
 
     _params(tmp_path)
     proxy = GatedProxy(int(mlflow_server.uri.rsplit(":", 1)[1]))
-    env = {**os.environ, **environment.NO_TELEMETRY, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{proxy.port}",
-           "NORMLAB_WARM": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "--params", "params.yaml", "--variant", "bn",
-                             "--dataset", "synthetic", "--out", "runs/bn-synthetic"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    env = {
+        **os.environ,
+        **environment.NO_TELEMETRY,
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{proxy.port}",
+        "NORMLAB_WARM": "0",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.train",
+            "--params",
+            "params.yaml",
+            "--variant",
+            "bn",
+            "--dataset",
+            "synthetic",
+            "--out",
+            "runs/bn-synthetic",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # as in a terminal
     try:
         assert proxy.reached.wait(timeout=300), "the cell never connected"
         os.killpg(proc.pid, signal.SIGINT)  # the group this test started, by its id
@@ -295,7 +331,8 @@ def test_ctrl_c_while_the_tracking_process_connects_is_130_and_one_line(tmp_path
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     assert [ln for ln in err.splitlines() if ln.strip()] == [
-        "normlab: interrupted: bn-synthetic not written, its MLflow runs ended KILLED"], err
+        "normlab: interrupted: bn-synthetic not written, its MLflow runs ended KILLED"
+    ], err
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
     with sqlite3.connect(f"file:{mlflow_server.db}?mode=ro", uri=True) as con:
         statuses = [s for (s,) in con.execute("select status from runs")]

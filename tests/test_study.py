@@ -1,4 +1,5 @@
 """Studies: one grid under several setups (depth, architecture, optimizer) and their comparison."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,7 @@ setups:
 
 def _run(args, cwd):
     env = {**os.environ, "NORMLAB_WARM": "0", "PYTHONPATH": str(ROOT), **environment.NO_TELEMETRY}
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
@@ -67,12 +67,15 @@ def test_study_runs_every_setup_and_compares_them(tmp_path):
     assert again.returncode == 0 and "ran" not in again.stdout.replace("ran ", "")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("setups: {{}}\n", "setups: needs at least one setup"),
-    ("params: {root}/params.yaml\nsetup: {{a: {{}}}}\n", "setup: unknown key"),
-    ("params: {root}/params.yaml\nsetups: {{a: {{model: {{depth: 0}}}}}}\n", "setups.a: model.depth"),
-    ("params: {root}/params.yaml\nsetups: {{figures: {{}}}}\n", "setups.figures: a setup name"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("setups: {{}}\n", "setups: needs at least one setup"),
+        ("params: {root}/params.yaml\nsetup: {{a: {{}}}}\n", "setup: unknown key"),
+        ("params: {root}/params.yaml\nsetups: {{a: {{model: {{depth: 0}}}}}}\n", "setups.a: model.depth"),
+        ("params: {root}/params.yaml\nsetups: {{figures: {{}}}}\n", "setups.figures: a setup name"),
+    ],
+)
 def test_a_bad_study_file_is_one_line_before_any_work(tmp_path, text, message):
     (tmp_path / "bad.yaml").write_text(text.format(root=ROOT))
     proc = _run(["pipeline.study", "bad.yaml"], tmp_path)

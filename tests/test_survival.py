@@ -2,6 +2,7 @@
 the statistics against scipy, crafted member tables with and without an effect, the landmark, and the
 calibration of both p-values on simulated null grids with the real grid's structure
 (pipeline/stats/null_members.py: seeds shared by every lr of a data set, a seed x arm effect)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,10 +23,16 @@ def test_one_stratum_is_scipys_logrank():
     t1, t0 = rng.integers(1, 100, 12).astype(float), rng.integers(1, 150, 12).astype(float)
     e1, e0 = rng.random(12) < 0.7, rng.random(12) < 0.5
     t1[~e1], t0[~e0] = 100, 150
-    r = stratified_logrank(np.r_[t1, t0], np.r_[e1, e0], np.r_[np.ones(12), np.zeros(12)], np.zeros(24),
-                           np.r_[np.arange(12), np.arange(12)])
-    ref = stats.logrank(stats.CensoredData(uncensored=t1[e1], right=t1[~e1]),
-                        stats.CensoredData(uncensored=t0[e0], right=t0[~e0]))
+    r = stratified_logrank(
+        np.r_[t1, t0],
+        np.r_[e1, e0],
+        np.r_[np.ones(12), np.zeros(12)],
+        np.zeros(24),
+        np.r_[np.arange(12), np.arange(12)],
+    )
+    ref = stats.logrank(
+        stats.CensoredData(uncensored=t1[e1], right=t1[~e1]), stats.CensoredData(uncensored=t0[e0], right=t0[~e0])
+    )
     assert r.z == pytest.approx(ref.statistic, rel=1e-12) and r.p_normal == pytest.approx(ref.pvalue, rel=1e-12)
     assert r.observed == e1.sum() and r.observed_other == e0.sum()
 
@@ -35,8 +42,10 @@ def test_strata_add_their_o_minus_e_and_variance():
     t, e = rng.integers(1, 50, 40).astype(float), rng.random(40) < 0.6
     arm, stratum = np.tile([1.0, 0.0], 20), np.repeat([0, 1], 20)
     both = stratified_logrank(t, e, arm, stratum, np.arange(40) // 2)
-    parts = [stratified_logrank(t[stratum == s], e[stratum == s], arm[stratum == s], np.zeros(20), np.arange(20) // 2)
-             for s in (0, 1)]
+    parts = [
+        stratified_logrank(t[stratum == s], e[stratum == s], arm[stratum == s], np.zeros(20), np.arange(20) // 2)
+        for s in (0, 1)
+    ]
     assert both.o_minus_e == pytest.approx(sum(p.o_minus_e for p in parts))
     assert both.var == pytest.approx(sum(p.var for p in parts))
 
@@ -49,8 +58,17 @@ def test_kaplan_meier_is_scipys_ecdf():
     assert (s == 1).all()
 
 
-def _members(det_step, twin_step, lrs=(0.3, 1.0), seeds=5, datasets=(("synthetic", 3.0), ("digits", 3.2)),
-             steps=500, det="center_detached", twin="center", refresh=None):
+def _members(
+    det_step,
+    twin_step,
+    lrs=(0.3, 1.0),
+    seeds=5,
+    datasets=(("synthetic", 3.0), ("digits", 3.2)),
+    steps=500,
+    det="center_detached",
+    twin="center",
+    refresh=None,
+):
     """A member table of one detached variant and its twin: `*_step(ds, lr, seed)` gives the divergence step
     (None: survived the run)."""
     rows = []
@@ -59,10 +77,19 @@ def _members(det_step, twin_step, lrs=(0.3, 1.0), seeds=5, datasets=(("synthetic
             for s in range(seeds):
                 for v, f in ((det, det_step), (twin, twin_step)):
                     step = f(ds, lr, s)
-                    rows.append({"variant": v, "dataset": ds, "input_mean_norm": norm, "lr": lr, "seed": s,
-                                 "steps": steps, "status": "diverged" if step is not None else "trained",
-                                 "diverged_step": float(step) if step is not None else np.nan,
-                                 "refresh_every": float(refresh) if (refresh and v == det) else np.nan})
+                    rows.append(
+                        {
+                            "variant": v,
+                            "dataset": ds,
+                            "input_mean_norm": norm,
+                            "lr": lr,
+                            "seed": s,
+                            "steps": steps,
+                            "status": "diverged" if step is not None else "trained",
+                            "diverged_step": float(step) if step is not None else np.nan,
+                            "refresh_every": float(refresh) if (refresh and v == det) else np.nan,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -74,7 +101,7 @@ def _pooled(m, det="center_detached", twin="center"):
 def test_detached_members_that_diverge_and_twins_that_do_not():
     r = _pooled(_members(lambda ds, lr, s: 100 + 10 * s, lambda ds, lr, s: None))
     assert r.o_minus_e > 0 and r.hazard_ratio > 1 and r.observed == 20 and r.observed_other == 0
-    assert r.exact and r.clusters == 10 and r.p_flip == pytest.approx(2 / 2 ** 10)   # every cluster one way
+    assert r.exact and r.clusters == 10 and r.p_flip == pytest.approx(2 / 2**10)  # every cluster one way
 
 
 def test_the_same_divergences_earlier_in_the_detached_arm():
@@ -82,11 +109,13 @@ def test_the_same_divergences_earlier_in_the_detached_arm():
     timing carries the effect, and the log-rank reads it."""
     r = _pooled(_members(lambda ds, lr, s: 50 + s, lambda ds, lr, s: 300 + s))
     assert r.observed == r.observed_other == 20
-    assert r.z > 0 and r.p_flip == pytest.approx(2 / 2 ** 10)
+    assert r.z > 0 and r.p_flip == pytest.approx(2 / 2**10)
 
 
 def test_no_effect_reads_nothing():
-    same = _members(lambda ds, lr, s: 100 + 7 * s if lr == 1.0 else None, lambda ds, lr, s: 100 + 7 * s if lr == 1.0 else None)
+    same = _members(
+        lambda ds, lr, s: 100 + 7 * s if lr == 1.0 else None, lambda ds, lr, s: 100 + 7 * s if lr == 1.0 else None
+    )
     r = _pooled(same)
     assert r.o_minus_e == pytest.approx(0) and r.p_flip == 1.0 and r.p_normal == pytest.approx(1.0)
     none = _pooled(_members(lambda ds, lr, s: None, lambda ds, lr, s: None))
@@ -94,8 +123,11 @@ def test_no_effect_reads_nothing():
 
 
 def test_zero_mean_data_sets_are_controls_not_pooled():
-    m = _members(lambda ds, lr, s: 100 if ds == "synthetic_zero_mean" else None, lambda ds, lr, s: None,
-                 datasets=(("synthetic", 3.0), ("synthetic_zero_mean", 0.0)))
+    m = _members(
+        lambda ds, lr, s: 100 if ds == "synthetic_zero_mean" else None,
+        lambda ds, lr, s: None,
+        datasets=(("synthetic", 3.0), ("synthetic_zero_mean", 0.0)),
+    )
     s = SETTINGS.model_copy(update={"twins": {"center_detached": ["center"]}, "blowup_deciders": ["center_detached"]})
     tests = {t.role + ":" + "+".join(t.datasets): t.result for t in divergence_time_tests(m, s)}
     assert tests["pooled:synthetic"].observed == 0
@@ -103,11 +135,15 @@ def test_zero_mean_data_sets_are_controls_not_pooled():
 
 
 def test_landmark_drops_early_divergences_of_either_arm():
-    m = _members(lambda ds, lr, s: 5 if s == 0 else None, lambda ds, lr, s: 3 if s == 1 else (200 if s == 2 else None),
-                 det="population_center_detached", refresh=10)
+    m = _members(
+        lambda ds, lr, s: 5 if s == 0 else None,
+        lambda ds, lr, s: 3 if s == 1 else (200 if s == 2 else None),
+        det="population_center_detached",
+        refresh=10,
+    )
     d = survival_data(m, "population_center_detached", "center")
     assert not ((d["time"] < 10) & d["event"]).any()
-    assert len(d) == len(m) - 8 and d["event"].sum() == 4   # seed 0's detached, seed 1's twin members leave
+    assert len(d) == len(m) - 8 and d["event"].sum() == 4  # seed 0's detached, seed 1's twin members leave
 
 
 # -- calibration: simulated null grids with the real grid's structure ----------------------------------

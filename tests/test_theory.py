@@ -1,4 +1,5 @@
 """docs/science.md's predictions, checked on small runs: exact where the theory is exact."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,9 +29,9 @@ def test_bn_bias_gradient_is_zero_and_b_stays_at_init(tmp_path):
     h = _train(tmp_path, "bn", optim={"lrs": [0.1, 1.0]})
     gb = h[_layer_cols(h, "grad_b")].to_numpy()
     gw = h[_layer_cols(h, "grad_W")].to_numpy()
-    assert np.nanmax(gb) < 1e-6 * np.nanmax(gw)      # dl/db = 0 to float precision
+    assert np.nanmax(gb) < 1e-6 * np.nanmax(gw)  # dl/db = 0 to float precision
     assert np.nanmax(h[_layer_cols(h, "b_drift")].to_numpy()) < 1e-6  # float32 residue of a zero gradient
-    assert np.nanmin(gw) > 0                          # ...while W does learn
+    assert np.nanmin(gw) > 0  # ...while W does learn
 
 
 def test_bn_and_bn_nobias_give_the_same_losses_step_by_step(tmp_path):
@@ -89,8 +90,12 @@ def test_plain_network_loss_does_depend_on_b():
 
 def test_bias_only_toy_drifts_exactly_linearly_and_loss_stays(tmp_path):
     # full batch (train split of 200 samples = 160): G = sum_i g_i is the same every step
-    h = _train(tmp_path, "bias_only_toy", optim={"lrs": [0.5], "seeds": [0], "batch_size": 160},
-               train={"steps": 30, "log_every": 1, "eval_every": 10})
+    h = _train(
+        tmp_path,
+        "bias_only_toy",
+        optim={"lrs": [0.5], "seeds": [0], "batch_size": 160},
+        train={"steps": 30, "log_every": 1, "eval_every": 10},
+    )
     lr = 0.5
     rows = h.dropna(subset=["b_drift/l0"])
     t = rows["step"].to_numpy()
@@ -120,7 +125,7 @@ def test_scale_invariance_of_the_weight_norm(variant):
         grown = (w - lr * gw).norm() ** 2 - w.norm() ** 2
         if variant == "bn":  # exact but for eps in sqrt(var + eps), which breaks scale invariance slightly
             assert abs(cos) < 1e-5
-            torch.testing.assert_close(grown, lr ** 2 * gw.norm() ** 2, rtol=1e-3, atol=1e-12)
+            torch.testing.assert_close(grown, lr**2 * gw.norm() ** 2, rtol=1e-3, atol=1e-12)
         else:
             assert abs(cos) > 1e-3
 
@@ -165,8 +170,14 @@ def test_claim5_float64_probe_sees_bn_bias_gradient_zero_and_the_controls_not(tm
     dataset = "digits_images" if model else "synthetic"
     ratios = {}
     for variant in ("bn", "none"):
-        cell = make_cell(variant, dataset, optim={"lrs": [0.1], "seeds": [0, 1]},
-                         train={"steps": 30, "log_every": 10, "eval_every": 30}, tracking={"log_every": 10}, **over)
+        cell = make_cell(
+            variant,
+            dataset,
+            optim={"lrs": [0.1], "seeds": [0, 1]},
+            train={"steps": 30, "log_every": 10, "eval_every": 30},
+            tracking={"log_every": 10},
+            **over,
+        )
         out = tmp_path / f"{variant}-{dataset}"
         run_cell(cell, out, track=False, progress=False)
         h = pd.read_parquet(out / "history.parquet")

@@ -1,4 +1,5 @@
 """A tiny cell end to end into a temporary SQLite MLflow store."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,11 @@ from pipeline.cell import run_cell
 from pipeline.module import NormLabModule
 from tests.conftest import make_cell
 
-CELL = dict(optim={"lrs": [0.05, 1e4], "seeds": [0]}, train={"steps": 20, "log_every": 1, "eval_every": 5},
-            tracking={"log_every": 2, "flush_every": 7})
+CELL = dict(
+    optim={"lrs": [0.05, 1e4], "seeds": [0]},
+    train={"steps": 20, "log_every": 1, "eval_every": 5},
+    tracking={"log_every": 2, "flush_every": 7},
+)
 
 
 @pytest.fixture(params=["in_process", "process"])
@@ -31,8 +35,9 @@ def _runs(uri):
     exp = client.get_experiment_by_name("test")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("normlab.kind") == "cell"]
-    children = sorted((r for r in runs if r.data.tags.get("normlab.kind") == "member"),
-                      key=lambda r: float(r.data.tags["lr"]))
+    children = sorted(
+        (r for r in runs if r.data.tags.get("normlab.kind") == "member"), key=lambda r: float(r.data.tags["lr"])
+    )
     return client, parents, children
 
 
@@ -120,6 +125,7 @@ def test_only_the_listed_metrics_go_to_mlflow(tmp_path, mlflow_uri):
     assert set(children[0].data.metrics) == {"loss", "val_loss_eval", "val_acc_eval"}
     # the Parquet history keeps everything
     import pandas as pd
+
     assert "b_norm/l0" in pd.read_parquet(tmp_path / "cell" / "history.parquet").columns
 
 
@@ -138,10 +144,19 @@ def _content(uri):
     client, parents, children = _runs(uri)
     out = {}
     for r in parents + children:
-        tags = {k: v for k, v in r.data.tags.items()
-                if not k.startswith(("normlab.proc", "normlab.cell_proc")) and k != "mlflow.parentRunId"}
+        tags = {
+            k: v
+            for k, v in r.data.tags.items()
+            if not k.startswith(("normlab.proc", "normlab.cell_proc")) and k != "mlflow.parentRunId"
+        }
         hist = {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)] for k in r.data.metrics}
-        out[r.info.run_name] = (r.info.status, r.data.params, tags, hist, sorted(a.path for a in client.list_artifacts(r.info.run_id)))
+        out[r.info.run_name] = (
+            r.info.status,
+            r.data.params,
+            tags,
+            hist,
+            sorted(a.path for a in client.list_artifacts(r.info.run_id)),
+        )
     return out
 
 
@@ -183,9 +198,12 @@ def test_runs_that_cannot_be_closed_fail_the_cell_and_leave_its_folder_as_it_was
 
     monkeypatch.setattr(MlflowClient, "set_terminated", dying)
     longer = make_cell("bn", **{**CELL, "train": {**CELL["train"], "steps": 25}})  # other outputs than the earlier cell
-    with pytest.raises(TrackingError, match=r"^bn-synthetic: 2 of 3 MLflow run\(s\) left RUNNING, a later sweep ends "
-                                             r"them KILLED: the tracking store sqlite:///.*mlflow.db failed \(API "
-                                             r"request .* refused\): check that it answers and run the cell again$"):
+    with pytest.raises(
+        TrackingError,
+        match=r"^bn-synthetic: 2 of 3 MLflow run\(s\) left RUNNING, a later sweep ends "
+        r"them KILLED: the tracking store sqlite:///.*mlflow.db failed \(API "
+        r"request .* refused\): check that it answers and run the cell again$",
+    ):
         run_cell(longer, out, progress=False)
     monkeypatch.setattr(MlflowClient, "set_terminated", real)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -214,22 +232,54 @@ def test_training_command_on_a_server_that_dies_mid_cell_is_one_line_and_writes_
     from tests.conftest import BASE, merge
     from tests.test_safety import ROOT, _wait_for_runs
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(BASE, {
-        "train": {"steps": 20000, "log_every": 100, "eval_every": 10000, "threads": 1},
-        "tracking": {"experiment": "test", "log_every": 100, "flush_every": 100}})))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            merge(
+                BASE,
+                {
+                    "train": {"steps": 20000, "log_every": 100, "eval_every": 10000, "threads": 1},
+                    "tracking": {"experiment": "test", "log_every": 100, "flush_every": 100},
+                },
+            )
+        )
+    )
     private = Path(tempfile.mkdtemp(prefix="nw", dir="/tmp"))  # the warm server's own folder (a short socket path)
     env = {k: v for k, v in os.environ.items() if k not in ("NORMLAB_WARM", "XDG_RUNTIME_DIR")}
-    env.update({"MLFLOW_TRACKING_URI": mlflow_server.uri, "PYTHONPATH": str(ROOT), "TMPDIR": str(private),
-                "NORMLAB_WARM_IDLE": "120", **environment.NO_TELEMETRY})
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": mlflow_server.uri,
+            "PYTHONPATH": str(ROOT),
+            "TMPDIR": str(private),
+            "NORMLAB_WARM_IDLE": "120",
+            **environment.NO_TELEMETRY,
+        }
+    )
     warm = [sys.executable, "-m", "pipeline.warm"]
     try:
         up = subprocess.run([*warm, "start", "--wait"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
         log = Path(up.stdout.strip().rsplit(" at ", 1)[1]).with_suffix(".log")
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "--params", "params.yaml", "--variant", "bn",
-                                 "--dataset", "synthetic", "--out", "runs/bn-synthetic"], cwd=tmp_path, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.train",
+                "--params",
+                "params.yaml",
+                "--variant",
+                "bn",
+                "--dataset",
+                "synthetic",
+                "--out",
+                "runs/bn-synthetic",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
             _wait_for_runs(f"sqlite:///{mlflow_server.db}", proc)  # the parent and its 4 members: training has started
             mlflow_server.kill()
@@ -243,9 +293,11 @@ def test_training_command_on_a_server_that_dies_mid_cell_is_one_line_and_writes_
         shutil.rmtree(private, ignore_errors=True)
     assert proc.returncode == 1, out + err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("normlab: bn-synthetic: 5 of 5 MLflow run(s) left RUNNING, a later "
-                                                   f"sweep ends them KILLED: the tracking store {mlflow_server.uri} "
-                                                   "failed ("), err
+    assert len(lines) == 1 and lines[0].startswith(
+        "normlab: bn-synthetic: 5 of 5 MLflow run(s) left RUNNING, a later "
+        f"sweep ends them KILLED: the tracking store {mlflow_server.uri} "
+        "failed ("
+    ), err
     assert lines[0].endswith("; runs/bn-synthetic not written"), err
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # no folder, no temp folder
 

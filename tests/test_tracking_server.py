@@ -1,4 +1,5 @@
 """The tracking server's PostgreSQL refuses other local users (no trust authentication)."""
+
 import os
 import shutil
 import stat
@@ -19,8 +20,10 @@ def _have_pg():
         return False
 
 
-@pytest.mark.skipif(not _have_pg() or not shutil.which("setpriv") or not shutil.which("psql") or os.geteuid() != 0,
-                    reason="needs PostgreSQL, psql, setpriv and root (to act as nobody)")
+@pytest.mark.skipif(
+    not _have_pg() or not shutil.which("setpriv") or not shutil.which("psql") or os.geteuid() != 0,
+    reason="needs PostgreSQL, psql, setpriv and root (to act as nobody)",
+)
 def test_tracking_server_postgres_refuses_other_local_users():
     import tempfile
 
@@ -45,10 +48,33 @@ def _check_server(mlflow, folder):
         hba = (folder / "pg" / "pg_hba.conf").read_text()
         assert not ts._hba_has_trust(folder / "pg") and "scram-sha-256" in hba
         for db in ("mlflow", "postgres"):
-            r = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
-                                "psql", "-w", "-h", "127.0.0.1", "-p", str(server.pg_port), "-U", ts.PG_USER,
-                                "-d", db, "-c", "select 1"], capture_output=True, text=True, timeout=60,
-                               cwd="/", env={"PATH": os.environ["PATH"], "HOME": "/nonexistent"})
+            r = subprocess.run(
+                [
+                    "setpriv",
+                    "--reuid",
+                    "nobody",
+                    "--regid",
+                    "nogroup",
+                    "--clear-groups",
+                    "psql",
+                    "-w",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(server.pg_port),
+                    "-U",
+                    ts.PG_USER,
+                    "-d",
+                    db,
+                    "-c",
+                    "select 1",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd="/",
+                env={"PATH": os.environ["PATH"], "HOME": "/nonexistent"},
+            )
             assert r.returncode != 0, r.stdout
             assert "password" in r.stderr.lower(), r.stderr  # "no password supplied" / "authentication failed"
         # no Unix socket for our PostgreSQL at all, and its local lines would ask for a password too
@@ -79,10 +105,17 @@ def _check_server(mlflow, folder):
                 break
             assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
         for cmd in (["cat", str(stored[0])], ["ls", str(folder / "artifacts")], ["cat", str(folder / "mlflow.log")]):
-            r = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", *cmd],
-                               capture_output=True, text=True, timeout=60, cwd="/")
+            r = subprocess.run(
+                ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", *cmd],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd="/",
+            )
             assert r.returncode != 0 and "Permission denied" in r.stderr, (cmd, r.stdout)
-        logs = (folder / "mlflow.log").read_text(errors="replace") + (folder / "postgres.log").read_text(errors="replace")
+        logs = (folder / "mlflow.log").read_text(errors="replace") + (folder / "postgres.log").read_text(
+            errors="replace"
+        )
         assert password not in logs
         pids = [server.mlflow.pid, server.postgres.pid]
     for pid in pids:
@@ -112,8 +145,10 @@ def test_existing_folder_mode_is_kept_and_uri_masked(tmp_path, monkeypatch):
     with pytest.raises(ts.ServerError):
         ts.TrackingServer(folder).start()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o750
-    assert ts._mask("postgresql+psycopg://postgres:s3cr3t@127.0.0.1:5/mlflow") == \
-        "postgresql+psycopg://postgres:***@127.0.0.1:5/mlflow"
+    assert (
+        ts._mask("postgresql+psycopg://postgres:s3cr3t@127.0.0.1:5/mlflow")
+        == "postgresql+psycopg://postgres:***@127.0.0.1:5/mlflow"
+    )
 
 
 def test_folder_postgres_cannot_enter_is_one_line(tmp_path, monkeypatch):

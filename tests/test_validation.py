@@ -7,6 +7,7 @@ Each case goes through the training command's `main(argv)` in this process (the 
 `python -m pipeline.train`, without paying torch's import once per case); a few go through a
 real `python -m pipeline.train` subprocess to pin the exit status and the single stderr line.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,73 +34,173 @@ GOOD_CSV = "a,b,label\n" + "".join(f"{i % 5}.5,{(i * 7) % 3},{'yes' if i % 2 els
 # id -> (params overrides, csv file text or None, environment, expected start of the message);
 # "{csv}" in an expected message is the csv file's path, "«TEXT»" the 1-based line where TEXT first is
 CASES = {
-    "lr_inf": ({"optim": {"lrs": [0.1, math.inf]}}, None, {},
-               "params.yaml: optim.lrs.1: Input should be a finite number (got inf)"),
-    "lr_nan": ({"optim": {"lrs": [math.nan]}}, None, {},
-               "params.yaml: optim.lrs.0: Input should be a finite number (got nan)"),
-    "lrs_duplicate": ({"optim": {"lrs": [0.1, 0.3, 0.1]}}, None, {},
-                      "params.yaml: optim.lrs.2: 0.1 is listed twice (also at index 0); list each value once"),
-    "seeds_duplicate": ({"optim": {"seeds": [0, 1, 1]}}, None, {},
-                        "params.yaml: optim.seeds.2: 1 is listed twice (also at index 1)"),
-    "seed_negative": ({"optim": {"seeds": [0, -1]}}, None, {},
-                      "params.yaml: optim.seeds.1: must be an integer in [0, 2**32) (got -1)"),
-    "seed_2_70": ({"optim": {"seeds": [2**70]}}, None, {},
-                  f"params.yaml: optim.seeds.0: must be an integer in [0, 2**32) (got {2**70})"),
-    "data_seed_2_32": ({"datasets": {"synthetic": {"seed": 2**32}}}, None, {},
-                       "params.yaml: datasets.synthetic.seed: must be an integer in [0, 2**32) (got 4294967296)"),
-    "yaml_duplicate_key": ("  batch_size: 16\n  batch_size: 32\n", None, {},
-                           "params.yaml: line «  batch_size: 32», column 3: duplicate key optim.batch_size "
-                           "(first at line «  batch_size: 16», column 3); write each key once"),
-    "yaml_duplicate_section": ("  batch_size: 16\ntrain: {steps: 5}\n", None, {},
-                               "params.yaml: line «train:\n», column 1: duplicate key train "
-                               "(first at line «train: {steps: 5}», column 1)"),
-    "yaml_syntax": ("  batch_size 16\n  momentum: 0.0\n", None, {},
-                    "params.yaml: line «  momentum: 0.0», column 3: could not find expected ':'"),
-    "accelerator_tpu": ({"train": {"accelerator": "tpu"}}, None, {},
-                        "params.yaml: train.accelerator: Input should be 'auto', 'cpu', 'gpu', 'cuda' or 'mps' "
-                        "(got 'tpu')"),
-    "accelerator_gpus": ({"train": {"accelerator": "gpus"}}, None, {},
-                         "params.yaml: train.accelerator: Input should be 'auto', 'cpu', 'gpu'"),
-    "experiment_empty": ({"tracking": {"experiment": ""}}, None, {},
-                         "params.yaml: tracking.experiment: must be a non-empty experiment name (got '')"),
-    "experiment_blank": ({"tracking": {"experiment": "  "}}, None, {},
-                         "params.yaml: tracking.experiment: must be a non-empty experiment name (got '  ')"),
-    "grid_duplicate": ({"grid": {"variants": ["bn", "none", "bn"]}}, None, {},
-                       "params.yaml: grid.variants.2: 'bn' is listed twice (also at index 0)"),
+    "lr_inf": (
+        {"optim": {"lrs": [0.1, math.inf]}},
+        None,
+        {},
+        "params.yaml: optim.lrs.1: Input should be a finite number (got inf)",
+    ),
+    "lr_nan": (
+        {"optim": {"lrs": [math.nan]}},
+        None,
+        {},
+        "params.yaml: optim.lrs.0: Input should be a finite number (got nan)",
+    ),
+    "lrs_duplicate": (
+        {"optim": {"lrs": [0.1, 0.3, 0.1]}},
+        None,
+        {},
+        "params.yaml: optim.lrs.2: 0.1 is listed twice (also at index 0); list each value once",
+    ),
+    "seeds_duplicate": (
+        {"optim": {"seeds": [0, 1, 1]}},
+        None,
+        {},
+        "params.yaml: optim.seeds.2: 1 is listed twice (also at index 1)",
+    ),
+    "seed_negative": (
+        {"optim": {"seeds": [0, -1]}},
+        None,
+        {},
+        "params.yaml: optim.seeds.1: must be an integer in [0, 2**32) (got -1)",
+    ),
+    "seed_2_70": (
+        {"optim": {"seeds": [2**70]}},
+        None,
+        {},
+        f"params.yaml: optim.seeds.0: must be an integer in [0, 2**32) (got {2**70})",
+    ),
+    "data_seed_2_32": (
+        {"datasets": {"synthetic": {"seed": 2**32}}},
+        None,
+        {},
+        "params.yaml: datasets.synthetic.seed: must be an integer in [0, 2**32) (got 4294967296)",
+    ),
+    "yaml_duplicate_key": (
+        "  batch_size: 16\n  batch_size: 32\n",
+        None,
+        {},
+        "params.yaml: line «  batch_size: 32», column 3: duplicate key optim.batch_size "
+        "(first at line «  batch_size: 16», column 3); write each key once",
+    ),
+    "yaml_duplicate_section": (
+        "  batch_size: 16\ntrain: {steps: 5}\n",
+        None,
+        {},
+        "params.yaml: line «train:\n», column 1: duplicate key train (first at line «train: {steps: 5}», column 1)",
+    ),
+    "yaml_syntax": (
+        "  batch_size 16\n  momentum: 0.0\n",
+        None,
+        {},
+        "params.yaml: line «  momentum: 0.0», column 3: could not find expected ':'",
+    ),
+    "accelerator_tpu": (
+        {"train": {"accelerator": "tpu"}},
+        None,
+        {},
+        "params.yaml: train.accelerator: Input should be 'auto', 'cpu', 'gpu', 'cuda' or 'mps' (got 'tpu')",
+    ),
+    "accelerator_gpus": (
+        {"train": {"accelerator": "gpus"}},
+        None,
+        {},
+        "params.yaml: train.accelerator: Input should be 'auto', 'cpu', 'gpu'",
+    ),
+    "experiment_empty": (
+        {"tracking": {"experiment": ""}},
+        None,
+        {},
+        "params.yaml: tracking.experiment: must be a non-empty experiment name (got '')",
+    ),
+    "experiment_blank": (
+        {"tracking": {"experiment": "  "}},
+        None,
+        {},
+        "params.yaml: tracking.experiment: must be a non-empty experiment name (got '  ')",
+    ),
+    "grid_duplicate": (
+        {"grid": {"variants": ["bn", "none", "bn"]}},
+        None,
+        {},
+        "params.yaml: grid.variants.2: 'bn' is listed twice (also at index 0)",
+    ),
     # needs the data set's size: the training split of 20 samples at val_fraction 0.2 is 16
-    "batch_over_train_split": ({"datasets": {"synthetic": {"samples": 20}}, "optim": {"batch_size": 17}}, None, {},
-                               "optim.batch_size: must be at most the 16 examples of datasets.synthetic's "
-                               "training split (got 17)"),
-    "csv_nan": ({}, "a,b,label\n1,2,x\n3,,y\n4,5,x\n", {},
-                "datasets.mine.path: {csv}: column 'b' has a missing or non-finite value (line 3)"),
-    "csv_inf": ({}, "a,b,label\n1,2,x\n3,inf,y\n4,5,x\n", {},
-                "datasets.mine.path: {csv}: column 'b' has a missing or non-finite value (line 3)"),
-    "csv_target_missing_value": ({}, "a,label\n1,x\n2,\n3,y\n", {},
-                                 "datasets.mine.path: {csv}: column 'label' has a missing or non-finite value (line 3)"),
-    "csv_single_class": ({}, "a,label\n1,x\n2,x\n3,x\n", {},
-                         "datasets.mine.path: {csv}: column 'label' has a single class ('x'); needs at least 2"),
-    "csv_non_numeric": ({}, "a,colour,label\n1,2,x\n2,red,y\n", {},
-                        "datasets.mine.path: {csv}: column 'colour' is not numeric (line 3: 'red')"),
-    "csv_no_target": ({}, "a,b\n1,2\n3,4\n", {},
-                      "datasets.mine.target: no column 'label' in {csv} (columns: a, b)"),
+    "batch_over_train_split": (
+        {"datasets": {"synthetic": {"samples": 20}}, "optim": {"batch_size": 17}},
+        None,
+        {},
+        "optim.batch_size: must be at most the 16 examples of datasets.synthetic's training split (got 17)",
+    ),
+    "csv_nan": (
+        {},
+        "a,b,label\n1,2,x\n3,,y\n4,5,x\n",
+        {},
+        "datasets.mine.path: {csv}: column 'b' has a missing or non-finite value (line 3)",
+    ),
+    "csv_inf": (
+        {},
+        "a,b,label\n1,2,x\n3,inf,y\n4,5,x\n",
+        {},
+        "datasets.mine.path: {csv}: column 'b' has a missing or non-finite value (line 3)",
+    ),
+    "csv_target_missing_value": (
+        {},
+        "a,label\n1,x\n2,\n3,y\n",
+        {},
+        "datasets.mine.path: {csv}: column 'label' has a missing or non-finite value (line 3)",
+    ),
+    "csv_single_class": (
+        {},
+        "a,label\n1,x\n2,x\n3,x\n",
+        {},
+        "datasets.mine.path: {csv}: column 'label' has a single class ('x'); needs at least 2",
+    ),
+    "csv_non_numeric": (
+        {},
+        "a,colour,label\n1,2,x\n2,red,y\n",
+        {},
+        "datasets.mine.path: {csv}: column 'colour' is not numeric (line 3: 'red')",
+    ),
+    "csv_no_target": ({}, "a,b\n1,2\n3,4\n", {}, "datasets.mine.target: no column 'label' in {csv} (columns: a, b)"),
     "csv_empty": ({}, "", {}, "datasets.mine.path: {csv}: is empty"),
     "csv_header_only": ({}, "a,label\n", {}, "datasets.mine.path: {csv}: has 0 data rows; needs at least 2"),
     "csv_one_row": ({}, "a,label\n1,x\n", {}, "datasets.mine.path: {csv}: has 1 data row; needs at least 2"),
     "csv_only_target": ({}, "label\nx\ny\n", {}, "datasets.mine.path: {csv}: has no feature column"),
     "csv_ragged": ({}, "a,label\n1,x\n2,y,3\n", {}, "datasets.mine.path: {csv}: not a readable csv file"),
     "csv_folder": ({}, "<folder>", {}, "datasets.mine.path: {csv}: is a folder; give a csv file"),
-    "csv_no_train_left": ({"datasets": {"mine": {"val_fraction": 0.9}}}, "a,label\n1,x\n2,y\n", {},
-                          "datasets.mine.val_fraction: leaves no training example (2 examples, 2 for validation)"),
-    "csv_batch_over_train_split": ({"optim": {"batch_size": 33}}, GOOD_CSV, {},
-                                   "optim.batch_size: must be at most the 32 examples of datasets.mine's"),
-    "tracking_uri_scheme": ({}, None, {"MLFLOW_TRACKING_URI": "foo://x"},
-                            "MLFLOW_TRACKING_URI: unknown scheme 'foo' (got 'foo://x'); allowed: sqlite:///"),
-    "tracking_uri_no_scheme": ({}, None, {"MLFLOW_TRACKING_URI": "http//x"},
-                               "MLFLOW_TRACKING_URI: has no scheme (got 'http//x')"),
+    "csv_no_train_left": (
+        {"datasets": {"mine": {"val_fraction": 0.9}}},
+        "a,label\n1,x\n2,y\n",
+        {},
+        "datasets.mine.val_fraction: leaves no training example (2 examples, 2 for validation)",
+    ),
+    "csv_batch_over_train_split": (
+        {"optim": {"batch_size": 33}},
+        GOOD_CSV,
+        {},
+        "optim.batch_size: must be at most the 32 examples of datasets.mine's",
+    ),
+    "tracking_uri_scheme": (
+        {},
+        None,
+        {"MLFLOW_TRACKING_URI": "foo://x"},
+        "MLFLOW_TRACKING_URI: unknown scheme 'foo' (got 'foo://x'); allowed: sqlite:///",
+    ),
+    "tracking_uri_no_scheme": (
+        {},
+        None,
+        {"MLFLOW_TRACKING_URI": "http//x"},
+        "MLFLOW_TRACKING_URI: has no scheme (got 'http//x')",
+    ),
 }
 if not torch.cuda.is_available():  # the check is against this machine, so only where there is no GPU
-    CASES["gpu_without_cuda"] = ({"train": {"accelerator": "gpu"}}, None, {},
-                                 "train.accelerator: gpu needs a CUDA GPU, and torch sees none on this machine")
+    CASES["gpu_without_cuda"] = (
+        {"train": {"accelerator": "gpu"}},
+        None,
+        {},
+        "train.accelerator: gpu needs a CUDA GPU, and torch sees none on this machine",
+    )
 
 
 def _prepare(tmp_path: Path, case: str) -> tuple[list[str], dict, str]:
@@ -156,35 +257,62 @@ def test_bad_input_is_one_line_exit_2_before_any_run(tmp_path, monkeypatch, caps
     _assert_nothing_created(tmp_path)
 
 
-@pytest.mark.parametrize("case", ["lr_inf", "yaml_duplicate_key", "csv_nan", "batch_over_train_split",
-                                  "tracking_uri_scheme"])
+@pytest.mark.parametrize(
+    "case", ["lr_inf", "yaml_duplicate_key", "csv_nan", "batch_over_train_split", "tracking_uri_scheme"]
+)
 def test_bad_input_through_a_real_process(tmp_path, case):
     """The same through `python -m pipeline.train`: the exit status and stderr as DVC sees them."""
     argv, env, expected = _prepare(tmp_path, case)
-    proc = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == proc.stderr.strip().splitlines()[0], proc.stderr
     assert proc.stderr.startswith("normlab: " + expected), proc.stderr
     _assert_nothing_created(tmp_path)
 
 
-@pytest.mark.parametrize("uri", ["sqlite:////abs/mlflow.db", "sqlite:///mlflow.db", "file:/abs/mlruns",
-                                 "file:///abs/mlruns", "http://127.0.0.1:5000", "https://mlflow.example.org/x",
-                                 "postgresql://me@db:5432/mlflow", "postgresql+psycopg2://me:pw@db/mlflow",
-                                 "postgresql:///mlflow?host=/tmp/pg", "databricks", "databricks://profile"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:////abs/mlflow.db",
+        "sqlite:///mlflow.db",
+        "file:/abs/mlruns",
+        "file:///abs/mlruns",
+        "http://127.0.0.1:5000",
+        "https://mlflow.example.org/x",
+        "postgresql://me@db:5432/mlflow",
+        "postgresql+psycopg2://me:pw@db/mlflow",
+        "postgresql:///mlflow?host=/tmp/pg",
+        "databricks",
+        "databricks://profile",
+    ],
+)
 def test_tracking_uri_forms_mlflow_takes(uri):
     check_tracking_uri(uri)
 
 
-@pytest.mark.parametrize("uri, why", [
-    ("foo://x", "unknown scheme 'foo'"), ("http//x", "has no scheme"), ("mlruns", "has no scheme"),
-    ("", "is empty"), ("sqlite:/relative", "a SQLite store is sqlite:/// followed by"),
-    ("sqlite://", "a SQLite store"), ("http://", "an http server needs a host"),
-    ("http://host:port", "an http server needs a host and an optional numeric port"),
-    ("http://host:70000", "an http server"), ("postgresql://db", "a postgresql store needs a database name"),
-    ("file://otherhost/x", "a file store is file: followed by a local folder's path"),
-])
+@pytest.mark.parametrize(
+    "uri, why",
+    [
+        ("foo://x", "unknown scheme 'foo'"),
+        ("http//x", "has no scheme"),
+        ("mlruns", "has no scheme"),
+        ("", "is empty"),
+        ("sqlite:/relative", "a SQLite store is sqlite:/// followed by"),
+        ("sqlite://", "a SQLite store"),
+        ("http://", "an http server needs a host"),
+        ("http://host:port", "an http server needs a host and an optional numeric port"),
+        ("http://host:70000", "an http server"),
+        ("postgresql://db", "a postgresql store needs a database name"),
+        ("file://otherhost/x", "a file store is file: followed by a local folder's path"),
+    ],
+)
 def test_malformed_tracking_uri(uri, why):
     with pytest.raises(ConfigError) as err:
         check_tracking_uri(uri)
@@ -194,8 +322,12 @@ def test_malformed_tracking_uri(uri, why):
 
 def _csv_cell(tmp_path, text: str, **optim):
     (tmp_path / "d.csv").write_text(text)
-    return make_cell("bn", "mine", datasets={"mine": {"kind": "csv", "path": str(tmp_path / "d.csv")}},
-                     optim={**BASE["optim"], **optim})
+    return make_cell(
+        "bn",
+        "mine",
+        datasets={"mine": {"kind": "csv", "path": str(tmp_path / "d.csv")}},
+        optim={**BASE["optim"], **optim},
+    )
 
 
 def test_a_good_csv_passes_and_loads_as_written(tmp_path):

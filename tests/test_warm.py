@@ -1,7 +1,8 @@
 """The warm-start path: a forked child of the server does exactly what a cold process does.
 
-    .venv/bin/python -m pytest -q tests/test_warm.py
+.venv/bin/python -m pytest -q tests/test_warm.py
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.slow
 
 
 def _cli(module, args, env):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_warm_child_matches_cold_process_and_passes_errors_through():
@@ -33,8 +35,12 @@ def test_warm_child_matches_cold_process_and_passes_errors_through():
     try:
         params = tmp / "params.yaml"
         params.write_text(yaml.safe_dump(BASE, sort_keys=False))
-        env = {**{k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}, "TMPDIR": str(tmp),
-               "NORMLAB_WARM": "1", "NORMLAB_WARM_IDLE": "120"}
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"},
+            "TMPDIR": str(tmp),
+            "NORMLAB_WARM": "1",
+            "NORMLAB_WARM_IDLE": "120",
+        }
         common = ["--params", str(params), "--dataset", "synthetic", "--no-track", "--variant", "bn"]
         cold = _cli("pipeline.train", [*common, "--out", str(tmp / "cold")], {**env, "NORMLAB_WARM": "0"})
         assert cold.returncode == 0, cold.stderr
@@ -54,7 +60,9 @@ def test_warm_child_matches_cold_process_and_passes_errors_through():
         for f in ("history.parquet", "summary.json", "config.json"):
             cold_bytes = (tmp / "cold" / f).read_bytes()
             assert cold_bytes == (tmp / "first" / f).read_bytes() == (tmp / "warm" / f).read_bytes(), f
-        assert oct((tmp / "warm" / "summary.json").stat().st_mode) == oct((tmp / "cold" / "summary.json").stat().st_mode)
+        assert oct((tmp / "warm" / "summary.json").stat().st_mode) == oct(
+            (tmp / "cold" / "summary.json").stat().st_mode
+        )
         bad = _cli("pipeline.train", [*common[:-1], "nope", "--out", str(tmp / "bad")], env)
         assert bad.returncode == 2
         assert bad.stderr.strip().startswith("normlab: --variant: unknown variant 'nope'"), bad.stderr

@@ -6,6 +6,7 @@ Each test runs in its own short temp folder (TMPDIR, so the private folder is <t
 and stops every server it started by pid. "Another owner" is the real user `nobody`
 (setpriv), since the tests run as root.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,14 @@ pytestmark = pytest.mark.slow
 # -- helpers ---------------------------------------------------------------------------------
 def _env(tmp: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "NORMLAB_T0")}
-    return {**env, "TMPDIR": str(tmp), "NORMLAB_WARM": "1", "NORMLAB_WARM_IDLE": "120",
-            **environment.NO_TELEMETRY, **extra}
+    return {
+        **env,
+        "TMPDIR": str(tmp),
+        "NORMLAB_WARM": "1",
+        "NORMLAB_WARM_IDLE": "120",
+        **environment.NO_TELEMETRY,
+        **extra,
+    }
 
 
 def _servers(tmp: Path) -> list[int]:
@@ -47,8 +54,11 @@ def _servers(tmp: Path) -> list[int]:
     for d in Path("/proc").iterdir():
         try:
             cmd = (d / "cmdline").read_bytes().split(b"\0")
-            if b"pipeline.warm.client" in cmd and b"serve" in cmd and f"TMPDIR={tmp}".encode() in \
-                    (d / "environ").read_bytes().split(b"\0"):
+            if (
+                b"pipeline.warm.client" in cmd
+                and b"serve" in cmd
+                and f"TMPDIR={tmp}".encode() in (d / "environ").read_bytes().split(b"\0")
+            ):
                 pids.append(int(d.name))
         except (OSError, ValueError):
             pass
@@ -82,14 +92,34 @@ def _params(folder: Path, steps: int = 20) -> Path:
 
 
 def _train(env: dict, params: Path, out: Path, variant: str = "bn", **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "pipeline.train", "--params", str(params), "--dataset", "synthetic",
-                           "--variant", variant, "--no-track", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run(
+        [
+            PY,
+            "-m",
+            "pipeline.train",
+            "--params",
+            str(params),
+            "--dataset",
+            "synthetic",
+            "--variant",
+            variant,
+            "--no-track",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
 
 
 def _warm(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "pipeline.warm.client", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [PY, "-m", "pipeline.warm.client", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _sock(env: dict) -> Path:
@@ -137,13 +167,26 @@ def _frame(obj) -> bytes:
     return len(body).to_bytes(8, "big") + body
 
 
-LAUNCH = {"variant": "bn", "dataset": "synthetic", "out": "/nonexistent/o", "params": "/nonexistent/p.yaml",
-          "no_track": True}  # what pipeline.train sends: its parsed arguments (pipeline.cell.Launch)
+LAUNCH = {
+    "variant": "bn",
+    "dataset": "synthetic",
+    "out": "/nonexistent/o",
+    "params": "/nonexistent/p.yaml",
+    "no_track": True,
+}  # what pipeline.train sends: its parsed arguments (pipeline.cell.Launch)
 
 
 def _run_request(**over) -> dict:
-    return {"op": "run", "module": "pipeline.cell", "launch": LAUNCH, "argv": ["pipeline.train"], "cwd": str(ROOT), "umask": 0o22,
-            "env": {"PATH": os.environ["PATH"]}, **over}
+    return {
+        "op": "run",
+        "module": "pipeline.cell",
+        "launch": LAUNCH,
+        "argv": ["pipeline.train"],
+        "cwd": str(ROOT),
+        "umask": 0o22,
+        "env": {"PATH": os.environ["PATH"]},
+        **over,
+    }
 
 
 def _nobody(script: str, **kw) -> subprocess.Popen:
@@ -157,7 +200,8 @@ def test_a_folder_squatted_by_another_user_is_refused_and_the_squatter_gets_noth
     os.chmod(tmp, 0o1777)  # a shared, sticky temp folder, like /tmp
     env = _env(tmp, SECRET_TOKEN="hunter2")
     name = warm.fingerprint() + ".sock"
-    spy = _nobody(f"""
+    spy = _nobody(
+        f"""
         import os, socket
         d = '{tmp}/normlab-0'
         os.mkdir(d); os.chmod(d, 0o777)
@@ -170,7 +214,10 @@ def test_a_folder_squatted_by_another_user_is_refused_and_the_squatter_gets_noth
         except OSError:
             got = b''
         open(d + '/got', 'wb').write(got)
-        """, stdout=subprocess.PIPE, text=True)
+        """,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert spy.stdout.readline() == "ready\n"
         run = _train(env, _params(tmp), tmp / "out")
@@ -215,7 +262,8 @@ def test_a_server_running_as_another_user_is_not_trusted(tmp):
     shared.mkdir(mode=0o777)
     os.chmod(shared, 0o777)
     os.chmod(tmp, 0o755)
-    spy = _nobody(f"""
+    spy = _nobody(
+        f"""
         import os, socket
         s = socket.socket(socket.AF_UNIX); s.bind('{shared}/s'); s.listen()
         print('ready', flush=True)
@@ -227,7 +275,10 @@ def test_a_server_running_as_another_user_is_not_trusted(tmp):
         except OSError:
             pass
         print(len(got), flush=True)
-        """, stdout=subprocess.PIPE, text=True)
+        """,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert spy.stdout.readline() == "ready\n"
         os.rename(shared / "s", sock)
@@ -263,8 +314,12 @@ def test_a_private_folder_that_is_not_private_is_refused(tmp, monkeypatch, capsy
     assert warm.socket_path() is None
     assert warm.run_warm({**LAUNCH, "dataset": "d", "out": "o"}) is None
     err = capsys.readouterr().err.splitlines()
-    expect = {"mode 0755": "has mode 0755", "symlink": "is a symlink", "file": "is not a folder",
-              "other uid": "is owned by uid 0"}[plant]
+    expect = {
+        "mode 0755": "has mode 0755",
+        "symlink": "is a symlink",
+        "file": "is not a folder",
+        "other uid": "is owned by uid 0",
+    }[plant]
     assert len(err) == 2 and all(f"{folder} {expect}" in ln and ln.endswith("running cold") for ln in err)
     assert list(real.iterdir()) == [] and (not folder.is_dir() or folder.is_symlink() or not list(folder.iterdir()))
     assert not _servers(tmp)
@@ -291,8 +346,9 @@ def test_a_symlinked_lock_is_never_followed(tmp):
     os.chmod(victim, 0o600)
     sock.with_suffix(".lock").unlink(missing_ok=True)  # `status` made one
     sock.with_suffix(".lock").symlink_to(victim)
-    serve = subprocess.run([PY, "-m", "pipeline.warm.server"], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=120)
+    serve = subprocess.run(
+        [PY, "-m", "pipeline.warm.server"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert serve.returncode == 1
     assert "refusing to start" in serve.stderr
     for cmd in ("status", "stop"):
@@ -320,8 +376,9 @@ def test_help_and_hopeless_argv_start_nothing(tmp):
     """Before: `--help` (any call, really) spawned a server."""
     env = _env(tmp)
     for argv in (["--help"], ["--he"], ["-h"], ["--variant", "bn"]):
-        run = subprocess.run([PY, "-m", "pipeline.train", *argv], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=120)
+        run = subprocess.run(
+            [PY, "-m", "pipeline.train", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
         assert run.returncode in (0, 2)
         assert "usage:" in run.stdout + run.stderr
         assert not _servers(tmp), argv  # Popen returns after exec: a server would be there by now
@@ -360,8 +417,9 @@ def _still_serves(server, tag: str) -> None:
     env = server["env"]
     status = _warm(env, "status")
     log = server["sock"].with_suffix(".log")
-    assert status.returncode == 0 and f"up (pid {server['pid']})" in status.stdout, \
+    assert status.returncode == 0 and f"up (pid {server['pid']})" in status.stdout, (
         status.stdout + status.stderr + (log.read_text() if log.exists() else "")
+    )
     n = _started(server["sock"])
     run = _train(env, server["params"], server["tmp"] / f"out-{tag}")
     assert run.returncode == 0, run.stderr
@@ -394,8 +452,9 @@ def test_no_fork_while_another_thread_runs():
     assert out.stdout.splitlines() == ["None", "2 threads are running; no fork"], out.stderr
 
 
-@pytest.mark.parametrize("attack", ["garbage", "oversize", "hangup mid-request", "bad cwd", "other module",
-                                    "not json", "no fds"])
+@pytest.mark.parametrize(
+    "attack", ["garbage", "oversize", "hangup mid-request", "bad cwd", "other module", "not json", "no fds"]
+)
 def test_a_bad_request_is_refused_and_the_server_lives_on(server, attack):
     """Before: garbage crashed the server, a hang-up crashed it, a bad cwd deleted its socket,
     and any module's main() ran."""
@@ -414,8 +473,11 @@ def test_a_bad_request_is_refused_and_the_server_lives_on(server, attack):
             c.sendall(_frame(_run_request()))
         else:
             marker = server["tmp"] / "pwned"
-            req = _run_request(cwd="/nonexistent") if attack == "bad cwd" else \
-                _run_request(module="pathlib", argv=[str(marker)])
+            req = (
+                _run_request(cwd="/nonexistent")
+                if attack == "bad cwd"
+                else _run_request(module="pathlib", argv=[str(marker)])
+            )
             socket.send_fds(c, [_frame(req)], [0, 1, 2])
             assert int.from_bytes(c.recv(8), "big", signed=True) == -1  # refused: the caller runs cold
             assert not marker.exists()
@@ -445,7 +507,10 @@ def test_a_client_of_another_uid_is_closed_by_the_server(server):
     for p, _ in modes:
         os.chmod(p, 0o777)
     try:
-        spy = subprocess.run([*NOBODY, textwrap.dedent(f"""
+        spy = subprocess.run(
+            [
+                *NOBODY,
+                textwrap.dedent(f"""
             import json, socket
             c = socket.socket(socket.AF_UNIX); c.settimeout(30); c.connect('{sock}')
             body = json.dumps({{"op": "ping"}}).encode()
@@ -454,7 +519,12 @@ def test_a_client_of_another_uid_is_closed_by_the_server(server):
                 print(repr(c.recv(8)))
             except (BrokenPipeError, ConnectionResetError):
                 print("b''")
-            """)], capture_output=True, text=True, timeout=60)
+            """),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         for p, mode in modes:
             os.chmod(p, mode)
@@ -465,9 +535,26 @@ def test_a_client_of_another_uid_is_closed_by_the_server(server):
 def test_a_caller_that_goes_away_stops_its_child(server):
     """Before: the server crashed on the hang-up and the orphan trained on and wrote outputs."""
     out = server["tmp"] / "out-orphan"
-    caller = subprocess.Popen([PY, "-m", "pipeline.train", "--params", str(_params(server["tmp"], 20000)),
-                               "--dataset", "synthetic", "--variant", "bn", "--no-track", "--out", str(out)],
-                              cwd=ROOT, env=server["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    caller = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "pipeline.train",
+            "--params",
+            str(_params(server["tmp"], 20000)),
+            "--dataset",
+            "synthetic",
+            "--variant",
+            "bn",
+            "--no-track",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=server["env"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     child = _wait_child(server["pid"])
     caller.kill()
     caller.wait()
@@ -483,9 +570,27 @@ def test_a_caller_that_goes_away_stops_its_child(server):
 def test_a_signal_to_the_caller_reaches_its_child(server):
     """DVC cancelling a stage sends SIGTERM to the process it started: the caller."""
     out = server["tmp"] / "out-sigterm"
-    caller = subprocess.Popen([PY, "-m", "pipeline.train", "--params", str(_params(server["tmp"], 20000)),
-                               "--dataset", "synthetic", "--variant", "bn", "--no-track", "--out", str(out)],
-                              cwd=ROOT, env=server["env"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    caller = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "pipeline.train",
+            "--params",
+            str(_params(server["tmp"], 20000)),
+            "--dataset",
+            "synthetic",
+            "--variant",
+            "bn",
+            "--no-track",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=server["env"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     child = _wait_child(server["pid"])
     caller.send_signal(signal.SIGTERM)
     assert caller.wait(timeout=120) == 130  # the child's own exit code, passed through
@@ -510,9 +615,27 @@ def test_stop_during_a_cell_ends_the_child_before_it_returns(tmp):
     assert first.returncode == 0, first.stderr
     pid = _wait_up(env)
     out = tmp / "out"
-    caller = subprocess.Popen([PY, "-m", "pipeline.train", "--params", str(_params(tmp, 20000)), "--dataset",
-                               "synthetic", "--variant", "bn", "--no-track", "--out", str(out)],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    caller = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "pipeline.train",
+            "--params",
+            str(_params(tmp, 20000)),
+            "--dataset",
+            "synthetic",
+            "--variant",
+            "bn",
+            "--no-track",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     child = _wait_child(pid)
     stop = _warm(env, "stop")
     assert stop.returncode == 0 and f"stopped the warm server {pid}" in stop.stdout

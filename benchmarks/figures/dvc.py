@@ -4,6 +4,7 @@ both there); without figure 0, (a) in the repo only if `dvc status` says up to d
 stage starts) and (b) on the repo's runs/ when every cell is there (not in --quick), after a
 report-only params change.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,15 @@ def dvc_noop(env: dict) -> dict:
         return {"skipped": "grid not reproduced" + (f" (dvc status: {first[0][:120]})" if first else "")}
     # a params edit between the status and the repro would start training: stop at the first stage
     t0 = time.perf_counter()
-    proc = subprocess.Popen([dvc, "repro"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [dvc, "repro"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     for line in proc.stdout:
         if line.startswith("Running stage"):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -53,18 +61,41 @@ def report_regen(params, quick: bool, repeats: int, env: dict, tmp: Path) -> dic
         return {"skipped": f"runs/ has {have} of the grid's {len(cells)} cells"}
     # a report-only change, after which `dvc repro` reruns only the report stage
     tmp.mkdir(parents=True)
-    p = write_params(params, tmp / "report_params.yaml", report={"alpha_unbounded": round(params.report.alpha_unbounded * 0.99, 4)})
-    walls = [run_proc([PY, "-m", "pipeline.report", "--runs", str(runs), "--out", str(tmp / f"report{r}"),
-                       "--params", str(p), "--no-track"], env)["wall_s"] for r in range(repeats)]
+    p = write_params(
+        params, tmp / "report_params.yaml", report={"alpha_unbounded": round(params.report.alpha_unbounded * 0.99, 4)}
+    )
+    walls = [
+        run_proc(
+            [
+                PY,
+                "-m",
+                "pipeline.report",
+                "--runs",
+                str(runs),
+                "--out",
+                str(tmp / f"report{r}"),
+                "--params",
+                str(p),
+                "--no-track",
+            ],
+            env,
+        )["wall_s"]
+        for r in range(repeats)
+    ]
     return {"wall_s": stats(walls), "cells": len(cells)}
 
 
 def measure(ctx: Context) -> dict:
     g = ctx.res.get("grid", {})
     if "noop_s" in g:  # measured on the grid's own copy, right after its `dvc repro -f`
-        return {"noop": {"wall_s": g["noop_s"], "where": "the grid's copy"},
-                "report": {"wall_s": g["report_s"], "cells": g["cells"], "where": "the grid's copy"}}
-    return {"noop": dvc_noop(ctx.env), "report": report_regen(ctx.params, ctx.quick, ctx.repeats, ctx.env, ctx.tmp / "report")}
+        return {
+            "noop": {"wall_s": g["noop_s"], "where": "the grid's copy"},
+            "report": {"wall_s": g["report_s"], "cells": g["cells"], "where": "the grid's copy"},
+        }
+    return {
+        "noop": dvc_noop(ctx.env),
+        "report": report_regen(ctx.params, ctx.quick, ctx.repeats, ctx.env, ctx.tmp / "report"),
+    }
 
 
 def rows(s: dict, table: Table) -> None:

@@ -5,6 +5,7 @@ this process's peak). And this process's resident memory after each of 12 cells 
 trained in it by run_cell, as a local executor's worker trains them: the growth from the second
 cell to the last (a leak grows with every cell).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,12 @@ def memory_growth(cell, n: int, tmp: Path) -> dict:
         shutil.rmtree(tmp / f"growth{i}", ignore_errors=True)
         gc.collect()
         after.append(rss_mib())
-    return {"cells": n, "rss_after_each_mib": after, "growth_mib": after[-1] - after[min(1, n - 1)],
-            "growth_per_cell_mib": (after[-1] - after[min(1, n - 1)]) / max(1, n - 2)}
+    return {
+        "cells": n,
+        "rss_after_each_mib": after,
+        "growth_mib": after[-1] - after[min(1, n - 1)],
+        "growth_per_cell_mib": (after[-1] - after[min(1, n - 1)]) / max(1, n - 2),
+    }
 
 
 def measure(ctx: Context) -> dict:
@@ -52,8 +57,14 @@ def rows(s: dict, table: Table) -> None:
     if problem(s):
         table.add("7 peak RSS MiB: cold cell vs naive run", problem(s))
         return
-    table.add("7 peak RSS MiB: cold cell vs naive run", s["normlab_maxrss_mib"], s.get("naive_maxrss_mib"), s.get("ratio"))
+    table.add(
+        "7 peak RSS MiB: cold cell vs naive run", s["normlab_maxrss_mib"], s.get("naive_maxrss_mib"), s.get("ratio")
+    )
     g = s.get("growth")
     if g:
-        table.add(f"7 RSS growth MiB over {g['cells']} cells in one process (per cell)", g["growth_mib"],
-                  f"{num(g['rss_after_each_mib'][0])} -> {num(g['rss_after_each_mib'][-1])}", g["growth_per_cell_mib"])
+        table.add(
+            f"7 RSS growth MiB over {g['cells']} cells in one process (per cell)",
+            g["growth_mib"],
+            f"{num(g['rss_after_each_mib'][0])} -> {num(g['rss_after_each_mib'][-1])}",
+            g["growth_per_cell_mib"],
+        )

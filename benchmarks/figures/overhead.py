@@ -5,6 +5,7 @@ Lightning, no tracking, no measurements). ratio = normlab / bare, <= 1.3. Beside
 cell evaluated only at step 0 and the end: the difference is the cost of the interval
 evaluations on the full sets (ms per evaluation). In process.
 """
+
 from __future__ import annotations
 
 from benchmarks.common import Context, Table, problem, sized, stats
@@ -30,18 +31,35 @@ def measure(ctx: Context) -> dict:
         no_eval.append(1e3 * s.meta.timing["fit_s"] / steps)
         bare.append(1e3 * bare_loop(cell) / steps)
     n, ne, b = stats(normlab), stats(no_eval), stats(bare)
-    return {"normlab_ms_per_step": n, "bare_ms_per_step": b, "ratio": n["median"] / b["median"],
-            "normlab_2_evals_ms_per_step": ne, "ratio_2_evals": ne["median"] / b["median"],
-            "evaluations": evals, "eval_ms_each": (n["median"] - ne["median"]) * steps / max(1, evals - 2),
-            "steps": steps, "members": len(cell.members())}
+    return {
+        "normlab_ms_per_step": n,
+        "bare_ms_per_step": b,
+        "ratio": n["median"] / b["median"],
+        "normlab_2_evals_ms_per_step": ne,
+        "ratio_2_evals": ne["median"] / b["median"],
+        "evaluations": evals,
+        "eval_ms_each": (n["median"] - ne["median"]) * steps / max(1, evals - 2),
+        "steps": steps,
+        "members": len(cell.members()),
+    }
 
 
 def rows(s: dict, table: Table) -> None:
     if problem(s):
         table.add("1 overhead ms/step: normlab vs bare torch", problem(s))
         return
-    table.add("1 overhead ms/step: normlab vs bare torch", s["normlab_ms_per_step"], s["bare_ms_per_step"],
-              s["ratio"], "ratio <= 1.3", s["ratio"] <= 1.3)
-    table.add(f"1 overhead ms/step, 2 evaluations instead of {s['evaluations']}", s["normlab_2_evals_ms_per_step"],
-              s["bare_ms_per_step"], s["ratio_2_evals"])
+    table.add(
+        "1 overhead ms/step: normlab vs bare torch",
+        s["normlab_ms_per_step"],
+        s["bare_ms_per_step"],
+        s["ratio"],
+        "ratio <= 1.3",
+        s["ratio"] <= 1.3,
+    )
+    table.add(
+        f"1 overhead ms/step, 2 evaluations instead of {s['evaluations']}",
+        s["normlab_2_evals_ms_per_step"],
+        s["bare_ms_per_step"],
+        s["ratio_2_evals"],
+    )
     table.add("1   one full-set evaluation ms", s["eval_ms_each"])

@@ -1,6 +1,7 @@
 """Figure 2, stacking: fit seconds of the default cell (tracking off) against the sum of fit
 seconds of its members trained one at a time by normlab. ratio = alone / stacked, >= 4. In process.
 """
+
 from __future__ import annotations
 
 from benchmarks.common import Context, Table, problem, sized, stats
@@ -20,13 +21,24 @@ def measure(ctx: Context) -> dict:
             total += s.meta.timing["fit_s"]
         alone.append(total)
     st, al = stats(stacked), stats(alone)
-    return {"stacked_fit_s": st, "alone_fit_s": al, "ratio": al["median"] / st["median"],
-            "members": len(cell.members()), "steps": cell.train.steps}
+    return {
+        "stacked_fit_s": st,
+        "alone_fit_s": al,
+        "ratio": al["median"] / st["median"],
+        "members": len(cell.members()),
+        "steps": cell.train.steps,
+    }
 
 
 def rows(s: dict, table: Table) -> None:
     if problem(s):
         table.add("2 stacking fit s: stacked vs one at a time", problem(s))
     else:
-        table.add(f"2 stacking fit s: {s['members']} stacked vs alone", s["stacked_fit_s"], s["alone_fit_s"],
-                  s["ratio"], "ratio >= 4", s["ratio"] >= 4)
+        table.add(
+            f"2 stacking fit s: {s['members']} stacked vs alone",
+            s["stacked_fit_s"],
+            s["alone_fit_s"],
+            s["ratio"],
+            "ratio >= 4",
+            s["ratio"] >= 4,
+        )

@@ -3,6 +3,7 @@ before the launch, so interpreter start counts) to the call of trainer.fit: timi
 cold (NORMLAB_WARM=0) and warm (after `python -m pipeline.warm status` says up). <= 4 s.
 Its CLI runs of the default cell (ctx.cli) are what figures 4 and 7 read.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

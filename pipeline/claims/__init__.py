@@ -12,6 +12,7 @@ keyword, declaring every endpoint measure its judge reports and naming the prima
 Measurements need an interval over seeds that excludes no-effect to "hold"; identities are
 checks of the implementation (with a control on which the same check must fail), never evidence.
 """
+
 from pipeline.claims.answer import answer_text, claim_answer  # noqa: F401
 from pipeline.claims.base import (  # noqa: F401  (the names callers import from pipeline.claims)
     CHECK_FAILED,

@@ -8,6 +8,7 @@ A measurement claim's status is its primary tests' (pipeline.claims.primary: one
 per claim, named in report.primary, Holm across claims); an identity claim's status is its judge's
 check. Every judge also returns its descriptive endpoints, evidence and table.
 """
+
 from __future__ import annotations
 
 import string
@@ -33,11 +34,12 @@ SAME_AS_NOW = "same as now"  # a Judgement.legacy value: the replaced rule reads
 @dataclass
 class Judgement:
     """What a judge reads from the member table."""
-    endpoints: list[Endpoint]                      # descriptive (and, for identities, deciding) endpoints
+
+    endpoints: list[Endpoint]  # descriptive (and, for identities, deciding) endpoints
     evidence: str
-    status: str | None = None                      # identity checks only: measurement claims are decided
+    status: str | None = None  # identity checks only: measurement claims are decided
     #                                                by their primary tests
-    table: pd.DataFrame | None = None              # None: the verdict's table is its endpoints table
+    table: pd.DataFrame | None = None  # None: the verdict's table is its endpoints table
     comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)  # primary test key -> rows diff,
     #                                                dataset, seed (+ where): the paired comparisons
     legacy: dict[str, str] = field(default_factory=dict)  # ledger commit -> the status under the rule that
@@ -57,7 +59,7 @@ class Verdict:
     key: str
     title: str
     statement: str
-    kind: str                      # "measurement" | "identity"
+    kind: str  # "measurement" | "identity"
     status: str
     rule: str
     controls: str
@@ -67,7 +69,7 @@ class Verdict:
     table: pd.DataFrame | None = None
     figure: str | None = None
     settings_used: dict = field(default_factory=dict)
-    tests: list = field(default_factory=list)       # pipeline.claims.primary.TestResult, measurement claims
+    tests: list = field(default_factory=list)  # pipeline.claims.primary.TestResult, measurement claims
     legacy: dict[str, str] = field(default_factory=dict)
 
 
@@ -80,17 +82,18 @@ class Claim:
     report: (measure, how it is measured). A measurement claim names its primary tests (`tests`:
     keys of report.primary / pipeline.spec.primaries) and is decided by them; an identity claim names
     its deciding endpoint (`primary`, one of `endpoints`) and is decided by its judge's check."""
+
     key: str
     title: str
-    statement: str                 # the paper's words (Ioffe & Szegedy 2015, sec. 2)
-    kind: str                      # "measurement" | "identity"
-    endpoints: tuple               # ((measure, how it is measured), ...)
-    tests: tuple = ()              # measurement claims: their primary tests' keys
-    primary: str | None = None     # identity claims: the measure their check reads
-    controls: str                  # template
-    rule: str                      # template, filled from ReportSettings
+    statement: str  # the paper's words (Ioffe & Szegedy 2015, sec. 2)
+    kind: str  # "measurement" | "identity"
+    endpoints: tuple  # ((measure, how it is measured), ...)
+    tests: tuple = ()  # measurement claims: their primary tests' keys
+    primary: str | None = None  # identity claims: the measure their check reads
+    controls: str  # template
+    rule: str  # template, filled from ReportSettings
     figure: str | None = None
-    answers: dict                  # status -> the answer sentence (a template: pipeline.claims.answer)
+    answers: dict  # status -> the answer sentence (a template: pipeline.claims.answer)
     judge: Judge
 
     def __post_init__(self):
@@ -100,8 +103,10 @@ class Claim:
         if self.kind == "measurement":
             mine = [t.key for t in primary_tests() if t.claim == self.key]
             if not self.tests or sorted(self.tests) != sorted(mine):
-                raise ValueError(f"{self.key}: a measurement claim is decided by its primary tests "
-                                 f"(pipeline.spec.primaries declares {mine}; the claim names {list(self.tests)})")
+                raise ValueError(
+                    f"{self.key}: a measurement claim is decided by its primary tests "
+                    f"(pipeline.spec.primaries declares {mine}; the claim names {list(self.tests)})"
+                )
         elif self.primary not in declared:
             raise ValueError(f"{self.key}: primary endpoint {self.primary!r} is not declared (declared: {declared})")
 
@@ -124,28 +129,43 @@ class Claim:
                 raise ValueError(f"{self.key}: the judge built no comparisons for primary test(s) {missing}")
             mine = [r for r in results if r.key in self.tests]
             status = guarded(combine(mine), j)
-            endpoints = [r.endpoint_row() for r in mine] + [replace(e, primary=False, decides=False)
-                                                              for e in j.endpoints]
+            endpoints = [r.endpoint_row() for r in mine] + [
+                replace(e, primary=False, decides=False) for e in j.endpoints
+            ]
             assert all(e.measure == primary_measure(r.key, r.endpoint) for e, r in zip(endpoints, mine))
         else:
             mine, status = [], j.status  # type: ignore[assignment]  # an identity judge always sets it
             # the declared deciding endpoint; where the judge fell back to another (records older than it, e.g.
             # claim 5 without the float64 probe), the first endpoint that decides
             measures = [e.measure for e in j.endpoints]
-            deciding = self.primary if self.primary in measures else next(
-                (e.measure for e in j.endpoints if e.decides), self.primary)
+            deciding = (
+                self.primary
+                if self.primary in measures
+                else next((e.measure for e in j.endpoints if e.decides), self.primary)
+            )
             endpoints = [replace(e, primary=e.measure == deciding) for e in j.endpoints]
         table = j.table if j.table is not None else endpoint_frame(endpoints)
         ctx = _context(settings)
-        return Verdict(key=self.key, title=self.title, statement=self.statement, kind=self.kind, status=status,
-                       rule=self.rule.format(**ctx), controls=self.controls.format(**ctx), endpoints=endpoints,
-                       evidence=j.evidence + "".join(f" Withheld: {why} (the tests alone say {st})."
-                                                     for st, why in j.withhold.items() if st == combine(mine)),
-                       answer=claim_answer(self, status, mine, settings), table=table,
-                       figure=self.figure, settings_used={k: getattr(settings, k) for k in sorted(self.placeholders())
-                                                          if hasattr(settings, k)},
-                       tests=mine, legacy={k: (f"{status} (the same comparisons)" if x == SAME_AS_NOW else x)
-                                           for k, x in j.legacy.items()})
+        return Verdict(
+            key=self.key,
+            title=self.title,
+            statement=self.statement,
+            kind=self.kind,
+            status=status,
+            rule=self.rule.format(**ctx),
+            controls=self.controls.format(**ctx),
+            endpoints=endpoints,
+            evidence=j.evidence
+            + "".join(
+                f" Withheld: {why} (the tests alone say {st})." for st, why in j.withhold.items() if st == combine(mine)
+            ),
+            answer=claim_answer(self, status, mine, settings),
+            table=table,
+            figure=self.figure,
+            settings_used={k: getattr(settings, k) for k in sorted(self.placeholders()) if hasattr(settings, k)},
+            tests=mine,
+            legacy={k: (f"{status} (the same comparisons)" if x == SAME_AS_NOW else x) for k, x in j.legacy.items()},
+        )
 
     def evaluate(self, members: pd.DataFrame, histories, settings) -> Verdict:
         """This claim alone: its primary tests Holm-adjusted among themselves only (the report
@@ -190,8 +210,9 @@ def excess_rate_interval(a, b, level: float) -> dict:
     if pair.empty:
         return dict(effect=NAN, lo=NAN, hi=NAN)
     a_, b_ = pair["a"] > 0, pair["b"] > 0
-    d, lo, hi = newcombe_paired(int((a_ & b_).sum()), int((a_ & ~b_).sum()), int((~a_ & b_).sum()),
-                                int((~a_ & ~b_).sum()), level)
+    d, lo, hi = newcombe_paired(
+        int((a_ & b_).sum()), int((a_ & ~b_).sum()), int((~a_ & b_).sum()), int((~a_ & ~b_).sum()), level
+    )
     return dict(effect=d, lo=lo, hi=hi)
 
 
@@ -209,8 +230,9 @@ def _alive(m: pd.DataFrame) -> pd.DataFrame:
 def _paired(m: pd.DataFrame, a: str, b: str, cols: list[str]) -> pd.DataFrame:
     """Members of variants a and b with the same data set, lr and seed, side by side (col_a, col_b)."""
     keys = ["dataset", "lr", "seed"]
-    return m.loc[m["variant"] == a, keys + cols].merge(m.loc[m["variant"] == b, keys + cols], on=keys,
-                                                       suffixes=("_a", "_b"))
+    return m.loc[m["variant"] == a, keys + cols].merge(
+        m.loc[m["variant"] == b, keys + cols], on=keys, suffixes=("_a", "_b")
+    )
 
 
 def _nonzero_mean(m: pd.DataFrame, s) -> list[str]:

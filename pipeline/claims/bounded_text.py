@@ -6,6 +6,7 @@ bounded or unbounded, and why -- b's drive decays faster or slower than 1/t, and
 pipeline/claims/answer.py assembles the paragraph and passes its wording helpers in (this module
 imports nothing from it). Under the replaced rule (alpha_excess) answer.py keeps its own sentence.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,20 +40,30 @@ def claim2_sentence(v2, ident: str, link: str, status_clause, steps: float) -> s
     `status_clause(v, holds, fails, negligible, not_shown)`: answer.py's interval-and-p clause."""
     r = v2.tests[0]
     head = f"There {ident}, and b moves by -lr times the sum of its gradients (SGD's rule, an identity): "
-    why = {HOLDS: "b grows without bound -- its drive, the mean of dl/db over doubling windows, decayed no faster "
-                  f"than 1/t ({_kappa(r)}), so the sum that moves b diverges",
-           FAILS: f"b stays bounded -- its drive decayed faster than 1/t ({_kappa(r)}), so the sum that moves b "
-                  "converges, and b had settled over the last doubling window",
-           NEGLIGIBLE: f"b's drive decayed like 1/t ({_kappa(r)}): logarithmic growth, at the edge between bounded and "
-                       "unbounded, which this horizon cannot tell apart"}
+    why = {
+        HOLDS: "b grows without bound -- its drive, the mean of dl/db over doubling windows, decayed no faster "
+        f"than 1/t ({_kappa(r)}), so the sum that moves b diverges",
+        FAILS: f"b stays bounded -- its drive decayed faster than 1/t ({_kappa(r)}), so the sum that moves b "
+        "converges, and b had settled over the last doubling window",
+        NEGLIGIBLE: f"b's drive decayed like 1/t ({_kappa(r)}): logarithmic growth, at the edge between bounded and "
+        "unbounded, which this horizon cannot tell apart",
+    }
     if v2.status in why:
-        body = why[v2.status] + "; 1 - kappa " + status_clause(v2, "was above 0", "was below 0", "was within the "
-                                                               "smallest effect of 0", "could not be told from 0")
+        body = (
+            why[v2.status]
+            + "; 1 - kappa "
+            + status_clause(
+                v2, "was above 0", "was below 0", "was within the smallest effect of 0", "could not be told from 0"
+            )
+        )
     elif r.status in (HOLDS, FAILS):  # the test decided, b's own path over the last window did not agree
         said = "decay no faster than 1/t (unbounded)" if r.status == HOLDS else "decay faster than 1/t (bounded)"
-        body = (f"its drive's decay said {said} ({_kappa(r)}, 1 - kappa {r.interval_text()}, Holm p {r.p_holm:.2g}), "
-                f"but b's distance from b_0 over the last doubling window did not agree, so neither is claimed ({link})")
+        body = (
+            f"its drive's decay said {said} ({_kappa(r)}, 1 - kappa {r.interval_text()}, Holm p {r.p_holm:.2g}), "
+            f"but b's distance from b_0 over the last doubling window did not agree, so neither is claimed ({link})"
+        )
     else:
         body = f"whether b is bounded could not be told: {_kappa(r)}, 1 - kappa " + status_clause(
-            v2, "", "", "", "could not be told from 0")
+            v2, "", "", "", "could not be told from 0"
+        )
     return head + body + _carrier(v2, steps) + "."

@@ -18,6 +18,7 @@ data sets whose input mean norm is above report.nonzero_mean, as the primary tes
 data set alone (pooled or control) and each deciding variant alone, and every other pair of report.twins
 per data set.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,10 +55,21 @@ def survival_data(m: pd.DataFrame, det: str, twin: str) -> pd.DataFrame:
     for arm, part in ((1, a), (0, b)):
         part = part[keys + ["status", "diverged_step", "steps"]].merge(both, on=keys)
         part = pd.concat([part, member_times(part)], axis=1)
-        rows.append(pd.DataFrame({"variant": det, "twin": twin, "dataset": part["dataset"].to_numpy(),
-                                  "lr": part["lr"].astype(float).to_numpy(), "seed": part["seed"].to_numpy(),
-                                  "arm": arm, "time": part["time"].to_numpy(), "event": part["event"].to_numpy(),
-                                  "steps": part["steps"].astype(float).to_numpy()}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "variant": det,
+                    "twin": twin,
+                    "dataset": part["dataset"].to_numpy(),
+                    "lr": part["lr"].astype(float).to_numpy(),
+                    "seed": part["seed"].to_numpy(),
+                    "arm": arm,
+                    "time": part["time"].to_numpy(),
+                    "event": part["event"].to_numpy(),
+                    "steps": part["steps"].astype(float).to_numpy(),
+                }
+            )
+        )
     d = pd.concat(rows, ignore_index=True)
     return d[~(d["event"] & (d["time"] < landmark))].reset_index(drop=True)
 
@@ -65,10 +77,11 @@ def survival_data(m: pd.DataFrame, det: str, twin: str) -> pd.DataFrame:
 @dataclass(frozen=True)
 class TimeTest:
     """One stratified log-rank reading: which detached variants against which twin, on which data sets."""
+
     variants: tuple[str, ...]
     twin: str
     datasets: tuple[str, ...]
-    role: str              # "pooled" (claim 4's deciding pairs, data sets with E[u] != 0) | "dataset" |
+    role: str  # "pooled" (claim 4's deciding pairs, data sets with E[u] != 0) | "dataset" |
     #                        "control" (a data set with E[u] = 0) | "variant" (one deciding pair) | "pair"
     result: LogRank
 
@@ -82,9 +95,15 @@ def logrank_of(data: pd.DataFrame, settings) -> LogRank:
     """The stratified log-rank of survival_data rows (several pairs may be concatenated)."""
     stratum = data["variant"].astype(str) + "|" + data["dataset"].astype(str) + "|" + data["lr"].map("{:g}".format)
     cluster = data["dataset"].astype(str) + "|" + data["seed"].astype(str)
-    return stratified_logrank(data["time"].to_numpy(float), data["event"].to_numpy(bool), data["arm"].to_numpy(float),
-                              stratum.to_numpy(), cluster.to_numpy(), n_flip=settings.bootstrap,
-                              level=settings.ci_level)
+    return stratified_logrank(
+        data["time"].to_numpy(float),
+        data["event"].to_numpy(bool),
+        data["arm"].to_numpy(float),
+        stratum.to_numpy(),
+        cluster.to_numpy(),
+        n_flip=settings.bootstrap,
+        level=settings.ci_level,
+    )
 
 
 def divergence_time_tests(m: pd.DataFrame, settings) -> list[TimeTest]:
@@ -127,8 +146,11 @@ def km_table(m: pd.DataFrame, settings) -> pd.DataFrame:
     """Every survival_data row of every report.twins pair (first twin), with the KM curves' inputs:
     tables/divergence_times.csv and the Kaplan-Meier figure read this."""
     present = set(m["variant"])
-    parts = [survival_data(m, det, twins[0]) for det, twins in settings.twins.items()
-             if det in present and twins and twins[0] in present]
+    parts = [
+        survival_data(m, det, twins[0])
+        for det, twins in settings.twins.items()
+        if det in present and twins and twins[0] in present
+    ]
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
 
@@ -146,13 +168,27 @@ def time_endpoints(m: pd.DataFrame, settings) -> list:
     for t in divergence_time_tests(m, settings):
         r = t.result
         lo, hi = r.hazard_ratio_interval()
-        note = (f"{t.role}; events {r.observed} detached / {r.observed_other} twin, O - E {r.o_minus_e:+.3g}; "
-                f"p {r.p_flip:.2g} by swapping arms within {r.clusters} (data set, seed) clusters"
-                f"{'' if r.exact else ' (Monte-Carlo)'}; p {r.p_normal:.2g} if members were independent")
+        note = (
+            f"{t.role}; events {r.observed} detached / {r.observed_other} twin, O - E {r.o_minus_e:+.3g}; "
+            f"p {r.p_flip:.2g} by swapping arms within {r.clusters} (data set, seed) clusters"
+            f"{'' if r.exact else ' (Monte-Carlo)'}; p {r.p_normal:.2g} if members were independent"
+        )
         one = len(t.variants) == 1
-        out.append(Endpoint(measure=TIME, effect=r.hazard_ratio, lo=lo, hi=hi, n=r.n, unit="hazard ratio",
-                            variant=t.variants[0] if one else None, twin=t.twin,
-                            group=None if one else "deciding pairs", variants=() if one else t.variants,
-                            dataset=t.datasets[0] if len(t.datasets) == 1 else None,
-                            over=None if len(t.datasets) == 1 else "pooled: " + ", ".join(t.datasets), note=note))
+        out.append(
+            Endpoint(
+                measure=TIME,
+                effect=r.hazard_ratio,
+                lo=lo,
+                hi=hi,
+                n=r.n,
+                unit="hazard ratio",
+                variant=t.variants[0] if one else None,
+                twin=t.twin,
+                group=None if one else "deciding pairs",
+                variants=() if one else t.variants,
+                dataset=t.datasets[0] if len(t.datasets) == 1 else None,
+                over=None if len(t.datasets) == 1 else "pooled: " + ", ".join(t.datasets),
+                note=note,
+            )
+        )
     return out

@@ -6,6 +6,7 @@ display text derived from the fields (for readers; nothing parses it).
 
     from pipeline.claims.endpoint_table import endpoint_frame, read_endpoint_table, endpoints_of
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,9 +15,19 @@ import pandas as pd
 
 from pipeline.spec.endpoints import STR_COLUMNS, TABLE_COLUMNS, Endpoint
 
-DTYPES = {**{c: "object" for c in STR_COLUMNS}, "variants": "object", "lr": "float64", "refresh_every": "float64",
-          "layer": "Int64", "effect": "float64", "ci_lo": "float64", "ci_hi": "float64", "n": "int64",
-          "decides": "bool", "primary": "bool"}
+DTYPES = {
+    **{c: "object" for c in STR_COLUMNS},
+    "variants": "object",
+    "lr": "float64",
+    "refresh_every": "float64",
+    "layer": "Int64",
+    "effect": "float64",
+    "ci_lo": "float64",
+    "ci_hi": "float64",
+    "n": "int64",
+    "decides": "bool",
+    "primary": "bool",
+}
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -43,14 +54,20 @@ def read_endpoint_table(path: Path) -> pd.DataFrame | None:
     member groups). Columns beyond the schema's come first, as read. A table in the layout before
     the typed fields (display text only) is refused (ValueError): nothing parses that text."""
     try:
-        frame = pd.read_csv(path, dtype={c: "object" for c in (*STR_COLUMNS, "variants")}, keep_default_na=False,
-                            na_values={c: [""] for c in TABLE_COLUMNS})
+        frame = pd.read_csv(
+            path,
+            dtype={c: "object" for c in (*STR_COLUMNS, "variants")},
+            keep_default_na=False,
+            na_values={c: [""] for c in TABLE_COLUMNS},
+        )
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return None
     if not is_endpoint_table(frame):
         if {"endpoint", "detail", "decides"} <= set(frame.columns):  # the layout before the typed fields
-            raise ValueError(f"{path}: an endpoints table in the old layout (display text only, no typed "
-                             f"fields): rebuild that report (python -m pipeline.report)")
+            raise ValueError(
+                f"{path}: an endpoints table in the old layout (display text only, no typed "
+                f"fields): rebuild that report (python -m pipeline.report)"
+            )
         return None
     extra = [c for c in frame.columns if c not in TABLE_COLUMNS]  # e.g. endpoints.csv's `claim`, kept first
     return _typed(frame[extra + list(TABLE_COLUMNS)])
@@ -58,8 +75,7 @@ def read_endpoint_table(path: Path) -> pd.DataFrame | None:
 
 def endpoints_of(frame: pd.DataFrame) -> list[Endpoint]:
     """The endpoints a table holds (the inverse of endpoint_frame)."""
-    return [Endpoint.from_row({k: (None if pd.isna(v) else v) for k, v in r.items()})
-            for r in frame.to_dict("records")]
+    return [Endpoint.from_row({k: (None if pd.isna(v) else v) for k, v in r.items()}) for r in frame.to_dict("records")]
 
 
 def with_keys(frame: pd.DataFrame) -> pd.DataFrame:

@@ -22,6 +22,7 @@ doubling window and over the later run, the persistence ||sum G|| / sum ||G|| (s
 noise ~1/sqrt(steps): it says what carries the drive, not whether b is bounded), b's drift and the twin's,
 and the bias-only toy apart.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,11 @@ from pipeline.spec.records import layer_column
 from pipeline.spec.variants import names_where
 from pipeline.stats.inference import cluster_bootstrap_ci
 
-ALPHA, PERSIST, TWIN_DRIFT = ("growth exponent alpha", "mean-gradient persistence ||sum G|| / sum ||G||",
-                              "twin's drift ||b_T - b_0||")
+ALPHA, PERSIST, TWIN_DRIFT = (
+    "growth exponent alpha",
+    "mean-gradient persistence ||sum G|| / sum ||G||",
+    "twin's drift ||b_T - b_0||",
+)
 TOY = "growth exponent alpha (toy: identity, linear by construction)"
 KAPPA = "drive decay exponent kappa"
 ALPHA_WINDOW = "growth exponent alpha per doubling window"
@@ -66,8 +70,15 @@ def comparisons(real: pd.DataFrame, layers: list[int], quantity: str, offset: fl
     if not cols or real.empty:
         return pd.DataFrame(columns=["diff", "dataset", "seed"])
     keys = real[["dataset", "seed", "variant", "lr"]]
-    return pd.concat([keys.assign(diff=sign * (real[c].astype(float) - offset), layer=layer)[
-        ["diff", "dataset", "seed", "variant", "lr", "layer"]] for layer, c in cols.items()], ignore_index=True)
+    return pd.concat(
+        [
+            keys.assign(diff=sign * (real[c].astype(float) - offset), layer=layer)[
+                ["diff", "dataset", "seed", "variant", "lr", "layer"]
+            ]
+            for layer, c in cols.items()
+        ],
+        ignore_index=True,
+    )
 
 
 def group_intervals(frame: pd.DataFrame, keys: list[str], value: str, level: float) -> pd.DataFrame:
@@ -89,15 +100,22 @@ def last_window_alpha(real: pd.DataFrame, layers: list[int], level: float, n_boo
     c = c[np.isfinite(c["diff"].astype(float))] if len(c) else c
     if c.empty or c[["dataset", "seed"]].drop_duplicates().shape[0] < 2:
         return float("nan"), float("nan"), float("nan")
-    return cluster_bootstrap_ci(c["diff"].to_numpy(float), (c["dataset"].astype(str) + "/" + c["seed"].astype(str)).to_numpy(),
-                                level, n_boot=n_boot)
+    return cluster_bootstrap_ci(
+        c["diff"].to_numpy(float),
+        (c["dataset"].astype(str) + "/" + c["seed"].astype(str)).to_numpy(),
+        level,
+        n_boot=n_boot,
+    )
 
 
 def guard(real: pd.DataFrame, layers: list[int], s) -> tuple[dict[str, str], str]:
     """({status: why it is withheld}, the sentence on b's last window) for the drive_decay rule."""
     a, lo, hi = last_window_alpha(real, layers, s.ci_level, s.bootstrap)
-    where = (f"alpha over the last doubling window [T/2, T], pooled: {_g(a)} [{_g(lo)}, {_g(hi)}]"
-             if np.isfinite(lo) else "alpha over the last doubling window: not measured")
+    where = (
+        f"alpha over the last doubling window [T/2, T], pooled: {_g(a)} [{_g(lo)}, {_g(hi)}]"
+        if np.isfinite(lo)
+        else "alpha over the last doubling window: not measured"
+    )
     withhold = {}
     if not (np.isfinite(lo) and lo > 0):
         withhold[HOLDS] = f"b's distance from b_0 was not shown still growing at the end ({where})"
@@ -121,10 +139,12 @@ def _legacy_alpha_status(comp_alpha: pd.DataFrame, s) -> str:
     d = f["diff"].to_numpy(float)
     _, lo, hi = cluster_bootstrap_ci(d, cl, s.ci_level, n_boot=s.bootstrap)
     p = signflip_p(pd.Series(d).groupby(cl).sum().to_numpy())
-    status = decide(lo, hi, p, Rule(smallest_effect=s.primary["claim2"].smallest_effect, alpha=s.family_alpha,
-                                    level=s.ci_level))
-    if status == NEGLIGIBLE and not could_decide({"min_p": min(1.0, 2.0 / 2 ** clusters), "lo": lo, "hi": hi},
-                                                 s.family_alpha):
+    status = decide(
+        lo, hi, p, Rule(smallest_effect=s.primary["claim2"].smallest_effect, alpha=s.family_alpha, level=s.ci_level)
+    )
+    if status == NEGLIGIBLE and not could_decide(
+        {"min_p": min(1.0, 2.0 / 2**clusters), "lo": lo, "hi": hi}, s.family_alpha
+    ):
         return NOT_SHOWN
     return status
 
@@ -135,27 +155,50 @@ def judge_b_grows(m, hist, s) -> Judgement:
     real = subjects(m)
     eps, up, down = [], 0, 0
     # per (variant, data set, lr, layer) over seeds: every descriptive quantity at once
-    quantities = [("alpha", ALPHA, ""), ("kappa", KAPPA, ""),
-                  *((alpha_window(k), ALPHA_WINDOW, window_text(k)) for k in range(s.alpha_windows)),
-                  ("gsum_persist", PERSIST, ""), ("b_drift", DRIFT, "")]
-    parts = [comparisons(real, layers, q, 0.0, 1.0).assign(measure=measure, over=over)
-             for q, measure, over in quantities]
+    quantities = [
+        ("alpha", ALPHA, ""),
+        ("kappa", KAPPA, ""),
+        *((alpha_window(k), ALPHA_WINDOW, window_text(k)) for k in range(s.alpha_windows)),
+        ("gsum_persist", PERSIST, ""),
+        ("b_drift", DRIFT, ""),
+    ]
+    parts = [
+        comparisons(real, layers, q, 0.0, 1.0).assign(measure=measure, over=over) for q, measure, over in quantities
+    ]
     long = pd.concat([x for x in parts if len(x)], ignore_index=True) if any(len(x) for x in parts) else None
     keys = ["variant", "dataset", "lr", "layer"]
     order = {k: i for i, k in enumerate(real[["variant", "dataset", "lr"]].drop_duplicates().itertuples(index=False))}
     if long is not None:
         long["count"] = 1  # groups with no finite value still report n = 0
-        every = long.groupby(keys + ["measure", "over"], sort=False)["count"].sum().reset_index()[keys + ["measure", "over"]]
-        got = every.merge(group_intervals(long, keys + ["measure", "over"], "diff", s.ci_level), how="left",
-                          on=keys + ["measure", "over"])
+        every = (
+            long.groupby(keys + ["measure", "over"], sort=False)["count"]
+            .sum()
+            .reset_index()[keys + ["measure", "over"]]
+        )
+        got = every.merge(
+            group_intervals(long, keys + ["measure", "over"], "diff", s.ci_level),
+            how="left",
+            on=keys + ["measure", "over"],
+        )
         rank = {(m_, o): i for i, (_, m_, o) in enumerate(quantities)}
         got["_o"] = [order[(r.variant, r.dataset, r.lr)] for r in got.itertuples()]
         got["_m"] = [rank[(r.measure, r.over)] for r in got.itertuples()]
         for r in got.sort_values(["_o", "layer", "_m"], kind="stable").itertuples():
             n = 0 if not np.isfinite(r.n) else int(r.n)
-            eps.append(Endpoint(measure=r.measure, effect=float(r.mean) if n else NAN, lo=float(r.lo) if n else NAN,
-                                hi=float(r.hi) if n else NAN, n=n, variant=r.variant, dataset=r.dataset, lr=r.lr,
-                                layer=int(r.layer), **({"over": r.over} if r.over else {})))
+            eps.append(
+                Endpoint(
+                    measure=r.measure,
+                    effect=float(r.mean) if n else NAN,
+                    lo=float(r.lo) if n else NAN,
+                    hi=float(r.hi) if n else NAN,
+                    n=n,
+                    variant=r.variant,
+                    dataset=r.dataset,
+                    lr=r.lr,
+                    layer=int(r.layer),
+                    **({"over": r.over} if r.over else {}),
+                )
+            )
             if r.measure == ALPHA and n >= s.min_members:  # the retired count: intervals on one side of 1/2
                 up += r.lo >= s.alpha_unbounded
                 down += r.hi < s.alpha_unbounded
@@ -165,15 +208,34 @@ def judge_b_grows(m, hist, s) -> Judgement:
         for layer in layers:
             if twin and layer_column("b_drift", layer) in tg and len(tg):
                 d = tg[layer_column("b_drift", layer)]  # measured on the twin, in this variant's comparison
-                eps.append(Endpoint(measure=TWIN_DRIFT, **interval(ci(d, level=s.ci_level)),
-                                    n=int(d.notna().sum()), twin=twin, variant=v, dataset=ds, lr=lr, layer=layer))
+                eps.append(
+                    Endpoint(
+                        measure=TWIN_DRIFT,
+                        **interval(ci(d, level=s.ci_level)),
+                        n=int(d.notna().sum()),
+                        twin=twin,
+                        variant=v,
+                        dataset=ds,
+                        lr=lr,
+                        layer=layer,
+                    )
+                )
     toy = live[live["trainable"] == "bias"]
     toy_alpha = []
     for (v, ds, lr), g in toy.groupby(["variant", "dataset", "lr"], sort=False):
         for layer in [x for x in layers if g[layer_column("alpha", x)].notna().any()]:
             a = g[layer_column("alpha", layer)]
-            toy_alpha.append(Endpoint(measure=TOY, **interval(ci(a, level=s.ci_level)), n=int(a.notna().sum()),
-                                      variant=v, dataset=ds, lr=lr, layer=layer))
+            toy_alpha.append(
+                Endpoint(
+                    measure=TOY,
+                    **interval(ci(a, level=s.ci_level)),
+                    n=int(a.notna().sum()),
+                    variant=v,
+                    dataset=ds,
+                    lr=lr,
+                    layer=layer,
+                )
+            )
     eps += toy_alpha
     comp_alpha = comparisons(real, layers, "alpha", s.alpha_unbounded, 1.0)
     kappa_layers = _layers(m, "kappa")
@@ -182,10 +244,13 @@ def judge_b_grows(m, hist, s) -> Judgement:
     last_layers = [x for x in layers if layer_column(alpha_window(0), x) in m]
     withhold, last = guard(real, last_layers, s) if declared == "drive_decay" else ({}, "")
     ev = _evidence(real, comp_alpha, comp if declared == "drive_decay" else None, kappa_layers, s) + (
-        f" b's own path: {last}." if last else "")
+        f" b's own path: {last}." if last else ""
+    )
     if toy_alpha:
-        ev += (f" The bias-only toy (linear by construction) shows alpha between "
-               f"{_g(min(e.effect for e in toy_alpha))} and {_g(max(e.effect for e in toy_alpha))}.")
+        ev += (
+            f" The bias-only toy (linear by construction) shows alpha between "
+            f"{_g(min(e.effect for e in toy_alpha))} and {_g(max(e.effect for e in toy_alpha))}."
+        )
     n_groups = sum(e.measure == ALPHA for e in eps)
     up_sig, down_sig = beyond_chance(up, n_groups, s.ci_level), beyond_chance(down, n_groups, s.ci_level)
     legacy = {"count": MIXED if up_sig and down_sig else HOLDS if up_sig else FAILS if down_sig else NOT_SHOWN}
@@ -196,15 +261,25 @@ def judge_b_grows(m, hist, s) -> Judgement:
 
 def _evidence(real, comp_alpha, comp_kappa, kappa_layers, s) -> str:
     mean_by = lambda c, col, off: (c.groupby(col)["diff"].mean() + off) if len(c) else pd.Series(dtype=float)  # noqa: E731
+
     def text(sr) -> str:  # a def, not a lambda: its noqa would not survive `ruff format` wrapping it
-        return ", ".join(f"{layer_text(int(k)) if isinstance(k, (int, np.integer)) else k} {_g(x)}"
-                         for k, x in sr.items()) or "none"
+        return (
+            ", ".join(f"{layer_text(int(k)) if isinstance(k, (int, np.integer)) else k} {_g(x)}" for k, x in sr.items())
+            or "none"
+        )
+
     ev = ""
     if comp_kappa is not None:
         k_layer, k_var = -mean_by(comp_kappa, "layer", -1.0), -mean_by(comp_kappa, "variant", -1.0)
-        ev = ("Decay exponent kappa of b's drive over doubling windows (||sum_{[t/2, t)} G|| / (t/2) ~ t^-kappa, "
-              f"t >= {s.kappa_from:g} T; > 1: bounded, <= 1: unbounded), surviving detached members of the real "
-              f"networks: mean kappa by layer {text(k_layer)}; by variant {text(k_var)}. ")
-    return ev + ("Growth exponent alpha of ||b_t - b_0|| over the later part of the run: mean alpha by layer "
-                 + text(mean_by(comp_alpha, "layer", s.alpha_unbounded)) + "; by variant "
-                 + text(mean_by(comp_alpha, "variant", s.alpha_unbounded)) + ".")
+        ev = (
+            "Decay exponent kappa of b's drive over doubling windows (||sum_{[t/2, t)} G|| / (t/2) ~ t^-kappa, "
+            f"t >= {s.kappa_from:g} T; > 1: bounded, <= 1: unbounded), surviving detached members of the real "
+            f"networks: mean kappa by layer {text(k_layer)}; by variant {text(k_var)}. "
+        )
+    return ev + (
+        "Growth exponent alpha of ||b_t - b_0|| over the later part of the run: mean alpha by layer "
+        + text(mean_by(comp_alpha, "layer", s.alpha_unbounded))
+        + "; by variant "
+        + text(mean_by(comp_alpha, "variant", s.alpha_unbounded))
+        + "."
+    )

@@ -7,6 +7,7 @@ full-set (eval-mode - train-mode) loss minus its twin's -- signed (the direction
 absolute. Descriptive: the same per (variant, data set, lr) with intervals over seeds, the accuracy
 gap, and the bias-only toy apart.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -16,8 +17,11 @@ from pipeline.claims.legacy import count_status
 from pipeline.outcomes import ci
 from pipeline.spec.variants import names_where
 
-ABS, ABS_ACC, SIGNED = ("excess |eval-mode - train-mode loss|", "excess |train-mode - eval-mode accuracy|",
-                        "excess signed eval-mode - train-mode loss")
+ABS, ABS_ACC, SIGNED = (
+    "excess |eval-mode - train-mode loss|",
+    "excess |train-mode - eval-mode accuracy|",
+    "excess signed eval-mode - train-mode loss",
+)
 TOY = "signed eval-mode - train-mode loss (toy: no twin, only b trains)"
 B_SHARE, LAG_SHARE = ("b's share of the eval-mode gap", "the statistics' lag share of the eval-mode gap")
 
@@ -35,15 +39,36 @@ def judge_inference_leak(m, hist, s) -> Judgement:
             continue
         p = _paired(live, det, twins[0], ["abs_loss_gap", "abs_acc_gap", "loss_gap"])
         col = "loss_gap" if signed else "abs_loss_gap"
-        rows.append(pd.DataFrame({"diff": p[f"{col}_a"] - p[f"{col}_b"], "dataset": p["dataset"], "seed": p["seed"],
-                                  "variant": det, "twin": twins[0], "lr": p["lr"]}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "diff": p[f"{col}_a"] - p[f"{col}_b"],
+                    "dataset": p["dataset"],
+                    "seed": p["seed"],
+                    "variant": det,
+                    "twin": twins[0],
+                    "lr": p["lr"],
+                }
+            )
+        )
         for (ds, lr), g in p.groupby(["dataset", "lr"], sort=False):
-            for col_, name, unit in (("loss_gap", SIGNED, "nats"), ("abs_loss_gap", ABS, "nats"),
-                                     ("abs_acc_gap", ABS_ACC, "accuracy")):
+            for col_, name, unit in (
+                ("loss_gap", SIGNED, "nats"),
+                ("abs_loss_gap", ABS, "nats"),
+                ("abs_acc_gap", ABS_ACC, "accuracy"),
+            ):
                 d = g[f"{col_}_a"] - g[f"{col_}_b"]
                 n = int(d.notna().sum())
-                e = Endpoint(measure=name, **interval(ci(d, level=s.ci_level)), n=n, unit=unit, variant=det,
-                             twin=twins[0], dataset=ds, lr=lr)
+                e = Endpoint(
+                    measure=name,
+                    **interval(ci(d, level=s.ci_level)),
+                    n=n,
+                    unit=unit,
+                    variant=det,
+                    twin=twins[0],
+                    dataset=ds,
+                    lr=lr,
+                )
                 eps.append(e)
                 if col_ != "loss_gap" and n >= s.min_members:
                     old_family.append(e)  # the retired count read the two |gap| endpoints
@@ -54,24 +79,53 @@ def judge_inference_leak(m, hist, s) -> Judgement:
     if "loss_gap_b" in split:
         for (v, ds), g in split.groupby(["variant", "dataset"], sort=False):
             for col, name in (("loss_gap_b", B_SHARE), ("loss_gap_lag", LAG_SHARE)):
-                e = Endpoint(measure=name, **interval(ci(g[col], level=s.ci_level)), n=int(g[col].notna().sum()),
-                             unit="nats", variant=v, dataset=ds, over="members of every lr")
+                e = Endpoint(
+                    measure=name,
+                    **interval(ci(g[col], level=s.ci_level)),
+                    n=int(g[col].notna().sum()),
+                    unit="nats",
+                    variant=v,
+                    dataset=ds,
+                    over="members of every lr",
+                )
                 eps.append(e)
                 shares.append(e)
     toy = live[live["trainable"] == "bias"]
     for (v, ds, lr), g in toy.groupby(["variant", "dataset", "lr"], sort=False):
-        eps.append(Endpoint(measure=TOY, **interval(ci(g["loss_gap"], level=s.ci_level)),
-                            n=int(g["loss_gap"].notna().sum()), unit="nats", variant=v, dataset=ds, lr=lr))
+        eps.append(
+            Endpoint(
+                measure=TOY,
+                **interval(ci(g["loss_gap"], level=s.ci_level)),
+                n=int(g["loss_gap"].notna().sum()),
+                unit="nats",
+                variant=v,
+                dataset=ds,
+                lr=lr,
+            )
+        )
     comp = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["diff", "dataset", "seed"])
     carriers = comp.groupby("variant")["diff"].agg(["mean", "size"]) if len(comp) else None
-    ev = ("Full training set, eval mode (running statistics) minus train mode (batch statistics), detached "
-          "variant minus its twin, paired by data set, lr and seed"
-          + (": mean excess per pair by variant " + "; ".join(f"{v} {r['mean']:+.3g} nats over {int(r['size'])} pairs"
-                                                      for v, r in carriers.iterrows()) if carriers is not None else "")
-          + " (the primary test's per-variant rows average per seed first). Negative = inference mode fits the "
-            "training set better than training mode does."
-          + (" Split of the detached variants' own gap (eval - train) into b's lag and the statistics' lag: "
-             + "; ".join(e.text() for e in shares) + "." if shares else ""))
-    legacy = {"ffaf633": count_status(old_family, s.ci_level, only_informative=False),
-              "count": count_status(old_family, s.ci_level)}
+    ev = (
+        "Full training set, eval mode (running statistics) minus train mode (batch statistics), detached "
+        "variant minus its twin, paired by data set, lr and seed"
+        + (
+            ": mean excess per pair by variant "
+            + "; ".join(f"{v} {r['mean']:+.3g} nats over {int(r['size'])} pairs" for v, r in carriers.iterrows())
+            if carriers is not None
+            else ""
+        )
+        + " (the primary test's per-variant rows average per seed first). Negative = inference mode fits the "
+        "training set better than training mode does."
+        + (
+            " Split of the detached variants' own gap (eval - train) into b's lag and the statistics' lag: "
+            + "; ".join(e.text() for e in shares)
+            + "."
+            if shares
+            else ""
+        )
+    )
+    legacy = {
+        "ffaf633": count_status(old_family, s.ci_level, only_informative=False),
+        "count": count_status(old_family, s.ci_level),
+    }
     return Judgement(eps, ev, comparisons={"claim1b": comp}, legacy=legacy)

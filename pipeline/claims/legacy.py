@@ -9,6 +9,7 @@ intervals lying above 0 (below 0) judged against a binomial tail, each compariso
 side with probability (1 - level) / 2 under no effect. It treats comparisons that share seeds as
 independent and is anti-conservative (tests/test_calibration.py measures by how much).
 """
+
 from __future__ import annotations
 
 from pipeline.spec.endpoints import Endpoint

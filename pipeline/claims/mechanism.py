@@ -41,6 +41,7 @@ radial^2. Under bn and standardize (statistics with the gradient through, eps as
 invariant per unit and the radial part is 0 exactly; under standardize_detached it is not. Per member and
 layer `radial_share` = sqrt(sum radial^2 / sum ||grad W||^2) over the logged steps before divergence.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,12 @@ import pandas as pd
 from pipeline.spec.records import layer_column
 from pipeline.spec.variants import NORM_SPECS
 
-LEVEL, LEVEL0, DRIFT, B_DRIFT = (layer_column("mean_dir_W", 0), layer_column("mean_dir_W0", 0),
-                                 layer_column("mean_dir_drift", 0), layer_column("b_drift", 0))
+LEVEL, LEVEL0, DRIFT, B_DRIFT = (
+    layer_column("mean_dir_W", 0),
+    layer_column("mean_dir_W0", 0),
+    layer_column("mean_dir_drift", 0),
+    layer_column("b_drift", 0),
+)
 
 
 def rank_one_variants(norms) -> set[str]:
@@ -72,13 +77,28 @@ def member_mechanism(hist: pd.DataFrame | None, members: pd.DataFrame) -> pd.Dat
     `drift` (||m^T (W - W_0)||), `drift_pred` (||u_bar|| ||b - b_0||) and `drift_ratio` = drift /
     drift_pred there, `radial_share/l<i>` per hidden layer. NaN where the history lacks the column (conv
     nets, records written before mean_dir_drift, no b)."""
-    keys = ["cell", "member", "variant", "dataset", "norm", "lr", "seed", "depth", "input_mean_norm", "status",
-            "diverged_step", "steps", "loss_fixed"]
+    keys = [
+        "cell",
+        "member",
+        "variant",
+        "dataset",
+        "norm",
+        "lr",
+        "seed",
+        "depth",
+        "input_mean_norm",
+        "status",
+        "diverged_step",
+        "steps",
+        "loss_fixed",
+    ]
     base = members[[k for k in keys if k in members]].copy()
     out: dict[str, list] = {k: [] for k in ("level0", "level", "t_level", "drift", "drift_pred")}
     depth = int(members["depth"].max()) if len(members) else 0
     radial: dict[int, list] = {i: [] for i in range(depth)}
-    groups = dict(tuple(_logged(hist).groupby(["cell", "member"], sort=False))) if hist is not None and len(hist) else {}
+    groups = (
+        dict(tuple(_logged(hist).groupby(["cell", "member"], sort=False))) if hist is not None and len(hist) else {}
+    )
     for r in base.itertuples(index=False):
         h = groups.get((r.cell, r.member))
         if h is not None and math.isfinite(r.diverged_step):
@@ -125,12 +145,33 @@ def _geo(x) -> tuple[float, float, float]:
     if not len(x):
         return float("nan"), float("nan"), float("nan")
     m, lo, hi = ci(np.log(x))
-    return math.exp(m), math.exp(lo) if math.isfinite(lo) else float("nan"), math.exp(hi) if math.isfinite(hi) else float("nan")
+    return (
+        math.exp(m),
+        math.exp(lo) if math.isfinite(lo) else float("nan"),
+        math.exp(hi) if math.isfinite(hi) else float("nan"),
+    )
 
 
-GROWTH_COLUMNS = ["variant", "twin", "dataset", "depth", "lr", "n", "growth", "growth_lo", "growth_hi", "twin_growth",
-                  "twin_growth_lo", "twin_growth_hi", "drift", "drift_pred", "drift_ratio", "twin_drift",
-                  "diverged", "twin_diverged"]
+GROWTH_COLUMNS = [
+    "variant",
+    "twin",
+    "dataset",
+    "depth",
+    "lr",
+    "n",
+    "growth",
+    "growth_lo",
+    "growth_hi",
+    "twin_growth",
+    "twin_growth_lo",
+    "twin_growth_hi",
+    "drift",
+    "drift_pred",
+    "drift_ratio",
+    "twin_drift",
+    "diverged",
+    "twin_diverged",
+]
 
 
 def growth_table(mech: pd.DataFrame, twins: dict) -> pd.DataFrame:
@@ -144,14 +185,33 @@ def growth_table(mech: pd.DataFrame, twins: dict) -> pd.DataFrame:
             continue
         twin = ts[0]
         for (ds, depth, lr), g in mech[mech["variant"] == det].groupby(["dataset", "depth", "lr"], sort=False):
-            tw = mech[(mech["variant"] == twin) & (mech["dataset"] == ds) & (mech["depth"] == depth) & (mech["lr"] == lr)]
+            tw = mech[
+                (mech["variant"] == twin) & (mech["dataset"] == ds) & (mech["depth"] == depth) & (mech["lr"] == lr)
+            ]
             gm, glo, ghi = _geo(g["growth"])
             tm, tlo, thi = _geo(tw["growth"])
-            rows.append({"variant": det, "twin": twin, "dataset": ds, "depth": depth, "lr": lr, "n": len(g),
-                         "growth": gm, "growth_lo": glo, "growth_hi": ghi, "twin_growth": tm, "twin_growth_lo": tlo,
-                         "twin_growth_hi": thi, "drift": g["drift"].median(), "drift_pred": g["drift_pred"].median(),
-                         "drift_ratio": g["drift_ratio"].median(), "twin_drift": tw["drift"].median(),
-                         "diverged": int(g["diverged"].sum()), "twin_diverged": int(tw["diverged"].sum())})
+            rows.append(
+                {
+                    "variant": det,
+                    "twin": twin,
+                    "dataset": ds,
+                    "depth": depth,
+                    "lr": lr,
+                    "n": len(g),
+                    "growth": gm,
+                    "growth_lo": glo,
+                    "growth_hi": ghi,
+                    "twin_growth": tm,
+                    "twin_growth_lo": tlo,
+                    "twin_growth_hi": thi,
+                    "drift": g["drift"].median(),
+                    "drift_pred": g["drift_pred"].median(),
+                    "drift_ratio": g["drift_ratio"].median(),
+                    "twin_drift": tw["drift"].median(),
+                    "diverged": int(g["diverged"].sum()),
+                    "twin_diverged": int(tw["diverged"].sum()),
+                }
+            )
     return pd.DataFrame(rows, columns=GROWTH_COLUMNS)
 
 
@@ -160,13 +220,21 @@ def radial_table(mech: pd.DataFrame) -> pd.DataFrame:
     largest), with the tangential share sqrt(1 - radial^2) at that median."""
     cols = [c for c in mech.columns if c.startswith("radial_share/")]
     if not cols:
-        return pd.DataFrame(columns=["variant", "dataset", "members", "radial_share", "radial_share_max",
-                                     "tangential_share"])
+        return pd.DataFrame(
+            columns=["variant", "dataset", "members", "radial_share", "radial_share_max", "tangential_share"]
+        )
     long = mech.melt(id_vars=["variant", "dataset"], value_vars=cols, value_name="share").dropna(subset=["share"])
     agg = long.groupby(["variant", "dataset"], sort=False)["share"].agg(["median", "max", "size"]).reset_index()
-    return pd.DataFrame({"variant": agg["variant"], "dataset": agg["dataset"], "members": agg["size"],
-                         "radial_share": agg["median"], "radial_share_max": agg["max"],
-                         "tangential_share": np.sqrt(np.clip(1 - agg["median"] ** 2, 0, 1))})
+    return pd.DataFrame(
+        {
+            "variant": agg["variant"],
+            "dataset": agg["dataset"],
+            "members": agg["size"],
+            "radial_share": agg["median"],
+            "radial_share_max": agg["max"],
+            "tangential_share": np.sqrt(np.clip(1 - agg["median"] ** 2, 0, 1)),
+        }
+    )
 
 
 # -- the predicted time to divergence -------------------------------------------------------------------
@@ -188,8 +256,9 @@ def divergence_level(mech: pd.DataFrame, twins: dict | None = None) -> pd.DataFr
     divergence, per diverged member of a rank-1 variant that has such a step after init and whose twin (first
     of `twins`) mostly survived that lr: the thresholds. Where the twin itself diverges the lr is too large for
     the data set whatever the gradient does, and such a divergence says nothing about this route."""
-    d = mech[_rank1(mech) & mech["diverged"] & (mech["t_level"] > 0) & mech["drift_pred"].notna()
-             & ~_twin_fails(mech, twins)]
+    d = mech[
+        _rank1(mech) & mech["diverged"] & (mech["t_level"] > 0) & mech["drift_pred"].notna() & ~_twin_fails(mech, twins)
+    ]
     return d.assign(eta_level=d["lr"] * d["drift_pred"])[["dataset", "depth", "lr", "variant", "seed", "eta_level"]]
 
 
@@ -238,8 +307,21 @@ def crossing(steps: np.ndarray, level: np.ndarray, c: float) -> float:
     return float(steps[-1] + (c - level[-1]) / slope) if slope > 0 else float("nan")
 
 
-PREDICTION_COLUMNS = ["variant", "dataset", "depth", "lr", "n", "eta_level", "c", "diverged", "predicted", "agree",
-                      "median_step", "median_step_pred", "log_ratio"]
+PREDICTION_COLUMNS = [
+    "variant",
+    "dataset",
+    "depth",
+    "lr",
+    "n",
+    "eta_level",
+    "c",
+    "diverged",
+    "predicted",
+    "agree",
+    "median_step",
+    "median_step_pred",
+    "log_ratio",
+]
 
 
 def prediction_table(pred: pd.DataFrame, twins: dict | None = None) -> pd.DataFrame:
@@ -251,16 +333,27 @@ def prediction_table(pred: pd.DataFrame, twins: dict | None = None) -> pd.DataFr
     rows = []
     levels = divergence_level(pred, twins)
     for (v, ds, depth, lr), g in pred.groupby(["variant", "dataset", "depth", "lr"], sort=False):
-        own = levels[(levels["variant"] == v) & (levels["dataset"] == ds) & (levels["depth"] == depth)
-                     & (levels["lr"] == lr)]
+        own = levels[
+            (levels["variant"] == v) & (levels["dataset"] == ds) & (levels["depth"] == depth) & (levels["lr"] == lr)
+        ]
         hit = g[g["diverged"] & g["t_pred"].notna() & (g["time"] > 0)]
-        rows.append({"variant": v, "dataset": ds, "depth": depth, "lr": lr, "n": len(g),
-                     "eta_level": own["eta_level"].median(), "c": g["c"].median(),
-                     "diverged": int(g["diverged"].sum()), "predicted": int(g["predicted"].sum()),
-                     "agree": int((g["diverged"] == g["predicted"]).sum()) if g["c"].notna().any() else np.nan,
-                     "median_step": g.loc[g["diverged"], "time"].median(),
-                     "median_step_pred": g.loc[g["predicted"], "t_pred"].median(),
-                     "log_ratio": float(np.median(np.log(hit["t_pred"] / hit["time"]))) if len(hit) else np.nan})
+        rows.append(
+            {
+                "variant": v,
+                "dataset": ds,
+                "depth": depth,
+                "lr": lr,
+                "n": len(g),
+                "eta_level": own["eta_level"].median(),
+                "c": g["c"].median(),
+                "diverged": int(g["diverged"].sum()),
+                "predicted": int(g["predicted"].sum()),
+                "agree": int((g["diverged"] == g["predicted"]).sum()) if g["c"].notna().any() else np.nan,
+                "median_step": g.loc[g["diverged"], "time"].median(),
+                "median_step_pred": g.loc[g["predicted"], "t_pred"].median(),
+                "log_ratio": float(np.median(np.log(hit["t_pred"] / hit["time"]))) if len(hit) else np.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 
 
@@ -280,11 +373,41 @@ def growth_endpoints(m: pd.DataFrame, hist: pd.DataFrame | None, settings) -> li
     out = []
     for r in table.itertuples(index=False):
         where = dict(dataset=r.dataset, lr=r.lr, layer=0)
-        out.append(Endpoint(measure=GROWTH, effect=r.growth, lo=r.growth_lo, hi=r.growth_hi, n=r.n, unit="x",
-                            variant=r.variant, note=f"{r.diverged} diverged", **where))
-        out.append(Endpoint(measure=GROWTH, effect=r.twin_growth, lo=r.twin_growth_lo, hi=r.twin_growth_hi, n=r.n,
-                            unit="x", variant=r.twin, over=f"twin of {r.variant}", note=f"{r.twin_diverged} diverged",
-                            **where))
-        out.append(Endpoint(measure=DRIFT_RATIO, effect=r.drift_ratio, n=r.n, variant=r.variant,
-                            note=f"drift {r.drift:.3g}, predicted {r.drift_pred:.3g}", **where))
+        out.append(
+            Endpoint(
+                measure=GROWTH,
+                effect=r.growth,
+                lo=r.growth_lo,
+                hi=r.growth_hi,
+                n=r.n,
+                unit="x",
+                variant=r.variant,
+                note=f"{r.diverged} diverged",
+                **where,
+            )
+        )
+        out.append(
+            Endpoint(
+                measure=GROWTH,
+                effect=r.twin_growth,
+                lo=r.twin_growth_lo,
+                hi=r.twin_growth_hi,
+                n=r.n,
+                unit="x",
+                variant=r.twin,
+                over=f"twin of {r.variant}",
+                note=f"{r.twin_diverged} diverged",
+                **where,
+            )
+        )
+        out.append(
+            Endpoint(
+                measure=DRIFT_RATIO,
+                effect=r.drift_ratio,
+                n=r.n,
+                variant=r.variant,
+                note=f"drift {r.drift:.3g}, predicted {r.drift_pred:.3g}",
+                **where,
+            )
+        )
     return out

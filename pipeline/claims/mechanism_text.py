@@ -8,6 +8,7 @@ Every number comes from typed fields: the survival test is recomputed from the m
 (pipeline.claims.divergence_time), the growth factors are claim 4's GROWTH endpoints (they need the
 histories, which the answer does not get), the twin's failures are the member table's statuses.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,9 +45,11 @@ def _time_clause(members, settings) -> str:
         return ""
     r = pooled.result
     lo, hi = r.hazard_ratio_interval()
-    return (f"; timing read as survival data, the detached arm's hazard of diverging was {r.hazard_ratio:.2g} times "
-            f"the twin's [{lo:.2g}, {hi:.2g}] (stratified log-rank, descriptive: p {r.p_flip:.2g} by swapping arms "
-            f"within seeds)")
+    return (
+        f"; timing read as survival data, the detached arm's hazard of diverging was {r.hazard_ratio:.2g} times "
+        f"the twin's [{lo:.2g}, {hi:.2g}] (stratified log-rank, descriptive: p {r.p_flip:.2g} by swapping arms "
+        f"within seeds)"
+    )
 
 
 def _twin_clause(members, twin: str) -> str:
@@ -54,7 +57,11 @@ def _twin_clause(members, twin: str) -> str:
     if not fails:
         return ""
     parts = [f"lr >= {lr:g} on {ds}" for ds, lr in fails.items()]
-    return f"; {twin} itself diverged (half the seeds or more) at " + ", ".join(parts) + ", where detaching has little to add"
+    return (
+        f"; {twin} itself diverged (half the seeds or more) at "
+        + ", ".join(parts)
+        + ", where detaching has little to add"
+    )
 
 
 def _growth_clause(v4, det: str, twin: str, datasets: list[str]) -> str:
@@ -64,13 +71,18 @@ def _growth_clause(v4, det: str, twin: str, datasets: list[str]) -> str:
         mine = [e.effect for e in es if e.variant == det and e.dataset == ds and e.over is None]
         theirs = [e.effect for e in es if e.variant == twin and e.dataset == ds and e.over == f"twin of {det}"]
         if mine and theirs:
-            parts.append(f"{_x(min(mine))}-{_x(max(mine))} under {det} against {_x(min(theirs))}-{_x(max(theirs))} "
-                         f"under {twin} on {ds}")
+            parts.append(
+                f"{_x(min(mine))}-{_x(max(mine))} under {det} against {_x(min(theirs))}-{_x(max(theirs))} "
+                f"under {twin} on {ds}"
+            )
     if not parts:
         return ""
-    return ("; what grows is W along the input mean, by the rank-1 term u_bar (dl/db)^T that ignoring the mean "
-            "leaves in dl/dW (||m^T W_T|| / ||m^T W_0||, first layer, over the lrs: " + "; ".join(parts)
-            + "), not b, which cancels in training mode")
+    return (
+        "; what grows is W along the input mean, by the rank-1 term u_bar (dl/db)^T that ignoring the mean "
+        "leaves in dl/dW (||m^T W_T|| / ||m^T W_0||, first layer, over the lrs: "
+        + "; ".join(parts)
+        + "), not b, which cancels in training mode"
+    )
 
 
 def mechanism_clause(v4, members: pd.DataFrame, settings) -> str:

@@ -14,6 +14,7 @@ smallest effect. The data sets a test pools are declared per test (pipeline.spec
 "nonzero_mean" for the claims whose mechanism needs E[u] != 0); the others are shown as controls,
 each data set with its own effect and interval (which data sets carry the effect).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,34 +46,35 @@ class DatasetEffect:
     """The same comparison on one data set: pooled in the test, or a control shown beside it; its
     effect is the mean over its seeds of each seed's mean comparison, its interval Student's t over
     those seeds."""
+
     dataset: str
-    role: str              # "pooled" | "control"
+    role: str  # "pooled" | "control"
     effect: float
     lo: float
     hi: float
-    p: float               # sign flip over this data set's seeds, unadjusted (descriptive)
-    n: int                 # comparisons
+    p: float  # sign flip over this data set's seeds, unadjusted (descriptive)
+    n: int  # comparisons
     seeds: int
 
 
 @dataclass(frozen=True)
 class TestResult:
-    key: str               # report.primary key
+    key: str  # report.primary key
     claim: str
     side: str
-    endpoint: str          # the endpoint id named in params
-    text: str              # what one comparison is
+    endpoint: str  # the endpoint id named in params
+    text: str  # what one comparison is
     unit: str
-    plus: str              # what + means
+    plus: str  # what + means
     smallest_effect: float
     effect: float
     lo: float
     hi: float
-    p: float               # exact sign-flip p, clusters (data set, seed)
-    p_holm: float          # Holm-adjusted across every primary test of the report
-    n: int                 # comparisons pooled
-    clusters: int          # (data set, seed) clusters pooled
-    min_p: float           # the smallest p this many clusters can give (2 / 2^clusters): below alpha or not
+    p: float  # exact sign-flip p, clusters (data set, seed)
+    p_holm: float  # Holm-adjusted across every primary test of the report
+    n: int  # comparisons pooled
+    clusters: int  # (data set, seed) clusters pooled
+    min_p: float  # the smallest p this many clusters can give (2 / 2^clusters): below alpha or not
     status: str
     by_dataset: tuple[DatasetEffect, ...]
     by_variant: tuple[DatasetEffect, ...] = ()  # the pooled comparisons split by the claim's subject variant
@@ -91,17 +93,29 @@ class TestResult:
     def carried_by(self) -> list[DatasetEffect]:
         """The pooled data sets whose own interval excludes 0 in the test's direction of effect."""
         sign = np.sign(self.effect) if np.isfinite(self.effect) else 0
-        return [d for d in self.by_dataset if d.role == "pooled" and np.isfinite(d.lo)
-                and ((sign > 0 and d.lo > 0) or (sign < 0 and d.hi < 0))]
+        return [
+            d
+            for d in self.by_dataset
+            if d.role == "pooled" and np.isfinite(d.lo) and ((sign > 0 and d.lo > 0) or (sign < 0 and d.hi < 0))
+        ]
 
     def controls(self) -> list[DatasetEffect]:
         return [d for d in self.by_dataset if d.role == "control"]
 
     def endpoint_row(self) -> Endpoint:
         """The test as the claim's primary endpoint (tables/<claim>.csv, the study comparison)."""
-        return Endpoint(measure=self.measure, effect=self.effect, lo=self.lo, hi=self.hi, n=self.n, unit=self.unit,
-                        over=f"{self.clusters} (data set, seed) clusters",
-                        note=f"p {self.p:.3g}, Holm {self.p_holm:.3g}: {self.status}", decides=True, primary=True)
+        return Endpoint(
+            measure=self.measure,
+            effect=self.effect,
+            lo=self.lo,
+            hi=self.hi,
+            n=self.n,
+            unit=self.unit,
+            over=f"{self.clusters} (data set, seed) clusters",
+            note=f"p {self.p:.3g}, Holm {self.p_holm:.3g}: {self.status}",
+            decides=True,
+            primary=True,
+        )
 
 
 def primary_measure(key: str, endpoint: str) -> str:
@@ -112,8 +126,9 @@ def _cluster(frame: pd.DataFrame) -> np.ndarray:
     return (frame["dataset"].astype(str) + "/" + frame["seed"].astype(str)).to_numpy()
 
 
-def _one(frame: pd.DataFrame, level: float, n_boot: int, t_interval: bool = False
-         ) -> tuple[float, float, float, float, int, int]:
+def _one(
+    frame: pd.DataFrame, level: float, n_boot: int, t_interval: bool = False
+) -> tuple[float, float, float, float, int, int]:
     """(effect, lo, hi, p, comparisons, clusters) of the finite diffs of `frame`. t_interval: the
     effect is the mean of the cluster means and its interval Student's t over them (one data set: its
     5-10 seeds are too few clusters for a percentile bootstrap, which comes out too narrow)."""
@@ -150,28 +165,52 @@ def run_tests(comparisons: dict[str, pd.DataFrame], members: pd.DataFrame, setti
         choice = spec.endpoints[chosen.endpoint]
         pooled = set(pooled_datasets(members, settings, spec.datasets))
         frame = frame if len(frame) else pd.DataFrame(columns=["diff", "dataset", "seed"])
-        effect, lo, hi, p, n, clusters = _one(frame[frame["dataset"].isin(pooled)], settings.ci_level,
-                                              settings.bootstrap)
+        effect, lo, hi, p, n, clusters = _one(
+            frame[frame["dataset"].isin(pooled)], settings.ci_level, settings.bootstrap
+        )
         per = []
         for ds, g in frame.groupby("dataset", sort=False):
             e, dlo, dhi, dp, dn, ds_seeds = _one(g, settings.ci_level, settings.bootstrap, t_interval=True)
             per.append(DatasetEffect(str(ds), "pooled" if ds in pooled else "control", e, dlo, dhi, dp, dn, ds_seeds))
         inside = frame[frame["dataset"].isin(pooled)]
-        by_variant = tuple(DatasetEffect(str(v), "pooled", *_one(g, settings.ci_level, settings.bootstrap, t_interval=True))
-                           for v, g in inside.groupby("variant", sort=False)) if "variant" in inside else ()
-        raw.append(dict(key=key, claim=spec.claim, side=spec.side, endpoint=chosen.endpoint, text=choice.text,
-                        by_variant=by_variant,
-                        unit=choice.unit, plus=choice.plus, smallest_effect=chosen.smallest_effect, effect=effect,
-                        lo=lo, hi=hi, p=p, n=n, clusters=clusters,
-                        min_p=min(1.0, 2.0 / 2 ** clusters) if clusters else 1.0, by_dataset=tuple(per)))
+        by_variant = (
+            tuple(
+                DatasetEffect(str(v), "pooled", *_one(g, settings.ci_level, settings.bootstrap, t_interval=True))
+                for v, g in inside.groupby("variant", sort=False)
+            )
+            if "variant" in inside
+            else ()
+        )
+        raw.append(
+            dict(
+                key=key,
+                claim=spec.claim,
+                side=spec.side,
+                endpoint=chosen.endpoint,
+                text=choice.text,
+                by_variant=by_variant,
+                unit=choice.unit,
+                plus=choice.plus,
+                smallest_effect=chosen.smallest_effect,
+                effect=effect,
+                lo=lo,
+                hi=hi,
+                p=p,
+                n=n,
+                clusters=clusters,
+                min_p=min(1.0, 2.0 / 2**clusters) if clusters else 1.0,
+                by_dataset=tuple(per),
+            )
+        )
     # the family: the tests that have comparisons (a test this grid cannot run costs the others nothing)
     run = [r for r in raw if r["n"]]
     adjusted = dict(zip([r["key"] for r in run], holm([r["p"] for r in run]))) if run else {}
     out = []
     for r in raw:
         p_holm = float(adjusted.get(r["key"], NAN))
-        rule = Rule(smallest_effect=r["smallest_effect"], unit=r["unit"], alpha=settings.family_alpha,
-                    level=settings.ci_level)
+        rule = Rule(
+            smallest_effect=r["smallest_effect"], unit=r["unit"], alpha=settings.family_alpha, level=settings.ci_level
+        )
         status = decide(r["lo"], r["hi"], p_holm, rule) if r["n"] else NOT_SHOWN
         if status == NEGLIGIBLE and not could_decide(r, settings.family_alpha):
             status = NOT_SHOWN

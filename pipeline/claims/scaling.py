@@ -8,6 +8,7 @@ Two primary tests, the claim's two sides, named before the report reads the data
 (report.primary.claim3_stability: the divergence rate over the lrs). + = standardizing worse on
 both; the verdict and the answer say which way each goes.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -58,11 +59,14 @@ def _per_seed(sub: pd.DataFrame, col: str, how: str, four: list[str]) -> pd.Data
 def judge_worse_scaling(m, hist, s) -> Judgement:
     sd, cd = "standardize_detached", "center_detached"
     four = [sd, s.twins.get(sd, [""])[0], cd, s.twins.get(cd, [""])[0]]
-    m = m.assign(failed_=(~m["trained"]).astype(float), blown=m["blown"].astype(float),
-                 diverged_=(m["status"] == "diverged").astype(float),
-                 # a diverged member's last finite ||W|| says nothing about its growth
-                 log_w_growth=np.log10(m["w_growth_max"].where((m["w_growth_max"] > 0) & ~m["diverged"].astype(bool))),
-                 steps_censored=m["steps_to_target"].fillna(m["steps"].astype(float)))
+    m = m.assign(
+        failed_=(~m["trained"]).astype(float),
+        blown=m["blown"].astype(float),
+        diverged_=(m["status"] == "diverged").astype(float),
+        # a diverged member's last finite ||W|| says nothing about its growth
+        log_w_growth=np.log10(m["w_growth_max"].where((m["w_growth_max"] > 0) & ~m["diverged"].astype(bool))),
+        steps_censored=m["steps_to_target"].fillna(m["steps"].astype(float)),
+    )
     reads = {PRIMARY[s.primary[k].endpoint]: k for k in ("claim3_fit", "claim3_stability")}
     rows: dict[str, list] = {k: [] for k in reads.values()}
     eps = []
@@ -74,24 +78,42 @@ def judge_worse_scaling(m, hist, s) -> Judgement:
             w = _per_seed(sub, col, how, four)
             a, b = sign * (w[four[0]] - w[four[1]]), sign * (w[four[2]] - w[four[3]])
             if name in reads:  # a primary test's comparisons: one per data set and seed
-                rows[reads[name]].append(pd.DataFrame({"diff": (a - b).to_numpy(), "dataset": ds,
-                                                       "seed": w.index.to_numpy()}))
+                rows[reads[name]].append(
+                    pd.DataFrame({"diff": (a - b).to_numpy(), "dataset": ds, "seed": w.index.to_numpy()})
+                )
             if how == "rate":
                 mean, lo, hi = ci(a.to_numpy(), paired=b.to_numpy(), n_boot=s.bootstrap, level=s.ci_level)
             else:
                 mean, lo, hi = ci((a - b).to_numpy(), level=s.ci_level)
-            eps.append(Endpoint(measure=name, effect=mean, lo=lo, hi=hi, n=len(w),
-                                unit=f"{unit} (+ = standardizing worse)", variant=four[0], twin=four[1],
-                                minus_variant=four[2], minus_twin=four[3], dataset=ds,
-                                decides=len(w) >= s.min_members))
+            eps.append(
+                Endpoint(
+                    measure=name,
+                    effect=mean,
+                    lo=lo,
+                    hi=hi,
+                    n=len(w),
+                    unit=f"{unit} (+ = standardizing worse)",
+                    variant=four[0],
+                    twin=four[1],
+                    minus_variant=four[2],
+                    minus_twin=four[3],
+                    dataset=ds,
+                    decides=len(w) >= s.min_members,
+                )
+            )
     # the retired rules read the first eight endpoints on the data sets with non-zero input mean
     nonzero = set(_nonzero_mean(m, s))
     old = [e for e in eps if e.decides and e.dataset in nonzero and e.measure != "divergence rate"]
     legacy = {"ffaf633": any_side_status(old), "count": count_status(old, s.ci_level)}
     shown = [e for e in eps if e.dataset in nonzero and (e.lo > 0 or e.hi < 0)]
-    ev = ("Excess of standardize_detached over its twin minus the excess of center_detached over its twin, "
-          "paired by seed; intervals excluding 0 on data sets with non-zero input mean: "
-          + ("; ".join(e.text() for e in shown) if shown else "none") + ".")
-    comparisons = {k: (pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=["diff", "dataset", "seed"]))
-                   for k, v in rows.items()}
+    ev = (
+        "Excess of standardize_detached over its twin minus the excess of center_detached over its twin, "
+        "paired by seed; intervals excluding 0 on data sets with non-zero input mean: "
+        + ("; ".join(e.text() for e in shown) if shown else "none")
+        + "."
+    )
+    comparisons = {
+        k: (pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=["diff", "dataset", "seed"]))
+        for k, v in rows.items()
+    }
     return Judgement([replace(e, decides=False) for e in eps], ev, comparisons=comparisons, legacy=legacy)

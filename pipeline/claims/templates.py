@@ -4,25 +4,39 @@ paragraph reuses its wording helpers).
 
     from pipeline.claims.templates import claim_answer
 """
+
 from __future__ import annotations
 
 import math
 
 
 def _datasets(effects) -> str:
-    return ", ".join(f"{d.dataset} ({d.effect:+.3g} [{d.lo:+.3g}, {d.hi:+.3g}])" for d in effects
-                     if math.isfinite(d.lo)) or "no single data set"
+    return (
+        ", ".join(f"{d.dataset} ({d.effect:+.3g} [{d.lo:+.3g}, {d.hi:+.3g}])" for d in effects if math.isfinite(d.lo))
+        or "no single data set"
+    )
 
 
 def _controls(effects) -> str:
     """Each control data set: whether it showed nothing (its interval covers 0) or an effect."""
-    return ", ".join(f"{d.dataset} showed " + ("nothing" if d.lo <= 0 <= d.hi else "an effect") +
-                     f" ({d.effect:+.3g} [{d.lo:+.3g}, {d.hi:+.3g}])" for d in effects if math.isfinite(d.lo)) \
+    return (
+        ", ".join(
+            f"{d.dataset} showed "
+            + ("nothing" if d.lo <= 0 <= d.hi else "an effect")
+            + f" ({d.effect:+.3g} [{d.lo:+.3g}, {d.hi:+.3g}])"
+            for d in effects
+            if math.isfinite(d.lo)
+        )
         or "no control could be read"
+    )
 
 
-SIDE_WORD = {"holds": "worse", "does not hold": "better", "negligible": "no different (negligible)",
-             "not shown": "not distinguishable"}
+SIDE_WORD = {
+    "holds": "worse",
+    "does not hold": "better",
+    "negligible": "no different (negligible)",
+    "not shown": "not distinguishable",
+}
 
 
 def test_fields(results) -> dict:
@@ -31,8 +45,13 @@ def test_fields(results) -> dict:
     if not results:
         return {}
     r = results[0]
-    out = {"t": r.interval_text(), "p": f"{r.p_holm:.2g}", "plus": r.plus, "carried": _datasets(r.carried_by()),
-           "control": _controls(r.controls()) if r.controls() else "none in this grid"}
+    out = {
+        "t": r.interval_text(),
+        "p": f"{r.p_holm:.2g}",
+        "plus": r.plus,
+        "carried": _datasets(r.carried_by()),
+        "control": _controls(r.controls()) if r.controls() else "none in this grid",
+    }
     for x in results:
         if x.side:
             out[x.side] = f"{x.interval_text()} ({x.plus} if +; Holm p {x.p_holm:.2g}: {x.status})"

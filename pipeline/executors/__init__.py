@@ -22,23 +22,39 @@ ray    one task per cell: `train.threads` CPUs (1 if 0) and one GPU where `train
        driver writes atomically. Ray retries a task whose worker or node died (`max_retries`).
        Ray itself is imported only when one is created. Token authentication: ray_auth.py.
 """
+
 from __future__ import annotations
 
 from pipeline.executors.base import (
-                                     Executor,
-                                     ExecutorError,
-                                     ExecutorKind,
-                                     Job,
-                                     Options,
-                                     Outcome,
-                                     local_gpu_count,
-                                     wants_gpu,
-                                     worker_env,
+    Executor,
+    ExecutorError,
+    ExecutorKind,
+    Job,
+    Options,
+    Outcome,
+    local_gpu_count,
+    wants_gpu,
+    worker_env,
 )
 from pipeline.executors.local import LocalExecutor
 from pipeline.executors.ray_cluster import RayExecutor, check_address, ray_cell, write_returned
 
 EXECUTORS: dict[str, ExecutorKind] = {cls.name: cls for cls in (LocalExecutor, RayExecutor)}
 
-__all__ = ["EXECUTORS", "Executor", "ExecutorError", "ExecutorKind", "Job", "Options", "Outcome", "local_gpu_count",
-           "wants_gpu", "worker_env", "LocalExecutor", "RayExecutor", "check_address", "ray_cell", "write_returned"]
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "ExecutorError",
+    "ExecutorKind",
+    "Job",
+    "Options",
+    "Outcome",
+    "local_gpu_count",
+    "wants_gpu",
+    "worker_env",
+    "LocalExecutor",
+    "RayExecutor",
+    "check_address",
+    "ray_cell",
+    "write_returned",
+]

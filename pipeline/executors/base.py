@@ -5,6 +5,7 @@ An executor is a class with the class-level part of `ExecutorKind` (its name, wh
 --address, `check_store` and `create`) whose instances are `Executor`s. pipeline.grid knows
 executors only through these two protocols and the EXECUTORS registry (pipeline/executors/__init__.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,26 +33,27 @@ class ExecutorError(RuntimeError):
 
 @dataclass
 class Job:
-    name: str          # the cell's name, <variant>-<dataset>
-    cell: object       # pipeline.config.CellSettings
-    out: Path          # its folder (runs/<cell>)
+    name: str  # the cell's name, <variant>-<dataset>
+    cell: object  # pipeline.config.CellSettings
+    out: Path  # its folder (runs/<cell>)
 
 
 @dataclass
 class Outcome:
     job: Job
-    status: str        # "ran" | "failed" | "interrupted"
-    error: str = ""    # one line (and a traceback tail) for a failed cell
+    status: str  # "ran" | "failed" | "interrupted"
+    error: str = ""  # one line (and a traceback tail) for a failed cell
     attempts: int = 1
 
 
 @dataclass
 class Options:
     """What the grid's command line says about where cells run (each executor reads what it needs)."""
-    jobs: int                       # local: worker processes; ray without an address: CPUs of a local Ray
-    retries: int = 2                # tries again for a cell whose worker or node died
-    address: str | None = None      # an executor that takes one (ray: HOST:PORT of a cluster's head)
-    runs_dir: Path = Path("runs")   # where the cells' folders go (never shipped to a remote worker)
+
+    jobs: int  # local: worker processes; ray without an address: CPUs of a local Ray
+    retries: int = 2  # tries again for a cell whose worker or node died
+    address: str | None = None  # an executor that takes one (ray: HOST:PORT of a cluster's head)
+    runs_dir: Path = Path("runs")  # where the cells' folders go (never shipped to a remote worker)
     cells: Sequence = field(default_factory=list)  # every cell of the grid (CellSettings)
 
 
@@ -122,5 +124,3 @@ def failure_text(exc: BaseException, traceback_text: str) -> str:
     if isinstance(exc, (ConfigError, RecordError, TrackingError)):
         return str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
     return f"{one_line(exc)}\n{traceback_text[-1500:]}"
-
-

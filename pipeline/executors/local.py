@@ -1,4 +1,5 @@
 """The local executor: a pool of warm worker processes on this machine (see pipeline/executors/__init__.py)."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -89,8 +90,10 @@ class LocalExecutor:
         gpus = local_gpu_count() if any(c.train.accelerator in ("auto", "gpu", "cuda") for c in cells) else 0
         if not gpus and any(c.train.accelerator in ("gpu", "cuda") for c in cells):
             acc = next(c.train.accelerator for c in cells if c.train.accelerator in ("gpu", "cuda"))
-            raise ExecutorError(f"train.accelerator: {acc} asks for a GPU and this machine has none "
-                                "(nvidia-smi lists no GPU); use accelerator: cpu or auto")
+            raise ExecutorError(
+                f"train.accelerator: {acc} asks for a GPU and this machine has none "
+                "(nvidia-smi lists no GPU); use accelerator: cpu or auto"
+            )
         return cls(options.jobs, options.retries, gpus if any(wants_gpu(c, gpus > 0) for c in cells) else 0)
 
     def __init__(self, jobs: int, retries: int = 2, gpus: int = 0):
@@ -157,13 +160,19 @@ class LocalExecutor:
                     continue
                 _clean_partial(job.out)
                 if tries[job.name] <= self.retries and not self._stopping:
-                    print(f"normlab: {job.name}: worker process died ({_exit_text(w.proc.exitcode)}); retrying "
-                          f"(attempt {tries[job.name] + 1} of {self.retries + 1})", flush=True)
+                    print(
+                        f"normlab: {job.name}: worker process died ({_exit_text(w.proc.exitcode)}); retrying "
+                        f"(attempt {tries[job.name] + 1} of {self.retries + 1})",
+                        flush=True,
+                    )
                     queue.insert(0, job)
                 else:
-                    yield Outcome(job, "interrupted" if self._stopping else "failed",
-                                  f"worker process died ({_exit_text(w.proc.exitcode)}) on each of "
-                                  f"{tries[job.name]} attempt(s)", tries[job.name])
+                    yield Outcome(
+                        job,
+                        "interrupted" if self._stopping else "failed",
+                        f"worker process died ({_exit_text(w.proc.exitcode)}) on each of {tries[job.name]} attempt(s)",
+                        tries[job.name],
+                    )
         yield from (Outcome(job, "interrupted", "not started", 0) for job in queue)
 
     def interrupt(self) -> None:
@@ -195,5 +204,3 @@ def _exit_text(code: int | None) -> str:
     if code is None:
         return "still running"
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-
-

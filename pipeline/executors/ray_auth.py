@@ -19,6 +19,7 @@ RAY_AUTH_MODE, normlab instead gives the cluster a fresh token in a 0600 file in
 folder (pipeline.executors.ray_cluster.ray_temp_dir), points RAY_AUTH_TOKEN_PATH at it for the
 cluster's life (Ray's processes inherit it), and restores the environment and removes the file at close.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,10 @@ from pathlib import Path
 from pipeline.executors.base import ExecutorError, one_line
 
 MODE, TOKEN, TOKEN_PATH = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
-HOW = (f"give Ray {MODE}=token and the cluster's token (`ray get-auth-token` on its head) in a file named by "
-       f"{TOKEN_PATH}, in {TOKEN}, or in ~/.ray/auth_token (docs/scale-out.md)")
+HOW = (
+    f"give Ray {MODE}=token and the cluster's token (`ray get-auth-token` on its head) in a file named by "
+    f"{TOKEN_PATH}, in {TOKEN}, or in ~/.ray/auth_token (docs/scale-out.md)"
+)
 
 
 def token_file() -> Path | None:
@@ -65,8 +68,9 @@ def check_token_file() -> None:
     except OSError:
         return  # Ray says it cannot read it
     if mode & 0o077:
-        raise ExecutorError(f"{token_source()}: the Ray token file is readable by other users (mode {oct(mode)}): "
-                            f"chmod 600 {path}")
+        raise ExecutorError(
+            f"{token_source()}: the Ray token file is readable by other users (mode {oct(mode)}): chmod 600 {path}"
+        )
 
 
 def reload_ray_auth() -> None:
@@ -125,13 +129,17 @@ def check_token(address: str) -> None:
             pass
     if refused:
         if not token_mode:
-            raise ExecutorError(f"--address {address}: the Ray cluster requires token authentication and "
-                                f"{MODE} is not 'token' here: {HOW}")
-        raise ExecutorError(f"--address {address}: the Ray cluster refused the authentication token from "
-                            f"{token_source()}: {HOW}")
+            raise ExecutorError(
+                f"--address {address}: the Ray cluster requires token authentication and "
+                f"{MODE} is not 'token' here: {HOW}"
+            )
+        raise ExecutorError(
+            f"--address {address}: the Ray cluster refused the authentication token from {token_source()}: {HOW}"
+        )
     if silent is not None:
-        raise ExecutorError(f"--address {address}: the port takes connections but no Ray head answers there "
-                            f"({one_line(silent)})")
+        raise ExecutorError(
+            f"--address {address}: the port takes connections but no Ray head answers there ({one_line(silent)})"
+        )
     if held[0]:  # not a refusal: what Ray said stays said
         sys.stderr.write(held[0].decode(errors="replace"))
         sys.stderr.flush()

@@ -1,4 +1,5 @@
 """The ray executor: one Ray task per cell on any cluster (see pipeline/executors/__init__.py)."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,24 @@ from pipeline.executors.ray_auth import LocalToken, check_token
 from pipeline.spec.names import stage_name
 
 # never shipped to Ray workers: environments, records, stores, caches, reports
-RAY_EXCLUDES = [".venv", "runs", "mlruns", "mlflow.db", "mlflow.db-journal", "mlflow.db.init-lock", "mlartifacts",
-                ".dvc/cache", ".dvc/tmp", "reports", ".git", ".bench", ".mlflow-server", "*.egg-info",
-                "__pycache__", ".pytest_cache"]
+RAY_EXCLUDES = [
+    ".venv",
+    "runs",
+    "mlruns",
+    "mlflow.db",
+    "mlflow.db-journal",
+    "mlflow.db.init-lock",
+    "mlartifacts",
+    ".dvc/cache",
+    ".dvc/tmp",
+    "reports",
+    ".git",
+    ".bench",
+    ".mlflow-server",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+]
 
 
 def ray_cell(cell, name: str) -> dict:
@@ -28,8 +44,11 @@ def ray_cell(cell, name: str) -> dict:
         out = tmp / name
         run_cell(cell, out, progress=False)
         meta = records.meta_path(out)
-        return {"files": {f: (out / f).read_bytes() for f in (*records.FILES, records.MARKER)},
-                "meta": meta.read_bytes() if meta.exists() else None, "node": socket.gethostname()}
+        return {
+            "files": {f: (out / f).read_bytes() for f in (*records.FILES, records.MARKER)},
+            "meta": meta.read_bytes() if meta.exists() else None,
+            "node": socket.gethostname(),
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -67,8 +86,10 @@ def private_dir(path: Path) -> Path:
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise ExecutorError(f"Ray temp folder {path} is not a plain folder (symlink?): refused")
     if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o700:
-        raise ExecutorError(f"Ray temp folder {path} is not ours with mode 0700 "
-                            f"(uid {st.st_uid}, mode {oct(stat.S_IMODE(st.st_mode))}): refused")
+        raise ExecutorError(
+            f"Ray temp folder {path} is not ours with mode 0700 "
+            f"(uid {st.st_uid}, mode {oct(stat.S_IMODE(st.st_mode))}): refused"
+        )
     return path
 
 
@@ -82,8 +103,7 @@ def ray_temp_dir() -> Path:
     if runtime and os.path.isabs(runtime):
         try:
             st = os.lstat(runtime)
-            if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
-                    and stat.S_IMODE(st.st_mode) == 0o700):
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700:
                 path = Path(runtime) / "normlab-ray"
                 try:
                     os.mkdir(path, 0o700)
@@ -122,8 +142,10 @@ class RayExecutor:
         require("ray", "ray", "--executor ray", ExecutorError)
         remote = options.address or os.environ.get("RAY_ADDRESS")
         if remote and not tracking_uri.startswith(("http://", "https://")):
-            raise ExecutorError(f"MLFLOW_TRACKING_URI: the ray executor on a cluster needs a tracking server every "
-                                f"node reaches (http://host:port; `make server` starts one), got {tracking_uri}")
+            raise ExecutorError(
+                f"MLFLOW_TRACKING_URI: the ray executor on a cluster needs a tracking server every "
+                f"node reaches (http://host:port; `make server` starts one), got {tracking_uri}"
+            )
 
     @classmethod
     def create(cls, options: Options) -> RayExecutor:
@@ -138,11 +160,24 @@ class RayExecutor:
             excludes.append(str(Path(options.runs_dir).resolve().relative_to(root)))
         except ValueError:
             pass
-        return cls(options.address, root, options.retries, excludes,
-                   env={"MLFLOW_TRACKING_URI": tracking_uri()}, local_cpus=options.jobs)
+        return cls(
+            options.address,
+            root,
+            options.retries,
+            excludes,
+            env={"MLFLOW_TRACKING_URI": tracking_uri()},
+            local_cpus=options.jobs,
+        )
 
-    def __init__(self, address: str | None, code_root: Path, retries: int = 2, excludes: Sequence[str] = (),
-                 env: dict | None = None, local_cpus: int | None = None):
+    def __init__(
+        self,
+        address: str | None,
+        code_root: Path,
+        retries: int = 2,
+        excludes: Sequence[str] = (),
+        env: dict | None = None,
+        local_cpus: int | None = None,
+    ):
         from pipeline.spec.extras import require
 
         ray = require("ray", "ray", "--executor ray", ExecutorError)
@@ -153,8 +188,11 @@ class RayExecutor:
             if "://" not in address:  # a GCS address (ray:// is Ray Client's own protocol)
                 check_token(address)  # a refused or missing token: one line, not 20 s of retries
         self.retries, self._stopping, self._pending = retries, False, {}
-        runtime_env = {"working_dir": str(code_root), "excludes": [*RAY_EXCLUDES, *excludes],
-                       "env_vars": {**worker_env(), **(env or {})}}
+        runtime_env = {
+            "working_dir": str(code_root),
+            "excludes": [*RAY_EXCLUDES, *excludes],
+            "env_vars": {**worker_env(), **(env or {})},
+        }
         extra, old_umask, self.temp_dir, self.token = {}, None, None, None
         if not address:  # a local cluster: its files in a private folder, created private (umask 077)
             self.temp_dir = ray_temp_dir()
@@ -164,14 +202,21 @@ class RayExecutor:
             extra["_temp_dir"] = str(self.temp_dir / "r")
             old_umask = os.umask(0o077)
         try:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="WARNING",
-                     num_cpus=None if address else local_cpus, include_dashboard=False if not address else None,
-                     **extra)
+            ray.init(
+                address=address,
+                runtime_env=runtime_env,
+                log_to_driver=False,
+                logging_level="WARNING",
+                num_cpus=None if address else local_cpus,
+                include_dashboard=False if not address else None,
+                **extra,
+            )
         except Exception as exc:  # noqa: BLE001 - any failure here: the cluster is not usable
             if self.token:
                 self.token.close()
-            raise ExecutorError(f"--address {address or '(local Ray)'}: cannot join the Ray cluster "
-                                f"({one_line(exc)})") from None
+            raise ExecutorError(
+                f"--address {address or '(local Ray)'}: cannot join the Ray cluster ({one_line(exc)})"
+            ) from None
         finally:
             if old_umask is not None:
                 os.umask(old_umask)
@@ -184,17 +229,23 @@ class RayExecutor:
         """Before any task: a cell asking for a GPU on a cluster without one is one clear line."""
         for job in jobs:
             if wants_gpu(job.cell, self.gpus > 0) and not self.gpus:
-                raise ExecutorError(f"train.accelerator: {job.cell.train.accelerator} asks for a GPU and the Ray "
-                                    "cluster has none (ray.cluster_resources()); use accelerator: cpu or auto")
+                raise ExecutorError(
+                    f"train.accelerator: {job.cell.train.accelerator} asks for a GPU and the Ray "
+                    "cluster has none (ray.cluster_resources()); use accelerator: cpu or auto"
+                )
 
     def run(self, jobs: list[Job]) -> Iterator[Outcome]:
         ray = self._ray
         self.check(jobs)
         for job in jobs:
             gpu = wants_gpu(job.cell, self.gpus > 0)
-            ref = self._task.options(num_cpus=max(1, job.cell.train.threads), num_gpus=1 if gpu else 0,
-                                     max_retries=self.retries, retry_exceptions=False,
-                                     name=stage_name(job.name)).remote(job.cell, job.name)
+            ref = self._task.options(
+                num_cpus=max(1, job.cell.train.threads),
+                num_gpus=1 if gpu else 0,
+                max_retries=self.retries,
+                retry_exceptions=False,
+                name=stage_name(job.name),
+            ).remote(job.cell, job.name)
             self._pending[ref] = job
         while self._pending:
             done, _ = ray.wait(list(self._pending), num_returns=1, timeout=1.0)

@@ -14,6 +14,7 @@ patches + bmm 2013 / 12951 ms. Channels-last also makes the norms' rows view
     model = StackedCNN(in_channels=1, d_out=10, seeds=[0, 1], model=cell.model, variant=cell.variant)
     logits = model(x)   # x [M, B, C, H, W] -> [M, B, classes]
 """
+
 from __future__ import annotations
 
 import torch
@@ -68,8 +69,7 @@ class StackedConv2d(nn.Module):
         w = self.effective_weight()
         m, c_out, c_in, k, _ = w.shape
         b = self.bias.reshape(m * c_out) if self.bias is not None else None
-        return F.conv2d(x.contiguous(memory_format=CL), w.reshape(m * c_out, c_in, k, k), b,
-                        padding=k // 2, groups=m)
+        return F.conv2d(x.contiguous(memory_format=CL), w.reshape(m * c_out, c_in, k, k), b, padding=k // 2, groups=m)
 
 
 def _init_conv_member(gen: torch.Generator, c_in: int, c_out: int, cfg: ModelSettings):
@@ -81,8 +81,7 @@ def _init_conv_member(gen: torch.Generator, c_in: int, c_out: int, cfg: ModelSet
 
 
 class StackedCNN(StackedBase):
-    def __init__(self, in_channels: int, d_out: int, seeds: list[int], model: ModelSettings,
-                 variant: VariantSettings):
+    def __init__(self, in_channels: int, d_out: int, seeds: list[int], model: ModelSettings, variant: VariantSettings):
         super().__init__()
         self.members = len(seeds)
         self.pool_every = model.pool_every
@@ -119,5 +118,5 @@ class StackedCNN(StackedBase):
             h = from_members(self.act(norm(to_members(conv(h), m))))
             if self.pool_every and (i + 1) % self.pool_every == 0 and min(h.shape[-2:]) >= 2:
                 h = F.avg_pool2d(h, 2)
-        pooled = h.mean(dim=(2, 3))                      # global average pooling: [B, M*C]
+        pooled = h.mean(dim=(2, 3))  # global average pooling: [B, M*C]
         return self.head(pooled.view(pooled.shape[0], m, -1).transpose(0, 1))

@@ -16,20 +16,22 @@ With a noisy mini-batch gradient of persistent mean E[G], the same laws hold on 
 for SGD and momentum; Adam's per-coordinate step stays ~lr only while |E[G_i]| dominates its noise
 (a zero-mean coordinate random-walks), so there is no single closed form for it.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def displacement(g, lr: float, steps: int, optimizer: str = "sgd", momentum: float = 0.0,
-                 eps: float = 1e-8) -> np.ndarray:
+def displacement(
+    g, lr: float, steps: int, optimizer: str = "sgd", momentum: float = 0.0, eps: float = 1e-8
+) -> np.ndarray:
     """b_T - b_0 after `steps` updates with the constant gradient `g` (any shape)."""
     g = np.asarray(g, dtype=np.float64)
     if optimizer == "sgd":
         if momentum == 0.0:
             return -lr * steps * g
         t = np.arange(1, steps + 1)
-        return -lr * g * float(np.sum((1.0 - momentum ** t) / (1.0 - momentum)))
+        return -lr * g * float(np.sum((1.0 - momentum**t) / (1.0 - momentum)))
     if optimizer == "adam":
         return -lr * steps * g / (np.abs(g) + eps)
     raise ValueError(f"optimizer: sgd or adam (got {optimizer!r})")

@@ -8,6 +8,7 @@ Linear(+bias). Every tensor carries the member dim first: W_l is [M, d_in, d_out
 Each member draws its own initialisation from a generator seeded by its seed alone, so
 a member is the same network whether it trains in a stack or alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,10 +28,10 @@ class StackedLinear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, weight_norm: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(weight)                 # v when weight_norm
+        self.weight = nn.Parameter(weight)  # v when weight_norm
         self.bias = nn.Parameter(bias) if bias is not None else None
         self.weight_norm = weight_norm
-        if weight_norm:                                    # g starts at ||v_j||: w = v at init
+        if weight_norm:  # g starts at ||v_j||: w = v at init
             self.g = nn.Parameter(weight.norm(dim=1, keepdim=True).clone())
 
     def effective_weight(self) -> torch.Tensor:
@@ -61,8 +62,14 @@ def _init_member(gen: torch.Generator, d_in: int, d_out: int, cfg: ModelSettings
 
 def norm_settings(variant: VariantSettings) -> dict:
     """The variant's keyword arguments for make_norm."""
-    return dict(affine=variant.affine, groups=variant.groups, rmax=variant.rmax, dmax=variant.dmax,
-                renorm_hold=variant.renorm_hold, renorm_ramp=variant.renorm_ramp)
+    return dict(
+        affine=variant.affine,
+        groups=variant.groups,
+        rmax=variant.rmax,
+        dmax=variant.dmax,
+        renorm_hold=variant.renorm_hold,
+        renorm_ramp=variant.renorm_ramp,
+    )
 
 
 class StackedBase(nn.Module):
@@ -93,8 +100,7 @@ class StackedBase(nn.Module):
 
 
 class StackedMLP(StackedBase):
-    def __init__(self, d_in: int, d_out: int, seeds: list[int], model: ModelSettings,
-                 variant: VariantSettings):
+    def __init__(self, d_in: int, d_out: int, seeds: list[int], model: ModelSettings, variant: VariantSettings):
         super().__init__()
         self.members = len(seeds)
         dims = [d_in] + [model.width] * model.depth + [d_out]
@@ -109,8 +115,9 @@ class StackedMLP(StackedBase):
             w = torch.stack([p[0] for p in per_member])
             b = torch.stack([p[1] for p in per_member])
             hidden = i < model.depth
-            self.linears.append(StackedLinear(w, b if (variant.bias or not hidden) else None,
-                                              weight_norm=weight_norm and hidden))
+            self.linears.append(
+                StackedLinear(w, b if (variant.bias or not hidden) else None, weight_norm=weight_norm and hidden)
+            )
             if hidden:
                 self.norms.append(make_norm(variant.norm, self.members, model.width, **norm_kw))
         self.act = ACTIVATIONS[model.activation]()

@@ -25,6 +25,7 @@ A new variant is one spec row plus one class, neither in a project file if it is
     @implements("my_norm")
     class MyNorm(StackedNorm): ...
 """
+
 from __future__ import annotations
 
 import torch
@@ -55,18 +56,19 @@ def unregister_norm(name: str) -> None:
 
 def implements(*names: str):
     """Class decorator: the class is the layer of these spec rows."""
+
     def register(cls: type[StackedNorm]) -> type[StackedNorm]:
         for name in names:
             register_norm(name, cls)
         return cls
+
     return register
 
 
 class StackedNorm(nn.Module):
     """Base: normalize(x) then optional gamma * x_hat + beta, per member."""
 
-    def __init__(self, members: int, features: int, affine: bool = True, eps: float = 1e-5,
-                 momentum: float = 0.1, **_):
+    def __init__(self, members: int, features: int, affine: bool = True, eps: float = 1e-5, momentum: float = 0.1, **_):
         super().__init__()
         self.members, self.features, self.affine = members, features, affine
         self.eps, self.momentum = eps, momentum
@@ -209,8 +211,14 @@ class BatchNorm(_RunningStats):
             return self._eval(x)
         # torch's fused batch norm, one channel per (member, unit): same math, far fewer ops;
         # it also updates the EMA buffers in place
-        y = F.batch_norm(_as_channels(x), self.running_mean.view(-1), self.running_var.view(-1),
-                         training=True, momentum=self.momentum, eps=self.eps)
+        y = F.batch_norm(
+            _as_channels(x),
+            self.running_mean.view(-1),
+            self.running_var.view(-1),
+            training=True,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
         self.initialized.fill_(True)
         return _from_channels(y, x.shape[0])
 
@@ -348,8 +356,9 @@ class BatchRenorm(_RunningStats):
     hold = ramp = 0 uses the limits from step 0. The trainer calls `set_step(t)`.
     """
 
-    def __init__(self, members, features, rmax: float = 3.0, dmax: float = 5.0,
-                 renorm_hold: int = 0, renorm_ramp: int = 0, **kw):
+    def __init__(
+        self, members, features, rmax: float = 3.0, dmax: float = 5.0, renorm_hold: int = 0, renorm_ramp: int = 0, **kw
+    ):
         super().__init__(members, features, **kw)
         self.rmax, self.dmax = rmax, dmax
         self.hold, self.ramp, self.step = renorm_hold, renorm_ramp, 0
@@ -428,15 +437,19 @@ class WeightNormMarker(Identity):
 
 
 if set(NORMS) != BUILTIN_NAMES:  # every built-in row has its layer, and no layer lacks a row
-    raise ImportError(f"pipeline/nets/norms.py implements {sorted(NORMS)}, pipeline/spec/variants.py's built-in "
-                      f"rows are {sorted(BUILTIN_NAMES)}")
+    raise ImportError(
+        f"pipeline/nets/norms.py implements {sorted(NORMS)}, pipeline/spec/variants.py's built-in "
+        f"rows are {sorted(BUILTIN_NAMES)}"
+    )
 
 
 def make_norm(name: str, members: int, features: int, **kw) -> StackedNorm:
     """The layer of spec row `name` (KeyError: no row, or a row no class implements)."""
     norm_spec(name)
     if name not in NORMS:
-        raise KeyError(f"norm {name!r} has a spec row but no layer: register its class (pipeline.nets.norms.implements)")
+        raise KeyError(
+            f"norm {name!r} has a spec row but no layer: register its class (pipeline.nets.norms.implements)"
+        )
     layer = NORMS[name](members, features, **kw)
     layer.spec_name = name  # a class may implement several rows: the instance knows which
     return layer

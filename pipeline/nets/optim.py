@@ -4,6 +4,7 @@ Every parameter has the member dim first. The update of member m is exactly torc
 update with lr = lrs[m] (same float operations, in the same order), and a member whose
 `alive` flag is False is not updated at all: a diverged member stays where it stopped.
 """
+
 from __future__ import annotations
 
 import torch

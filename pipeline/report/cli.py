@@ -6,6 +6,7 @@ Exit 2 with one line (before anything is written) on bad params, a corrupt or mi
 file, an unusable --out or an unreachable MLflow store. Everything is built in a temporary
 folder beside --out and swapped in only when complete (records.write_tree_atomically).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,18 @@ def evaluate(params: Params, grid: Grid):
     return members, largest, verdicts, claims.answer_text(verdicts, members, params.report)
 
 
-def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, verdicts, answer,
-          cell_runs, experiment_id: str | None = None) -> dict:
+def build(
+    tmp: Path,
+    params: Params,
+    grid: Grid,
+    out: Path,
+    members,
+    largest,
+    verdicts,
+    answer,
+    cell_runs,
+    experiment_id: str | None = None,
+) -> dict:
     written = tables.write_tables(tmp / "tables", members, largest, verdicts)
     written.update(mechanism.write_tables(tmp / "tables", grid.histories, members, params.report))  # claim 4's
     written.update(bounded.write_tables(tmp / "tables", members, params.report))  # claims 2's and 1b's predictions
@@ -50,14 +61,27 @@ def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, ve
     logged = grid.histories
     if records.layer_column("W_norm", 0) in logged:
         logged = logged[logged[records.layer_column("W_norm", 0)].notna()]  # the rows every train.log_every steps
-    drawn, unknown = figures.draw(names, figures.FigureData(params, logged, members, largest, tmp / "figures", verdicts))
+    drawn, unknown = figures.draw(
+        names, figures.FigureData(params, logged, members, largest, tmp / "figures", verdicts)
+    )
     for name in unknown:
         step(f"figure {name!r} declared by a claim has no drawer in pipeline/report/figures.py; the report says so")
 
     step("rendering report.md, report.html")
     hashes = {c.summary.cell: c.outputs_hash for c in grid.cells}  # of the very bytes the report read
-    ctx = render.ReportContext(params, out, grid.summaries, grid.excluded, verdicts, answer, written, drawn,
-                               unknown, hashes, mlflow_experiment_id=experiment_id)
+    ctx = render.ReportContext(
+        params,
+        out,
+        grid.summaries,
+        grid.excluded,
+        verdicts,
+        answer,
+        written,
+        drawn,
+        unknown,
+        hashes,
+        mlflow_experiment_id=experiment_id,
+    )
     text = render.markdown(ctx)
     (tmp / "report.md").write_text(text)
     (tmp / "report.html").write_text(render.to_html(text, tmp))
@@ -66,8 +90,10 @@ def build(tmp: Path, params: Params, grid: Grid, out: Path, members, largest, ve
 
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is an existing file; give a folder (the report writes "
-                          f"{', '.join(OWNED)} in it and leaves anything else there alone)")
+        raise ConfigError(
+            f"--out {out}: is an existing file; give a folder (the report writes "
+            f"{', '.join(OWNED)} in it and leaves anything else there alone)"
+        )
     records.check_report_out(out)  # someone's own folder is refused before any work
 
 
@@ -75,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.report"), description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs", help="folder holding the cells' records")
     ap.add_argument("--out", default="reports", help="report folder (only the report's own entries are replaced)")
-    ap.add_argument("--params", default="params.yaml", help="the params file the cells were trained with (default params.yaml)")
+    ap.add_argument(
+        "--params", default="params.yaml", help="the params file the cells were trained with (default params.yaml)"
+    )
     ap.add_argument("--no-track", action="store_true", help="do not log the report to MLflow")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -104,11 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     step(f"tables ({len(grid.cells)} cells)")
     members, largest, verdicts, answer = evaluate(params, grid)
     result = {}
-    records.write_tree_atomically(out, lambda tmp: result.update(
-        metrics=build(tmp, params, grid, out, members, largest, verdicts, answer, cell_runs,
-                      store[1] if store else None),
-        cells=tables.cell_table(members, largest)),
-        marker=records.REPORT_MARKER)
+    records.write_tree_atomically(
+        out,
+        lambda tmp: result.update(
+            metrics=build(
+                tmp, params, grid, out, members, largest, verdicts, answer, cell_runs, store[1] if store else None
+            ),
+            cells=tables.cell_table(members, largest),
+        ),
+        marker=records.REPORT_MARKER,
+    )
     rid = None
     if store:
         from pipeline.report.mlflow_run import log_cell_metrics, log_report_run

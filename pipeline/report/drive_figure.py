@@ -6,6 +6,7 @@ D_t = ||sum_[t/2, t) G|| / (t/2) (`drive_half`): a drive decaying faster than 1/
 log-log axes) sums to a finite b; at or above -1 it does not. Beside it, b's measured drift ||b_t - b_0||
 against the identity's prediction lr ||sum_{s<t} G_s|| (`b_drift_pred`), which must overlay it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,16 +60,32 @@ def fig_drive_decay(data: FigureData) -> list[Drawn]:
         if len(steps) and np.isfinite(level) and level > 0:
             t0 = steps[len(steps) // 2]
             ax_d.plot(steps, level * t0 / steps, color="grey", ls=":", lw=0.9)  # slope -1: the boundary
-        ax_d.set(xscale="log", yscale="log", xlabel="step", ylabel="||sum_[t/2,t) G|| / (t/2)", title=f"{ds}: b's drive")
+        ax_d.set(
+            xscale="log", yscale="log", xlabel="step", ylabel="||sum_[t/2,t) G|| / (t/2)", title=f"{ds}: b's drive"
+        )
         ax_b.set(xlabel="step", ylabel="||b_t - b_0||", title=f"{ds}: b's drift, measured and predicted")
         plain_ticks(ax_d, x=True)
-    variant_legend(fig, data.params, subjects, pal, extra=[
-        ("slope -1: bounded below it", dict(color="grey", ls=":")),
-        ("lr ||sum G|| (identity)", dict(color="black", ls=":", lw=0.8))])
+    variant_legend(
+        fig,
+        data.params,
+        subjects,
+        pal,
+        extra=[
+            ("slope -1: bounded below it", dict(color="grey", ls=":")),
+            ("lr ||sum G|| (identity)", dict(color="black", ls=":", lw=0.8)),
+        ],
+    )
     fig.suptitle(f"Claim 2: is b bounded? Hidden layer 1, lr = {lr:g}, median over seeds", fontsize=9)
-    return [save(fig, data, FIGURE, FIGURE,
-                 f"Left: b's mean drive over the doubling window ending at each step, ||sum_[t/2,t) G|| / (t/2), "
-                 f"log-log, hidden layer 1, lr {lr:g}, the detached variants without beta (median over seeds); a "
-                 f"drive falling faster than the dotted slope -1 sums to a finite b (bounded), at or above it b grows "
-                 f"without bound. Right: b's measured drift ||b_t - b_0|| (colour) and the identity's prediction "
-                 f"lr ||sum_s<t G_s|| (black dots), which must overlay it.")]
+    return [
+        save(
+            fig,
+            data,
+            FIGURE,
+            FIGURE,
+            f"Left: b's mean drive over the doubling window ending at each step, ||sum_[t/2,t) G|| / (t/2), "
+            f"log-log, hidden layer 1, lr {lr:g}, the detached variants without beta (median over seeds); a "
+            f"drive falling faster than the dotted slope -1 sums to a finite b (bounded), at or above it b grows "
+            f"without bound. Right: b's measured drift ||b_t - b_0|| (colour) and the identity's prediction "
+            f"lr ||sum_s<t G_s|| (black dots), which must overlay it.",
+        )
+    ]

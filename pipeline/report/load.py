@@ -12,6 +12,7 @@ Each cell is read as one consistent snapshot (records.read_cell: summary, histor
 one write, even while a grid rewrites the cell; the CellRecord carries the outputs hash of exactly
 the bytes read, which the report uses to find the cell's MLflow run).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,9 +27,9 @@ from pipeline.spec.names import cell_name
 
 @dataclass
 class Grid:
-    cells: list[records.CellRecord]                                 # included, in grid order
+    cells: list[records.CellRecord]  # included, in grid order
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (cell name, why), in grid order
-    histories: pd.DataFrame | None = None                           # long: every included cell's history
+    histories: pd.DataFrame | None = None  # long: every included cell's history
 
     @property
     def summaries(self) -> list[records.CellSummary]:
@@ -61,13 +62,20 @@ def load_grid(params: Params, runs: Path) -> Grid:
             want = records.config_hash(cell_settings(params, v, d))
             got = rec.summary.config_hash
             if got != want:
-                excluded.append((name, f"{folder}: trained under other params (config hash {got}, "
-                                       f"params.yaml gives {want}); run `dvc repro`"))
+                excluded.append(
+                    (
+                        name,
+                        f"{folder}: trained under other params (config hash {got}, "
+                        f"params.yaml gives {want}); run `dvc repro`",
+                    )
+                )
                 continue
             cells.append(rec)
     if not cells:
-        raise ConfigError(f"{runs}: no cell of the current grid has records made by the current params "
-                          f"({len(excluded)} excluded, e.g. {excluded[0][1]})")
+        raise ConfigError(
+            f"{runs}: no cell of the current grid has records made by the current params "
+            f"({len(excluded)} excluded, e.g. {excluded[0][1]})"
+        )
     return Grid(cells, excluded, long_history(cells))
 
 

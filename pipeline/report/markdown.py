@@ -1,4 +1,5 @@
 """Markdown cells and tables: the one formatting the report and its sections share (render, mechanism)."""
+
 from __future__ import annotations
 
 import math

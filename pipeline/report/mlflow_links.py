@@ -9,6 +9,7 @@ change the committed report); it holds the hash, which depends only on the files
 experiment's id, which a store gives once and keeps. Without a store (`--no-track`) the section
 gives the search text to paste instead of a link: the report stays the same for the same inputs.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -27,17 +28,27 @@ def section(hashes: dict[str, str], experiment: str | None, experiment_id: str |
 
     base = ui_base()
     if experiment_id is not None:
-        intro = (f"Each cell's parent run is tagged `normlab.outputs_hash` with the hash of the files it wrote. "
-                 f"The links open the runs table of experiment `{experiment}` (id {experiment_id} in the store "
-                 f"this report was built against) in `normlab ui` ({base}), searched for that hash: the run "
-                 f"that wrote exactly the bytes this report read. All cells at once, one row each: "
-                 f"[the cells' parent runs]({runs_url(base, experiment_id, CELL_FILTER)}). The `report` run's tag "
-                 f"`cell_runs` lists the runs found.")
-        rows = [{"cell": c, "outputs hash": h, "MLflow": f"[runs with its hash]({runs_url(base, experiment_id, hash_filter(h))})"}
-                for c, h in hashes.items()]
+        intro = (
+            f"Each cell's parent run is tagged `normlab.outputs_hash` with the hash of the files it wrote. "
+            f"The links open the runs table of experiment `{experiment}` (id {experiment_id} in the store "
+            f"this report was built against) in `normlab ui` ({base}), searched for that hash: the run "
+            f"that wrote exactly the bytes this report read. All cells at once, one row each: "
+            f"[the cells' parent runs]({runs_url(base, experiment_id, CELL_FILTER)}). The `report` run's tag "
+            f"`cell_runs` lists the runs found."
+        )
+        rows = [
+            {
+                "cell": c,
+                "outputs hash": h,
+                "MLflow": f"[runs with its hash]({runs_url(base, experiment_id, hash_filter(h))})",
+            }
+            for c, h in hashes.items()
+        ]
     else:
-        intro = ("Each cell's parent run is tagged `normlab.outputs_hash` with the hash of the files it wrote. "
-                 "This report was built without a tracking store (`--no-track`): in `normlab ui`'s runs table, "
-                 f"search {_code(CELL_FILTER)} for the cells, or a row's search for the run that wrote its files.")
+        intro = (
+            "Each cell's parent run is tagged `normlab.outputs_hash` with the hash of the files it wrote. "
+            "This report was built without a tracking store (`--no-track`): in `normlab ui`'s runs table, "
+            f"search {_code(CELL_FILTER)} for the cells, or a row's search for the run that wrote its files."
+        )
         rows = [{"cell": c, "outputs hash": h, "search": _code(hash_filter(h))} for c, h in hashes.items()]
     return ["## MLflow runs of the cells", "", intro, "", md_table(pd.DataFrame(rows)), ""]

@@ -17,6 +17,7 @@ The report, not the training stage, judges: it logs each cell's headline numbers
 computed at the report's own thresholds) onto the parent run it found, with the rule it used as the
 tag `normlab.outcome_rule`; a later report under other thresholds overwrites them.
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,6 +48,7 @@ def open_store(params):
 @dataclass(frozen=True)
 class CellLink:
     """The parent run linked to one cell the report read (None: no run is), and how, or why not."""
+
     run_id: str | None
     why: str
     ignored: int = 0  # runs carrying the cell's hash under another cell's identity (a stray or forged tag)
@@ -77,8 +79,11 @@ def link_cell_run(client, exp_id: str, name: str, rec: records.CellRecord) -> Ce
     digest = rec.outputs_hash or ""
     if not digest or not all(c in "0123456789abcdef" for c in digest):  # safe inside the filter string
         raise ValueError(f"{name}: not an outputs hash: {digest!r}")
-    runs = search_all(client, [exp_id], f"tags.`{HASH_TAG}` = '{digest}' and tags.`normlab.kind` = 'cell' "
-                                        f"and attributes.status = 'FINISHED'")
+    runs = search_all(
+        client,
+        [exp_id],
+        f"tags.`{HASH_TAG}` = '{digest}' and tags.`normlab.kind` = 'cell' and attributes.status = 'FINISHED'",
+    )
     mine = [r for r in runs if _same_cell(r, rec.summary)]
     others = len(runs) - len(mine)
     foreign = f" ({others} run(s) with its hash name another cell or config: ignored)" if others else ""
@@ -91,8 +96,12 @@ def link_cell_run(client, exp_id: str, name: str, rec: records.CellRecord) -> Ce
     if not mine:
         return CellLink(None, f"no MLflow run found with its outputs hash{foreign}", others)
     ids = ", ".join(r.info.run_id for r in mine[:5]) + (", ..." if len(mine) > 5 else "")
-    return CellLink(None, f"{len(mine)} FINISHED cell runs carry its outputs hash and identity ({ids}); none "
-                          f"linked: a tag cannot tell a re-run from a forged copy, and its meta file names none", others)
+    return CellLink(
+        None,
+        f"{len(mine)} FINISHED cell runs carry its outputs hash and identity ({ids}); none "
+        f"linked: a tag cannot tell a re-run from a forged copy, and its meta file names none",
+        others,
+    )
 
 
 def link_cell_runs(client, exp_id: str, cells: dict[str, records.CellRecord]) -> dict[str, CellLink]:
@@ -109,9 +118,11 @@ def find_cell_runs(client, exp_id: str, cells: dict[str, records.CellRecord | Pa
 def outcome_rule(settings) -> str:
     """The member-outcome thresholds (params.yaml's `report:`) as one line, beside the numbers."""
     s = settings
-    return (f"trained: final full-set loss <= {s.trained_loss_ratio:g} x min(init loss, ln C) and accuracy >= "
-            f"max(the data set's best median accuracy - {s.trained_acc_gap:g}, 1/C + {s.trained_acc_margin:g}); "
-            f"flag w_grew: ||W_T||/||W_0|| > {s.blowup_w_factor:g}; flag b_grew: b rms drift > {s.blowup_b_rms:g}")
+    return (
+        f"trained: final full-set loss <= {s.trained_loss_ratio:g} x min(init loss, ln C) and accuracy >= "
+        f"max(the data set's best median accuracy - {s.trained_acc_gap:g}, 1/C + {s.trained_acc_margin:g}); "
+        f"flag w_grew: ||W_T||/||W_0|| > {s.blowup_w_factor:g}; flag b_grew: b rms drift > {s.blowup_b_rms:g}"
+    )
 
 
 def log_cell_metrics(client, cell_runs: dict[str, str | None], cells, settings) -> int:
@@ -129,8 +140,11 @@ def log_cell_metrics(client, cell_runs: dict[str, str | None], cells, settings) 
         if run_id is None:
             continue
         values = {k: float(getattr(row, k)) for k in CELL_METRICS}
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items() if math.isfinite(v)],
-                         tags=[RunTag(RULE_TAG, rule)])
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in values.items() if math.isfinite(v)],
+            tags=[RunTag(RULE_TAG, rule)],
+        )
         n += 1
     return n
 
@@ -147,24 +161,40 @@ def report_params(params) -> dict[str, str]:
     """The report run's params: its thresholds (params.yaml's `report:`, every rule it judged by) and
     the grid it read (variants, data sets, the member axes, the steps)."""
     out = {f"report.{k}": str(v) for k, v in params.report.model_dump().items()}
-    return {**out, "grid.variants": ",".join(params.grid.variants), "grid.datasets": ",".join(params.grid.datasets),
-            "optim.lrs": str(list(params.optim.lrs)), "optim.seeds": str(list(params.optim.seeds)),
-            "train.steps": str(params.train.steps)}
+    return {
+        **out,
+        "grid.variants": ",".join(params.grid.variants),
+        "grid.datasets": ",".join(params.grid.datasets),
+        "optim.lrs": str(list(params.optim.lrs)),
+        "optim.seeds": str(list(params.optim.seeds)),
+        "train.steps": str(params.train.steps),
+    }
 
 
 def report_description(params, verdicts, cell_runs: dict[str, str | None], excluded) -> str:
     """The run's description (MLflow's `mlflow.note.content`, shown on the run's page): what it is
     and each claim's verdict, one line each."""
     found = sum(r is not None for r in cell_runs.values())
-    lines = [f"normlab report over {len(cell_runs)} cell(s) ({len(params.grid.variants)} variants x "
-             f"{len(params.grid.datasets)} data sets; {found} with their MLflow run found, {len(excluded)} excluded). "
-             "Artifacts: report.md / report.html (the answer first), metrics.json, tables/, figures/.", ""]
+    lines = [
+        f"normlab report over {len(cell_runs)} cell(s) ({len(params.grid.variants)} variants x "
+        f"{len(params.grid.datasets)} data sets; {found} with their MLflow run found, {len(excluded)} excluded). "
+        "Artifacts: report.md / report.html (the answer first), metrics.json, tables/, figures/.",
+        "",
+    ]
     lines += [f"- {v.key}: {v.status} ({v.title})" for v in verdicts]
     return "\n".join(lines)
 
 
-def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: dict,
-                   cell_runs: dict[str, str | None], excluded: list[tuple[str, str]]) -> str:
+def log_report_run(
+    client,
+    exp_id: str,
+    params,
+    out: Path,
+    verdicts,
+    metrics: dict,
+    cell_runs: dict[str, str | None],
+    excluded: list[tuple[str, str]],
+) -> str:
     """One FINISHED run named `report`: tags verdict.<key> = status, cell_runs, a description
     (report_description); params (report_params); metrics.json as metrics; report.md/html,
     metrics.json, figures/ and tables/ as artifacts."""
@@ -175,13 +205,21 @@ def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: di
     from pipeline.spec.names import REPORT_RUN, REPORT_STAGE
     from pipeline.tracking.runs import process_tag, signals_deferred
 
-    run = client.create_run(exp_id, run_name=REPORT_RUN, tags={
-        **resolve_tags(),  # MLflow's context tags: source, git commit, user
-        "normlab.kind": "report", **process_tag(), "dvc_stage": REPORT_STAGE,
-        "cell_runs": ",".join(r for r in cell_runs.values() if r),
-        "cells_without_run": ",".join(c for c, r in cell_runs.items() if r is None),
-        "cells_excluded": ",".join(c for c, _ in excluded),
-        "grid.variants": ",".join(params.grid.variants), "grid.datasets": ",".join(params.grid.datasets)})
+    run = client.create_run(
+        exp_id,
+        run_name=REPORT_RUN,
+        tags={
+            **resolve_tags(),  # MLflow's context tags: source, git commit, user
+            "normlab.kind": "report",
+            **process_tag(),
+            "dvc_stage": REPORT_STAGE,
+            "cell_runs": ",".join(r for r in cell_runs.values() if r),
+            "cells_without_run": ",".join(c for c, r in cell_runs.items() if r is None),
+            "cells_excluded": ",".join(c for c, _ in excluded),
+            "grid.variants": ",".join(params.grid.variants),
+            "grid.datasets": ",".join(params.grid.datasets),
+        },
+    )
     rid = run.info.run_id
     try:
         now = int(time.time() * 1000)
@@ -190,10 +228,10 @@ def log_report_run(client, exp_id: str, params, out: Path, verdicts, metrics: di
         values = [Metric(k, v, now, 0) for k, v in _flat("", metrics).items()]
         named = [Param(k, v) for k, v in report_params(params).items()]
         for i in range(0, len(named), 100):  # MLflow's limit of params per request
-            client.log_batch(rid, params=named[i:i + 100])
+            client.log_batch(rid, params=named[i : i + 100])
         client.log_batch(rid, tags=tags)
         for i in range(0, len(values), 1000):  # MLflow's limit per request
-            client.log_batch(rid, metrics=values[i:i + 1000])
+            client.log_batch(rid, metrics=values[i : i + 1000])
         for name in ("report.md", "report.html", "metrics.json"):
             client.log_artifact(rid, str(out / name))
         client.log_artifacts(rid, str(out / "figures"), "figures")

@@ -4,6 +4,7 @@ style (dashed = detached) and small helpers.
 
     from pipeline.report.plotting import FigureData, Drawn, palette
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,18 +21,18 @@ DPI = 80
 @dataclass
 class FigureData:
     params: Params
-    hist: pd.DataFrame      # the logged rows (every train.log_every steps) of every included cell
-    members: pd.DataFrame   # pipeline.outcomes.member_table
-    largest: pd.DataFrame   # pipeline.outcomes.largest_trained_lr
+    hist: pd.DataFrame  # the logged rows (every train.log_every steps) of every included cell
+    members: pd.DataFrame  # pipeline.outcomes.member_table
+    largest: pd.DataFrame  # pipeline.outcomes.largest_trained_lr
     figdir: Path
     verdicts: list = field(default_factory=list)  # pipeline.claims Verdicts (endpoint figures)
 
 
 @dataclass
 class Drawn:
-    key: str       # file stem, e.g. b_norm_synthetic
-    figure: str    # the registry name, e.g. b_norm
-    path: str      # relative to the report folder
+    key: str  # file stem, e.g. b_norm_synthetic
+    figure: str  # the registry name, e.g. b_norm
+    path: str  # relative to the report folder
     caption: str
 
 
@@ -73,7 +74,7 @@ def palette(params: Params) -> dict[str, tuple]:
 
 
 def line_style(params: Params, variant: str) -> str:
-    """"--" for detached statistics, "-" for gradient-through (pipeline.report.style)."""
+    """ "--" for detached statistics, "-" for gradient-through (pipeline.report.style)."""
     from pipeline.report import style
 
     return style.line_style(params, variant)
@@ -129,5 +130,3 @@ def save(fig, data: FigureData, key: str, figure: str, caption: str) -> Drawn:
 def variants_in(data: FigureData, frame: pd.DataFrame) -> list[str]:
     present = set(frame["variant"])
     return [v for v in data.params.grid.variants if v in present]
-
-

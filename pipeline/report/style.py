@@ -10,6 +10,7 @@ band, assigned in params order, so a variant's colour is the same in every grid 
     family(norm_spec("center_detached"))            # "centering"
     line_style(params, "center_detached")           # "--"
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -21,10 +22,10 @@ Family = Literal["centering", "standardizing (detached)", "normalizing (gradient
 
 # family -> (first hue, last hue) in degrees of the HLS wheel; bands do not overlap, and control is grey
 HUE_BANDS: dict[str, tuple[float, float]] = {
-    "centering": (190.0, 250.0),                     # blues
-    "standardizing (detached)": (0.0, 40.0),          # reds to oranges
+    "centering": (190.0, 250.0),  # blues
+    "standardizing (detached)": (0.0, 40.0),  # reds to oranges
     "normalizing (gradient through)": (95.0, 150.0),  # greens
-    "per-example": (275.0, 320.0),                    # purples
+    "per-example": (275.0, 320.0),  # purples
 }
 FAMILIES: tuple[str, ...] = (*HUE_BANDS, "control")  # the legend's order
 DETACHED_STYLE, THROUGH_STYLE = "--", "-"
@@ -94,7 +95,9 @@ def legend_handles(plt, params, variants, pal=None, lw: float = 1.8) -> list:
             continue
         handles.append(plt.Line2D([], [], ls="none", label=fam.upper()))
         handles += [plt.Line2D([], [], color=pal[v], ls=line_style(params, v), lw=lw, label=f"  {v}") for v in members]
-    handles += [plt.Line2D([], [], ls="none", label="LINE STYLE"),
-                plt.Line2D([], [], color="0.3", ls=THROUGH_STYLE, lw=lw, label="  gradient through statistics"),
-                plt.Line2D([], [], color="0.3", ls=DETACHED_STYLE, lw=lw, label="  detached statistics")]
+    handles += [
+        plt.Line2D([], [], ls="none", label="LINE STYLE"),
+        plt.Line2D([], [], color="0.3", ls=THROUGH_STYLE, lw=lw, label="  gradient through statistics"),
+        plt.Line2D([], [], color="0.3", ls=DETACHED_STYLE, lw=lw, label="  detached statistics"),
+    ]
     return handles

@@ -12,6 +12,7 @@ Per data set (non-zero input mean first, the zero-mean controls last) two panels
 the divergence rate (the members' `diverged` flag) with exact Clopper-Pearson intervals, and
 b's rms drift per unit (`b_rms_max`), median over the seeds that did not diverge.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,21 @@ from pipeline.stats.inference import clopper_pearson
 
 FIGURE = "answer_summary"
 BN_VARIANT = "bn"  # claim 5's subject (pipeline/claims/identity.py): real BN, b kept so its zero gradient shows
-COLUMNS = ["dataset", "control", "input_mean_norm", "variant", "role", "lr", "n", "k", "rate", "lo", "hi",
-           "survivors", "b_rms_median"]
+COLUMNS = [
+    "dataset",
+    "control",
+    "input_mean_norm",
+    "variant",
+    "role",
+    "lr",
+    "n",
+    "k",
+    "rate",
+    "lo",
+    "hi",
+    "survivors",
+    "b_rms_median",
+]
 
 
 def summary_variants(params: Params, present) -> list[tuple[str, str]]:
@@ -71,10 +85,23 @@ def summary_frame(members: pd.DataFrame, params: Params) -> pd.DataFrame:
                 n, k = len(g), int(g["_div"].sum())
                 lo, hi = clopper_pearson(k, n, params.report.ci_level)
                 alive = g.loc[~g["_div"], "b_rms_max"].astype(float).dropna()
-                rows.append({"dataset": ds, "control": ds not in nonzero,
-                             "input_mean_norm": float(mean_norm.get(ds, np.nan)), "variant": v, "role": role[v],
-                             "lr": float(lr), "n": n, "k": k, "rate": k / n, "lo": lo, "hi": hi,
-                             "survivors": len(alive), "b_rms_median": float(alive.median()) if len(alive) else np.nan})
+                rows.append(
+                    {
+                        "dataset": ds,
+                        "control": ds not in nonzero,
+                        "input_mean_norm": float(mean_norm.get(ds, np.nan)),
+                        "variant": v,
+                        "role": role[v],
+                        "lr": float(lr),
+                        "n": n,
+                        "k": k,
+                        "rate": k / n,
+                        "lo": lo,
+                        "hi": hi,
+                        "survivors": len(alive),
+                        "b_rms_median": float(alive.median()) if len(alive) else np.nan,
+                    }
+                )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -89,18 +116,42 @@ def fig_answer_summary(data: FigureData) -> list[Drawn]:
     role = dict(zip(t["variant"], t["role"]))
     lrs = sorted(t["lr"].unique())
     dodge = {v: 10 ** (0.06 * (i - (len(variants) - 1) / 2)) for i, v in enumerate(variants)}  # intervals side by side
-    fig, axes = plt.subplots(2, len(datasets), figsize=(3.2 * len(datasets) + 0.6, 5.4), sharex=True, sharey="row",
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        2,
+        len(datasets),
+        figsize=(3.2 * len(datasets) + 0.6, 5.4),
+        sharex=True,
+        sharey="row",
+        squeeze=False,
+        layout="constrained",
+    )
     for j, ds in enumerate(datasets):
         top, bottom = axes[0][j], axes[1][j]
         for v in variants:
             d = t[(t["dataset"] == ds) & (t["variant"] == v)]
             x = d["lr"].to_numpy(float) * dodge[v]
-            top.errorbar(x, d["rate"], yerr=[d["rate"] - d["lo"], d["hi"] - d["rate"]], color=pal[v], marker="o",
-                         ms=4, lw=1.2, ls=line_style(data.params, v), elinewidth=0.8, capsize=2)
+            top.errorbar(
+                x,
+                d["rate"],
+                yerr=[d["rate"] - d["lo"], d["hi"] - d["rate"]],
+                color=pal[v],
+                marker="o",
+                ms=4,
+                lw=1.2,
+                ls=line_style(data.params, v),
+                elinewidth=0.8,
+                capsize=2,
+            )
             b = d[d["b_rms_median"].notna()]
-            bottom.plot(b["lr"], b["b_rms_median"].clip(lower=1e-12), color=pal[v], marker="o", ms=4, lw=1.2,
-                        ls=line_style(data.params, v))
+            bottom.plot(
+                b["lr"],
+                b["b_rms_median"].clip(lower=1e-12),
+                color=pal[v],
+                marker="o",
+                ms=4,
+                lw=1.2,
+                ls=line_style(data.params, v),
+            )
         row = t[t["dataset"] == ds].iloc[0]
         top.set_title(f"{ds}{' (control)' if row.control else ''}\n||E[u]|| = {row.input_mean_norm:.2g}", fontsize=8)
         top.set(ylim=(-0.05, 1.05), xscale="log")
@@ -111,14 +162,19 @@ def fig_answer_summary(data: FigureData) -> list[Drawn]:
     level = data.params.report.ci_level
     axes[0][0].set_ylabel(f"share of seeds diverged\n(exact {level:.0%} CI)", fontsize=8)
     axes[1][0].set_ylabel("b's rms drift per unit\n(median, surviving seeds)", fontsize=8)
-    handles = [plt.Line2D([], [], color=pal[v], marker="o", lw=1.5, ls=line_style(data.params, v),
-                          label=f"{v} ({role[v]})") for v in variants]
+    handles = [
+        plt.Line2D([], [], color=pal[v], marker="o", lw=1.5, ls=line_style(data.params, v), label=f"{v} ({role[v]})")
+        for v in variants
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
-    fig.suptitle("Do the statistics outside the gradient step make the model blow up? (dashed: detached statistics)",
-                 fontsize=9)
-    caption = (f"Top: share of seeds that diverged (training-mode mini-batch loss non-finite or above "
-               f"train.diverge_loss), exact {level:.0%} Clopper-Pearson intervals; bottom: b's rms drift per unit "
-               f"||b_T - b_0||/sqrt(width), max over layers, median over surviving seeds (log; a parameter, no mode; "
-               f"no point where none survived); per lr for {', '.join(f'{v} ({role[v]})' for v in variants)}; "
-               f"data sets with non-zero input mean first, the zero-mean control(s) last.")
+    fig.suptitle(
+        "Do the statistics outside the gradient step make the model blow up? (dashed: detached statistics)", fontsize=9
+    )
+    caption = (
+        f"Top: share of seeds that diverged (training-mode mini-batch loss non-finite or above "
+        f"train.diverge_loss), exact {level:.0%} Clopper-Pearson intervals; bottom: b's rms drift per unit "
+        f"||b_T - b_0||/sqrt(width), max over layers, median over surviving seeds (log; a parameter, no mode; "
+        f"no point where none survived); per lr for {', '.join(f'{v} ({role[v]})' for v in variants)}; "
+        f"data sets with non-zero input mean first, the zero-mean control(s) last."
+    )
     return [save(fig, data, FIGURE, FIGURE, caption)]

@@ -11,6 +11,7 @@ tables/endpoints.csv          every verdict's endpoints (claim, then the endpoin
 tables/<key>.csv              each verdict's table: its endpoints (pipeline.claims.endpoint_table), or its own
 plots/b_norm/<dataset>.csv, plots/loss/<dataset>.csv   for dvc.yaml's plots section (step, variant, lr, value)
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,7 @@ STATUS_CODE = {"holds": 1.0, "check passed": 1.0, "mixed": 0.5, "does not hold":
 
 def status_table(members: pd.DataFrame) -> pd.DataFrame:
     """Members per variant x data set x lr and outcome (one column per outcome, zeros kept)."""
-    counts = (members.groupby(["variant", "dataset", "lr", "status"], sort=False).size()
-              .unstack("status", fill_value=0))
+    counts = members.groupby(["variant", "dataset", "lr", "status"], sort=False).size().unstack("status", fill_value=0)
     cols = [s for s in STATUSES] + [s for s in counts.columns if s not in STATUSES]
     counts = counts.reindex(columns=cols, fill_value=0)
     counts.columns.name = None
@@ -38,8 +38,14 @@ def status_table(members: pd.DataFrame) -> pd.DataFrame:
     return counts.reset_index()
 
 
-CELL_METRICS = ("frac_trained", "frac_diverged", "frac_w_grew", "best_full_loss_train", "best_full_acc_train",
-                "largest_trained_lr")
+CELL_METRICS = (
+    "frac_trained",
+    "frac_diverged",
+    "frac_w_grew",
+    "best_full_loss_train",
+    "best_full_acc_train",
+    "largest_trained_lr",
+)
 
 
 def cell_table(members: pd.DataFrame, largest: pd.DataFrame) -> pd.DataFrame:
@@ -58,17 +64,30 @@ def cell_table(members: pd.DataFrame, largest: pd.DataFrame) -> pd.DataFrame:
         row = {"cell": cell, "variant": g["variant"].iloc[0], "dataset": g["dataset"].iloc[0]}
         row.update({f"frac_{s}": float((g["status"] == s).mean()) for s in ("trained", "diverged")})
         row["frac_w_grew"] = float(g["w_grew"].astype(bool).mean())  # a flag beside the outcome, not one
-        row.update(best_full_loss_train=float(finite.min()) if len(finite) else float("nan"),
-                   best_full_acc_train=float(acc.max()) if acc.notna().any() else float("nan"),
-                   largest_trained_lr=float(lr.get((row["variant"], row["dataset"]), float("nan"))))
+        row.update(
+            best_full_loss_train=float(finite.min()) if len(finite) else float("nan"),
+            best_full_acc_train=float(acc.max()) if acc.notna().any() else float("nan"),
+            largest_trained_lr=float(lr.get((row["variant"], row["dataset"]), float("nan"))),
+        )
         rows.append(row)
     return pd.DataFrame(rows, columns=["cell", "variant", "dataset", *CELL_METRICS])
 
 
 def verdict_rows(verdicts) -> pd.DataFrame:
-    return pd.DataFrame([{"key": v.key, "title": v.title, "kind": v.kind, "status": v.status, "rule": v.rule,
-                          "figure": v.figure or "", "legacy": "; ".join(f"{k}: {x}" for k, x in v.legacy.items())}
-                         for v in verdicts])
+    return pd.DataFrame(
+        [
+            {
+                "key": v.key,
+                "title": v.title,
+                "kind": v.kind,
+                "status": v.status,
+                "rule": v.rule,
+                "figure": v.figure or "",
+                "legacy": "; ".join(f"{k}: {x}" for k, x in v.legacy.items()),
+            }
+            for v in verdicts
+        ]
+    )
 
 
 def test_rows(verdicts) -> pd.DataFrame:
@@ -76,16 +95,64 @@ def test_rows(verdicts) -> pd.DataFrame:
     rows = []
     for v in verdicts:
         for r in v.tests:
-            base = {"claim": v.key, "test": r.key, "endpoint": r.endpoint, "unit": r.unit,
-                    "smallest_effect": r.smallest_effect}
-            rows.append({**base, "dataset": "(pooled)", "role": "test", "effect": r.effect, "ci_lo": r.lo,
-                         "ci_hi": r.hi, "p": r.p, "p_holm": r.p_holm, "n": r.n, "clusters": r.clusters,
-                         "status": r.status})
-            rows += [{**base, "dataset": d.dataset, "role": d.role, "effect": d.effect, "ci_lo": d.lo, "ci_hi": d.hi,
-                      "p": d.p, "p_holm": float("nan"), "n": d.n, "clusters": d.seeds, "status": ""}
-                     for d in r.by_dataset]
-    return pd.DataFrame(rows, columns=["claim", "test", "endpoint", "unit", "smallest_effect", "dataset", "role",
-                                       "effect", "ci_lo", "ci_hi", "p", "p_holm", "n", "clusters", "status"])
+            base = {
+                "claim": v.key,
+                "test": r.key,
+                "endpoint": r.endpoint,
+                "unit": r.unit,
+                "smallest_effect": r.smallest_effect,
+            }
+            rows.append(
+                {
+                    **base,
+                    "dataset": "(pooled)",
+                    "role": "test",
+                    "effect": r.effect,
+                    "ci_lo": r.lo,
+                    "ci_hi": r.hi,
+                    "p": r.p,
+                    "p_holm": r.p_holm,
+                    "n": r.n,
+                    "clusters": r.clusters,
+                    "status": r.status,
+                }
+            )
+            rows += [
+                {
+                    **base,
+                    "dataset": d.dataset,
+                    "role": d.role,
+                    "effect": d.effect,
+                    "ci_lo": d.lo,
+                    "ci_hi": d.hi,
+                    "p": d.p,
+                    "p_holm": float("nan"),
+                    "n": d.n,
+                    "clusters": d.seeds,
+                    "status": "",
+                }
+                for d in r.by_dataset
+            ]
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "claim",
+            "test",
+            "endpoint",
+            "unit",
+            "smallest_effect",
+            "dataset",
+            "role",
+            "effect",
+            "ci_lo",
+            "ci_hi",
+            "p",
+            "p_holm",
+            "n",
+            "clusters",
+            "status",
+        ],
+    )
 
 
 def endpoint_rows(verdicts) -> pd.DataFrame:
@@ -99,10 +166,15 @@ def endpoint_rows(verdicts) -> pd.DataFrame:
 def write_tables(tabdir: Path, members: pd.DataFrame, largest: pd.DataFrame, verdicts) -> dict[str, pd.DataFrame]:
     """Write every CSV; returns name -> frame of what was written (the renderer shows some)."""
     tabdir.mkdir(parents=True, exist_ok=True)
-    out = {"members": members, "largest_trained_lr": largest, "cells": cell_table(members, largest),
-           "status": status_table(members),
-           "verdicts": verdict_rows(verdicts), "endpoints": endpoint_rows(verdicts),
-           "primary_tests": test_rows(verdicts)}
+    out = {
+        "members": members,
+        "largest_trained_lr": largest,
+        "cells": cell_table(members, largest),
+        "status": status_table(members),
+        "verdicts": verdict_rows(verdicts),
+        "endpoints": endpoint_rows(verdicts),
+        "primary_tests": test_rows(verdicts),
+    }
     for v in verdicts:
         if v.table is not None:
             if v.key in out:  # a claim key must not overwrite a report table
@@ -140,9 +212,13 @@ def metrics(verdicts, members: pd.DataFrame, largest: pd.DataFrame, n_excluded: 
             nums = {"effect": r.effect, "lo": r.lo, "hi": r.hi, "p_holm": r.p_holm}
             entry[r.key] = {k: float(x) for k, x in nums.items() if math.isfinite(x)}
         claims[v.key] = entry
-    datasets = {ds: {**{f"frac_{s}": float((g["status"] == s).mean()) for s in HEADLINE_STATUSES},
-                     **{f"frac_{f}": float(g[f].astype(bool).mean()) for f in HEADLINE_FLAGS}}
-                for ds, g in members.groupby("dataset", sort=False)}
+    datasets = {
+        ds: {
+            **{f"frac_{s}": float((g["status"] == s).mean()) for s in HEADLINE_STATUSES},
+            **{f"frac_{f}": float(g[f].astype(bool).mean()) for f in HEADLINE_FLAGS},
+        }
+        for ds, g in members.groupby("dataset", sort=False)
+    }
     return {"claims": claims, "datasets": datasets, "cells_excluded": float(n_excluded)}
 
 

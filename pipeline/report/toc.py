@@ -8,6 +8,7 @@ Each entry links the heading's anchor as GitHub spells it and as render.to_html 
 slug of the heading's rendered text), so the links work in both files. Levels 2 and 3 only: those are
 the headings to_html gives ids.
 """
+
 from __future__ import annotations
 
 import re

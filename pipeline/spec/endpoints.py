@@ -11,6 +11,7 @@ A claim's table (`tables/<claim>.csv`) has one row per endpoint, `TABLE_COLUMNS`
 `Endpoint.row()` and read back by `Endpoint.from_row()`; the DataFrame side of that contract is
 `pipeline.claims.endpoint_table` (this module is torch-free and pandas-free).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,13 +21,34 @@ from numbers import Real
 NAN = float("nan")
 
 # where an endpoint was measured: the fields of its identity, after `measure` (see Endpoint.key)
-WHERE = ("variant", "twin", "minus_variant", "minus_twin", "group", "variants", "dataset", "lr", "layer",
-         "refresh_every", "over")
+WHERE = (
+    "variant",
+    "twin",
+    "minus_variant",
+    "minus_twin",
+    "group",
+    "variants",
+    "dataset",
+    "lr",
+    "layer",
+    "refresh_every",
+    "over",
+)
 # tables/<claim>.csv: one row per endpoint, these columns in this order (the derived `detail` last)
-TABLE_COLUMNS = ("measure", *WHERE, "effect", "ci_lo", "ci_hi", "n", "unit", "note", "decides", "primary",
-                 "detail")
-STR_COLUMNS = ("measure", "variant", "twin", "minus_variant", "minus_twin", "group", "dataset", "over", "unit",
-               "note", "detail")
+TABLE_COLUMNS = ("measure", *WHERE, "effect", "ci_lo", "ci_hi", "n", "unit", "note", "decides", "primary", "detail")
+STR_COLUMNS = (
+    "measure",
+    "variant",
+    "twin",
+    "minus_variant",
+    "minus_twin",
+    "group",
+    "dataset",
+    "over",
+    "unit",
+    "note",
+    "detail",
+)
 VARIANTS_SEP = " "  # the `variants` column: names joined (variant names are [A-Za-z0-9_]+)
 
 
@@ -49,7 +71,7 @@ def _missing(x) -> bool:
         return False
     try:
         return bool(x != x)  # NaN
-    except TypeError:        # pandas' NA has no truth value
+    except TypeError:  # pandas' NA has no truth value
         return True
 
 
@@ -111,8 +133,15 @@ class Endpoint:
         for f in ("variant", "twin", "minus_variant", "minus_twin", "group", "dataset", "over"):
             put(self, f, None if _missing(getattr(self, f)) else str(getattr(self, f)))
         v = self.variants
-        put(self, "variants", tuple(v.split(VARIANTS_SEP)) if isinstance(v, str) and v else
-            () if _missing(v) or isinstance(v, str) else tuple(map(str, v)))
+        put(
+            self,
+            "variants",
+            tuple(v.split(VARIANTS_SEP))
+            if isinstance(v, str) and v
+            else ()
+            if _missing(v) or isinstance(v, str)
+            else tuple(map(str, v)),
+        )
         put(self, "unit", "" if _missing(self.unit) else str(self.unit))
         put(self, "note", "" if _missing(self.note) else str(self.note))
         put(self, "decides", bool(self.decides))
@@ -135,8 +164,11 @@ class Endpoint:
             return f"({self.variant} - {self.twin}) - ({self.minus_variant} - {self.minus_twin})"
         if self.twin is not None:
             return f"{self.variant} vs {self.twin}"
-        members = (", ".join(self.variants[:-1]) + " and " + self.variants[-1]) if len(self.variants) > 1 \
+        members = (
+            (", ".join(self.variants[:-1]) + " and " + self.variants[-1])
+            if len(self.variants) > 1
             else "".join(self.variants)
+        )
         if self.group is not None:
             return f"{self.group} ({', '.join(self.variants)})" if self.variants else self.group
         return members or (self.variant or "")
@@ -151,23 +183,27 @@ class Endpoint:
             head, rest = f"{self.dataset}: {who}", []
         else:
             head, rest = who, [self.dataset]
-        rest = [*([f"K = {self.refresh_every:g}"] if self.refresh_every is not None else []), *rest,
-                f"lr {self.lr:g}" if self.lr is not None else None,
-                f"layer {layer_text(self.layer)}" if self.layer is not None else None, self.over]
+        rest = [
+            *([f"K = {self.refresh_every:g}"] if self.refresh_every is not None else []),
+            *rest,
+            f"lr {self.lr:g}" if self.lr is not None else None,
+            f"layer {layer_text(self.layer)}" if self.layer is not None else None,
+            self.over,
+        ]
         text = ", ".join(p for p in (head, *rest) if p)
         return f"{text}: {self.note}" if self.note else text
 
     def text(self) -> str:
         iv = f" [{number_text(self.lo)}, {number_text(self.hi)}]" if math.isfinite(self.lo) else ""
-        return (f"{self.measure} ({self.detail}): {number_text(self.effect)}{iv} {self.unit}, n = {self.n}"
-                .replace(" ,", ","))
+        return f"{self.measure} ({self.detail}): {number_text(self.effect)}{iv} {self.unit}, n = {self.n}".replace(
+            " ,", ","
+        )
 
     # -- the table row (tables/<claim>.csv) ---------------------------------------------------------
     def row(self) -> dict:
         """This endpoint as one row of TABLE_COLUMNS (None where a field is unset; lo/hi as ci_lo/ci_hi)."""
         r = {f: getattr(self, f) for f in ("measure", *WHERE, "effect", "n", "unit", "note", "decides", "primary")}
-        r.update(variants=VARIANTS_SEP.join(self.variants) or None, ci_lo=self.lo, ci_hi=self.hi,
-                 detail=self.detail)
+        r.update(variants=VARIANTS_SEP.join(self.variants) or None, ci_lo=self.lo, ci_hi=self.hi, detail=self.detail)
         return {c: r[c] for c in TABLE_COLUMNS}
 
     @classmethod

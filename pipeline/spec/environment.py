@@ -18,6 +18,7 @@ module; processes started with an environment of their own (pool workers, Ray wo
 tracking server, test and benchmark projects) get `child_env()`. The Makefile exports the same
 three MLflow/Ray variables for the tools make starts itself (dvc, mlflow, pytest).
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,12 @@ def project_root() -> Path:
 # the root at import: data paths and the report's docs link resolve against it (pipeline.config)
 REPO_ROOT = project_root()
 
-NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0",
-                "DVC_NO_ANALYTICS": "true"}
+NO_TELEMETRY = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "DVC_NO_ANALYTICS": "true",
+}
 
 
 def apply(environ: MutableMapping[str, str] | None = None) -> None:
@@ -75,7 +80,7 @@ def workspace_root(root: Path | None = None) -> Path:
     root = project_root() if root is None else root
     parts = Path(root).parts
     for i in range(len(parts) - 3):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return Path(root)
 

@@ -5,6 +5,7 @@ executor; using a part whose extra is missing stops with one line saying what to
 
     ray = require("ray", "ray", "--executor ray", ExecutorError)   # the module, or ExecutorError(one line)
 """
+
 from __future__ import annotations
 
 import importlib

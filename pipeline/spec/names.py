@@ -10,11 +10,12 @@ are all named from the names here, and nothing else spells them out:
     member_run_name("bn-synthetic", 0.1, 3) -> "bn-synthetic lr=0.1 seed=3"   (one child run per member)
     REPORT_STAGE, REPORT_RUN              -> "report"                  (the report's stage and run)
 """
+
 from __future__ import annotations
 
-TRAIN_STAGE = "train"    # dvc.yaml's matrix stage: one `train@<cell>` per cell
+TRAIN_STAGE = "train"  # dvc.yaml's matrix stage: one `train@<cell>` per cell
 REPORT_STAGE = "report"  # dvc.yaml's report stage
-REPORT_RUN = "report"    # the MLflow run the report logs
+REPORT_RUN = "report"  # the MLflow run the report logs
 TRAIN_ENTRY = "pipeline/train.py"  # a cell's entry point, relative to the checkout: MLflow's source of its runs
 
 

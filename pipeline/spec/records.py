@@ -19,6 +19,7 @@ outside [0, 2**32), a diverged member without its step (or a step without diverg
 loss, norm or step count, an accuracy outside [0, 1]. Every rule holds for every summary normlab has
 written, so older records load as before.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,6 +62,7 @@ class LayerStats(_Record):
     dominates), `drive_end_var` of tr(Sigma) (the mini-batch noise; may round below 0 where there is none). Where the running mean holds an EMA of
     b (pipeline/module.py): `b_lag` = ||b_T - EMA(b)||, `ema_momentum` the EMA's momentum m. Optional:
     records written before them load with None."""
+
     layer: int
     W_norm: float
     W_norm0: float
@@ -102,20 +104,21 @@ class LayerStats(_Record):
 class MemberSummary(_Record):
     """One member (lr, seed) of a cell: its divergence, losses, final evaluations (NaN for a member
     that diverged before them) and `layers`, one LayerStats per hidden layer, in order."""
+
     member: int
     lr: float
     seed: int
     diverged: bool
     diverged_step: int | None
-    initial_loss: float            # mean mini-batch loss of the first 10 steps
-    final_loss: float              # mean mini-batch loss of the last tenth of the run
-    init_full_loss_train: float    # full training set, training mode, at initialization
+    initial_loss: float  # mean mini-batch loss of the first 10 steps
+    final_loss: float  # mean mini-batch loss of the last tenth of the run
+    init_full_loss_train: float  # full training set, training mode, at initialization
     init_full_acc_train: float
-    full_loss_train: float         # the final state's (training mode on the full training set) ...
+    full_loss_train: float  # the final state's (training mode on the full training set) ...
     full_acc_train: float
-    full_loss_eval: float          # ... inference mode on the full training set ...
+    full_loss_eval: float  # ... inference mode on the full training set ...
     full_acc_eval: float
-    val_loss_eval: float           # ... inference mode on the validation set
+    val_loss_eval: float  # ... inference mode on the validation set
     val_acc_eval: float
     # inference mode on the full training set with every b replaced by its EMA (b's lag removed:
     # pipeline/module.py). NaN where it is not measured (mode-free variants, no b, EMAs that copy their
@@ -132,12 +135,24 @@ class MemberSummary(_Record):
         if self.member < 0:
             raise ValueError(f"member: must not be negative (got {self.member})")
         if self.diverged != (self.diverged_step is not None):
-            raise ValueError(f"diverged_step: set exactly when diverged is true (diverged {self.diverged}, "
-                             f"diverged_step {self.diverged_step})")
+            raise ValueError(
+                f"diverged_step: set exactly when diverged is true (diverged {self.diverged}, "
+                f"diverged_step {self.diverged_step})"
+            )
         if self.diverged_step is not None and self.diverged_step < 0:
             raise ValueError(f"diverged_step: must not be negative (got {self.diverged_step})")
-        _not_negative(self, ("initial_loss", "final_loss", "init_full_loss_train", "full_loss_train", "full_loss_eval",
-                             "val_loss_eval", "full_loss_eval_bema"))
+        _not_negative(
+            self,
+            (
+                "initial_loss",
+                "final_loss",
+                "init_full_loss_train",
+                "full_loss_train",
+                "full_loss_eval",
+                "val_loss_eval",
+                "full_loss_eval_bema",
+            ),
+        )
         _in_unit_interval(self, ("init_full_acc_train", "full_acc_train", "full_acc_eval", "val_acc_eval"))
         return self
 
@@ -160,12 +175,17 @@ class MemberSummary(_Record):
     def layer_columns(self) -> dict[str, float]:
         """Every layer's numbers under their column names (None left out), quantity by quantity:
         {"W_norm/l0": .., "W_norm/l1": .., "W_norm0/l0": .., ...}."""
-        return {layer_column(q, s.layer): v for q in LayerStats.quantities() for s in self.layers
-                if (v := getattr(s, q)) is not None}
+        return {
+            layer_column(q, s.layer): v
+            for q in LayerStats.quantities()
+            for s in self.layers
+            if (v := getattr(s, q)) is not None
+        }
 
 
 class CellSummary(_Record):
     """A cell's summary.json: what the cell is, its baselines and every member."""
+
     cell: str
     variant: str
     dataset: str
@@ -209,6 +229,7 @@ class CellSummary(_Record):
 class CellMeta(BaseModel):
     """`<cell>.meta.json`, beside the cell folder: run-specific facts DVC does not hash (other
     keys allowed: it is not part of the cell's outputs)."""
+
     model_config = ConfigDict(extra="allow")
     cell: str
     timing: dict[str, Any]

@@ -11,6 +11,7 @@ the rows' properties. Torch-free and pandas-free: reading settings never imports
     register_spec(NormSpec("my_norm", "batch", detached=True, scales=True, centers=False,
                            summary="x / sg(rms_B)"))            # a plug-in adds a row (undo: unregister_spec)
 """
+
 from __future__ import annotations
 
 import re
@@ -26,19 +27,20 @@ STATISTICS: tuple[str, ...] = get_args(Statistics)
 @dataclass(frozen=True)
 class NormSpec:
     """One normalization layer: what it computes, as the rules of the pipeline read it."""
-    name: str                     # the `norm:` of a variant in params.yaml; the layer's registry key
-    statistics: Statistics        # what training-mode x_hat is normalized with: the current mini-batch,
+
+    name: str  # the `norm:` of a variant in params.yaml; the layer's registry key
+    statistics: Statistics  # what training-mode x_hat is normalized with: the current mini-batch,
     #                               the whole training set, an EMA, a fixed snapshot, each example, nothing
-    detached: bool = False        # the statistics are re-estimated from the data outside the gradient
+    detached: bool = False  # the statistics are re-estimated from the data outside the gradient
     #                               step (the gradient never sees them move): the paper's case
-    centers: bool = False         # subtracts a mean
-    scales: bool = False          # divides by sigma (or an rms)
-    mode_free: bool = False       # training- and inference-mode forward are the same float operations and
+    centers: bool = False  # subtracts a mean
+    scales: bool = False  # divides by sigma (or an rms)
+    mode_free: bool = False  # training- and inference-mode forward are the same float operations and
     #                               no state moves: one full-set pass serves both evaluations
-    refreshes: bool = False       # reads `refresh_every`: the trainer recomputes its statistics every K steps
-    grouped: bool = False         # reads `groups`, which must divide the layer's width (or channels)
+    refreshes: bool = False  # reads `refresh_every`: the trainer recomputes its statistics every K steps
+    grouped: bool = False  # reads `groups`, which must divide the layer's width (or channels)
     reparametrizes_weight: bool = False  # the Linear (or conv) before it is built with weight normalization
-    summary: str = ""             # one line: the forward, for listings
+    summary: str = ""  # one line: the forward, for listings
 
     def __post_init__(self):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name):
@@ -67,31 +69,93 @@ class NormSpec:
 # and sigma_B (only its correction r, d is stopped: "stop-gradient done right").
 _BUILTIN: tuple[NormSpec, ...] = (
     NormSpec("none", "none", mode_free=True, summary="x_hat = x (no normalization, no affine)"),
-    NormSpec("bn", "batch", centers=True, scales=True,
-             summary="(x - mu_B) / sigma_B, gradient through both statistics"),
+    NormSpec(
+        "bn", "batch", centers=True, scales=True, summary="(x - mu_B) / sigma_B, gradient through both statistics"
+    ),
     NormSpec("center", "batch", centers=True, summary="x - mu_B, gradient through mu_B (mean-only BN)"),
-    NormSpec("center_detached", "batch", detached=True, centers=True,
-             summary="x - sg(mu_B): the paper's thought experiment"),
-    NormSpec("standardize_detached", "batch", detached=True, centers=True, scales=True,
-             summary="(x - sg(mu_B)) / sg(sigma_B): also scales"),
-    NormSpec("population_detached", "population", detached=True, centers=True, scales=True, mode_free=True,
-             refreshes=True, summary="(x - sg(mu)) / sg(sigma) over the whole training set every K steps"),
-    NormSpec("population_center_detached", "population", detached=True, centers=True, mode_free=True,
-             refreshes=True, summary="x - sg(mu), mu over the whole training set every K steps"),
-    NormSpec("running_detached", "ema", detached=True, centers=True, scales=True,
-             summary="(x - sg(mu_EMA)) / sg(sigma_EMA), the EMA updated with the batch, then used"),
-    NormSpec("running_center_detached", "ema", detached=True, centers=True,
-             summary="x - sg(mu_EMA), the EMA mean used in training"),
-    NormSpec("frozen", "fixed", centers=True, scales=True,
-             summary="(x - mu_0) / sigma_0 of the first training batch, fixed forever"),
-    NormSpec("batch_renorm", "batch", centers=True, scales=True,
-             summary="(x - mu_B) / sigma_B * r + d, r and d detached (Ioffe 2017)"),
-    NormSpec("layernorm", "per_example", centers=True, scales=True, mode_free=True,
-             summary="per example over units (conv: C x H x W), gradient through"),
-    NormSpec("groupnorm", "per_example", centers=True, scales=True, mode_free=True, grouped=True,
-             summary="as layernorm, per group of `groups` contiguous units (channels)"),
-    NormSpec("weightnorm", "none", mode_free=True, reparametrizes_weight=True,
-             summary="x_hat = x; the layer's weight is w = g v / ||v||"),
+    NormSpec(
+        "center_detached", "batch", detached=True, centers=True, summary="x - sg(mu_B): the paper's thought experiment"
+    ),
+    NormSpec(
+        "standardize_detached",
+        "batch",
+        detached=True,
+        centers=True,
+        scales=True,
+        summary="(x - sg(mu_B)) / sg(sigma_B): also scales",
+    ),
+    NormSpec(
+        "population_detached",
+        "population",
+        detached=True,
+        centers=True,
+        scales=True,
+        mode_free=True,
+        refreshes=True,
+        summary="(x - sg(mu)) / sg(sigma) over the whole training set every K steps",
+    ),
+    NormSpec(
+        "population_center_detached",
+        "population",
+        detached=True,
+        centers=True,
+        mode_free=True,
+        refreshes=True,
+        summary="x - sg(mu), mu over the whole training set every K steps",
+    ),
+    NormSpec(
+        "running_detached",
+        "ema",
+        detached=True,
+        centers=True,
+        scales=True,
+        summary="(x - sg(mu_EMA)) / sg(sigma_EMA), the EMA updated with the batch, then used",
+    ),
+    NormSpec(
+        "running_center_detached",
+        "ema",
+        detached=True,
+        centers=True,
+        summary="x - sg(mu_EMA), the EMA mean used in training",
+    ),
+    NormSpec(
+        "frozen",
+        "fixed",
+        centers=True,
+        scales=True,
+        summary="(x - mu_0) / sigma_0 of the first training batch, fixed forever",
+    ),
+    NormSpec(
+        "batch_renorm",
+        "batch",
+        centers=True,
+        scales=True,
+        summary="(x - mu_B) / sigma_B * r + d, r and d detached (Ioffe 2017)",
+    ),
+    NormSpec(
+        "layernorm",
+        "per_example",
+        centers=True,
+        scales=True,
+        mode_free=True,
+        summary="per example over units (conv: C x H x W), gradient through",
+    ),
+    NormSpec(
+        "groupnorm",
+        "per_example",
+        centers=True,
+        scales=True,
+        mode_free=True,
+        grouped=True,
+        summary="as layernorm, per group of `groups` contiguous units (channels)",
+    ),
+    NormSpec(
+        "weightnorm",
+        "none",
+        mode_free=True,
+        reparametrizes_weight=True,
+        summary="x_hat = x; the layer's weight is w = g v / ||v||",
+    ),
 )
 BUILTIN_NAMES: frozenset[str] = frozenset(s.name for s in _BUILTIN)
 

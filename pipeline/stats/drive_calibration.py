@@ -4,6 +4,7 @@ read by claim 2's judge, primary test and guard.
 
     python -m pipeline.stats.drive_calibration --report [--grids 200] [--seed 20261206]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ def verdicts(model: DriveModel, grids: int, rng: np.random.Generator, settings, 
     from pipeline.claims.base import guarded
     from pipeline.claims.growth import judge_b_grows
     from pipeline.claims.primary import run_tests
+
     sk = skeleton or claim2_skeleton()
     counts: dict[str, float] = {}
     for _ in range(grids):
@@ -50,14 +52,19 @@ def report(grids: int = 200, seed: int = SEED) -> str:
     settings = ReportSettings()
     rng = np.random.default_rng(seed)
     ci = lambda k: "{:.3f} [{:.3f}, {:.3f}]".format(k / grids, *clopper_pearson(k, grids))  # noqa: E731
-    lines = ["| drive model (k, nu, t0) | b is | mean kappa | unbounded (holds) | bounded (does not hold) | negligible | "
-             "not shown | test alone: holds / does not hold |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| drive model (k, nu, t0) | b is | mean kappa | unbounded (holds) | bounded (does not hold) | negligible | "
+        "not shown | test alone: holds / does not hold |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for model in MODELS.values():
         c = verdicts(model, grids, rng, settings)
         g = lambda st: c.get(f"claim: {st}", 0)  # noqa: E731, B023 (used within the iteration)
-        lines.append(f"| {model.name} ({model.k}, {model.nu}, {model.t0:g}) | {'bounded' if model.bounded else 'unbounded'} | "
-                     f"{c['kappa_sum'] / grids:.3g} | {ci(g(HOLDS))} | {ci(g(FAILS))} | {ci(g(NEGLIGIBLE))} | "
-                     f"{ci(g(NOT_SHOWN))} | {c.get(f'test: {HOLDS}', 0)} / {c.get(f'test: {FAILS}', 0)} |")
+        lines.append(
+            f"| {model.name} ({model.k}, {model.nu}, {model.t0:g}) | {'bounded' if model.bounded else 'unbounded'} | "
+            f"{c['kappa_sum'] / grids:.3g} | {ci(g(HOLDS))} | {ci(g(FAILS))} | {ci(g(NEGLIGIBLE))} | "
+            f"{ci(g(NOT_SHOWN))} | {c.get(f'test: {HOLDS}', 0)} / {c.get(f'test: {FAILS}', 0)} |"
+        )
     return "\n".join(lines)
 
 
@@ -68,8 +75,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=SEED)
     a = ap.parse_args(argv)
     if a.report:
-        print(f"python -m pipeline.stats.drive_calibration --report --grids {a.grids} --seed {a.seed}; rates with 95% "
-              "Clopper-Pearson intervals")
+        print(
+            f"python -m pipeline.stats.drive_calibration --report --grids {a.grids} --seed {a.seed}; rates with 95% "
+            "Clopper-Pearson intervals"
+        )
         print(report(a.grids, a.seed))
 
 

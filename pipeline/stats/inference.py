@@ -9,6 +9,7 @@ anti-conservative (see tests/test_calibration.py). Here each claim gets ONE test
 unit is the cluster that carries the dependence -- (data set, seed): a seed's initial weights and
 data order are shared by every cell of a data set, so all its comparisons flip together.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -106,8 +107,9 @@ def signflip_p(sums: np.ndarray, n_flip: int = 20000, seed: int = 0) -> float:
     return float(np.mean(tot >= obs * (1 - 1e-12)))
 
 
-def cluster_bootstrap_ci(diff, cluster, level: float = 0.95, n_boot: int = 4000,
-                         seed: int = 0) -> tuple[float, float, float]:
+def cluster_bootstrap_ci(
+    diff, cluster, level: float = 0.95, n_boot: int = 4000, seed: int = 0
+) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean paired difference over all comparisons, with a percentile interval
     that resamples CLUSTERS (data set x seed) with replacement, each bringing all its comparisons."""
     d = np.asarray(diff, float)
@@ -147,11 +149,12 @@ def holm(pvalues) -> np.ndarray:
 @dataclass(frozen=True)
 class Rule:
     """The settings the decision applies and the rule text prints (one place for both)."""
-    smallest_effect: float        # declared before the data, in the endpoint's unit
+
+    smallest_effect: float  # declared before the data, in the endpoint's unit
     unit: str = ""
-    alpha: float = 0.05           # family-wise, across claims (Holm)
-    level: float = 0.95           # interval for the effect
-    resamples: int = 4000         # cluster-bootstrap resamples of that interval
+    alpha: float = 0.05  # family-wise, across claims (Holm)
+    level: float = 0.95  # interval for the effect
+    resamples: int = 4000  # cluster-bootstrap resamples of that interval
 
 
 def decide(lo: float, hi: float, p_adjusted: float, rule: Rule) -> str:
@@ -172,13 +175,15 @@ def decide(lo: float, hi: float, p_adjusted: float, rule: Rule) -> str:
 def rule_text(rule: Rule) -> str:
     """The paragraph the report prints, generated from the same Rule that decide() applies."""
     u = f" {rule.unit}" if rule.unit else ""
-    return (f"One primary endpoint per claim: the detached variant minus its gradient-through twin, paired within "
-            f"cell and seed, averaged over the claim's cells. Its p-value is an exact sign-flip test in which all "
-            f"comparisons sharing a (data set, seed) flip together (for 0/1 outcomes: a stratified sign test on "
-            f"discordant pairs); its {rule.level:.0%} interval resamples (data set, seed) clusters ({rule.resamples} "
-            f"resamples, RNG seed 0). p-values are "
-            f"Holm-adjusted across claims (the tests this grid can run). Negligible if the interval lies within "
-            f"+/-{rule.smallest_effect:g}{u} (the smallest effect declared to matter) and could have excluded it "
-            f"(enough clusters for the exact test to reach {rule.alpha:g}, not every comparison equal) -- this takes "
-            f"precedence over a small p; holds if the adjusted p <= {rule.alpha:g} and the interval "
-            f"lies above 0; does not hold if the adjusted p <= {rule.alpha:g} and it lies below 0; otherwise not shown.")
+    return (
+        f"One primary endpoint per claim: the detached variant minus its gradient-through twin, paired within "
+        f"cell and seed, averaged over the claim's cells. Its p-value is an exact sign-flip test in which all "
+        f"comparisons sharing a (data set, seed) flip together (for 0/1 outcomes: a stratified sign test on "
+        f"discordant pairs); its {rule.level:.0%} interval resamples (data set, seed) clusters ({rule.resamples} "
+        f"resamples, RNG seed 0). p-values are "
+        f"Holm-adjusted across claims (the tests this grid can run). Negligible if the interval lies within "
+        f"+/-{rule.smallest_effect:g}{u} (the smallest effect declared to matter) and could have excluded it "
+        f"(enough clusters for the exact test to reach {rule.alpha:g}, not every comparison equal) -- this takes "
+        f"precedence over a small p; holds if the adjusted p <= {rule.alpha:g} and the interval "
+        f"lies above 0; does not hold if the adjusted p <= {rule.alpha:g} and it lies below 0; otherwise not shown."
+    )

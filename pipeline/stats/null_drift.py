@@ -29,6 +29,7 @@ tests/test_calibration.py asserts: on `bounded` and `edge` data the rule says "u
 5 % of the time, on `drift` and `random_walk` data "bounded" at most 5 %; power is reported
 (pipeline/stats/drive_calibration.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,23 +44,32 @@ SEED = 20261206
 @dataclass(frozen=True)
 class DriveModel:
     """G_t = a (1 + t/t0)^-k u + sigma (1 + t/t0)^-nu xi_t (k = None: no systematic part)."""
+
     name: str
     k: float | None
     nu: float
-    a: float = 0.3            # systematic drive at t = 0 (per step, before lr)
-    sigma: float = 0.3        # mini-batch noise at t = 0 (total sd over the units)
-    spread: float = 0.5       # lognormal sd of a and sigma: half per cluster, half per member and layer
-    t0: float = 1.0           # steps before the decay sets in (a late decay reads as slower over a finite run)
+    a: float = 0.3  # systematic drive at t = 0 (per step, before lr)
+    sigma: float = 0.3  # mini-batch noise at t = 0 (total sd over the units)
+    spread: float = 0.5  # lognormal sd of a and sigma: half per cluster, half per member and layer
+    t0: float = 1.0  # steps before the decay sets in (a late decay reads as slower over a finite run)
 
     @property
     def bounded(self) -> bool:
         return (self.k is None or self.k > 1) and self.nu > 0.5
 
 
-MODELS = {m.name: m for m in (
-    DriveModel("bounded", 1.5, 1.0), DriveModel("edge", 1.2, 0.7), DriveModel("boundary", 1.0, 0.5),
-    DriveModel("slow", 0.7, 0.5), DriveModel("random_walk", None, 0.0), DriveModel("drift", 0.0, 0.0),
-    DriveModel("late", 1.5, 1.0, t0=125.0))}
+MODELS = {
+    m.name: m
+    for m in (
+        DriveModel("bounded", 1.5, 1.0),
+        DriveModel("edge", 1.2, 0.7),
+        DriveModel("boundary", 1.0, 0.5),
+        DriveModel("slow", 0.7, 0.5),
+        DriveModel("random_walk", None, 0.0),
+        DriveModel("drift", 0.0, 0.0),
+        DriveModel("late", 1.5, 1.0, t0=125.0),
+    )
+}
 # `late` is bounded like `bounded`, but its decay sets in at t0 = 125 steps (T/4 of a 500-step run): over the
 # fitted steps its local exponent is k t / (t + t0), 0.75 to 1.2 -- what a finite horizon cannot tell from an
 # unbounded drive (its rate is reported, as the horizon's limit, not asserted)
@@ -70,17 +80,25 @@ def record_steps(steps: int, log_every: int) -> np.ndarray:
     return np.unique(np.r_[np.arange(0, steps, log_every), steps])
 
 
-def simulate(model: DriveModel, rng: np.random.Generator, clusters: np.ndarray, layers: int, steps: int,
-             log_every: int, lr: float = 0.1, units: int = 8) -> dict[str, np.ndarray]:
+def simulate(
+    model: DriveModel,
+    rng: np.random.Generator,
+    clusters: np.ndarray,
+    layers: int,
+    steps: int,
+    log_every: int,
+    lr: float = 0.1,
+    units: int = 8,
+) -> dict[str, np.ndarray]:
     """The recorded columns of len(clusters) members x `layers`: arrays [members, layers, record steps] for
     "drive_half", "b_drift", and [members, layers] for "gsum_persist"; plus "step" [record steps].
     `clusters` labels each member's (data set, seed) cluster (ints): members of one share its factor."""
     rec = record_steps(steps, log_every)
     n = len(clusters)
     ids, inv = np.unique(clusters, return_inverse=True)
-    shared = rng.normal(size=(len(ids), 2))[inv][:, None, :]                     # [n, 1, 2]
+    shared = rng.normal(size=(len(ids), 2))[inv][:, None, :]  # [n, 1, 2]
     own = rng.normal(size=(n, layers, 2))
-    scale = np.exp(model.spread * np.sqrt(0.5) * (shared + own))                  # [n, layers, 2]
+    scale = np.exp(model.spread * np.sqrt(0.5) * (shared + own))  # [n, layers, 2]
     a = model.a * scale[..., 0] if model.k is not None else np.zeros((n, layers))
     sigma = model.sigma * scale[..., 1]
     u = rng.normal(size=(n, layers, units))
@@ -88,9 +106,9 @@ def simulate(model: DriveModel, rng: np.random.Generator, clusters: np.ndarray, 
     t = np.arange(steps, dtype=float)
     s = (1.0 + t / model.t0) ** -model.k if model.k is not None else np.zeros(steps)
     r2 = (1.0 + t / model.t0) ** (-2 * model.nu)
-    cs, cr2 = np.r_[0.0, np.cumsum(s)], np.r_[0.0, np.cumsum(r2)]                 # prefix sums over steps
+    cs, cr2 = np.r_[0.0, np.cumsum(s)], np.r_[0.0, np.cumsum(r2)]  # prefix sums over steps
     # sum_{s<t} G_s at each record step: the systematic part exactly, the noise as independent window sums
-    var = np.diff(cr2[rec], prepend=0.0) / units                                   # per unit, per window
+    var = np.diff(cr2[rec], prepend=0.0) / units  # per unit, per window
     noise = np.cumsum(rng.normal(size=(n, layers, len(rec), units)) * np.sqrt(var)[:, None], axis=2)
     cum = a[..., None, None] * cs[rec][:, None] * u[:, :, None, :] + sigma[..., None, None] * noise
     half = np.array([np.searchsorted(rec, half_start(x, log_every)) for x in rec])
@@ -98,7 +116,7 @@ def simulate(model: DriveModel, rng: np.random.Generator, clusters: np.ndarray, 
     with np.errstate(invalid="ignore", divide="ignore"):
         drive_half = np.where(width > 0, np.linalg.norm(cum - cum[:, :, half], axis=-1) / width, np.nan)
     drift = lr * np.linalg.norm(cum, axis=-1)
-    size = np.sqrt(a[..., None] ** 2 * s ** 2 + sigma[..., None] ** 2 * r2)       # ~||G_t|| per step
+    size = np.sqrt(a[..., None] ** 2 * s**2 + sigma[..., None] ** 2 * r2)  # ~||G_t|| per step
     persist = np.linalg.norm(cum[:, :, -1], axis=-1) / size.sum(-1)
     return {"step": rec.astype(float), "drive_half": drive_half, "b_drift": drift, "gsum_persist": persist}
 
@@ -115,8 +133,12 @@ def columns(sim: dict[str, np.ndarray], settings, steps: int) -> dict[str, np.nd
     keep = (t >= settings.alpha_from * steps) & (t > 0) & (d > 0)
     alpha = np.where(keep.sum(1) >= settings.alpha_min_points, loglog_slope(t, d, keep), np.nan)
     wins = window_alphas(t, d, steps, settings.alpha_windows, settings.alpha_min_points)
-    out = {"kappa": kappa.reshape(n, layers), "alpha": alpha.reshape(n, layers),
-           "b_drift": sim["b_drift"][..., -1], "gsum_persist": sim["gsum_persist"]}
+    out = {
+        "kappa": kappa.reshape(n, layers),
+        "alpha": alpha.reshape(n, layers),
+        "b_drift": sim["b_drift"][..., -1],
+        "gsum_persist": sim["gsum_persist"],
+    }
     for j in range(settings.alpha_windows):
         out[f"alpha_w{j}"] = wins[:, j].reshape(n, layers)
     return out

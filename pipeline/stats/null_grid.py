@@ -11,6 +11,7 @@ a per-cell level shared by both arms (so many 0/1 cells have every pair equal); 
 cell (loss and accuracy gap) correlated ~0.5 through a shared latent. Arms are exchangeable under
 the null. A planted effect moves only the detached arm.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,6 +29,7 @@ SEED = 20261204
 class Shape:
     """The grid's shape; defaults: claim 1b's real family (2 detached batch variants x 3 data sets x
     4 lrs x 2 endpoints = 48 comparisons), 5 seeds shared by every cell of a data set."""
+
     variants: int = 2
     datasets: int = 3
     lrs: int = 4
@@ -40,8 +42,15 @@ class Shape:
         return self.variants * self.datasets * self.lrs * self.layers * self.endpoints
 
 
-def arm_latent(rng: np.random.Generator, cells: tuple[int, ...], endpoints: int, seeds: int, rho: float = 0.3,
-               endpoint_corr: float = 0.5, level=0.0) -> np.ndarray:
+def arm_latent(
+    rng: np.random.Generator,
+    cells: tuple[int, ...],
+    endpoints: int,
+    seeds: int,
+    rho: float = 0.3,
+    endpoint_corr: float = 0.5,
+    level=0.0,
+) -> np.ndarray:
     """ONE arm's latent, shape cells + (endpoints, seeds): `level` (the cell's level, shared by both arms,
     broadcast) plus a unit-variance, mean-0 part (the owner of the latent
     model: `draw` and pipeline.stats.null_members both call it). cells[1] is the data-set axis. Three
@@ -50,14 +59,20 @@ def arm_latent(rng: np.random.Generator, cells: tuple[int, ...], endpoints: int,
     by the member's endpoints (latent endpoint correlation endpoint_corr); a part of its own per endpoint.
     Arms drawn by separate calls are independent and identically distributed: exchangeable under the null."""
     d = cells[1]
-    w = rng.normal(size=(1, d) + (1,) * (len(cells) - 2) + (1, seeds)) * np.sqrt(rho)   # seed x arm, whole data set
-    z1 = rng.normal(size=cells + (1, seeds))                                           # shared by a member's endpoints
+    w = rng.normal(size=(1, d) + (1,) * (len(cells) - 2) + (1, seeds)) * np.sqrt(rho)  # seed x arm, whole data set
+    z1 = rng.normal(size=cells + (1, seeds))  # shared by a member's endpoints
     z2 = rng.normal(size=cells + (endpoints, seeds))
     return level + w + np.sqrt(1 - rho) * (np.sqrt(endpoint_corr) * z1 + np.sqrt(1 - endpoint_corr) * z2)
 
 
-def draw(shape: Shape, rng: np.random.Generator, kind: str = "continuous", rho: float = 0.3,
-         effect: float = 0.0, endpoint_corr: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def draw(
+    shape: Shape,
+    rng: np.random.Generator,
+    kind: str = "continuous",
+    rho: float = 0.3,
+    effect: float = 0.0,
+    endpoint_corr: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """One grid: (diff, cluster), diff of shape (cells, seeds) = detached minus twin; cluster the
     (data set, seed) label of each entry. rho: the latent seed x arm variance share (latent correlation
     of two comparisons sharing a seed); realised with rho 0.3 (Shape(), 3000 draws): continuous 0.24
@@ -66,7 +81,7 @@ def draw(shape: Shape, rng: np.random.Generator, kind: str = "continuous", rho: 
     lognormal (skewed). effect: added to the detached arm (continuous, natural scale) or, for binary,
     the probability that a detached member whose twin stayed 0 turns 1 (an excess rate)."""
     v, d, l, k, e, s = shape.variants, shape.datasets, shape.lrs, shape.layers, shape.endpoints, shape.seeds  # noqa: E741 (axis letters)
-    base = rng.normal(size=(v, d, l, k, 1, 1)) * (1.5 if kind == "binary" else 0.5)   # cell level, both arms
+    base = rng.normal(size=(v, d, l, k, 1, 1)) * (1.5 if kind == "binary" else 0.5)  # cell level, both arms
     det, twin = (arm_latent(rng, (v, d, l, k), e, s, rho, endpoint_corr, level=base) for _ in range(2))
     if kind == "binary":
         thr = 1.5  # most cells far from the threshold: all pairs equal, as in the real grid
@@ -76,8 +91,9 @@ def draw(shape: Shape, rng: np.random.Generator, kind: str = "continuous", rho: 
         diff = yd - yt
     else:
         diff = np.exp(0.5 * det) - np.exp(0.5 * twin) + effect
-    cluster = np.broadcast_to(np.arange(d)[None, :, None, None, None, None] * s
-                              + np.arange(s)[None, None, None, None, None, :], diff.shape)
+    cluster = np.broadcast_to(
+        np.arange(d)[None, :, None, None, None, None] * s + np.arange(s)[None, None, None, None, None, :], diff.shape
+    )
     return diff.reshape(-1, s), cluster.reshape(-1, s)
 
 
@@ -96,12 +112,25 @@ def old_rule_intervals(diff: np.ndarray, kind: str, level: float = 0.95) -> tupl
     # all (i, j) = (+1 count, -1 count) of a resample of n; probability from the multinomial
     ij = np.array([(i, j) for i in range(n + 1) for j in range(n + 1 - i)])
     pa, pc = a[:, None] / n, c[:, None] / n
-    prob = stats.multinomial.pmf(np.stack([np.broadcast_to(ij[:, 0], (len(a), len(ij))),
-                                           np.broadcast_to(ij[:, 1], (len(a), len(ij))),
-                                           n - ij.sum(1)[None, :].repeat(len(a), 0)], -1),
-                                 n, np.stack([np.broadcast_to(pa, (len(a), len(ij))),
-                                              np.broadcast_to(pc, (len(a), len(ij))),
-                                              np.broadcast_to(1 - pa - pc, (len(a), len(ij)))], -1))
+    prob = stats.multinomial.pmf(
+        np.stack(
+            [
+                np.broadcast_to(ij[:, 0], (len(a), len(ij))),
+                np.broadcast_to(ij[:, 1], (len(a), len(ij))),
+                n - ij.sum(1)[None, :].repeat(len(a), 0),
+            ],
+            -1,
+        ),
+        n,
+        np.stack(
+            [
+                np.broadcast_to(pa, (len(a), len(ij))),
+                np.broadcast_to(pc, (len(a), len(ij))),
+                np.broadcast_to(1 - pa - pc, (len(a), len(ij))),
+            ],
+            -1,
+        ),
+    )
     mean = (ij[:, 0] - ij[:, 1]) / n
     order = np.argsort(mean, kind="stable")
     cdf = np.cumsum(prob[:, order], 1)
@@ -134,8 +163,9 @@ def primary(diff: np.ndarray, cluster: np.ndarray, shape: Shape) -> tuple[np.nda
     return diff[keep], cluster[keep]
 
 
-def rates(shape: Shape, kind: str, grids: int, rng: np.random.Generator, rule: Rule, effect: float = 0.0,
-          rho: float = 0.3) -> dict[str, int]:
+def rates(
+    shape: Shape, kind: str, grids: int, rng: np.random.Generator, rule: Rule, effect: float = 0.0, rho: float = 0.3
+) -> dict[str, int]:
     """Counts over `grids` simulated grids: old rule says holds/does-not-hold/mixed (a verdict), new
     rule says holds / does not hold."""
     old = new = new_holds = old_holds = 0
@@ -152,6 +182,7 @@ def rates(shape: Shape, kind: str, grids: int, rng: np.random.Generator, rule: R
 
 def _ci(k: int, n: int) -> str:
     from pipeline.stats.inference import clopper_pearson
+
     lo, hi = clopper_pearson(k, n)
     return f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]"
 
@@ -160,13 +191,18 @@ def report(grids: int = 400, seed: int = SEED) -> str:
     """The Markdown table of docs/statistics.md: false-verdict rates on the correlated null (rho 0.3)
     and power at the declared effect, old rule vs new, per outcome type and family size."""
     rng = np.random.default_rng(seed)
-    shapes = {"16 (claim 3-like)": Shape(variants=1, datasets=2, lrs=1, layers=1, endpoints=8),
-              "48 (claim 1b)": Shape(),
-              "225 (claim 2-like)": Shape(variants=5, datasets=3, lrs=5, layers=3, endpoints=1),
-              "45 (claim 4's deciding cells)": Shape(variants=3, datasets=3, lrs=5, layers=1, endpoints=1)}
+    shapes = {
+        "16 (claim 3-like)": Shape(variants=1, datasets=2, lrs=1, layers=1, endpoints=8),
+        "48 (claim 1b)": Shape(),
+        "225 (claim 2-like)": Shape(variants=5, datasets=3, lrs=5, layers=3, endpoints=1),
+        "45 (claim 4's deciding cells)": Shape(variants=3, datasets=3, lrs=5, layers=1, endpoints=1),
+    }
     effects = {"continuous": 0.5, "binary": 0.3}
-    lines = ["| outcome | comparisons | null: old rule verdicts | null: new rule verdicts | "
-             "power at declared effect: old (holds) | new (holds) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| outcome | comparisons | null: old rule verdicts | null: new rule verdicts | "
+        "power at declared effect: old (holds) | new (holds) |",
+        "|---|---|---|---|---|---|",
+    ]
     for kind, eff in effects.items():
         rule = Rule(smallest_effect=eff / 5)
         for name, sh in shapes.items():
@@ -174,9 +210,11 @@ def report(grids: int = 400, seed: int = SEED) -> str:
                 continue  # claim 4's outcome is 0/1
             null = rates(sh, kind, grids, rng, rule)
             alt = rates(sh, kind, grids, rng, rule, effect=eff)
-            lines.append(f"| {kind} (effect {eff:g}) | {name} | {_ci(null['old_verdict'], grids)} | "
-                         f"{_ci(null['new_verdict'], grids)} | {_ci(alt['old_holds'], grids)} | "
-                         f"{_ci(alt['new_holds'], grids)} |")
+            lines.append(
+                f"| {kind} (effect {eff:g}) | {name} | {_ci(null['old_verdict'], grids)} | "
+                f"{_ci(null['new_verdict'], grids)} | {_ci(alt['old_holds'], grids)} | "
+                f"{_ci(alt['new_holds'], grids)} |"
+            )
     return "\n".join(lines)
 
 
@@ -187,8 +225,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=SEED)
     a = ap.parse_args(argv)
     if a.report:
-        print(f"python -m pipeline.stats.null_grid --report --grids {a.grids} --seed {a.seed}; rho 0.3, "
-              f"endpoint correlation 0.5, 5 seeds, rates with 95% Clopper-Pearson intervals")
+        print(
+            f"python -m pipeline.stats.null_grid --report --grids {a.grids} --seed {a.seed}; rho 0.3, "
+            f"endpoint correlation 0.5, 5 seeds, rates with 95% Clopper-Pearson intervals"
+        )
         print(report(a.grids, a.seed))
 
 

@@ -26,6 +26,7 @@ which exchangeable arms give the other tests for free.
 A planted effect (`plant`) moves only the detached arm of one primary test, by that test's declared
 smallest effect (report.primary.<key>.smallest_effect, in its unit).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,14 +46,15 @@ VERDICTS = (HOLDS, FAILS)
 @dataclass(frozen=True)
 class V:
     """One variant of the skeleton as the member table shows it."""
+
     name: str
     norm: str
-    arm: str                     # "detached" | "twin" | "control" (not in a primary test)
-    family: str                  # members of one family share the cell level (a detached variant and its twin)
+    arm: str  # "detached" | "twin" | "control" (not in a primary test)
+    family: str  # members of one family share the cell level (a detached variant and its twin)
     trainable: str = "all"
     has_bias: bool = True
-    refresh: bool = False        # reads refresh_every (population statistics)
-    affine: bool = False         # has gamma, beta (the config's `affine`)
+    refresh: bool = False  # reads refresh_every (population statistics)
+    affine: bool = False  # has gamma, beta (the config's `affine`)
 
 
 # only the variants the judges read: the primary tests' detached variants and twins; the identity claims'
@@ -73,13 +75,14 @@ VARIANTS: tuple[V, ...] = (
     V("frozen", "frozen", "control", "frozen"),
     V("bias_only_toy", "center_detached", "control", "toy", trainable="bias"),
 )
-ENDPOINTS = ("loss", "acc", "gap", "div", "wgrow")   # sharing a member latent (alpha: a latent of its own)
+ENDPOINTS = ("loss", "acc", "gap", "div", "wgrow")  # sharing a member latent (alpha: a latent of its own)
 
 
 @dataclass(frozen=True)
 class Skeleton:
     """The grid's shape: variants, data sets (name, ||E[u]||), lrs, seeds shared by every cell of a data
     set, depth (hidden layers), steps, K of the population variant."""
+
     variants: tuple[V, ...] = VARIANTS
     datasets: tuple[tuple[str, float], ...] = (("synthetic", 3.0), ("digits", 3.2), ("synthetic_zero_mean", 0.0))
     lrs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
@@ -87,33 +90,40 @@ class Skeleton:
     depth: int = 2
     steps: int = 500
     refresh_every: int = 10
-    log_every: int = 10          # the drive's record steps (claim 2's columns: pipeline/stats/null_drift.py)
+    log_every: int = 10  # the drive's record steps (claim 2's columns: pipeline/stats/null_drift.py)
 
 
 @dataclass(frozen=True)
 class Scales:
     """The latent model's knobs (latent = level + unit-variance arm_latent part). Each outcome is a fixed
     monotone map of its latent, so exchangeable latents give exchangeable outcomes."""
-    rho: float = 0.3               # (data set, seed) x arm share of the latent variance
-    endpoint_corr: float = 0.5     # latent correlation of a member's endpoints (beyond the seed effect)
-    loss_log: tuple = (-2.0, 0.35, 4.0)   # full-set loss = exp(a + b X), X = level + latent, level sd c
-    acc_logit: tuple = (3.0, 0.5)         # accuracy = expit(a - b X), X = the loss's level + its own latent
-    gap: tuple = (0.05, 0.8, 0.5)         # signed eval-train gap = a (exp(b X) - 1): skewed, nats
-    div_level_sd: float = 1.5             # diverged = X > div_threshold, X = level + latent
-    div_lr_slope: float = 2.0             # level += slope log10(lr): divergence at large lrs, as in the real grid
+
+    rho: float = 0.3  # (data set, seed) x arm share of the latent variance
+    endpoint_corr: float = 0.5  # latent correlation of a member's endpoints (beyond the seed effect)
+    loss_log: tuple = (-2.0, 0.35, 4.0)  # full-set loss = exp(a + b X), X = level + latent, level sd c
+    acc_logit: tuple = (3.0, 0.5)  # accuracy = expit(a - b X), X = the loss's level + its own latent
+    gap: tuple = (0.05, 0.8, 0.5)  # signed eval-train gap = a (exp(b X) - 1): skewed, nats
+    div_level_sd: float = 1.5  # diverged = X > div_threshold, X = level + latent
+    div_lr_slope: float = 2.0  # level += slope log10(lr): divergence at large lrs, as in the real grid
     div_threshold: float = 1.5
-    div_step_median: float = 10.0         # diverged_step lognormal (same law in both arms)
+    div_step_median: float = 10.0  # diverged_step lognormal (same law in both arms)
     div_step_log_sd: float = 1.2
-    alpha_sd: float = 0.1                 # alpha = 1/2 + alpha_sd x latent (no level: the null of claim 2)
-    alpha_layer_corr: float = 0.8         # latent correlation of a member's layers (beyond the seed effect)
+    alpha_sd: float = 0.1  # alpha = 1/2 + alpha_sd x latent (no level: the null of claim 2)
+    alpha_layer_corr: float = 0.8  # latent correlation of a member's layers (beyond the seed effect)
 
 
 def _expit(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def simulate(skeleton: Skeleton, rng: np.random.Generator, settings, plant: str | None = None,
-             scales: Scales = Scales(), drive=None) -> pd.DataFrame:
+def simulate(
+    skeleton: Skeleton,
+    rng: np.random.Generator,
+    settings,
+    plant: str | None = None,
+    scales: Scales = Scales(),
+    drive=None,
+) -> pd.DataFrame:
     """One member table (one row per variant x data set x lr x seed), null unless `plant` names a
     primary test key whose detached arm gets that test's declared smallest effect. Claim 2's columns of the
     detached members: with `drive` (a pipeline.stats.null_drift.DriveModel) -- or by default when claim 2
@@ -133,45 +143,64 @@ def simulate(skeleton: Skeleton, rng: np.random.Generator, settings, plant: str 
     # the cell level per (family, data set, lr, endpoint), shared by every arm of the family
     level = np.zeros((len(families), d, l, e))
     level[..., ix["loss"]] = rng.normal(size=(len(families), d, l)) * sc.loss_log[2]
-    level[..., ix["acc"]] = level[..., ix["loss"]]      # a cell that fits worse is less accurate
+    level[..., ix["acc"]] = level[..., ix["loss"]]  # a cell that fits worse is less accurate
     level[..., ix["gap"]] = rng.normal(size=(len(families), d, l)) * sc.gap[2]
-    level[..., ix["div"]] = (rng.normal(size=(len(families), d, l)) * sc.div_level_sd
-                             + sc.div_lr_slope * np.log10(np.asarray(sk.lrs, float))[None, None, :])
+    level[..., ix["div"]] = (
+        rng.normal(size=(len(families), d, l)) * sc.div_level_sd
+        + sc.div_lr_slope * np.log10(np.asarray(sk.lrs, float))[None, None, :]
+    )
     X, A = {}, {}
     for arm in ("detached", "twin", "control"):
         mine = [v for v in variants if v.arm == arm]
         if not mine:
             continue
-        lev = np.stack([level[families.index(v.family)] for v in mine])[..., None]     # (v, d, l, e, 1)
+        lev = np.stack([level[families.index(v.family)] for v in mine])[..., None]  # (v, d, l, e, 1)
         lat = arm_latent(rng, (len(mine), d, l), e, s, sc.rho, sc.endpoint_corr, level=lev)
         # alpha per layer: its own latent (the layers of a member correlated by alpha_layer_corr), no level
         # (claim 2's null: symmetric about 1/2 in every cell), independent of divergence -- claim 2 reads the
         # surviving members, and an alpha tied to survival would not be symmetric among them
         alat = arm_latent(rng, (len(mine), d, l), depth, s, sc.rho, sc.alpha_layer_corr)
         for i, v in enumerate(mine):
-            X[v.name], A[v.name] = lat[i], alat[i]                                         # (d, l, e | depth, s)
-    steps = np.clip(np.round(np.exp(np.log(sc.div_step_median) + sc.div_step_log_sd
-                                    * rng.normal(size=(len(variants), d, l, s)))), 1, sk.steps - 1)
+            X[v.name], A[v.name] = lat[i], alat[i]  # (d, l, e | depth, s)
+    steps = np.clip(
+        np.round(np.exp(np.log(sc.div_step_median) + sc.div_step_log_sd * rng.normal(size=(len(variants), d, l, s)))),
+        1,
+        sk.steps - 1,
+    )
     rows = []
     grid = np.stack(np.meshgrid(np.arange(d), np.arange(l), np.arange(s), indexing="ij"), -1).reshape(-1, 3)
     di, li, si = grid.T
     for vi, v in enumerate(variants):
-        x = X[v.name][di, li, :, si]                                                     # (members, e)
+        x = X[v.name][di, li, :, si]  # (members, e)
         diverged = x[:, ix["div"]] > sc.div_threshold
-        alpha = 0.5 + sc.alpha_sd * A[v.name][di, li, :, si]                            # (members, depth)
-        t = pd.DataFrame({
-            "variant": v.name, "norm": v.norm, "trainable": v.trainable, "has_bias": v.has_bias, "affine": v.affine,
-            "dataset": [sk.datasets[i][0] for i in di], "input_mean_norm": [sk.datasets[i][1] for i in di],
-            "lr": np.asarray(sk.lrs, float)[li], "seed": si, "depth": depth, "steps": sk.steps, "classes": 3,
-            "chance_loss": np.log(3.0), "init_full_loss_train": np.log(3.0) + 0.1, "width": 8.0,
-            "refresh_every": float(sk.refresh_every) if v.refresh else np.nan,
-            "loss_fixed": v.trainable == "bias",
-            "diverged": diverged, "diverged_step": np.where(diverged, steps[vi, di, li, si], np.nan),
-            "full_loss_train": np.exp(sc.loss_log[0] + sc.loss_log[1] * x[:, ix["loss"]]),
-            "full_acc_train": _expit(sc.acc_logit[0] - sc.acc_logit[1] * x[:, ix["acc"]]),
-            "loss_gap": sc.gap[0] * (np.exp(sc.gap[1] * x[:, ix["gap"]]) - 1.0),
-            "w_growth_max": 1.0 + np.exp(-1.0 + 0.8 * x[:, ix["wgrow"]]),
-        })
+        alpha = 0.5 + sc.alpha_sd * A[v.name][di, li, :, si]  # (members, depth)
+        t = pd.DataFrame(
+            {
+                "variant": v.name,
+                "norm": v.norm,
+                "trainable": v.trainable,
+                "has_bias": v.has_bias,
+                "affine": v.affine,
+                "dataset": [sk.datasets[i][0] for i in di],
+                "input_mean_norm": [sk.datasets[i][1] for i in di],
+                "lr": np.asarray(sk.lrs, float)[li],
+                "seed": si,
+                "depth": depth,
+                "steps": sk.steps,
+                "classes": 3,
+                "chance_loss": np.log(3.0),
+                "init_full_loss_train": np.log(3.0) + 0.1,
+                "width": 8.0,
+                "refresh_every": float(sk.refresh_every) if v.refresh else np.nan,
+                "loss_fixed": v.trainable == "bias",
+                "diverged": diverged,
+                "diverged_step": np.where(diverged, steps[vi, di, li, si], np.nan),
+                "full_loss_train": np.exp(sc.loss_log[0] + sc.loss_log[1] * x[:, ix["loss"]]),
+                "full_acc_train": _expit(sc.acc_logit[0] - sc.acc_logit[1] * x[:, ix["acc"]]),
+                "loss_gap": sc.gap[0] * (np.exp(sc.gap[1] * x[:, ix["gap"]]) - 1.0),
+                "w_growth_max": 1.0 + np.exp(-1.0 + 0.8 * x[:, ix["wgrow"]]),
+            }
+        )
         t["acc_gap"] = -0.3 * t["loss_gap"]
         detached = v.arm == "detached" or v.trainable == "bias"
         for k in range(depth):
@@ -201,8 +230,9 @@ def finish(m: pd.DataFrame, settings) -> pd.DataFrame:
     from pipeline.outcomes import classify
 
     dv = m["diverged"].astype(bool)
-    cols = ["full_loss_train", "full_acc_train", "loss_gap", "acc_gap", "steps_to_target"] + \
-        [c for c in m.columns if c.startswith(("alpha/", "alpha_w", "kappa/"))]
+    cols = ["full_loss_train", "full_acc_train", "loss_gap", "acc_gap", "steps_to_target"] + [
+        c for c in m.columns if c.startswith(("alpha/", "alpha_w", "kappa/"))
+    ]
     m.loc[dv, cols] = np.nan
     m["cell"] = m["variant"] + "-" + m["dataset"]
     m["member"] = m["seed"]
@@ -218,7 +248,7 @@ def _plant(m: pd.DataFrame, key: str, settings, rng: np.random.Generator, sk: Sk
 
     eff = settings.primary[key].smallest_effect
     endpoint = settings.primary[key].endpoint
-    if key == "claim1b":   # + eff on the (signed or absolute) gap of the detached batch variants
+    if key == "claim1b":  # + eff on the (signed or absolute) gap of the detached batch variants
         on = m["norm"].isin(names_where(lambda spec: spec.detached_batch)) & (m["trainable"] == "all")
         g = m.loc[on, "loss_gap"]
         m.loc[on, "loss_gap"] = g + eff if endpoint == "signed_gap" else np.sign(g) * (g.abs() + eff)
@@ -245,7 +275,7 @@ def _plant(m: pd.DataFrame, key: str, settings, rng: np.random.Generator, sk: Sk
         pooled = m["input_mean_norm"] > settings.nonzero_mean
         if endpoint == "excess_divergence":
             _more_divergence(m, deciders & pooled, eff, rng, sk)
-        else:   # blown by W growth, not divergence
+        else:  # blown by W growth, not divergence
             on = deciders & pooled & (m["w_growth_max"] <= settings.blowup_w_factor) & ~m["diverged"].astype(bool)
             q = min(1.0, eff * (deciders & pooled).sum() / max(on.sum(), 1))
             hit = on & (rng.random(len(m)) < q)
@@ -295,17 +325,18 @@ class Tally:
     and with the test's own p; holds and does-not-hold apart; family-wise: any test with a verdict. Also the
     pooled effect of every grid per test, and per (test, variant) the mean comparison over the pooled data
     sets: under the null each has mean 0 -- the symmetry the sign flip needs."""
+
     grids: int = 0
     holm: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
     holds: dict = field(default_factory=dict)
     fails: dict = field(default_factory=dict)
     family: int = 0
-    claims: dict = field(default_factory=dict)   # claim key -> grids with a verdict (holds, does not hold, mixed)
+    claims: dict = field(default_factory=dict)  # claim key -> grids with a verdict (holds, does not hold, mixed)
     effects: dict = field(default_factory=dict)  # test key -> [pooled effect per grid]
     by_variant: dict = field(default_factory=dict)  # (test key, variant) -> [mean pooled comparison per grid]
-    seconds: float = 0.0                          # wall clock
-    cpu: float = 0.0                              # process CPU time
+    seconds: float = 0.0  # wall clock
+    cpu: float = 0.0  # process CPU time
 
     def add(self, tests: dict, comparisons: dict, claims: dict, members: pd.DataFrame, settings) -> None:
         from pipeline.claims.primary import pooled_datasets
@@ -335,8 +366,14 @@ class Tally:
         return float(x.mean() / (x.std(ddof=1) / np.sqrt(len(x)))) if len(x) > 1 and x.std() > 0 else 0.0
 
 
-def tally(skeleton: Skeleton, grids: int, rng: np.random.Generator, settings, plant: str | None = None,
-          scales: Scales = Scales()) -> Tally:
+def tally(
+    skeleton: Skeleton,
+    grids: int,
+    rng: np.random.Generator,
+    settings,
+    plant: str | None = None,
+    scales: Scales = Scales(),
+) -> Tally:
     """Simulate `grids` member tables and read each through the report's judges and primary tests."""
     t, t0, c0 = Tally(), time.perf_counter(), time.process_time()
     for _ in range(grids):
@@ -363,22 +400,31 @@ def report(grids: int = 400, seed: int = SEED, skeleton: Skeleton = Skeleton(), 
     settings = ReportSettings()
     rng = np.random.default_rng(seed)
     null = tally(skeleton, grids, rng, settings, scales=scales)
-    lines = ["| primary test (endpoint, smallest effect) | null: verdict, own p | null: verdict, Holm (the report) "
-             "| null: holds / does not hold (Holm) | pooled effect over null grids: sd; mean in MC s.e. | "
-             "power at the declared effect: holds (Holm) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| primary test (endpoint, smallest effect) | null: verdict, own p | null: verdict, Holm (the report) "
+        "| null: holds / does not hold (Holm) | pooled effect over null grids: sd; mean in MC s.e. | "
+        "power at the declared effect: holds (Holm) |",
+        "|---|---|---|---|---|---|",
+    ]
     for k in null.holm:
         alt = tally(skeleton, grids, rng, settings, plant=k, scales=scales)
         ch = settings.primary[k]
         eff = np.asarray(null.effects[k], float)
-        lines.append(f"| {k} ({ch.endpoint}, {ch.smallest_effect:g}) | {_ci(null.raw[k], grids)} | "
-                     f"{_ci(null.holm[k], grids)} | {null.holds[k]} / {null.fails[k]} | "
-                     f"{np.nanstd(eff, ddof=1):.3g}; {null.z(eff):+.1f} | {_ci(alt.holds[k], grids)} |")
+        lines.append(
+            f"| {k} ({ch.endpoint}, {ch.smallest_effect:g}) | {_ci(null.raw[k], grids)} | "
+            f"{_ci(null.holm[k], grids)} | {null.holds[k]} / {null.fails[k]} | "
+            f"{np.nanstd(eff, ddof=1):.3g}; {null.z(eff):+.1f} | {_ci(alt.holds[k], grids)} |"
+        )
     lines.append(f"| family-wise: any of the {len(null.holm)} tests (Holm) | | {_ci(null.family, grids)} | | | |")
-    lines.append(f"| claim 3 (two sides: holds, does not hold or mixed) | | {_ci(null.claims['claim3'], grids)} "
-                 f"| | | |")
+    lines.append(
+        f"| claim 3 (two sides: holds, does not hold or mixed) | | {_ci(null.claims['claim3'], grids)} | | | |"
+    )
     by = "; ".join(f"{k} {v}: {np.nanmean(x):+.3g} ({null.z(x):+.1f} s.e.)" for (k, v), x in null.by_variant.items())
-    lines += ["", f"Mean comparison per detached variant over the null grids (pooled data sets): {by}.",
-              f"CPU time: {null.cpu / grids:.2f} s per grid (simulation, {len(null.claims)} judges, run_tests)."]
+    lines += [
+        "",
+        f"Mean comparison per detached variant over the null grids (pooled data sets): {by}.",
+        f"CPU time: {null.cpu / grids:.2f} s per grid (simulation, {len(null.claims)} judges, run_tests).",
+    ]
     return "\n".join(lines)
 
 
@@ -389,8 +435,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=SEED)
     a = ap.parse_args(argv)
     if a.report:
-        print(f"python -m pipeline.stats.null_members --report --grids {a.grids} --seed {a.seed}; "
-              f"{Skeleton()}; {Scales()}; rates with 95% Clopper-Pearson intervals")
+        print(
+            f"python -m pipeline.stats.null_members --report --grids {a.grids} --seed {a.seed}; "
+            f"{Skeleton()}; {Scales()}; rates with 95% Clopper-Pearson intervals"
+        )
         print(report(a.grids, a.seed))
 
 

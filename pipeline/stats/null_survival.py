@@ -10,6 +10,7 @@ two p-values (arms swapped within (data set, seed) clusters; members independent
 (null_members' `plant`: +0.1 excess divergence rate on the deciding detached variants, after step K).
 Rates of p <= 0.05 with 95% Clopper-Pearson intervals (docs/statistics.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,10 @@ def main(argv=None) -> None:
     ap.add_argument("--grids", type=int, default=400)
     ap.add_argument("--seed", type=int, default=SEED)
     a = ap.parse_args(argv)
-    print(f"python -m pipeline.stats.null_survival --grids {a.grids} --seed {a.seed}; rates of p <= 0.05 with 95% "
-          f"Clopper-Pearson intervals")
+    print(
+        f"python -m pipeline.stats.null_survival --grids {a.grids} --seed {a.seed}; rates of p <= 0.05 with 95% "
+        f"Clopper-Pearson intervals"
+    )
     print(report(a.grids, a.seed))
 
 

@@ -29,6 +29,7 @@ tests/test_survival.py shows both on simulated null grids with the real grid's s
 Peto's one-step hazard ratio exp(sum(O - E) / sum V), with the interval exp(... +/- z / sqrt(sum V)),
 describes the size; it is asymptotic (independent members) and biased away from 1 for large effects.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,17 +76,17 @@ def _o_minus_e_var(at_risk: np.ndarray, fails: np.ndarray, arm: np.ndarray) -> t
 
 @dataclass(frozen=True)
 class LogRank:
-    o_minus_e: float      # summed over strata: observed - expected events of arm 1 (+ = arm 1 fails sooner)
-    var: float            # summed hypergeometric variance
-    observed: int         # events in arm 1
-    observed_other: int   # events in arm 0
-    n: int                # members (both arms)
-    strata: int           # strata with at least one event
-    clusters: int         # (data set, seed) clusters swapped
+    o_minus_e: float  # summed over strata: observed - expected events of arm 1 (+ = arm 1 fails sooner)
+    var: float  # summed hypergeometric variance
+    observed: int  # events in arm 1
+    observed_other: int  # events in arm 0
+    n: int  # members (both arms)
+    strata: int  # strata with at least one event
+    clusters: int  # (data set, seed) clusters swapped
     z: float
-    p_normal: float       # Z against N(0, 1) (members independent)
-    p_flip: float         # arms swapped within clusters
-    exact: bool           # p_flip enumerated every swap pattern
+    p_normal: float  # Z against N(0, 1) (members independent)
+    p_flip: float  # arms swapped within clusters
+    exact: bool  # p_flip enumerated every swap pattern
     level: float = 0.95
 
     @property
@@ -103,8 +104,9 @@ class LogRank:
         return math.exp(centre - half), math.exp(centre + half)
 
 
-def stratified_logrank(time, event, arm, stratum, cluster, n_flip: int = 2000, seed: int = 0,
-                       level: float = 0.95) -> LogRank:
+def stratified_logrank(
+    time, event, arm, stratum, cluster, n_flip: int = 2000, seed: int = 0, level: float = 0.95
+) -> LogRank:
     """The stratified log-rank test of arm 1 against arm 0 (module docstring): Z and both p-values."""
     from scipy import stats
 
@@ -115,7 +117,7 @@ def stratified_logrank(time, event, arm, stratum, cluster, n_flip: int = 2000, s
     k = len(cl_names)
     exact = k <= EXACT_MAX_CLUSTERS
     if exact:
-        swap = ((np.arange(2 ** k)[:, None] >> np.arange(k)) & 1).astype(float)      # (patterns, clusters)
+        swap = ((np.arange(2**k)[:, None] >> np.arange(k)) & 1).astype(float)  # (patterns, clusters)
     else:
         swap = np.random.default_rng(seed).integers(0, 2, size=(n_flip, k)).astype(float)
         swap[0] = 0  # the observed labelling counts once (a valid Monte-Carlo p, never 0)
@@ -127,7 +129,7 @@ def stratified_logrank(time, event, arm, stratum, cluster, n_flip: int = 2000, s
             continue
         used += 1
         at_risk, fails = _stratum(t[idx], e[idx])
-        labels = np.abs(a[idx][:, None] - swap[:, cl[idx]].T)                         # (members, patterns)
+        labels = np.abs(a[idx][:, None] - swap[:, cl[idx]].T)  # (members, patterns)
         o, v = _o_minus_e_var(at_risk, fails, labels)
         oe, var = oe + o, var + v
     z_all = np.divide(oe, np.sqrt(var), out=np.zeros_like(oe), where=var > 0)
@@ -135,6 +137,17 @@ def stratified_logrank(time, event, arm, stratum, cluster, n_flip: int = 2000, s
     z = float(z_all[pattern0])
     p_flip = float(np.mean(np.abs(z_all) >= abs(z) * (1 - 1e-12))) if var[pattern0] > 0 else 1.0
     p_normal = float(2 * stats.norm.sf(abs(z))) if var[pattern0] > 0 else 1.0
-    return LogRank(o_minus_e=float(oe[pattern0]), var=float(var[pattern0]), observed=int((e & (a > 0)).sum()),
-                   observed_other=int((e & (a == 0)).sum()), n=len(t), strata=used, clusters=k, z=z,
-                   p_normal=p_normal, p_flip=p_flip, exact=exact, level=level)
+    return LogRank(
+        o_minus_e=float(oe[pattern0]),
+        var=float(var[pattern0]),
+        observed=int((e & (a > 0)).sum()),
+        observed_other=int((e & (a == 0)).sum()),
+        n=len(t),
+        strata=used,
+        clusters=k,
+        z=z,
+        p_normal=p_normal,
+        p_flip=p_flip,
+        exact=exact,
+        level=level,
+    )

@@ -5,6 +5,7 @@
 Apart from pipeline/tracking/runs.py so that reading MLflow records (the report, the orphan sweep)
 does not import torch and Lightning.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -21,13 +22,14 @@ class TrackingCallback(pl.Callback):
     def __init__(self, tracker):  # a CellTracker, or a pipeline.tracking.process.TrackerProcess
         self.tracker = tracker
         self._loss_sent = 0  # steps of loss_hist already sent
-        self._rec_sent = 0   # entries of module.records already sent
+        self._rec_sent = 0  # entries of module.records already sent
         self._keys: dict[str, bool] = {}  # metric name -> matches tracking.metrics
 
     def flush(self, module, upto: int, final: bool = False) -> None:
-        losses = module.loss_hist[self._loss_sent:upto].cpu().numpy()
-        records = [(t, {k: v.detach().cpu().numpy() for k, v in d.items()})
-                   for t, d in module.records[self._rec_sent:]]
+        losses = module.loss_hist[self._loss_sent : upto].cpu().numpy()
+        records = [
+            (t, {k: v.detach().cpu().numpy() for k, v in d.items()}) for t, d in module.records[self._rec_sent :]
+        ]
         last = module.diverged_step.cpu().numpy()
         diverged = {m: int(s) for m, s in enumerate(last) if s >= 0}
         every, steps = self.tracker.cell.tracking.log_every, self.tracker.cell.train.steps
@@ -39,10 +41,18 @@ class TrackingCallback(pl.Callback):
         out = {}
         for m in range(module.model.members):
             stop = last[m] if last[m] >= 0 else None
-            rows = [(self._loss_sent + i, "loss", losses[i, m]) for i in range(len(losses))
-                    if sent(self._loss_sent + i, stop)] if self._tracked("loss", patterns) else []
-            rows += [(t, k, v[m]) for t, d in records if sent(t, stop) for k, v in d.items()
-                     if self._tracked(k, patterns)]
+            rows = (
+                [
+                    (self._loss_sent + i, "loss", losses[i, m])
+                    for i in range(len(losses))
+                    if sent(self._loss_sent + i, stop)
+                ]
+                if self._tracked("loss", patterns)
+                else []
+            )
+            rows += [
+                (t, k, v[m]) for t, d in records if sent(t, stop) for k, v in d.items() if self._tracked(k, patterns)
+            ]
             if rows:
                 out[m] = rows
         if out or final:

@@ -6,6 +6,7 @@
 Facts of the cell's history only: it judges nothing (member outcomes, and the cell numbers derived
 from them, are the report's: pipeline/report/tables.py cell_table, logged onto this same run).
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -33,12 +34,22 @@ def cell_figure(history: pd.DataFrame, title: str):
     axes = fig.subplots(1, 2, gridspec_kw=dict(left=0.1, right=0.98, bottom=0.16, top=0.88, wspace=0.3))
     lrs = sorted(history["lr"].unique())
     colour = {lr: colormaps["viridis"](i / max(1, len(lrs) - 1)) for i, lr in enumerate(lrs)}
-    panels = ((axes[0], layer_column("b_norm", 0), "||b|| (hidden layer 1)"), (axes[1], "loss", "mini-batch loss, training mode"))
+    panels = (
+        (axes[0], layer_column("b_norm", 0), "||b|| (hidden layer 1)"),
+        (axes[1], "loss", "mini-batch loss, training mode"),
+    )
     for ax, col, label in panels:
         ax.set(xlabel="step", ylabel=label)
         if col not in history or history[col].isna().all():
-            ax.text(0.5, 0.5, "not recorded (no b in this variant)", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=8)
+            ax.text(
+                0.5,
+                0.5,
+                "not recorded (no b in this variant)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+            )
             continue
         med = history.dropna(subset=[col]).groupby(["lr", "step"])[col].median()
         for lr in lrs:

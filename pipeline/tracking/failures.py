@@ -13,6 +13,7 @@ MLflow itself logs each SQL failure with its traceback (mlflow.store.db.utils) a
 asynchronous write (mlflow.utils.async_logging) before raising it; the cell says the failure
 once, in its own line, so those ERROR records are dropped (quiet_store_errors).
 """
+
 from __future__ import annotations
 
 import errno
@@ -21,8 +22,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 LOCKED, FULL, OTHER = "locked", "full", "other"
 _SQLITE_NAMES = {"SQLITE_BUSY": LOCKED, "SQLITE_LOCKED": LOCKED, "SQLITE_FULL": FULL}
-_SQLITE_TEXT = {"database is locked": LOCKED, "database table is locked": LOCKED,
-                "database or disk is full": FULL}  # sqlite3_errstr() of those codes
+_SQLITE_TEXT = {
+    "database is locked": LOCKED,
+    "database table is locked": LOCKED,
+    "database or disk is full": FULL,
+}  # sqlite3_errstr() of those codes
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 # loggers of MLflow that print a failure (with its traceback) which the cell then raises and says itself
 MLFLOW_FAILURE_LOGGERS = ("mlflow.store.db.utils", "mlflow.utils.async_logging.async_logging_queue")
@@ -76,11 +80,15 @@ def store_failure(uri: str, exc: BaseException) -> str:
     """What failed and what to do, one line (no trailing period): the caller adds what became of the runs."""
     kind, store = cause(exc), shown(uri)
     if kind == LOCKED:
-        return (f"the tracking store {store} is locked by another connection ({_first(exc)}): end the process "
-                "holding it (an sqlite3 shell or a database browser with a transaction open) and run the cell again")
+        return (
+            f"the tracking store {store} is locked by another connection ({_first(exc)}): end the process "
+            "holding it (an sqlite3 shell or a database browser with a transaction open) and run the cell again"
+        )
     if kind == FULL:
-        return (f"the disk holding the tracking store {store} is full ({_first(exc)}): free space there and "
-                "run the cell again")
+        return (
+            f"the disk holding the tracking store {store} is full ({_first(exc)}): free space there and "
+            "run the cell again"
+        )
     return f"the tracking store {store} failed ({_first(exc)}): check that it answers and run the cell again"
 
 

@@ -9,14 +9,15 @@ experiment page). Opening such an address shows the table already filtered.
 
 Standard library only (no MLflow import) except find_experiment_id.
 """
+
 from __future__ import annotations
 
 from urllib.parse import quote
 
-KIND_TAG = "normlab.kind"      # the tag pipeline.tracking.runs gives every run: cell, member, report
+KIND_TAG = "normlab.kind"  # the tag pipeline.tracking.runs gives every run: cell, member, report
 HASH_TAG = "normlab.outputs_hash"  # a cell parent run's hash of the files it wrote (records.outputs_hash)
 CELL_FILTER = f"tags.`{KIND_TAG}` = 'cell'"  # the cells' parent runs only: one row per cell, no members
-DEFAULT_PORT = 5000            # `normlab ui`'s port unless --port
+DEFAULT_PORT = 5000  # `normlab ui`'s port unless --port
 
 
 def ui_base(port: int = DEFAULT_PORT) -> str:
@@ -48,7 +49,7 @@ def find_experiment_id(uri: str, name: str) -> str | None:
     made yet is not made here: a SQLite file that does not exist is None)."""
     from pathlib import Path
 
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         return None
     from mlflow.tracking import MlflowClient
 

@@ -11,6 +11,7 @@ MLFLOW_GUNICORN_OPTS='-b 0.0.0.0:5001' made a second socket on every address; uv
 or `--fd` serve a socket the host does not govern. Those variables are left out of the server's
 environment, with one line saying why.
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,7 +26,10 @@ def loopback_env(env: Mapping[str, str], command: str) -> dict[str, str]:
     out = dict(env)
     for name in SERVER_OPTION_VARIABLES:
         if out.pop(name, None) is not None:
-            print(f"normlab {command}: {name} ignored: its options can make the server listen beyond 127.0.0.1, "
-                  "and MLflow has no authentication (to share it, put authentication in front: docs/scale-out.md)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"normlab {command}: {name} ignored: its options can make the server listen beyond 127.0.0.1, "
+                "and MLflow has no authentication (to share it, put authentication in front: docs/scale-out.md)",
+                file=sys.stderr,
+                flush=True,
+            )
     return out

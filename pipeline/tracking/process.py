@@ -22,6 +22,7 @@ die, the next orphan sweep (pipeline.tracking.runs.close_orphans) closes them.
 Only a single-threaded process forks (as the warm server's cells are): forking a threaded one can
 deadlock the child; elsewhere (and where fork does not exist) the CellTracker runs in-process.
 """
+
 from __future__ import annotations
 
 import gc
@@ -107,10 +108,18 @@ def _serve(conn, cells_end, cell: CellSettings, members, stage: str, uri: str, c
         closing = exc
     # a run left RUNNING says more than the failure before it; else the failure that ended the runs FAILED
     ended = "FAILED" if status == "FINISHED" else status
-    error = closing or (error and (TrackingError(f"{error}; its runs ended {ended}") if isinstance(error, TrackingError)
-                                   else tracker.failure(error, ended=ended)))
-    _tell(conn, ("done", tracker.parent_id, tracker.child_ids, tracker.seconds,
-                 None if error is None else _describe(error)))
+    error = closing or (
+        error
+        and (
+            TrackingError(f"{error}; its runs ended {ended}")
+            if isinstance(error, TrackingError)
+            else tracker.failure(error, ended=ended)
+        )
+    )
+    _tell(
+        conn,
+        ("done", tracker.parent_id, tracker.child_ids, tracker.seconds, None if error is None else _describe(error)),
+    )
 
 
 def _tell(conn, message) -> None:
@@ -166,8 +175,10 @@ class TrackerProcess:
         try:
             kind, value = self._conn.recv()
         except EOFError:
-            kind, value = "error", (True, f"MLFLOW_TRACKING_URI: the tracking process for {self.uri} "
-                                          f"exited before connecting")
+            kind, value = (
+                "error",
+                (True, f"MLFLOW_TRACKING_URI: the tracking process for {self.uri} exited before connecting"),
+            )
         finally:
             self.seconds += time.perf_counter() - t0
         if kind == "error":  # no runs exist: nothing for finish() to close
@@ -199,8 +210,9 @@ class TrackerProcess:
     def log_rows(self, rows: dict[int, list], final: bool = False, diverged: dict[int, int] | None = None) -> None:
         self._send("rows", {m: [(int(s), k, float(v)) for s, k, v in r] for m, r in rows.items()}, final, diverged)
 
-    def finish(self, status: str, summary=None, artifacts: Sequence[Path] = (),
-               outputs_hash: str | None = None) -> None:
+    def finish(
+        self, status: str, summary=None, artifacts: Sequence[Path] = (), outputs_hash: str | None = None
+    ) -> None:
         """Tell the child how the runs end, and wait until it has closed them and exited. A cell being
         stopped signals the child first, so that it leaves a long sweep or run creation at once."""
         if self._pid is None:
@@ -220,8 +232,10 @@ class TrackerProcess:
                         error = None
                         break
             except (EOFError, OSError):
-                error = (False, f"{self.cell.name}: the tracking process died; its runs are ended KILLED by "
-                                f"the next orphan sweep")
+                error = (
+                    False,
+                    f"{self.cell.name}: the tracking process died; its runs are ended KILLED by the next orphan sweep",
+                )
             finally:
                 self._conn.close()
                 os.waitpid(self._pid, 0)

@@ -16,6 +16,7 @@ per `log_metric`), flushed by a Lightning callback every `tracking.flush_every` 
 params, last metrics and closing tags share one request. Runs always end FINISHED, FAILED or
 KILLED, never RUNNING.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,10 +36,10 @@ from pipeline.spec.environment import tracking_uri, workspace_root  # noqa: F401
 # no usage telemetry from MLflow in anything that records runs: importing `pipeline` applied
 # pipeline.spec.environment (a user opts in by setting MLFLOW_DISABLE_TELEMETRY=false DO_NOT_TRACK=false)
 BATCH_LIMIT = 1000  # MLflow's limit of metrics per log_batch request
-PAGE = 1000        # runs per search request of a sweep (it pages through all of them)
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # the UI's experiment type (its own selector sets this tag)
-EXPERIMENT_KIND = "custom_model_development"    # "model training": runs table, not the GenAI overview
-FIGURE = "figures/b_norm_loss.png"              # the cell's own figure, on its parent run
+PAGE = 1000  # runs per search request of a sweep (it pages through all of them)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the UI's experiment type (its own selector sets this tag)
+EXPERIMENT_KIND = "custom_model_development"  # "model training": runs table, not the GenAI overview
+FIGURE = "figures/b_norm_loss.png"  # the cell's own figure, on its parent run
 GRID_TAG = "normlab.grid"  # the grid that ran a cell (its GRID_ENV, host:pid:start): its last sweep closes only these
 
 
@@ -65,6 +66,7 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 @dataclass(frozen=True)
 class ProcessId:
     """A process as the orphan sweep needs it: host, pid, and its start time (a reused pid differs)."""
+
     host: str
     pid: int
     start: str | None  # clock ticks since boot (/proc); None where it could not be read
@@ -76,8 +78,12 @@ class ProcessId:
     def tags(self, name: str) -> dict[str, str]:
         """`name` for people to read (host:pid:start) and one tag per field for the sweep to read."""
         start = self.start or "?"
-        return {name: f"{self.host}:{self.pid}:{start}", f"{name}.host": self.host, f"{name}.pid": str(self.pid),
-                f"{name}.start": start}
+        return {
+            name: f"{self.host}:{self.pid}:{start}",
+            f"{name}.host": self.host,
+            f"{name}.pid": str(self.pid),
+            f"{name}.start": start,
+        }
 
     @classmethod
     def from_tags(cls, tags: dict, name: str) -> ProcessId | None:
@@ -103,8 +109,12 @@ def _process_gone(proc: ProcessId | None) -> bool:
 
 def process_alive(proc: ProcessId | None) -> bool:
     """True when the tagged process ran on this host and still runs (the same pid and start time)."""
-    return proc is not None and proc.host == socket.gethostname() and proc.start is not None \
+    return (
+        proc is not None
+        and proc.host == socket.gethostname()
+        and proc.start is not None
         and _proc_start(proc.pid) == proc.start
+    )
 
 
 def search_all(client, experiment_ids: list[str], query: str) -> list:
@@ -113,8 +123,9 @@ def search_all(client, experiment_ids: list[str], query: str) -> list:
     `attributes.status = 'RUNNING'` between pages would skip as many others."""
     runs, token = {}, None
     while True:  # oldest first: runs started meanwhile join the end instead of shifting the pages
-        page = client.search_runs(experiment_ids, query, max_results=PAGE, order_by=["attributes.start_time ASC"],
-                                  page_token=token)
+        page = client.search_runs(
+            experiment_ids, query, max_results=PAGE, order_by=["attributes.start_time ASC"], page_token=token
+        )
         runs.update((run.info.run_id, run) for run in page)
         token = page.token
         if not token or not page:
@@ -161,6 +172,7 @@ def connect(uri: str | None = None):
     """An MlflowClient for a store that answers, or a ConfigError naming the URI."""
     uri = uri or tracking_uri()
     from pipeline.config import check_tracking_uri
+
     check_tracking_uri(uri)  # before importing MLflow: a malformed URI is a one-line error in a second
     if uri.startswith("http"):
         # fail fast on an unreachable server instead of MLflow's minutes of retries
@@ -208,14 +220,20 @@ def _probe_database(uri: str) -> None:
     except ModuleNotFoundError as exc:
         from pipeline.spec.extras import EXTRAS
 
-        how = (f"pip install 'normlab[{EXTRAS[exc.name]}]'" if exc.name in EXTRAS else
-               "install it, or use postgresql+psycopg:// (pip install 'normlab[server]')")
-        raise ConfigError(f"MLFLOW_TRACKING_URI: the {dialect} driver for {shown} is not installed ({exc.name}); "
-                          f"{how}") from None
+        how = (
+            f"pip install 'normlab[{EXTRAS[exc.name]}]'"
+            if exc.name in EXTRAS
+            else "install it, or use postgresql+psycopg:// (pip install 'normlab[server]')"
+        )
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI: the {dialect} driver for {shown} is not installed ({exc.name}); {how}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any failure to connect means "store not usable"
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise ConfigError(f"MLFLOW_TRACKING_URI: tracking store {shown} is not reachable "
-                          f"({(first[0] if first else type(exc).__name__)[:160]})") from None
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI: tracking store {shown} is not reachable "
+            f"({(first[0] if first else type(exc).__name__)[:160]})"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -225,7 +243,7 @@ def _sqlite_init_lock(uri: str):
         return
     import fcntl
 
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".init-lock"), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -245,10 +263,9 @@ def experiment_id(client, name: str, uri: str) -> str:
     # a server decides for itself
     location = None
     if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+        location = (Path(uri[len("sqlite:///") :]).resolve().parent / "mlruns").as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location,
-                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:  # another cell created it a moment ago
         return client.get_experiment_by_name(name).experiment_id
 
@@ -274,8 +291,11 @@ def source_tags(context: dict[str, str]) -> dict[str, str]:
     source = context.get(MLFLOW_SOURCE_NAME, "")
     if context.get(MLFLOW_GIT_COMMIT) and os.path.isfile(source) and os.path.realpath(source) == entry:
         return context  # launched as `python -m pipeline.train`: MLflow already read this file's checkout
-    git = {MLFLOW_GIT_COMMIT: get_git_commit(entry), MLFLOW_GIT_BRANCH: get_git_branch(entry),
-           MLFLOW_GIT_REPO_URL: get_git_repo_url(entry)}
+    git = {
+        MLFLOW_GIT_COMMIT: get_git_commit(entry),
+        MLFLOW_GIT_BRANCH: get_git_branch(entry),
+        MLFLOW_GIT_REPO_URL: get_git_repo_url(entry),
+    }
     return {**context, MLFLOW_SOURCE_NAME: entry, **{k: v for k, v in git.items() if v}}
 
 
@@ -303,8 +323,8 @@ class CellTracker:
         self.parent_id: str | None = None
         self.child_ids: list[str] = []
         self._pending: list = []  # RunOperations of asynchronous log_batch calls
-        self._params: dict[str, list] = {}   # run id -> Params not sent yet (they go with its first batch)
-        self._final: dict[int, list] = {}    # member -> Metrics of the last flush (sent by finish)
+        self._params: dict[str, list] = {}  # run id -> Params not sent yet (they go with its first batch)
+        self._final: dict[int, list] = {}  # member -> Metrics of the last flush (sent by finish)
         # flushes during training go through MLflow's writer thread (overlapping training in this
         # process); a tracking process of its own (pipeline.tracking.process) writes them at once
         self.asynchronous = True
@@ -333,8 +353,12 @@ class CellTracker:
         quiet_store_errors()  # a store failure is said once, in the cell's line, not in MLflow's tracebacks
         self.client = connect(self.uri)
         self.experiment_id = experiment_id(self.client, self.cell.tracking.experiment, self.uri)
-        close_orphans(self.client, [self.experiment_id], self.cell.name,  # runs of a killed earlier try
-                      stop=lambda: self.stopped)
+        close_orphans(
+            self.client,
+            [self.experiment_id],
+            self.cell.name,  # runs of a killed earlier try
+            stop=lambda: self.stopped,
+        )
         self.seconds += time.perf_counter() - t0
 
     def create_runs(self) -> None:
@@ -347,28 +371,48 @@ class CellTracker:
             return
         t0 = time.perf_counter()
         # MLflow's own context tags (source, git commit, user), then the cell's
-        common = {**source_tags(resolve_tags()), "variant": self.cell.variant_name, "dataset": self.cell.dataset_name,
-                  "norm": self.cell.variant.norm, "dvc_stage": self.stage, "cell": self.cell.name,
-                  **process_tag(),  # the process that closes these runs (orphan sweep)
-                  **(self.cell_proc or ProcessId.current()).tags("normlab.cell_proc"),  # the one that trains them
-                  "normlab.config_hash": config_hash(self.cell)}
+        common = {
+            **source_tags(resolve_tags()),
+            "variant": self.cell.variant_name,
+            "dataset": self.cell.dataset_name,
+            "norm": self.cell.variant.norm,
+            "dvc_stage": self.stage,
+            "cell": self.cell.name,
+            **process_tag(),  # the process that closes these runs (orphan sweep)
+            **(self.cell_proc or ProcessId.current()).tags("normlab.cell_proc"),  # the one that trains them
+            "normlab.config_hash": config_hash(self.cell),
+        }
         if os.environ.get("DVC_EXP_NAME"):
             common["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
         if os.environ.get(GRID_ENV):  # the grid that runs this cell: its last sweep closes only its own runs
             common[GRID_TAG] = os.environ[GRID_ENV]
         flat = {k: v for k, v in self.cell.flat().items() if k not in ("optim.lrs", "optim.seeds")}
-        parent = self.client.create_run(self.experiment_id, run_name=names.parent_run_name(self.cell.name),
-                                        tags={**common, "normlab.kind": "cell"})
+        parent = self.client.create_run(
+            self.experiment_id, run_name=names.parent_run_name(self.cell.name), tags={**common, "normlab.kind": "cell"}
+        )
         self.parent_id = parent.info.run_id
-        self._params[self.parent_id] = [Param(k, v) for k, v in {
-            **flat, "optim.lrs": str(list(self.cell.optim.lrs)), "optim.seeds": str(list(self.cell.optim.seeds))}.items()]
+        self._params[self.parent_id] = [
+            Param(k, v)
+            for k, v in {
+                **flat,
+                "optim.lrs": str(list(self.cell.optim.lrs)),
+                "optim.seeds": str(list(self.cell.optim.seeds)),
+            }.items()
+        ]
         for lr, seed in self.members:
             if self.stopped:  # the cell is being stopped: the runs made so far are closed KILLED
                 break
-            tags = {**common, "normlab.kind": "member", "mlflow.parentRunId": self.parent_id,
-                    "seed": str(seed), "lr": str(lr), "diverged": "false"}
-            run = self.client.create_run(self.experiment_id, run_name=names.member_run_name(self.cell.name, lr, seed),
-                                         tags=tags)
+            tags = {
+                **common,
+                "normlab.kind": "member",
+                "mlflow.parentRunId": self.parent_id,
+                "seed": str(seed),
+                "lr": str(lr),
+                "diverged": "false",
+            }
+            run = self.client.create_run(
+                self.experiment_id, run_name=names.member_run_name(self.cell.name, lr, seed), tags=tags
+            )
             self.child_ids.append(run.info.run_id)
             self._params[run.info.run_id] = [Param(k, v) for k, v in member_params(self.cell, lr, seed).items()]
         self.seconds += time.perf_counter() - t0
@@ -379,8 +423,8 @@ class CellTracker:
         params, metrics, tags = self._params.pop(run_id, []), list(metrics), list(tags)
         while params or metrics or tags:
             p, t = params[:100], tags[:100]
-            m = metrics[:BATCH_LIMIT - len(p) - len(t)]
-            params, tags, metrics = params[len(p):], tags[len(t):], metrics[len(m):]
+            m = metrics[: BATCH_LIMIT - len(p) - len(t)]
+            params, tags, metrics = params[len(p) :], tags[len(t) :], metrics[len(m) :]
             try:
                 op = self.client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=synchronous)
             except Exception:
@@ -419,8 +463,9 @@ class CellTracker:
         runs = f"; its runs ended {ended}" if ended else ""
         return TrackingError(f"{self.cell.name}: recording into MLflow failed: {store_failure(self.uri, exc)}{runs}")
 
-    def log_rows(self, rows: dict[int, list[tuple[int, str, float]]], final: bool = False,
-                 diverged: dict[int, int] | None = None) -> None:
+    def log_rows(
+        self, rows: dict[int, list[tuple[int, str, float]]], final: bool = False, diverged: dict[int, int] | None = None
+    ) -> None:
         """rows: member -> (step, key, value); `diverged`: member -> the step it diverged at (the final
         flush). A flush during training is sent now; the final one goes with each run's closing tags
         in one request: at once in a tracking process of its own, else by finish()."""
@@ -453,8 +498,7 @@ class CellTracker:
             self._batch(run_id, metrics=metrics, tags=tags)
         self._members_closed = True
 
-    def finish(self, status: str, summary=None, artifacts: list[Path] = (),
-               outputs_hash: str | None = None) -> None:
+    def finish(self, status: str, summary=None, artifacts: list[Path] = (), outputs_hash: str | None = None) -> None:
         """Tag divergence, attach artifacts, and close every run with `status`; Ctrl-C or SIGTERM
         arriving meanwhile waits until every run is closed."""
         if self.parent_id is None:
@@ -512,8 +556,10 @@ class CellTracker:
         if unclosed:
             from pipeline.tracking.failures import store_failure
 
-            raise TrackingError(f"{self.cell.name}: {unclosed} of {len(runs)} MLflow run(s) left RUNNING, a later "
-                                f"sweep ends them KILLED: {store_failure(self.uri, error)}")
+            raise TrackingError(
+                f"{self.cell.name}: {unclosed} of {len(runs)} MLflow run(s) left RUNNING, a later "
+                f"sweep ends them KILLED: {store_failure(self.uri, error)}"
+            )
         if error is not None:
             raise self.failure(error, ended=status)
 

@@ -21,6 +21,7 @@ a reverse proxy in front when others share the machine.
 
 `TrackingServer` is the same as a context manager, for tests and benchmarks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,15 +59,20 @@ def postgres_bin() -> Path:
     if os.environ.get("NORMLAB_PG_BIN"):
         candidates = [Path(os.environ["NORMLAB_PG_BIN"])]
     else:
-        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
-                          if p.parent.name.isdigit() else 0, reverse=True)
+        versions = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+            reverse=True,
+        )
         on_path = shutil.which("initdb")
         candidates = versions + ([Path(on_path).parent] if on_path else [])
     for folder in candidates:
         if (folder / "initdb").is_file() and (folder / "postgres").is_file():
             return folder
-    raise ServerError("PostgreSQL not found (no initdb/postgres in /usr/lib/postgresql/*/bin or on PATH; "
-                      "Debian: apt-get install postgresql, or set NORMLAB_PG_BIN)")
+    raise ServerError(
+        "PostgreSQL not found (no initdb/postgres in /usr/lib/postgresql/*/bin or on PATH; "
+        "Debian: apt-get install postgresql, or set NORMLAB_PG_BIN)"
+    )
 
 
 def _run_as() -> dict:
@@ -138,10 +144,25 @@ def _initdb(pg_bin: Path, data: Path, password: str, as_pg: dict) -> subprocess.
         if as_pg:
             os.chown(pw, as_pg["user"], as_pg["group"])
             os.chown(tmp, as_pg["user"], as_pg["group"])
-        return subprocess.run([str(pg_bin / "initdb"), "-D", str(data), "-U", PG_USER,
-                               "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
-                               f"--pwfile={pw}", "-E", "UTF8", "--no-instructions"],
-                              capture_output=True, text=True, cwd=tempfile.gettempdir(), **as_pg)
+        return subprocess.run(
+            [
+                str(pg_bin / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                PG_USER,
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pw}",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tempfile.gettempdir(),
+            **as_pg,
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -162,8 +183,9 @@ def _unreachable_for(folder: Path, uid: int, gid: int) -> Path | None:
 class TrackingServer:
     """PostgreSQL + `mlflow server` on loopback; `uri` once started. Stops both, by pid, on exit."""
 
-    def __init__(self, folder: str | Path | None = None, port: int | None = None, workers: int = 2,
-                 start_timeout: float = 120.0):
+    def __init__(
+        self, folder: str | Path | None = None, port: int | None = None, workers: int = 2, start_timeout: float = 120.0
+    ):
         self.keep = folder is not None
         self.folder = Path(folder).resolve() if folder else None
         self.port, self.workers, self.start_timeout = port, workers, start_timeout
@@ -181,8 +203,10 @@ class TrackingServer:
         if as_pg:
             blocked = _unreachable_for(self.folder, as_pg["user"], as_pg["group"])
             if blocked:
-                raise ServerError(f"the {PG_USER} account (PostgreSQL refuses root) cannot enter {blocked}: "
-                                  f"use a --folder it can reach, or chmod o+x {blocked}")
+                raise ServerError(
+                    f"the {PG_USER} account (PostgreSQL refuses root) cannot enter {blocked}: "
+                    f"use a --folder it can reach, or chmod o+x {blocked}"
+                )
         if not (data / "PG_VERSION").exists():
             data.mkdir(parents=True, exist_ok=True)
             if as_pg:
@@ -197,21 +221,40 @@ class TrackingServer:
             if init.returncode:
                 raise ServerError(f"initdb failed: {(init.stderr or init.stdout).strip().splitlines()[-1:]}")
         elif _hba_has_trust(data):
-            raise ServerError(f"{data} was initialised with trust authentication by an older version "
-                              f"(any local user is superuser); remove {self.folder} and start again")
+            raise ServerError(
+                f"{data} was initialised with trust authentication by an older version "
+                f"(any local user is superuser); remove {self.folder} and start again"
+            )
         try:
             password = pwfile.read_text().strip()
         except OSError:
-            raise ServerError(f"{pwfile} is missing: the database password is lost; remove "
-                              f"{self.folder} and start again") from None
+            raise ServerError(
+                f"{pwfile} is missing: the database password is lost; remove {self.folder} and start again"
+            ) from None
         self.pg_port = free_port()
         log = _open_private(self.folder / "postgres.log")
         # TCP on 127.0.0.1 only, no Unix socket: nothing else on the machine is touched
         self.postgres = subprocess.Popen(
-            [str(pg_bin / "postgres"), "-D", str(data), "-p", str(self.pg_port), "-c", "listen_addresses=127.0.0.1",
-             "-c", "unix_socket_directories=", "-c", "max_connections=200"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
-            start_new_session=True, **as_pg)
+            [
+                str(pg_bin / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(self.pg_port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tempfile.gettempdir(),
+            start_new_session=True,
+            **as_pg,
+        )
         os.close(log)
         import psycopg  # start() checked it is installed (the server extra)
 
@@ -243,13 +286,26 @@ class TrackingServer:
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlflow"]
         log = _open_private(self.folder / "mlflow.log")
         self.mlflow = subprocess.Popen(
-            [*cmd, "server", "--artifacts-destination", str(artifacts),
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                *cmd,
+                "server",
+                "--artifacts-destination",
+                str(artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             # the backend URI not on argv (ps shows argv); nothing that would listen beyond 127.0.0.1
             env={**loopback_env(environment.child_env(), "server"), "MLFLOW_BACKEND_STORE_URI": backend},
             umask=0o077,  # the artifacts it writes (served artifacts: clients upload through it) are its own
-            start_new_session=True)  # its own group: uvicorn's workers stop with it, Ctrl-C reaches us only
+            start_new_session=True,
+        )  # its own group: uvicorn's workers stop with it, Ctrl-C reaches us only
         os.close(log)
         uri = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + self.start_timeout
@@ -263,14 +319,17 @@ class TrackingServer:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise ServerError(f"mlflow server did not answer within {self.start_timeout:.0f} s "
-                                  f"({self._tail('mlflow.log')})")
+                raise ServerError(
+                    f"mlflow server did not answer within {self.start_timeout:.0f} s ({self._tail('mlflow.log')})"
+                )
             time.sleep(0.3)
 
     def died(self) -> str:
         """What stopped on its own, with its exit status and its log's last lines (one line)."""
-        for name, proc, log in (("the MLflow server", self.mlflow, "mlflow.log"),
-                                ("PostgreSQL", self.postgres, "postgres.log")):
+        for name, proc, log in (
+            ("the MLflow server", self.mlflow, "mlflow.log"),
+            ("PostgreSQL", self.postgres, "postgres.log"),
+        ):
             if proc is not None and proc.poll() is not None:
                 code = proc.returncode
                 how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
@@ -321,7 +380,9 @@ class TrackingServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.tracking.server"), description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog=environment.command_name("pipeline.tracking.server"), description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--folder", help="keep the database and artifacts here (default: a temp folder, dropped at exit)")
     ap.add_argument("--port", type=int, help="MLflow server port on 127.0.0.1 (default: a free one)")
     ap.add_argument("--workers", type=int, default=2, help="MLflow server worker processes (default 2)")
@@ -339,8 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         uri = server.start()
         print(f"MLFLOW_TRACKING_URI={uri}", flush=True)
-        print(f"  export MLFLOW_TRACKING_URI={uri}   # then: python -m pipeline.grid ...; Ctrl-C here stops the "
-              f"server (data in {server.folder}{'' if args.folder else ', dropped at exit'})", file=sys.stderr, flush=True)
+        print(
+            f"  export MLFLOW_TRACKING_URI={uri}   # then: python -m pipeline.grid ...; Ctrl-C here stops the "
+            f"server (data in {server.folder}{'' if args.folder else ', dropped at exit'})",
+            file=sys.stderr,
+            flush=True,
+        )
         while not stop and server.mlflow.poll() is None and server.postgres.poll() is None:
             time.sleep(0.5)
         if not stop:  # one of them died on its own: every client's records fail from now on

@@ -1,4 +1,5 @@
 """`python -m pipeline.warm status|start [--wait]|stop` (pipeline.warm.client.main)."""
+
 import sys
 
 from pipeline.warm import client

@@ -29,6 +29,7 @@ This module is the client side (what `python -m pipeline.train` calls), the help
 share and the command line; the server itself (its poll loop, the fork, the child) is
 pipeline/warm/server.py.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +60,12 @@ class Unsafe(Exception):
 
 
 def enabled() -> bool:
-    return (os.environ.get("NORMLAB_WARM", "1") != "0" and hasattr(socket, "AF_UNIX") and hasattr(os, "fork")
-            and hasattr(socket, "SO_PEERCRED"))
+    return (
+        os.environ.get("NORMLAB_WARM", "1") != "0"
+        and hasattr(socket, "AF_UNIX")
+        and hasattr(os, "fork")
+        and hasattr(socket, "SO_PEERCRED")
+    )
 
 
 def _warn(msg: str) -> None:
@@ -231,8 +236,15 @@ def _run_in_child(conn: socket.socket, launch: dict) -> int | None:
     umask = os.umask(0o077)
     os.umask(umask)
     try:  # argv: the caller's own, as the child's sys.argv (what MLflow's source tag and messages show)
-        req = {"op": "run", "module": ENTRY, "launch": launch, "argv": list(sys.argv), "cwd": os.getcwd(), "umask": umask,
-               "env": {**os.environ, "NORMLAB_T0": os.environ.get("NORMLAB_T0", str(_T_START))}}
+        req = {
+            "op": "run",
+            "module": ENTRY,
+            "launch": launch,
+            "argv": list(sys.argv),
+            "cwd": os.getcwd(),
+            "umask": umask,
+            "env": {**os.environ, "NORMLAB_T0": os.environ.get("NORMLAB_T0", str(_T_START))},
+        }
     except OSError:
         return None
     started = [False]
@@ -278,9 +290,16 @@ def start_server() -> None:
         _warn(str(err))
         return
     with os.fdopen(log, "ab") as log_file:
-        subprocess.Popen([sys.executable, "-m", "pipeline.warm.server"], cwd=ROOT, start_new_session=True,
-                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, umask=0o077,
-                         env={k: v for k, v in os.environ.items() if k != "NORMLAB_T0"})
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline.warm.server"],
+            cwd=ROOT,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            umask=0o077,
+            env={k: v for k, v in os.environ.items() if k != "NORMLAB_T0"},
+        )
 
 
 _T_START = time.time()
@@ -316,10 +335,18 @@ def _ask(path: Path, op: str, timeout: float) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="normlab warm", description="The warm-start server: one process per user and "
-                                 "interpreter that keeps torch, Lightning and MLflow imported, so a cell starts fast.")
-    ap.add_argument("command", nargs="?", default="status", choices=("status", "start", "stop"),
-                    help="status (default): is it up, and its pid; start: start it if it is down; stop: stop it")
+    ap = argparse.ArgumentParser(
+        prog="normlab warm",
+        description="The warm-start server: one process per user and "
+        "interpreter that keeps torch, Lightning and MLflow imported, so a cell starts fast.",
+    )
+    ap.add_argument(
+        "command",
+        nargs="?",
+        default="status",
+        choices=("status", "start", "stop"),
+        help="status (default): is it up, and its pid; start: start it if it is down; stop: stop it",
+    )
     ap.add_argument("--wait", action="store_true", help="with start: return only when it answers")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)  # --help: exit 0; a bad word: usage, exit 2
     if args.wait and args.command != "start":

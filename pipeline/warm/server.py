@@ -13,6 +13,7 @@ well-formed Launch of pipeline.cell in a child.
 Each child's exit is logged with its peak resident memory (ru_maxrss), which benchmarks/grid_floor.py reads
 (a forked child's ru_maxrss starts at what it inherits, so it includes the server's own size).
 """
+
 from __future__ import annotations
 
 import json
@@ -95,6 +96,7 @@ def serve() -> int:
     import pipeline.records
     import pipeline.tracking.callback
     import pipeline.tracking.process  # noqa: F401,E401
+
     _warm_up()
     # every cell is a fork of this heap: keep the collector off it (a full collection in a cell walked
     # all of torch's, pandas' and MLflow's objects, and its writes copied their pages)
@@ -127,8 +129,16 @@ def _warm_up() -> None:
 
     from pipeline.tracking.cell_figure import cell_figure
 
-    rows = pd.DataFrame({"member": [0, 0], "step": [0, 10], "lr": [0.1, 0.1], "seed": [0, 0],
-                         "loss": [2.0, 1.0], layer_column("b_norm", 0): [1.0, 3.0]})
+    rows = pd.DataFrame(
+        {
+            "member": [0, 0],
+            "step": [0, 10],
+            "lr": [0.1, 0.1],
+            "seed": [0, 0],
+            "loss": [2.0, 1.0],
+            layer_column("b_norm", 0): [1.0, 3.0],
+        }
+    )
     cell_figure(rows, "warm-up").savefig(io.BytesIO(), format="png")
     sqlalchemy.orm.configure_mappers()
 
@@ -289,8 +299,13 @@ class _Server:
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for sock in (self.srv, conn, *self.stoppers, *(p[0] for p in self.pending.values()),
-                     *(r[0] for r in self.running.values() if r[0])):
+        for sock in (
+            self.srv,
+            conn,
+            *self.stoppers,
+            *(p[0] for p in self.pending.values()),
+            *(r[0] for r in self.running.values() if r[0]),
+        ):
             sock.close()
         for fd in (self.wake_r, self.wake_w, self.lock, *(f for p in self.pending.values() for f in p[3])):
             os.close(fd)
@@ -385,9 +400,16 @@ def _invalid(req: dict, fds: list[int]) -> str | None:
         Launch.from_json(req.get("launch"))
     except ValueError as err:
         return f"malformed run request ({err})"
-    if (len(fds) != 3 or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv)
-            or not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values())
-            or not isinstance(umask, int) or not 0 <= umask <= 0o777 or not isinstance(cwd, str)):
+    if (
+        len(fds) != 3
+        or not isinstance(argv, list)
+        or not all(isinstance(a, str) for a in argv)
+        or not isinstance(env, dict)
+        or not all(isinstance(v, str) for v in env.values())
+        or not isinstance(umask, int)
+        or not 0 <= umask <= 0o777
+        or not isinstance(cwd, str)
+    ):
         return "malformed run request"
     if not os.path.isabs(cwd) or not os.path.isdir(cwd):
         return f"working folder {cwd[:200]!r} is not a folder"
