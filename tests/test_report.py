@@ -445,9 +445,19 @@ def test_a_hung_drawer_is_stopped_and_the_figures_drawn_here(trained, tmp_path, 
             time.sleep(600)
         return real(d)
 
+    import signal
+
     monkeypatch.setitem(figures.FIGURES, "member_status", hangs_when_forked)
     monkeypatch.setattr(figures, "DRAW_TIMEOUT_S", 5)
-    drawn, _ = figures.draw(names, data, jobs=2)
+    monkeypatch.setattr(figures.threading, "active_count", lambda: 1)  # as in the report's own process
+    # a Python SIGTERM handler in the parent (a test runner's, the grid's): inherited by a drawer, it would
+    # resume the sleep after pool.terminate()'s SIGTERM and the report would wait forever -- the drawers
+    # reset it (figures._drawer_start)
+    old = signal.signal(signal.SIGTERM, lambda *a: None)
+    try:
+        drawn, _ = figures.draw(names, data, jobs=2)
+    finally:
+        signal.signal(signal.SIGTERM, old)
     assert "member_status" in [d.key for d in drawn] and (tmp_path / "figs" / "member_status.png").exists()
     assert "figure drawers still busy after 5 s; drawing here instead" in capsys.readouterr().err
 
@@ -584,7 +594,10 @@ def test_figures_fork_only_without_other_threads_and_their_drawers_die_of_sigter
     monkeypatch.setattr(figures.multiprocessing, "get_context", lambda m: forks.append(m) or real_ctx(m))
     monkeypatch.setattr(figures, "FIGURES", {"one": lambda d: [], "two": lambda d: []})
     data = figures.FigureData(_summary_params(), pd.DataFrame(), _summary_members(), pd.DataFrame(), tmp_path)
+    real_count = figures.threading.active_count
+    monkeypatch.setattr(figures.threading, "active_count", lambda: 1)  # as in the report's own process
     assert figures.draw(["one", "two"], data, jobs=2) == ([], []) and forks == ["fork"]  # alone: forked drawers
+    monkeypatch.setattr(figures.threading, "active_count", real_count)
     forks.clear()
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)

@@ -90,10 +90,15 @@ def _around_first_flush(monkeypatch, before, failed=lambda: None) -> None:
 
 
 def _statuses(db: Path) -> dict[str, list[str]]:
-    """train.steps of each attempt -> its runs' statuses (read-only: no MLflow client, no migration)."""
+    """train.steps of each attempt -> its runs' statuses (read-only: no MLflow client, no migration). A member
+    run carries only what varies across members: its attempt is its parent's train.steps."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         rows = con.execute(
-            "select p.value, r.status from runs r join params p on p.run_uuid = r.run_uuid where p.key = 'train.steps'"
+            "select coalesce(p.value, pp.value), r.status from runs r "
+            "left join params p on p.run_uuid = r.run_uuid and p.key = 'train.steps' "
+            "left join tags t on t.run_uuid = r.run_uuid and t.key = 'mlflow.parentRunId' "
+            "left join params pp on pp.run_uuid = t.value and pp.key = 'train.steps' "
+            "where coalesce(p.value, pp.value) is not null"
         ).fetchall()
     out: dict[str, list[str]] = {}
     for steps, status in rows:
