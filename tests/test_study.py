@@ -81,3 +81,22 @@ def test_a_bad_study_file_is_one_line_before_any_work(tmp_path, text, message):
     proc = _run(["pipeline.study", "bad.yaml"], tmp_path)
     assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()
+
+
+def test_every_study_store_is_outside_what_the_default_report_hashes():
+    # A study writes runs/<study>/ inside the default report stage's `runs` dependency: unless DVC ignores
+    # it, running `make beta` makes `dvc status` call the shipped report stale. Asked of the real dvc.
+    studies = sorted(p.stem for p in (ROOT / "studies").glob("*.yaml"))
+    assert {"beta", "deep", "horizon", "long", "mnist"} <= set(studies)
+    probes = [f"runs/{s}/setup/cell/history.parquet" for s in studies] + ["runs/center-digits/history.parquet"]
+    dvc = Path(sys.executable).with_name("dvc")
+    proc = subprocess.run(
+        [str(dvc), "check-ignore", *probes],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **environment.NO_TELEMETRY},
+    )
+    ignored = set(proc.stdout.split())
+    assert ignored == set(probes[:-1]), proc.stdout + proc.stderr
