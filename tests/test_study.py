@@ -100,3 +100,10 @@ def test_every_study_store_is_outside_what_the_default_report_hashes():
     )
     ignored = set(proc.stdout.split())
     assert ignored == set(probes[:-1]), proc.stdout + proc.stderr
+
+
+def test_a_study_with_jobs_below_one_is_one_line_before_any_work(tmp_path):
+    (tmp_path / "s.yaml").write_text(TINY.format(root=ROOT))
+    proc = _run(["pipeline.study", "s.yaml", "--jobs", "0"], tmp_path)
+    assert proc.returncode == 2 and "--jobs: must be >= 1 (got 0)" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
