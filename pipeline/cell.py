@@ -91,18 +91,25 @@ def history_frame(module, members: list[tuple[float, int]]):
     frame = pd.DataFrame(
         {"member": np.repeat(np.arange(m), steps), "step": np.tile(np.arange(steps), m), "loss": losses.T.reshape(-1)}
     )
-    long = [
-        (j, t, k, float(v[j]))
-        for t, d in module.records
-        for k, v in ((k, v.detach().cpu().numpy()) for k, v in d.items())
-        for j in range(m)
-    ]
-    if long:
-        rec = pd.DataFrame(long, columns=["member", "step", "key", "value"])
-        wide = rec.pivot_table(
-            index=["member", "step"], columns="key", values="value", aggfunc="last", dropna=False
-        ).reset_index()
-        wide.columns.name = None
+    if module.records:
+        # one (record step x member) array per key; a step recorded twice keeps each member's last
+        # non-NaN value (as a pivot with aggfunc "last" would)
+        record_steps = sorted({int(t) for t, _ in module.records})
+        row = {t: i for i, t in enumerate(record_steps)}
+        columns: dict[str, np.ndarray] = {}
+        for t, d in module.records:
+            for k, v in d.items():
+                values = v.detach().cpu().numpy().astype(np.float64)
+                col = columns.setdefault(k, np.full((len(record_steps), m), np.nan))
+                logged = ~np.isnan(values)
+                col[row[int(t)], logged] = values[logged]
+        wide = pd.DataFrame(
+            {
+                "member": np.repeat(np.arange(m), len(record_steps)),
+                "step": np.tile(np.asarray(record_steps, dtype=np.int64), m),
+                **{k: columns[k].T.reshape(-1) for k in sorted(columns)},
+            }
+        )
         frame = frame.merge(wide, on=["member", "step"], how="outer")
     frame.insert(1, "lr", [members[j][0] for j in frame["member"]])
     frame.insert(2, "seed", [members[j][1] for j in frame["member"]])
@@ -111,18 +118,10 @@ def history_frame(module, members: list[tuple[float, int]]):
     return frame[frame["step"].to_numpy() <= last].sort_values(["member", "step"]).reset_index(drop=True)
 
 
-def _last(frame, col: str) -> float:
-    if col not in frame:
-        return float("nan")
-    s = frame[col].dropna()
-    return float(s.iloc[-1]) if len(s) else float("nan")
-
-
-def _first(frame, col: str) -> float:
-    if col not in frame:
-        return float("nan")
-    s = frame[col].dropna()
-    return float(s.iloc[0]) if len(s) else float("nan")
+def _value(row, col: str) -> float:
+    """A column's value in one member's row of `groupby("member").last()` / `.first()` (pandas skips
+    NaN there: the last / first value the member logged), NaN where the history lacks the column."""
+    return float(row[col]) if col in row.index else float("nan")
 
 
 # their last value per member goes in the summary (mean_dir_*: the dense first layer only)
@@ -143,40 +142,46 @@ EVALS = (
 def _drive_end(h, layer: int) -> dict:
     """drive_end_sq, drive_end_var: b's drive over the last logged window of one member (pipeline.drive.
     window_moments on its mean ||sum G|| / n and the increase of sum ||G||^2 over it); {} without the columns."""
+    import numpy as np
+
     from pipeline.drive import window_moments
     from pipeline.spec.records import layer_column
 
     win, sq = layer_column("drive_win", layer), layer_column("gsq_cum", layer)
     if win not in h or sq not in h:
         return {}
-    rows = h.dropna(subset=[sq])
-    if len(rows) < 2 or not rows[win].notna().iloc[-1]:
+    sq_values = h[sq].to_numpy(dtype=float)
+    logged = np.flatnonzero(~np.isnan(sq_values))  # the rows where the drive was logged
+    win_last = h[win].to_numpy(dtype=float)[logged[-1]] if len(logged) else float("nan")
+    if len(logged) < 2 or np.isnan(win_last):
         return {"drive_end_sq": float("nan"), "drive_end_var": float("nan")}
-    n = float(rows["step"].iloc[-1] - rows["step"].iloc[-2])
-    mean_sq, var = window_moments(rows[win].iloc[-1], rows[sq].iloc[-1] - rows[sq].iloc[-2], n)
+    steps = h["step"].to_numpy()
+    n = float(steps[logged[-1]] - steps[logged[-2]])
+    mean_sq, var = window_moments(win_last, sq_values[logged[-1]] - sq_values[logged[-2]], n)
     return {"drive_end_sq": float(mean_sq), "drive_end_var": float(var)}
 
 
-def _layer_stats(h, layer: int, ema_momentum: float | None = None):
-    """Hidden layer `layer`'s LayerStats of one member, from its history rows `h`: a quantity
-    whose column the history lacks (no b in this layer) is left None. `ema_momentum`: the momentum of
-    the running mean that holds EMA(b) in this layer (None where the module does not follow it)."""
+def _layer_stats(h, last, first, layer: int, ema_momentum: float | None = None):
+    """Hidden layer `layer`'s LayerStats of one member, from its history rows `h` and its rows of the
+    history's per-member last / first logged values: a quantity whose column the history lacks (no b
+    in this layer) is left None. `ema_momentum`: the momentum of the running mean that holds EMA(b) in
+    this layer (None where the module does not follow it)."""
     from pipeline.spec.records import LayerStats, layer_column
 
     stats = {}
     for name in PER_LAYER_FINAL:
         if layer_column(name, layer) in h:
-            stats[name] = _last(h, layer_column(name, layer))
+            stats[name] = _value(last, layer_column(name, layer))
     for name in PER_LAYER_INIT:
         if layer_column(name, layer) in h:
-            stats[f"{name}0"] = _first(h, layer_column(name, layer))
+            stats[f"{name}0"] = _value(first, layer_column(name, layer))
     gsum = layer_column("gsum_cum", layer)
     if gsum in h:  # ||sum_t G_t|| / sum_t ||G_t||: 1 = a persistent drive of b
-        total = _last(h, layer_column("gabs_cum", layer))
-        stats["gsum_persist"] = _last(h, gsum) / total if total > 0 else float("nan")
+        total = _value(last, layer_column("gabs_cum", layer))
+        stats["gsum_persist"] = _value(last, gsum) / total if total > 0 else float("nan")
     stats.update(_drive_end(h, layer))
     if layer_column("b_lag", layer) in h and ema_momentum is not None:
-        stats["b_lag"], stats["ema_momentum"] = _last(h, layer_column("b_lag", layer)), float(ema_momentum)
+        stats["b_lag"], stats["ema_momentum"] = _value(last, layer_column("b_lag", layer)), float(ema_momentum)
     stats.setdefault("W_norm", float("nan"))
     stats.setdefault("W_norm0", float("nan"))
     return LayerStats(layer=layer, **stats)
@@ -192,13 +197,16 @@ def summarize(cell, history, module, members, input_mean_norm: float, classes: i
     div = module.diverged_step.cpu().numpy()
     depth = len(module.has_bias)  # one entry per hidden layer
     momenta = {i: float(module._hidden[i][1].momentum) for i in module._b_ema}  # the EMAs that hold EMA(b)
+    # every member's last and first logged value of every column at once (one pass, not one per column)
+    by_member = history.groupby("member", sort=True)
+    lasts, firsts, rows = by_member.last(), by_member.first(), dict(iter(by_member))
     out = []
     for j, (lr, seed) in enumerate(members):
-        h = history[history["member"] == j]
+        h, last, first = rows[j], lasts.loc[j], firsts.loc[j]
         tail = h["loss"].tail(max(1, len(h) // 10))
         diverged = bool(div[j] >= 0)
         evals = {
-            col: _last(h, col) if not diverged else float("nan")  # NaN for a member that diverged before it
+            col: _value(last, col) if not diverged else float("nan")  # NaN for a member that diverged before it
             for col in EVALS
         }
         out.append(
@@ -210,10 +218,10 @@ def summarize(cell, history, module, members, input_mean_norm: float, classes: i
                 diverged_step=int(div[j]) if diverged else None,
                 initial_loss=float(h["loss"].head(10).mean()),
                 final_loss=float(tail.mean()),
-                init_full_loss_train=_first(h, "full_loss_train"),
-                init_full_acc_train=_first(h, "full_acc_train"),
+                init_full_loss_train=_value(first, "full_loss_train"),
+                init_full_acc_train=_value(first, "full_acc_train"),
                 **evals,
-                layers=[_layer_stats(h, i, momenta.get(i)) for i in range(depth)],
+                layers=[_layer_stats(h, last, first, i, momenta.get(i)) for i in range(depth)],
             )
         )
     return CellSummary(

@@ -222,3 +222,62 @@ def test_a_trained_cell_summarizes_every_hidden_layer_from_its_history(tmp_path)
             assert (s.W_norm, s.W_norm0) == (w.iloc[-1], w.iloc[0])
             assert s.b_norm is None and s.b_drift is None and s.gsum_persist is None  # no b in bn_nobias
     assert run.meta.outputs_hash == records.outputs_hash(tmp_path / "c") and run.meta.timing["fit_s"] > 0
+
+
+def test_history_frame_equals_the_long_pivot_it_replaced():
+    # issue 21 rebuilt history_frame from per-key arrays instead of one Python tuple per value and a
+    # pivot_table; the cell's Parquet must stay the same bits. The reference below is the old code: a
+    # step recorded twice keeps each member's last non-NaN value, a key missing at a step stays NaN,
+    # rows after a member's divergence are dropped.
+    import types
+
+    import numpy as np
+    import torch
+
+    from pipeline.cell import history_frame
+
+    rng = np.random.default_rng(0)
+    m, steps = 3, 12
+    records_ = []
+    for i, t in enumerate((0, 4, 4, 8, 11, 11)):
+        d = {"b_norm/l0": torch.tensor(rng.normal(size=m), dtype=torch.float32)}
+        if t != 8:  # the second record of step 11 has NaN for member 0: the first one's value stays
+            d["full_loss_train"] = torch.tensor([np.nan if (i == 5 and j == 0) else rng.normal() for j in range(m)])
+        if t == 4:
+            d["zz_only_once"] = torch.tensor(rng.normal(size=m), dtype=torch.float32)
+        records_.append((t, d))
+    module = types.SimpleNamespace(
+        loss_hist=torch.tensor(rng.normal(size=(steps, m)), dtype=torch.float32),
+        records=records_,
+        diverged_step=torch.tensor([-1, 9, -1]),
+    )
+    members = [(0.1, 0), (0.1, 1), (1.0, 0)]
+
+    def reference():
+        losses = module.loss_hist.numpy()
+        frame = pd.DataFrame(
+            {
+                "member": np.repeat(np.arange(m), steps),
+                "step": np.tile(np.arange(steps), m),
+                "loss": losses.T.reshape(-1),
+            }
+        )
+        long = [(j, t, k, float(v.numpy()[j])) for t, d in module.records for k, v in d.items() for j in range(m)]
+        rec = pd.DataFrame(long, columns=["member", "step", "key", "value"])
+        wide = rec.pivot_table(
+            index=["member", "step"], columns="key", values="value", aggfunc="last", dropna=False
+        ).reset_index()
+        wide.columns.name = None
+        frame = frame.merge(wide, on=["member", "step"], how="outer")
+        frame.insert(1, "lr", [members[j][0] for j in frame["member"]])
+        frame.insert(2, "seed", [members[j][1] for j in frame["member"]])
+        last = np.where(module.diverged_step.numpy() >= 0, module.diverged_step.numpy(), np.iinfo(np.int64).max)
+        keep = frame["step"].to_numpy() <= last[frame["member"].to_numpy()]
+        return frame[keep].sort_values(["member", "step"]).reset_index(drop=True)
+
+    new, old = history_frame(module, members), reference()
+    pd.testing.assert_frame_equal(new, old, check_exact=True)
+    assert list(new.columns) == list(old.columns) and new["step"].max() == steps - 1
+    kept = new.query("member == 0 and step == 11")["full_loss_train"].iloc[0]
+    assert kept == float(records_[4][1]["full_loss_train"][0]) and not (new["member"].eq(1) & new["step"].gt(9)).any()
+    assert new.query("step == 8")["full_loss_train"].isna().all() and new["zz_only_once"].notna().sum() == m
