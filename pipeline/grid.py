@@ -6,7 +6,7 @@
 
 The DVC study (params.yaml): `dvc status --json` says which `train@<cell>` stages are stale; the
 executor (pipeline/executors/, through its Executor protocol) runs them outside DVC's lock; each finished cell is written whole
-into runs/<cell> as it completes, `dvc commit -f train@<cell>` records it (in batches, beside the
+into runs/<cell> as it completes, DVC's `commit -f train@<cell>` records it (pipeline/dvc_commit.py: in batches, beside the
 training), so dvc.lock is what a sequential `dvc repro` writes; then `dvc repro` builds the report.
 Another params file (a study beside the default one): no DVC; a cell whose folder under --runs
 holds records of the same settings (config hash) is skipped, and the report goes to --report.
@@ -80,8 +80,8 @@ def stale_cells(names: list[str]) -> set[str]:
 
 
 class Committer:
-    """`dvc commit -f train@...` for finished cells, in a background thread, in batches at least
-    `every` seconds apart (DVC's start-up is seconds; the cells go on meanwhile)."""
+    """DVC's `commit -f` of finished cells' `train@...` stages (pipeline/dvc_commit.py), in a background
+    thread, in batches at least `every` seconds apart (DVC's start-up is seconds; the cells go on meanwhile)."""
 
     def __init__(self, every: float = 30.0):
         self.every = every
@@ -98,7 +98,14 @@ class Committer:
             self._cv.notify()
 
     def _commit(self, cells: list[str]) -> None:
-        proc = _dvc("commit", "-f", *map(stage_name, cells))
+        # DVC's commit for the whole batch in one pass (pipeline/dvc_commit.py: `dvc commit -f` with
+        # several targets re-reads dvc.lock per target); its own session, as _dvc's
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.dvc_commit", *map(stage_name, cells)],
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+        )
         if proc.returncode:
             self.errors.append(f"dvc commit {' '.join(cells)}: {(proc.stderr or proc.stdout).strip()[-400:]}")
 
