@@ -4,12 +4,14 @@ params files, sized cells, the warm server, CLI runs of a cell, and the table's 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,12 +44,81 @@ def stats(values) -> dict:
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "runs": vals}
 
 
+# -- interleaved arms: ratios that hold under load drift ---------------------------------------
+def interleave(arms: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Each arm once per repeat, the order reversed every other repeat (A B, B A, A B ...), so a
+    change of the machine's load hits every arm alike. Returns each arm's values, in repeat order."""
+    out: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            out[name].append(float(arms[name]()))
+    return out
+
+
+def pair_ratios(arm: list[float], floor: list[float]) -> dict:
+    """Median and [min, max] of arm[i] / floor[i]: each arm run over the floor measured beside it."""
+    if len(arm) != len(floor) or not arm:
+        raise ValueError(f"pair_ratios: {len(arm)} arm runs vs {len(floor)} floor runs")
+    return stats(a / f for a, f in zip(arm, floor))
+
+
+def bracket_ratios(arm: list[float], floors: list[float]) -> dict:
+    """Each arm run over the floor measured just before it and the one just after it (floors: F A F A F,
+    len(arm) + 1): median and [min, max] of those 2 x len(arm) ratios, so the spread carries the drift."""
+    if len(floors) != len(arm) + 1 or not arm:
+        raise ValueError(f"bracket_ratios: {len(arm)} arm runs need {len(arm) + 1} floors, got {len(floors)}")
+    return stats(r for i, a in enumerate(arm) for r in (a / floors[i], a / floors[i + 1]))
+
+
+def judge(value, op: str, limit: float) -> str | None:
+    """'yes' / 'no' for value (a number, or stats(): its median) against `op limit` ('<=' or '>='), with
+    ', spread crosses target' when the [min, max] spread lies on both sides of the limit."""
+    if value is None:
+        return None
+    ok = (lambda x: x <= limit) if op == "<=" else (lambda x: x >= limit)
+    if not isinstance(value, dict):
+        return "yes" if ok(value) else "no"
+    verdict = "yes" if ok(value["median"]) else "no"
+    if ok(value["min"]) != ok(value["max"]):
+        verdict += ", spread crosses target"
+    return verdict
+
+
+def impossible(normlab=None, reference=None, ratio=None, *, floor=False, signed=False, distinct=False) -> str | None:
+    """Why a row's figures cannot be a result, or None: every figure is a cost, a duration, a size or
+    a ratio of them, so a negative (or non-finite) one is impossible unless the row says `signed` (a
+    measured difference); an arm's ratio to its own floor (`floor`) below 1 means the two were timed
+    under different load; `distinct` quantities (two processes' peaks) exactly equal were most likely
+    one quantity measured twice."""
+
+    def numbers(x):
+        if isinstance(x, dict):
+            return [x[k] for k in ("median", "min", "max") if k in x]
+        return [x] if isinstance(x, (int, float)) and not isinstance(x, bool) else []
+
+    for name, x in (("normlab", normlab), ("reference", reference), ("ratio", ratio)):
+        for v in numbers(x):
+            if not math.isfinite(v):
+                return f"{name} is {v}"
+            if v < 0 and not signed:
+                return f"negative {name} ({num(v)})"
+    r = numbers(ratio)
+    if floor and r and r[0] < 1:
+        return f"faster than its floor ({num(r[0])}x)"
+    a, b = numbers(normlab), numbers(reference)
+    if distinct and a and b and a[0] == b[0]:
+        return f"both sides {num(a[0])}: one quantity measured twice?"
+    return None
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)  # progress on stderr; the table goes to stdout
 
 
 def run_proc(cmd: list[str], env: dict, cwd: Path = ROOT, timeout: float = 600) -> dict:
-    """Run a child to completion: wall seconds, exit code, its own peak RSS and its output.
+    """Run a child to completion: wall seconds, its own peak RSS (hwm_mib, VmHWM), the largest of
+    it and its reaped children (maxrss_mib, wait4) and its output.
 
     The child is started by benchmarks/reap.py, a small process that reads the child's wait4
     rusage: started from this process directly, its ru_maxrss would be at least this process's
@@ -75,7 +146,13 @@ def run_proc(cmd: list[str], env: dict, cwd: Path = ROOT, timeout: float = 600) 
     if proc.returncode != 0 or usage is None:
         tail = "\n".join(text.strip().splitlines()[-15:])
         raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{tail}")
-    return {"wall_s": usage["wall_s"], "maxrss_mib": usage["maxrss_kib"] / 1024, "output": text}  # Linux: KiB
+    hwm = usage.get("hwm_kib")
+    return {
+        "wall_s": usage["wall_s"],
+        "maxrss_mib": usage["maxrss_kib"] / 1024,  # Linux: KiB; the child's and its reaped children's
+        "hwm_mib": None if hwm is None else hwm / 1024,  # the child's own (VmHWM)
+        "output": text,
+    }
 
 
 def write_params(params, path: Path, **over) -> Path:
@@ -193,22 +270,41 @@ def problem(s: dict):
 
 
 class Table:
-    """The table's rows, in order: each figure's module adds its own (`rows(s, table)`)."""
+    """The table's rows, in order: each figure's module adds its own (`rows(s, table)`).
+
+    Every row goes through `impossible` (the rule is here so every figure gets it): a row with an
+    impossible figure is FLAGGED in the met? column, never judged yes/no, and carries `flag`.
+    `met`: True / False / None, or judge()'s text (which says when the spread crosses the target)."""
 
     def __init__(self):
         self.rows: list[dict] = []
 
-    def add(self, figure, normlab=None, reference=None, ratio=None, target=None, met=None) -> None:
-        self.rows.append(
-            {
-                "figure": figure,
-                "normlab": fmt(normlab),
-                "reference": fmt(reference),
-                "ratio": fmt(ratio),
-                "target": target or "—",
-                "met": {True: "yes", False: "no", None: "—"}[met],
-            }
-        )
+    def add(
+        self,
+        figure,
+        normlab=None,
+        reference=None,
+        ratio=None,
+        target=None,
+        met=None,
+        *,
+        floor: bool = False,
+        signed: bool = False,
+        distinct: bool = False,
+    ) -> None:
+        flag = impossible(normlab, reference, ratio, floor=floor, signed=signed, distinct=distinct)
+        row = {
+            "figure": figure,
+            "normlab": fmt(normlab),
+            "reference": fmt(reference),
+            "ratio": fmt(ratio),
+            "target": target or "—",
+            "met": met if isinstance(met, str) else {True: "yes", False: "no", None: "—"}[met],
+        }
+        if flag:
+            row["met"] = f"FLAGGED: {flag}"
+            row["flag"] = flag
+        self.rows.append(row)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -219,4 +315,7 @@ def print_table(rows: list[dict]) -> None:
     print(line)
     print("-" * len(line))
     for r in rows:
-        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)).rstrip())
+    flagged = [r["figure"] for r in rows if r.get("flag")]
+    if flagged:
+        print(f"\n{len(flagged)} row(s) FLAGGED: impossible values, not results (benchmarks.common.impossible)")

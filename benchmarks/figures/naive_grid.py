@@ -4,7 +4,7 @@ per run of benchmarks/naive_run.py (plain LightningModule + MLFlowLogger, five m
 step), against normlab's `python -m pipeline.train` per cell (members stacked), both with the
 same steps and their own temporary SQLite store, start-up included; normlab cold
 (NORMLAB_WARM=0) and warm (default, server up). ratio = naive / normlab, >= 20.
-Each naive run's peak RSS is kept for figure 7.
+Each naive run's own peak RSS (VmHWM) and wait4's (with its reaped children) are kept for figure 7.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def measure(ctx: Context) -> dict:
     normlab_env = {**env, "MLFLOW_TRACKING_URI": init_store(tmp / "normlab_store")}
     naive_cwd = tmp / "naive_cwd"  # MLflow and Lightning may write beside the cwd: not in the repo
     naive_cwd.mkdir()
-    naive, cold, warm, rss = [], [], [], []
+    naive, cold, warm, rss, hwm = [], [], [], [], []
     for r in range(repeats):
         total = 0.0
         for v, lr, seed in ((v, lr, seed) for v in variants for lr in lrs for seed in seeds):
@@ -56,6 +56,8 @@ def measure(ctx: Context) -> dict:
             )
             total += res["wall_s"]
             rss.append(res["maxrss_mib"])
+            if res["hwm_mib"] is not None:
+                hwm.append(res["hwm_mib"])
         naive.append(total)
         cold.append(
             sum(
@@ -86,6 +88,8 @@ def measure(ctx: Context) -> dict:
         "ratio_cold": na["median"] / co["median"],
         "naive_maxrss_mib": stats(rss),
     }
+    if hwm:
+        out["naive_hwm_mib"] = stats(hwm)
     if warm:
         wa = stats(warm)
         out.update(normlab_warm_wall_s=wa, ratio_warm=na["median"] / wa["median"])
