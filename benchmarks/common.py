@@ -27,7 +27,7 @@ class Context:
 
     quick: bool
     repeats: int
-    parallel: bool  # grid: also pipeline.grid --executor local --jobs 2
+    parallel: bool  # grid: the make repro arm (pipeline.grid --executor local --jobs <cores>)
     cfg: dict  # run.QUICK or run.FULL
     params: object  # params.yaml, validated
     cell: object  # the default cell, sized by cfg
@@ -63,12 +63,12 @@ def pair_ratios(arm: list[float], floor: list[float]) -> dict:
     return stats(a / f for a, f in zip(arm, floor))
 
 
-def bracket_ratios(arm: list[float], floors: list[float]) -> dict:
-    """Each arm run over the floor measured just before it and the one just after it (floors: F A F A F,
-    len(arm) + 1): median and [min, max] of those 2 x len(arm) ratios, so the spread carries the drift."""
-    if len(floors) != len(arm) + 1 or not arm:
-        raise ValueError(f"bracket_ratios: {len(arm)} arm runs need {len(arm) + 1} floors, got {len(floors)}")
-    return stats(r for i, a in enumerate(arm) for r in (a / floors[i], a / floors[i + 1]))
+def bracket_ratios(runs: list[tuple[float, float, float]]) -> dict:
+    """runs: (arm, floor just before it, floor just after it). Median and [min, max] of the 2 x len(runs)
+    ratios arm / floor, so the spread carries the load drift between the floor's measurements."""
+    if not runs:
+        raise ValueError("bracket_ratios: no runs")
+    return stats(r for a, before, after in runs for r in (a / before, a / after))
 
 
 def judge(value, op: str, limit: float) -> str | None:
@@ -85,11 +85,12 @@ def judge(value, op: str, limit: float) -> str | None:
     return verdict
 
 
-def impossible(normlab=None, reference=None, ratio=None, *, floor=False, signed=False, distinct=False) -> str | None:
+def impossible(normlab=None, reference=None, ratio=None, *, floor=0, signed=False, distinct=False) -> str | None:
     """Why a row's figures cannot be a result, or None: every figure is a cost, a duration, a size or
     a ratio of them, so a negative (or non-finite) one is impossible unless the row says `signed` (a
-    measured difference); an arm's ratio to its own floor (`floor`) below 1 means the two were timed
-    under different load; `distinct` quantities (two processes' peaks) exactly equal were most likely
+    measured difference); an arm over its own floor (`floor`: the cores the arm may use, the floor
+    being one core's) cannot take less than 1 / floor of it: below that the two were timed under
+    different load; `distinct` quantities (two processes' peaks) exactly equal were most likely
     one quantity measured twice."""
 
     def numbers(x):
@@ -104,8 +105,8 @@ def impossible(normlab=None, reference=None, ratio=None, *, floor=False, signed=
             if v < 0 and not signed:
                 return f"negative {name} ({num(v)})"
     r = numbers(ratio)
-    if floor and r and r[0] < 1:
-        return f"faster than its floor ({num(r[0])}x)"
+    if floor and r and r[0] < 1 / floor:
+        return f"faster than its floor allows ({num(r[0])}x on {floor} core{'s' if floor > 1 else ''})"
     a, b = numbers(normlab), numbers(reference)
     if distinct and a and b and a[0] == b[0]:
         return f"both sides {num(a[0])}: one quantity measured twice?"
@@ -288,7 +289,7 @@ class Table:
         target=None,
         met=None,
         *,
-        floor: bool = False,
+        floor: int = 0,
         signed: bool = False,
         distinct: bool = False,
     ) -> None:

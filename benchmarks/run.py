@@ -14,7 +14,7 @@ The default cell is center_detached on synthetic, with params.yaml's settings (-
 2 seeds, 30 steps). `--sections grid,overhead` measures only those. The figures, each described
 in its own module's docstring (measurement and table rows beside it; helpers in benchmarks/common.py):
 
-0 grid        benchmarks/grid_floor.py          the whole grid (`dvc repro -f`) over its bare floor, <= 2
+0 grid        benchmarks/grid_floor.py          the whole grid over its 1-core floor: make repro <= 1, dvc repro -f <= 2
 1 overhead    benchmarks/figures/overhead.py    ms per step, normlab vs a bare PyTorch loop, <= 1.3
 2 stacking    benchmarks/figures/stacking.py    members stacked vs trained one at a time, >= 4
 3 naive grid  benchmarks/figures/naive_grid.py  one process per run (benchmarks/naive_run.py) vs normlab, >= 20
@@ -77,6 +77,7 @@ FULL = {
     "grid_seeds": 3,
     "grid_steps": None,
     "grid_repeats": 1,
+    "grid_arm_repeats": 2,  # figure 0: each arm twice, the floor before and after every run
     "scaling_steps": 100,
     "scaling_members": (1, 4, 16, 64),
     "scaling_widths": (32, 128, 512),
@@ -93,6 +94,7 @@ QUICK = {
     "grid_seeds": 1,
     "grid_steps": 20,
     "grid_repeats": 1,
+    "grid_arm_repeats": 1,
     "scaling_steps": 20,
     "scaling_members": (1, 4),
     "scaling_widths": (32, 64),
@@ -119,7 +121,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(SECTIONS),
         help=f"comma-separated, from {','.join(SECTIONS)} (default: all; grid alone is ~10 min on 2 cores)",
     )
-    ap.add_argument("--no-parallel", action="store_true", help="grid: skip pipeline.grid --executor local --jobs 2")
+    ap.add_argument(
+        "--no-parallel", action="store_true", help="grid: skip the make repro arm (pipeline.grid --jobs <cores>)"
+    )
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error(f"--repeats: must be >= 1 (got {args.repeats})")

@@ -59,13 +59,13 @@ def rows(s: dict, table: Table) -> None:
         s.get("ratio_spread", s["ratio"]),
         "ratio <= 1.3",
         judge(s.get("ratio_spread", s["ratio"]), "<=", 1.3),
-        floor=True,
+        floor=1,
     )
     table.add(
         f"1 overhead ms/step, 2 evaluations instead of {s['evaluations']}",
         s["normlab_2_evals_ms_per_step"],
         s["bare_ms_per_step"],
         s.get("ratio_2_evals_spread", s["ratio_2_evals"]),
-        floor=True,
+        floor=1,
     )
     table.add("1   one full-set evaluation ms", s["eval_ms_each"])
