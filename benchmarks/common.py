@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 DEFAULT_CELL = ("center_detached", "synthetic")
@@ -45,14 +47,14 @@ def stats(values) -> dict:
 
 
 # -- interleaved arms: ratios that hold under load drift ---------------------------------------
-def interleave(arms: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+def interleave(arms: dict[str, Callable[[], T]], repeats: int) -> dict[str, list[T]]:
     """Each arm once per repeat, the order reversed every other repeat (A B, B A, A B ...), so a
-    change of the machine's load hits every arm alike. Returns each arm's values, in repeat order."""
-    out: dict[str, list[float]] = {name: [] for name in arms}
+    change of the machine's load hits every arm alike. Returns each arm's results, in repeat order."""
+    out: dict[str, list[T]] = {name: [] for name in arms}
     names = list(arms)
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
-            out[name].append(float(arms[name]()))
+            out[name].append(arms[name]())
     return out
 
 

@@ -21,8 +21,9 @@ in its own module's docstring (measurement and table rows beside it; helpers in 
 4 tracking    benchmarks/figures/tracking.py    MLflow's share of a CLI cell's wall time, <= 10%
 5 start-up    benchmarks/figures/startup.py     launch to trainer.fit, cold and warm, <= 4 s
 6 dvc         benchmarks/figures/dvc.py         no-op `dvc repro` <= 3 s, report regeneration <= 10 s
-7 memory      benchmarks/figures/memory.py      peak RSS of a cold cell vs a naive run; RSS growth over cells
+7 memory      benchmarks/figures/memory.py      peak RSS of a cold cell vs a naive run, each its own; RSS over cells
 8 scaling     benchmarks/figures/scaling.py     ms per step as members and width grow; FLOP/s vs torch.bmm
+9 mlflow_floor benchmarks/figures/mlflow_floor.py the tracking process's CPU per run vs MLflow's own floor, <= 1.2
 
 This module parses the arguments, runs the sections of REGISTRY and prints/writes the table.
 """
@@ -44,7 +45,7 @@ from typing import NamedTuple
 
 from benchmarks import grid_floor
 from benchmarks.common import DEFAULT_CELL, PY, ROOT, Context, Table, log, print_table, sized, start_warm, write_params
-from benchmarks.figures import dvc, memory, naive_grid, overhead, scaling, stacking, startup, tracking
+from benchmarks.figures import dvc, memory, mlflow_floor, naive_grid, overhead, scaling, stacking, startup, tracking
 from benchmarks.reference import init_store
 from pipeline.spec import environment
 
@@ -65,6 +66,7 @@ REGISTRY = (  # in the table's order
     Section("dvc", dvc, 8),
     Section("memory", memory, 4),
     Section("scaling", scaling, 7),
+    Section("mlflow_floor", mlflow_floor, 9),
 )
 SECTIONS = tuple(s.name for s in REGISTRY)
 
