@@ -175,6 +175,7 @@ def bare_runs(runs: list[dict], uri: str, knob: str | None) -> dict:
         "loop_cpu_s": cpu_s() - cpu0,
         "loop_wall_s": end - loop0,
         "runs": len(runs),
+        "values": sum(len(r["metrics"]) for r in runs),
     }
 
 
@@ -262,13 +263,17 @@ def measure(ctx: Context) -> dict:
 
     arms = {"project": project, "floor": lambda: floor(None), **{k: (lambda k=k: floor(k)) for k in KNOBS}}
     got = interleave(arms, ctx.repeats)  # project first: the floor writes its runs
+    values = sum(len(r["metrics"]) for r in json.loads(spec.read_text()))
+    wrote = {r["values"] for name in ("floor", *KNOBS) for r in got[name]}
+    if wrote != {values}:
+        raise RuntimeError(f"the floor wrote {sorted(wrote)} metric values, the project's runs have {values}")
     p, f = got["project"], got["floor"]
     runs = p[0]["runs"]
     ms = lambda rs, key: [1e3 * r[key] / r["runs"] for r in rs]  # noqa: E731 - per run, ms
     out = {
         "runs_per_cell": runs,
         "repeats": ctx.repeats,
-        "values_per_run": sum(len(r["metrics"]) for r in json.loads(spec.read_text())) / runs,
+        "values_per_run": values / runs,
         "project_cpu_ms_per_run": stats(ms(p, "cpu_s")),
         "floor_cpu_ms_per_run": stats(ms(f, "cpu_s")),
         "ratio_spread": pair_ratios(ms(p, "cpu_s"), ms(f, "cpu_s")),
