@@ -9,7 +9,7 @@ per evaluation; a negative one is flagged: the two were timed under different lo
 
 from __future__ import annotations
 
-from benchmarks.common import Context, Table, judge, pair_ratios, problem, sized, stats
+from benchmarks.common import Context, Table, interleave, judge, pair_ratios, problem, sized, stats
 from benchmarks.reference import bare_loop
 
 
@@ -24,13 +24,23 @@ def measure(ctx: Context) -> dict:
     # the difference is what the interval evaluations on the full sets cost
     few_evals = cell.model_copy(update={"train": cell.train.model_copy(update={"eval_every": steps + 1})})
     evals = len(range(0, steps, cell.train.eval_every)) + 1  # evaluations in the default cell
-    normlab, no_eval, bare = [], [], []
-    for r in range(repeats):  # interleaved, so a change in machine load hits both sides
-        s = run_cell(cell, tmp / f"overhead{r}", track=True, progress=False)
-        normlab.append(1e3 * s.meta.timing["fit_s"] / steps)
-        s = run_cell(few_evals, tmp / f"overhead-noeval{r}", track=True, progress=False)
-        no_eval.append(1e3 * s.meta.timing["fit_s"] / steps)
-        bare.append(1e3 * bare_loop(cell) / steps)
+    count = iter(range(10**6))
+
+    def ms_per_step(c) -> float:
+        s = run_cell(c, tmp / f"overhead{next(count)}", track=True, progress=False)
+        return 1e3 * s.meta.timing["fit_s"] / steps
+
+    # interleaved, the order turning every repeat (bare, normlab, 2 evals; 2 evals, normlab, bare ...),
+    # so a change in machine load hits every side
+    got = interleave(
+        {
+            "bare": lambda: 1e3 * bare_loop(cell) / steps,
+            "normlab": lambda: ms_per_step(cell),
+            "no_eval": lambda: ms_per_step(few_evals),
+        },
+        repeats,
+    )
+    normlab, no_eval, bare = got["normlab"], got["no_eval"], got["bare"]
     n, ne, b = stats(normlab), stats(no_eval), stats(bare)
     ratio, ratio_2 = pair_ratios(normlab, bare), pair_ratios(no_eval, bare)  # each run over the bare loop beside it
     return {
@@ -42,7 +52,8 @@ def measure(ctx: Context) -> dict:
         "ratio_2_evals": ratio_2["median"],
         "ratio_2_evals_spread": ratio_2,
         "evaluations": evals,
-        "eval_ms_each": (n["median"] - ne["median"]) * steps / max(1, evals - 2),
+        # per repeat, the two normlab runs side by side
+        "eval_ms_each": stats((a - b) * steps / max(1, evals - 2) for a, b in zip(normlab, no_eval))["median"],
         "steps": steps,
         "members": len(cell.members()),
     }
