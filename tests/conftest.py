@@ -176,3 +176,136 @@ def summary_record(cell: str = "bn-synthetic", members: list | None = None, **ov
     from pipeline.spec.records import CellSummary
 
     return CellSummary.model_validate(summary_dict(cell, members, **over))
+
+
+# -- the test loop (issue 21): `make test-fast` is -m "not slow"; `make test` runs everything, on
+# pytest-xdist workers (--dist loadgroup) ------------------------------------------------------------
+# Each of these took >= ~3 s (a real process or server, a trained cell, a report build, a SQLite busy
+# timeout, a calibration over many null grids): slow, so out of test-fast; `make test` still runs them.
+HEAVY = {
+    "test_calibration.py": {
+        "test_criterion_catches_a_test_that_ignores_shared_seeds",
+        "test_old_rule_miscalibrated_on_null",
+        "test_new_rule_calibrated_on_null",
+        "test_member_simulator_has_the_structure_it_claims",
+        "test_null_members_reads_what_evaluate_all_reads",
+    },
+    "test_loopback.py": {"test_normlab_ui_listens_on_loopback_only"},
+    "test_store_failures.py": {
+        "test_a_store_locked_mid_cell_is_one_line_naming_it",
+        "test_ctrl_c_while_the_tracking_process_connects_is_130_and_one_line",
+        "test_a_full_disk_under_the_store_mid_cell_is_one_line_naming_it",
+        "test_a_full_disk_under_the_cells_folder_is_one_line",
+    },
+    "test_report_out.py": {
+        "test_a_failing_report_on_another_filesystem_keeps_the_old_one",
+        "test_a_fresh_folder_gets_the_marker_and_is_reused",
+        "test_reports_as_a_symlink_works_and_leaves_no_old_or_tmp_entries",
+        "test_compare_reports_on_a_users_folder_is_refused_untouched",
+    },
+    "test_safety.py": {"test_out_never_touches_what_normlab_did_not_create"},
+    "test_tracking_server.py": {"test_tracking_server_postgres_refuses_other_local_users"},
+    "test_mlflow_browsing.py": {
+        "test_report_links_each_cell_by_its_outputs_hash_and_logs_its_params",
+        "test_one_name_per_claim_in_headings_metrics_tables_and_mlflow",
+        "test_report_without_a_store_gives_the_search_to_paste",
+        "test_member_runs_carry_what_varies_and_the_variants_own_settings",
+    },
+    "test_validation.py": {"test_bad_input_through_a_real_process"},
+    "test_limits.py": {
+        "test_an_impossible_summary_is_one_line_naming_the_key",
+        "test_a_gzip_bomb_through_the_cli_is_one_line",
+        "test_an_unreachable_postgresql_store_is_one_line_without_retries",
+    },
+    "test_report.py": {
+        "test_corrupt_record_is_one_line_exit_2_and_previous_report_untouched",
+        "test_a_hung_drawer_is_stopped_and_the_figures_drawn_here",
+        "test_failing_report_leaves_the_previous_one_and_foreign_entries_as_they_were",
+        "test_parent_runs_get_the_cell_numbers_at_the_reports_thresholds",
+        "test_a_tracked_cell_run_is_found_by_its_outputs",
+        "test_forked_drawers_draw_the_same_files_in_the_same_order",
+        "test_report_run_finds_cell_runs_by_outputs_hash",
+        "test_a_figure_no_drawer_knows_is_said_not_crashed",
+        "test_cell_from_other_params_is_excluded_and_named",
+    },
+    "test_ray_private.py": {"test_local_ray_files_are_private_to_their_user"},
+    "test_survival.py": {"test_cluster_swap_p_is_calibrated_on_null_grids"},
+    "test_report_links.py": {
+        "test_a_forged_copy_of_the_cells_run_does_not_relink_it",
+        "test_a_forged_hash_on_another_cells_run_is_ignored",
+    },
+    "test_ecosystem.py": {"test_normlab_train_runs_carry_the_entry_point_and_git_commit"},
+    "test_config.py": {"test_cli_unreachable_tracking_server_fails_before_work"},
+    "test_tracking.py": {
+        "test_runs_that_cannot_be_closed_fail_the_cell_and_leave_its_folder_as_it_was",
+        "test_cell_records_parent_child_runs_params_tags_metrics",
+        "test_both_trackers_write_the_same_records",
+    },
+    "test_extend_variant.py": {"test_the_whole_report_runs_on_the_new_variant"},
+    "test_packaging.py": {"test_an_installed_normlab_records_in_the_working_folder_never_in_site_packages"},
+}
+# module-scoped fixtures that take seconds to minutes (null grids): every test using one is slow
+HEAVY_FIXTURES = {"member_null", "drive_readings"}
+
+# One xdist worker runs each of these groups whole, in file order: modules whose tests share a
+# module-scoped fixture (built once, not once per worker) or build on each other's state (test_dvc_pipeline's
+# repo), and every test that starts a Ray cluster or a PostgreSQL server (one at a time on a 2-core machine).
+GROUPS = {
+    "test_dvc_pipeline.py": "dvc_pipeline",
+    "test_ecosystem.py": "ecosystem",
+    "test_calibration.py": "calibration",
+    "test_report.py": "report",
+    "test_survival.py": "survival",
+    "test_figure_style.py": "figure_style",
+    "test_packaging.py": "packaging",
+    "test_warm_security.py": "warm_security",
+    "test_scaleout.py": "cluster",  # its Ray test shares `sequential` with the local-executor tests
+    "test_ray_token.py": "cluster",
+    "test_ray_private.py": "cluster",
+    "test_tracking_server.py": "cluster",
+}
+# the longest groups and tests first (seconds measured on 2 cores), so no worker is left with a long one at
+# the end; the rest keep their file order
+FIRST = [
+    "cluster",
+    "calibration",
+    "test_benchmark.py",
+    "dvc_pipeline",
+    "report",
+    "test_study.py",
+    "test_provenance.py",
+    "test_mlflow_browsing.py",
+    "ecosystem",
+    "test_loopback.py",
+    "test_store_failures.py",
+    "test_safety.py",
+    "test_limits.py",
+    "test_report_out.py",
+    "warm_security",
+]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects by the marks added here
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        file = item.path.name
+        name = getattr(item, "originalname", item.name)
+        if name in HEAVY.get(file, ()) or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        if file in GROUPS:
+            item.add_marker(pytest.mark.xdist_group(GROUPS[file]))
+
+    def rank(item) -> int:
+        key = GROUPS.get(item.path.name, item.path.name)
+        return FIRST.index(key) if key in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its order
+
+
+def pytest_configure(config):
+    # the warm-start server's socket folder (pipeline/warm/client.py: $XDG_RUNTIME_DIR/normlab) private
+    # to this pytest process: xdist workers, and a developer's own warm server, never share one. Tests
+    # of the default folder pop XDG_RUNTIME_DIR and set TMPDIR themselves.
+    import tempfile
+
+    os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="normlab-xdg-")
