@@ -247,9 +247,11 @@ HEAVY = {
 # module-scoped fixtures that take seconds to minutes (null grids): every test using one is slow
 HEAVY_FIXTURES = {"member_null", "drive_readings"}
 
-# One xdist worker runs each of these groups whole, in file order: modules whose tests share a
-# module-scoped fixture (built once, not once per worker) or build on each other's state (test_dvc_pipeline's
-# repo), and every test that starts a Ray cluster or a PostgreSQL server (one at a time on a 2-core machine).
+# One xdist worker runs each of these groups whole, in file order (GroupScheduling below): modules whose
+# tests share a module-scoped fixture (built once, not once per worker) or build on each other's state
+# (test_dvc_pipeline's repo), and every test that starts a Ray cluster or a PostgreSQL server (one at a time
+# on a 2-core machine). pytest-xdist's own xdist_group marks do nothing under pytest 9 (xdist 3.8 renames
+# item._nodeid, which pytest 9 no longer reads), so the scheduler groups by file here.
 GROUPS = {
     "test_dvc_pipeline.py": "dvc_pipeline",
     "test_ecosystem.py": "ecosystem",
@@ -292,8 +294,6 @@ def pytest_collection_modifyitems(config, items):
         name = getattr(item, "originalname", item.name)
         if name in HEAVY.get(file, ()) or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        if file in GROUPS:
-            item.add_marker(pytest.mark.xdist_group(GROUPS[file]))
 
     def rank(item) -> int:
         key = GROUPS.get(item.path.name, item.path.name)
@@ -309,3 +309,35 @@ def pytest_configure(config):
     import tempfile
 
     os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="normlab-xdg-")
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    folder = os.environ.get("XDG_RUNTIME_DIR", "")
+    if "normlab-xdg-" in folder:  # ours, from pytest_configure
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+try:
+    import xdist  # noqa: F401 - the `test` extra installs it; without it the suite runs in one process
+except ImportError:
+    xdist = None
+
+if xdist is not None:
+
+    def pytest_xdist_make_scheduler(config, log):
+        """`-n N --dist loadgroup`: GROUPS' files each go whole to one worker, every other test on its own,
+        handed out in collection order (the longest first: FIRST), not reordered by group size."""
+        if config.getvalue("dist") != "loadgroup":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        class GroupScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                if "@" in nodeid:  # an xdist_group mark, should xdist's own grouping work again
+                    return nodeid.rsplit("@", 1)[-1]
+                return GROUPS.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1], nodeid)
+
+        config.option.loadscopereorder = False
+        return GroupScheduling(config, log)
