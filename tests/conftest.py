@@ -261,18 +261,40 @@ GROUPS = {
     "test_figure_style.py": "figure_style",
     "test_packaging.py": "packaging",
     "test_warm_security.py": "warm_security",
-    "test_scaleout.py": "cluster",  # its Ray test shares `sequential` with the local-executor tests
     "test_ray_token.py": "cluster",
     "test_ray_private.py": "cluster",
-    "test_tracking_server.py": "cluster",
 }
+# in these files only the named tests form a group: test_scaleout's Ray cluster and local-executor tests share
+# the module's `sequential` repo (and the Ray test joins the other Ray clusters); its other tests go anywhere
+GROUPED_TESTS = {
+    "test_scaleout.py": (
+        "cluster",
+        {
+            "test_ray_two_nodes_postgres_server_worker_killed",
+            "test_local_executor_matches_sequential_repro_with_a_worker_killed",
+        },
+    ),
+}
+
+
+def group_of(nodeid: str) -> str | None:
+    """The group a test belongs to (GROUPS, GROUPED_TESTS), or None."""
+    path, _, rest = nodeid.partition("::")
+    file = path.rsplit("/", 1)[-1]
+    if file in GROUPED_TESTS:
+        group, names = GROUPED_TESTS[file]
+        return group if rest.split("[", 1)[0] in names else None
+    return GROUPS.get(file)
+
+
 # the longest groups and tests first (seconds measured on 2 cores), so no worker is left with a long one at
 # the end; the rest keep their file order
 FIRST = [
     "cluster",
-    "calibration",
     "test_benchmark.py",
+    "calibration",
     "dvc_pipeline",
+    "test_scaleout.py",
     "report",
     "test_study.py",
     "test_provenance.py",
@@ -296,7 +318,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
     def rank(item) -> int:
-        key = GROUPS.get(item.path.name, item.path.name)
+        key = group_of(item.nodeid) or item.path.name
         return FIRST.index(key) if key in FIRST else len(FIRST)
 
     items.sort(key=rank)  # stable: each file keeps its order
@@ -327,7 +349,7 @@ except ImportError:
 if xdist is not None:
 
     def pytest_xdist_make_scheduler(config, log):
-        """`-n N --dist loadgroup`: GROUPS' files each go whole to one worker, every other test on its own,
+        """`-n N --dist loadgroup`: each group (group_of) goes whole to one worker, every other test on its own,
         handed out in collection order (the longest first: FIRST), not reordered by group size."""
         if config.getvalue("dist") != "loadgroup":
             return None
@@ -337,7 +359,7 @@ if xdist is not None:
             def _split_scope(self, nodeid: str) -> str:
                 if "@" in nodeid:  # an xdist_group mark, should xdist's own grouping work again
                     return nodeid.rsplit("@", 1)[-1]
-                return GROUPS.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1], nodeid)
+                return group_of(nodeid) or nodeid
 
         config.option.loadscopereorder = False
         return GroupScheduling(config, log)
