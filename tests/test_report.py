@@ -596,7 +596,14 @@ def test_figures_fork_only_without_other_threads_and_their_drawers_die_of_sigter
     data = figures.FigureData(_summary_params(), pd.DataFrame(), _summary_members(), pd.DataFrame(), tmp_path)
     real_count = figures.threading.active_count
     monkeypatch.setattr(figures.threading, "active_count", lambda: 1)  # as in the report's own process
-    assert figures.draw(["one", "two"], data, jobs=2) == ([], []) and forks == ["fork"]  # alone: forked drawers
+    # The report's own process has SIGTERM's default. The suite's may not (an earlier test's library left a
+    # handler): a drawer that pool.terminate() signalled before its initializer ran caught SIGTERM with the
+    # inherited handler, lived on, and pool.join() waited on it forever (the suite hung here under load).
+    term = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert figures.draw(["one", "two"], data, jobs=2) == ([], []) and forks == ["fork"]  # alone: forked drawers
+    finally:
+        signal.signal(signal.SIGTERM, term)
     monkeypatch.setattr(figures.threading, "active_count", real_count)
     forks.clear()
     stop = threading.Event()

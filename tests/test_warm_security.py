@@ -54,11 +54,10 @@ def _servers(tmp: Path) -> list[int]:
     for d in Path("/proc").iterdir():
         try:
             cmd = (d / "cmdline").read_bytes().split(b"\0")
-            if (
-                b"pipeline.warm.client" in cmd
-                and b"serve" in cmd
-                and f"TMPDIR={tmp}".encode() in (d / "environ").read_bytes().split(b"\0")
-            ):
+            # the server is `python -m pipeline.warm.server` (pipeline/warm/client.py); it was `... client serve`,
+            # and while this matched only that, no server was found: each stayed up until its idle timeout
+            is_server = b"pipeline.warm.server" in cmd or (b"pipeline.warm.client" in cmd and b"serve" in cmd)
+            if is_server and f"TMPDIR={tmp}".encode() in (d / "environ").read_bytes().split(b"\0"):
                 pids.append(int(d.name))
         except (OSError, ValueError):
             pass
