@@ -45,8 +45,8 @@ $(STAMP): pyproject.toml constraints.txt
 repro: $(STAMP)  ## run the study on every core (JOBS=n: n workers), DVC records each cell, then reports/
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.grid $(JOBS_ARG)
 
-test: $(STAMP)  ## the whole test suite (unit + end to end through dvc and MLflow)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+test: $(STAMP)  ## the whole test suite (unit + end to end through dvc and MLflow), on 2 pytest-xdist workers
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # the lint extra (ruff, mypy, stubs) on top of the project's venv: mypy then sees the pinned dependencies
 $(LINT_STAMP): $(STAMP)
@@ -58,8 +58,8 @@ lint: $(LINT_STAMP)  ## ruff check, ruff format --check and mypy on pipeline/ (s
 	$(BIN)/ruff format --check --output-format concise .  # the files; `ruff format --diff` shows the changes
 	$(BIN)/mypy pipeline
 
-test-fast: $(STAMP)  ## the tests not marked slow
-	$(BIN)/python -m pytest -q -m "not slow"
+test-fast: $(STAMP)  ## the tests not marked slow (each under ~3 s), on 2 pytest-xdist workers
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadgroup
 
 bench: $(STAMP)  ## the benchmarks (benchmarks/run.py)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.run
