@@ -25,6 +25,7 @@ from pipeline.report import bounded, mechanism
 from pipeline.report.markdown import cell_text, md_table, num_text  # noqa: F401 (cell_text: re-exported)
 from pipeline.report.summary_figure import BN_VARIANT
 from pipeline.report.summary_figure import FIGURE as SUMMARY
+from pipeline.report.toc import slug, with_toc
 
 MODES = (
     "Every loss says its mode: **training mode** = the normalization uses the mini-batch's statistics "
@@ -401,16 +402,8 @@ def markdown(ctx: ReportContext) -> str:
         "`make repro` (or `dvc repro`) regenerates this report from `params.yaml`; the report alone: "
         "`python -m pipeline.report --runs runs --out reports`. CSVs: [tables/](tables/).",
     ]
-    from pipeline.report.toc import with_toc
 
     return with_toc("\n".join(md) + "\n")  # a contents list before "## The answer"
-
-
-def _slug(html_text: str) -> str:
-    import html
-
-    text = html.unescape(re.sub(r"<[^>]+>", "", html_text)).lower()
-    return "".join(ch for ch in text if ch.isalnum() or ch in " -_").replace(" ", "-")
 
 
 def to_html(markdown_text: str, base: Path) -> str:
@@ -426,7 +419,7 @@ def to_html(markdown_text: str, base: Path) -> str:
     body = re.sub(r'src="(figures/[^"]+\.png)"', inline, body)
     # the ids GitHub gives headings, so the answer's links to the verdicts work in the HTML page too
     body = re.sub(
-        r"<h([23])>(.*?)</h\1>", lambda m: f'<h{m.group(1)} id="{_slug(m.group(2))}">{m.group(2)}</h{m.group(1)}>', body
+        r"<h([23])>(.*?)</h\1>", lambda m: f'<h{m.group(1)} id="{slug(m.group(2))}">{m.group(2)}</h{m.group(1)}>', body
     )
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"

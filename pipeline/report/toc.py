@@ -32,9 +32,7 @@ def anchor(text: str) -> str:
     """The id of a heading whose Markdown is `text`: the slug of its rendered inline HTML."""
     from markdown_it import MarkdownIt
 
-    from pipeline.report.render import _slug
-
-    return _slug(MarkdownIt("commonmark").renderInline(text))
+    return slug(MarkdownIt("commonmark").renderInline(text))
 
 
 def toc_lines(markdown_text: str) -> list[str]:
@@ -52,3 +50,12 @@ def with_toc(markdown_text: str) -> str:
     if first is None:
         return markdown_text
     return "\n".join(lines[:first] + toc_lines(markdown_text) + lines[first:])
+
+
+def slug(html_text: str) -> str:
+    """A heading's anchor from its HTML: tags dropped, entities decoded, lower case, spaces to '-'
+    (the ids render.to_html gives the report's headings, and the links the contents list uses)."""
+    import html
+
+    text = html.unescape(re.sub(r"<[^>]+>", "", html_text)).lower()
+    return "".join(ch for ch in text if ch.isalnum() or ch in " -_").replace(" ", "-")
