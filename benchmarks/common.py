@@ -309,6 +309,11 @@ class Table:
             row["flag"] = flag
         self.rows.append(row)
 
+    def ratio(self, figure, normlab, reference, spread, op: str, limit: float, *, floor: int = 1) -> None:
+        """A row whose ratio is judged against a target: the target's text and its judgement come from
+        the same `op` and `limit` (judge: yes / no, and whether the spread crosses it)."""
+        self.add(figure, normlab, reference, spread, f"ratio {op} {limit}", judge(spread, op, limit), floor=floor)
+
 
 def print_table(rows: list[dict]) -> None:
     cols = ("figure", "normlab", "reference", "ratio", "target", "met")

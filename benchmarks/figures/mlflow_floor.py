@@ -50,7 +50,6 @@ from benchmarks.common import (
     Context,
     Table,
     interleave,
-    judge,
     pair_ratios,
     problem,
     run_proc,
@@ -305,15 +304,7 @@ def rows(s: dict, table: Table) -> None:
         table.add(label, problem(s))
         return
     add = table.add
-    add(
-        label,
-        s["project_cpu_ms_per_run"],
-        s["floor_cpu_ms_per_run"],
-        s["ratio_spread"],
-        "ratio <= 1.2",
-        judge(s["ratio_spread"], "<=", 1.2),
-        floor=1,
-    )
+    table.ratio(label, s["project_cpu_ms_per_run"], s["floor_cpu_ms_per_run"], s["ratio_spread"], "<=", 1.2)
     if "project_tracking_process_ms_per_run" in s:
         add(
             "9   wall ms per run: tracking_process_s (in its calls) vs floor process",

@@ -9,7 +9,7 @@ per evaluation; a negative one is flagged: the two were timed under different lo
 
 from __future__ import annotations
 
-from benchmarks.common import Context, Table, interleave, judge, pair_ratios, problem, sized, stats
+from benchmarks.common import Context, Table, interleave, pair_ratios, problem, sized, stats
 from benchmarks.reference import bare_loop
 
 
@@ -63,14 +63,13 @@ def rows(s: dict, table: Table) -> None:
     if problem(s):
         table.add("1 overhead ms/step: normlab vs bare torch", problem(s))
         return
-    table.add(
+    table.ratio(
         "1 overhead ms/step: normlab vs bare torch",
         s["normlab_ms_per_step"],
         s["bare_ms_per_step"],
         s.get("ratio_spread", s["ratio"]),
-        "ratio <= 1.3",
-        judge(s.get("ratio_spread", s["ratio"]), "<=", 1.3),
-        floor=1,
+        "<=",
+        1.3,
     )
     table.add(
         f"1 overhead ms/step, 2 evaluations instead of {s['evaluations']}",
