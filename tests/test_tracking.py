@@ -332,3 +332,86 @@ def test_the_tracking_process_stops_on_the_cells_signal(mlflow_uri, monkeypatch)
     assert len(parents) == 1 and 1 <= len(children) < 200, len(children)
     assert {r.info.status for r in parents + children} == {"KILLED"}
     assert tracker.child_ids == [r.info.run_id for r in sorted(children, key=lambda r: float(r.data.tags["lr"]))]
+
+
+# -- issue 21: a long-lived process warms MLflow once for the tracking processes it forks --------------------
+WARM_SCRIPT = """
+import json, os, sys
+from tests.conftest import make_cell
+from tests.test_tracking import CELL
+import pipeline.tracking.process as tp
+from pipeline.cell import run_cell
+
+def fds():
+    out = set()
+    for f in os.listdir("/proc/self/fd"):
+        try:
+            out.add(os.readlink(f"/proc/self/fd/{f}"))
+        except OSError:
+            pass
+    return out
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+before = (threads(), fds(), os.environ.get("MLFLOW_SQLALCHEMYSTORE_POOLCLASS"))
+tp.warm_tracking()
+tp.warm_tracking()  # idempotent
+after = (threads(), fds(), os.environ.get("MLFLOW_SQLALCHEMYSTORE_POOLCLASS"))
+facts = {
+    "threads": [before[0], after[0]],
+    "new_fds": sorted(after[1] - before[1]),
+    "pool_env": [before[2], after[2]],
+    "tmp_left": os.listdir(os.environ["TMPDIR"]),
+    "store_made_by_warm_up": os.path.exists(sys.argv[2]),
+}
+run = run_cell(make_cell("bn", **CELL), sys.argv[1], progress=False)
+facts["tracking_process_s"] = run.meta.timing.get("tracking_process_s")
+print(json.dumps(facts))
+"""
+
+
+def test_warm_tracking_leaves_nothing_behind_and_changes_no_record(tmp_path, monkeypatch):
+    """warm_tracking (the warm server, grid and Ray workers) exercises MLflow on a scratch store: no
+    thread, no open file, no folder, no change to the user's store or environment are left; the
+    records a tracking process forked after it writes are those of one forked without it."""
+    import json
+    import subprocess
+    import sys
+
+    import pipeline.tracking.process
+
+    root = Path(__file__).resolve().parents[1]
+    scratch_tmp = tmp_path / "tmp"
+    scratch_tmp.mkdir()
+    db = tmp_path / "warm" / "mlflow.db"
+    env = {
+        **os.environ,
+        "TMPDIR": str(scratch_tmp),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+        "MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "QueuePool",  # a user's own setting: kept as it was
+        "PYTHONPATH": str(root),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_SCRIPT, str(tmp_path / "warm" / "cell"), str(db)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts["threads"] == [1, 1]  # the process can still fork its tracking processes
+    # no connection to the scratch store crosses a fork (matplotlib's font files stay open, read-only)
+    assert [f for f in facts["new_fds"] if f.startswith(str(scratch_tmp)) or ".db" in f] == []
+    assert all("/mpl-data/" in f for f in facts["new_fds"]), facts["new_fds"]
+    assert facts["pool_env"] == ["QueuePool", "QueuePool"]
+    assert facts["tmp_left"] == [] and facts["store_made_by_warm_up"] is False
+    assert facts["tracking_process_s"] is not None  # the cell's MLflow calls were made by a forked process
+
+    monkeypatch.setattr(pipeline.tracking.process, "_threads", lambda: 1)
+    cold = f"sqlite:///{tmp_path / 'cold' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cold)
+    run_cell(make_cell("bn", **CELL), tmp_path / "cold" / "cell", progress=False)
+    assert _content(f"sqlite:///{db}") == _content(cold)

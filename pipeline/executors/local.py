@@ -39,7 +39,9 @@ def _worker_main(conn, env: dict) -> None:
     import torch  # noqa: F401
 
     from pipeline.cell import run_cell
+    from pipeline.tracking.process import warm_tracking
 
+    warm_tracking()  # MLflow's first-call costs once per worker, not once per cell's tracking process
     conn.send(("ready", None, ""))
     while True:
         try:

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 from pipeline.cell import Launch, launch
-from pipeline.spec.records import layer_column
 from pipeline.warm import client as warm
 from pipeline.warm.client import (
     ENTRY,
@@ -97,7 +96,8 @@ def serve() -> int:
     import pipeline.tracking.callback
     import pipeline.tracking.process  # noqa: F401,E401
 
-    _warm_up()
+    # MLflow's and matplotlib's first-call costs, once here instead of in every cell's tracking process
+    pipeline.tracking.process.warm_tracking()
     # every cell is a fork of this heap: keep the collector off it (a full collection in a cell walked
     # all of torch's, pandas' and MLflow's objects, and its writes copied their pages)
     gc.freeze()
@@ -116,31 +116,6 @@ def serve() -> int:
     code = _Server(srv, path, lock).loop()
     sys.stderr.flush()
     os._exit(code)  # nothing to finalize; tearing down torch & co. would keep `stop` waiting for seconds
-
-
-def _warm_up() -> None:
-    """First-call costs every forked cell would pay again (measured ~0.5 s of matplotlib's first
-    drawing of the cell's figure, SQLAlchemy's mapper set-up), paid once here; no threads start."""
-    import io
-
-    import pandas as pd
-    import sqlalchemy.orm
-    from mlflow.store.tracking.dbmodels import models  # noqa: F401  (MLflow's tables, mapped)
-
-    from pipeline.tracking.cell_figure import cell_figure
-
-    rows = pd.DataFrame(
-        {
-            "member": [0, 0],
-            "step": [0, 10],
-            "lr": [0.1, 0.1],
-            "seed": [0, 0],
-            "loss": [2.0, 1.0],
-            layer_column("b_norm", 0): [1.0, 3.0],
-        }
-    )
-    cell_figure(rows, "warm-up").savefig(io.BytesIO(), format="png")
-    sqlalchemy.orm.configure_mappers()
 
 
 class _Server:
