@@ -889,3 +889,52 @@ def test_a_plug_in_measurement_claim_registers_its_primary_test():
     finally:
         unregister_primary("claimZ")
     assert "claimZ" not in {k for k in ReportSettings().primary}
+
+
+# -- the answer's wording follows the data (cold read of the shipped report) ------------------------------
+def test_a_not_shown_verdict_whose_interval_excludes_0_says_which_way_the_data_lean():
+    """'could not be told apart' beside an interval that excludes 0 denied what the numbers showed: the
+    clause now gives the direction and the status; an interval covering 0 keeps the not-shown words."""
+    from types import SimpleNamespace
+
+    from pipeline.claims.answer import _status_clause
+
+    def verdict(lo, hi):
+        r = SimpleNamespace(lo=lo, hi=hi, p=0.055, p_holm=0.22, interval_text=lambda: f"[{lo}, {hi}]")
+        return SimpleNamespace(status="not shown", tests=[r], key="claim4", title="The model blows up")
+
+    words = ("diverged more often", "diverged less often", "as often", "could not be told apart")
+    up, down, covers = (_status_clause(verdict(*ci), *words) for ci in ((0.03, 0.16), (-0.16, -0.03), (-0.1, 0.1)))
+    assert up.startswith("diverged more often in this grid, but that is **not shown**") and "excludes 0" in up
+    assert down.startswith("diverged less often in this grid, but that is **not shown**")
+    assert covers.startswith("could not be told apart") and "excludes 0" not in covers
+
+
+def test_a_control_with_the_same_outcomes_member_for_member_is_said_to_be_so():
+    """Two rows of identical numbers (synthetic and its zero-mean control) read as a copy bug; the answer
+    says when the members' outcomes match one for one, and only then."""
+    same = _claim4_rows(5, 0, datasets=NONZERO + ("synthetic_zero_mean",))
+    other = _claim4_rows(5, 0, datasets=NONZERO) + _claim4_rows(2, 0, datasets=("synthetic_zero_mean",))
+    said = []
+    for rows in (same, other):
+        verdicts = [judge("claim4", rows), _claim5()]
+        said.append(_about(answer_text(verdicts, pd.DataFrame(rows + _claim5_rows()), S), "claim4"))
+    assert "synthetic_zero_mean had the same divergences as synthetic, member for member" in said[0]
+    assert "member for member" not in said[1]
+
+
+def test_the_bn_sentence_credits_the_division_by_sigma_only_where_the_grid_shows_it():
+    """center (gradient through its mean, no sigma) failing at the top lr while standardize (through mean and
+    sigma) trains there: the answer says the division by sigma keeps bn trainable; not when standardize fails."""
+    c4 = _claim4_rows(5, 5)  # center diverges at the grid's lr, as center_detached does
+    verdicts = [judge("claim4", c4), _claim5()]
+
+    def bn_part(standardize_status):
+        rows = c4 + _claim5_rows() + seeds("standardize", {"status": [standardize_status] * 5})
+        return answer_text(verdicts, pd.DataFrame(rows), S).split("\n\n")[0]
+
+    assert "the division by sigma is what keeps bn trainable" in bn_part("trained")
+    assert "division by sigma" not in bn_part("diverged")
+    quiet = _claim4_rows(5, 0)  # center trains at the top: nothing to credit
+    rows = quiet + _claim5_rows() + seeds("standardize")
+    assert "division by sigma" not in answer_text([judge("claim4", quiet), _claim5()], pd.DataFrame(rows), S)

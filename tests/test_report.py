@@ -117,7 +117,9 @@ def test_report_md_has_every_registry_verdict_with_rule_endpoints_and_status(bui
 
     for v in verdicts:  # the verdict table: one row per claim, linked to its section, with its status
         assert v.status in STATUSES
-        assert re.search(rf"^\| \[{v.key}\]\(#{v.key}-[^)]*\) \| .* \| \*\*{v.status}\*\* \|$", md, flags=re.M), v.key
+        sides = "; ".join(f"{r.side} {r.status}" for r in v.tests if r.side)  # claim 3: each side's own status
+        shown = re.escape(f"**{v.status}**" + (f" ({sides})" if sides else ""))
+        assert re.search(rf"^\| \[{v.key}\]\(#{v.key}-[^)]*\) \| .* \| {shown} \|$", md, flags=re.M), v.key
 
 
 def test_tables_hold_the_cells_numbers(built):

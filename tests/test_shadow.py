@@ -395,4 +395,4 @@ def test_the_answer_says_what_b_is_for_within_six_sentences(without, with_, said
     assert len(hit) == 1 and "(#claim5-" in hit[0] and said in hit[0] and "b only shadows beta" in hit[0]
     assert ("0.8 x beta's" in hit[0]) == (with_ != (5, 5))  # no member with beta survived: no drift to quote
     assert "shadows" not in base
-    assert shadow_clause(None, "") == ""
+    assert shadow_clause(None, "", 0.5) == ""

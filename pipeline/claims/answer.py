@@ -80,8 +80,61 @@ def _bn_sentence(v5, v4, members, settings) -> str:
         tail = f"; every seed trained at lrs up to: {bn} {_largest(members, bn)}" + "".join(
             f"; {v} {_largest(members, v)}" for v in (twin, det) if v
         )
-        return head + tail + "."
+        return head + tail + _scaling_clause(members, bn, twin, settings) + "."
     return head + "."
+
+
+def _trains_to_top(members, variant: str) -> bool | None:
+    """Whether every seed of `variant` trained at the grid's largest lr on every data set (None: not in the grid)."""
+    from pipeline.outcomes import largest_trained_lr
+
+    rows = largest_trained_lr(members[members["variant"] == variant])
+    if rows.empty:
+        return None
+    return bool((rows["largest_trained_lr"] >= float(members["lr"].max())).all())
+
+
+def _scaling_clause(members, bn: str, twin: str | None, settings) -> str:
+    """Where BN's stability at the top lrs comes from, when the grid shows it: the centering twin (gradient
+    through its mean, no division by sigma) failing below the top while the standardizing twin (BN without
+    gamma, beta: gradient through mean and sigma) trains there. '' where the grid does not show this."""
+    scaler = next((t[0] for d, t in settings.twins.items() if t and t[0] != twin and "standardize" in d), None)
+    if not twin or not scaler or _trains_to_top(members, bn) is not True:
+        return ""
+    if _trains_to_top(members, twin) is False and _trains_to_top(members, scaler) is True:
+        return (
+            f"; differentiating through the mean is not all of it: {twin}, which does that but does not divide "
+            f"by sigma, failed below the grid's top lr, where {scaler} (BN without gamma, beta: the gradient "
+            f"through the mean and sigma) trained like {bn}; at large lrs the division by sigma is what keeps "
+            f"{bn} trainable, and detaching adds little there (below)"
+        )
+    return ""
+
+
+def _same_outcomes(r, members, settings) -> str:
+    """Where a control data set's deciding pairs diverged exactly as a pooled data set's did, member for member
+    (same variant, lr and seed), say so: identical numbers in two rows are then the data, not a copy."""
+    if not {"variant", "dataset", "lr", "seed", "diverged"} <= set(members):
+        return ""
+    arms = {
+        *settings.blowup_deciders,
+        *(settings.twins[d][0] for d in settings.blowup_deciders if settings.twins.get(d)),
+    }
+    sub = members[members["variant"].isin(arms)]
+
+    def outcomes(dataset):
+        return sub[sub["dataset"] == dataset].set_index(["variant", "lr", "seed"])["diverged"].astype(bool).sort_index()
+
+    said = []
+    for control in r.controls():
+        c = outcomes(control.dataset)
+        twin = next(
+            (d.dataset for d in r.by_dataset if d.role == "pooled" and len(c) and outcomes(d.dataset).equals(c)),
+            None,
+        )
+        if twin:
+            said.append(f"{control.dataset} had the same divergences as {twin}, member for member")
+    return f" ({'; '.join(said)}: there the input mean did not change which members diverged)" if said else ""
 
 
 def _deciders(v4, settings) -> str | None:
@@ -120,11 +173,11 @@ def _status_clause(v, holds: str, fails: str, negligible: str, not_shown: str) -
     clause = {HOLDS: holds, FAILS: fails, NEGLIGIBLE: negligible}.get(v.status, not_shown)
     note = ""
     if v.status not in (HOLDS, FAILS) and math.isfinite(r.lo) and (r.lo > 0 or r.hi < 0):
-        note = (
-            "; its bootstrap interval excludes 0, but the exact test does not reach the family-wise level"
-            if v.status != NEGLIGIBLE
-            else "; within the smallest effect that matters, though not 0"
-        )
+        if v.status == NEGLIGIBLE:
+            note = "; within the smallest effect that matters, though not 0"
+        else:  # the direction the data lean, with the verdict beside it: "could not be told apart" would deny it
+            clause = f"{holds if r.lo > 0 else fails} in this grid, but that is **not shown**"
+            note = ": its bootstrap interval excludes 0, the exact test does not reach the family-wise level"
     return f"{clause}: {r.interval_text()} (p {r.p:.2g}, Holm p {r.p_holm:.2g}{note}, {_link(v)})"
 
 
@@ -147,7 +200,7 @@ def answer_text(verdicts, members, settings) -> str:
     v1, v1b, v2, v3, v4, v5 = (by.get(k) for k in ("claim1", "claim1b", "claim2", "claim3", "claim4", "claim5"))
     out = [("Why real BN does not blow up", _bn_sentence(v5, v4, members, settings))]
     vs = by.get(SHADOW_KEY)  # what b is for where the statistics are detached but beta is learned
-    shadow = shadow_clause(vs, _link(vs)) if vs is not None else ""
+    shadow = shadow_clause(vs, _link(vs), settings.alpha_from) if vs is not None else ""
     if v5 is not None and v5.status in (PASSED, CHECK_FAILED):
         same = next((e for e in v5.endpoints if e.measure.startswith("same member status")), None)
         out.append(
@@ -189,6 +242,7 @@ def answer_text(verdicts, members, settings) -> str:
                 + _by_variant(v4.tests[0])
                 + (
                     f"; on zero-mean inputs (the control) {_controls(v4.tests[0].controls())}"
+                    + _same_outcomes(v4.tests[0], members, settings)
                     if v4.tests[0].controls()
                     else ""
                 )

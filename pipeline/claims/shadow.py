@@ -277,21 +277,24 @@ def _mean(v, measure: str) -> float:
     return sum(e.effect * e.n for e in es) / n if n else float("nan")
 
 
-def shadow_clause(v, link: str) -> str:
+def shadow_clause(v, link: str, late_from: float) -> str:
     """ "with the statistics detached and beta present, b only shadows beta ...": the answer's words on what
-    b is for, from this claim's verdict ('' without one or without a comparison)."""
+    b is for, from this claim's verdict ('' without one or without a comparison). `late_from`: the fraction
+    of the run after which a drift counts as late (report.alpha_from)."""
     if v is None or not v.tests or not v.tests[0].n:
         return ""
     r = v.tests[0]
     ratio, pred, summed, late_b, late_beta = (
         _mean(v, x) for x in (RATIO_BETA, RATIO_PRED, RATIO_SUM, LATE_B, LATE_BETA)
     )
-    # the exact prediction sums gamma_t / sigma_t times beta's steps (1 by algebra under plain SGD); the
-    # end-point one, gamma_T beta_T / sigma_T, assumes gamma and sigma stood still and is shown as such
+    # the exact prediction sums gamma_t / sigma_t times beta's steps (1 by algebra under plain SGD: it checks
+    # the code); the end-point one, gamma_T beta_T / sigma_T, assumes gamma and sigma stood still
     drift = (
-        f" (b's final drift was {ratio:.2g} x beta's, {summed:.2g} x the sum of gamma_t / sigma_t times beta's "
-        f"steps -- the exact prediction -- and {pred:.2g} x gamma_T beta_T / sigma_T, which assumes gamma and "
-        f"sigma stood still; the share of it gained late in the run {late_b:.2g} against beta's {late_beta:.2g})"
+        f": b's final drift was {ratio:.2g} x beta's and {summed:.2g} x the sum of gamma_t / sigma_t times "
+        f"beta's steps (the exact prediction; 1 by algebra under plain SGD, so this checks the code, not the "
+        f"claim), {pred:.2g} x gamma_T beta_T / sigma_T (which assumes gamma and sigma stood still); b gained "
+        f"{late_b:.2g} of its drift after {late_from:g} T and beta {late_beta:.2g} of its own, so the two drift "
+        f"together"
         if math.isfinite(ratio) and math.isfinite(pred) and math.isfinite(summed)
         else ""
     )
@@ -304,8 +307,8 @@ def shadow_clause(v, link: str) -> str:
     who = names[0] if len(names) == 1 else "the detached centering"
     return (
         f"where the statistics are detached but beta is learned, b's gradient is gamma / sigma times beta's, so b "
-        f"only shadows beta{drift}, and {who} with beta {said}: {r.interval_text()} (p {r.p:.2g}, Holm p "
-        f"{r.p_holm:.2g}, {link})"
+        f"only shadows beta{drift}; whether beta changes the blow-up is a separate question: {who} with beta "
+        f"{said}: {r.interval_text()} (p {r.p:.2g}, Holm p {r.p_holm:.2g}, {link})"
     )
 
 

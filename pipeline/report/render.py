@@ -339,9 +339,10 @@ def markdown(ctx: ReportContext) -> str:
         kind = "identity check (not evidence)" if v.kind == "identity" else v.kind
         eff = "; ".join(f"{r.side + ': ' if r.side else ''}{r.interval_text()}" for r in v.tests) or "–"
         hp = "; ".join(f"{r.p_holm:.2g}" for r in v.tests) or "–"
-        md.append(
-            f"| [{v.key}]({_anchor(v)}) | {cell_text(v.title)} | {kind} | {cell_text(eff)} | {hp} | **{v.status}** |"
-        )
+        # a claim with sides (claim 3: fit, stability) shows each side's own status beside the combined one
+        sides = "; ".join(f"{r.side} {r.status}" for r in v.tests if r.side)
+        status = f"**{v.status}**" + (f" ({sides})" if sides else "")
+        md.append(f"| [{v.key}]({_anchor(v)}) | {cell_text(v.title)} | {kind} | {cell_text(eff)} | {hp} | {status} |")
     md.append("")
     for i, v in enumerate(ctx.verdicts, 1):
         md += _verdict_section(ctx, i, v)
