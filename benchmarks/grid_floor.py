@@ -315,6 +315,17 @@ def grid_floor(
             "ratio": spread["median"],
             "ratio_spread": spread,
         }
+    # the work the first dvc repro -f measured (training, the tracking processes beside it, the report),
+    # spread over every core without a pause: no schedule of this work on `jobs` cores is faster than this
+    sp = out["split"]
+    work = sp["seconds"]["training"] + (sp.get("tracking_process_s") or 0.0) + sp["seconds"]["report"]
+    out["best_case"] = {
+        "work_s": work,
+        "jobs": jobs,
+        "wall_s": work / jobs,
+        "ratio": work / jobs / out["floor_s"]["median"],
+        "definition": "(sum fit_s + tracking processes' MLflow s + report wall s) / jobs, over the median floor",
+    }
     project = out.pop("project0")
     noop = [timed([dvc, "repro"], project, env) for _ in range(repeats)]
     out["noop_s"] = stats(noop)
@@ -369,6 +380,16 @@ def rows(s: dict, table) -> None:
             "<=",
             1.0,
             floor=p["jobs"],
+        )
+    if "best_case" in s:  # whether the headline's target is within reach of this much work at all
+        b = s["best_case"]
+        table.add(
+            f"0   best case on {b['jobs']} cores: (training + tracking processes + report) / {b['jobs']} vs floor",
+            b["wall_s"],
+            s["floor_s"]["median"],
+            b["ratio"],
+            "—",
+            "headline <= 1.0 within reach" if b["ratio"] <= 1.0 else "headline <= 1.0 out of reach for this work",
         )
     table.ratio(
         f"0 dvc repro -f wall s ({s['cells']} cells) vs 1-core floor",

@@ -239,6 +239,7 @@ def test_quick_benchmark_measures_every_section(tmp_path):
     assert set(grid["per_cell"]) == {"bn-synthetic", "center_detached-synthetic"}
     assert grid["memory"]["cell_peak_rss_mib"]["cells"] >= 1  # the warm server logged its children's peaks
     assert "parallel" in grid and "noop_s" in grid and "report_s" in grid
+    assert grid["best_case"]["wall_s"] == pytest.approx(grid["best_case"]["work_s"] / grid["jobs"])
     assert res["dvc"]["noop"]["where"] == "the grid's copy"
     assert len(res["memory"]["growth"]["rss_after_each_mib"]) == 3
     mem = res["memory"]  # each peak its own process's: read, and not one number twice
@@ -262,3 +263,31 @@ def test_quick_benchmark_measures_every_section(tmp_path):
         assert math.isfinite(value) and value > 0, f"{where} = {value}"
     assert {"figure", "normlab", "reference", "ratio", "target", "met"} <= set(res["table"][0])
     assert "figure" in proc.stdout and "normlab" in proc.stdout  # the table was printed
+
+
+def test_figure_0_says_when_the_headline_is_out_of_reach_of_the_work_itself():
+    """The best case spreads the measured work over every core without a pause; above 1.0x the floor, no
+    schedule can meet the headline's target, and the row says so (below it, that it is within reach)."""
+    base = {
+        "cells": 66,
+        "wall_s": {"median": 280.0, "min": 280.0, "max": 280.0},
+        "floor_s": {"median": 100.0, "min": 95.0, "max": 105.0},
+        "ratio": 2.8,
+        "ratio_spread": {"median": 2.8, "min": 2.7, "max": 2.9, "runs": [2.7, 2.9]},
+        "fit_over_floor": {"median": 1.3, "min": 1.3, "max": 1.3},
+        "split": {
+            "seconds": {"training": 130.0},
+            "shares": {"training": 0.5},
+            "tracking_s": 10.0,
+            "tracking_share": 0.05,
+            "fixed_per_cell_s": 0.4,
+        },
+    }
+    said = {}
+    for work in (280.0, 180.0):
+        t = Table()
+        grid_floor.rows({**base, "best_case": {"work_s": work, "jobs": 2, "wall_s": work / 2, "ratio": work / 200}}, t)
+        row = next(r for r in t.rows if "best case on 2 cores" in r["figure"])
+        said[work] = (row["ratio"], row["met"])
+    assert said[280.0] == ("1.4", "headline <= 1.0 out of reach for this work")
+    assert said[180.0] == ("0.9", "headline <= 1.0 within reach")
