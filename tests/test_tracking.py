@@ -415,3 +415,37 @@ def test_warm_tracking_leaves_nothing_behind_and_changes_no_record(tmp_path, mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", cold)
     run_cell(make_cell("bn", **CELL), tmp_path / "cold" / "cell", progress=False)
     assert _content(f"sqlite:///{db}") == _content(cold)
+
+
+def test_the_cells_figure_drawn_beside_the_closing_runs_is_the_one_the_tracking_process_draws(tmp_path, monkeypatch):
+    """The forked tracker's cell draws the parent run's figure while its tracking process closes the member
+    runs; the PNG logged is byte for byte the one the tracking process draws when the cell cannot, and the
+    cell's scratch folder is gone afterwards."""
+    import tempfile
+
+    import pipeline.tracking.process as tp
+
+    monkeypatch.setattr(tp, "_threads", lambda: 1)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    drawn: list = []
+    real = tp.TrackerProcess._draw_figure
+
+    def spy(self, artifacts):
+        out = real(self, artifacts)
+        drawn.append(out[1])
+        return out
+
+    pngs = {}
+    for where, draw in (("cell", spy), ("tracking process", lambda self, artifacts: (None, None))):
+        monkeypatch.setattr(tp.TrackerProcess, "_draw_figure", draw)
+        uri = f"sqlite:///{tmp_path / where / 'mlflow.db'}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        run_cell(make_cell("bn", **CELL), tmp_path / where / "cell", progress=False)
+        client, parents, _ = _runs(uri)
+        local = client.download_artifacts(parents[0].info.run_id, "figures/b_norm_loss.png", str(tmp_path / where))
+        pngs[where] = Path(local).read_bytes()
+    assert len(drawn) == 1 and drawn[0] is not None and drawn[0].endswith("b_norm_loss.png")
+    assert not Path(drawn[0]).exists() and os.listdir(scratch) == []  # the cell's scratch folder is removed
+    assert pngs["cell"][:8] == b"\x89PNG\r\n\x1a\n" and pngs["cell"] == pngs["tracking process"]

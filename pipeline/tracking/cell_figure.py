@@ -22,6 +22,10 @@ def _plain_log_axis(ax) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+# the history columns cell_figure reads
+COLUMNS = ("member", "step", "lr", "loss", layer_column("b_norm", 0))
+
+
 def cell_figure(history: pd.DataFrame, title: str):
     """Two panels against step, one line per lr (median over seeds; a member's rows end where it
     diverged): ||b|| of the first hidden layer at the logged steps, and the mini-batch loss in

@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -287,11 +288,15 @@ class TrackerProcess:
         if self._pid is None:
             return
         t0 = time.perf_counter()
+        scratch = None
         with signals_deferred():  # a Ctrl-C now waits until every run is closed
             if status == "KILLED":
                 os.kill(self._pid, signal.SIGTERM)  # our own child, not yet reaped: its pid is its own
             try:
-                self._conn.send(("finish", status, summary, [str(p) for p in artifacts], outputs_hash))
+                # drawn here, while the tracking process is still closing the member runs (it was the
+                # longest step after them there); if drawing fails here, the tracking process draws it
+                scratch, figure = self._draw_figure(artifacts) if status == "FINISHED" and summary else (None, None)
+                self._conn.send(("finish", status, summary, [str(p) for p in artifacts], outputs_hash, figure))
                 while True:  # "connected" or "failed" may still be unread (a cell stopped early)
                     kind, *rest = self._conn.recv()
                     if kind == "done":
@@ -309,6 +314,30 @@ class TrackerProcess:
                 self._conn.close()
                 os.waitpid(self._pid, 0)
                 self._pid = None
+                if scratch is not None:  # ours: the figure's folder, logged (copied) by now
+                    shutil.rmtree(scratch, ignore_errors=True)
                 self.seconds += time.perf_counter() - t0
         if error is not None:
             _raise(error)
+
+    def _draw_figure(self, artifacts: Sequence[Path]) -> tuple[str | None, str | None]:
+        """(a private folder, the cell's figure as a PNG in it, named as runs.FIGURE's file), or (None, None)
+        where there is no history to draw or drawing fails (the tracking process then draws it itself)."""
+        import tempfile
+
+        import pandas as pd
+
+        from pipeline.tracking.cell_figure import cell_figure
+        from pipeline.tracking.runs import FIGURE, figure_columns
+
+        history = next((Path(p) for p in artifacts if Path(p).name == "history.parquet"), None)
+        if history is None or not history.exists():
+            return None, None
+        scratch = tempfile.mkdtemp(prefix="normlab-figure-")
+        try:
+            path = Path(scratch) / Path(FIGURE).name
+            cell_figure(pd.read_parquet(history, columns=figure_columns(history)), self.cell.name).savefig(path)
+            return scratch, str(path)
+        except Exception:  # noqa: BLE001 - the tracking process draws it, and reports what fails there
+            shutil.rmtree(scratch, ignore_errors=True)
+            return None, None

@@ -498,15 +498,23 @@ class CellTracker:
             self._batch(run_id, metrics=metrics, tags=tags)
         self._members_closed = True
 
-    def finish(self, status: str, summary=None, artifacts: list[Path] = (), outputs_hash: str | None = None) -> None:
+    def finish(
+        self,
+        status: str,
+        summary=None,
+        artifacts: list[Path] = (),
+        outputs_hash: str | None = None,
+        figure: str | None = None,
+    ) -> None:
         """Tag divergence, attach artifacts, and close every run with `status`; Ctrl-C or SIGTERM
-        arriving meanwhile waits until every run is closed."""
+        arriving meanwhile waits until every run is closed. `figure`: the cell's figure already drawn
+        (a PNG named as FIGURE's file), else it is drawn here from the history artifact."""
         if self.parent_id is None:
             return
         with signals_deferred():
-            self._finish(status, summary, artifacts, outputs_hash)
+            self._finish(status, summary, artifacts, outputs_hash, figure)
 
-    def _finish(self, status, summary, artifacts, outputs_hash) -> None:
+    def _finish(self, status, summary, artifacts, outputs_hash, figure=None) -> None:
         """Raises TrackingError when a record could not be written (the runs then end FAILED, not
         FINISHED) or a run could not be closed (it stays RUNNING until a later sweep ends it KILLED)."""
         from mlflow.entities import RunTag
@@ -529,7 +537,9 @@ class CellTracker:
                 tags.append(RunTag("diverged_members", str(sum(m.diverged for m in summary.members))))
             self._batch(self.parent_id, tags=tags)
             history = next((p for p in artifacts if Path(p).name == "history.parquet"), None)
-            if summary is not None and history is not None and Path(history).exists():
+            if summary is not None and figure is not None and Path(figure).exists():
+                self.client.log_artifact(self.parent_id, str(figure), str(Path(FIGURE).parent))
+            elif summary is not None and history is not None and Path(history).exists():
                 self._log_figure(history)
             for path in artifacts:
                 if Path(path).exists():
@@ -568,5 +578,15 @@ class CellTracker:
 
         from pipeline.tracking.cell_figure import cell_figure
 
-        fig = cell_figure(pd.read_parquet(history_file), self.cell.name)
+        fig = cell_figure(pd.read_parquet(history_file, columns=figure_columns(history_file)), self.cell.name)
         self.client.log_figure(self.parent_id, fig, FIGURE)
+
+
+def figure_columns(history_file) -> list[str]:
+    """The history columns the cell's figure reads (pipeline.tracking.cell_figure), those the file has."""
+    import pyarrow.parquet as pq
+
+    from pipeline.tracking.cell_figure import COLUMNS
+
+    have = set(pq.read_schema(history_file).names)
+    return [c for c in COLUMNS if c in have]
