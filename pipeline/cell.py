@@ -281,7 +281,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     tracker = make_tracker(cell, members, stage) if track else None
     if cell.train.threads:
         torch.set_num_threads(cell.train.threads)
-    status, summary, meta, written, staged = "FAILED", None, {}, None, None
+    status, summary, meta, written, staged, history = "FAILED", None, {}, None, None, None
     try:
         if tracker:
             tracker.start()  # an unreachable store fails here, before any training
@@ -358,7 +358,8 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
         with signals_deferred():
             try:
                 if tracker:  # a TrackingError (runs not recorded or not closed) leaves `out` as it was
-                    tracker.finish(status, summary, [staged / f for f in records.FILES] if written else [], written)
+                    files = [staged / f for f in records.FILES] if written else []
+                    tracker.finish(status, summary, files, written, history=history if written else None)
                     if meta:  # the time the cell waited for MLflow (a tracking process works beside it)
                         meta["timing"]["tracking_s"] = tracker.seconds
                         meta["timing"]["tracking_process_s"] = getattr(tracker, "child_seconds", None)

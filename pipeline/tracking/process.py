@@ -281,10 +281,16 @@ class TrackerProcess:
         self._send("rows", {m: [(int(s), k, float(v)) for s, k, v in r] for m, r in rows.items()}, final, diverged)
 
     def finish(
-        self, status: str, summary=None, artifacts: Sequence[Path] = (), outputs_hash: str | None = None
+        self,
+        status: str,
+        summary=None,
+        artifacts: Sequence[Path] = (),
+        outputs_hash: str | None = None,
+        history=None,
     ) -> None:
         """Tell the child how the runs end, and wait until it has closed them and exited. A cell being
-        stopped signals the child first, so that it leaves a long sweep or run creation at once."""
+        stopped signals the child first, so that it leaves a long sweep or run creation at once.
+        `history`: the cell's history frame, from which this process draws the cell's figure."""
         if self._pid is None:
             return
         t0 = time.perf_counter()
@@ -295,7 +301,7 @@ class TrackerProcess:
             try:
                 # drawn here, while the tracking process is still closing the member runs (it was the
                 # longest step after them there); if drawing fails here, the tracking process draws it
-                scratch, figure = self._draw_figure(artifacts) if status == "FINISHED" and summary else (None, None)
+                scratch, figure = self._draw_figure(history) if status == "FINISHED" and summary else (None, None)
                 self._conn.send(("finish", status, summary, [str(p) for p in artifacts], outputs_hash, figure))
                 while True:  # "connected" or "failed" may still be unread (a cell stopped early)
                     kind, *rest = self._conn.recv()
@@ -320,23 +326,23 @@ class TrackerProcess:
         if error is not None:
             _raise(error)
 
-    def _draw_figure(self, artifacts: Sequence[Path]) -> tuple[str | None, str | None]:
-        """(a private folder, the cell's figure as a PNG in it, named as runs.FIGURE's file), or (None, None)
-        where there is no history to draw or drawing fails (the tracking process then draws it itself)."""
+    def _draw_figure(self, history) -> tuple[str | None, str | None]:
+        """(a private folder, the cell's figure drawn from its history frame as a PNG in it, named as
+        runs.FIGURE's file), or (None, None) without a frame or where drawing fails (the tracking process
+        then draws it from the history artifact). From the frame in memory, not the Parquet file: reading
+        Parquet starts pyarrow's thread pool, and a threaded cell process (a grid worker's next cell)
+        could no longer fork its tracking process."""
         import tempfile
 
-        import pandas as pd
-
         from pipeline.tracking.cell_figure import cell_figure
-        from pipeline.tracking.runs import FIGURE, figure_columns
+        from pipeline.tracking.runs import FIGURE
 
-        history = next((Path(p) for p in artifacts if Path(p).name == "history.parquet"), None)
-        if history is None or not history.exists():
+        if history is None:
             return None, None
         scratch = tempfile.mkdtemp(prefix="normlab-figure-")
         try:
             path = Path(scratch) / Path(FIGURE).name
-            cell_figure(pd.read_parquet(history, columns=figure_columns(history)), self.cell.name).savefig(path)
+            cell_figure(history, self.cell.name).savefig(path)
             return scratch, str(path)
         except Exception:  # noqa: BLE001 - the tracking process draws it, and reports what fails there
             shutil.rmtree(scratch, ignore_errors=True)

@@ -505,16 +505,18 @@ class CellTracker:
         artifacts: list[Path] = (),
         outputs_hash: str | None = None,
         figure: str | None = None,
+        history=None,
     ) -> None:
         """Tag divergence, attach artifacts, and close every run with `status`; Ctrl-C or SIGTERM
-        arriving meanwhile waits until every run is closed. `figure`: the cell's figure already drawn
-        (a PNG named as FIGURE's file), else it is drawn here from the history artifact."""
+        arriving meanwhile waits until every run is closed. The cell's figure: `figure`, a PNG already
+        drawn (named as FIGURE's file), else drawn here from `history` (the cell's history frame, in
+        memory), else from the history artifact."""
         if self.parent_id is None:
             return
         with signals_deferred():
-            self._finish(status, summary, artifacts, outputs_hash, figure)
+            self._finish(status, summary, artifacts, outputs_hash, figure, history)
 
-    def _finish(self, status, summary, artifacts, outputs_hash, figure=None) -> None:
+    def _finish(self, status, summary, artifacts, outputs_hash, figure=None, history_frame=None) -> None:
         """Raises TrackingError when a record could not be written (the runs then end FAILED, not
         FINISHED) or a run could not be closed (it stays RUNNING until a later sweep ends it KILLED)."""
         from mlflow.entities import RunTag
@@ -539,8 +541,10 @@ class CellTracker:
             history = next((p for p in artifacts if Path(p).name == "history.parquet"), None)
             if summary is not None and figure is not None and Path(figure).exists():
                 self.client.log_artifact(self.parent_id, str(figure), str(Path(FIGURE).parent))
+            elif summary is not None and history_frame is not None:
+                self._log_figure(history_frame)
             elif summary is not None and history is not None and Path(history).exists():
-                self._log_figure(history)
+                self._log_figure(read_figure_columns(history))
             for path in artifacts:
                 if Path(path).exists():
                     self.client.log_artifact(self.parent_id, str(path))
@@ -573,20 +577,18 @@ class CellTracker:
         if error is not None:
             raise self.failure(error, ended=status)
 
-    def _log_figure(self, history_file) -> None:
-        import pandas as pd
-
+    def _log_figure(self, history) -> None:
         from pipeline.tracking.cell_figure import cell_figure
 
-        fig = cell_figure(pd.read_parquet(history_file, columns=figure_columns(history_file)), self.cell.name)
-        self.client.log_figure(self.parent_id, fig, FIGURE)
+        self.client.log_figure(self.parent_id, cell_figure(history, self.cell.name), FIGURE)
 
 
-def figure_columns(history_file) -> list[str]:
-    """The history columns the cell's figure reads (pipeline.tracking.cell_figure), those the file has."""
+def read_figure_columns(history_file):
+    """The columns of a history artifact the cell's figure reads (pipeline.tracking.cell_figure)."""
+    import pandas as pd
     import pyarrow.parquet as pq
 
     from pipeline.tracking.cell_figure import COLUMNS
 
     have = set(pq.read_schema(history_file).names)
-    return [c for c in COLUMNS if c in have]
+    return pd.read_parquet(history_file, columns=[c for c in COLUMNS if c in have])
