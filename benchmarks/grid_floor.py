@@ -30,7 +30,9 @@ touched, with tracking into a temporary SQLite store, against one floor:
              falls inside start-up (the store answering), training (metric hand-offs) and closing
              (waiting until every run is closed). The tracking processes' own MLflow time
              (tracking_process_s, on another core while the cell trains) is printed beside it.
-             fixed cost per cell = (wall - report - training - tracking) / cells, <= 0.5 s. The shim
+             fixed cost per cell = (wall - report - training - tracking) / cells, <= 0.5 s (DVC's own
+             work per stage included; for make repro's arm, from its cells' cell_s: cell_s - fit_s -
+             tracking_s per cell, and its waits over the workers' time, wall x jobs). The shim
              adds one `sh` and two `date` per process (a few ms).
   noop       `dvc repro` with nothing changed on that copy, <= 3 s.
   report     `python -m pipeline.report --no-track` on that copy's runs/, into a temp folder, <= 10 s.
@@ -207,6 +209,23 @@ def split(wall: float, stamps: list[dict], timings: dict[str, dict], report_wall
     }
 
 
+def worker_split(timings: dict[str, dict], wall: float, jobs: int) -> dict:
+    """The headline arm's cells as its workers ran them (each cell's meta: cell_s = run_cell's wall until
+    its runs are closed): the time cells waited for MLflow over the workers' time (wall x jobs), and the
+    fixed cost per cell, cell_s - fit_s - tracking_s (set-up, start-up and closing, MLflow waits apart)."""
+    cells = [t for t in timings.values() if "cell_s" in t]
+    if not cells:
+        return {}
+    waited = sum(t["tracking_s"] for t in cells)
+    return {
+        "cells_timed": len(cells),
+        "cell_s": sum(t["cell_s"] for t in cells),
+        "tracking_s": waited,
+        "tracking_share": waited / (wall * jobs),
+        "fixed_per_cell_s": sum(t["cell_s"] - t["fit_s"] - t["tracking_s"] for t in cells) / len(cells),
+    }
+
+
 def stop_warm(project: Path, env: dict) -> None:
     subprocess.run([PY, "-m", "pipeline.warm.client", "stop"], cwd=project, env=env, capture_output=True)
 
@@ -255,6 +274,7 @@ def grid_floor(
         "arm_repeats": arm_repeats,
     }
     walls: dict[str, list[tuple[float, float, float]]] = {"dvc": [], "grid": []}
+    grid_cells: dict[str, dict] = {}  # the first grid arm's cells' timing (<cell>.meta.json)
 
     def dvc_arm(r: int) -> float:
         """`dvc repro -f` on a fresh copy, warm server on; the first one's split, memory, noop and report."""
@@ -280,13 +300,16 @@ def grid_floor(
         return wall
 
     def grid_arm(r: int) -> float:
-        """`make repro`'s command: pipeline.grid on every core, on a fresh copy."""
+        """`make repro`'s command: pipeline.grid on every core, on a fresh copy; the first one's cells' timing."""
         second = make_project(tmp / f"project_grid{r}", source, params_text)
         penv = {**env, "MLFLOW_TRACKING_URI": init_store(tmp / f"store_grid{r}")}
         try:
-            return timed([PY, "-m", "pipeline.grid", "--executor", "local", "--jobs", str(jobs)], second, penv)
+            wall = timed([PY, "-m", "pipeline.grid", "--executor", "local", "--jobs", str(jobs)], second, penv)
         finally:
             stop_warm(second, penv)
+        if r == 0:
+            grid_cells.update(cell_timings(second, names))
+        return wall
 
     arms = {"dvc": dvc_arm, **({"grid": grid_arm} if parallel else {})}
     floor()
@@ -314,6 +337,7 @@ def grid_floor(
             "wall_s": stats(w for w, _, _ in g),
             "ratio": spread["median"],
             "ratio_spread": spread,
+            **worker_split(grid_cells, g[0][0], jobs),
         }
     # the work the first dvc repro -f measured (training, the tracking processes beside it, the report),
     # spread over every core without a pause: no schedule of this work on `jobs` cores is faster than this
@@ -380,6 +404,22 @@ def rows(s: dict, table) -> None:
             "<=",
             1.0,
             floor=p["jobs"],
+        )
+    if "parallel" in s and "fixed_per_cell_s" in s["parallel"]:  # the headline arm's cells, as its workers ran them
+        p = s["parallel"]
+        add(
+            "0   make repro: cells waiting for MLflow s (share of the workers' time, wall x jobs)",
+            p["tracking_s"],
+            None,
+            f"{100 * p['tracking_share']:.0f}%",
+            "<= 10%",
+            p["tracking_share"] <= 0.10,
+        )
+        add(
+            "0   make repro: per-cell fixed cost s (cell wall - training - MLflow waits)",
+            p["fixed_per_cell_s"],
+            target="<= 0.5 s",
+            met=p["fixed_per_cell_s"] <= 0.5,
         )
     if "best_case" in s:  # whether the headline's target is within reach of this much work at all
         b = s["best_case"]

@@ -272,6 +272,7 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
     from pipeline.data.sets import preflight
     from pipeline.spec.names import stage_name
 
+    t_cell = time.perf_counter()  # the cell's own wall time (cell_s): from here until its runs are closed
     track = cell.tracking.enabled if track is None else track
     progress = sys.stderr.isatty() if progress is None else progress
     members = cell.members()
@@ -360,6 +361,9 @@ def run_cell(cell, out: str | Path, stage: str | None = None, track: bool | None
                 if tracker:  # a TrackingError (runs not recorded or not closed) leaves `out` as it was
                     files = [staged / f for f in records.FILES] if written else []
                     tracker.finish(status, summary, files, written, history=history if written else None)
+                if meta:
+                    meta["timing"]["cell_s"] = time.perf_counter() - t_cell
+                if tracker:
                     if meta:  # the time the cell waited for MLflow (a tracking process works beside it)
                         meta["timing"]["tracking_s"] = tracker.seconds
                         meta["timing"]["tracking_process_s"] = getattr(tracker, "child_seconds", None)

@@ -229,6 +229,7 @@ def test_quick_benchmark_measures_every_section(tmp_path):
     make_repro = grid["parallel"]  # the headline: pipeline.grid on every core
     assert make_repro["jobs"] == os.cpu_count() and f"--jobs {os.cpu_count()}" in make_repro["command"]
     assert make_repro["ratio"] == make_repro["ratio_spread"]["median"]
+    assert make_repro["cells_timed"] == 2 and make_repro["fixed_per_cell_s"] > 0  # its workers' cells, timed
     head = res["table"][0]
     assert head["figure"].startswith("0 make repro") and head["target"] == "ratio <= 1.0"
     parts = grid["split"]["seconds"]
@@ -291,3 +292,17 @@ def test_figure_0_says_when_the_headline_is_out_of_reach_of_the_work_itself():
         said[work] = (row["ratio"], row["met"])
     assert said[280.0] == ("1.4", "headline <= 1.0 out of reach for this work")
     assert said[180.0] == ("0.9", "headline <= 1.0 within reach")
+
+
+def test_make_repros_cells_are_split_over_the_workers_time():
+    """The headline arm's own waits and fixed cost, from its cells' timing: waits over wall x jobs (two
+    workers waiting 10 s each in a 100 s grid is 10%, not 20%), fixed = cell_s - fit_s - tracking_s."""
+    timings = {
+        "a": {"cell_s": 3.0, "fit_s": 2.0, "tracking_s": 0.6},
+        "b": {"cell_s": 2.0, "fit_s": 1.5, "tracking_s": 0.2},
+        "old": {"fit_s": 1.0, "tracking_s": 0.1},  # a meta file without cell_s is not counted
+    }
+    got = grid_floor.worker_split(timings, wall=4.0, jobs=2)
+    assert got["cells_timed"] == 2 and got["tracking_s"] == pytest.approx(0.8)
+    assert got["tracking_share"] == pytest.approx(0.1) and got["fixed_per_cell_s"] == pytest.approx(0.35)
+    assert grid_floor.worker_split({"old": timings["old"]}, 4.0, 2) == {}
