@@ -276,6 +276,11 @@ def test_figure_0_says_when_the_headline_is_out_of_reach_of_the_work_itself():
         "ratio": 2.8,
         "ratio_spread": {"median": 2.8, "min": 2.7, "max": 2.9, "runs": [2.7, 2.9]},
         "fit_over_floor": {"median": 1.3, "min": 1.3, "max": 1.3},
+        "parallel": {
+            "jobs": 2,
+            "wall_s": {"median": 200.0, "min": 200.0, "max": 200.0},
+            "ratio_spread": {"median": 2.0, "min": 1.9, "max": 2.1, "runs": [1.9, 2.1]},
+        },
         "split": {
             "seconds": {"training": 130.0},
             "shares": {"training": 0.5},

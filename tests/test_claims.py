@@ -919,7 +919,7 @@ def test_a_control_with_the_same_outcomes_member_for_member_is_said_to_be_so():
     for rows in (same, other):
         verdicts = [judge("claim4", rows), _claim5()]
         said.append(_about(answer_text(verdicts, pd.DataFrame(rows + _claim5_rows()), S), "claim4"))
-    assert "synthetic_zero_mean had the same divergences as synthetic, member for member" in said[0]
+    assert "(member for member the same divergences as on synthetic)" in said[0]
     assert "member for member" not in said[1]
 
 
@@ -938,3 +938,16 @@ def test_the_bn_sentence_credits_the_division_by_sigma_only_where_the_grid_shows
     quiet = _claim4_rows(5, 0)  # center trains at the top: nothing to credit
     rows = quiet + _claim5_rows() + seeds("standardize")
     assert "division by sigma" not in answer_text([judge("claim4", quiet), _claim5()], pd.DataFrame(rows), S)
+
+
+def test_a_not_shown_clause_without_direction_words_keeps_its_own_words():
+    """claim 2's undecided sentence passes no words for the directions: the interval's lean is then noted
+    after its own not-shown words, never as an empty clause ('1 - kappa  in this grid')."""
+    from types import SimpleNamespace
+
+    from pipeline.claims.answer import _status_clause
+
+    r = SimpleNamespace(lo=0.03, hi=0.2, p=0.06, p_holm=0.2, interval_text=lambda: "[0.03, 0.2]")
+    v = SimpleNamespace(status="not shown", tests=[r], key="claim2", title="b grows without bound")
+    text = _status_clause(v, "", "", "", "could not be told from 0")
+    assert text.startswith("could not be told from 0: [0.03, 0.2]") and "excludes 0" in text and "  " not in text

@@ -354,14 +354,17 @@ def fds():
 def threads():
     return len(os.listdir("/proc/self/task"))
 
-before = (threads(), fds(), os.environ.get("MLFLOW_SQLALCHEMYSTORE_POOLCLASS"))
+POOL = ("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE")
+before = (threads(), fds(), [os.environ.get(k) for k in POOL])
 tp.warm_tracking()
 tp.warm_tracking()  # idempotent
-after = (threads(), fds(), os.environ.get("MLFLOW_SQLALCHEMYSTORE_POOLCLASS"))
+after = (threads(), fds(), [os.environ.get(k) for k in POOL])
+from mlflow.tracking.context.registry import _run_context_provider_registry
 facts = {
     "threads": [before[0], after[0]],
     "new_fds": sorted(after[1] - before[1]),
     "pool_env": [before[2], after[2]],
+    "context_cached": [type(p).__name__ for p in _run_context_provider_registry if getattr(p, "_cache", None)],
     "tmp_left": os.listdir(os.environ["TMPDIR"]),
     "store_made_by_warm_up": os.path.exists(sys.argv[2]),
 }
@@ -393,7 +396,9 @@ def test_warm_tracking_leaves_nothing_behind_and_changes_no_record(tmp_path, mon
         **os.environ,
         "TMPDIR": str(scratch_tmp),
         "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
-        "MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "QueuePool",  # a user's own setting: kept as it was
+        # a user's own pool settings (NullPool, which the scratch store uses, refuses a pool size): kept as they were
+        "MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "QueuePool",
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5",
         "PYTHONPATH": str(root),
     }
     done = subprocess.run(
@@ -406,11 +411,12 @@ def test_warm_tracking_leaves_nothing_behind_and_changes_no_record(tmp_path, mon
     )
     assert done.returncode == 0, done.stderr[-3000:]
     facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "warm-up skipped" not in done.stderr, done.stderr[-2000:]  # it ran, with the user's pool size set
     assert facts["threads"] == [1, 1]  # the process can still fork its tracking processes
-    # no connection to the scratch store crosses a fork (matplotlib's font files stay open, read-only)
+    # no connection to the scratch store crosses a fork (matplotlib's font files may stay open, read-only)
     assert [f for f in facts["new_fds"] if f.startswith(str(scratch_tmp)) or ".db" in f] == []
-    assert all("/mpl-data/" in f for f in facts["new_fds"]), facts["new_fds"]
-    assert facts["pool_env"] == ["QueuePool", "QueuePool"]
+    assert facts["pool_env"] == [["QueuePool", "5"], ["QueuePool", "5"]]
+    assert facts["context_cached"] == []  # no git commit of the warm-up's time for later cells to inherit
     assert facts["tmp_left"] == [] and facts["store_made_by_warm_up"] is False
     # every cell's MLflow calls were made by a forked process, the second cell's too (a cell that left
     # threads behind, e.g. pyarrow's pool after reading Parquet, made the next one record in-process)
@@ -456,3 +462,51 @@ def test_the_cells_figure_drawn_beside_the_closing_runs_is_the_one_the_tracking_
     assert len(drawn) == 1 and drawn[0] is not None and drawn[0].endswith("b_norm_loss.png")
     assert not Path(drawn[0]).exists() and os.listdir(scratch) == []  # the cell's scratch folder is removed
     assert pngs["cell"][:8] == b"\x89PNG\r\n\x1a\n" and pngs["cell"] == pngs["tracking process"]
+
+
+def test_a_failed_warm_up_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """warm_tracking is best effort: a failure (here: the scratch store's calls) is one line on stderr, the
+    scratch folder is removed, and the process goes on (its tracking processes pay the costs themselves)."""
+    import tempfile
+
+    import pipeline.tracking.process as tp
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(tp, "_WARM", False)
+
+    def fail(folder):
+        raise RuntimeError("the scratch store failed")
+
+    monkeypatch.setattr(tp, "_exercise", fail)
+    tp.warm_tracking()
+    err = capsys.readouterr().err
+    assert "MLflow warm-up skipped (RuntimeError: the scratch store failed)" in err
+    assert os.listdir(scratch) == []
+
+
+def test_a_figure_the_cell_cannot_draw_is_drawn_by_its_tracking_process(tmp_path, mlflow_uri, monkeypatch):
+    """The cell's own drawing failing (here: no temporary folder in the cell, after its tracking process was
+    forked) neither fails the cell nor loses the figure: the tracking process draws it from the history."""
+    import tempfile
+
+    import pipeline.tracking.process as tp
+
+    monkeypatch.setattr(tp, "_threads", lambda: 1)
+    real = tp.TrackerProcess.finish
+
+    def finish(self, *args, **kwargs):  # the tracking process is forked by now: only the cell is affected
+        def no_folder(*a, **kw):
+            raise OSError(28, "No space left on device")
+
+        with monkeypatch.context() as m:
+            m.setattr(tempfile, "mkdtemp", no_folder)
+            return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(tp.TrackerProcess, "finish", finish)
+    run_cell(make_cell("bn", **CELL), tmp_path / "cell", progress=False)
+    client, parents, children = _runs(mlflow_uri)
+    assert {r.info.status for r in parents + children} == {"FINISHED"}
+    assert "figures/b_norm_loss.png" in [a.path for a in client.list_artifacts(parents[0].info.run_id, "figures")]
+    assert (tmp_path / "cell" / "summary.json").exists()

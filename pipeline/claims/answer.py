@@ -94,21 +94,46 @@ def _trains_to_top(members, variant: str) -> bool | None:
     return bool((rows["largest_trained_lr"] >= float(members["lr"].max())).all())
 
 
+def _scaling_twin(members, settings, twin: str, bn: str) -> str | None:
+    """The gradient-through twin that also divides by sigma -- mini-batch statistics, centers and scales, not
+    detached, no gamma/beta -- read from its NormSpec and the members' `affine` ('standardize' in the default
+    grid); None where the grid has none."""
+    from pipeline.spec.variants import norm_spec
+
+    for twins in settings.twins.values():
+        t = twins[0] if twins else None
+        rows = members[members["variant"] == t] if t not in (None, twin, bn) else members.iloc[:0]
+        if rows.empty or "norm" not in rows or ("affine" in rows and bool(rows["affine"].iloc[0])):
+            continue
+        try:
+            spec = norm_spec(str(rows["norm"].iloc[0]))
+        except KeyError:
+            continue
+        if spec.statistics == "batch" and spec.centers and spec.scales and not spec.detached:
+            return t
+    return None
+
+
 def _scaling_clause(members, bn: str, twin: str | None, settings) -> str:
     """Where BN's stability at the top lrs comes from, when the grid shows it: the centering twin (gradient
-    through its mean, no division by sigma) failing below the top while the standardizing twin (BN without
-    gamma, beta: gradient through mean and sigma) trains there. '' where the grid does not show this."""
-    scaler = next((t[0] for d, t in settings.twins.items() if t and t[0] != twin and "standardize" in d), None)
-    if not twin or not scaler or _trains_to_top(members, bn) is not True:
+    through its mean, no division by sigma) failing -- half its seeds or more, from some lr on, the rule the
+    claim-4 sentence uses (mechanism_text.twin_fails_from) -- while the standardizing twin (BN without gamma,
+    beta: gradient through mean and sigma) trains at every lr on every data set. '' otherwise."""
+    from pipeline.claims.mechanism_text import twin_fails_from
+
+    scaler = _scaling_twin(members, settings, twin, bn) if twin else None
+    if not twin or not scaler or _trains_to_top(members, bn) is not True or _trains_to_top(members, scaler) is not True:
         return ""
-    if _trains_to_top(members, twin) is False and _trains_to_top(members, scaler) is True:
-        return (
-            f"; differentiating through the mean is not all of it: {twin}, which does that but does not divide "
-            f"by sigma, failed below the grid's top lr, where {scaler} (BN without gamma, beta: the gradient "
-            f"through the mean and sigma) trained like {bn}; at large lrs the division by sigma is what keeps "
-            f"{bn} trainable, and detaching adds little there (below)"
-        )
-    return ""
+    fails = twin_fails_from(members, twin)
+    if not fails:
+        return ""
+    where = ", ".join(f"lr >= {lr:g} on {ds}" for ds, lr in fails.items())
+    return (
+        f"; differentiating through the mean is not all of it: {twin}, which does that but does not divide by "
+        f"sigma, diverged (half the seeds or more) at {where}, where {scaler} (BN without gamma, beta: the "
+        f"gradient through the mean and sigma) trained like {bn}: at large lrs the division by sigma is what "
+        f"keeps {bn} trainable"
+    )
 
 
 def _same_outcomes(r, members, settings) -> str:
@@ -128,13 +153,15 @@ def _same_outcomes(r, members, settings) -> str:
     said = []
     for control in r.controls():
         c = outcomes(control.dataset)
+        if c.index.has_duplicates:  # several cells per variant here: members are not matched one for one
+            continue
         twin = next(
             (d.dataset for d in r.by_dataset if d.role == "pooled" and len(c) and outcomes(d.dataset).equals(c)),
             None,
         )
-        if twin:
-            said.append(f"{control.dataset} had the same divergences as {twin}, member for member")
-    return f" ({'; '.join(said)}: there the input mean did not change which members diverged)" if said else ""
+        if twin:  # a fact about the rows, not an inference about the input mean (the sets may differ otherwise)
+            said.append(f"member for member the same divergences as on {twin}")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def _deciders(v4, settings) -> str | None:
@@ -176,8 +203,12 @@ def _status_clause(v, holds: str, fails: str, negligible: str, not_shown: str) -
         if v.status == NEGLIGIBLE:
             note = "; within the smallest effect that matters, though not 0"
         else:  # the direction the data lean, with the verdict beside it: "could not be told apart" would deny it
-            clause = f"{holds if r.lo > 0 else fails} in this grid, but that is **not shown**"
-            note = ": its bootstrap interval excludes 0, the exact test does not reach the family-wise level"
+            lean = holds if r.lo > 0 else fails
+            if lean:
+                clause = f"{lean} in this grid, but that is **not shown**"
+                note = ": its bootstrap interval excludes 0, the exact test does not reach the family-wise level"
+            else:
+                note = "; its bootstrap interval excludes 0, but the exact test does not reach the family-wise level"
     return f"{clause}: {r.interval_text()} (p {r.p:.2g}, Holm p {r.p_holm:.2g}{note}, {_link(v)})"
 
 

@@ -64,6 +64,6 @@ def claim2_sentence(v2, ident: str, link: str, status_clause, steps: float) -> s
         )
     else:
         body = f"whether b is bounded could not be told: {_kappa(r)}, 1 - kappa " + status_clause(
-            v2, "", "", "", "could not be told from 0"
+            v2, "was above 0", "was below 0", "was within the smallest effect of 0", "could not be told from 0"
         )
     return head + body + _carrier(v2, steps) + "."

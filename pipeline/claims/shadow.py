@@ -289,12 +289,17 @@ def shadow_clause(v, link: str, late_from: float) -> str:
     )
     # the exact prediction sums gamma_t / sigma_t times beta's steps (1 by algebra under plain SGD: it checks
     # the code); the end-point one, gamma_T beta_T / sigma_T, assumes gamma and sigma stood still
+    late = ""
+    if math.isfinite(late_b) and math.isfinite(late_beta):
+        # "together" only where the late shares are close (within 0.1 of the run's drift); else both are shown
+        together = ", so the two drift together" if abs(late_b - late_beta) <= 0.1 else ""
+        late = (
+            f"; b gained {late_b:.2g} of its drift after {late_from:g} T and beta {late_beta:.2g} of its own{together}"
+        )
     drift = (
         f": b's final drift was {ratio:.2g} x beta's and {summed:.2g} x the sum of gamma_t / sigma_t times "
         f"beta's steps (the exact prediction; 1 by algebra under plain SGD, so this checks the code, not the "
-        f"claim), {pred:.2g} x gamma_T beta_T / sigma_T (which assumes gamma and sigma stood still); b gained "
-        f"{late_b:.2g} of its drift after {late_from:g} T and beta {late_beta:.2g} of its own, so the two drift "
-        f"together"
+        f"claim), {pred:.2g} x gamma_T beta_T / sigma_T (which assumes gamma and sigma stood still){late}"
         if math.isfinite(ratio) and math.isfinite(pred) and math.isfinite(summed)
         else ""
     )

@@ -38,9 +38,7 @@ def ray_cell(cell, name: str) -> dict:
     """Runs on a Ray worker: the cell into a temp folder of its node; its files' bytes go back."""
     from pipeline import records
     from pipeline.cell import run_cell
-    from pipeline.tracking.process import warm_tracking
 
-    warm_tracking()  # once per Ray worker process (Ray reuses it for later cells)
     tmp = Path(tempfile.mkdtemp(prefix="normlab-cell-"))
     try:
         out = tmp / name

@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,7 +51,7 @@ _WARM = False
 
 
 def warm_tracking() -> None:
-    """Pay once, in a long-lived process (the warm server, a grid worker, a Ray worker), the first-call
+    """Pay once, in a long-lived process that forks cells (the warm server, a grid worker), the first-call
     costs that every tracking process it forks would otherwise pay again: MLflow's SQLAlchemy store
     built and checked, its mappers and statements set up, the lazy imports behind experiments, searches,
     runs, batches, dataset inputs and artifacts, and matplotlib's first drawing of the cell's figure.
@@ -59,60 +60,97 @@ def warm_tracking() -> None:
 
     Done on a scratch SQLite store in a private temporary folder, removed after, not on the user's
     store: a store cached across cells would outlive a user's `rm mlflow.db`. Its engine keeps no
-    connection open (MLflow's NullPool setting, for this engine only), so nothing crosses a fork, and
-    no thread is started (a forking process must stay single-threaded). Idempotent per process."""
+    connection open (MLflow's NullPool setting, for this engine only; the user's pool-size settings,
+    which NullPool refuses, are set aside meanwhile), so nothing crosses a fork, and no thread is started
+    (a forking process must stay single-threaded). MLflow's cached run context (the git commit) is
+    emptied after, so a cell forked later reads its own. Best effort: a failure only means the tracking
+    processes pay these costs themselves. Idempotent per process."""
     global _WARM
     if _WARM:
         return
-    import io
-    import shutil
+    _WARM = True  # tried once per process, whatever happens
+    import logging
     import tempfile
 
+    from mlflow import environment_variables as ev
+
+    # set aside while the scratch engine is made: NullPool for it, and no pool options NullPool refuses
+    pool_env = {
+        ev.MLFLOW_SQLALCHEMYSTORE_POOLCLASS.name: "NullPool",
+        ev.MLFLOW_SQLALCHEMYSTORE_POOL_SIZE.name: None,
+        ev.MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW.name: None,
+        ev.MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE.name: None,
+        ev.MLFLOW_SQLALCHEMYSTORE_ECHO.name: None,
+    }
+    saved = {k: os.environ.get(k) for k in pool_env}
+    quiet = logging.getLogger("mlflow")
+    level = quiet.level
+    scratch = None
+    try:
+        quiet.setLevel(logging.WARNING)  # its "creating tables" lines are about the scratch store
+        for k, v in pool_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        scratch = Path(tempfile.mkdtemp(prefix="normlab-warm-"))  # 0700, ours: removed below
+        _exercise(scratch)
+    except Exception as exc:  # noqa: BLE001 - best effort: the tracking processes still work, only slower
+        print(f"normlab: MLflow warm-up skipped ({type(exc).__name__}: {first_line(exc)})", file=sys.stderr)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        quiet.setLevel(level)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        _forget_run_context()
+
+
+def _exercise(scratch: Path) -> None:
+    """What a cell's tracking process does, once, on a scratch store in `scratch`."""
     import numpy as np
     import pandas as pd
     import sqlalchemy.orm
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.environment_variables import MLFLOW_SQLALCHEMYSTORE_POOLCLASS
     from mlflow.store.tracking.dbmodels import models  # noqa: F401  (MLflow's tables, mapped)
-    from mlflow.tracking.context.registry import resolve_tags
 
-    from pipeline.spec.records import layer_column
-    from pipeline.tracking.cell_figure import cell_figure
-    from pipeline.tracking.runs import close_orphans, connect, experiment_id, source_tags
+    from pipeline.tracking.cell_figure import COLUMNS, cell_figure
+    from pipeline.tracking.runs import close_orphans, connect, experiment_id
 
     sqlalchemy.orm.configure_mappers()
-    rows = pd.DataFrame(
-        {"member": [0, 0], "step": [0, 10], "lr": [0.1, 0.1], "seed": [0, 0], "loss": [2.0, 1.0]}
-        | {layer_column("b_norm", 0): [1.0, 3.0]}
-    )
-    scratch = Path(tempfile.mkdtemp(prefix="normlab-warm-"))  # 0700, ours: removed below
-    pool = MLFLOW_SQLALCHEMYSTORE_POOLCLASS.name
-    before = os.environ.get(pool)
-    os.environ[pool] = "NullPool"  # read when the engine is made: this scratch engine only
-    try:
-        uri = f"sqlite:///{scratch / 'warm.db'}"
-        client = connect(uri)
-        exp = experiment_id(client, "warm-up", uri)
-        close_orphans(client, [exp], "warm-up")
-        parent = client.create_run(exp, tags={**source_tags(resolve_tags()), "normlab.kind": "cell"}).info.run_id
-        child = client.create_run(exp, tags={"mlflow.parentRunId": parent, "normlab.kind": "member"}).info.run_id
-        client.log_batch(
-            child, metrics=[Metric("loss", 1.0, 0, 0)], params=[Param("seed", "0")], tags=[RunTag("a", "b")]
-        )
-        client.log_inputs(child, datasets=dataset_inputs("warm-up", np.zeros((2, 2)), np.zeros(2)))
-        (scratch / "artifact.txt").write_text("warm-up")
-        client.log_artifact(parent, str(scratch / "artifact.txt"))
-        client.log_figure(parent, cell_figure(rows, "warm-up"), "figure.png")
-        cell_figure(rows, "warm-up").savefig(io.BytesIO(), format="png")
-        for run in (child, parent):
-            client.set_terminated(run, status="FINISHED")
-    finally:
-        if before is None:
-            os.environ.pop(pool, None)
-        else:
-            os.environ[pool] = before
-        shutil.rmtree(scratch, ignore_errors=True)
-    _WARM = True
+    uri = f"sqlite:///{scratch / 'warm.db'}"
+    client = connect(uri)
+    exp = experiment_id(client, "warm-up", uri)
+    close_orphans(client, [exp], "warm-up")
+    parent = client.create_run(exp, tags={"normlab.kind": "cell"}).info.run_id
+    child = client.create_run(exp, tags={"mlflow.parentRunId": parent, "normlab.kind": "member"}).info.run_id
+    client.log_batch(child, metrics=[Metric("loss", 1.0, 0, 0)], params=[Param("seed", "0")], tags=[RunTag("a", "b")])
+    client.log_inputs(child, datasets=dataset_inputs("warm-up", np.zeros((2, 2)), np.zeros(2)))
+    rows = pd.DataFrame({c: [0.0, 10.0] if c == "step" else [1.0, 2.0] for c in COLUMNS})  # two points per column
+    client.log_figure(parent, cell_figure(rows, "warm-up"), "figure.png")  # draws it: matplotlib's first figure
+    (scratch / "artifact.txt").write_text("warm-up")
+    client.log_artifact(parent, str(scratch / "artifact.txt"))
+    for run in (child, parent):
+        client.set_terminated(run, status="FINISHED")
+
+
+def _forget_run_context() -> None:
+    """Empty the caches of MLflow's run-context providers (its git provider keeps the commit it found, and
+    dataset inputs consult it): cells forked from this process later must read the commit of their own
+    time, not of the warm-up. MLflow has no public call for this; its registry is iterable and each
+    provider keeps a `_cache` dict. The git lookups' objects are collected here, before a gc.freeze()."""
+    import gc
+
+    from mlflow.tracking.context.registry import _run_context_provider_registry
+
+    for provider in _run_context_provider_registry:
+        cache = getattr(provider, "_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
+    gc.collect()
 
 
 def make_tracker(cell: CellSettings, members, stage: str):
@@ -293,15 +331,16 @@ class TrackerProcess:
         `history`: the cell's history frame, from which this process draws the cell's figure."""
         if self._pid is None:
             return
-        t0 = time.perf_counter()
         scratch = None
         with signals_deferred():  # a Ctrl-C now waits until every run is closed
             if status == "KILLED":
                 os.kill(self._pid, signal.SIGTERM)  # our own child, not yet reaped: its pid is its own
+            # drawn here, while the tracking process is still closing the member runs (it was the longest
+            # step after them there); if drawing fails here, the tracking process draws it. Not counted as
+            # waiting for MLflow (`seconds`): the clock starts after it.
+            scratch, figure = self._draw_figure(history) if status == "FINISHED" and summary else (None, None)
+            t0 = time.perf_counter()
             try:
-                # drawn here, while the tracking process is still closing the member runs (it was the
-                # longest step after them there); if drawing fails here, the tracking process draws it
-                scratch, figure = self._draw_figure(history) if status == "FINISHED" and summary else (None, None)
                 self._conn.send(("finish", status, summary, [str(p) for p in artifacts], outputs_hash, figure))
                 while True:  # "connected" or "failed" may still be unread (a cell stopped early)
                     kind, *rest = self._conn.recv()
@@ -339,11 +378,13 @@ class TrackerProcess:
 
         if history is None:
             return None, None
-        scratch = tempfile.mkdtemp(prefix="normlab-figure-")
+        scratch = None
         try:
+            scratch = tempfile.mkdtemp(prefix="normlab-figure-")  # inside: an unwritable TMPDIR is a failure here
             path = Path(scratch) / Path(FIGURE).name
             cell_figure(history, self.cell.name).savefig(path)
             return scratch, str(path)
         except Exception:  # noqa: BLE001 - the tracking process draws it, and reports what fails there
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
             return None, None
