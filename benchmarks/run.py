@@ -19,7 +19,7 @@ in its own module's docstring (measurement and table rows beside it; helpers in 
 2 stacking    benchmarks/figures/stacking.py    members stacked vs trained one at a time, >= 4
 3 naive grid  benchmarks/figures/naive_grid.py  one process per run (benchmarks/naive_run.py) vs normlab, >= 20
 4 tracking    benchmarks/figures/tracking.py    MLflow's share of a CLI cell's wall time, <= 10%
-5 start-up    benchmarks/figures/startup.py     launch to trainer.fit, cold and warm, <= 4 s
+5 start-up    benchmarks/figures/startup.py     launch to trainer.fit, cold and warm, <= 2 s
 6 dvc         benchmarks/figures/dvc.py         no-op `dvc repro` <= 3 s, report regeneration <= 10 s
 7 memory      benchmarks/figures/memory.py      peak RSS of a cold cell vs a naive run, each its own; RSS over cells
 8 scaling     benchmarks/figures/scaling.py     ms per step as members and width grow; FLOP/s vs torch.bmm

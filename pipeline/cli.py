@@ -118,9 +118,9 @@ def ui(argv: list[str]) -> int:
         )
     if cells:
         print(f"the cells (parent runs only, one row per cell): {cells}", file=sys.stderr, flush=True)
-    from pipeline.tracking.loopback import loopback_env
+    from pipeline.tracking.loopback import server_env
 
-    env = loopback_env(os.environ, "ui")  # nothing that would make it listen beyond 127.0.0.1
+    env = server_env(os.environ, "ui")  # nothing that listens beyond 127.0.0.1; no MLflow job runner
     os.execve(cmd[0], cmd, env)  # MLflow's own process from here on: Ctrl-C and exit codes are its own
     return 1  # not reached
 

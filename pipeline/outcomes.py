@@ -253,8 +253,9 @@ def _from_history(h: _Member, row: dict, layers: range, width: float, settings) 
     out["grad_b_rel_max"] = float(np.nanmax(rels)) if rels and np.isfinite(rels).any() else float("nan")
     # claim 5's identity in float64, measured once on the final state (module._grad_ratio_float64)
     rel64_cols = [h[c] for layer in layers if (c := layer_column("grad_b_rel64", layer)) in h]
-    rel64 = [float(v) for col in rel64_cols for v in col if np.isfinite(v)]
-    out["grad_b_rel64_max"] = max(rel64) if rel64 else float("nan")
+    rel64 = np.concatenate([np.asarray(col, dtype=float) for col in rel64_cols]) if rel64_cols else np.empty(0)
+    rel64 = rel64[np.isfinite(rel64)]  # one value per layer, on the final row: no loop over the history
+    out["grad_b_rel64_max"] = float(rel64.max()) if rel64.size else float("nan")
     # steps_to_target(step, loss, target, target_smooth) on the cell's precomputed trailing means
     target = settings.target_loss_frac * row.get("init_full_loss_train", float("nan"))
     below = np.flatnonzero(h["_loss_mean"] < target) if np.isfinite(target) else np.empty(0, dtype=int)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.spec import environment  # noqa: E402
+from pipeline.tracking.loopback import server_env  # noqa: E402
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -82,7 +83,7 @@ def screenshot(
     exp = experiment_id(store, experiment)
     if exp is None:
         raise RuntimeError(f"--experiment: no experiment {experiment!r} in {store}")
-    env = environment.child_env()  # telemetry off (pipeline/spec/environment.py)
+    env = server_env(environment.child_env(), "screenshot")  # telemetry and MLflow's job runner off, loopback only
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     ui = subprocess.Popen(

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from pipeline.spec import environment
+from pipeline.tracking.loopback import JOB_EXECUTION, server_env
 from pipeline.tracking.server import free_port
 from tests.listening import listening
 
@@ -48,6 +49,7 @@ def test_normlab_ui_listens_on_loopback_only(tmp_path):
     env.pop("MLFLOW_GUNICORN_OPTS", None)
     env.pop("MLFLOW_UVICORN_OPTS", None)
     env["MLFLOW_GUNICORN_OPTS"] = f"-b 0.0.0.0:{other}"
+    env.pop(JOB_EXECUTION, None)  # MLflow's default: its job runner on
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "ui", "--port", str(port)],
         cwd=tmp_path,
@@ -60,10 +62,22 @@ def test_normlab_ui_listens_on_loopback_only(tmp_path):
     try:
         lines = _wait_until_serving(proc)
         bound = listening(proc.pid)
+        # MLflow launches its job runner right after the web server's process, before that serves
+        started = subprocess.run(["ps", "-o", "args=", "-s", str(proc.pid)], capture_output=True, text=True).stdout
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the group this test started, by its id
         proc.wait(timeout=60)
         proc.stderr.close()
     assert bound == {("127.0.0.1", port)}, bound  # before: ('0.0.0.0', other) as well
+    assert "uvicorn" in started or "gunicorn" in started, started  # the listing sees the UI's own processes
+    # ... and none of MLflow's job runner (a _job_runner and huey consumers, polling all day: normlab has no jobs)
+    assert "_job_runner" not in started and "huey" not in started, started
     said = [ln for ln in lines if ln.startswith("normlab")]
     assert len(said) == 1 and "MLFLOW_GUNICORN_OPTS ignored" in said[0] and "no authentication" in said[0], lines
+
+
+def test_server_env_turns_mlflows_job_runner_off_unless_the_user_sets_it():
+    base = {"PATH": "/usr/bin"}
+    assert server_env(base, "ui")[JOB_EXECUTION] == "false"
+    assert server_env({**base, JOB_EXECUTION: "true"}, "ui")[JOB_EXECUTION] == "true"  # the user's choice stays
+    assert JOB_EXECUTION not in base  # a copy: the caller's environment is left as it was

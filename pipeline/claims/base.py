@@ -15,6 +15,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 
 from pipeline.claims.endpoint_table import endpoint_frame
@@ -206,10 +207,13 @@ def rate_interval(x, level: float) -> dict:
 def excess_rate_interval(a, b, level: float) -> dict:
     """The excess rate of paired 0/1 outcomes a - b (same seeds, same order) with Newcombe's hybrid
     score interval for paired proportions, as Endpoint keywords."""
-    pair = pd.DataFrame({"a": pd.Series(a, dtype=float).to_numpy(), "b": pd.Series(b, dtype=float).to_numpy()}).dropna()
-    if pair.empty:
+    a, b = pd.Series(a, dtype=float).to_numpy(), pd.Series(b, dtype=float).to_numpy()
+    if a.shape != b.shape:
+        raise ValueError(f"excess_rate_interval: {a.size} outcomes against {b.size}: pairs need the same members")
+    both = ~(np.isnan(a) | np.isnan(b))  # pairs with both outcomes (numpy: called per comparison, in every null grid)
+    if not both.any():
         return dict(effect=NAN, lo=NAN, hi=NAN)
-    a_, b_ = pair["a"] > 0, pair["b"] > 0
+    a_, b_ = a[both] > 0, b[both] > 0
     d, lo, hi = newcombe_paired(
         int((a_ & b_).sum()), int((a_ & ~b_).sum()), int((~a_ & b_).sum()), int((~a_ & ~b_).sum()), level
     )

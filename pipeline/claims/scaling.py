@@ -48,10 +48,11 @@ def _per_seed(sub: pd.DataFrame, col: str, how: str, four: list[str]) -> pd.Data
     out = {}
     for v in four:
         g = sub[sub["variant"] == v]
-        ok = g.groupby("lr").filter(lambda x: not x["diverged"].any())
+        per_lr = g.groupby("lr").agg(diverged=("diverged", "any"), loss=("full_loss_train", "mean"))
+        ok = per_lr.loc[~per_lr["diverged"].astype(bool), "loss"]  # the lrs where no seed diverged
         if ok.empty:
             return pd.DataFrame(columns=four)
-        best = ok.groupby("lr")["full_loss_train"].mean().idxmin()
+        best = ok.idxmin()
         out[v] = g[g["lr"] == best].set_index("seed")[col]
     return pd.DataFrame(out).reindex(columns=four).dropna()
 

@@ -10,6 +10,12 @@ the environment, after which it adds `--host 127.0.0.1`: gunicorn's `-b` is cumu
 MLFLOW_GUNICORN_OPTS='-b 0.0.0.0:5001' made a second socket on every address; uvicorn's `--uds`
 or `--fd` serve a socket the host does not govern. Those variables are left out of the server's
 environment, with one line saying why.
+
+MLflow 3 also starts a job runner beside every `mlflow ui` / `mlflow server` over a database store (a
+`_job_runner` and three huey consumers, for its GenAI jobs, polling for as long as the UI runs): normlab
+submits no MLflow jobs, so server_env turns it off unless the user's environment says otherwise
+(measured: `mlflow ui --workers 1` over SQLite, its first 25 s: 10 processes and 19 CPU-s with it,
+2 and 3 without).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from collections.abc import Mapping
 
 # mlflow server's options read from the environment that can add listening addresses
 SERVER_OPTION_VARIABLES = ("MLFLOW_GUNICORN_OPTS", "MLFLOW_UVICORN_OPTS")
+# MLflow's switch for its job runner (mlflow.environment_variables; default on)
+JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 def loopback_env(env: Mapping[str, str], command: str) -> dict[str, str]:
@@ -32,4 +40,12 @@ def loopback_env(env: Mapping[str, str], command: str) -> dict[str, str]:
                 file=sys.stderr,
                 flush=True,
             )
+    return out
+
+
+def server_env(env: Mapping[str, str], command: str) -> dict[str, str]:
+    """The environment of an MLflow UI or server normlab starts: loopback_env, and MLflow's job runner
+    off unless `env` sets JOB_EXECUTION itself."""
+    out = loopback_env(env, command)
+    out.setdefault(JOB_EXECUTION, "false")
     return out

@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 
 from pipeline.spec import environment
-from pipeline.tracking.loopback import loopback_env
+from pipeline.tracking.loopback import server_env
 
 PG_USER = "postgres"  # the account PostgreSQL runs as when we are root
 
@@ -302,7 +302,7 @@ class TrackingServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             # the backend URI not on argv (ps shows argv); nothing that would listen beyond 127.0.0.1
-            env={**loopback_env(environment.child_env(), "server"), "MLFLOW_BACKEND_STORE_URI": backend},
+            env={**server_env(environment.child_env(), "server"), "MLFLOW_BACKEND_STORE_URI": backend},
             umask=0o077,  # the artifacts it writes (served artifacts: clients upload through it) are its own
             start_new_session=True,
         )  # its own group: uvicorn's workers stop with it, Ctrl-C reaches us only
