@@ -83,7 +83,7 @@ def screenshot(
     exp = experiment_id(store, experiment)
     if exp is None:
         raise RuntimeError(f"--experiment: no experiment {experiment!r} in {store}")
-    env = server_env(environment.child_env(), "screenshot")  # telemetry and MLflow's job runner off, loopback only
+    env = server_env(environment.child_env(), "ui")  # telemetry and MLflow's job runner off, loopback only
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     ui = subprocess.Popen(

@@ -1,7 +1,7 @@
 """MLflow's UI and tracking server listen on 127.0.0.1 only (`normlab ui`, `normlab server`).
 
-    from pipeline.tracking.loopback import loopback_env
-    env = loopback_env(environment.child_env(), "server")   # the server's environment, said in one line
+    from pipeline.tracking.loopback import server_env
+    env = server_env(environment.child_env(), "server")   # the server's environment, said in one line
 
 MLflow has no authentication of its own: whoever reaches the port reads, writes and deletes every
 run. Loopback keeps other machines out (not other users of this one: docs/scale-out.md says how to
@@ -13,7 +13,8 @@ environment, with one line saying why.
 
 MLflow 3 also starts a job runner beside every `mlflow ui` / `mlflow server` over a database store (a
 `_job_runner` and three huey consumers, for its GenAI jobs, polling for as long as the UI runs): normlab
-submits no MLflow jobs, so server_env turns it off unless the user's environment says otherwise
+submits no MLflow jobs, so server_env turns it off unless the user's environment says otherwise (MLflow
+features that run as its jobs, e.g. SQL trace rollups, then need MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true)
 (measured: `mlflow ui --workers 1` over SQLite, its first 25 s: 10 processes and 19 CPU-s with it,
 2 and 3 without).
 """
